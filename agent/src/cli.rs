@@ -1,0 +1,134 @@
+//! Command-line interface of the agent.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::env;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tasknode",
+    version,
+    about = "The tasknode agent: enroll this server with a console, heartbeat, run tasks",
+    long_about = "The tasknode agent.\n\n\
+        `tasknode enroll` registers this server with a console using a user's access key; \
+        `tasknode run` keeps it available there; `tasknode status` says where things stand.\n\n\
+        Exit status: 0 success, 1 failure (for status: not healthy), 2 bad command line, \
+        3 refused by the console, 4 console unreachable."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Enroll this server with a console and write the agent config.
+    Enroll(EnrollArgs),
+    /// Run the agent: heartbeat until stopped (SIGTERM tells the console it is stopping).
+    Run(RunArgs),
+    /// Show enrollment, console reachability, last heartbeat and clock offset.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArg {
+    /// Agent config file.
+    #[arg(long, env = env::CONFIG, default_value = env::DEFAULT_CONFIG, value_name = "PATH")]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstallMethod {
+    /// Installed by install.sh under /home/admin/tasknode; updates itself.
+    Script,
+    /// Installed from an RPM; updated by yum.
+    Rpm,
+    /// Installed from a .deb; updated by apt.
+    Deb,
+    /// Placed by hand.
+    Manual,
+}
+
+#[derive(Debug, Args)]
+pub struct EnrollArgs {
+    /// Console URL, e.g. http://console.example.com:8080.
+    #[arg(long, value_name = "URL")]
+    pub console: String,
+    /// User name of the access key (from `tasknode-console user create`).
+    #[arg(long, value_name = "NAME")]
+    pub user_name: String,
+    /// Read the password from standard input (first line).
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Read the password from the first line of FILE (keep it mode 0600).
+    #[arg(long, value_name = "FILE", conflicts_with = "password_stdin")]
+    pub password_file: Option<PathBuf>,
+    /// Identify this server by its DMI product UUID (true, for VPC groups) or by its hostname
+    /// (false, for classic groups).
+    #[arg(long, value_name = "true|false", value_parser = clap::builder::BoolValueParser::new(), action = clap::ArgAction::Set)]
+    pub enable_uuid: bool,
+    /// Directory for heartbeat.log, agent.log and task logs.
+    /// [default: ../logs beside a `conf` config directory, else logs/ beside the config]
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+    /// How the agent was installed, recorded in the config.
+    #[arg(long, value_enum, default_value = "manual")]
+    pub install_method: InstallMethod,
+    /// Refused: a password on the command line is visible to every user of the host.
+    #[arg(long, hide = true, value_name = "PASSWORD")]
+    pub password: Option<String>,
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn enable_uuid_needs_an_explicit_value() {
+        let base = [
+            "tasknode",
+            "enroll",
+            "--console",
+            "http://x",
+            "--user-name",
+            "u",
+            "--password-stdin",
+        ];
+        assert!(Cli::try_parse_from(base.iter().chain(&["--enable-uuid"])).is_err());
+        assert!(Cli::try_parse_from(base.iter().chain(&["--enable-uuid", "maybe"])).is_err());
+        let cli = Cli::try_parse_from(base.iter().chain(&["--enable-uuid", "true"])).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Enroll(EnrollArgs {
+                enable_uuid: true,
+                ..
+            })
+        ));
+    }
+}

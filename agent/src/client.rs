@@ -1,0 +1,300 @@
+//! The agent's client of the console API. Every answer, success or refusal, comes back with its
+//! latency and the clock offset measured from the console-time header (NTP-style: the console's
+//! time minus the agent's time at the midpoint of the round trip).
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use reqwest::Url;
+use reqwest::header::AUTHORIZATION;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tasknode_protocol::TIME_HEADER;
+use tasknode_protocol::wire::{
+    EnrollRequest, EnrollResponse, ErrorBody, Health, HeartbeatRequest, HeartbeatResponse,
+    ShutdownRequest,
+};
+
+/// By default a request gives up after 10 s.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{value:?} is not a console URL; use http://HOST:PORT or https://HOST:PORT")]
+    BadUrl { value: String },
+    #[error("cannot reach the console at {url}: {detail}")]
+    Unreachable {
+        url: String,
+        detail: String,
+        latency: Duration,
+    },
+    #[error("console refused (HTTP {status}{}): {message}", field.as_ref().map(|f| format!(", field {f}")).unwrap_or_default())]
+    Refused {
+        status: u16,
+        field: Option<String>,
+        message: String,
+        latency: Duration,
+        offset_ms: Option<i64>,
+    },
+    #[error("unexpected answer from the console (HTTP {status}): {message}")]
+    BadAnswer {
+        status: u16,
+        message: String,
+        latency: Duration,
+        offset_ms: Option<i64>,
+    },
+}
+
+impl ClientError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Refused { status, .. } | ClientError::BadAnswer { status, .. } => {
+                Some(*status)
+            }
+            _ => None,
+        }
+    }
+
+    pub fn latency(&self) -> Duration {
+        match self {
+            ClientError::Unreachable { latency, .. }
+            | ClientError::Refused { latency, .. }
+            | ClientError::BadAnswer { latency, .. } => *latency,
+            ClientError::BadUrl { .. } => Duration::ZERO,
+        }
+    }
+
+    pub fn offset_ms(&self) -> Option<i64> {
+        match self {
+            ClientError::Refused { offset_ms, .. } | ClientError::BadAnswer { offset_ms, .. } => {
+                *offset_ms
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A successful answer with how it was measured.
+#[derive(Debug)]
+pub struct Answer<T> {
+    pub body: T,
+    pub status: u16,
+    pub latency: Duration,
+    pub offset_ms: Option<i64>,
+}
+
+pub struct ConsoleClient {
+    http: reqwest::Client,
+    base: Url,
+}
+
+/// Parses a console URL, accepting only http and https with a host and no credentials.
+pub fn parse_console_url(value: &str) -> Result<Url, ClientError> {
+    let bad = || ClientError::BadUrl {
+        value: value.to_owned(),
+    };
+    let url = Url::parse(value).map_err(|_| bad())?;
+    let ok = matches!(url.scheme(), "http" | "https")
+        && url.host().is_some()
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.query().is_none()
+        && url.fragment().is_none();
+    if ok { Ok(url) } else { Err(bad()) }
+}
+
+/// An error and its causes on one line: reqwest's own message alone rarely says "connection
+/// refused".
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let msg = s.to_string();
+        if !out.contains(&msg) {
+            out.push_str(": ");
+            out.push_str(&msg);
+        }
+        source = s.source();
+    }
+    out
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl ConsoleClient {
+    pub fn new(console_url: &str) -> Result<ConsoleClient, ClientError> {
+        let base = parse_console_url(console_url)?;
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!("tasknode/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientError::Unreachable {
+                url: console_url.to_owned(),
+                detail: chain(&e),
+                latency: Duration::ZERO,
+            })?;
+        Ok(ConsoleClient { http, base })
+    }
+
+    fn url(&self, path: &str) -> Url {
+        let mut url = self.base.clone();
+        url.set_path(path);
+        url
+    }
+
+    pub async fn health(&self) -> Result<Answer<Health>, ClientError> {
+        let url = self.url("/api/v1/health");
+        self.send(self.http.get(url.clone()), &url).await
+    }
+
+    pub async fn enroll(&self, req: &EnrollRequest) -> Result<Answer<EnrollResponse>, ClientError> {
+        self.post("/api/v1/enroll", None, req).await
+    }
+
+    pub async fn heartbeat(
+        &self,
+        node_id: &str,
+        secret: &str,
+        req: &HeartbeatRequest,
+    ) -> Result<Answer<HeartbeatResponse>, ClientError> {
+        let path = format!("/api/v1/nodes/{node_id}/heartbeat");
+        self.post(&path, Some(secret), req).await
+    }
+
+    pub async fn shutdown(
+        &self,
+        node_id: &str,
+        secret: &str,
+        reason: &str,
+    ) -> Result<(), ClientError> {
+        let url = self.url(&format!("/api/v1/nodes/{node_id}/shutdown"));
+        let req = self
+            .http
+            .post(url.clone())
+            .header(AUTHORIZATION, format!("Bearer {secret}"))
+            .json(&ShutdownRequest {
+                reason: reason.to_owned(),
+            });
+        let started = Instant::now();
+        let res = req.send().await.map_err(|e| ClientError::Unreachable {
+            url: url.to_string(),
+            detail: chain(&e),
+            latency: started.elapsed(),
+        })?;
+        if res.status().is_success() {
+            return Ok(());
+        }
+        let status = res.status().as_u16();
+        let bytes = res.bytes().await.unwrap_or_default();
+        Err(refusal(status, &bytes, started.elapsed(), None))
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        secret: Option<&str>,
+        body: &B,
+    ) -> Result<Answer<T>, ClientError> {
+        let url = self.url(path);
+        let mut req = self.http.post(url.clone()).json(body);
+        if let Some(secret) = secret {
+            req = req.header(AUTHORIZATION, format!("Bearer {secret}"));
+        }
+        self.send(req, &url).await
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        url: &Url,
+    ) -> Result<Answer<T>, ClientError> {
+        let sent_ms = now_ms();
+        let started = Instant::now();
+        let res = req.send().await.map_err(|e| ClientError::Unreachable {
+            url: url.to_string(),
+            detail: chain(&e),
+            latency: started.elapsed(),
+        })?;
+        let rtt = started.elapsed();
+        let offset_ms = res
+            .headers()
+            .get(TIME_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i64>().ok())
+            .map(|console_ms| {
+                let midpoint = sent_ms + i64::try_from(rtt.as_millis() / 2).unwrap_or(0);
+                console_ms - midpoint
+            });
+        let status = res.status().as_u16();
+        let bytes = res.bytes().await.map_err(|e| ClientError::Unreachable {
+            url: url.to_string(),
+            detail: chain(&e),
+            latency: started.elapsed(),
+        })?;
+        let latency = started.elapsed();
+        if !(200..300).contains(&status) {
+            return Err(refusal(status, &bytes, latency, offset_ms));
+        }
+        let body = serde_json::from_slice(&bytes).map_err(|e| ClientError::BadAnswer {
+            status,
+            message: format!("malformed JSON: {e}"),
+            latency,
+            offset_ms,
+        })?;
+        Ok(Answer {
+            body,
+            status,
+            latency,
+            offset_ms,
+        })
+    }
+}
+
+fn refusal(status: u16, bytes: &[u8], latency: Duration, offset_ms: Option<i64>) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(bytes) {
+        Ok(b) if (400..500).contains(&status) => ClientError::Refused {
+            status,
+            field: b.error.field,
+            message: b.error.message,
+            latency,
+            offset_ms,
+        },
+        Ok(b) => ClientError::BadAnswer {
+            status,
+            message: b.error.message,
+            latency,
+            offset_ms,
+        },
+        Err(_) => ClientError::BadAnswer {
+            status,
+            message: String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
+            latency,
+            offset_ms,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_urls_are_checked() {
+        parse_console_url("http://127.0.0.1:8080").unwrap();
+        parse_console_url("https://console.example.com").unwrap();
+        for bad in [
+            "ftp://x",
+            "127.0.0.1:8080",
+            "http://user:pw@x",
+            "http://x/?a=1",
+            "",
+            "http://",
+        ] {
+            assert!(parse_console_url(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! `tasknode run`: the agent's main loop. It heartbeats at the interval the console asks for,
+//! records every attempt in heartbeat.log, measures its clock offset from each answer and takes
+//! no work while that offset is beyond 120 s. Failures (network errors, non-200 answers) are
+//! retried with backoff and jitter and never end the process. On SIGTERM or SIGINT it tells the
+//! console it is stopping, then exits. Under systemd it reports readiness with sd_notify.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use tasknode_protocol::wire::HeartbeatRequest;
+use tasknode_protocol::{MAX_CLOCK_OFFSET_MS, concurrency};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::backoff::Backoff;
+use crate::cli::RunArgs;
+use crate::client::ConsoleClient;
+use crate::config::{self, Config};
+use crate::logfile::{DEFAULT_MAX_BYTES, HeartbeatEntry, RotatingFile};
+use crate::{Exit, env, facts};
+
+/// Interval used until the console has named one.
+const FIRST_INTERVAL: Duration = Duration::from_secs(10);
+/// How long the goodbye to the console may take at shutdown.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
+    let path = &args.config.config;
+    let config = Config::load(path)?;
+    fs::create_dir_all(&config.log_dir)
+        .with_context(|| format!("creating log directory {}", config.log_dir.display()))?;
+    init_logging(&config.log_dir)?;
+    if let Some(w) = config::permission_warning(path) {
+        tracing::warn!("{w}");
+    }
+
+    let client = ConsoleClient::new(&config.console_url)?;
+    let facts = facts::collect(&env::root());
+    let slots = concurrency::max_concurrency(facts.cpu_cores, facts.memory_bytes);
+    let hb_log = RotatingFile::open(&config.log_dir.join("heartbeat.log"), DEFAULT_MAX_BYTES)
+        .with_context(|| format!("opening heartbeat.log in {}", config.log_dir.display()))?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        server = %config.server_name,
+        group = %config.group,
+        node_id = %config.node_id,
+        console = %config.console_url,
+        slots,
+        "agent started"
+    );
+    notify(&[sd_notify::NotifyState::Ready]);
+
+    let mut beat = Heartbeat {
+        client: &client,
+        config: &config,
+        log: hb_log,
+        backoff: Backoff::default(),
+        interval: FIRST_INTERVAL,
+        offset_ms: None,
+        skewed: false,
+        slots,
+    };
+    let mut term = signal(SignalKind::terminate()).context("watching SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("watching SIGINT")?;
+    let mut next = Duration::ZERO;
+    let reason = loop {
+        tokio::select! {
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+            delay = async { tokio::time::sleep(next).await; beat.once().await } => next = delay,
+        }
+    };
+
+    tracing::info!(signal = reason, "stopping; telling the console");
+    notify(&[sd_notify::NotifyState::Stopping]);
+    let goodbye = format!("agent received {reason}");
+    match tokio::time::timeout(
+        SHUTDOWN_TIMEOUT,
+        client.shutdown(&config.node_id, &config.node_secret, &goodbye),
+    )
+    .await
+    {
+        Ok(Ok(())) => tracing::info!("console told; agent stopped"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "could not tell the console; it will mark this server stopped when heartbeats stay away")
+        }
+        Err(_) => tracing::warn!(
+            "the console did not answer within 5 s; it will mark this server stopped when heartbeats stay away"
+        ),
+    }
+    Ok(Exit::Success)
+}
+
+struct Heartbeat<'a> {
+    client: &'a ConsoleClient,
+    config: &'a Config,
+    log: RotatingFile,
+    backoff: Backoff,
+    interval: Duration,
+    offset_ms: Option<i64>,
+    skewed: bool,
+    slots: u32,
+}
+
+impl Heartbeat<'_> {
+    /// Sends one heartbeat, records it, and returns how long to wait before the next.
+    async fn once(&mut self) -> Duration {
+        let req = HeartbeatRequest {
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            clock_offset_ms: self.offset_ms,
+            running_tasks: 0,
+            free_slots: if self.skewed { 0 } else { self.slots },
+        };
+        let at = SystemTime::now();
+        let result = self
+            .client
+            .heartbeat(&self.config.node_id, &self.config.node_secret, &req)
+            .await;
+        let entry = match &result {
+            Ok(a) => HeartbeatEntry {
+                at,
+                status: Some(a.status),
+                latency: a.latency,
+                offset_ms: a.offset_ms,
+                error: None,
+            },
+            Err(e) => HeartbeatEntry {
+                at,
+                status: e.status(),
+                latency: e.latency(),
+                offset_ms: e.offset_ms(),
+                error: Some(e.to_string()),
+            },
+        };
+        if let Err(e) = self.log.write_all(entry.line().as_bytes()) {
+            tracing::error!(error = %e, "cannot write heartbeat.log");
+        }
+        if let Some(offset) = entry.offset_ms {
+            self.observe_offset(offset);
+        }
+        match result {
+            Ok(answer) => {
+                if self.backoff.failures() > 0 {
+                    tracing::info!(
+                        failures = self.backoff.failures(),
+                        "console reachable again"
+                    );
+                }
+                self.backoff.reset();
+                self.interval = Duration::from_secs(answer.body.heartbeat_interval_secs.max(1));
+                self.interval
+            }
+            Err(e) => {
+                let delay = self.backoff.next_delay();
+                tracing::warn!(
+                    error = %e,
+                    failures = self.backoff.failures(),
+                    retry_in_ms = delay.as_millis() as u64,
+                    "heartbeat failed"
+                );
+                delay
+            }
+        }
+    }
+
+    fn observe_offset(&mut self, offset: i64) {
+        self.offset_ms = Some(offset);
+        let skewed = offset.abs() > MAX_CLOCK_OFFSET_MS;
+        if skewed && !self.skewed {
+            let side = if offset > 0 { "behind" } else { "ahead of" };
+            tracing::error!(
+                offset_ms = offset,
+                "this host's clock is {} s {side} the console's (limit 120 s); taking no work until it is fixed: run `chronyc makestep` or `ntpdate -u <ntp server>` and keep chronyd or ntpd running",
+                offset.abs() / 1000
+            );
+        } else if !skewed && self.skewed {
+            tracing::info!(
+                offset_ms = offset,
+                "clock offset back within 120 s; taking work again"
+            );
+        }
+        self.skewed = skewed;
+    }
+}
+
+/// agent.log (rotating) plus standard error; `TASKNODE_LOG` sets the filter, `info` by default.
+fn init_logging(log_dir: &Path) -> anyhow::Result<()> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, fmt};
+
+    let path = log_dir.join("agent.log");
+    let file = RotatingFile::open(&path, DEFAULT_MAX_BYTES)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let filter = std::env::var(env::LOG).unwrap_or_else(|_| "info".to_owned());
+    tracing_subscriber::registry()
+        .with(EnvFilter::new(filter))
+        .with(fmt::layer().with_ansi(false).with_writer(Mutex::new(file)))
+        .with(fmt::layer().with_writer(std::io::stderr))
+        .try_init()
+        .context("setting up logging")?;
+    Ok(())
+}
+
+fn notify(state: &[sd_notify::NotifyState<'_>]) {
+    if std::env::var_os(env::NOTIFY_SOCKET).is_some() {
+        if let Err(e) = sd_notify::notify(false, state) {
+            tracing::warn!(error = %e, "sd_notify failed");
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! `tasknode status`: is this server enrolled, can it reach its console, when did it last
+//! heartbeat, and how far is its clock from the console's.
+
+use std::time::SystemTime;
+
+use serde::Serialize;
+use tasknode_protocol::MAX_CLOCK_OFFSET_MS;
+
+use crate::Exit;
+use crate::cli::StatusArgs;
+use crate::client::ConsoleClient;
+use crate::config::{self, Config, ConfigError};
+use crate::logfile::{self, HeartbeatEntry};
+
+#[derive(Debug, Serialize)]
+struct Report {
+    config: String,
+    enrolled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    config_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    config_warning: Option<String>,
+    server_name: Option<String>,
+    group: Option<String>,
+    project: Option<String>,
+    node_id: Option<String>,
+    console_url: Option<String>,
+    console_reachable: bool,
+    console_error: Option<String>,
+    clock_offset_ms: Option<i64>,
+    clock_ok: Option<bool>,
+    last_heartbeat: Option<LastHeartbeat>,
+    log_dir: Option<String>,
+    healthy: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct LastHeartbeat {
+    time: String,
+    age_secs: u64,
+    status: Option<u16>,
+    latency_ms: u128,
+    error: Option<String>,
+}
+
+pub async fn run(args: StatusArgs) -> anyhow::Result<Exit> {
+    let path = &args.config.config;
+    let mut report = Report {
+        config: path.display().to_string(),
+        enrolled: false,
+        config_error: None,
+        config_warning: None,
+        server_name: None,
+        group: None,
+        project: None,
+        node_id: None,
+        console_url: None,
+        console_reachable: false,
+        console_error: None,
+        clock_offset_ms: None,
+        clock_ok: None,
+        last_heartbeat: None,
+        log_dir: None,
+        healthy: false,
+    };
+    match Config::load(path) {
+        Ok(cfg) => fill(&mut report, cfg).await,
+        Err(e @ ConfigError::Missing { .. }) => report.config_error = Some(e.to_string()),
+        Err(e) => report.config_error = Some(e.to_string()),
+    }
+    report.config_warning = config::permission_warning(path);
+    report.healthy = report.enrolled && report.console_reachable && report.clock_ok == Some(true);
+
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_text(&report);
+    }
+    Ok(if report.healthy {
+        Exit::Success
+    } else {
+        Exit::Failure
+    })
+}
+
+async fn fill(report: &mut Report, cfg: Config) {
+    report.enrolled = true;
+    report.server_name = Some(cfg.server_name.clone());
+    report.group = Some(cfg.group.clone());
+    report.project = Some(cfg.project.clone());
+    report.node_id = Some(cfg.node_id.clone());
+    report.console_url = Some(cfg.console_url.clone());
+    report.log_dir = Some(cfg.log_dir.display().to_string());
+    match ConsoleClient::new(&cfg.console_url) {
+        Ok(client) => match client.health().await {
+            Ok(a) => {
+                report.console_reachable = true;
+                report.clock_offset_ms = a.offset_ms;
+                report.clock_ok = a.offset_ms.map(|o| o.abs() <= MAX_CLOCK_OFFSET_MS);
+            }
+            Err(e) => report.console_error = Some(e.to_string()),
+        },
+        Err(e) => report.console_error = Some(e.to_string()),
+    }
+    let hb_path = cfg.log_dir.join("heartbeat.log");
+    if let Ok(Some(line)) = logfile::last_line(&hb_path) {
+        if let Some(e) = HeartbeatEntry::parse(&line) {
+            report.last_heartbeat = Some(LastHeartbeat {
+                time: humantime::format_rfc3339_millis(e.at).to_string(),
+                age_secs: SystemTime::now()
+                    .duration_since(e.at)
+                    .map_or(0, |d| d.as_secs()),
+                status: e.status,
+                latency_ms: e.latency.as_millis(),
+                error: e.error,
+            });
+        }
+    }
+}
+
+fn print_text(r: &Report) {
+    let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
+    println!("config:          {}", r.config);
+    if let Some(e) = &r.config_error {
+        println!("enrolled:        no ({e})");
+    } else {
+        println!(
+            "enrolled:        yes: server {} in group {} of project {} (node {})",
+            or_dash(&r.server_name),
+            or_dash(&r.group),
+            or_dash(&r.project),
+            or_dash(&r.node_id)
+        );
+    }
+    if let Some(w) = &r.config_warning {
+        println!("warning:         {w}");
+    }
+    if r.enrolled {
+        match &r.console_error {
+            None => println!("console:         {} reachable", or_dash(&r.console_url)),
+            Some(e) => println!("console:         UNREACHABLE: {e}"),
+        }
+        match (r.clock_offset_ms, r.clock_ok) {
+            (Some(o), Some(true)) => println!("clock offset:    {o} ms (within 120 s)"),
+            (Some(o), _) => println!(
+                "clock offset:    {} s: OFF BY MORE THAN 120 s, no tasks are taken; sync with `chronyc makestep` or `ntpdate -u <ntp server>`",
+                o / 1000
+            ),
+            (None, _) => println!("clock offset:    unknown"),
+        }
+        match &r.last_heartbeat {
+            Some(h) => println!(
+                "last heartbeat:  {} ({} s ago), status {}, {} ms{}",
+                h.time,
+                h.age_secs,
+                h.status.map_or_else(|| "-".to_owned(), |s| s.to_string()),
+                h.latency_ms,
+                h.error
+                    .as_ref()
+                    .map(|e| format!(", error {e}"))
+                    .unwrap_or_default()
+            ),
+            None => println!("last heartbeat:  none recorded"),
+        }
+        println!("logs:            {}", or_dash(&r.log_dir));
+    }
+    println!("healthy:         {}", if r.healthy { "yes" } else { "no" });
+}

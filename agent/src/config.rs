@@ -1,0 +1,247 @@
+//! The agent config: where the console is and the node credentials it issued. It holds the
+//! node secret, so it is written atomically with mode 0600 and the agent warns when it finds it
+//! readable by others.
+
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tasknode_protocol::NetworkType;
+
+use crate::cli::InstallMethod;
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// URL of the console.
+    pub console_url: String,
+    /// Node id the console issued at enrollment.
+    pub node_id: String,
+    /// Node secret the console issued at enrollment (it keeps only a hash).
+    pub node_secret: String,
+    /// Name the server has in the console: its hostname or DMI UUID.
+    pub server_name: String,
+    pub group: String,
+    pub project: String,
+    pub network: NetworkType,
+    /// How the agent was installed: script installs update themselves, packages do not.
+    pub install_method: InstallMethod,
+    /// Where heartbeat.log, agent.log and task logs go.
+    pub log_dir: PathBuf,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("console_url", &self.console_url)
+            .field("node_id", &self.node_id)
+            .field("node_secret", &"<redacted>")
+            .field("server_name", &self.server_name)
+            .field("group", &self.group)
+            .field("log_dir", &self.log_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "{path} does not exist: this server is not enrolled; run `tasknode enroll` (or the install command from the console)"
+    )]
+    Missing { path: PathBuf },
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid agent config: {source}; enroll again to rewrite it")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = fs::read_to_string(path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                ConfigError::Missing {
+                    path: path.to_owned(),
+                }
+            } else {
+                ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                }
+            }
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Writes the config atomically: a 0600 temporary file beside it, fsync, rename, fsync of
+    /// the directory. The config's own directory is created 0700 when missing.
+    pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
+        let err = |p: &Path| {
+            let p = p.to_owned();
+            move |source| ConfigError::Write { path: p, source }
+        };
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).map_err(err(parent))?;
+        }
+        if !dir.is_dir() {
+            fs::DirBuilder::new()
+                .mode(0o700)
+                .create(dir)
+                .map_err(err(dir))?;
+        }
+        let text = toml::to_string_pretty(self).map_err(|e| ConfigError::Write {
+            path: path.to_owned(),
+            source: std::io::Error::other(e),
+        })?;
+        let tmp = dir.join(format!(
+            ".{}.tmp",
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("tasknode.conf")
+        ));
+        let _ = fs::remove_file(&tmp);
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(err(&tmp))?;
+        let header = "# tasknode agent config, written by `tasknode enroll`. Holds the node secret: keep it 0600.\n";
+        f.write_all(header.as_bytes())
+            .and_then(|()| f.write_all(text.as_bytes()))
+            .and_then(|()| f.sync_all())
+            .map_err(err(&tmp))?;
+        drop(f);
+        fs::rename(&tmp, path).map_err(err(path))?;
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(err(dir))?;
+        Ok(())
+    }
+}
+
+/// Says so when the config can be read by anyone but its owner.
+pub fn permission_warning(path: &Path) -> Option<String> {
+    let mode = fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "{} is mode {:o} and holds the node secret; fix with: chmod 600 {}",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        )
+    })
+}
+
+/// The default log directory for a config path: `../logs` when the config sits in a `conf`
+/// directory (the script layout, /home/admin/tasknode/conf), else `logs` beside the config.
+pub fn default_log_dir(config: &Path) -> PathBuf {
+    let dir = config.parent().unwrap_or(Path::new("."));
+    match (dir.file_name(), dir.parent()) {
+        (Some(name), Some(parent)) if name == "conf" => parent.join("logs"),
+        _ => dir.join("logs"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(log_dir: PathBuf) -> Config {
+        Config {
+            console_url: "http://127.0.0.1:8080".into(),
+            node_id: "n1".into(),
+            node_secret: "s3cr3t-value".into(),
+            server_name: "db-1".into(),
+            group: "etl".into(),
+            project: "default".into(),
+            network: NetworkType::Classic,
+            install_method: InstallMethod::Script,
+            log_dir,
+        }
+    }
+
+    #[test]
+    fn saved_config_is_private_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("conf/tasknode.conf");
+        let cfg = sample(dir.path().join("logs"));
+        cfg.save(&path).unwrap();
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            fs::metadata(path.parent().unwrap())
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o700
+        );
+        assert!(permission_warning(&path).is_none());
+        let back = Config::load(&path).unwrap();
+        assert_eq!(back.node_secret, "s3cr3t-value");
+        assert!(!format!("{back:?}").contains("s3cr3t"));
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(permission_warning(&path).unwrap().contains("chmod 600"));
+        // Saving again replaces the file and restores the mode.
+        cfg.save(&path).unwrap();
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn missing_and_malformed_configs_say_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasknode.conf");
+        assert!(
+            Config::load(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("tasknode enroll")
+        );
+        fs::write(&path, "console_url = 1").unwrap();
+        assert!(matches!(
+            Config::load(&path),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+
+    #[test]
+    fn log_dir_follows_the_script_layout() {
+        assert_eq!(
+            default_log_dir(Path::new("/home/admin/tasknode/conf/tasknode.conf")),
+            Path::new("/home/admin/tasknode/logs")
+        );
+        assert_eq!(
+            default_log_dir(Path::new("/tmp/x/agent.conf")),
+            Path::new("/tmp/x/logs")
+        );
+    }
+}

@@ -1,0 +1,61 @@
+//! tasknode: the agent that makes a server an execution node of a tasknode console. `enroll`
+//! trades a user's access key for node credentials, `run` heartbeats (and, later, runs tasks),
+//! `status` tells an operator where things stand.
+
+pub mod backoff;
+pub mod cli;
+pub mod client;
+pub mod commands;
+pub mod config;
+pub mod env;
+pub mod facts;
+pub mod identity;
+pub mod logfile;
+
+use std::process::ExitCode;
+
+use cli::{Cli, Command};
+
+/// Exit statuses of `tasknode`, documented in the README.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Success = 0,
+    /// Anything not covered below; for `status`, "not healthy".
+    Failure = 1,
+    /// The console answered and refused the request.
+    Refused = 3,
+    /// The console could not be reached.
+    Unreachable = 4,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(e as u8)
+    }
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Enroll(args) => runtime.block_on(commands::enroll::run(args)),
+        Command::Run(args) => runtime.block_on(commands::run::run(args)),
+        Command::Status(args) => runtime.block_on(commands::status::run(args)),
+    }
+    .map(ExitCode::from)
+}
+
+/// Prints an error with its causes and picks the exit status.
+pub fn report(err: &anyhow::Error) -> ExitCode {
+    let code = match err.downcast_ref::<client::ClientError>() {
+        Some(client::ClientError::Refused { .. }) => Exit::Refused,
+        Some(client::ClientError::Unreachable { .. }) => Exit::Unreachable,
+        _ => Exit::Failure,
+    };
+    eprintln!("error: {err}");
+    for cause in err.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+    code.into()
+}

@@ -1,0 +1,157 @@
+//! Credentials: user passwords (stored as Argon2id hashes), node secrets and the admin token
+//! (stored as SHA-256 digests: they are random and long, so a fast hash is enough).
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use base64::Engine;
+use rand::rngs::OsRng;
+use rand::{Rng, RngCore};
+use sha2::{Digest, Sha256};
+
+/// A SHA-256 digest of a secret.
+pub type SecretDigest = [u8; 32];
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("hashing a password failed: {0}")]
+    Hash(String),
+    #[error("admin token file {path}: {source}")]
+    TokenFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "admin token file {path} is empty or malformed; delete it and restart the console to make a new one"
+    )]
+    TokenMalformed { path: PathBuf },
+}
+
+/// Hashes a password with Argon2id at the crate's default cost (19 MiB, 2 passes).
+pub fn hash_password(password: &str) -> Result<String, AuthError> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| AuthError::Hash(e.to_string()))
+}
+
+/// Checks a password against a stored hash. With no stored hash (an unknown user) it still
+/// spends the time of one verification, so response times do not tell which users exist.
+pub fn verify_password(password: &str, stored: Option<&str>) -> bool {
+    // A hash of a random password nobody knows, made once per process.
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let dummy = DUMMY.get_or_init(|| hash_password(&generate_password()).unwrap_or_default());
+    let hash = stored.unwrap_or(dummy);
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let ok = Argon2::default()
+        .verify_password(password.as_bytes(), &parsed)
+        .is_ok();
+    ok && stored.is_some()
+}
+
+/// A new user password: 24 characters from an alphabet without look-alikes.
+pub fn generate_password() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = OsRng;
+    (0..24)
+        .map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]))
+        .collect()
+}
+
+/// A new random secret (node secrets, admin tokens): 32 bytes, base64url.
+pub fn generate_secret() -> String {
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub fn digest(secret: &str) -> SecretDigest {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// Compares two digests in constant time.
+pub fn digests_equal(a: &SecretDigest, b: &SecretDigest) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Reads the admin token from `path`, creating it (mode 0600) when missing. Returns the token's
+/// digest and whether it was created.
+pub fn load_or_create_admin_token(path: &Path) -> Result<(SecretDigest, bool), AuthError> {
+    let io_err = |source| AuthError::TokenFile {
+        path: path.to_owned(),
+        source,
+    };
+    match fs::read_to_string(path) {
+        Ok(text) => {
+            let token = text.trim();
+            if token.len() < 32 {
+                return Err(AuthError::TokenMalformed {
+                    path: path.to_owned(),
+                });
+            }
+            // Tighten a token file someone loosened.
+            let mode = fs::metadata(path).map_err(io_err)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io_err)?;
+            }
+            Ok((digest(token), false))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let token = generate_secret();
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(io_err)?;
+            writeln!(file, "{token}").map_err(io_err)?;
+            file.sync_all().map_err(io_err)?;
+            Ok((digest(&token), true))
+        }
+        Err(e) => Err(io_err(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_round_trip() {
+        let hash = hash_password("correct horse battery").unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse battery", Some(&hash)));
+        assert!(!verify_password("wrong horse battery", Some(&hash)));
+        assert!(!verify_password("correct horse battery", None));
+    }
+
+    #[test]
+    fn generated_values_are_long_and_distinct() {
+        assert_eq!(generate_password().len(), 24);
+        assert_ne!(generate_secret(), generate_secret());
+        assert_eq!(generate_secret().len(), 43);
+    }
+
+    #[test]
+    fn admin_token_file_is_private_and_stable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin.token");
+        let (first, created) = load_or_create_admin_token(&path).unwrap();
+        assert!(created);
+        let mode = fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let (second, created) = load_or_create_admin_token(&path).unwrap();
+        assert!(!created);
+        assert!(digests_equal(&first, &second));
+        let token = fs::read_to_string(&path).unwrap();
+        assert!(digests_equal(&first, &digest(token.trim())));
+    }
+}

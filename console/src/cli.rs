@@ -1,0 +1,206 @@
+//! Command-line interface of tasknode-console.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::env;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tasknode-console",
+    version,
+    about = "The tasknode control plane: serve the API, and administer projects, users, resource groups and servers",
+    long_about = "The tasknode control plane.\n\n\
+        `tasknode-console serve` runs the HTTP API over an embedded SQLite store in its data directory. \
+        The other commands are clients of a running console: they find it through --console \
+        (or TASKNODE_CONSOLE, else the URL a local console recorded in its data directory) and \
+        authenticate with the admin token in --token-file (or TASKNODE_TOKEN_FILE, else \
+        DATA/admin.token).\n\n\
+        Exit status: 0 success, 1 failure, 2 bad command line, 3 refused by the console, 4 console unreachable."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Data directory of the console (database, admin.token, console.url).
+    /// [default: /var/lib/tasknode-console as root, else ~/.local/share/tasknode-console]
+    #[arg(long, global = true, env = env::DATA, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// URL of the console the admin commands talk to.
+    /// [default: the URL recorded in DATA/console.url, else http://127.0.0.1:8080]
+    #[arg(long, global = true, env = env::CONSOLE, value_name = "URL")]
+    pub console: Option<String>,
+    /// File holding the admin token. [default: DATA/admin.token]
+    #[arg(long, global = true, env = env::TOKEN_FILE, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the console: HTTP API and embedded store.
+    Serve(ServeArgs),
+    /// Create and list projects.
+    #[command(subcommand)]
+    Project(ProjectCmd),
+    /// Create and list users (access keys agents enroll with).
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Create and list resource groups.
+    #[command(subcommand)]
+    Group(GroupCmd),
+    /// Add servers to resource groups and list them with their state.
+    #[command(subcommand)]
+    Server(ServerCmd),
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 10s, 10m)"))?;
+    if d.is_zero() {
+        return Err("must be above zero".to_owned());
+    }
+    Ok(d)
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (the chosen URL is printed and written
+    /// to DATA/console.url).
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// How often agents are asked to heartbeat.
+    #[arg(long, default_value = "10s", value_parser = duration, value_name = "DURATION")]
+    pub heartbeat_interval: Duration,
+    /// A server without a heartbeat for this long is degraded (still schedulable).
+    /// [default: 3 × --heartbeat-interval]
+    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    pub degraded_after: Option<Duration>,
+    /// A server without a heartbeat for this long is stopped.
+    #[arg(long, default_value = "10m", value_parser = duration, value_name = "DURATION")]
+    pub stopped_after: Duration,
+    /// How often heartbeat data held in memory is written to the database.
+    #[arg(long, default_value = "5s", value_parser = duration, value_name = "DURATION")]
+    pub persist_interval: Duration,
+    /// Shift the console's clock by this many seconds (tests of clock skew).
+    #[arg(long, hide = true, default_value_t = 0, allow_negative_numbers = true)]
+    pub clock_offset: i64,
+}
+
+#[derive(Debug, Args)]
+pub struct Output {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectCmd {
+    /// Create a project.
+    Create {
+        name: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// List projects.
+    List {
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// Create a user and print its access key (user name and password) once.
+    Create {
+        name: String,
+        /// Project the user belongs to.
+        #[arg(long, default_value = "default")]
+        project: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// List users.
+    List {
+        #[arg(long)]
+        project: Option<String>,
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Network {
+    /// Servers identified by hostname.
+    Classic,
+    /// Servers identified by DMI product UUID.
+    Vpc,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCmd {
+    /// Create a resource group.
+    Create {
+        name: String,
+        /// How servers in this group are identified: classic (hostname) or vpc (DMI UUID).
+        #[arg(long)]
+        network: Network,
+        #[arg(long, default_value = "default")]
+        project: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// List resource groups.
+    List {
+        #[arg(long)]
+        project: Option<String>,
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServerCmd {
+    /// Add a server to a resource group: by hostname (classic group) or DMI UUID (vpc group).
+    Add {
+        #[arg(long)]
+        group: String,
+        /// Hostname (classic group) or DMI product UUID (vpc group).
+        #[arg(long, value_name = "HOSTNAME_OR_UUID")]
+        name: String,
+        /// Tasks the server runs at once. [default: computed from the CPU cores and memory the
+        /// agent reports: min(2 × cores, memory GiB)]
+        #[arg(long, value_name = "N")]
+        max_concurrency: Option<u32>,
+        #[arg(long, default_value = "default")]
+        project: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// List servers with their state and the reason for it.
+    List {
+        #[arg(long)]
+        group: Option<String>,
+        #[arg(long)]
+        project: Option<String>,
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,211 @@
+//! The admin commands: clients of a running console's API.
+
+use serde::Serialize;
+use tasknode_protocol::NetworkType;
+use tasknode_protocol::wire::{
+    AddServer, CreateGroup, CreateProject, CreateUser, CreatedUser, GroupView, ProjectView,
+    ServerView, UserView,
+};
+
+use super::print_table;
+use crate::cli::{Global, GroupCmd, Network, ProjectCmd, ServerCmd, UserCmd};
+use crate::client::AdminClient;
+
+fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+pub async fn project(global: &Global, cmd: ProjectCmd) -> anyhow::Result<()> {
+    let client = AdminClient::resolve(global)?;
+    match cmd {
+        ProjectCmd::Create { name, out } => {
+            let p: ProjectView = client
+                .post("/api/v1/projects", &CreateProject { name })
+                .await?;
+            if out.json {
+                return print_json(&p);
+            }
+            println!("created project {}", p.name);
+        }
+        ProjectCmd::List { out } => {
+            let list: Vec<ProjectView> = client.get("/api/v1/projects", &[]).await?;
+            if out.json {
+                return print_json(&list);
+            }
+            let rows: Vec<_> = list
+                .into_iter()
+                .map(|p| vec![p.name, p.created_at])
+                .collect();
+            print_table(&["PROJECT", "CREATED"], &rows);
+        }
+    }
+    Ok(())
+}
+
+pub async fn user(global: &Global, cmd: UserCmd) -> anyhow::Result<()> {
+    let client = AdminClient::resolve(global)?;
+    match cmd {
+        UserCmd::Create { name, project, out } => {
+            let u: CreatedUser = client
+                .post("/api/v1/users", &CreateUser { name, project })
+                .await?;
+            if out.json {
+                return print_json(&u);
+            }
+            println!("user_name: {}", u.user_name);
+            println!("password:  {}", u.password);
+            println!("project:   {}", u.project);
+            eprintln!("The password is shown only this once; keep it in a password manager.");
+        }
+        UserCmd::List { project, out } => {
+            let q: Vec<(&str, &str)> = project.iter().map(|p| ("project", p.as_str())).collect();
+            let list: Vec<UserView> = client.get("/api/v1/users", &q).await?;
+            if out.json {
+                return print_json(&list);
+            }
+            let rows: Vec<_> = list
+                .into_iter()
+                .map(|u| vec![u.user_name, u.project, u.created_at])
+                .collect();
+            print_table(&["USER", "PROJECT", "CREATED"], &rows);
+        }
+    }
+    Ok(())
+}
+
+pub async fn group(global: &Global, cmd: GroupCmd) -> anyhow::Result<()> {
+    let client = AdminClient::resolve(global)?;
+    match cmd {
+        GroupCmd::Create {
+            name,
+            network,
+            project,
+            out,
+        } => {
+            let network = match network {
+                Network::Classic => NetworkType::Classic,
+                Network::Vpc => NetworkType::Vpc,
+            };
+            let g: GroupView = client
+                .post(
+                    "/api/v1/groups",
+                    &CreateGroup {
+                        name,
+                        project,
+                        network,
+                    },
+                )
+                .await?;
+            if out.json {
+                return print_json(&g);
+            }
+            println!(
+                "created {} resource group {} in project {}: add servers by {}",
+                g.network,
+                g.name,
+                g.project,
+                g.network.identity_kind()
+            );
+        }
+        GroupCmd::List { project, out } => {
+            let q: Vec<(&str, &str)> = project.iter().map(|p| ("project", p.as_str())).collect();
+            let list: Vec<GroupView> = client.get("/api/v1/groups", &q).await?;
+            if out.json {
+                return print_json(&list);
+            }
+            let rows: Vec<_> = list
+                .into_iter()
+                .map(|g| {
+                    vec![
+                        g.name,
+                        g.project,
+                        g.network.to_string(),
+                        g.servers.to_string(),
+                        g.created_at,
+                    ]
+                })
+                .collect();
+            print_table(
+                &["GROUP", "PROJECT", "NETWORK", "SERVERS", "CREATED"],
+                &rows,
+            );
+        }
+    }
+    Ok(())
+}
+
+pub async fn server(global: &Global, cmd: ServerCmd) -> anyhow::Result<()> {
+    let client = AdminClient::resolve(global)?;
+    match cmd {
+        ServerCmd::Add {
+            group,
+            name,
+            max_concurrency,
+            project,
+            out,
+        } => {
+            let body = AddServer {
+                project,
+                group,
+                name,
+                max_concurrency,
+            };
+            let s: ServerView = client.post("/api/v1/servers", &body).await?;
+            if out.json {
+                return print_json(&s);
+            }
+            println!(
+                "added server {} to {} group {} ({}): {}",
+                s.name, s.network, s.group, s.status, s.reason
+            );
+        }
+        ServerCmd::List {
+            group,
+            project,
+            out,
+        } => {
+            let mut q: Vec<(&str, &str)> = Vec::new();
+            if let Some(g) = &group {
+                q.push(("group", g));
+            }
+            if let Some(p) = &project {
+                q.push(("project", p));
+            }
+            let list: Vec<ServerView> = client.get("/api/v1/servers", &q).await?;
+            if out.json {
+                return print_json(&list);
+            }
+            let dash = || "-".to_owned();
+            let rows: Vec<_> = list
+                .into_iter()
+                .map(|s| {
+                    vec![
+                        s.name,
+                        s.group,
+                        s.network.to_string(),
+                        s.status.to_string(),
+                        s.max_concurrency.map_or_else(dash, |n| n.to_string()),
+                        s.last_heartbeat.unwrap_or_else(dash),
+                        s.version.unwrap_or_else(dash),
+                        s.reason,
+                    ]
+                })
+                .collect();
+            print_table(
+                &[
+                    "NAME",
+                    "GROUP",
+                    "NETWORK",
+                    "STATUS",
+                    "MAX",
+                    "LAST HEARTBEAT",
+                    "VERSION",
+                    "REASON",
+                ],
+                &rows,
+            );
+        }
+    }
+    Ok(())
+}

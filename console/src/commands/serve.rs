@@ -1,0 +1,180 @@
+//! `tasknode-console serve`: opens the data directory, the store and the admin token, then runs
+//! the HTTP API until SIGTERM or Ctrl-C, persisting liveness in batches and once more on exit.
+
+use std::fs;
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+
+use crate::cli::{Global, ServeArgs};
+use crate::clock::Clock;
+use crate::http::{self, AppState};
+use crate::liveness::{self, LivenessMap};
+use crate::status::Thresholds;
+use crate::store::{ServerFilter, SqliteStore, Store};
+
+pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
+    let thresholds = thresholds(&args)?;
+    // The database holds password hashes and secret digests: nothing the console writes is
+    // for other users.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    let data = global.data.clone().unwrap_or_else(super::default_data_dir);
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&data)
+        .with_context(|| format!("creating data directory {}", data.display()))?;
+    let _lock = lock_data_dir(&data)?;
+
+    let db_path = data.join("tasknode.db");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db_path)?);
+    let token_path = data.join("admin.token");
+    let (admin_token, created) = crate::auth::load_or_create_admin_token(&token_path)?;
+    if created {
+        tracing::info!(path = %token_path.display(), "wrote a new admin token (mode 0600); admin commands read it from there");
+    } else {
+        tracing::info!(path = %token_path.display(), "admin token");
+    }
+
+    let servers = store.list_servers(&ServerFilter::default()).await?;
+    let live = Arc::new(LivenessMap::load(&servers));
+    let state = AppState {
+        store: Arc::clone(&store),
+        live: Arc::clone(&live),
+        clock: Clock::with_offset(args.clock_offset.saturating_mul(1000)),
+        thresholds,
+        admin_token,
+    };
+
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("--listen: cannot listen on {}", args.listen))?;
+    let addr = listener
+        .local_addr()
+        .context("reading the listening address")?;
+    let url = format!("http://{}", reachable(addr));
+    write_private(&data.join("console.url"), &format!("{url}\n"))?;
+    println!(
+        "tasknode-console listening on {url} (data: {})",
+        data.display()
+    );
+    tracing::info!(
+        %url,
+        servers = servers.len(),
+        interval = ?thresholds.interval,
+        degraded_after = ?thresholds.degraded_after,
+        stopped_after = ?thresholds.stopped_after,
+        "console started"
+    );
+
+    let flusher = tokio::spawn(liveness::flush_periodically(
+        Arc::clone(&live),
+        Arc::clone(&store),
+        args.persist_interval,
+    ));
+    let served = axum::serve(listener, http::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+    flusher.abort();
+    let flushed = live.flush(store.as_ref()).await;
+    served.context("serving HTTP")?;
+    let n = flushed.context("persisting liveness at shutdown")?;
+    tracing::info!(nodes = n, "console stopped; liveness persisted");
+    Ok(())
+}
+
+fn thresholds(args: &ServeArgs) -> anyhow::Result<Thresholds> {
+    let interval = args.heartbeat_interval;
+    let degraded_after = args.degraded_after.unwrap_or(interval * 3);
+    if degraded_after < interval {
+        bail!(
+            "--degraded-after ({degraded_after:?}) is shorter than --heartbeat-interval ({interval:?}); every server would flap to degraded between heartbeats"
+        );
+    }
+    if args.stopped_after <= degraded_after {
+        bail!(
+            "--stopped-after ({:?}) must be longer than --degraded-after ({degraded_after:?})",
+            args.stopped_after
+        );
+    }
+    Ok(Thresholds {
+        interval,
+        degraded_after,
+        stopped_after: args.stopped_after,
+    })
+}
+
+/// The address clients on this host should use: a wildcard listen address becomes loopback.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), addr.port())
+        }
+        _ => addr,
+    }
+}
+
+/// Holds an exclusive lock on DATA/console.lock for the life of the process, so two consoles
+/// never share one database.
+fn lock_data_dir(data: &Path) -> anyhow::Result<fs::File> {
+    let path = data.join("console.lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+        |_| {
+            anyhow::anyhow!(
+                "another tasknode-console is already serving {}; stop it or pass another --data",
+                data.display()
+            )
+        },
+    )?;
+    Ok(file)
+}
+
+/// Writes a small file atomically (temporary file, then rename), mode 0600.
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(contents.as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = term => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: shutting down"),
+    }
+}

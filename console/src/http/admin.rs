@@ -1,0 +1,246 @@
+//! Admin endpoints (admin token): projects, users, resource groups and servers.
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use tasknode_protocol::wire::{
+    AddServer, CreateGroup, CreateProject, CreateUser, CreatedUser, GroupView, ProjectView,
+    ServerView, Validate,
+};
+use tasknode_protocol::{concurrency, validate};
+
+use super::error::ApiError;
+use super::json::StrictJson;
+use super::{Admin, AppState};
+use crate::auth;
+use crate::clock::rfc3339;
+use crate::status;
+use crate::store::{Server, ServerFilter};
+
+/// Query parameters of the list endpoints.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    project: Option<String>,
+    group: Option<String>,
+}
+
+impl Validate for ListQuery {
+    fn validate(&self) -> Result<(), tasknode_protocol::FieldError> {
+        if let Some(p) = &self.project {
+            validate::name("project", p)?;
+        }
+        if let Some(g) = &self.group {
+            validate::name("group", g)?;
+        }
+        Ok(())
+    }
+}
+
+fn query(q: Result<Query<ListQuery>, QueryRejection>) -> Result<ListQuery, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    q.validate()?;
+    Ok(q)
+}
+
+pub async fn create_project(
+    _: Admin,
+    State(state): State<AppState>,
+    StrictJson(req): StrictJson<CreateProject>,
+) -> Result<(StatusCode, Json<ProjectView>), ApiError> {
+    let p = state
+        .store
+        .create_project(&req.name, state.clock.now_ms())
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(ProjectView {
+            name: p.name,
+            created_at: rfc3339(p.created_ms),
+        }),
+    ))
+}
+
+pub async fn list_projects(
+    _: Admin,
+    State(state): State<AppState>,
+) -> Result<Json<Vec<ProjectView>>, ApiError> {
+    let projects = state.store.list_projects().await?;
+    Ok(Json(
+        projects
+            .into_iter()
+            .map(|p| ProjectView {
+                name: p.name,
+                created_at: rfc3339(p.created_ms),
+            })
+            .collect(),
+    ))
+}
+
+pub async fn create_user(
+    _: Admin,
+    State(state): State<AppState>,
+    StrictJson(req): StrictJson<CreateUser>,
+) -> Result<(StatusCode, Json<CreatedUser>), ApiError> {
+    let password = auth::generate_password();
+    let to_hash = password.clone();
+    let hash = tokio::task::spawn_blocking(move || auth::hash_password(&to_hash))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let user = state
+        .store
+        .create_user(&req.project, &req.name, &hash, state.clock.now_ms())
+        .await?;
+    tracing::info!(user = %user.name, project = %user.project, "user created");
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedUser {
+            user_name: user.name,
+            password,
+            project: user.project,
+        }),
+    ))
+}
+
+pub async fn list_users(
+    _: Admin,
+    State(state): State<AppState>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Vec<tasknode_protocol::wire::UserView>>, ApiError> {
+    let q = query(q)?;
+    let users = state.store.list_users(q.project.as_deref()).await?;
+    Ok(Json(
+        users
+            .into_iter()
+            .map(|u| tasknode_protocol::wire::UserView {
+                user_name: u.name,
+                project: u.project,
+                created_at: rfc3339(u.created_ms),
+            })
+            .collect(),
+    ))
+}
+
+pub async fn create_group(
+    _: Admin,
+    State(state): State<AppState>,
+    StrictJson(req): StrictJson<CreateGroup>,
+) -> Result<(StatusCode, Json<GroupView>), ApiError> {
+    let g = state
+        .store
+        .create_group(&req.project, &req.name, req.network, state.clock.now_ms())
+        .await?;
+    tracing::info!(group = %g.name, project = %g.project, network = %g.network, "resource group created");
+    Ok((StatusCode::CREATED, Json(group_view(g))))
+}
+
+fn group_view(g: crate::store::Group) -> GroupView {
+    GroupView {
+        name: g.name,
+        project: g.project,
+        network: g.network,
+        servers: g.servers,
+        created_at: rfc3339(g.created_ms),
+    }
+}
+
+pub async fn list_groups(
+    _: Admin,
+    State(state): State<AppState>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Vec<GroupView>>, ApiError> {
+    let q = query(q)?;
+    let groups = state.store.list_groups(q.project.as_deref()).await?;
+    Ok(Json(groups.into_iter().map(group_view).collect()))
+}
+
+pub async fn add_server(
+    _: Admin,
+    State(state): State<AppState>,
+    StrictJson(req): StrictJson<AddServer>,
+) -> Result<(StatusCode, Json<ServerView>), ApiError> {
+    let network = state.store.group_network(&req.project, &req.group).await?;
+    let name = network
+        .parse_server_name("name", &req.name)
+        .map_err(|mut e| {
+            e.message = format!(
+                "{}; group {} is a {network} group, so servers are added by {}",
+                e.message,
+                req.group,
+                network.identity_kind()
+            );
+            ApiError::Invalid(e)
+        })?;
+    let server = state
+        .store
+        .add_server(
+            &req.project,
+            &req.group,
+            &name,
+            req.max_concurrency,
+            state.clock.now_ms(),
+        )
+        .await?;
+    tracing::info!(server = %server.name, group = %server.group, "server added");
+    let view = server_view(&state, &server, &server.liveness, state.clock.now_ms());
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+pub async fn list_servers(
+    _: Admin,
+    State(state): State<AppState>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Vec<ServerView>>, ApiError> {
+    let q = query(q)?;
+    let filter = ServerFilter {
+        project: q.project,
+        group: q.group,
+    };
+    let servers = state.store.list_servers(&filter).await?;
+    let live = state.live.by_server();
+    let now = state.clock.now_ms();
+    Ok(Json(
+        servers
+            .iter()
+            .map(|s| server_view(&state, s, live.get(&s.id).unwrap_or(&s.liveness), now))
+            .collect(),
+    ))
+}
+
+fn server_view(
+    state: &AppState,
+    s: &Server,
+    live: &crate::store::Liveness,
+    now_ms: i64,
+) -> ServerView {
+    let (status, reason) = status::derive(s, live, now_ms, &state.thresholds);
+    let computed = s
+        .enrollment
+        .as_ref()
+        .map(|e| concurrency::max_concurrency(e.cpu_cores, e.memory_bytes));
+    let (max_concurrency, source) = match (s.max_concurrency, computed) {
+        (Some(n), _) => (Some(n), Some("configured")),
+        (None, Some(n)) => (Some(n), Some("computed")),
+        (None, None) => (None, None),
+    };
+    ServerView {
+        name: s.name.clone(),
+        group: s.group.clone(),
+        project: s.project.clone(),
+        network: s.network,
+        status,
+        reason,
+        last_heartbeat: live.last_heartbeat_ms.map(rfc3339),
+        version: live.agent_version.clone(),
+        max_concurrency,
+        max_concurrency_source: source.map(str::to_owned),
+        clock_offset_ms: live.clock_offset_ms,
+        running_tasks: live.running_tasks,
+        cpu_cores: s.enrollment.as_ref().map(|e| e.cpu_cores),
+        memory_bytes: s.enrollment.as_ref().map(|e| e.memory_bytes),
+        enrolled_at: s.enrollment.as_ref().map(|e| rfc3339(e.enrolled_ms)),
+    }
+}

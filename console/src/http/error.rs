@@ -1,0 +1,118 @@
+//! Errors as the API answers them: a status code and an [`ErrorBody`] naming the field at fault.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use tasknode_protocol::FieldError;
+use tasknode_protocol::wire::{ErrorBody, ErrorDetail};
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Invalid(FieldError),
+    #[error("{message}")]
+    Unauthorized {
+        field: &'static str,
+        message: String,
+    },
+    #[error("{message}")]
+    NotFound {
+        field: Option<String>,
+        message: String,
+    },
+    #[error("{message}")]
+    Conflict {
+        field: Option<String>,
+        message: String,
+    },
+    #[error("request body is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn invalid(field: impl Into<String>, message: impl std::fmt::Display) -> ApiError {
+        ApiError::Invalid(FieldError::new(field, message))
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str, Option<String>) {
+        match self {
+            ApiError::Invalid(e) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_field",
+                Some(e.field.clone()),
+            ),
+            ApiError::Unauthorized { field, .. } => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                Some((*field).to_owned()),
+            ),
+            ApiError::NotFound { field, .. } => (StatusCode::NOT_FOUND, "not_found", field.clone()),
+            ApiError::Conflict { field, .. } => (StatusCode::CONFLICT, "conflict", field.clone()),
+            ApiError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None),
+            ApiError::UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                Some("content-type".to_owned()),
+            ),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
+        }
+    }
+}
+
+impl From<FieldError> for ApiError {
+    fn from(e: FieldError) -> Self {
+        ApiError::Invalid(e)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Exists { kind, .. } => ApiError::Conflict {
+                field: Some(
+                    if kind == "project" || kind == "user" || kind == "resource group" {
+                        "name".to_owned()
+                    } else {
+                        kind.to_owned()
+                    },
+                ),
+                message: e.to_string(),
+            },
+            StoreError::NotFound { kind, .. } => ApiError::NotFound {
+                field: Some(match kind {
+                    "resource group" => "group".to_owned(),
+                    other => other.to_owned(),
+                }),
+                message: e.to_string(),
+            },
+            StoreError::ServerTaken { .. } => ApiError::Conflict {
+                field: Some("name".to_owned()),
+                message: e.to_string(),
+            },
+            other => {
+                tracing::error!(error = %other, "store failure");
+                ApiError::Internal(other.to_string())
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, field) = self.parts();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                field,
+                message: self.to_string(),
+            },
+        };
+        (status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,123 @@
+//! The HTTP API under `/api/v1`: routes, shared state, authentication and the console-time
+//! header every response carries. docs/api.md documents each endpoint.
+
+mod admin;
+mod agent;
+pub mod error;
+mod json;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use tasknode_protocol::{MAX_BODY_BYTES, TIME_HEADER};
+
+use crate::auth::{self, SecretDigest};
+use crate::clock::Clock;
+use crate::liveness::LivenessMap;
+use crate::status::Thresholds;
+use crate::store::Store;
+use error::ApiError;
+
+/// Everything a request handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub live: Arc<LivenessMap>,
+    pub clock: Clock,
+    pub thresholds: Thresholds,
+    pub admin_token: SecretDigest,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/health", get(agent::health))
+        .route("/api/v1/enroll", post(agent::enroll))
+        .route("/api/v1/nodes/{node_id}/heartbeat", post(agent::heartbeat))
+        .route("/api/v1/nodes/{node_id}/shutdown", post(agent::shutdown))
+        .route(
+            "/api/v1/projects",
+            get(admin::list_projects).post(admin::create_project),
+        )
+        .route(
+            "/api/v1/users",
+            get(admin::list_users).post(admin::create_user),
+        )
+        .route(
+            "/api/v1/groups",
+            get(admin::list_groups).post(admin::create_group),
+        )
+        .route(
+            "/api/v1/servers",
+            get(admin::list_servers).post(admin::add_server),
+        )
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), console_time))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound {
+        field: None,
+        message: "no such endpoint; see docs/api.md for the API under /api/v1".to_owned(),
+    }
+}
+
+/// Stamps every response with the console's clock.
+async fn console_time(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    if let Ok(v) = HeaderValue::from_str(&state.clock.now_ms().to_string()) {
+        res.headers_mut().insert(TIME_HEADER, v);
+    }
+    res
+}
+
+/// The bearer token of a request, or an error naming the header.
+fn bearer<'h>(headers: &'h HeaderMap, what: &str) -> Result<&'h str, ApiError> {
+    let value = headers
+        .get(AUTHORIZATION)
+        .ok_or_else(|| ApiError::Unauthorized {
+            field: "authorization",
+            message: format!("missing Authorization header; send `Authorization: Bearer <{what}>`"),
+        })?;
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::Unauthorized {
+            field: "authorization",
+            message: format!(
+                "malformed Authorization header; send `Authorization: Bearer <{what}>`"
+            ),
+        })
+}
+
+/// Proof that a request carries the admin token.
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(&parts.headers, "admin token")?;
+        if auth::digests_equal(&auth::digest(token), &state.admin_token) {
+            Ok(Admin)
+        } else {
+            Err(ApiError::Unauthorized {
+                field: "authorization",
+                message:
+                    "wrong admin token; use the one in the console's data directory (admin.token)"
+                        .to_owned(),
+            })
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! Liveness on the hot path. Heartbeats touch only memory: each node's last heartbeat, version,
+//! clock offset and load live in a map, marked dirty, and a background flusher writes the dirty
+//! ones to the store in one transaction every few seconds (and once more at shutdown). A console
+//! killed outright loses at most one flush interval of heartbeat times, never an enrollment or a
+//! clean-shutdown record: those are written through at once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tasknode_protocol::wire::HeartbeatRequest;
+
+use crate::auth::{self, SecretDigest};
+use crate::store::{Liveness, LivenessUpdate, Server, Stop, Store, StoreError};
+
+#[derive(Debug, Clone)]
+struct Node {
+    server_id: i64,
+    secret: SecretDigest,
+    live: Liveness,
+    dirty: bool,
+}
+
+/// In-memory liveness of every enrolled node, keyed by node id.
+#[derive(Debug, Default)]
+pub struct LivenessMap {
+    nodes: Mutex<HashMap<String, Node>>,
+}
+
+/// Why a node's credentials were refused. Deliberately one answer for "no such node" and "wrong
+/// secret", so a caller learns nothing about other nodes.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "unknown node or wrong node secret; re-enroll the agent (tasknode enroll) if this server was enrolled again elsewhere"
+)]
+pub struct BadCredentials;
+
+impl LivenessMap {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Node>> {
+        // A panic while holding this lock leaves the map consistent (each update is a plain
+        // field write), so a poisoned lock is taken over rather than spread.
+        self.nodes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Builds the map from what the store holds.
+    pub fn load(servers: &[Server]) -> LivenessMap {
+        let map = LivenessMap::default();
+        {
+            let mut nodes = map.lock();
+            for s in servers {
+                let Some(e) = &s.enrollment else { continue };
+                let mut secret = [0u8; 32];
+                if hex::decode_to_slice(&e.secret_sha256, &mut secret).is_err() {
+                    tracing::warn!(server = %s.name, "stored node secret digest is malformed; the agent must enroll again");
+                    continue;
+                }
+                nodes.insert(
+                    e.node_id.clone(),
+                    Node {
+                        server_id: s.id,
+                        secret,
+                        live: s.liveness.clone(),
+                        dirty: false,
+                    },
+                );
+            }
+        }
+        map
+    }
+
+    /// Checks a node's secret.
+    pub fn authenticate(&self, node_id: &str, secret: &str) -> Result<(), BadCredentials> {
+        let presented = auth::digest(secret);
+        let nodes = self.lock();
+        match nodes.get(node_id) {
+            Some(n) if auth::digests_equal(&n.secret, &presented) => Ok(()),
+            _ => Err(BadCredentials),
+        }
+    }
+
+    /// Replaces the node of `server_id` (if any) with a newly enrolled one.
+    pub fn enroll(&self, server_id: i64, node_id: &str, secret: SecretDigest, live: Liveness) {
+        let mut nodes = self.lock();
+        nodes.retain(|_, n| n.server_id != server_id);
+        nodes.insert(
+            node_id.to_owned(),
+            Node {
+                server_id,
+                secret,
+                live,
+                dirty: false,
+            },
+        );
+    }
+
+    /// Records a heartbeat. Returns false for an unknown node.
+    pub fn heartbeat(&self, node_id: &str, hb: &HeartbeatRequest, now_ms: i64) -> bool {
+        let mut nodes = self.lock();
+        let Some(n) = nodes.get_mut(node_id) else {
+            return false;
+        };
+        n.live.last_heartbeat_ms = Some(now_ms);
+        if n.live.agent_version.as_deref() != Some(hb.agent_version.as_str()) {
+            n.live.agent_version = Some(hb.agent_version.clone());
+        }
+        if hb.clock_offset_ms.is_some() {
+            n.live.clock_offset_ms = hb.clock_offset_ms;
+        }
+        n.live.running_tasks = hb.running_tasks;
+        n.dirty = true;
+        true
+    }
+
+    /// Records a clean shutdown and returns the update to write through at once.
+    pub fn shutdown(&self, node_id: &str, reason: &str, now_ms: i64) -> Option<LivenessUpdate> {
+        let mut nodes = self.lock();
+        let n = nodes.get_mut(node_id)?;
+        n.live.stopped = Some(Stop {
+            at_ms: now_ms,
+            reason: reason.to_owned(),
+        });
+        n.live.running_tasks = 0;
+        n.dirty = false;
+        Some(LivenessUpdate {
+            node_id: node_id.to_owned(),
+            liveness: n.live.clone(),
+        })
+    }
+
+    /// Current liveness of every node, by server id.
+    pub fn by_server(&self) -> HashMap<i64, Liveness> {
+        self.lock()
+            .values()
+            .map(|n| (n.server_id, n.live.clone()))
+            .collect()
+    }
+
+    /// Takes the dirty entries, clearing their marks.
+    fn take_dirty(&self) -> Vec<LivenessUpdate> {
+        let mut nodes = self.lock();
+        nodes
+            .iter_mut()
+            .filter(|(_, n)| n.dirty)
+            .map(|(id, n)| {
+                n.dirty = false;
+                LivenessUpdate {
+                    node_id: id.clone(),
+                    liveness: n.live.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Marks entries dirty again after a failed write, unless newer data replaced them.
+    fn restore_dirty(&self, batch: &[LivenessUpdate]) {
+        let mut nodes = self.lock();
+        for u in batch {
+            if let Some(n) = nodes.get_mut(&u.node_id) {
+                n.dirty = true;
+            }
+        }
+    }
+
+    /// Writes every dirty entry to the store in one batch. Returns how many were written.
+    pub async fn flush(&self, store: &dyn Store) -> Result<usize, StoreError> {
+        let batch = self.take_dirty();
+        let n = batch.len();
+        if n == 0 {
+            return Ok(0);
+        }
+        match store.record_liveness(batch.clone()).await {
+            Ok(()) => Ok(n),
+            Err(e) => {
+                self.restore_dirty(&batch);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Flushes `map` every `every` until the task is dropped.
+pub async fn flush_periodically(map: Arc<LivenessMap>, store: Arc<dyn Store>, every: Duration) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match map.flush(store.as_ref()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(nodes = n, "persisted liveness"),
+            Err(e) => tracing::error!(error = %e, "persisting liveness failed; will retry"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{ServerFilter, SqliteStore};
+    use tasknode_protocol::NetworkType;
+    use tasknode_protocol::wire::HostFacts;
+
+    fn hb(offset: Option<i64>) -> HeartbeatRequest {
+        HeartbeatRequest {
+            agent_version: "0.1.0".into(),
+            clock_offset_ms: offset,
+            running_tasks: 1,
+            free_slots: 3,
+        }
+    }
+
+    #[test]
+    fn a_secret_works_only_for_its_own_node() {
+        let map = LivenessMap::default();
+        map.enroll(1, "a", auth::digest("secret-a"), Liveness::default());
+        map.enroll(2, "b", auth::digest("secret-b"), Liveness::default());
+        assert!(map.authenticate("a", "secret-a").is_ok());
+        assert!(map.authenticate("b", "secret-a").is_err());
+        assert!(map.authenticate("c", "secret-a").is_err());
+        // Enrolling server 1 again retires node a.
+        map.enroll(1, "a2", auth::digest("secret-a2"), Liveness::default());
+        assert!(map.authenticate("a", "secret-a").is_err());
+        assert!(map.authenticate("a2", "secret-a2").is_ok());
+    }
+
+    #[tokio::test]
+    async fn heartbeats_reach_the_store_only_when_flushed_in_one_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        store
+            .create_group("default", "g", NetworkType::Classic, 0)
+            .await
+            .unwrap();
+        let facts = HostFacts {
+            hostname: "h".into(),
+            cpu_cores: 2.0,
+            memory_bytes: 1 << 30,
+            os: "x".into(),
+            arch: "x86_64".into(),
+            kernel: "k".into(),
+            agent_version: "0.1.0".into(),
+        };
+        let map = LivenessMap::default();
+        for (i, name) in ["h1", "h2"].iter().enumerate() {
+            let s = store
+                .add_server("default", "g", name, None, 0)
+                .await
+                .unwrap();
+            let e = crate::store::Enrollment {
+                node_id: format!("n{i}"),
+                secret_sha256: hex::encode(auth::digest("s")),
+                enrolled_ms: 0,
+                cpu_cores: 2.0,
+                memory_bytes: 1 << 30,
+            };
+            store.enroll(s.id, &e, &facts).await.unwrap();
+            map.enroll(s.id, &e.node_id, auth::digest("s"), Liveness::default());
+        }
+        for t in 1..=100 {
+            assert!(map.heartbeat("n0", &hb(Some(5)), t));
+            assert!(map.heartbeat("n1", &hb(None), t));
+        }
+        assert!(!map.heartbeat("nope", &hb(None), 1));
+        let before = store.list_servers(&ServerFilter::default()).await.unwrap();
+        assert!(
+            before
+                .iter()
+                .all(|s| s.liveness.last_heartbeat_ms.is_none())
+        );
+
+        assert_eq!(map.flush(&store).await.unwrap(), 2);
+        assert_eq!(
+            map.flush(&store).await.unwrap(),
+            0,
+            "nothing dirty after a flush"
+        );
+        let after = store.list_servers(&ServerFilter::default()).await.unwrap();
+        assert!(
+            after
+                .iter()
+                .all(|s| s.liveness.last_heartbeat_ms == Some(100))
+        );
+        assert_eq!(after[0].liveness.clock_offset_ms, Some(5));
+
+        // Reloading from the store gives the same view.
+        let reloaded = LivenessMap::load(&after);
+        assert_eq!(reloaded.by_server(), map.by_server());
+        assert!(reloaded.authenticate("n1", "s").is_ok());
+    }
+}

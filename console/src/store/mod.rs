@@ -1,0 +1,193 @@
+//! The console's persistent state behind one interface, so that the embedded SQLite store can be
+//! joined later by a PostgreSQL one without the HTTP layer changing. Liveness (heartbeats) does
+//! not come through here one request at a time: [`crate::liveness`] keeps it in memory and
+//! writes it in batches with [`Store::record_liveness`].
+
+mod sqlite;
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use tasknode_protocol::NetworkType;
+use tasknode_protocol::wire::HostFacts;
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{kind} {name:?} already exists")]
+    Exists { kind: &'static str, name: String },
+    #[error("no {kind} named {name:?}")]
+    NotFound { kind: &'static str, name: String },
+    #[error(
+        "server {name:?} is already in resource group {group:?} of project {project:?}; a server belongs to one resource group at a time"
+    )]
+    ServerTaken {
+        name: String,
+        group: String,
+        project: String,
+    },
+    #[error("opening database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "database {path} has schema version {found}, newer than this console knows ({known}); run a newer tasknode-console"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("migrating database to schema version {version}: {source}")]
+    Migrate {
+        version: i64,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("database error while {op}: {source}")]
+    Sqlite {
+        op: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("database worker stopped: {0}")]
+    Worker(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Project {
+    pub name: String,
+    pub created_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct User {
+    pub name: String,
+    pub project: String,
+    pub created_ms: i64,
+}
+
+/// What enrollment needs to know about a user.
+#[derive(Clone)]
+pub struct Login {
+    pub project: String,
+    pub password_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    pub name: String,
+    pub project: String,
+    pub network: NetworkType,
+    pub servers: u32,
+    pub created_ms: i64,
+}
+
+/// A server row with its group and project, as the store holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Server {
+    pub id: i64,
+    pub name: String,
+    pub group: String,
+    pub project: String,
+    pub network: NetworkType,
+    pub max_concurrency: Option<u32>,
+    pub created_ms: i64,
+    pub enrollment: Option<Enrollment>,
+    pub liveness: Liveness,
+}
+
+/// Set when an agent enrolls.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Enrollment {
+    pub node_id: String,
+    /// Hex SHA-256 of the node secret.
+    pub secret_sha256: String,
+    pub enrolled_ms: i64,
+    pub cpu_cores: f64,
+    pub memory_bytes: u64,
+}
+
+/// The last liveness the console persisted for a node.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Liveness {
+    pub agent_version: Option<String>,
+    pub last_heartbeat_ms: Option<i64>,
+    pub clock_offset_ms: Option<i64>,
+    pub running_tasks: u32,
+    pub stopped: Option<Stop>,
+}
+
+/// A clean agent shutdown.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stop {
+    pub at_ms: i64,
+    pub reason: String,
+}
+
+/// One node's liveness to persist.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LivenessUpdate {
+    pub node_id: String,
+    pub liveness: Liveness,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ServerFilter {
+    pub project: Option<String>,
+    pub group: Option<String>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn create_project(&self, name: &str, now_ms: i64) -> Result<Project, StoreError>;
+    async fn list_projects(&self) -> Result<Vec<Project>, StoreError>;
+
+    async fn create_user(
+        &self,
+        project: &str,
+        name: &str,
+        password_hash: &str,
+        now_ms: i64,
+    ) -> Result<User, StoreError>;
+    async fn list_users(&self, project: Option<&str>) -> Result<Vec<User>, StoreError>;
+    async fn login(&self, user_name: &str) -> Result<Option<Login>, StoreError>;
+
+    async fn create_group(
+        &self,
+        project: &str,
+        name: &str,
+        network: NetworkType,
+        now_ms: i64,
+    ) -> Result<Group, StoreError>;
+    async fn list_groups(&self, project: Option<&str>) -> Result<Vec<Group>, StoreError>;
+    /// The network type of a group, or `NotFound`.
+    async fn group_network(&self, project: &str, group: &str) -> Result<NetworkType, StoreError>;
+
+    /// Adds a server to a group. A name already in any group is `ServerTaken`.
+    async fn add_server(
+        &self,
+        project: &str,
+        group: &str,
+        name: &str,
+        max_concurrency: Option<u32>,
+        now_ms: i64,
+    ) -> Result<Server, StoreError>;
+    async fn list_servers(&self, filter: &ServerFilter) -> Result<Vec<Server>, StoreError>;
+    async fn server_by_name(&self, name: &str) -> Result<Option<Server>, StoreError>;
+
+    /// Records an enrollment, replacing any earlier one of the same server (its old node id
+    /// and secret stop working) and clearing a recorded shutdown.
+    async fn enroll(
+        &self,
+        server_id: i64,
+        enrollment: &Enrollment,
+        facts: &HostFacts,
+    ) -> Result<(), StoreError>;
+
+    /// Persists a batch of liveness updates in one transaction.
+    async fn record_liveness(&self, batch: Vec<LivenessUpdate>) -> Result<(), StoreError>;
+}

@@ -1,0 +1,650 @@
+//! The embedded store: one SQLite database in the data directory, in WAL mode, migrated by
+//! version (`PRAGMA user_version`). Calls run on tokio's blocking pool, one at a time.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use tasknode_protocol::NetworkType;
+use tasknode_protocol::wire::HostFacts;
+
+use super::{
+    Enrollment, Group, Liveness, LivenessUpdate, Login, Project, Server, ServerFilter, Stop, Store,
+    StoreError, User,
+};
+
+/// Schema migrations, applied in order; a migration's number is the schema version it makes.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_init.sql"))];
+
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn sql(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |source| StoreError::Sqlite { op, source }
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+    )
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_err)?;
+        migrate(&mut conn, path)?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::Worker("a database call panicked".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Worker(e.to_string()))?
+    }
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let known = MIGRATIONS.last().map_or(0, |m| m.0);
+    let found: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+    if found > known {
+        return Err(StoreError::TooNew {
+            path: PathBuf::from(path),
+            found,
+            known,
+        });
+    }
+    for &(version, script) in MIGRATIONS.iter().filter(|m| m.0 > found) {
+        let err = |source| StoreError::Migrate { version, source };
+        let tx = conn.transaction().map_err(err)?;
+        tx.execute_batch(script).map_err(err)?;
+        tx.pragma_update(None, "user_version", version)
+            .map_err(err)?;
+        tx.commit().map_err(err)?;
+    }
+    Ok(())
+}
+
+fn project_id(conn: &Connection, project: &str) -> Result<i64, StoreError> {
+    conn.query_row("SELECT id FROM projects WHERE name = ?1", [project], |r| {
+        r.get(0)
+    })
+    .optional()
+    .map_err(sql("looking up a project"))?
+    .ok_or_else(|| StoreError::NotFound {
+        kind: "project",
+        name: project.to_owned(),
+    })
+}
+
+fn parse_network(s: &str) -> NetworkType {
+    // The CHECK constraint admits only these two.
+    if s == "vpc" {
+        NetworkType::Vpc
+    } else {
+        NetworkType::Classic
+    }
+}
+
+const SERVER_COLUMNS: &str = "s.id, s.name, g.name, p.name, g.network, s.max_concurrency, s.created_ms,
+     s.node_id, s.secret_sha256, s.enrolled_ms, s.cpu_cores, s.memory_bytes,
+     s.agent_version, s.last_heartbeat_ms, s.clock_offset_ms, s.running_tasks, s.stopped_ms, s.stop_reason
+     FROM servers s JOIN resource_groups g ON g.id = s.group_id JOIN projects p ON p.id = g.project_id";
+
+fn server_from_row(r: &Row<'_>) -> rusqlite::Result<Server> {
+    let network: String = r.get(4)?;
+    let node_id: Option<String> = r.get(7)?;
+    let enrollment = match node_id {
+        Some(node_id) => Some(Enrollment {
+            node_id,
+            secret_sha256: r.get::<_, Option<String>>(8)?.unwrap_or_default(),
+            enrolled_ms: r.get::<_, Option<i64>>(9)?.unwrap_or_default(),
+            cpu_cores: r.get::<_, Option<f64>>(10)?.unwrap_or_default(),
+            memory_bytes: r.get::<_, Option<i64>>(11)?.unwrap_or_default().max(0) as u64,
+        }),
+        None => None,
+    };
+    let stopped = match r.get::<_, Option<i64>>(16)? {
+        Some(at_ms) => Some(Stop {
+            at_ms,
+            reason: r.get::<_, Option<String>>(17)?.unwrap_or_default(),
+        }),
+        None => None,
+    };
+    Ok(Server {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        group: r.get(2)?,
+        project: r.get(3)?,
+        network: parse_network(&network),
+        max_concurrency: r.get(5)?,
+        created_ms: r.get(6)?,
+        enrollment,
+        liveness: Liveness {
+            agent_version: r.get(12)?,
+            last_heartbeat_ms: r.get(13)?,
+            clock_offset_ms: r.get(14)?,
+            running_tasks: r.get(15)?,
+            stopped,
+        },
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_project(&self, name: &str, now_ms: i64) -> Result<Project, StoreError> {
+        let name = name.to_owned();
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT INTO projects (name, created_ms) VALUES (?1, ?2)",
+                params![name, now_ms],
+            )
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Exists {
+                        kind: "project",
+                        name: name.clone(),
+                    }
+                } else {
+                    sql("creating a project")(e)
+                }
+            })?;
+            Ok(Project {
+                name,
+                created_ms: now_ms,
+            })
+        })
+        .await
+    }
+
+    async fn list_projects(&self) -> Result<Vec<Project>, StoreError> {
+        self.call(|conn| {
+            let mut stmt = conn
+                .prepare("SELECT name, created_ms FROM projects ORDER BY name")
+                .map_err(sql("listing projects"))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(Project {
+                        name: r.get(0)?,
+                        created_ms: r.get(1)?,
+                    })
+                })
+                .map_err(sql("listing projects"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(sql("listing projects"))
+        })
+        .await
+    }
+
+    async fn create_user(
+        &self,
+        project: &str,
+        name: &str,
+        password_hash: &str,
+        now_ms: i64,
+    ) -> Result<User, StoreError> {
+        let (project, name, hash) = (
+            project.to_owned(),
+            name.to_owned(),
+            password_hash.to_owned(),
+        );
+        self.call(move |conn| {
+            let pid = project_id(conn, &project)?;
+            conn.execute(
+                "INSERT INTO users (project_id, name, password_hash, created_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![pid, name, hash, now_ms],
+            )
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Exists { kind: "user", name: name.clone() }
+                } else {
+                    sql("creating a user")(e)
+                }
+            })?;
+            Ok(User { name, project, created_ms: now_ms })
+        })
+        .await
+    }
+
+    async fn list_users(&self, project: Option<&str>) -> Result<Vec<User>, StoreError> {
+        let project = project.map(str::to_owned);
+        self.call(move |conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT u.name, p.name, u.created_ms FROM users u JOIN projects p ON p.id = u.project_id
+                     WHERE ?1 IS NULL OR p.name = ?1 ORDER BY u.name",
+                )
+                .map_err(sql("listing users"))?;
+            let rows = stmt
+                .query_map([project], |r| {
+                    Ok(User {
+                        name: r.get(0)?,
+                        project: r.get(1)?,
+                        created_ms: r.get(2)?,
+                    })
+                })
+                .map_err(sql("listing users"))?;
+            rows.collect::<Result<_, _>>().map_err(sql("listing users"))
+        })
+        .await
+    }
+
+    async fn login(&self, user_name: &str) -> Result<Option<Login>, StoreError> {
+        let user_name = user_name.to_owned();
+        self.call(move |conn| {
+            conn.query_row(
+                "SELECT p.name, u.password_hash FROM users u JOIN projects p ON p.id = u.project_id
+                 WHERE u.name = ?1",
+                [user_name],
+                |r| {
+                    Ok(Login {
+                        project: r.get(0)?,
+                        password_hash: r.get(1)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(sql("looking up a user"))
+        })
+        .await
+    }
+
+    async fn create_group(
+        &self,
+        project: &str,
+        name: &str,
+        network: NetworkType,
+        now_ms: i64,
+    ) -> Result<Group, StoreError> {
+        let (project, name) = (project.to_owned(), name.to_owned());
+        self.call(move |conn| {
+            let pid = project_id(conn, &project)?;
+            conn.execute(
+                "INSERT INTO resource_groups (project_id, name, network, created_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![pid, name, network.as_str(), now_ms],
+            )
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Exists { kind: "resource group", name: name.clone() }
+                } else {
+                    sql("creating a resource group")(e)
+                }
+            })?;
+            Ok(Group { name, project, network, servers: 0, created_ms: now_ms })
+        })
+        .await
+    }
+
+    async fn list_groups(&self, project: Option<&str>) -> Result<Vec<Group>, StoreError> {
+        let project = project.map(str::to_owned);
+        self.call(move |conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT g.name, p.name, g.network, g.created_ms,
+                            (SELECT COUNT(*) FROM servers s WHERE s.group_id = g.id)
+                     FROM resource_groups g JOIN projects p ON p.id = g.project_id
+                     WHERE ?1 IS NULL OR p.name = ?1 ORDER BY p.name, g.name",
+                )
+                .map_err(sql("listing resource groups"))?;
+            let rows = stmt
+                .query_map([project], |r| {
+                    let network: String = r.get(2)?;
+                    Ok(Group {
+                        name: r.get(0)?,
+                        project: r.get(1)?,
+                        network: parse_network(&network),
+                        created_ms: r.get(3)?,
+                        servers: r.get(4)?,
+                    })
+                })
+                .map_err(sql("listing resource groups"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(sql("listing resource groups"))
+        })
+        .await
+    }
+
+    async fn group_network(&self, project: &str, group: &str) -> Result<NetworkType, StoreError> {
+        let (project, group) = (project.to_owned(), group.to_owned());
+        self.call(move |conn| {
+            let pid = project_id(conn, &project)?;
+            let network: Option<String> = conn
+                .query_row(
+                    "SELECT network FROM resource_groups WHERE project_id = ?1 AND name = ?2",
+                    params![pid, group],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(sql("looking up a resource group"))?;
+            network
+                .map(|n| parse_network(&n))
+                .ok_or(StoreError::NotFound {
+                    kind: "resource group",
+                    name: group,
+                })
+        })
+        .await
+    }
+
+    async fn add_server(
+        &self,
+        project: &str,
+        group: &str,
+        name: &str,
+        max_concurrency: Option<u32>,
+        now_ms: i64,
+    ) -> Result<Server, StoreError> {
+        let (project, group, name) = (project.to_owned(), group.to_owned(), name.to_owned());
+        self.call(move |conn| {
+            let tx = conn.transaction().map_err(sql("adding a server"))?;
+            let pid = project_id(&tx, &project)?;
+            let gid: i64 = tx
+                .query_row(
+                    "SELECT id FROM resource_groups WHERE project_id = ?1 AND name = ?2",
+                    params![pid, group],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(sql("adding a server"))?
+                .ok_or_else(|| StoreError::NotFound {
+                    kind: "resource group",
+                    name: group.clone(),
+                })?;
+            let taken = tx
+                .query_row(
+                    &format!("SELECT {SERVER_COLUMNS} WHERE s.name = ?1"),
+                    [&name],
+                    server_from_row,
+                )
+                .optional()
+                .map_err(sql("adding a server"))?;
+            if let Some(existing) = taken {
+                return Err(StoreError::ServerTaken {
+                    name,
+                    group: existing.group,
+                    project: existing.project,
+                });
+            }
+            tx.execute(
+                "INSERT INTO servers (group_id, name, max_concurrency, created_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![gid, name, max_concurrency, now_ms],
+            )
+            .map_err(sql("adding a server"))?;
+            let server = tx
+                .query_row(
+                    &format!("SELECT {SERVER_COLUMNS} WHERE s.name = ?1"),
+                    [&name],
+                    server_from_row,
+                )
+                .map_err(sql("adding a server"))?;
+            tx.commit().map_err(sql("adding a server"))?;
+            Ok(server)
+        })
+        .await
+    }
+
+    async fn list_servers(&self, filter: &ServerFilter) -> Result<Vec<Server>, StoreError> {
+        let filter = filter.clone();
+        self.call(move |conn| {
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT {SERVER_COLUMNS}
+                     WHERE (?1 IS NULL OR p.name = ?1) AND (?2 IS NULL OR g.name = ?2)
+                     ORDER BY p.name, g.name, s.name"
+                ))
+                .map_err(sql("listing servers"))?;
+            let rows = stmt
+                .query_map(params![filter.project, filter.group], server_from_row)
+                .map_err(sql("listing servers"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(sql("listing servers"))
+        })
+        .await
+    }
+
+    async fn server_by_name(&self, name: &str) -> Result<Option<Server>, StoreError> {
+        let name = name.to_owned();
+        self.call(move |conn| {
+            conn.query_row(
+                &format!("SELECT {SERVER_COLUMNS} WHERE s.name = ?1"),
+                [name],
+                server_from_row,
+            )
+            .optional()
+            .map_err(sql("looking up a server"))
+        })
+        .await
+    }
+
+    async fn enroll(
+        &self,
+        server_id: i64,
+        enrollment: &Enrollment,
+        facts: &HostFacts,
+    ) -> Result<(), StoreError> {
+        let (e, f) = (enrollment.clone(), facts.clone());
+        self.call(move |conn| {
+            conn.execute(
+                "UPDATE servers SET node_id = ?2, secret_sha256 = ?3, enrolled_ms = ?4, hostname = ?5,
+                        cpu_cores = ?6, memory_bytes = ?7, os = ?8, arch = ?9, kernel = ?10,
+                        agent_version = ?11, stopped_ms = NULL, stop_reason = NULL
+                 WHERE id = ?1",
+                params![
+                    server_id,
+                    e.node_id,
+                    e.secret_sha256,
+                    e.enrolled_ms,
+                    f.hostname,
+                    f.cpu_cores,
+                    i64::try_from(f.memory_bytes).unwrap_or(i64::MAX),
+                    f.os,
+                    f.arch,
+                    f.kernel,
+                    f.agent_version,
+                ],
+            )
+            .map_err(sql("recording an enrollment"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn record_liveness(&self, batch: Vec<LivenessUpdate>) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.call(move |conn| {
+            let tx = conn.transaction().map_err(sql("persisting liveness"))?;
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "UPDATE servers SET agent_version = ?2, last_heartbeat_ms = ?3, clock_offset_ms = ?4,
+                                running_tasks = ?5, stopped_ms = ?6, stop_reason = ?7
+                         WHERE node_id = ?1",
+                    )
+                    .map_err(sql("persisting liveness"))?;
+                for u in &batch {
+                    let l = &u.liveness;
+                    stmt.execute(params![
+                        u.node_id,
+                        l.agent_version,
+                        l.last_heartbeat_ms,
+                        l.clock_offset_ms,
+                        l.running_tasks,
+                        l.stopped.as_ref().map(|s| s.at_ms),
+                        l.stopped.as_ref().map(|s| s.reason.as_str()),
+                    ])
+                    .map_err(sql("persisting liveness"))?;
+                }
+            }
+            tx.commit().map_err(sql("persisting liveness"))
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> HostFacts {
+        HostFacts {
+            hostname: "db-1".into(),
+            cpu_cores: 8.0,
+            memory_bytes: 16 << 30,
+            os: "CentOS release 6.10 (Final)".into(),
+            arch: "x86_64".into(),
+            kernel: "2.6.32-754.el6.x86_64".into(),
+            agent_version: "0.1.0".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_server_is_in_at_most_one_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        store
+            .create_group("default", "etl", NetworkType::Classic, 1)
+            .await
+            .unwrap();
+        store
+            .create_group("default", "bi", NetworkType::Classic, 1)
+            .await
+            .unwrap();
+        store
+            .add_server("default", "etl", "db-1", None, 2)
+            .await
+            .unwrap();
+        let err = store
+            .add_server("default", "bi", "db-1", None, 3)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::ServerTaken { group, project, .. } if group == "etl" && project == "default"),
+            "{err}"
+        );
+        let err = store
+            .add_server("default", "nope", "db-2", None, 3)
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            StoreError::NotFound {
+                kind: "resource group",
+                ..
+            }
+        ));
+        let groups = store.list_groups(None).await.unwrap();
+        assert_eq!(groups.iter().map(|g| g.servers).collect::<Vec<_>>(), [0, 1]);
+    }
+
+    #[tokio::test]
+    async fn state_survives_reopening_and_migrations_run_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            store
+                .create_user("default", "etl", "$argon2id$x", 1)
+                .await
+                .unwrap();
+            store
+                .create_group("default", "g", NetworkType::Vpc, 1)
+                .await
+                .unwrap();
+            let s = store
+                .add_server(
+                    "default",
+                    "g",
+                    "4c4c4544-0042-3510-8051-b4c04f333232",
+                    Some(4),
+                    1,
+                )
+                .await
+                .unwrap();
+            let e = Enrollment {
+                node_id: "n1".into(),
+                secret_sha256: "ab".into(),
+                enrolled_ms: 5,
+                cpu_cores: 8.0,
+                memory_bytes: 16 << 30,
+            };
+            store.enroll(s.id, &e, &facts()).await.unwrap();
+            store
+                .record_liveness(vec![LivenessUpdate {
+                    node_id: "n1".into(),
+                    liveness: Liveness {
+                        agent_version: Some("0.1.0".into()),
+                        last_heartbeat_ms: Some(9),
+                        clock_offset_ms: Some(-3),
+                        running_tasks: 2,
+                        stopped: Some(Stop {
+                            at_ms: 10,
+                            reason: "SIGTERM".into(),
+                        }),
+                    },
+                }])
+                .await
+                .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(
+            store.login("etl").await.unwrap().unwrap().project,
+            "default"
+        );
+        let servers = store.list_servers(&ServerFilter::default()).await.unwrap();
+        assert_eq!(servers.len(), 1);
+        let s = &servers[0];
+        assert_eq!(s.max_concurrency, Some(4));
+        assert_eq!(s.enrollment.as_ref().unwrap().node_id, "n1");
+        assert_eq!(s.liveness.last_heartbeat_ms, Some(9));
+        assert_eq!(s.liveness.stopped.as_ref().unwrap().reason, "SIGTERM");
+    }
+
+    #[tokio::test]
+    async fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        drop(SqliteStore::open(&path).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        let err = SqliteStore::open(&path).err().unwrap();
+        assert!(matches!(err, StoreError::TooNew { found: 99, .. }), "{err}");
+    }
+}

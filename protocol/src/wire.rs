@@ -1,0 +1,397 @@
+//! Request and response bodies of the `/api/v1` HTTP API. Every request type refuses unknown
+//! fields, so a typo in a client is an error rather than a silently ignored value.
+//! docs/api.md describes each endpoint with these types.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::{Identity, NetworkType};
+use crate::validate::{self, FieldError};
+
+/// Implemented by request bodies: checks every field and names the first one that is wrong.
+pub trait Validate {
+    fn validate(&self) -> Result<(), FieldError>;
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code: `invalid_field`, `unauthorized`, `not_found`, `conflict`,
+    /// `payload_too_large`, `unsupported_media_type`, `internal`.
+    pub code: String,
+    /// The request field at fault, where one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// What went wrong and how to fix it, for a person.
+    pub message: String,
+}
+
+/// `GET /api/v1/health`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+    pub console_time_ms: i64,
+}
+
+/// What an agent knows about its host, sent at enrollment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostFacts {
+    pub hostname: String,
+    /// CPU cores available to the agent (fractional under a CPU quota).
+    pub cpu_cores: f64,
+    /// Memory available to the agent, in bytes.
+    pub memory_bytes: u64,
+    /// e.g. `CentOS release 6.10 (Final)`.
+    pub os: String,
+    /// e.g. `x86_64`.
+    pub arch: String,
+    /// e.g. `2.6.32-754.el6.x86_64`.
+    pub kernel: String,
+    pub agent_version: String,
+}
+
+impl Validate for HostFacts {
+    fn validate(&self) -> Result<(), FieldError> {
+        validate::text("facts.hostname", &self.hostname)?;
+        if !(self.cpu_cores.is_finite() && self.cpu_cores > 0.0 && self.cpu_cores <= 65_536.0) {
+            return Err(FieldError::new(
+                "facts.cpu_cores",
+                "must be a number of cores above 0",
+            ));
+        }
+        if self.memory_bytes == 0 {
+            return Err(FieldError::new("facts.memory_bytes", "must be above 0"));
+        }
+        validate::text("facts.os", &self.os)?;
+        validate::text("facts.arch", &self.arch)?;
+        validate::text("facts.kernel", &self.kernel)?;
+        validate::version("facts.agent_version", &self.agent_version)
+    }
+}
+
+/// `POST /api/v1/enroll`: an agent trades a user's access key for node credentials.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    pub user_name: String,
+    pub password: String,
+    pub identity: Identity,
+    pub facts: HostFacts,
+}
+
+impl fmt::Debug for EnrollRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnrollRequest")
+            .field("user_name", &self.user_name)
+            .field("password", &"<redacted>")
+            .field("identity", &self.identity)
+            .field("facts", &self.facts)
+            .finish()
+    }
+}
+
+impl Validate for EnrollRequest {
+    fn validate(&self) -> Result<(), FieldError> {
+        validate::name("user_name", &self.user_name)?;
+        validate::password("password", &self.password)?;
+        self.identity.normalized("identity.value")?;
+        self.facts.validate()
+    }
+}
+
+/// The answer to a successful enrollment. The secret is shown to the agent once; the console
+/// keeps only its hash.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    pub node_id: String,
+    pub node_secret: String,
+    pub server_name: String,
+    pub group: String,
+    pub project: String,
+    pub network: NetworkType,
+    pub heartbeat_interval_secs: u64,
+    pub console_time_ms: i64,
+}
+
+impl fmt::Debug for EnrollResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnrollResponse")
+            .field("node_id", &self.node_id)
+            .field("node_secret", &"<redacted>")
+            .field("server_name", &self.server_name)
+            .field("group", &self.group)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `POST /api/v1/nodes/{node_id}/heartbeat`, authenticated by the node secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatRequest {
+    pub agent_version: String,
+    /// Console clock minus agent clock, as the agent last measured it (half the round trip
+    /// taken off); absent until the agent has measured once.
+    #[serde(default)]
+    pub clock_offset_ms: Option<i64>,
+    pub running_tasks: u32,
+    pub free_slots: u32,
+}
+
+impl Validate for HeartbeatRequest {
+    fn validate(&self) -> Result<(), FieldError> {
+        validate::version("agent_version", &self.agent_version)
+    }
+}
+
+/// What the console asks of an agent in a heartbeat answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentCommand {
+    /// Re-read configuration.
+    Reload,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    pub console_time_ms: i64,
+    pub heartbeat_interval_secs: u64,
+    /// The version the agent should run, once releases exist; `None` means "stay".
+    #[serde(default)]
+    pub desired_version: Option<String>,
+    #[serde(default)]
+    pub commands: Vec<AgentCommand>,
+}
+
+/// `POST /api/v1/nodes/{node_id}/shutdown`: the agent is stopping cleanly.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownRequest {
+    pub reason: String,
+}
+
+impl Validate for ShutdownRequest {
+    fn validate(&self) -> Result<(), FieldError> {
+        validate::text("reason", &self.reason)
+    }
+}
+
+/// A server's state as the console sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerStatus {
+    /// Added to a group, never enrolled.
+    Pending,
+    /// Heartbeating on time.
+    Available,
+    /// Heartbeats missing for less than the tolerance: still schedulable.
+    Degraded,
+    /// No heartbeat for the tolerance, or a clean agent shutdown.
+    Stopped,
+    /// The agent's clock is more than 120 s from the console's: no tasks until fixed.
+    ClockSkew,
+}
+
+impl ServerStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerStatus::Pending => "pending",
+            ServerStatus::Available => "available",
+            ServerStatus::Degraded => "degraded",
+            ServerStatus::Stopped => "stopped",
+            ServerStatus::ClockSkew => "clock_skew",
+        }
+    }
+}
+
+impl fmt::Display for ServerStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// ---- admin API ----
+
+/// `POST /api/v1/projects`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProject {
+    pub name: String,
+}
+
+impl Validate for CreateProject {
+    fn validate(&self) -> Result<(), FieldError> {
+        validate::name("name", &self.name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProjectView {
+    pub name: String,
+    pub created_at: String,
+}
+
+/// `POST /api/v1/users`: the console generates the password and returns it once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    pub name: String,
+    pub project: String,
+}
+
+impl Validate for CreateUser {
+    fn validate(&self) -> Result<(), FieldError> {
+        validate::name("name", &self.name)?;
+        validate::name("project", &self.project)
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+pub struct CreatedUser {
+    pub user_name: String,
+    pub password: String,
+    pub project: String,
+}
+
+impl fmt::Debug for CreatedUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreatedUser")
+            .field("user_name", &self.user_name)
+            .field("password", &"<redacted>")
+            .field("project", &self.project)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserView {
+    pub user_name: String,
+    pub project: String,
+    pub created_at: String,
+}
+
+/// `POST /api/v1/groups`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateGroup {
+    pub name: String,
+    pub project: String,
+    pub network: NetworkType,
+}
+
+impl Validate for CreateGroup {
+    fn validate(&self) -> Result<(), FieldError> {
+        validate::name("name", &self.name)?;
+        validate::name("project", &self.project)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupView {
+    pub name: String,
+    pub project: String,
+    pub network: NetworkType,
+    pub servers: u32,
+    pub created_at: String,
+}
+
+/// Largest max concurrency an operator can set.
+pub const MAX_CONFIGURED_CONCURRENCY: u32 = 1024;
+
+/// `POST /api/v1/servers`: add a server (by hostname or UUID, as the group's network type
+/// says) to a group.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddServer {
+    pub project: String,
+    pub group: String,
+    pub name: String,
+    #[serde(default)]
+    pub max_concurrency: Option<u32>,
+}
+
+impl Validate for AddServer {
+    fn validate(&self) -> Result<(), FieldError> {
+        validate::name("project", &self.project)?;
+        validate::name("group", &self.group)?;
+        if self.name.is_empty() {
+            return Err(FieldError::new("name", "must not be empty"));
+        }
+        match self.max_concurrency {
+            Some(n) if n == 0 || n > MAX_CONFIGURED_CONCURRENCY => Err(FieldError::new(
+                "max_concurrency",
+                format!("must be between 1 and {MAX_CONFIGURED_CONCURRENCY}, got {n}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// One server as `GET /api/v1/servers` and `server list --json` show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerView {
+    pub name: String,
+    pub group: String,
+    pub project: String,
+    pub network: NetworkType,
+    pub status: ServerStatus,
+    /// Why the server is in this state, and what to do about it.
+    pub reason: String,
+    /// RFC 3339, UTC.
+    pub last_heartbeat: Option<String>,
+    pub version: Option<String>,
+    /// The configured value, or the one computed from the reported CPU and memory; `None`
+    /// until an agent has reported its size.
+    pub max_concurrency: Option<u32>,
+    /// `configured` or `computed`.
+    pub max_concurrency_source: Option<String>,
+    pub clock_offset_ms: Option<i64>,
+    pub running_tasks: u32,
+    pub cpu_cores: Option<f64>,
+    pub memory_bytes: Option<u64>,
+    pub enrolled_at: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_refuse_unknown_fields() {
+        let err = serde_json::from_str::<CreateGroup>(
+            r#"{"name":"g","project":"p","network":"vpc","admin":true}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown field `admin`"), "{err}");
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let created = CreatedUser {
+            user_name: "etl".into(),
+            password: "hunter2hunter2".into(),
+            project: "default".into(),
+        };
+        assert!(!format!("{created:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn add_server_bounds_max_concurrency() {
+        let mut add = AddServer {
+            project: "default".into(),
+            group: "g".into(),
+            name: "h".into(),
+            max_concurrency: Some(0),
+        };
+        assert_eq!(add.validate().unwrap_err().field, "max_concurrency");
+        add.max_concurrency = Some(8);
+        add.validate().unwrap();
+    }
+}
