@@ -1,1 +1,408 @@
+//! Test support for the end-to-end tests: starts the real `tasknode-console` and `tasknode`
+//! binaries on loopback, each in its own throwaway directory, and waits on what they report.
+//! The binaries are the ones `cargo test --workspace` builds beside this test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Path of a workspace binary built beside the running test.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` so the binaries are built",
+        path.display()
+    );
+    path
+}
+
+/// Polls `probe` every 100 ms until it returns `Some`, or panics after `timeout` with `what`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn signal(child: &Child, sig: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    let _ = rustix::process::kill_process(pid, sig);
+}
+
+/// This host's name as the agent sees it.
+pub fn hostname() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .to_ascii_lowercase()
+}
+
+/// A running console with its own data directory.
+pub struct Console {
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    pub port: u16,
+    args: Vec<String>,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Console {
+    /// Starts a console on a free loopback port with `extra` serve flags.
+    pub fn start(extra: &[&str]) -> Console {
+        let dir = tempfile::tempdir().unwrap();
+        let mut console = Console {
+            log: dir.path().join("console.log"),
+            dir,
+            url: String::new(),
+            port: 0,
+            args: extra.iter().map(|s| (*s).to_owned()).collect(),
+            child: None,
+        };
+        console.spawn("127.0.0.1:0");
+        console
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn spawn(&mut self, listen: &str) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut child = Command::new(bin("tasknode-console"))
+            .arg("serve")
+            .args(["--listen", listen])
+            .arg("--data")
+            .arg(self.data())
+            .args(&self.args)
+            .env_remove("TASKNODE_CONSOLE")
+            .env_remove("TASKNODE_TOKEN_FILE")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| {
+                panic!(
+                    "console did not say where it listens: {line:?}; log: {}",
+                    self.log_text()
+                )
+            })
+            .to_owned();
+        self.port = url.rsplit(':').next().unwrap().parse().unwrap();
+        self.url = url;
+        self.child = Some(child);
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops the console with SIGTERM (a clean shutdown) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(&child, rustix::process::Signal::Term);
+            let status = child.wait().unwrap();
+            assert!(
+                status.success(),
+                "console exited with {status}: {}",
+                self.log_text()
+            );
+        }
+    }
+
+    /// Kills the console outright (SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the console again on the same port and data directory.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the console first");
+        let listen = format!("127.0.0.1:{}", self.port);
+        self.spawn(&listen);
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.data().join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    /// Runs an admin command against this console.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin("tasknode-console"))
+            .args(args)
+            .env("TASKNODE_DATA", self.data())
+            .env("TASKNODE_CONSOLE", &self.url)
+            .env_remove("TASKNODE_TOKEN_FILE")
+            .output()
+            .unwrap()
+    }
+
+    /// Runs an admin command that must succeed; returns its standard output.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "tasknode-console {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Creates a user and returns its password.
+    pub fn create_user(&self, name: &str) -> String {
+        let v: Value =
+            serde_json::from_str(&self.cli_ok(&["user", "create", name, "--json"])).unwrap();
+        assert_eq!(v["user_name"], name);
+        v["password"].as_str().unwrap().to_owned()
+    }
+
+    pub fn servers(&self) -> Vec<Value> {
+        serde_json::from_str(&self.cli_ok(&["server", "list", "--json"])).unwrap()
+    }
+
+    pub fn server(&self, name: &str) -> Value {
+        self.servers()
+            .into_iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no server {name} listed"))
+    }
+
+    /// Waits until server `name` is in `status`; returns its listing.
+    pub fn wait_status(&self, name: &str, status: &str, timeout: Duration) -> Value {
+        let mut last = Value::Null;
+        let what = format!("server {name} to be {status}");
+        let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            wait_for(timeout, &what, || {
+                last = self.server(name);
+                (last["status"] == status).then(|| last.clone())
+            })
+        }));
+        match found {
+            Ok(v) => v,
+            Err(_) => panic!(
+                "{what}: last seen {last:#}\nconsole log:\n{}",
+                self.log_text()
+            ),
+        }
+    }
+
+    /// A blocking HTTP client and the API URL of `path`.
+    pub fn api(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.url)
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An agent with its own config and log directories, optionally with a fake DMI UUID.
+pub struct Agent {
+    pub dir: tempfile::TempDir,
+    root: Option<PathBuf>,
+    child: Option<Child>,
+}
+
+impl Agent {
+    /// An agent that identifies by this host's name.
+    pub fn new() -> Agent {
+        Agent {
+            dir: tempfile::tempdir().unwrap(),
+            root: None,
+            child: None,
+        }
+    }
+
+    /// An agent whose host reports `uuid` as its DMI product UUID (through TASKNODE_ROOT).
+    pub fn with_uuid(uuid: &str) -> Agent {
+        let mut agent = Agent::new();
+        let root = agent.dir.path().join("root");
+        let dmi = root.join("sys/class/dmi/id");
+        std::fs::create_dir_all(&dmi).unwrap();
+        std::fs::write(dmi.join("product_uuid"), format!("{uuid}\n")).unwrap();
+        std::fs::create_dir_all(root.join("proc")).unwrap();
+        std::fs::copy("/proc/meminfo", root.join("proc/meminfo")).unwrap();
+        agent.root = Some(root);
+        agent
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("tasknode/conf/tasknode.conf")
+    }
+
+    pub fn logs(&self) -> PathBuf {
+        self.dir.path().join("tasknode/logs")
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(bin("tasknode"));
+        cmd.env("TASKNODE_CONFIG", self.config())
+            .env_remove("NOTIFY_SOCKET");
+        match &self.root {
+            Some(root) => cmd.env("TASKNODE_ROOT", root),
+            None => cmd.env_remove("TASKNODE_ROOT"),
+        };
+        cmd
+    }
+
+    /// Runs `tasknode enroll`, the password on standard input.
+    pub fn enroll(&self, console: &str, user: &str, password: &str, enable_uuid: bool) -> Output {
+        let mut child = self
+            .command()
+            .args([
+                "enroll",
+                "--console",
+                console,
+                "--user-name",
+                user,
+                "--password-stdin",
+            ])
+            .args(["--enable-uuid", if enable_uuid { "true" } else { "false" }])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    pub fn enroll_ok(&self, console: &str, user: &str, password: &str, enable_uuid: bool) {
+        let out = self.enroll(console, user, password, enable_uuid);
+        assert!(
+            out.status.success(),
+            "enroll failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts `tasknode run` in the background.
+    pub fn run(&mut self) {
+        self.run_with_env(&[]);
+    }
+
+    pub fn run_with_env(&mut self, env: &[(&str, &str)]) {
+        assert!(self.child.is_none(), "agent already running");
+        let mut cmd = self.command();
+        cmd.arg("run")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        self.child = Some(cmd.spawn().unwrap());
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGTERM, then waits; returns whether the agent exited successfully.
+    pub fn stop(&mut self) -> bool {
+        let mut child = self.child.take().unwrap();
+        signal(&child, rustix::process::Signal::Term);
+        child.wait().unwrap().success()
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether `tasknode run` is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    /// Runs `tasknode status --json`; returns its report and whether it exited 0.
+    pub fn status(&self) -> (Value, bool) {
+        let out = self.command().args(["status", "--json"]).output().unwrap();
+        (
+            serde_json::from_slice(&out.stdout).unwrap(),
+            out.status.success(),
+        )
+    }
+
+    pub fn heartbeat_lines(&self) -> Vec<String> {
+        std::fs::read_to_string(self.logs().join("heartbeat.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.logs().join("agent.log")).unwrap_or_default()
+    }
+
+    /// A value from the agent config (`key = "value"` lines).
+    pub fn config_value(&self, key: &str) -> String {
+        let text = std::fs::read_to_string(self.config()).unwrap();
+        let prefix = format!("{key} = ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {key} in config"))
+            .trim_matches('"')
+            .to_owned()
+    }
+}
+
+impl Default for Agent {
+    fn default() -> Self {
+        Agent::new()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Standard error of a finished command, as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Whether a path's permission bits are exactly `mode`.
+pub fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}

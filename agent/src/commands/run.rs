@@ -51,6 +51,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
         slots,
         "agent started"
     );
+    // Signal handlers before readiness: a stop that follows READY=1 at once must be clean.
+    let mut term = signal(SignalKind::terminate()).context("watching SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("watching SIGINT")?;
     notify(&[sd_notify::NotifyState::Ready]);
 
     let mut beat = Heartbeat {
@@ -63,8 +66,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
         skewed: false,
         slots,
     };
-    let mut term = signal(SignalKind::terminate()).context("watching SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("watching SIGINT")?;
     let mut next = Duration::ZERO;
     let reason = loop {
         tokio::select! {

@@ -10,7 +10,8 @@ use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("{0}")]
+    /// The body's `field` names the field; the message says what is wrong with it.
+    #[error("{}", .0.message)]
     Invalid(FieldError),
     #[error("{message}")]
     Unauthorized {

@@ -44,9 +44,16 @@ where
         })?;
         let de = &mut serde_json::Deserializer::from_slice(&bytes);
         let value: T = serde_path_to_error::deserialize(de).map_err(|e| {
+            use serde_json::error::Category;
             let path = e.path().to_string();
-            let field = if path == "." { "body".to_owned() } else { path };
-            ApiError::invalid(field, e.into_inner())
+            let inner = e.into_inner();
+            // A document that is not JSON at all is the body's fault, wherever it broke off.
+            let field = match inner.classify() {
+                Category::Syntax | Category::Eof | Category::Io => "body".to_owned(),
+                Category::Data if path != "." => path,
+                Category::Data => "body".to_owned(),
+            };
+            ApiError::invalid(field, inner)
         })?;
         value.validate()?;
         Ok(StrictJson(value))
