@@ -54,13 +54,15 @@ pub fn derive(
             ),
         );
     };
-    // A server is judged from its last sign of life: a heartbeat, or its enrollment.
-    let seen_ms = live
+    // Only heartbeats of the current enrollment count: after an agent enrolls again, the
+    // heartbeats of the one before say nothing about it.
+    let beat_ms = live
         .last_heartbeat_ms
-        .unwrap_or(enrollment.enrolled_ms)
-        .max(enrollment.enrolled_ms);
+        .filter(|&t| t >= enrollment.enrolled_ms);
+    // A server is judged from its last sign of life: a heartbeat, or its enrollment.
+    let seen_ms = beat_ms.unwrap_or(enrollment.enrolled_ms);
     let silent_ms = now_ms - seen_ms;
-    let last = match live.last_heartbeat_ms {
+    let last = match beat_ms {
         Some(t) => format!("last heartbeat {}", rfc3339(t)),
         None => format!(
             "enrolled {} and never heartbeated",
@@ -102,7 +104,7 @@ pub fn derive(
             );
         }
     }
-    if live.last_heartbeat_ms.is_none() {
+    if beat_ms.is_none() {
         return (
             ServerStatus::Pending,
             format!(
@@ -190,6 +192,18 @@ mod tests {
         let (st, reason) = derive(&server(true), &Liveness::default(), 700_000, &th);
         assert_eq!(st, ServerStatus::Stopped);
         assert!(reason.contains("never heartbeated"), "{reason}");
+    }
+
+    #[test]
+    fn heartbeats_from_before_an_enrollment_do_not_count() {
+        let th = Thresholds::default();
+        // Enrolled at 1_000; the last heartbeat came from the agent enrolled before that.
+        let (st, reason) = derive(&server(true), &beat_at(900), 1_500, &th);
+        assert_eq!(st, ServerStatus::Pending, "{reason}");
+        assert_eq!(
+            derive(&server(true), &beat_at(1_200), 1_500, &th).0,
+            ServerStatus::Available
+        );
     }
 
     #[test]

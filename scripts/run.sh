@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Runs tasknode on this machine: builds the console and the agent, starts the console with its
+# embedded store, creates a user, a classic resource group "demo" with this host in it, enrolls
+# an agent on this host and waits until the console shows it available. Then it keeps both
+# running until Ctrl-C (or exits at once with TASKNODE_RUN_ONCE=1).
+#
+# Environment:
+#   TASKNODE_PORT     console port on 127.0.0.1 (default 8080; 0 picks a free one)
+#   TASKNODE_STATE    where data, config and logs go (default .tasknode in the checkout)
+#   TASKNODE_PROFILE  cargo profile to build: release (default) or debug
+#   TASKNODE_RUN_ONCE 1 = stop both and exit once the server is available (used by the tests)
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+port=${TASKNODE_PORT:-8080}
+state=${TASKNODE_STATE:-$PWD/.tasknode}
+profile=${TASKNODE_PROFILE:-release}
+group=demo
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+command -v cargo >/dev/null || die "cargo not found: install Rust with rustup (https://rustup.rs) and try again"
+case $profile in
+  release) build_flag=--release; bin=target/release ;;
+  debug) build_flag=; bin=target/debug ;;
+  *) die "TASKNODE_PROFILE must be release or debug, not '$profile'" ;;
+esac
+
+say "building tasknode and tasknode-console ($profile)"
+cargo build $build_flag --locked -p tasknode -p tasknode-console
+
+mkdir -p "$state"
+chmod 700 "$state"
+data=$state/data
+agent_conf=$state/agent/conf/tasknode.conf
+export TASKNODE_DATA=$data
+unset TASKNODE_CONSOLE TASKNODE_TOKEN_FILE
+
+console_pid=
+agent_pid=
+stop_all() {
+  trap - INT TERM EXIT
+  [ -n "$agent_pid" ] && kill -TERM "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null || true
+  [ -n "$console_pid" ] && kill -TERM "$console_pid" 2>/dev/null && wait "$console_pid" 2>/dev/null || true
+}
+trap stop_all EXIT
+trap 'echo; say "stopping the agent and the console"; stop_all; exit 0' INT TERM
+
+say "starting the console on 127.0.0.1:$port (data in $data)"
+rm -f "$data/console.url"
+"$bin/tasknode-console" serve --listen "127.0.0.1:$port" >"$state/console.out" 2>"$state/console.log" &
+console_pid=$!
+for _ in $(seq 100); do
+  [ -s "$data/console.url" ] && break
+  kill -0 "$console_pid" 2>/dev/null || { cat "$state/console.log" >&2; die "the console did not start (port $port in use? set TASKNODE_PORT)"; }
+  sleep 0.1
+done
+[ -s "$data/console.url" ] || die "the console did not say where it listens; see $state/console.log"
+url=$(cat "$data/console.url")
+
+console() { "$bin/tasknode-console" "$@"; }
+host=$(uname -n | tr 'A-Z' 'a-z')
+
+# The demo user's password is shown once by the console; keep it (0600) for later runs.
+password_file=$state/demo-user.password
+if ! console user list | awk 'NR > 1 {print $1}' | grep -qx demo; then
+  say "creating user demo"
+  umask 077
+  console user create demo --json | sed -n 's/.*"password": "\(.*\)".*/\1/p' >"$password_file"
+  umask 022
+fi
+[ -s "$password_file" ] || die "user demo exists but $password_file is missing; remove $state to start over"
+
+if ! console group list | awk 'NR > 1 {print $1}' | grep -qx "$group"; then
+  say "creating classic resource group $group"
+  console group create "$group" --network classic
+fi
+if ! console server list --group "$group" | awk 'NR > 1 {print $1}' | grep -qx "$host"; then
+  say "adding this host ($host) to $group"
+  console server add --group "$group" --name "$host"
+fi
+
+say "enrolling the agent on this host"
+"$bin/tasknode" enroll --console "$url" --user-name demo --password-file "$password_file" \
+  --enable-uuid false --config "$agent_conf"
+
+say "starting the agent"
+"$bin/tasknode" run --config "$agent_conf" 2>"$state/agent.err" &
+agent_pid=$!
+
+say "waiting for the console to show $host available"
+available=
+for _ in $(seq 300); do
+  if console server list --group "$group" --json | tr -d ' \n' | grep -q "\"name\":\"$host\",[^}]*\"status\":\"available\""; then
+    available=1
+    break
+  fi
+  kill -0 "$agent_pid" 2>/dev/null || { cat "$state/agent.err" >&2; die "the agent exited"; }
+  sleep 0.1
+done
+[ -n "$available" ] || { console server list >&2; die "$host did not become available within 30 s"; }
+
+console server list --group "$group"
+cat <<MSG
+
+tasknode is running.
+  console       $url   (admin token: $data/admin.token)
+  admin CLI     TASKNODE_DATA=$data $bin/tasknode-console server list
+  agent status  $bin/tasknode status --config $agent_conf
+  agent logs    $state/agent/logs/heartbeat.log, $state/agent/logs/agent.log
+  console log   $state/console.log
+MSG
+
+if [ "${TASKNODE_RUN_ONCE:-}" = 1 ]; then
+  say "TASKNODE_RUN_ONCE=1: stopping"
+  stop_all
+  exit 0
+fi
+echo "Press Ctrl-C to stop the agent and the console."
+wait "$console_pid"

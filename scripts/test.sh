@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs every check and test of the workspace: formatting, clippy, unit and end-to-end tests, and
+# the README's quick start (scripts/run.sh) once. Installs what it needs when missing and stops
+# with a clear message when it cannot.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+command -v cargo >/dev/null || die "cargo not found: install Rust with rustup (https://rustup.rs)"
+for component in rustfmt clippy; do
+  if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then
+    say "installing rustup component $component"
+    rustup component add "$component" || die "could not install the rustup component $component"
+  fi
+done
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+say "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+say "cargo test (unit and end-to-end)"
+cargo test --workspace --locked
+say "quick start: scripts/run.sh"
+state=$(mktemp -d)
+trap 'rm -rf "$state"' EXIT
+TASKNODE_STATE=$state TASKNODE_PORT=0 TASKNODE_PROFILE=debug TASKNODE_RUN_ONCE=1 scripts/run.sh
+say "all checks passed"
