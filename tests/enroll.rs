@@ -341,3 +341,29 @@ fn enrolling_again_retires_the_old_secret() {
         "enrolling again must not duplicate the server"
     );
 }
+
+#[test]
+fn bad_console_urls_are_refused_naming_the_flag() {
+    let agent = Agent::new();
+    for bad in [
+        "ftp://127.0.0.1:9",
+        "127.0.0.1:9",
+        "http://u:p@127.0.0.1:9",
+        "http://127.0.0.1:9/?$(id)",
+    ] {
+        let out = agent.enroll(bad, "etl", "some-password", false);
+        assert_eq!(out.status.code(), Some(1), "{bad}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("--console") && err.contains("is not a console URL"),
+            "{bad}: {err}"
+        );
+        assert!(!agent.config().exists());
+    }
+    let out = std::process::Command::new(tasknode_tests::bin("tasknode-console"))
+        .args(["server", "list", "--console", "ftp://127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--console"), "{}", stderr(&out));
+}

@@ -49,6 +49,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         clock: Clock::with_offset(args.clock_offset.saturating_mul(1000)),
         thresholds,
         admin_token,
+        password_permits: Arc::new(tokio::sync::Semaphore::new(password_parallelism())),
     };
 
     let listener = TcpListener::bind(args.listen)
@@ -86,6 +87,11 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let n = flushed.context("persisting liveness at shutdown")?;
     tracing::info!(nodes = n, "console stopped; liveness persisted");
     Ok(())
+}
+
+/// Concurrent password hashes: two per core.
+fn password_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get() * 2)
 }
 
 fn thresholds(args: &ServeArgs) -> anyhow::Result<Thresholds> {

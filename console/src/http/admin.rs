@@ -86,9 +86,9 @@ pub async fn create_user(
 ) -> Result<(StatusCode, Json<CreatedUser>), ApiError> {
     let password = auth::generate_password();
     let to_hash = password.clone();
-    let hash = tokio::task::spawn_blocking(move || auth::hash_password(&to_hash))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
+    let hash = state
+        .password_work(move || auth::hash_password(&to_hash))
+        .await?
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let user = state
         .store

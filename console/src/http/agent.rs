@@ -35,14 +35,12 @@ pub async fn enroll(
     let identity = req.identity.normalized("identity.value")?;
     let login = state.store.login(&req.user_name).await?;
 
-    // Argon2 is deliberately slow: keep it off the async workers.
+    // Argon2 is deliberately slow: keep it off the async workers, a few at a time.
     let stored_hash = login.as_ref().map(|l| l.password_hash.clone());
     let password = req.password.clone();
-    let ok = tokio::task::spawn_blocking(move || {
-        auth::verify_password(&password, stored_hash.as_deref())
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let ok = state
+        .password_work(move || auth::verify_password(&password, stored_hash.as_deref()))
+        .await?;
     let Some(login) = login.filter(|_| ok) else {
         return Err(ApiError::Unauthorized {
             field: "password",

@@ -33,6 +33,27 @@ pub struct AppState {
     pub clock: Clock,
     pub thresholds: Thresholds,
     pub admin_token: SecretDigest,
+    /// Bounds concurrent Argon2 work (19 MiB and tens of milliseconds each), so a burst of
+    /// enrollments queues instead of taking the host's memory.
+    pub password_permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl AppState {
+    /// Runs `f` (password hashing or verification) on the blocking pool, at most
+    /// `password_permits` at a time.
+    pub async fn password_work<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let _permit = self
+            .password_permits
+            .acquire()
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))
+    }
 }
 
 pub fn router(state: AppState) -> Router {
