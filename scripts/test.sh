@@ -21,9 +21,11 @@ cargo fmt --all -- --check
 say "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 say "cargo test (unit and end-to-end)"
-cargo test --workspace --locked
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$work/test.log"
 say "quick start: scripts/run.sh"
-state=$(mktemp -d)
-trap 'rm -rf "$state"' EXIT
-TASKNODE_STATE=$state TASKNODE_PORT=0 TASKNODE_PROFILE=debug TASKNODE_RUN_ONCE=1 scripts/run.sh
+TASKNODE_STATE=$work/state TASKNODE_PORT=0 TASKNODE_PROFILE=debug TASKNODE_RUN_ONCE=1 scripts/run.sh
 say "all checks passed"
+# One closing line over every test binary: cargo's own last line is often an empty doc-test run.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$work/test.log"

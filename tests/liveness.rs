@@ -44,8 +44,9 @@ fn a_silent_agent_goes_degraded_then_stopped() {
         "{reason}"
     );
     let stopped = console.wait_status(&host, "stopped", Duration::from_secs(15));
+    // Six seconds after the last heartbeat, which came at most a beat or two before the kill.
     assert!(
-        killed.elapsed() >= Duration::from_secs(5),
+        killed.elapsed() >= Duration::from_secs(3),
         "stopped too early"
     );
     let reason = stopped["reason"].as_str().unwrap();
