@@ -15,6 +15,17 @@ for component in rustfmt clippy; do
     rustup component add "$component" || die "could not install the rustup component $component"
   fi
 done
+# Tools the tests drive, as Debian packages: command -> package.
+need=()
+for pair in shellcheck:shellcheck dash:dash busybox:busybox-static systemd-analyze:systemd; do
+  command -v "${pair%%:*}" >/dev/null || need+=("${pair##*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  say "installing ${need[*]}"
+  command -v apt-get >/dev/null || die "missing ${need[*]} and no apt-get to install them"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"; } \
+    || die "could not install ${need[*]} (run as root, or install them yourself)"
+fi
 
 say "cargo fmt --check"
 cargo fmt --all -- --check

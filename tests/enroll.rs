@@ -29,8 +29,8 @@ fn enrolls_by_hostname_and_becomes_available() {
     let config = std::fs::read_to_string(agent.config()).unwrap();
     assert_eq!(mode_of(&agent.config()), 0o600);
     assert!(!config.contains(&password), "password stored in the config");
-    assert_eq!(agent.config_value("server_name"), host);
-    let secret = agent.config_value("node_secret");
+    assert_eq!(agent.config_value("node.server_name"), host);
+    let secret = agent.config_value("node.secret");
     assert!(secret.len() >= 32);
 
     agent.run();
@@ -311,13 +311,13 @@ fn enrolling_again_retires_the_old_secret() {
     let agent = Agent::new();
     agent.enroll_ok(&console.url, "etl", &password, false);
     let (old_id, old_secret) = (
-        agent.config_value("node_id"),
-        agent.config_value("node_secret"),
+        agent.config_value("node.id"),
+        agent.config_value("node.secret"),
     );
     agent.enroll_ok(&console.url, "etl", &password, false);
     let (new_id, new_secret) = (
-        agent.config_value("node_id"),
-        agent.config_value("node_secret"),
+        agent.config_value("node.id"),
+        agent.config_value("node.secret"),
     );
     assert_ne!(old_id, new_id);
 

@@ -107,7 +107,7 @@ fn a_console_restart_loses_nothing_and_the_agent_carries_on() {
         "--max-concurrency",
         "7",
     ]);
-    let node_id = agent.config_value("node_id");
+    let node_id = agent.config_value("node.id");
     agent.run();
     console.wait_status(&host, "available", Duration::from_secs(15));
     let before = console.servers();
@@ -136,7 +136,7 @@ fn a_console_restart_loses_nothing_and_the_agent_carries_on() {
         let after = console.wait_status(&host, "available", Duration::from_secs(40));
         assert_eq!(after["group"], "etl");
         // Heartbeats resumed with the same node credentials: nothing enrolled again.
-        assert_eq!(agent.config_value("node_id"), node_id);
+        assert_eq!(agent.config_value("node.id"), node_id);
         wait_for(
             Duration::from_secs(10),
             "a heartbeat after the restart",

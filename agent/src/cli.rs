@@ -54,9 +54,10 @@ pub enum InstallMethod {
 
 #[derive(Debug, Args)]
 pub struct EnrollArgs {
-    /// Console URL, e.g. http://console.example.com:8080.
+    /// Console URL, e.g. http://console.example.com:8080. [default: the console_url of an
+    /// existing config, as the installer writes it]
     #[arg(long, value_name = "URL")]
-    pub console: String,
+    pub console: Option<String>,
     /// User name of the access key (from `tasknode-console user create`).
     #[arg(long, value_name = "NAME")]
     pub user_name: String,
@@ -70,13 +71,14 @@ pub struct EnrollArgs {
     /// (false, for classic groups).
     #[arg(long, value_name = "true|false", value_parser = clap::builder::BoolValueParser::new(), action = clap::ArgAction::Set)]
     pub enable_uuid: bool,
-    /// Directory for heartbeat.log, agent.log and task logs.
-    /// [default: ../logs beside a `conf` config directory, else logs/ beside the config]
+    /// Directory for heartbeat.log, agent.log and task logs. [default: the existing config's,
+    /// else ../logs beside a `conf` config directory, else logs/ beside the config]
     #[arg(long, value_name = "DIR")]
     pub log_dir: Option<PathBuf>,
-    /// How the agent was installed, recorded in the config.
-    #[arg(long, value_enum, default_value = "manual")]
-    pub install_method: InstallMethod,
+    /// How the agent was installed, recorded in the config. [default: the existing config's,
+    /// else manual]
+    #[arg(long, value_enum)]
+    pub install_method: Option<InstallMethod>,
     /// Refused: a password on the command line is visible to every user of the host.
     #[arg(long, hide = true, value_name = "PASSWORD")]
     pub password: Option<String>,

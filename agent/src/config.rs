@@ -18,31 +18,55 @@ use crate::cli::InstallMethod;
 pub struct Config {
     /// URL of the console.
     pub console_url: String,
-    /// Node id the console issued at enrollment.
-    pub node_id: String,
-    /// Node secret the console issued at enrollment (it keeps only a hash).
-    pub node_secret: String,
+    /// How the agent was installed: script installs update themselves, packages do not.
+    #[serde(default = "manual")]
+    pub install_method: InstallMethod,
+    /// Where heartbeat.log, agent.log and task logs go.
+    pub log_dir: PathBuf,
+    /// The node credentials, added by `tasknode enroll`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<Node>,
+}
+
+fn manual() -> InstallMethod {
+    InstallMethod::Manual
+}
+
+/// What the console issued at enrollment.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    /// Node id.
+    pub id: String,
+    /// Node secret (the console keeps only a hash of it).
+    pub secret: String,
     /// Name the server has in the console: its hostname or DMI UUID.
     pub server_name: String,
     pub group: String,
     pub project: String,
     pub network: NetworkType,
-    /// How the agent was installed: script installs update themselves, packages do not.
-    pub install_method: InstallMethod,
-    /// Where heartbeat.log, agent.log and task logs go.
-    pub log_dir: PathBuf,
+}
+
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.id)
+            .field("secret", &"<redacted>")
+            .field("server_name", &self.server_name)
+            .field("group", &self.group)
+            .field("project", &self.project)
+            .finish_non_exhaustive()
+    }
 }
 
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("console_url", &self.console_url)
-            .field("node_id", &self.node_id)
-            .field("node_secret", &"<redacted>")
-            .field("server_name", &self.server_name)
-            .field("group", &self.group)
+            .field("install_method", &self.install_method)
             .field("log_dir", &self.log_dir)
-            .finish_non_exhaustive()
+            .field("node", &self.node)
+            .finish()
     }
 }
 
@@ -58,6 +82,10 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "{path} has no node credentials: this server is not enrolled yet; run `tasknode enroll --config {path}`"
+    )]
+    NotEnrolled { path: PathBuf },
     #[error("{path} is not a valid agent config: {source}; enroll again to rewrite it")]
     Parse {
         path: PathBuf,
@@ -73,6 +101,17 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// Loads a config that must hold node credentials, for commands that talk to the console.
+    pub fn load_enrolled(path: &Path) -> Result<(Config, Node), ConfigError> {
+        let config = Config::load(path)?;
+        match config.node.clone() {
+            Some(node) => Ok((config, node)),
+            None => Err(ConfigError::NotEnrolled {
+                path: path.to_owned(),
+            }),
+        }
+    }
+
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = fs::read_to_string(path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
@@ -173,14 +212,16 @@ mod tests {
     fn sample(log_dir: PathBuf) -> Config {
         Config {
             console_url: "http://127.0.0.1:8080".into(),
-            node_id: "n1".into(),
-            node_secret: "s3cr3t-value".into(),
-            server_name: "db-1".into(),
-            group: "etl".into(),
-            project: "default".into(),
-            network: NetworkType::Classic,
             install_method: InstallMethod::Script,
             log_dir,
+            node: Some(Node {
+                id: "n1".into(),
+                secret: "s3cr3t-value".into(),
+                server_name: "db-1".into(),
+                group: "etl".into(),
+                project: "default".into(),
+                network: NetworkType::Classic,
+            }),
         }
     }
 
@@ -203,8 +244,8 @@ mod tests {
             0o700
         );
         assert!(permission_warning(&path).is_none());
-        let back = Config::load(&path).unwrap();
-        assert_eq!(back.node_secret, "s3cr3t-value");
+        let (back, node) = Config::load_enrolled(&path).unwrap();
+        assert_eq!(node.secret, "s3cr3t-value");
         assert!(!format!("{back:?}").contains("s3cr3t"));
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         assert!(permission_warning(&path).unwrap().contains("chmod 600"));

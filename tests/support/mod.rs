@@ -372,14 +372,19 @@ impl Agent {
         std::fs::read_to_string(self.logs().join("agent.log")).unwrap_or_default()
     }
 
-    /// A value from the agent config (`key = "value"` lines).
-    pub fn config_value(&self, key: &str) -> String {
+    /// A string from the agent config by dotted path, e.g. `node.id`.
+    pub fn config_value(&self, path: &str) -> String {
         let text = std::fs::read_to_string(self.config()).unwrap();
-        let prefix = format!("{key} = ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .unwrap_or_else(|| panic!("no {key} in config"))
-            .trim_matches('"')
+        let mut value: toml::Value = toml::from_str(&text).unwrap();
+        for key in path.split('.') {
+            value = value
+                .get(key)
+                .unwrap_or_else(|| panic!("no {path} in config:\n{text}"))
+                .clone();
+        }
+        value
+            .as_str()
+            .unwrap_or_else(|| panic!("{path} is not a string"))
             .to_owned()
     }
 }

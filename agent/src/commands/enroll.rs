@@ -10,9 +10,9 @@ use anyhow::{Context, bail};
 use tasknode_protocol::validate;
 use tasknode_protocol::wire::EnrollRequest;
 
-use crate::cli::EnrollArgs;
+use crate::cli::{EnrollArgs, InstallMethod};
 use crate::client::ConsoleClient;
-use crate::config::{self, Config};
+use crate::config::{self, Config, ConfigError, Node};
 use crate::{Exit, env, facts, identity};
 
 pub async fn run(args: EnrollArgs) -> anyhow::Result<Exit> {
@@ -22,15 +22,28 @@ pub async fn run(args: EnrollArgs) -> anyhow::Result<Exit> {
         );
     }
     validate::name("--user-name", &args.user_name)?;
-    let client = ConsoleClient::new(&args.console).context("--console")?;
+    let config_path = &args.config.config;
+    // A config written by the installer (or an earlier enrollment) supplies the defaults.
+    let existing = match Config::load(config_path) {
+        Ok(c) => Some(c),
+        Err(ConfigError::Missing { .. }) => None,
+        Err(e) => return Err(e).context("fix or remove the existing config, then enroll again"),
+    };
+    let console = match (&args.console, &existing) {
+        (Some(url), _) => url.clone(),
+        (None, Some(c)) => c.console_url.clone(),
+        (None, None) => bail!(
+            "--console: no console URL; pass --console URL ({} does not exist to name one)",
+            config_path.display()
+        ),
+    };
+    let client = ConsoleClient::new(&console).context("--console")?;
     let password = read_password(&args)?;
     validate::password("password", &password)?;
 
     let root = env::root();
     let identity = identity::detect(args.enable_uuid, &root)?;
     let facts = facts::collect(&root);
-    let config_path = &args.config.config;
-    let previous = Config::load(config_path).ok();
 
     let request = EnrollRequest {
         user_name: args.user_name.clone(),
@@ -45,17 +58,24 @@ pub async fn run(args: EnrollArgs) -> anyhow::Result<Exit> {
     let log_dir = args
         .log_dir
         .clone()
+        .or_else(|| existing.as_ref().map(|c| c.log_dir.clone()))
         .unwrap_or_else(|| config::default_log_dir(config_path));
+    let install_method = args
+        .install_method
+        .or_else(|| existing.as_ref().map(|c| c.install_method))
+        .unwrap_or(InstallMethod::Manual);
     let config = Config {
-        console_url: args.console.clone(),
-        node_id: enrolled.node_id.clone(),
-        node_secret: enrolled.node_secret,
-        server_name: enrolled.server_name.clone(),
-        group: enrolled.group.clone(),
-        project: enrolled.project.clone(),
-        network: enrolled.network,
-        install_method: args.install_method,
+        console_url: console,
+        install_method,
         log_dir,
+        node: Some(Node {
+            id: enrolled.node_id.clone(),
+            secret: enrolled.node_secret,
+            server_name: enrolled.server_name.clone(),
+            group: enrolled.group.clone(),
+            project: enrolled.project.clone(),
+            network: enrolled.network,
+        }),
     };
     config.save(config_path).with_context(|| {
         format!(
@@ -64,8 +84,8 @@ pub async fn run(args: EnrollArgs) -> anyhow::Result<Exit> {
         )
     })?;
 
-    if let Some(prev) = previous {
-        println!("replaced the earlier enrollment (node {})", prev.node_id);
+    if let Some(prev) = existing.and_then(|c| c.node) {
+        println!("replaced the earlier enrollment (node {})", prev.id);
     }
     println!(
         "enrolled {identity} as server {} in {} group {} of project {} (node {})",

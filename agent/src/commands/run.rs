@@ -18,7 +18,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::backoff::Backoff;
 use crate::cli::RunArgs;
 use crate::client::ConsoleClient;
-use crate::config::{self, Config};
+use crate::config::{self, Config, Node};
 use crate::logfile::{DEFAULT_MAX_BYTES, HeartbeatEntry, RotatingFile};
 use crate::{Exit, env, facts};
 
@@ -29,7 +29,7 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
     let path = &args.config.config;
-    let config = Config::load(path)?;
+    let (config, node) = Config::load_enrolled(path)?;
     fs::create_dir_all(&config.log_dir)
         .with_context(|| format!("creating log directory {}", config.log_dir.display()))?;
     init_logging(&config.log_dir)?;
@@ -44,9 +44,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
         .with_context(|| format!("opening heartbeat.log in {}", config.log_dir.display()))?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
-        server = %config.server_name,
-        group = %config.group,
-        node_id = %config.node_id,
+        server = %node.server_name,
+        group = %node.group,
+        node_id = %node.id,
         console = %config.console_url,
         slots,
         "agent started"
@@ -58,7 +58,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
 
     let mut beat = Heartbeat {
         client: &client,
-        config: &config,
+        node: &node,
         log: hb_log,
         backoff: Backoff::default(),
         interval: FIRST_INTERVAL,
@@ -80,7 +80,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
     let goodbye = format!("agent received {reason}");
     match tokio::time::timeout(
         SHUTDOWN_TIMEOUT,
-        client.shutdown(&config.node_id, &config.node_secret, &goodbye),
+        client.shutdown(&node.id, &node.secret, &goodbye),
     )
     .await
     {
@@ -97,7 +97,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
 
 struct Heartbeat<'a> {
     client: &'a ConsoleClient,
-    config: &'a Config,
+    node: &'a Node,
     log: RotatingFile,
     backoff: Backoff,
     interval: Duration,
@@ -118,7 +118,7 @@ impl Heartbeat<'_> {
         let at = SystemTime::now();
         let result = self
             .client
-            .heartbeat(&self.config.node_id, &self.config.node_secret, &req)
+            .heartbeat(&self.node.id, &self.node.secret, &req)
             .await;
         let entry = match &result {
             Ok(a) => HeartbeatEntry {

@@ -9,7 +9,7 @@ use tasknode_protocol::MAX_CLOCK_OFFSET_MS;
 use crate::Exit;
 use crate::cli::StatusArgs;
 use crate::client::ConsoleClient;
-use crate::config::{self, Config, ConfigError};
+use crate::config::{self, Config, Node};
 use crate::logfile::{self, HeartbeatEntry};
 
 #[derive(Debug, Serialize)]
@@ -63,9 +63,8 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<Exit> {
         log_dir: None,
         healthy: false,
     };
-    match Config::load(path) {
-        Ok(cfg) => fill(&mut report, cfg).await,
-        Err(e @ ConfigError::Missing { .. }) => report.config_error = Some(e.to_string()),
+    match Config::load_enrolled(path) {
+        Ok((cfg, node)) => fill(&mut report, cfg, node).await,
         Err(e) => report.config_error = Some(e.to_string()),
     }
     report.config_warning = config::permission_warning(path);
@@ -83,12 +82,12 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<Exit> {
     })
 }
 
-async fn fill(report: &mut Report, cfg: Config) {
+async fn fill(report: &mut Report, cfg: Config, node: Node) {
     report.enrolled = true;
-    report.server_name = Some(cfg.server_name.clone());
-    report.group = Some(cfg.group.clone());
-    report.project = Some(cfg.project.clone());
-    report.node_id = Some(cfg.node_id.clone());
+    report.server_name = Some(node.server_name);
+    report.group = Some(node.group);
+    report.project = Some(node.project);
+    report.node_id = Some(node.id);
     report.console_url = Some(cfg.console_url.clone());
     report.log_dir = Some(cfg.log_dir.display().to_string());
     match ConsoleClient::new(&cfg.console_url) {

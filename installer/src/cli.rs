@@ -1,0 +1,160 @@
+//! Command-line interface of tasknode-dist.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::layout::Layout;
+use crate::render;
+use crate::templates::Templates;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tasknode-dist",
+    version,
+    about = "Render tasknode's service units, init script, agent config and yum .repo file"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Render one file offline, from the embedded templates (or --templates DIR).
+    #[command(subcommand)]
+    Render(RenderCmd),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LayoutArg {
+    /// install.sh: /home/admin/tasknode/{bin,conf,logs,run}
+    Script,
+    /// RPM and .deb: /usr/bin, /etc/tasknode, /var/log/tasknode, /var/run/tasknode
+    Package,
+}
+
+#[derive(Debug, Args)]
+pub struct Common {
+    /// Which install's paths to use.
+    #[arg(long, value_enum, default_value = "script")]
+    pub layout: LayoutArg,
+    /// Directory whose files replace embedded templates of the same name.
+    #[arg(long, value_name = "DIR")]
+    pub templates: Option<PathBuf>,
+    /// Write here instead of standard output (atomically; the mode suits the file).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RenderCmd {
+    /// The systemd unit (tasknode.service).
+    Unit(Common),
+    /// The SysV init script (/etc/init.d/tasknode, el6).
+    Init(Common),
+    /// The agent config before enrollment.
+    Config {
+        /// Console URL the agent enrolls with.
+        #[arg(long, value_name = "URL")]
+        console: String,
+        /// script, rpm, deb or manual.
+        #[arg(long, default_value = "script")]
+        install_method: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// The yum .repo file for a dist.
+    Repo {
+        /// Console URL serving the repository.
+        #[arg(long, value_name = "URL")]
+        console: String,
+        /// el6, el7, al7 or al8.
+        #[arg(long)]
+        dist: String,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let Command::Render(cmd) = cli.command;
+    let (common, text, mode) = match &cmd {
+        RenderCmd::Unit(c) => (c, render::unit(&templates(c)?, &layout(c))?, 0o644),
+        RenderCmd::Init(c) => (c, render::init(&templates(c)?, &layout(c))?, 0o755),
+        RenderCmd::Config {
+            console,
+            install_method,
+            common: c,
+        } => (
+            c,
+            render::config(&templates(c)?, &layout(c), console, install_method)?,
+            0o600,
+        ),
+        RenderCmd::Repo {
+            console,
+            dist,
+            common: c,
+        } => (c, render::repo(&templates(c)?, console, dist)?, 0o644),
+    };
+    match &common.out {
+        Some(path) => write_atomically(path, &text, mode),
+        None => {
+            std::io::stdout().write_all(text.as_bytes())?;
+            Ok(())
+        }
+    }
+}
+
+fn layout(c: &Common) -> Layout {
+    match c.layout {
+        LayoutArg::Script => Layout::script(),
+        LayoutArg::Package => Layout::package(),
+    }
+}
+
+fn templates(c: &Common) -> anyhow::Result<Templates> {
+    Ok(match &c.templates {
+        Some(dir) => Templates::with_overrides(dir)?,
+        None => Templates::embedded()?,
+    })
+}
+
+/// Writes `text` to a temporary file beside `path` with `mode`, then renames it into place.
+fn write_atomically(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .with_context(|| format!("--out: {} names no file", path.display()))?;
+    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .with_context(|| format!("--out: cannot write {}", tmp.display()))?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

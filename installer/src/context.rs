@@ -1,0 +1,51 @@
+//! The data each template is rendered with. Kept apart from configuration types: a context is
+//! exactly what its template may print, each field documented.
+
+use serde::Serialize;
+
+use crate::layout::Layout;
+
+/// The systemd unit and the SysV init script: both start the same agent the same way, so they
+/// share one context.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceContext {
+    /// Absolute path of the agent binary.
+    pub bin: String,
+    /// Absolute path of the agent config.
+    pub config: String,
+    /// Directory of the agent's logs; the SysV script sends the agent's own output there.
+    pub log_dir: String,
+    /// Pid file the SysV script keeps.
+    pub pid_file: String,
+}
+
+impl From<&Layout> for ServiceContext {
+    fn from(l: &Layout) -> Self {
+        ServiceContext {
+            bin: l.bin.clone(),
+            config: l.config.clone(),
+            log_dir: l.log_dir.clone(),
+            pid_file: l.pid_file.clone(),
+        }
+    }
+}
+
+/// The agent config as written before enrollment; `tasknode enroll` adds the node credentials.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigContext {
+    /// URL of the console the agent enrolls with.
+    pub console_url: String,
+    /// `script`, `rpm`, `deb` or `manual`: whether the agent updates itself.
+    pub install_method: String,
+    /// Where the agent writes heartbeat.log, agent.log and task logs.
+    pub log_dir: String,
+}
+
+/// The yum .repo file pointing at the console's repository for one dist.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepoContext {
+    /// The console URL the repository is served under.
+    pub base_url: String,
+    /// `el6`, `el7`, `al7` or `al8`.
+    pub dist: String,
+}

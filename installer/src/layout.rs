@@ -1,0 +1,56 @@
+//! Where the agent's files live on a host, for each way it is installed: one source of truth
+//! for the paths the templates, the install script and the packages use.
+
+use serde::Serialize;
+
+/// The unprivileged user (and group) the agent runs as. Templates write it literally.
+pub const AGENT_USER: &str = "admin";
+
+/// Paths of one installation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Layout {
+    /// The agent binary.
+    pub bin: String,
+    /// The agent config (0600, owned by the agent user).
+    pub config: String,
+    /// heartbeat.log, agent.log, tasks/.
+    pub log_dir: String,
+    /// The pid file the SysV script and serverctl keep (directory owned by the agent user).
+    pub pid_file: String,
+}
+
+impl Layout {
+    /// A script install (install.sh): everything under /home/admin/tasknode; self-updating.
+    pub fn script() -> Layout {
+        let home = "/home/admin/tasknode";
+        Layout {
+            bin: format!("{home}/bin/tasknode"),
+            config: format!("{home}/conf/tasknode.conf"),
+            log_dir: format!("{home}/logs"),
+            pid_file: format!("{home}/run/tasknode.pid"),
+        }
+    }
+
+    /// A package install (RPM, .deb): FHS paths; updated by the package manager.
+    pub fn package() -> Layout {
+        Layout {
+            bin: "/usr/bin/tasknode".to_owned(),
+            config: "/etc/tasknode/tasknode.conf".to_owned(),
+            log_dir: "/var/log/tasknode".to_owned(),
+            pid_file: "/var/run/tasknode/tasknode.pid".to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_layout_is_the_one_operators_know() {
+        let l = Layout::script();
+        assert_eq!(l.bin, "/home/admin/tasknode/bin/tasknode");
+        assert_eq!(l.config, "/home/admin/tasknode/conf/tasknode.conf");
+        assert_eq!(l.log_dir, "/home/admin/tasknode/logs");
+    }
+}

@@ -1,0 +1,13 @@
+//! tasknode-dist: renders the files that put an agent on a host (service units, init script,
+//! agent config, yum .repo) from the templates in templates/, through one environment that the
+//! CLI and the console share.
+
+pub mod cli;
+pub mod context;
+pub mod escape;
+pub mod layout;
+pub mod render;
+pub mod templates;
+
+pub use layout::Layout;
+pub use templates::{TemplateError, Templates};

@@ -1,0 +1,184 @@
+//! Rendering each file from validated inputs. Inputs are checked here, where they enter, so
+//! that a bad value is refused with the field it came from before anything is written.
+
+use tasknode_protocol::validate::{self, FieldError};
+
+use crate::context::{ConfigContext, RepoContext, ServiceContext};
+use crate::layout::Layout;
+use crate::templates::{self, TemplateError, Templates};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error(transparent)]
+    Field(#[from] FieldError),
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+}
+
+/// The dists a .repo file can point at.
+pub const DISTS: &[&str] = &["el6", "el7", "al7", "al8"];
+
+/// A console URL as the rendered files may carry it: http(s), a host, no credentials, query or
+/// fragment, no whitespace or quotes.
+pub fn console_url(field: &str, value: &str) -> Result<String, FieldError> {
+    let bad = |why: &str| {
+        FieldError::new(
+            field,
+            format!(
+                "{} is not a console URL: {why}; use http://HOST:PORT or https://HOST:PORT",
+                validate::show(value)
+            ),
+        )
+    };
+    let rest = value
+        .strip_prefix("https://")
+        .or_else(|| value.strip_prefix("http://"))
+        .ok_or_else(|| bad("it must start with http:// or https://"))?;
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty() {
+        return Err(bad("it has no host"));
+    }
+    if host.contains('@') {
+        return Err(bad("credentials do not belong in it"));
+    }
+    if value.chars().any(|c| {
+        c.is_whitespace()
+            || c.is_control()
+            || matches!(c, '"' | '\'' | '`' | '\\' | '?' | '#' | '$')
+    }) {
+        return Err(bad("it contains whitespace, quotes, '$', '?' or '#'"));
+    }
+    Ok(value.trim_end_matches('/').to_owned())
+}
+
+/// The systemd unit for `layout`.
+pub fn unit(t: &Templates, layout: &Layout) -> Result<String, RenderError> {
+    Ok(t.render(templates::SYSTEMD_UNIT, &ServiceContext::from(layout))?)
+}
+
+/// The SysV init script for `layout`.
+pub fn init(t: &Templates, layout: &Layout) -> Result<String, RenderError> {
+    Ok(t.render(templates::SYSV_INIT, &ServiceContext::from(layout))?)
+}
+
+/// The pre-enrollment agent config.
+pub fn config(
+    t: &Templates,
+    layout: &Layout,
+    console: &str,
+    install_method: &str,
+) -> Result<String, RenderError> {
+    let console_url = console_url("--console", console)?;
+    if !matches!(install_method, "script" | "rpm" | "deb" | "manual") {
+        return Err(FieldError::new(
+            "--install-method",
+            format!(
+                "{} is not one of script, rpm, deb, manual",
+                validate::show(install_method)
+            ),
+        )
+        .into());
+    }
+    let ctx = ConfigContext {
+        console_url,
+        install_method: install_method.to_owned(),
+        log_dir: layout.log_dir.clone(),
+    };
+    Ok(t.render(templates::AGENT_CONFIG, &ctx)?)
+}
+
+/// The yum .repo file for `dist`.
+pub fn repo(t: &Templates, console: &str, dist: &str) -> Result<String, RenderError> {
+    let base_url = console_url("--console", console)?;
+    if !DISTS.contains(&dist) {
+        return Err(FieldError::new(
+            "--dist",
+            format!(
+                "{} is not a dist; use one of {}",
+                validate::show(dist),
+                DISTS.join(", ")
+            ),
+        )
+        .into());
+    }
+    let ctx = RepoContext {
+        base_url,
+        dist: dist.to_owned(),
+    };
+    Ok(t.render(templates::YUM_REPO, &ctx)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_urls_are_checked_before_rendering() {
+        assert_eq!(
+            console_url("c", "https://c.example.com:8443/").unwrap(),
+            "https://c.example.com:8443"
+        );
+        for bad in [
+            "ftp://x",
+            "http://",
+            "http://u:p@x",
+            "http://x/$(id)",
+            "http://x/'a'",
+            "http://x\n/",
+            "http://x/?a",
+        ] {
+            assert_eq!(
+                console_url("--console", bad).unwrap_err().field,
+                "--console",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn config_is_valid_toml_and_the_agent_layout() {
+        let t = Templates::embedded().unwrap();
+        let text = config(&t, &Layout::script(), "http://127.0.0.1:8080", "script").unwrap();
+        assert!(
+            text.contains("console_url = \"http://127.0.0.1:8080\"\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("log_dir = \"/home/admin/tasknode/logs\"\n"),
+            "{text}"
+        );
+        assert!(config(&t, &Layout::script(), "http://x", "curl|sh").is_err());
+    }
+
+    #[test]
+    fn repo_points_at_the_dist_and_key() {
+        let t = Templates::embedded().unwrap();
+        let text = repo(&t, "https://c.example.com", "el6").unwrap();
+        assert!(
+            text.contains("baseurl=https://c.example.com/repo/el6/$basearch/\n"),
+            "{text}"
+        );
+        assert!(text.contains("gpgcheck=1\nrepo_gpgcheck=1\n"), "{text}");
+        assert_eq!(
+            repo(&t, "https://c", "el9")
+                .unwrap_err()
+                .to_string()
+                .split(':')
+                .next(),
+            Some("--dist")
+        );
+    }
+
+    #[test]
+    fn unit_quotes_paths_for_systemd() {
+        let t = Templates::embedded().unwrap();
+        let mut layout = Layout::script();
+        layout.bin = "/opt/task node/100%/tasknode".into();
+        let text = unit(&t, &layout).unwrap();
+        assert!(
+            text.contains("ExecStart=\"/opt/task node/100%%/tasknode\" run --config \"/home/admin/tasknode/conf/tasknode.conf\"\n"),
+            "{text}"
+        );
+        assert!(text.contains("User=admin\n"));
+    }
+}

@@ -1,0 +1,228 @@
+//! The rendered files checked by the tools that read them: the agent enrolls from the config
+//! tasknode-dist renders, shellcheck reads the init scripts, systemd-analyze verifies the unit.
+//! shellcheck and systemd-analyze must be installed (scripts/test.sh installs them); a missing
+//! tool fails the test rather than skipping it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+use tasknode_dist::{Layout, Templates, render};
+use tasknode_tests::{Agent, Console, bin, hostname, mode_of, stderr};
+
+fn tool(name: &str) -> Command {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .unwrap()
+        .status
+        .success();
+    assert!(
+        found,
+        "{name} is not installed: scripts/test.sh installs it (apt-get install {name})"
+    );
+    Command::new(name)
+}
+
+#[test]
+fn the_agent_enrolls_from_the_rendered_config() {
+    let console = Console::start(&[]);
+    let password = console.create_user("etl");
+    console.cli_ok(&["group", "create", "etl", "--network", "classic"]);
+    console.cli_ok(&["server", "add", "--group", "etl", "--name", &hostname()]);
+
+    let agent = Agent::new();
+    std::fs::create_dir_all(agent.config().parent().unwrap()).unwrap();
+    let out = Command::new(bin("tasknode-dist"))
+        .args(["render", "config", "--console", &console.url, "--out"])
+        .arg(agent.config())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(mode_of(&agent.config()), 0o600);
+
+    // No --console: the URL comes from the rendered config.
+    let mut enroll = Command::new(bin("tasknode"))
+        .args([
+            "enroll",
+            "--user-name",
+            "etl",
+            "--password-stdin",
+            "--enable-uuid",
+            "false",
+        ])
+        .env("TASKNODE_CONFIG", agent.config())
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        writeln!(enroll.stdin.take().unwrap(), "{password}").unwrap();
+    }
+    let out = enroll.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(agent.config_value("console_url"), console.url);
+    assert_eq!(agent.config_value("install_method"), "script");
+    assert_eq!(agent.config_value("log_dir"), Layout::script().log_dir);
+    assert_eq!(agent.config_value("node.server_name"), hostname());
+    assert_eq!(mode_of(&agent.config()), 0o600);
+}
+
+#[test]
+fn hostile_console_urls_are_refused_at_render_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let canary = dir.path().join("canary");
+    let out_file = dir.path().join("tasknode.conf");
+    for url in [
+        format!("http://x/$(touch {})", canary.display()),
+        format!("http://x/`touch {}`", canary.display()),
+        "http://x/'; touch /tmp/x; '".to_owned(),
+        "http://x\n[node]".to_owned(),
+    ] {
+        let out = Command::new(bin("tasknode-dist"))
+            .args(["render", "config", "--console", &url, "--out"])
+            .arg(&out_file)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{url:?} rendered");
+        assert!(stderr(&out).contains("--console"), "{}", stderr(&out));
+        assert!(!out_file.exists(), "a refused render wrote a file");
+    }
+    assert!(!canary.exists());
+}
+
+fn shellcheck(script: &Path) {
+    let out = tool("shellcheck")
+        .args(["--shell=sh", "--severity=style"])
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "shellcheck {}:\n{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn rendered_init_scripts_pass_shellcheck() {
+    let t = Templates::embedded().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (name, layout) in [("script", Layout::script()), ("package", Layout::package())] {
+        let path = dir.path().join(format!("tasknode-{name}"));
+        std::fs::write(&path, render::init(&t, &layout).unwrap()).unwrap();
+        shellcheck(&path);
+        let out = Command::new("sh").arg("-n").arg(&path).output().unwrap();
+        assert!(out.status.success(), "sh -n {name}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn hostile_paths_in_the_init_script_stay_data() {
+    let t = Templates::embedded().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let canary = dir.path().join("canary");
+    let c = canary.display();
+    let mut layout = Layout::script();
+    layout.bin = format!("/nonexistent/it's $(touch {c})`touch {c}`;touch {c}/tasknode");
+    layout.config = format!("/tmp/\"$(touch {c})\"\ntouch {c}");
+    layout.pid_file = dir.path().join("run/$(touch x).pid").display().to_string();
+    let script = dir.path().join("tasknode");
+    std::fs::write(&script, render::init(&t, &layout).unwrap()).unwrap();
+    for shell in ["bash", "dash", "sh"] {
+        for action in ["status", "start", "stop", "restart"] {
+            let out = Command::new(shell)
+                .arg(&script)
+                .arg(action)
+                .output()
+                .unwrap();
+            assert!(
+                !canary.exists(),
+                "{shell} {action} ran a rendered value: {}",
+                stderr(&out)
+            );
+        }
+        let start = Command::new(shell)
+            .arg(&script)
+            .arg("start")
+            .output()
+            .unwrap();
+        assert_eq!(
+            start.status.code(),
+            Some(5),
+            "{shell}: a missing binary is LSB 5"
+        );
+        assert!(
+            stderr(&start).contains("/nonexistent/it's $(touch"),
+            "{}",
+            stderr(&start)
+        );
+    }
+}
+
+#[test]
+fn init_script_usage_and_status_without_a_running_agent() {
+    let t = Templates::embedded().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut layout = Layout::script();
+    layout.pid_file = dir.path().join("run/tasknode.pid").display().to_string();
+    let script = dir.path().join("tasknode");
+    std::fs::write(&script, render::init(&t, &layout).unwrap()).unwrap();
+    for shell in ["bash", "dash", "sh"] {
+        let status = Command::new(shell)
+            .arg(&script)
+            .arg("status")
+            .output()
+            .unwrap();
+        assert_eq!(
+            status.status.code(),
+            Some(3),
+            "{shell}: LSB says 3 for stopped"
+        );
+        assert!(String::from_utf8_lossy(&status.stdout).contains("stopped"));
+        let usage = Command::new(shell)
+            .arg(&script)
+            .arg("frobnicate")
+            .output()
+            .unwrap();
+        assert_eq!(usage.status.code(), Some(2));
+        assert!(stderr(&usage).contains("Usage:"));
+    }
+    // A stale pid file is reported as such (LSB 1).
+    std::fs::create_dir_all(dir.path().join("run")).unwrap();
+    std::fs::write(&layout.pid_file, "999999\n").unwrap();
+    let status = Command::new("sh")
+        .arg(&script)
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(status.status.code(), Some(1));
+}
+
+#[test]
+fn rendered_unit_passes_systemd_analyze_verify() {
+    let t = Templates::embedded().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut layout = Layout::script();
+    // verify insists that ExecStart names an executable that exists.
+    layout.bin = bin("tasknode").display().to_string();
+    let unit = dir.path().join("tasknode.service");
+    std::fs::write(&unit, render::unit(&t, &layout).unwrap()).unwrap();
+    let out = tool("systemd-analyze")
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let messages = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    // Only complaints about this unit count; the host's own units are not ours to judge.
+    let ours: Vec<&str> = messages
+        .lines()
+        .filter(|l| l.contains("tasknode.service"))
+        .collect();
+    assert!(
+        out.status.success() && ours.is_empty(),
+        "systemd-analyze verify:\n{messages}"
+    );
+}
