@@ -10,6 +10,18 @@ use std::process::Command;
 use tasknode_dist::{Layout, Templates, render};
 use tasknode_tests::{Agent, Console, bin, hostname, mode_of, stderr};
 
+/// The shells the scripts must work under: bash (CentOS), dash (Debian's sh), busybox ash.
+const SHELLS: &[&[&str]] = &[&["bash"], &["dash"], &["busybox", "sh"]];
+
+fn sh(shell: &[&str], script: &Path, action: &str) -> std::process::Output {
+    tool(shell[0])
+        .args(&shell[1..])
+        .arg(script)
+        .arg(action)
+        .output()
+        .unwrap()
+}
+
 fn tool(name: &str) -> Command {
     let found = Command::new("sh")
         .args(["-c", &format!("command -v {name}")])
@@ -111,11 +123,27 @@ fn rendered_init_scripts_pass_shellcheck() {
     let t = Templates::embedded().unwrap();
     let dir = tempfile::tempdir().unwrap();
     for (name, layout) in [("script", Layout::script()), ("package", Layout::package())] {
-        let path = dir.path().join(format!("tasknode-{name}"));
-        std::fs::write(&path, render::init(&t, &layout).unwrap()).unwrap();
-        shellcheck(&path);
-        let out = Command::new("sh").arg("-n").arg(&path).output().unwrap();
-        assert!(out.status.success(), "sh -n {name}: {}", stderr(&out));
+        for (kind, text) in [
+            ("init", render::init(&t, &layout).unwrap()),
+            ("serverctl", render::serverctl(&t, &layout).unwrap()),
+        ] {
+            let path = dir.path().join(format!("{kind}-{name}"));
+            std::fs::write(&path, text).unwrap();
+            shellcheck(&path);
+            for shell in SHELLS {
+                let out = tool(shell[0])
+                    .args(&shell[1..])
+                    .arg("-n")
+                    .arg(&path)
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{shell:?} -n {kind}-{name}: {}",
+                    stderr(&out)
+                );
+            }
+        }
     }
 }
 
@@ -131,28 +159,20 @@ fn hostile_paths_in_the_init_script_stay_data() {
     layout.pid_file = dir.path().join("run/$(touch x).pid").display().to_string();
     let script = dir.path().join("tasknode");
     std::fs::write(&script, render::init(&t, &layout).unwrap()).unwrap();
-    for shell in ["bash", "dash", "sh"] {
+    for shell in SHELLS {
         for action in ["status", "start", "stop", "restart"] {
-            let out = Command::new(shell)
-                .arg(&script)
-                .arg(action)
-                .output()
-                .unwrap();
+            let out = sh(shell, &script, action);
             assert!(
                 !canary.exists(),
-                "{shell} {action} ran a rendered value: {}",
+                "{shell:?} {action} ran a rendered value: {}",
                 stderr(&out)
             );
         }
-        let start = Command::new(shell)
-            .arg(&script)
-            .arg("start")
-            .output()
-            .unwrap();
+        let start = sh(shell, &script, "start");
         assert_eq!(
             start.status.code(),
             Some(5),
-            "{shell}: a missing binary is LSB 5"
+            "{shell:?}: a missing binary is LSB 5"
         );
         assert!(
             stderr(&start).contains("/nonexistent/it's $(touch"),
@@ -170,23 +190,15 @@ fn init_script_usage_and_status_without_a_running_agent() {
     layout.pid_file = dir.path().join("run/tasknode.pid").display().to_string();
     let script = dir.path().join("tasknode");
     std::fs::write(&script, render::init(&t, &layout).unwrap()).unwrap();
-    for shell in ["bash", "dash", "sh"] {
-        let status = Command::new(shell)
-            .arg(&script)
-            .arg("status")
-            .output()
-            .unwrap();
+    for shell in SHELLS {
+        let status = sh(shell, &script, "status");
         assert_eq!(
             status.status.code(),
             Some(3),
-            "{shell}: LSB says 3 for stopped"
+            "{shell:?}: LSB says 3 for stopped"
         );
         assert!(String::from_utf8_lossy(&status.stdout).contains("stopped"));
-        let usage = Command::new(shell)
-            .arg(&script)
-            .arg("frobnicate")
-            .output()
-            .unwrap();
+        let usage = sh(shell, &script, "frobnicate");
         assert_eq!(usage.status.code(), Some(2));
         assert!(stderr(&usage).contains("Usage:"));
     }

@@ -30,6 +30,28 @@ pub enum Command {
     Run(RunArgs),
     /// Show enrollment, console reachability, last heartbeat and clock offset.
     Status(StatusArgs),
+    /// Start, stop, restart or query the agent service (systemd, SysV script, or a pid file).
+    Serverctl(ServerctlArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ServerctlAction {
+    /// Start the agent (nothing to do when it runs).
+    Start,
+    /// Stop the agent; it tells the console it is stopping.
+    Stop,
+    /// Stop, then start.
+    Restart,
+    /// Exit 0 when running, 1 when dead, 3 when stopped.
+    Status,
+}
+
+#[derive(Debug, Args)]
+pub struct ServerctlArgs {
+    #[arg(value_enum)]
+    pub action: ServerctlAction,
+    #[command(flatten)]
+    pub config: ConfigArg,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -11,6 +11,7 @@ pub mod env;
 pub mod facts;
 pub mod identity;
 pub mod logfile;
+pub mod service;
 
 use std::process::ExitCode;
 
@@ -35,15 +36,20 @@ impl From<Exit> for ExitCode {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let exit = match cli.command {
+        Command::Enroll(args) => runtime()?.block_on(commands::enroll::run(args))?,
+        Command::Run(args) => runtime()?.block_on(commands::run::run(args))?,
+        Command::Status(args) => runtime()?.block_on(commands::status::run(args))?,
+        // LSB codes rather than the ones above: status exits 0 running, 1 dead, 3 stopped.
+        Command::Serverctl(args) => return commands::serverctl::run(args),
+    };
+    Ok(exit.into())
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()?;
-    match cli.command {
-        Command::Enroll(args) => runtime.block_on(commands::enroll::run(args)),
-        Command::Run(args) => runtime.block_on(commands::run::run(args)),
-        Command::Status(args) => runtime.block_on(commands::status::run(args)),
-    }
-    .map(ExitCode::from)
+        .build()?)
 }
 
 /// Prints an error with its causes and picks the exit status.

@@ -56,6 +56,8 @@ pub enum RenderCmd {
     Unit(Common),
     /// The SysV init script (/etc/init.d/tasknode, el6).
     Init(Common),
+    /// bin/serverctl, the wrapper beside the agent binary.
+    Serverctl(Common),
     /// The agent config before enrollment.
     Config {
         /// Console URL the agent enrolls with.
@@ -85,6 +87,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let (common, text, mode) = match &cmd {
         RenderCmd::Unit(c) => (c, render::unit(&templates(c)?, &layout(c))?, 0o644),
         RenderCmd::Init(c) => (c, render::init(&templates(c)?, &layout(c))?, 0o755),
+        RenderCmd::Serverctl(c) => (c, render::serverctl(&templates(c)?, &layout(c))?, 0o755),
         RenderCmd::Config {
             console,
             install_method,

@@ -61,6 +61,11 @@ pub fn init(t: &Templates, layout: &Layout) -> Result<String, RenderError> {
     Ok(t.render(templates::SYSV_INIT, &ServiceContext::from(layout))?)
 }
 
+/// bin/serverctl for `layout`.
+pub fn serverctl(t: &Templates, layout: &Layout) -> Result<String, RenderError> {
+    Ok(t.render(templates::SERVERCTL, &ServiceContext::from(layout))?)
+}
+
 /// The pre-enrollment agent config.
 pub fn config(
     t: &Templates,

@@ -16,6 +16,8 @@ use crate::escape::{self, Format};
 pub const SYSTEMD_UNIT: &str = "tasknode.service";
 /// The SysV init script (el6), installed as /etc/init.d/tasknode.
 pub const SYSV_INIT: &str = "tasknode.init.sh";
+/// bin/serverctl beside the agent binary.
+pub const SERVERCTL: &str = "serverctl.sh";
 /// The agent config before enrollment.
 pub const AGENT_CONFIG: &str = "tasknode.conf.toml";
 /// The yum repository definition.
@@ -28,6 +30,7 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../templates/tasknode.service"),
     ),
     (SYSV_INIT, include_str!("../../templates/tasknode.init.sh")),
+    (SERVERCTL, include_str!("../../templates/serverctl.sh")),
     (
         AGENT_CONFIG,
         include_str!("../../templates/tasknode.conf.toml"),

@@ -2,4 +2,5 @@
 
 pub mod enroll;
 pub mod run;
+pub mod serverctl;
 pub mod status;

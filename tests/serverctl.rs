@@ -1,0 +1,167 @@
+//! `serverctl` without a service manager: the pid-file path started, queried, restarted and
+//! stopped for real, through the rendered bin/serverctl wrapper, with the console watching.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use tasknode_dist::{Layout, Templates, render};
+use tasknode_tests::{Agent, Console, bin, hostname, stderr, wait_for};
+
+/// A host root with no systemd and no init script, whose passwd maps the agent user to the
+/// user running the tests (so the root path switches to an existing uid).
+fn fake_root(dir: &Path) -> std::path::PathBuf {
+    let root = dir.join("root");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::create_dir_all(root.join("proc")).unwrap();
+    std::fs::copy("/proc/meminfo", root.join("proc/meminfo")).unwrap();
+    let (uid, gid) = (
+        rustix::process::getuid().as_raw(),
+        rustix::process::getgid().as_raw(),
+    );
+    std::fs::write(
+        root.join("etc/passwd"),
+        format!("admin:x:{uid}:{gid}::/home/admin:/bin/sh\n"),
+    )
+    .unwrap();
+    root
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn serverctl_manages_the_agent_through_a_pid_file() {
+    let console = Console::start(&["--heartbeat-interval", "1s"]);
+    let password = console.create_user("etl");
+    console.cli_ok(&["group", "create", "etl", "--network", "classic"]);
+    console.cli_ok(&["server", "add", "--group", "etl", "--name", &hostname()]);
+    let agent = Agent::new();
+    agent.enroll_ok(&console.url, "etl", &password, false);
+    let root = fake_root(agent.dir.path());
+
+    // bin/serverctl as install.sh lays it out, pointing at the real agent binary.
+    let mut layout = Layout::script();
+    layout.bin = bin("tasknode").display().to_string();
+    layout.config = agent.config().display().to_string();
+    let wrapper = agent.dir.path().join("serverctl");
+    std::fs::write(
+        &wrapper,
+        render::serverctl(&Templates::embedded().unwrap(), &layout).unwrap(),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let serverctl = |action: &str| {
+        Command::new(&wrapper)
+            .arg(action)
+            .env("TASKNODE_ROOT", &root)
+            .env_remove("TASKNODE_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let pid_file = agent.dir.path().join("tasknode/run/tasknode.pid");
+    let pid = || {
+        std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse::<u32>()
+            .unwrap()
+    };
+
+    let out = serverctl("status");
+    assert_eq!(out.status.code(), Some(3), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("stopped (managed by pidfile)"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = serverctl("start");
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let first = pid();
+    console.wait_status(&hostname(), "available", Duration::from_secs(15));
+    let out = serverctl("status");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stdout(&out).contains(&format!("running (pid {first})")),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = serverctl("start");
+    assert!(out.status.success());
+    assert!(stdout(&out).contains("already running"));
+    assert_eq!(pid(), first, "a second start must not start a second agent");
+
+    let out = serverctl("restart");
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let second = pid();
+    assert_ne!(first, second);
+    assert!(
+        !Path::new(&format!("/proc/{first}")).exists(),
+        "the old agent is still there"
+    );
+    wait_for(
+        Duration::from_secs(15),
+        "the restarted agent to heartbeat",
+        || (console.server(&hostname())["status"] == "available").then_some(()),
+    );
+
+    let out = serverctl("stop");
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("waiting up to"),
+        "stop says what it waits for: {}",
+        stdout(&out)
+    );
+    assert!(!pid_file.exists());
+    assert!(!Path::new(&format!("/proc/{second}")).exists());
+    let stopped = console.wait_status(&hostname(), "stopped", Duration::from_secs(5));
+    assert!(
+        stopped["reason"]
+            .as_str()
+            .unwrap()
+            .contains("shut down cleanly")
+    );
+    assert_eq!(serverctl("status").status.code(), Some(3));
+    // The agent's own output went to logs/agent.out.
+    assert!(agent.logs().join("agent.out").exists());
+}
+
+#[test]
+fn as_root_serverctl_refuses_without_the_agent_user() {
+    if !rustix::process::geteuid().is_root() {
+        // The rule only exists for root. CI runs as root, so there this never skips.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the tests as root"
+        );
+        eprintln!("not root: skipped (runs as root in CI)");
+        return;
+    }
+    let agent = Agent::new();
+    let console = Console::start(&[]);
+    let password = console.create_user("etl");
+    console.cli_ok(&["group", "create", "etl", "--network", "classic"]);
+    console.cli_ok(&["server", "add", "--group", "etl", "--name", &hostname()]);
+    agent.enroll_ok(&console.url, "etl", &password, false);
+    let root = agent.dir.path().join("empty-root");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+    let out = Command::new(bin("tasknode"))
+        .args(["serverctl", "start"])
+        .env("TASKNODE_CONFIG", agent.config())
+        .env("TASKNODE_ROOT", &root)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("refusing to run the agent as root"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!agent.dir.path().join("tasknode/run/tasknode.pid").exists());
+}
