@@ -80,15 +80,23 @@ pub struct EnrollArgs {
     /// existing config, as the installer writes it]
     #[arg(long, value_name = "URL")]
     pub console: Option<String>,
-    /// User name of the access key (from `tasknode-console user create`).
-    #[arg(long, value_name = "NAME")]
-    pub user_name: String,
+    /// User name of the access key (from `tasknode-console user create`); the password comes
+    /// from --password-stdin or --password-file.
+    #[arg(long, value_name = "NAME", requires = "password_source")]
+    pub user_name: Option<String>,
     /// Read the password from standard input (first line).
-    #[arg(long)]
+    #[arg(long, group = "password_source")]
     pub password_stdin: bool,
     /// Read the password from the first line of FILE (keep it mode 0600).
-    #[arg(long, value_name = "FILE", conflicts_with = "password_stdin")]
+    #[arg(long, value_name = "FILE", group = "password_source")]
     pub password_file: Option<PathBuf>,
+    /// Enroll with a one-time enrollment token (from an install command) read from standard
+    /// input, instead of an access key.
+    #[arg(long, conflicts_with_all = ["user_name", "password_source"], group = "token_source")]
+    pub token_stdin: bool,
+    /// Enroll with a one-time enrollment token read from the first line of FILE.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["user_name", "password_source"], group = "token_source")]
+    pub token_file: Option<PathBuf>,
     /// Identify this server by its DMI product UUID (true, for VPC groups) or by its hostname
     /// (false, for classic groups).
     #[arg(long, value_name = "true|false", value_parser = clap::builder::BoolValueParser::new(), action = clap::ArgAction::Set)]

@@ -252,7 +252,7 @@ mod tests {
                 cpu_cores: 2.0,
                 memory_bytes: 1 << 30,
             };
-            store.enroll(s.id, &e, &facts).await.unwrap();
+            store.enroll(s.id, &e, &facts, None).await.unwrap();
             map.enroll(s.id, &e.node_id, auth::digest("s"), Liveness::default());
         }
         for t in 1..=100 {

@@ -165,6 +165,27 @@ pub fn password(field: &str, value: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
+/// Prefix of one-time enrollment tokens.
+pub const TOKEN_PREFIX: &str = "tn_";
+
+/// A one-time enrollment token: `tn_` and 43 base64url characters (32 random bytes).
+pub fn enrollment_token(field: &str, value: &str) -> Result<(), FieldError> {
+    let ok = value.strip_prefix(TOKEN_PREFIX).is_some_and(|rest| {
+        rest.len() == 43
+            && rest
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            field,
+            "is not an enrollment token (tn_ and 43 characters); copy it from the install command again",
+        ))
+    }
+}
+
 /// Free text reported by agents (OS name, kernel, version, reasons): at most 256 bytes, no
 /// control characters.
 pub fn text(field: &str, value: &str) -> Result<(), FieldError> {

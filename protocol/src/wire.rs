@@ -77,21 +77,63 @@ impl Validate for HostFacts {
     }
 }
 
-/// `POST /api/v1/enroll`: an agent trades a user's access key for node credentials.
+/// `POST /api/v1/enroll`: an agent trades a credential for node credentials. The credential
+/// is either a user's access key (`user_name` and `password`) or a one-time
+/// `enrollment_token` from an install command, never both.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
-    pub user_name: String,
-    pub password: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrollment_token: Option<String>,
     pub identity: Identity,
     pub facts: HostFacts,
+}
+
+/// The credential of an [`EnrollRequest`], once checked.
+#[derive(Clone, Copy)]
+pub enum Credential<'a> {
+    AccessKey {
+        user_name: &'a str,
+        password: &'a str,
+    },
+    Token(&'a str),
+}
+
+impl EnrollRequest {
+    /// The one credential the request carries.
+    pub fn credential(&self) -> Result<Credential<'_>, FieldError> {
+        match (&self.user_name, &self.password, &self.enrollment_token) {
+            (Some(user_name), Some(password), None) => Ok(Credential::AccessKey {
+                user_name,
+                password,
+            }),
+            (None, None, Some(token)) => Ok(Credential::Token(token)),
+            (_, _, Some(_)) => Err(FieldError::new(
+                "enrollment_token",
+                "send either enrollment_token or user_name and password, not both",
+            )),
+            (None, _, None) => Err(FieldError::new(
+                "user_name",
+                "missing: send user_name and password, or an enrollment_token",
+            )),
+            (Some(_), None, None) => Err(FieldError::new("password", "missing")),
+        }
+    }
 }
 
 impl fmt::Debug for EnrollRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EnrollRequest")
             .field("user_name", &self.user_name)
-            .field("password", &"<redacted>")
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field(
+                "enrollment_token",
+                &self.enrollment_token.as_ref().map(|_| "<redacted>"),
+            )
             .field("identity", &self.identity)
             .field("facts", &self.facts)
             .finish()
@@ -100,8 +142,16 @@ impl fmt::Debug for EnrollRequest {
 
 impl Validate for EnrollRequest {
     fn validate(&self) -> Result<(), FieldError> {
-        validate::name("user_name", &self.user_name)?;
-        validate::password("password", &self.password)?;
+        match self.credential()? {
+            Credential::AccessKey {
+                user_name,
+                password,
+            } => {
+                validate::name("user_name", user_name)?;
+                validate::password("password", password)?;
+            }
+            Credential::Token(token) => validate::enrollment_token("enrollment_token", token)?,
+        }
         self.identity.normalized("identity.value")?;
         self.facts.validate()
     }
@@ -359,9 +409,92 @@ pub struct ServerView {
     pub enrolled_at: Option<String>,
 }
 
+/// Longest life of an install command's enrollment token.
+pub const MAX_TOKEN_TTL_SECS: u64 = 7 * 24 * 3600;
+
+/// `POST /api/v1/install-commands`: a one-time install link for a group, rendered for a user.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInstallCommand {
+    pub project: String,
+    pub group: String,
+    /// The user the install script is rendered for.
+    pub user_name: String,
+    /// How long the link works; by default 24 hours, at most 7 days.
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+}
+
+impl Validate for CreateInstallCommand {
+    fn validate(&self) -> Result<(), FieldError> {
+        validate::name("project", &self.project)?;
+        validate::name("group", &self.group)?;
+        validate::name("user_name", &self.user_name)?;
+        match self.ttl_secs {
+            Some(t) if t == 0 || t > MAX_TOKEN_TTL_SECS => Err(FieldError::new(
+                "ttl_secs",
+                format!("must be between 1 and {MAX_TOKEN_TTL_SECS} seconds (7 days), got {t}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The answer to [`CreateInstallCommand`]. The link carries the token: it is shown once.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct InstallCommand {
+    /// `curl -sSL URL | sh`, to run as root on the server.
+    pub command: String,
+    /// The same with wget, for hosts without curl.
+    pub wget_command: String,
+    /// The install script's URL (it carries the one-time token).
+    pub url: String,
+    pub group: String,
+    pub project: String,
+    pub user_name: String,
+    pub network: NetworkType,
+    /// The `enable_uuid` the script enrolls with (true for a VPC group).
+    pub enable_uuid: bool,
+    /// RFC 3339: after this the link no longer works.
+    pub expires_at: String,
+}
+
+impl fmt::Debug for InstallCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InstallCommand")
+            .field("group", &self.group)
+            .field("user_name", &self.user_name)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn enroll_takes_exactly_one_credential() {
+        let req = |body: &str| serde_json::from_str::<EnrollRequest>(body).unwrap();
+        let facts = r#""facts":{"hostname":"h","cpu_cores":1.0,"memory_bytes":1,"os":"o","arch":"a","kernel":"k","agent_version":"0.1.0"}"#;
+        let id = r#""identity":{"kind":"hostname","value":"h"}"#;
+        let token = format!("tn_{}", "a".repeat(43));
+        let both = req(&format!(
+            r#"{{"user_name":"u","password":"p12345678","enrollment_token":"{token}",{id},{facts}}}"#
+        ));
+        assert_eq!(both.validate().unwrap_err().field, "enrollment_token");
+        let none = req(&format!("{{{id},{facts}}}"));
+        assert_eq!(none.validate().unwrap_err().field, "user_name");
+        let half = req(&format!(r#"{{"user_name":"u",{id},{facts}}}"#));
+        assert_eq!(half.validate().unwrap_err().field, "password");
+        let ok = req(&format!(r#"{{"enrollment_token":"{token}",{id},{facts}}}"#));
+        ok.validate().unwrap();
+        assert!(!format!("{ok:?}").contains(&token));
+        let bad = req(&format!(
+            r#"{{"enrollment_token":"tn_$(id)",{id},{facts}}}"#
+        ));
+        assert_eq!(bad.validate().unwrap_err().field, "enrollment_token");
+    }
 
     #[test]
     fn requests_refuse_unknown_fields() {

@@ -21,7 +21,6 @@ pub async fn run(args: EnrollArgs) -> anyhow::Result<Exit> {
             "--password: passwords are not accepted on the command line, where every user of this host can read them; use --password-stdin or --password-file FILE"
         );
     }
-    validate::name("--user-name", &args.user_name)?;
     let config_path = &args.config.config;
     // A config written by the installer (or an earlier enrollment) supplies the defaults.
     let existing = match Config::load(config_path) {
@@ -38,16 +37,20 @@ pub async fn run(args: EnrollArgs) -> anyhow::Result<Exit> {
         ),
     };
     let client = ConsoleClient::new(&console).context("--console")?;
-    let password = read_password(&args)?;
-    validate::password("password", &password)?;
+    let credential = read_credential(&args)?;
 
     let root = env::root();
     let identity = identity::detect(args.enable_uuid, &root)?;
     let facts = facts::collect(&root);
 
+    let (user_name, password, enrollment_token) = match credential {
+        Secret::AccessKey(user, password) => (Some(user), Some(password), None),
+        Secret::Token(token) => (None, None, Some(token)),
+    };
     let request = EnrollRequest {
-        user_name: args.user_name.clone(),
+        user_name,
         password,
+        enrollment_token,
         identity: identity.clone(),
         facts,
     };
@@ -107,37 +110,67 @@ pub async fn run(args: EnrollArgs) -> anyhow::Result<Exit> {
     Ok(Exit::Success)
 }
 
-/// The first line of standard input or of the password file, without its line ending.
-fn read_password(args: &EnrollArgs) -> anyhow::Result<String> {
+/// The credential to enroll with: an access key or a one-time token.
+enum Secret {
+    AccessKey(String, String),
+    Token(String),
+}
+
+/// Reads and checks the credential the flags name; secrets come from standard input or a
+/// file, never from the command line.
+fn read_credential(args: &EnrollArgs) -> anyhow::Result<Secret> {
+    if args.token_stdin || args.token_file.is_some() {
+        let token = first_line(args.token_stdin, args.token_file.as_deref(), "token")?;
+        validate::enrollment_token("enrollment token", &token)?;
+        return Ok(Secret::Token(token));
+    }
+    let Some(user) = &args.user_name else {
+        bail!(
+            "no credential: pass --user-name NAME with --password-stdin or --password-file FILE, or --token-stdin or --token-file FILE"
+        );
+    };
+    validate::name("--user-name", user)?;
+    if !args.password_stdin && args.password_file.is_none() {
+        bail!("no password: pass --password-stdin (and pipe it in) or --password-file FILE");
+    }
+    let password = first_line(
+        args.password_stdin,
+        args.password_file.as_deref(),
+        "password",
+    )?;
+    validate::password("password", &password)?;
+    Ok(Secret::AccessKey(user.clone(), password))
+}
+
+/// The first line of standard input (`stdin`) or of `file`, without its line ending.
+fn first_line(stdin: bool, file: Option<&Path>, what: &str) -> anyhow::Result<String> {
     let mut line = String::new();
-    if args.password_stdin {
+    if stdin {
         std::io::stdin()
             .lock()
             .read_line(&mut line)
-            .context("--password-stdin: reading the password from standard input")?;
-    } else if let Some(path) = &args.password_file {
-        warn_if_readable(path);
+            .with_context(|| format!("reading the {what} from standard input"))?;
+    } else if let Some(path) = file {
+        warn_if_readable(path, what);
         let file = std::fs::File::open(path)
-            .with_context(|| format!("--password-file: opening {}", path.display()))?;
+            .with_context(|| format!("opening the {what} file {}", path.display()))?;
         std::io::BufReader::new(file)
             .read_line(&mut line)
-            .with_context(|| format!("--password-file: reading {}", path.display()))?;
-    } else {
-        bail!("no password: pass --password-stdin (and pipe it in) or --password-file FILE");
+            .with_context(|| format!("reading the {what} file {}", path.display()))?;
     }
-    let password = line.trim_end_matches(['\n', '\r']).to_owned();
-    if password.is_empty() {
-        bail!("the password is empty: give the access key's password on the first line");
+    let value = line.trim_end_matches(['\n', '\r']).to_owned();
+    if value.is_empty() {
+        bail!("the {what} is empty: give it on the first line");
     }
-    Ok(password)
+    Ok(value)
 }
 
-fn warn_if_readable(path: &Path) {
+fn warn_if_readable(path: &Path, what: &str) {
     if let Ok(meta) = std::fs::metadata(path) {
         let mode = meta.permissions().mode();
         if mode & 0o077 != 0 {
             eprintln!(
-                "warning: {} is mode {:o}; other users may read the password (chmod 600 it)",
+                "warning: {} is mode {:o}; other users may read the {what} (chmod 600 it)",
                 path.display(),
                 mode & 0o777
             );

@@ -7,14 +7,16 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use tasknode_protocol::Identity;
 use tasknode_protocol::wire::{
-    EnrollRequest, EnrollResponse, Health, HeartbeatRequest, HeartbeatResponse, ShutdownRequest,
+    Credential, EnrollRequest, EnrollResponse, Health, HeartbeatRequest, HeartbeatResponse,
+    ShutdownRequest,
 };
 
 use super::error::ApiError;
 use super::json::StrictJson;
 use super::{AppState, bearer};
 use crate::auth;
-use crate::store::{Enrollment, Liveness};
+use crate::clock::rfc3339;
+use crate::store::{Enrollment, Liveness, SpendToken, StoreError};
 
 pub async fn health(State(state): State<AppState>) -> Json<Health> {
     Json(Health {
@@ -28,43 +30,112 @@ fn interval_secs(state: &AppState) -> u64 {
     state.thresholds.interval.as_secs().max(1)
 }
 
+/// Where a credential may enroll: any group of a user's project, or the one group of a token.
+struct Scope {
+    project: String,
+    group: Option<String>,
+    spend: Option<SpendToken>,
+}
+
+/// Checks the credential of an enrollment and says where it may enroll.
+async fn scope(state: &AppState, req: &EnrollRequest) -> Result<Scope, ApiError> {
+    match req.credential()? {
+        Credential::AccessKey {
+            user_name,
+            password,
+        } => {
+            let login = state.store.login(user_name).await?;
+            // Argon2 is deliberately slow: keep it off the async workers, a few at a time.
+            let stored_hash = login.as_ref().map(|l| l.password_hash.clone());
+            let password = password.to_owned();
+            let ok = state
+                .password_work(move || auth::verify_password(&password, stored_hash.as_deref()))
+                .await?;
+            match login.filter(|_| ok) {
+                Some(login) => Ok(Scope {
+                    project: login.project,
+                    group: None,
+                    spend: None,
+                }),
+                None => Err(ApiError::Unauthorized {
+                    field: "password",
+                    message: "user name or password is wrong; use the access key printed by `tasknode-console user create`"
+                        .to_owned(),
+                }),
+            }
+        }
+        Credential::Token(token) => {
+            let sha = hex::encode(auth::digest(token));
+            let now = state.clock.now_ms();
+            let refused = |message: String| ApiError::Unauthorized {
+                field: "enrollment_token",
+                message,
+            };
+            let Some(t) = state.store.enrollment_token(&sha).await? else {
+                return Err(refused(
+                    "this enrollment token is not known to the console; ask for a new install command"
+                        .to_owned(),
+                ));
+            };
+            let renew = format!(
+                "create a new one with `tasknode-console install-command --project {} --group {} --user {}`",
+                t.project, t.group, t.user
+            );
+            if let Some((at, server)) = &t.used {
+                return Err(refused(format!(
+                    "this enrollment token was already used at {} by server {server}; {renew}",
+                    rfc3339(*at)
+                )));
+            }
+            if t.expires_ms <= now {
+                return Err(refused(format!(
+                    "this enrollment token expired at {}; {renew}",
+                    rfc3339(t.expires_ms)
+                )));
+            }
+            Ok(Scope {
+                project: t.project,
+                group: Some(t.group),
+                spend: Some(SpendToken {
+                    token_sha256: sha,
+                    now_ms: now,
+                }),
+            })
+        }
+    }
+}
+
 pub async fn enroll(
     State(state): State<AppState>,
     StrictJson(req): StrictJson<EnrollRequest>,
 ) -> Result<Json<EnrollResponse>, ApiError> {
     let identity = req.identity.normalized("identity.value")?;
-    let login = state.store.login(&req.user_name).await?;
-
-    // Argon2 is deliberately slow: keep it off the async workers, a few at a time.
-    let stored_hash = login.as_ref().map(|l| l.password_hash.clone());
-    let password = req.password.clone();
-    let ok = state
-        .password_work(move || auth::verify_password(&password, stored_hash.as_deref()))
-        .await?;
-    let Some(login) = login.filter(|_| ok) else {
-        return Err(ApiError::Unauthorized {
-            field: "password",
-            message: "user name or password is wrong; use the access key printed by `tasknode-console user create`"
-                .to_owned(),
-        });
-    };
+    let scope = scope(&state, &req).await?;
 
     let value = identity.value().to_owned();
     let kind = identity.network().identity_kind();
+    let project = &scope.project;
     let not_found = || ApiError::NotFound {
         field: Some("identity.value".to_owned()),
-        message: format!(
-            "no server with {kind} {value} in any resource group of project {}; add it first: \
-             tasknode-console server add --project {} --group GROUP --name {value}",
-            login.project, login.project
-        ),
+        message: match &scope.group {
+            None => format!(
+                "no server with {kind} {value} in any resource group of project {project}; add it first: \
+                 tasknode-console server add --project {project} --group GROUP --name {value}"
+            ),
+            Some(group) => format!(
+                "no server with {kind} {value} in resource group {group} of project {project}; add it first: \
+                 tasknode-console server add --project {project} --group {group} --name {value}"
+            ),
+        },
     };
-    // A server of another project is reported exactly like a missing one.
+    // A server of another project (or, for a token, another group) is reported exactly like a
+    // missing one.
     let server = state
         .store
         .server_by_name(&value)
         .await?
-        .filter(|s| s.project == login.project)
+        .filter(|s| &s.project == project)
+        .filter(|s| scope.group.as_ref().is_none_or(|g| g == &s.group))
         .ok_or_else(not_found)?;
     if server.network != identity.network() {
         let flag = server.network.enable_uuid();
@@ -89,10 +160,18 @@ pub async fn enroll(
         cpu_cores: req.facts.cpu_cores,
         memory_bytes: req.facts.memory_bytes,
     };
+    let by_token = scope.spend.is_some();
     state
         .store
-        .enroll(server.id, &enrollment, &req.facts)
-        .await?;
+        .enroll(server.id, &enrollment, &req.facts, scope.spend)
+        .await
+        .map_err(|e| match e {
+            StoreError::TokenSpent => ApiError::Unauthorized {
+                field: "enrollment_token",
+                message: e.to_string(),
+            },
+            other => other.into(),
+        })?;
     // The previous heartbeat stays (so a re-enrolled server is judged from its last sign of
     // life); a recorded shutdown does not.
     let live = Liveness {
@@ -108,6 +187,7 @@ pub async fn enroll(
         group = %server.group,
         node_id = %enrollment.node_id,
         identity = %match &identity { Identity::Hostname(_) => "hostname", Identity::Uuid(_) => "uuid" },
+        by_token,
         "enrolled"
     );
     Ok(Json(EnrollResponse {

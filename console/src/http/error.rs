@@ -92,6 +92,14 @@ impl From<StoreError> for ApiError {
                 }),
                 message: e.to_string(),
             },
+            StoreError::UserNotInProject { .. } => ApiError::NotFound {
+                field: Some("user_name".to_owned()),
+                message: e.to_string(),
+            },
+            StoreError::TokenSpent => ApiError::Unauthorized {
+                field: "enrollment_token",
+                message: e.to_string(),
+            },
             StoreError::ServerTaken { .. } => ApiError::Conflict {
                 field: Some("name".to_owned()),
                 message: e.to_string(),

@@ -27,6 +27,14 @@ pub enum StoreError {
         group: String,
         project: String,
     },
+    #[error(
+        "user {user:?} is not in project {project:?}; an install command is rendered for a user of the group's project"
+    )]
+    UserNotInProject { user: String, project: String },
+    #[error(
+        "this enrollment token was used or expired while enrolling; ask for a new install command"
+    )]
+    TokenSpent,
     #[error("opening database {path}: {source}")]
     Open {
         path: PathBuf,
@@ -135,6 +143,26 @@ pub struct LivenessUpdate {
     pub liveness: Liveness,
 }
 
+/// A one-time enrollment token as stored (the token itself is never kept).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnrollmentToken {
+    pub group: String,
+    pub project: String,
+    pub network: NetworkType,
+    pub user: String,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+    /// When it was used, and by which server.
+    pub used: Option<(i64, String)>,
+}
+
+/// Spending a token as part of an enrollment.
+#[derive(Debug, Clone)]
+pub struct SpendToken {
+    pub token_sha256: String,
+    pub now_ms: i64,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ServerFilter {
     pub project: Option<String>,
@@ -180,13 +208,32 @@ pub trait Store: Send + Sync + 'static {
     async fn server_by_name(&self, name: &str) -> Result<Option<Server>, StoreError>;
 
     /// Records an enrollment, replacing any earlier one of the same server (its old node id
-    /// and secret stop working) and clearing a recorded shutdown.
+    /// and secret stop working) and clearing a recorded shutdown. With `spend`, the token is
+    /// marked used in the same transaction, and the enrollment fails with `TokenSpent` when
+    /// the token was used or expired meanwhile.
     async fn enroll(
         &self,
         server_id: i64,
         enrollment: &Enrollment,
         facts: &HostFacts,
+        spend: Option<SpendToken>,
     ) -> Result<(), StoreError>;
+
+    /// Stores a new enrollment token for a group, rendered for a user of its project.
+    async fn create_enrollment_token(
+        &self,
+        project: &str,
+        group: &str,
+        user: &str,
+        token_sha256: &str,
+        created_ms: i64,
+        expires_ms: i64,
+    ) -> Result<EnrollmentToken, StoreError>;
+
+    async fn enrollment_token(
+        &self,
+        token_sha256: &str,
+    ) -> Result<Option<EnrollmentToken>, StoreError>;
 
     /// Persists a batch of liveness updates in one transaction.
     async fn record_liveness(&self, batch: Vec<LivenessUpdate>) -> Result<(), StoreError>;

@@ -10,12 +10,15 @@ use tasknode_protocol::NetworkType;
 use tasknode_protocol::wire::HostFacts;
 
 use super::{
-    Enrollment, Group, Liveness, LivenessUpdate, Login, Project, Server, ServerFilter, Stop, Store,
-    StoreError, User,
+    Enrollment, EnrollmentToken, Group, Liveness, LivenessUpdate, Login, Project, Server,
+    ServerFilter, SpendToken, Stop, Store, StoreError, User,
 };
 
 /// Schema migrations, applied in order; a migration's number is the schema version it makes.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/0001_init.sql")),
+    (2, include_str!("migrations/0002_enrollment_tokens.sql")),
+];
 
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
@@ -455,10 +458,25 @@ impl Store for SqliteStore {
         server_id: i64,
         enrollment: &Enrollment,
         facts: &HostFacts,
+        spend: Option<SpendToken>,
     ) -> Result<(), StoreError> {
         let (e, f) = (enrollment.clone(), facts.clone());
         self.call(move |conn| {
-            conn.execute(
+            let tx = conn.transaction().map_err(sql("recording an enrollment"))?;
+            if let Some(spend) = &spend {
+                let spent = tx
+                    .execute(
+                        "UPDATE enrollment_tokens SET used_ms = ?2,
+                                used_by = (SELECT name FROM servers WHERE id = ?3)
+                         WHERE token_sha256 = ?1 AND used_ms IS NULL AND expires_ms > ?2",
+                        params![spend.token_sha256, spend.now_ms, server_id],
+                    )
+                    .map_err(sql("spending an enrollment token"))?;
+                if spent != 1 {
+                    return Err(StoreError::TokenSpent);
+                }
+            }
+            tx.execute(
                 "UPDATE servers SET node_id = ?2, secret_sha256 = ?3, enrolled_ms = ?4, hostname = ?5,
                         cpu_cores = ?6, memory_bytes = ?7, os = ?8, arch = ?9, kernel = ?10,
                         agent_version = ?11, stopped_ms = NULL, stop_reason = NULL
@@ -478,7 +496,104 @@ impl Store for SqliteStore {
                 ],
             )
             .map_err(sql("recording an enrollment"))?;
-            Ok(())
+            tx.commit().map_err(sql("recording an enrollment"))
+        })
+        .await
+    }
+
+    async fn create_enrollment_token(
+        &self,
+        project: &str,
+        group: &str,
+        user: &str,
+        token_sha256: &str,
+        created_ms: i64,
+        expires_ms: i64,
+    ) -> Result<EnrollmentToken, StoreError> {
+        let (project, group, user, sha) = (
+            project.to_owned(),
+            group.to_owned(),
+            user.to_owned(),
+            token_sha256.to_owned(),
+        );
+        self.call(move |conn| {
+            let tx = conn.transaction().map_err(sql("creating an enrollment token"))?;
+            let pid = project_id(&tx, &project)?;
+            let (gid, network): (i64, String) = tx
+                .query_row(
+                    "SELECT id, network FROM resource_groups WHERE project_id = ?1 AND name = ?2",
+                    params![pid, group],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(sql("creating an enrollment token"))?
+                .ok_or_else(|| StoreError::NotFound {
+                    kind: "resource group",
+                    name: group.clone(),
+                })?;
+            let uid: i64 = tx
+                .query_row(
+                    "SELECT id FROM users WHERE name = ?1 AND project_id = ?2",
+                    params![user, pid],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(sql("creating an enrollment token"))?
+                .ok_or_else(|| StoreError::UserNotInProject {
+                    user: user.clone(),
+                    project: project.clone(),
+                })?;
+            tx.execute(
+                "INSERT INTO enrollment_tokens (token_sha256, group_id, user_id, created_ms, expires_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![sha, gid, uid, created_ms, expires_ms],
+            )
+            .map_err(sql("creating an enrollment token"))?;
+            tx.commit().map_err(sql("creating an enrollment token"))?;
+            Ok(EnrollmentToken {
+                group,
+                project,
+                network: parse_network(&network),
+                user,
+                created_ms,
+                expires_ms,
+                used: None,
+            })
+        })
+        .await
+    }
+
+    async fn enrollment_token(
+        &self,
+        token_sha256: &str,
+    ) -> Result<Option<EnrollmentToken>, StoreError> {
+        let sha = token_sha256.to_owned();
+        self.call(move |conn| {
+            conn.query_row(
+                "SELECT g.name, p.name, g.network, u.name, t.created_ms, t.expires_ms, t.used_ms, t.used_by
+                 FROM enrollment_tokens t
+                 JOIN resource_groups g ON g.id = t.group_id
+                 JOIN projects p ON p.id = g.project_id
+                 JOIN users u ON u.id = t.user_id
+                 WHERE t.token_sha256 = ?1",
+                [sha],
+                |r| {
+                    let network: String = r.get(2)?;
+                    let used_ms: Option<i64> = r.get(6)?;
+                    let used_by: Option<String> = r.get(7)?;
+                    Ok(EnrollmentToken {
+                        group: r.get(0)?,
+                        project: r.get(1)?,
+                        network: parse_network(&network),
+                        user: r.get(3)?,
+                        created_ms: r.get(4)?,
+                        expires_ms: r.get(5)?,
+                        used: used_ms.map(|t| (t, used_by.unwrap_or_default())),
+                    })
+                },
+            )
+            .optional()
+            .map_err(sql("looking up an enrollment token"))
         })
         .await
     }
@@ -603,7 +718,7 @@ mod tests {
                 cpu_cores: 8.0,
                 memory_bytes: 16 << 30,
             };
-            store.enroll(s.id, &e, &facts()).await.unwrap();
+            store.enroll(s.id, &e, &facts(), None).await.unwrap();
             store
                 .record_liveness(vec![LivenessUpdate {
                     node_id: "n1".into(),
@@ -633,6 +748,82 @@ mod tests {
         assert_eq!(s.enrollment.as_ref().unwrap().node_id, "n1");
         assert_eq!(s.liveness.last_heartbeat_ms, Some(9));
         assert_eq!(s.liveness.stopped.as_ref().unwrap().reason, "SIGTERM");
+    }
+
+    #[tokio::test]
+    async fn a_token_is_spent_once_with_its_enrollment_and_not_after_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        store
+            .create_user("default", "etl", "$argon2id$x", 1)
+            .await
+            .unwrap();
+        store
+            .create_group("default", "g", NetworkType::Classic, 1)
+            .await
+            .unwrap();
+        let err = store
+            .create_enrollment_token("default", "g", "nobody", "aa", 1, 100)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::UserNotInProject { .. }), "{err}");
+        let t = store
+            .create_enrollment_token("default", "g", "etl", "aa", 1, 100)
+            .await
+            .unwrap();
+        assert_eq!((t.group.as_str(), t.used.is_none()), ("g", true));
+        let a = store
+            .add_server("default", "g", "a", None, 1)
+            .await
+            .unwrap();
+        let b = store
+            .add_server("default", "g", "b", None, 1)
+            .await
+            .unwrap();
+        let enrollment = |id: &str| Enrollment {
+            node_id: id.into(),
+            secret_sha256: "00".into(),
+            enrolled_ms: 5,
+            cpu_cores: 1.0,
+            memory_bytes: 1,
+        };
+        let spend = |now| {
+            Some(SpendToken {
+                token_sha256: "aa".into(),
+                now_ms: now,
+            })
+        };
+        store
+            .enroll(a.id, &enrollment("na"), &facts(), spend(50))
+            .await
+            .unwrap();
+        let err = store
+            .enroll(b.id, &enrollment("nb"), &facts(), spend(60))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::TokenSpent));
+        // The refused enrollment left server b as it was.
+        let b_now = store.server_by_name("b").await.unwrap().unwrap();
+        assert!(b_now.enrollment.is_none());
+        let t = store.enrollment_token("aa").await.unwrap().unwrap();
+        assert_eq!(t.used, Some((50, "a".to_owned())));
+
+        store
+            .create_enrollment_token("default", "g", "etl", "bb", 1, 100)
+            .await
+            .unwrap();
+        let spend_late = Some(SpendToken {
+            token_sha256: "bb".into(),
+            now_ms: 100,
+        });
+        let err = store
+            .enroll(b.id, &enrollment("nb"), &facts(), spend_late)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::TokenSpent),
+            "an expired token must not enroll"
+        );
     }
 
     #[tokio::test]
