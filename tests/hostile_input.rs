@@ -118,10 +118,11 @@ fn hostile_names_are_refused_and_nothing_is_stored() {
     assert_eq!(list("/groups").len(), 1);
     assert_eq!(list("/servers").len(), 0);
 
-    // The CLI refuses the same way, exit status 3, naming the field.
+    // The CLI refuses before sending, naming its argument, and stores nothing either.
     let out = console.cli(&["group", "create", "$(reboot)", "--network", "classic"]);
-    assert_eq!(out.status.code(), Some(3));
-    assert!(stderr(&out).contains("field name"), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("NAME:"), "{}", stderr(&out));
+    assert_eq!(list("/groups").len(), 1);
 }
 
 #[test]
@@ -150,7 +151,7 @@ fn wrong_types_unknown_fields_and_oversized_bodies() {
     assert_refused(
         &post("/groups", &json!({"name": "g", "project": "default"})),
         400,
-        "body",
+        "network",
     );
     let unknown = post(
         "/groups",
@@ -439,4 +440,107 @@ fn a_server_is_in_one_group_and_the_refusal_says_where() {
         servers[0]["name"], "db-1",
         "host names are stored lower case"
     );
+}
+
+#[test]
+fn parser_errors_name_the_field_and_echo_little() {
+    let console = Console::start(&[]);
+    let http = Client::new();
+    let post = |path: &str, body: &Value| admin(&console, &http, path, body);
+    assert_refused(&post("/projects", &json!({})), 400, "name");
+    assert_refused(
+        &post("/groups", &json!({"name": "g", "project": "default"})),
+        400,
+        "network",
+    );
+    let res = post("/projects", &json!({"name": "p", "x": 1}));
+    assert_refused(&res, 400, "x");
+    let long = ten_kb();
+    let res = post(
+        "/groups",
+        &json!({"name": "g", "project": "default", "network": long}),
+    );
+    assert_refused(&res, 400, "network");
+    let message = res.1["error"]["message"].as_str().unwrap();
+    assert!(
+        message.len() < 400,
+        "a 10 KB value came back: {} bytes",
+        message.len()
+    );
+    let res = post("/projects", &json!({"name": "p", long.as_str(): 1}));
+    assert!(res.1.to_string().len() < 1_000, "a 10 KB key came back");
+    let res = post(
+        "/groups",
+        &json!({"name": "g", "project": "default", "network": "a\nb"}),
+    );
+    assert_refused(&res, 400, "network");
+}
+
+#[test]
+fn methods_queries_and_schemes() {
+    let console = Console::start(&[]);
+    let http = Client::new();
+    let token = console.token();
+    let res = call(http.delete(console.api("/projects")).bearer_auth(&token));
+    assert_eq!(res.0, 405);
+    assert_eq!(res.1["error"]["code"], "method_not_allowed");
+    for path in [
+        "/projects?x=1",
+        "/users?group=g",
+        "/groups?group=g",
+        "/servers?colour=red",
+    ] {
+        assert_refused(
+            &call(http.get(console.api(path)).bearer_auth(&token)),
+            400,
+            "query",
+        );
+    }
+    // The auth scheme is case-insensitive.
+    let res = call(
+        http.get(console.api("/projects"))
+            .header("authorization", format!("bearer {token}")),
+    );
+    assert_eq!(res.0, 200, "{}", res.1);
+}
+
+#[test]
+fn node_endpoints_check_the_secret_before_the_body_and_bound_offsets() {
+    let console = Console::start(&[]);
+    let http = Client::new();
+    let password = console.create_user("etl");
+    console.cli_ok(&["group", "create", "vpc", "--network", "vpc"]);
+    let uuid = "4c4c4544-0042-3510-8051-b4c04f333232";
+    console.cli_ok(&["server", "add", "--group", "vpc", "--name", uuid]);
+    let (status, v) = call(
+        http.post(console.api("/enroll"))
+            .json(&enroll_body("etl", &password, uuid)),
+    );
+    assert_eq!(status, 200, "{v}");
+    let (id, secret) = (
+        v["node_id"].as_str().unwrap(),
+        v["node_secret"].as_str().unwrap(),
+    );
+    let url = console.api(&format!("/nodes/{id}/heartbeat"));
+
+    // Without the secret, a broken body still gets 401, not a parser error.
+    let res = call(
+        http.post(&url)
+            .header("content-type", "application/json")
+            .body("{"),
+    );
+    assert_refused(&res, 401, "authorization");
+    let res = call(http.post(&url).bearer_auth("wrong").body("not json"));
+    assert_refused(&res, 401, "authorization");
+
+    for offset in [i64::MIN, i64::MAX, 400 * 24 * 3600 * 1000] {
+        let hb = json!({"agent_version": "0.1.0", "clock_offset_ms": offset, "running_tasks": 0, "free_slots": 1});
+        assert_refused(
+            &call(http.post(&url).bearer_auth(secret).json(&hb)),
+            400,
+            "clock_offset_ms",
+        );
+    }
+    // The list still answers, and the node is not skewed by what was refused.
+    assert_eq!(console.server(uuid)["status"], "pending");
 }

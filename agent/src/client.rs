@@ -102,8 +102,12 @@ pub fn parse_console_url(value: &str) -> Result<Url, ClientError> {
     if ok { Ok(url) } else { Err(bad()) }
 }
 
-/// An error and its causes on one line: reqwest's own message alone rarely says "connection
-/// refused".
+/// A reqwest error and its causes on one line, without the URL (the caller names it once):
+/// reqwest's own message alone rarely says "connection refused".
+fn describe(e: reqwest::Error) -> String {
+    chain(&e.without_url())
+}
+
 fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
@@ -134,7 +138,7 @@ impl ConsoleClient {
             .build()
             .map_err(|e| ClientError::Unreachable {
                 url: console_url.to_owned(),
-                detail: chain(&e),
+                detail: describe(e),
                 latency: Duration::ZERO,
             })?;
         Ok(ConsoleClient { http, base })
@@ -182,7 +186,7 @@ impl ConsoleClient {
         let started = Instant::now();
         let res = req.send().await.map_err(|e| ClientError::Unreachable {
             url: url.to_string(),
-            detail: chain(&e),
+            detail: describe(e),
             latency: started.elapsed(),
         })?;
         if res.status().is_success() {
@@ -216,7 +220,7 @@ impl ConsoleClient {
         let started = Instant::now();
         let res = req.send().await.map_err(|e| ClientError::Unreachable {
             url: url.to_string(),
-            detail: chain(&e),
+            detail: describe(e),
             latency: started.elapsed(),
         })?;
         let rtt = started.elapsed();
@@ -232,7 +236,7 @@ impl ConsoleClient {
         let status = res.status().as_u16();
         let bytes = res.bytes().await.map_err(|e| ClientError::Unreachable {
             url: url.to_string(),
-            detail: chain(&e),
+            detail: describe(e),
             latency: started.elapsed(),
         })?;
         let latency = started.elapsed();

@@ -91,19 +91,6 @@ pub fn derive(
             ),
         );
     }
-    if let Some(offset) = live.clock_offset_ms {
-        if offset.abs() > MAX_CLOCK_OFFSET_MS {
-            let side = if offset > 0 { "behind" } else { "ahead of" };
-            return (
-                ServerStatus::ClockSkew,
-                format!(
-                    "agent clock is {} s {side} the console (limit {} s); no tasks until it is fixed: sync it with `chronyc makestep` or `ntpdate -u <ntp server>` and keep chronyd or ntpd running",
-                    offset.abs() / 1000,
-                    MAX_CLOCK_OFFSET_MS / 1000
-                ),
-            );
-        }
-    }
     if beat_ms.is_none() {
         return (
             ServerStatus::Pending,
@@ -112,6 +99,19 @@ pub fn derive(
                 rfc3339(enrollment.enrolled_ms)
             ),
         );
+    }
+    if let Some(offset) = live.clock_offset_ms {
+        if offset.unsigned_abs() > MAX_CLOCK_OFFSET_MS.unsigned_abs() {
+            let side = if offset > 0 { "behind" } else { "ahead of" };
+            return (
+                ServerStatus::ClockSkew,
+                format!(
+                    "agent clock is {} s {side} the console (limit {} s); no tasks until it is fixed: sync it with `chronyc makestep` or `ntpdate -u <ntp server>` and keep chronyd or ntpd running",
+                    offset.unsigned_abs() / 1000,
+                    MAX_CLOCK_OFFSET_MS / 1000
+                ),
+            );
+        }
     }
     if silent_ms >= ms(th.degraded_after) {
         return (
@@ -203,6 +203,23 @@ mod tests {
         assert_eq!(
             derive(&server(true), &beat_at(1_200), 1_500, &th).0,
             ServerStatus::Available
+        );
+    }
+
+    #[test]
+    fn an_old_agents_clock_skew_does_not_outlive_its_enrollment() {
+        let th = Thresholds::default();
+        let mut live = beat_at(900);
+        live.clock_offset_ms = Some(300_000);
+        assert_eq!(
+            derive(&server(true), &live, 1_500, &th).0,
+            ServerStatus::Pending
+        );
+        live.clock_offset_ms = Some(i64::MIN);
+        live.last_heartbeat_ms = Some(1_200);
+        assert_eq!(
+            derive(&server(true), &live, 1_500, &th).0,
+            ServerStatus::ClockSkew
         );
     }
 

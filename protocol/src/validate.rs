@@ -86,10 +86,11 @@ pub fn hostname(field: &str, value: &str) -> Result<String, FieldError> {
     if value.is_empty() {
         return Err(FieldError::new(field, "must not be empty"));
     }
+    // A trailing dot (the root of the DNS tree) is not part of the name.
+    let value = value.strip_suffix('.').unwrap_or(value);
     if value.len() > 253 {
         return Err(bad("longer than 253 characters"));
     }
-    let value = value.strip_suffix('.').unwrap_or(value);
     for label in value.split('.') {
         if label.is_empty() {
             return Err(bad(
@@ -144,7 +145,7 @@ pub fn uuid(field: &str, value: &str) -> Result<String, FieldError> {
 /// Passwords: 8 to 256 bytes, no control characters (a newline or NUL in a password is always
 /// a copy-paste accident).
 pub fn password(field: &str, value: &str) -> Result<(), FieldError> {
-    if value.len() < MIN_PASSWORD_LEN {
+    if value.chars().count() < MIN_PASSWORD_LEN {
         return Err(FieldError::new(
             field,
             format!("is shorter than {MIN_PASSWORD_LEN} characters"),

@@ -195,9 +195,22 @@ pub struct HeartbeatRequest {
     pub free_slots: u32,
 }
 
+/// Largest clock offset an agent may report: a year. Anything beyond is a broken clock or a
+/// broken agent, and refusing it keeps every later computation in range.
+pub const MAX_REPORTED_OFFSET_MS: i64 = 366 * 24 * 3600 * 1000;
+
 impl Validate for HeartbeatRequest {
     fn validate(&self) -> Result<(), FieldError> {
-        validate::version("agent_version", &self.agent_version)
+        validate::version("agent_version", &self.agent_version)?;
+        match self.clock_offset_ms {
+            Some(o) if !(-MAX_REPORTED_OFFSET_MS..=MAX_REPORTED_OFFSET_MS).contains(&o) => {
+                Err(FieldError::new(
+                    "clock_offset_ms",
+                    format!("{o} is beyond a year; the agent's clock is broken"),
+                ))
+            }
+            _ => Ok(()),
+        }
     }
 }
 

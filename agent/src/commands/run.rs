@@ -189,6 +189,7 @@ impl Heartbeat<'_> {
 
 /// agent.log (rotating) plus standard error; `TASKNODE_LOG` sets the filter, `info` by default.
 fn init_logging(log_dir: &Path) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::{EnvFilter, fmt};
@@ -200,7 +201,11 @@ fn init_logging(log_dir: &Path) -> anyhow::Result<()> {
     tracing_subscriber::registry()
         .with(EnvFilter::new(filter))
         .with(fmt::layer().with_ansi(false).with_writer(Mutex::new(file)))
-        .with(fmt::layer().with_writer(std::io::stderr))
+        .with(
+            fmt::layer()
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(std::io::stderr),
+        )
         .try_init()
         .context("setting up logging")?;
     Ok(())

@@ -12,6 +12,9 @@ use crate::client::ConsoleClient;
 use crate::config::{self, Config, Node};
 use crate::logfile::{self, HeartbeatEntry};
 
+/// A heartbeat older than this does not count as the agent running.
+const RECENT_HEARTBEAT_SECS: u64 = 60;
+
 #[derive(Debug, Serialize)]
 struct Report {
     config: String,
@@ -68,7 +71,14 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<Exit> {
         Err(e) => report.config_error = Some(e.to_string()),
     }
     report.config_warning = config::permission_warning(path);
-    report.healthy = report.enrolled && report.console_reachable && report.clock_ok == Some(true);
+    // Healthy: enrolled, the console answers, the clock is fine, and the running agent's last
+    // heartbeat succeeded within the last minute.
+    let beating = report
+        .last_heartbeat
+        .as_ref()
+        .is_some_and(|h| h.status == Some(200) && h.age_secs <= RECENT_HEARTBEAT_SECS);
+    report.healthy =
+        report.enrolled && report.console_reachable && report.clock_ok == Some(true) && beating;
 
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

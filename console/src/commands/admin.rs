@@ -1,11 +1,11 @@
 //! The admin commands: clients of a running console's API.
 
 use serde::Serialize;
-use tasknode_protocol::NetworkType;
 use tasknode_protocol::wire::{
     AddServer, CreateGroup, CreateProject, CreateUser, CreatedUser, GroupView, ProjectView,
     ServerView, UserView,
 };
+use tasknode_protocol::{NetworkType, validate};
 
 use super::print_table;
 use crate::cli::{Global, GroupCmd, Network, ProjectCmd, ServerCmd, UserCmd};
@@ -20,6 +20,7 @@ pub async fn project(global: &Global, cmd: ProjectCmd) -> anyhow::Result<()> {
     let client = AdminClient::resolve(global)?;
     match cmd {
         ProjectCmd::Create { name, out } => {
+            validate::name("NAME", &name)?;
             let p: ProjectView = client
                 .post("/api/v1/projects", &CreateProject { name })
                 .await?;
@@ -47,6 +48,8 @@ pub async fn user(global: &Global, cmd: UserCmd) -> anyhow::Result<()> {
     let client = AdminClient::resolve(global)?;
     match cmd {
         UserCmd::Create { name, project, out } => {
+            validate::name("NAME", &name)?;
+            validate::name("--project", &project)?;
             let u: CreatedUser = client
                 .post("/api/v1/users", &CreateUser { name, project })
                 .await?;
@@ -83,6 +86,8 @@ pub async fn group(global: &Global, cmd: GroupCmd) -> anyhow::Result<()> {
             project,
             out,
         } => {
+            validate::name("NAME", &name)?;
+            validate::name("--project", &project)?;
             let network = match network {
                 Network::Classic => NetworkType::Classic,
                 Network::Vpc => NetworkType::Vpc,
@@ -145,6 +150,8 @@ pub async fn server(global: &Global, cmd: ServerCmd) -> anyhow::Result<()> {
             project,
             out,
         } => {
+            validate::name("--group", &group)?;
+            validate::name("--project", &project)?;
             let body = AddServer {
                 project,
                 group,

@@ -19,27 +19,50 @@ use crate::clock::rfc3339;
 use crate::status;
 use crate::store::{Server, ServerFilter};
 
-/// Query parameters of the list endpoints.
+/// Query parameters of `GET /servers`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ListQuery {
+pub struct ServerQuery {
     project: Option<String>,
     group: Option<String>,
 }
 
-impl Validate for ListQuery {
+/// Query parameters of `GET /users` and `GET /groups`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectQuery {
+    project: Option<String>,
+}
+
+/// `GET /projects` takes no parameters.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoQuery {}
+
+fn optional_name(field: &str, value: Option<&String>) -> Result<(), tasknode_protocol::FieldError> {
+    value.map_or(Ok(()), |v| validate::name(field, v))
+}
+
+impl Validate for ServerQuery {
     fn validate(&self) -> Result<(), tasknode_protocol::FieldError> {
-        if let Some(p) = &self.project {
-            validate::name("project", p)?;
-        }
-        if let Some(g) = &self.group {
-            validate::name("group", g)?;
-        }
+        optional_name("project", self.project.as_ref())?;
+        optional_name("group", self.group.as_ref())
+    }
+}
+
+impl Validate for ProjectQuery {
+    fn validate(&self) -> Result<(), tasknode_protocol::FieldError> {
+        optional_name("project", self.project.as_ref())
+    }
+}
+
+impl Validate for NoQuery {
+    fn validate(&self) -> Result<(), tasknode_protocol::FieldError> {
         Ok(())
     }
 }
 
-fn query(q: Result<Query<ListQuery>, QueryRejection>) -> Result<ListQuery, ApiError> {
+fn query<Q: Validate>(q: Result<Query<Q>, QueryRejection>) -> Result<Q, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::invalid("query", e.body_text()))?;
     q.validate()?;
     Ok(q)
@@ -66,7 +89,9 @@ pub async fn create_project(
 pub async fn list_projects(
     _: Admin,
     State(state): State<AppState>,
+    q: Result<Query<NoQuery>, QueryRejection>,
 ) -> Result<Json<Vec<ProjectView>>, ApiError> {
+    query(q)?;
     let projects = state.store.list_projects().await?;
     Ok(Json(
         projects
@@ -84,6 +109,15 @@ pub async fn create_user(
     State(state): State<AppState>,
     StrictJson(req): StrictJson<CreateUser>,
 ) -> Result<(StatusCode, Json<CreatedUser>), ApiError> {
+    // Refuse an unknown project before spending Argon2 time on a password for it.
+    let projects = state.store.list_projects().await?;
+    if !projects.iter().any(|p| p.name == req.project) {
+        return Err(crate::store::StoreError::NotFound {
+            kind: "project",
+            name: req.project,
+        }
+        .into());
+    }
     let password = auth::generate_password();
     let to_hash = password.clone();
     let hash = state
@@ -108,7 +142,7 @@ pub async fn create_user(
 pub async fn list_users(
     _: Admin,
     State(state): State<AppState>,
-    q: Result<Query<ListQuery>, QueryRejection>,
+    q: Result<Query<ProjectQuery>, QueryRejection>,
 ) -> Result<Json<Vec<tasknode_protocol::wire::UserView>>, ApiError> {
     let q = query(q)?;
     let users = state.store.list_users(q.project.as_deref()).await?;
@@ -150,7 +184,7 @@ fn group_view(g: crate::store::Group) -> GroupView {
 pub async fn list_groups(
     _: Admin,
     State(state): State<AppState>,
-    q: Result<Query<ListQuery>, QueryRejection>,
+    q: Result<Query<ProjectQuery>, QueryRejection>,
 ) -> Result<Json<Vec<GroupView>>, ApiError> {
     let q = query(q)?;
     let groups = state.store.list_groups(q.project.as_deref()).await?;
@@ -192,7 +226,7 @@ pub async fn add_server(
 pub async fn list_servers(
     _: Admin,
     State(state): State<AppState>,
-    q: Result<Query<ListQuery>, QueryRejection>,
+    q: Result<Query<ServerQuery>, QueryRejection>,
 ) -> Result<Json<Vec<ServerView>>, ApiError> {
     let q = query(q)?;
     let filter = ServerFilter {

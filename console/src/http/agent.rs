@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use tasknode_protocol::Identity;
 use tasknode_protocol::wire::{
     Credential, EnrollRequest, EnrollResponse, Health, HeartbeatRequest, HeartbeatResponse,
@@ -13,7 +13,7 @@ use tasknode_protocol::wire::{
 
 use super::error::ApiError;
 use super::json::StrictJson;
-use super::{AppState, bearer};
+use super::{AppState, AuthedNode};
 use crate::auth;
 use crate::clock::rfc3339;
 use crate::store::{Enrollment, Liveness, SpendToken, StoreError};
@@ -172,10 +172,12 @@ pub async fn enroll(
             },
             other => other.into(),
         })?;
-    // The previous heartbeat stays (so a re-enrolled server is judged from its last sign of
-    // life); a recorded shutdown does not.
+    // The previous heartbeat stays on record; what the previous agent reported (its clock,
+    // its tasks, its shutdown) does not describe the new one.
     let live = Liveness {
         agent_version: Some(req.facts.agent_version.clone()),
+        clock_offset_ms: None,
+        running_tasks: 0,
         stopped: None,
         ..server.liveness.clone()
     };
@@ -202,24 +204,11 @@ pub async fn enroll(
     }))
 }
 
-fn authenticate(state: &AppState, node_id: &str, headers: &HeaderMap) -> Result<(), ApiError> {
-    let secret = bearer(headers, "node secret")?;
-    state
-        .live
-        .authenticate(node_id, secret)
-        .map_err(|e| ApiError::Unauthorized {
-            field: "authorization",
-            message: e.to_string(),
-        })
-}
-
 pub async fn heartbeat(
     State(state): State<AppState>,
-    Path(node_id): Path<String>,
-    headers: HeaderMap,
+    AuthedNode(node_id): AuthedNode,
     StrictJson(req): StrictJson<HeartbeatRequest>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
-    authenticate(&state, &node_id, &headers)?;
     let now = state.clock.now_ms();
     if !state.live.heartbeat(&node_id, &req, now) {
         // Re-enrolled between the check and here.
@@ -239,11 +228,9 @@ pub async fn heartbeat(
 
 pub async fn shutdown(
     State(state): State<AppState>,
-    Path(node_id): Path<String>,
-    headers: HeaderMap,
+    AuthedNode(node_id): AuthedNode,
     StrictJson(req): StrictJson<ShutdownRequest>,
 ) -> Result<StatusCode, ApiError> {
-    authenticate(&state, &node_id, &headers)?;
     let store = Arc::clone(&state.store);
     if let Some(update) = state
         .live

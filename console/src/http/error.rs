@@ -28,6 +28,8 @@ pub enum ApiError {
         field: Option<String>,
         message: String,
     },
+    #[error("this endpoint does not take that method; see docs/api.md")]
+    MethodNotAllowed,
     #[error("request body is larger than {limit} bytes")]
     TooLarge { limit: usize },
     #[error("{0}")]
@@ -55,6 +57,9 @@ impl ApiError {
             ),
             ApiError::NotFound { field, .. } => (StatusCode::NOT_FOUND, "not_found", field.clone()),
             ApiError::Conflict { field, .. } => (StatusCode::CONFLICT, "conflict", field.clone()),
+            ApiError::MethodNotAllowed => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None)
+            }
             ApiError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None),
             ApiError::UnsupportedMediaType(_) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -14,6 +14,56 @@ use super::error::ApiError;
 
 pub struct StrictJson<T>(pub T);
 
+/// The field a deserialization error is about: the path where it happened (which names an
+/// unknown field itself), the field a "missing field" message names, or the body as a whole
+/// when the document is not JSON at all.
+fn blame(path: &str, err: &serde_json::Error, message: &str) -> String {
+    use serde_json::error::Category;
+    if !matches!(err.classify(), Category::Data) {
+        return "body".to_owned();
+    }
+    // The path of a missing field stops at its parent; an unknown field's path names it.
+    if let Some(name) = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+    {
+        return if path == "." {
+            name.to_owned()
+        } else {
+            format!("{path}.{name}")
+        };
+    }
+    if path == "." {
+        "body".to_owned()
+    } else {
+        path.to_owned()
+    }
+}
+
+/// Longest field name and message echoed back from a parser error.
+const MAX_FIELD: usize = 64;
+const MAX_MESSAGE: usize = 300;
+
+/// Text fit to send back: control characters escaped and at most `max` characters, since
+/// serde quotes the offending input (and unknown keys become the field).
+fn bounded(message: &str, max: usize) -> String {
+    let mut out: String = message
+        .chars()
+        .take(max)
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_debug().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect();
+    if message.chars().count() > max {
+        out.push_str("...");
+    }
+    out
+}
+
 impl<S, T> FromRequest<S> for StrictJson<T>
 where
     S: Send + Sync,
@@ -44,16 +94,11 @@ where
         })?;
         let de = &mut serde_json::Deserializer::from_slice(&bytes);
         let value: T = serde_path_to_error::deserialize(de).map_err(|e| {
-            use serde_json::error::Category;
             let path = e.path().to_string();
             let inner = e.into_inner();
-            // A document that is not JSON at all is the body's fault, wherever it broke off.
-            let field = match inner.classify() {
-                Category::Syntax | Category::Eof | Category::Io => "body".to_owned(),
-                Category::Data if path != "." => path,
-                Category::Data => "body".to_owned(),
-            };
-            ApiError::invalid(field, inner)
+            let message = inner.to_string();
+            let field = bounded(&blame(&path, &inner, &message), MAX_FIELD);
+            ApiError::invalid(field, bounded(&message, MAX_MESSAGE))
         })?;
         value.validate()?;
         Ok(StrictJson(value))

@@ -9,7 +9,7 @@ mod json;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue};
@@ -79,6 +79,7 @@ pub fn router(state: AppState) -> Router {
             get(admin::list_servers).post(admin::add_server),
         )
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), console_time))
         .with_state(state)
@@ -89,6 +90,10 @@ async fn not_found() -> ApiError {
         field: None,
         message: "no such endpoint; see docs/api.md for the API under /api/v1".to_owned(),
     }
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }
 
 /// Stamps every response with the console's clock.
@@ -108,11 +113,13 @@ fn bearer<'h>(headers: &'h HeaderMap, what: &str) -> Result<&'h str, ApiError> {
             field: "authorization",
             message: format!("missing Authorization header; send `Authorization: Bearer <{what}>`"),
         })?;
+    // The scheme is case-insensitive (RFC 9110, section 11.1).
     value
         .to_str()
         .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ApiError::Unauthorized {
             field: "authorization",
@@ -120,6 +127,29 @@ fn bearer<'h>(headers: &'h HeaderMap, what: &str) -> Result<&'h str, ApiError> {
                 "malformed Authorization header; send `Authorization: Bearer <{what}>`"
             ),
         })
+}
+
+/// A node that proved itself with its secret: the `{node_id}` of the path, checked before the
+/// body is read, so an unauthenticated caller learns nothing from body errors.
+pub struct AuthedNode(pub String);
+
+impl FromRequestParts<AppState> for AuthedNode {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Path(node_id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::invalid("node_id", e.body_text()))?;
+        let secret = bearer(&parts.headers, "node secret")?;
+        state
+            .live
+            .authenticate(&node_id, secret)
+            .map_err(|e| ApiError::Unauthorized {
+                field: "authorization",
+                message: e.to_string(),
+            })?;
+        Ok(AuthedNode(node_id))
+    }
 }
 
 /// Proof that a request carries the admin token.

@@ -479,7 +479,8 @@ impl Store for SqliteStore {
             tx.execute(
                 "UPDATE servers SET node_id = ?2, secret_sha256 = ?3, enrolled_ms = ?4, hostname = ?5,
                         cpu_cores = ?6, memory_bytes = ?7, os = ?8, arch = ?9, kernel = ?10,
-                        agent_version = ?11, stopped_ms = NULL, stop_reason = NULL
+                        agent_version = ?11, clock_offset_ms = NULL, running_tasks = 0,
+                        stopped_ms = NULL, stop_reason = NULL
                  WHERE id = ?1",
                 params![
                     server_id,
