@@ -17,7 +17,8 @@ for component in rustfmt clippy; do
 done
 # Tools the tests drive, as Debian packages: command -> package.
 need=()
-for pair in shellcheck:shellcheck dash:dash busybox:busybox-static systemd-analyze:systemd; do
+for pair in shellcheck:shellcheck dash:dash busybox:busybox-static systemd-analyze:systemd \
+  musl-gcc:musl-tools strip:binutils useradd:passwd chroot:coreutils; do
   command -v "${pair%%:*}" >/dev/null || need+=("${pair##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -27,10 +28,18 @@ if [ ${#need[@]} -gt 0 ]; then
     || die "could not install ${need[*]} (run as root, or install them yourself)"
 fi
 
+if ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
+  say "installing the rustup target x86_64-unknown-linux-musl"
+  rustup target add x86_64-unknown-linux-musl || die "could not add the rustup target x86_64-unknown-linux-musl"
+fi
+
 say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+say "building the static agent the install tests serve"
+cargo build --locked --target x86_64-unknown-linux-musl -p tasknode
+export TASKNODE_STATIC_AGENT=$PWD/target/x86_64-unknown-linux-musl/debug/tasknode
 say "cargo test (unit and end-to-end)"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use tasknode_protocol::TIME_HEADER;
 use tasknode_protocol::wire::{
     EnrollRequest, EnrollResponse, ErrorBody, Health, HeartbeatRequest, HeartbeatResponse,
-    ShutdownRequest,
+    NodeView, ShutdownRequest,
 };
 
 /// By default a request gives up after 10 s.
@@ -153,6 +153,16 @@ impl ConsoleClient {
     pub async fn health(&self) -> Result<Answer<Health>, ClientError> {
         let url = self.url("/api/v1/health");
         self.send(self.http.get(url.clone()), &url).await
+    }
+
+    /// How the console sees this node.
+    pub async fn node(&self, node_id: &str, secret: &str) -> Result<Answer<NodeView>, ClientError> {
+        let url = self.url(&format!("/api/v1/nodes/{node_id}"));
+        let req = self
+            .http
+            .get(url.clone())
+            .header(AUTHORIZATION, format!("Bearer {secret}"));
+        self.send(req, &url).await
     }
 
     pub async fn enroll(&self, req: &EnrollRequest) -> Result<Answer<EnrollResponse>, ClientError> {

@@ -59,6 +59,25 @@ pub enum Command {
     /// Add servers to resource groups and list them with their state.
     #[command(subcommand)]
     Server(ServerCmd),
+    /// Print a one-time install command for a group: run it as root on the server.
+    InstallCommand(InstallCommandArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InstallCommandArgs {
+    /// The resource group the server joins.
+    #[arg(long)]
+    pub group: String,
+    /// The user the install script is made for.
+    #[arg(long, value_name = "NAME")]
+    pub user: String,
+    #[arg(long, default_value = "default")]
+    pub project: String,
+    /// How long the command works (at most 7 days).
+    #[arg(long, default_value = "24h", value_parser = duration, value_name = "DURATION")]
+    pub ttl: Duration,
+    #[command(flatten)]
+    pub out: Output,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -88,6 +107,14 @@ pub struct ServeArgs {
     /// How often heartbeat data held in memory is written to the database.
     #[arg(long, default_value = "5s", value_parser = duration, value_name = "DURATION")]
     pub persist_interval: Duration,
+    /// The URL servers reach this console at, carried by install commands and scripts.
+    /// [default: the URL it listens on]
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
+    /// Directory of agent binaries to serve to install scripts (tasknode-x86_64,
+    /// tasknode-aarch64). Without it the console hands out no install commands.
+    #[arg(long, value_name = "DIR")]
+    pub agent_dir: Option<PathBuf>,
     /// Shift the console's clock by this many seconds (tests of clock skew).
     #[arg(long, hide = true, default_value_t = 0, allow_negative_numbers = true)]
     pub clock_offset: i64,

@@ -38,6 +38,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(cmd) => runtime.block_on(commands::admin::user(&cli.global, cmd)),
         Command::Group(cmd) => runtime.block_on(commands::admin::group(&cli.global, cmd)),
         Command::Server(cmd) => runtime.block_on(commands::admin::server(&cli.global, cmd)),
+        Command::InstallCommand(args) => {
+            runtime.block_on(commands::admin::install_command(&cli.global, args))
+        }
     }
 }
 

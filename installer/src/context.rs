@@ -49,3 +49,38 @@ pub struct RepoContext {
     /// `el6`, `el7`, `al7` or `al8`.
     pub dist: String,
 }
+
+/// install.sh: everything the script needs, as strings (it prints them into a shell variables
+/// block, quoted). Empty strings stand for "not given".
+#[derive(Debug, Clone, Serialize)]
+pub struct InstallContext {
+    /// Console URL the agent enrolls with and downloads from.
+    pub console_url: String,
+    /// One-time enrollment token; empty when the script carries an access key instead.
+    pub enrollment_token: String,
+    /// Access key user name; empty with a token.
+    pub user_name: String,
+    /// Access key password; empty with a token.
+    pub password: String,
+    /// `true` to enroll by DMI UUID (VPC group), `false` by hostname (classic group).
+    pub enable_uuid: String,
+    /// The resource group the server joins.
+    pub group: String,
+    /// Version of the agent binaries below.
+    pub agent_version: String,
+    /// Download URL and SHA-256 of the x86_64 agent; empty when there is none.
+    pub agent_x86_64_url: String,
+    pub agent_x86_64_sha256: String,
+    /// Download URL and SHA-256 of the aarch64 agent; empty when there is none.
+    pub agent_aarch64_url: String,
+    pub agent_aarch64_sha256: String,
+    /// Where the agent's files go (the script layout).
+    pub bin: String,
+    pub config: String,
+    pub log_dir: String,
+    pub pid_file: String,
+    /// The rendered systemd unit, SysV init script and bin/serverctl, written as they are.
+    pub unit_file: String,
+    pub init_script: String,
+    pub serverctl_script: String,
+}

@@ -2,6 +2,7 @@
 //! agent config, yum .repo) from the templates in templates/, through one environment that the
 //! CLI and the console share.
 
+pub mod artifacts;
 pub mod cli;
 pub mod context;
 pub mod escape;

@@ -3,7 +3,8 @@
 
 use tasknode_protocol::validate::{self, FieldError};
 
-use crate::context::{ConfigContext, RepoContext, ServiceContext};
+use crate::artifacts::AgentArtifacts;
+use crate::context::{ConfigContext, InstallContext, RepoContext, ServiceContext};
 use crate::layout::Layout;
 use crate::templates::{self, TemplateError, Templates};
 
@@ -90,6 +91,97 @@ pub fn config(
         log_dir: layout.log_dir.clone(),
     };
     Ok(t.render(templates::AGENT_CONFIG, &ctx)?)
+}
+
+/// What install.sh enrolls with.
+#[derive(Clone)]
+pub enum InstallCredential {
+    /// A one-time enrollment token (from an install command).
+    Token(String),
+    /// A user's access key. The rendered script then holds the password: keep it 0600.
+    AccessKey { user_name: String, password: String },
+}
+
+impl std::fmt::Debug for InstallCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InstallCredential::Token(_) => f.write_str("Token(<redacted>)"),
+            InstallCredential::AccessKey { user_name, .. } => {
+                write!(f, "AccessKey({user_name}, <redacted>)")
+            }
+        }
+    }
+}
+
+/// Everything install.sh is rendered from.
+#[derive(Debug, Clone)]
+pub struct InstallInputs<'a> {
+    pub console_url: &'a str,
+    pub credential: InstallCredential,
+    pub group: &'a str,
+    /// true for a VPC group (enroll by DMI UUID), false for a classic one (by hostname).
+    pub enable_uuid: bool,
+    pub agent_version: &'a str,
+    pub artifacts: &'a AgentArtifacts,
+}
+
+/// The URL install.sh downloads the agent for `arch` from.
+pub fn agent_url(console_url: &str, arch: &str) -> String {
+    format!(
+        "{}/dist/agent/{}",
+        console_url.trim_end_matches('/'),
+        crate::artifacts::file_name(arch)
+    )
+}
+
+/// install.sh for one group and credential. The unit, init script and serverctl it installs
+/// are rendered here too, with the same environment.
+pub fn install_sh(t: &Templates, inputs: &InstallInputs<'_>) -> Result<String, RenderError> {
+    let console_url = console_url("--console", inputs.console_url)?;
+    validate::name("--group", inputs.group)?;
+    validate::version("agent version", inputs.agent_version)?;
+    let (enrollment_token, user_name, password) = match &inputs.credential {
+        InstallCredential::Token(token) => {
+            validate::enrollment_token("enrollment token", token)?;
+            (token.clone(), String::new(), String::new())
+        }
+        InstallCredential::AccessKey {
+            user_name,
+            password,
+        } => {
+            validate::name("--user-name", user_name)?;
+            validate::password("password", password)?;
+            (String::new(), user_name.clone(), password.clone())
+        }
+    };
+    let layout = Layout::script();
+    let download = |arch: &str| match inputs.artifacts.get(arch) {
+        Some(b) => (agent_url(&console_url, arch), b.sha256.clone()),
+        None => (String::new(), String::new()),
+    };
+    let (x86_url, x86_sha) = download("x86_64");
+    let (arm_url, arm_sha) = download("aarch64");
+    let ctx = InstallContext {
+        enrollment_token,
+        user_name,
+        password,
+        enable_uuid: inputs.enable_uuid.to_string(),
+        group: inputs.group.to_owned(),
+        agent_version: inputs.agent_version.to_owned(),
+        agent_x86_64_url: x86_url,
+        agent_x86_64_sha256: x86_sha,
+        agent_aarch64_url: arm_url,
+        agent_aarch64_sha256: arm_sha,
+        unit_file: unit(t, &layout)?,
+        init_script: init(t, &layout)?,
+        serverctl_script: serverctl(t, &layout)?,
+        bin: layout.bin,
+        config: layout.config,
+        log_dir: layout.log_dir,
+        pid_file: layout.pid_file,
+        console_url,
+    };
+    Ok(t.render(templates::INSTALL_SH, &ctx)?)
 }
 
 /// The yum .repo file for `dist`.

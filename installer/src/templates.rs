@@ -12,6 +12,8 @@ use serde::Serialize;
 
 use crate::escape::{self, Format};
 
+/// The bootstrap script the console hands out (`curl | sh`).
+pub const INSTALL_SH: &str = "install.sh";
 /// The systemd unit (el7, al7, al8, deb).
 pub const SYSTEMD_UNIT: &str = "tasknode.service";
 /// The SysV init script (el6), installed as /etc/init.d/tasknode.
@@ -25,6 +27,7 @@ pub const YUM_REPO: &str = "tasknode.repo";
 
 /// Every template, by name, as embedded at build time.
 pub const EMBEDDED: &[(&str, &str)] = &[
+    (INSTALL_SH, include_str!("../../templates/install.sh")),
     (
         SYSTEMD_UNIT,
         include_str!("../../templates/tasknode.service"),

@@ -280,6 +280,16 @@ impl fmt::Display for ServerStatus {
     }
 }
 
+/// `GET /api/v1/nodes/{node_id}`: how the console sees the calling node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeView {
+    pub server_name: String,
+    pub group: String,
+    pub project: String,
+    pub status: ServerStatus,
+    pub reason: String,
+}
+
 // ---- admin API ----
 
 /// `POST /api/v1/projects`

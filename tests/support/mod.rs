@@ -10,6 +10,41 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod sandbox;
+
+/// The path of a program on PATH, or a panic saying to install it.
+pub fn which(program: &str) -> PathBuf {
+    let out = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .unwrap();
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        out.status.success() && !path.is_empty(),
+        "{program} is not installed: scripts/test.sh installs what the tests need"
+    );
+    PathBuf::from(path)
+}
+
+/// The static (musl) agent that install.sh downloads in sandbox tests: TASKNODE_STATIC_AGENT,
+/// else the debug musl build (scripts/test.sh builds it).
+pub fn static_agent() -> PathBuf {
+    let path = std::env::var_os("TASKNODE_STATIC_AGENT").map_or_else(
+        || {
+            let exe = std::env::current_exe().unwrap();
+            let target = exe.parent().unwrap().parent().unwrap().parent().unwrap();
+            target.join("x86_64-unknown-linux-musl/debug/tasknode")
+        },
+        PathBuf::from,
+    );
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build --target x86_64-unknown-linux-musl -p tasknode` (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
 /// Path of a workspace binary built beside the running test.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();

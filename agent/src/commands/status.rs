@@ -30,6 +30,9 @@ struct Report {
     console_url: Option<String>,
     console_reachable: bool,
     console_error: Option<String>,
+    /// The server's state as the console shows it, and why.
+    console_status: Option<String>,
+    console_reason: Option<String>,
     clock_offset_ms: Option<i64>,
     clock_ok: Option<bool>,
     last_heartbeat: Option<LastHeartbeat>,
@@ -60,6 +63,8 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<Exit> {
         console_url: None,
         console_reachable: false,
         console_error: None,
+        console_status: None,
+        console_reason: None,
         clock_offset_ms: None,
         clock_ok: None,
         last_heartbeat: None,
@@ -97,17 +102,24 @@ async fn fill(report: &mut Report, cfg: Config, node: Node) {
     report.server_name = Some(node.server_name);
     report.group = Some(node.group);
     report.project = Some(node.project);
-    report.node_id = Some(node.id);
+    report.node_id = Some(node.id.clone());
     report.console_url = Some(cfg.console_url.clone());
     report.log_dir = Some(cfg.log_dir.display().to_string());
     match ConsoleClient::new(&cfg.console_url) {
-        Ok(client) => match client.health().await {
+        Ok(client) => match client.node(&node.id, &node.secret).await {
             Ok(a) => {
                 report.console_reachable = true;
                 report.clock_offset_ms = a.offset_ms;
-                report.clock_ok = a.offset_ms.map(|o| o.abs() <= MAX_CLOCK_OFFSET_MS);
+                report.clock_ok = a
+                    .offset_ms
+                    .map(|o| o.unsigned_abs() <= MAX_CLOCK_OFFSET_MS.unsigned_abs());
+                report.console_status = Some(a.body.status.to_string());
+                report.console_reason = Some(a.body.reason);
             }
-            Err(e) => report.console_error = Some(e.to_string()),
+            Err(e) => {
+                report.console_reachable = e.status().is_some();
+                report.console_error = Some(e.to_string());
+            }
         },
         Err(e) => report.console_error = Some(e.to_string()),
     }
@@ -145,9 +157,15 @@ fn print_text(r: &Report) {
         println!("warning:         {w}");
     }
     if r.enrolled {
-        match &r.console_error {
-            None => println!("console:         {} reachable", or_dash(&r.console_url)),
-            Some(e) => println!("console:         UNREACHABLE: {e}"),
+        match (&r.console_error, &r.console_status) {
+            (None, Some(status)) => println!(
+                "console:         {} says {status}: {}",
+                or_dash(&r.console_url),
+                or_dash(&r.console_reason)
+            ),
+            (None, None) => println!("console:         {} reachable", or_dash(&r.console_url)),
+            (Some(e), _) if r.console_reachable => println!("console:         REFUSED: {e}"),
+            (Some(e), _) => println!("console:         UNREACHABLE: {e}"),
         }
         match (r.clock_offset_ms, r.clock_ok) {
             (Some(o), Some(true)) => println!("clock offset:    {o} ms (within 120 s)"),

@@ -2,13 +2,13 @@
 
 use serde::Serialize;
 use tasknode_protocol::wire::{
-    AddServer, CreateGroup, CreateProject, CreateUser, CreatedUser, GroupView, ProjectView,
-    ServerView, UserView,
+    AddServer, CreateGroup, CreateInstallCommand, CreateProject, CreateUser, CreatedUser,
+    GroupView, InstallCommand, ProjectView, ServerView, UserView,
 };
 use tasknode_protocol::{NetworkType, validate};
 
 use super::print_table;
-use crate::cli::{Global, GroupCmd, Network, ProjectCmd, ServerCmd, UserCmd};
+use crate::cli::{Global, GroupCmd, InstallCommandArgs, Network, ProjectCmd, ServerCmd, UserCmd};
 use crate::client::AdminClient;
 
 fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
@@ -214,5 +214,32 @@ pub async fn server(global: &Global, cmd: ServerCmd) -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+pub async fn install_command(global: &Global, args: InstallCommandArgs) -> anyhow::Result<()> {
+    validate::name("--group", &args.group)?;
+    validate::name("--user", &args.user)?;
+    validate::name("--project", &args.project)?;
+    let client = AdminClient::resolve(global)?;
+    let body = CreateInstallCommand {
+        project: args.project,
+        group: args.group,
+        user_name: args.user,
+        ttl_secs: Some(args.ttl.as_secs().max(1)),
+    };
+    let c: InstallCommand = client.post("/api/v1/install-commands", &body).await?;
+    if args.out.json {
+        return print_json(&c);
+    }
+    println!(
+        "Run this as root on the server to add to {} group {} (enable_uuid={}):",
+        c.network, c.group, c.enable_uuid
+    );
+    println!();
+    println!("  {}", c.command);
+    println!();
+    println!("Without curl:  {}", c.wget_command);
+    println!("It works once, until {}.", c.expires_at);
     Ok(())
 }

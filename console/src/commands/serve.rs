@@ -43,15 +43,17 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
 
     let servers = store.list_servers(&ServerFilter::default()).await?;
     let live = Arc::new(LivenessMap::load(&servers));
-    let state = AppState {
-        store: Arc::clone(&store),
-        live: Arc::clone(&live),
-        clock: Clock::with_offset(args.clock_offset.saturating_mul(1000)),
-        thresholds,
-        admin_token,
-        password_permits: Arc::new(tokio::sync::Semaphore::new(password_parallelism())),
+    let artifacts = match &args.agent_dir {
+        Some(dir) => {
+            let a = tasknode_dist::artifacts::AgentArtifacts::scan(dir).context("--agent-dir")?;
+            for b in &a.binaries {
+                tracing::info!(arch = %b.arch, size = b.size, sha256 = %b.sha256, "serving agent binary");
+            }
+            a
+        }
+        None => tasknode_dist::artifacts::AgentArtifacts::default(),
     };
-
+    let templates = tasknode_dist::Templates::embedded().context("loading templates")?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("--listen: cannot listen on {}", args.listen))?;
@@ -60,6 +62,22 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         .context("reading the listening address")?;
     let url = format!("http://{}", reachable(addr));
     write_private(&data.join("console.url"), &format!("{url}\n"))?;
+    let public_url = match &args.public_url {
+        Some(u) => tasknode_dist::render::console_url("--public-url", u)?,
+        None => url.clone(),
+    };
+    let state = AppState {
+        store: Arc::clone(&store),
+        live: Arc::clone(&live),
+        clock: Clock::with_offset(args.clock_offset.saturating_mul(1000)),
+        thresholds,
+        admin_token,
+        password_permits: Arc::new(tokio::sync::Semaphore::new(password_parallelism())),
+        public_url,
+        templates: Arc::new(templates),
+        artifacts: Arc::new(artifacts),
+    };
+
     println!(
         "tasknode-console listening on {url} (data: {})",
         data.display()

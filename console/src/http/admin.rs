@@ -244,7 +244,7 @@ pub async fn list_servers(
     ))
 }
 
-fn server_view(
+pub(super) fn server_view(
     state: &AppState,
     s: &Server,
     live: &crate::store::Liveness,

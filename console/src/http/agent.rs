@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use tasknode_protocol::Identity;
 use tasknode_protocol::wire::{
     Credential, EnrollRequest, EnrollResponse, Health, HeartbeatRequest, HeartbeatResponse,
-    ShutdownRequest,
+    NodeView, ShutdownRequest,
 };
 
 use super::error::ApiError;
@@ -16,7 +16,7 @@ use super::json::StrictJson;
 use super::{AppState, AuthedNode};
 use crate::auth;
 use crate::clock::rfc3339;
-use crate::store::{Enrollment, Liveness, SpendToken, StoreError};
+use crate::store::{Enrollment, Liveness, ServerFilter, SpendToken, StoreError};
 
 pub async fn health(State(state): State<AppState>) -> Json<Health> {
     Json(Health {
@@ -223,6 +223,36 @@ pub async fn heartbeat(
         heartbeat_interval_secs: interval_secs(&state),
         desired_version: None,
         commands: Vec::new(),
+    }))
+}
+
+/// How the console sees the calling node: install.sh waits on this for "available".
+pub async fn node(
+    State(state): State<AppState>,
+    AuthedNode(node_id): AuthedNode,
+) -> Result<Json<NodeView>, ApiError> {
+    let live = state.live.by_server();
+    let servers = state.store.list_servers(&ServerFilter::default()).await?;
+    let server = servers
+        .iter()
+        .find(|s| s.enrollment.as_ref().is_some_and(|e| e.node_id == node_id))
+        .ok_or_else(|| ApiError::Unauthorized {
+            field: "authorization",
+            message: "this node was enrolled again; the agent must use its new credentials"
+                .to_owned(),
+        })?;
+    let view = super::admin::server_view(
+        &state,
+        server,
+        live.get(&server.id).unwrap_or(&server.liveness),
+        state.clock.now_ms(),
+    );
+    Ok(Json(NodeView {
+        server_name: view.name,
+        group: view.group,
+        project: view.project,
+        status: view.status,
+        reason: view.reason,
     }))
 }
 

@@ -4,6 +4,7 @@
 mod admin;
 mod agent;
 pub mod error;
+mod install;
 mod json;
 
 use std::sync::Arc;
@@ -36,6 +37,12 @@ pub struct AppState {
     /// Bounds concurrent Argon2 work (19 MiB and tens of milliseconds each), so a burst of
     /// enrollments queues instead of taking the host's memory.
     pub password_permits: Arc<tokio::sync::Semaphore>,
+    /// The URL servers reach this console at; install commands and scripts carry it.
+    pub public_url: String,
+    /// The template environment install scripts are rendered with.
+    pub templates: Arc<tasknode_dist::Templates>,
+    /// The agent binaries install scripts download (none without `--agent-dir`).
+    pub artifacts: Arc<tasknode_dist::artifacts::AgentArtifacts>,
 }
 
 impl AppState {
@@ -60,6 +67,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/health", get(agent::health))
         .route("/api/v1/enroll", post(agent::enroll))
+        .route("/api/v1/nodes/{node_id}", get(agent::node))
         .route("/api/v1/nodes/{node_id}/heartbeat", post(agent::heartbeat))
         .route("/api/v1/nodes/{node_id}/shutdown", post(agent::shutdown))
         .route(
@@ -78,6 +86,9 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/servers",
             get(admin::list_servers).post(admin::add_server),
         )
+        .route("/api/v1/install-commands", post(install::create))
+        .route("/install/{token}", get(install::script))
+        .route("/dist/agent/{file}", get(install::agent_binary))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -1,0 +1,212 @@
+//! Install commands: a one-time link per group and user (`POST /api/v1/install-commands`), the
+//! install script behind it (`GET /install/{token}`), and the agent binaries the script
+//! downloads (`GET /dist/agent/{file}`).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tasknode_dist::render::{self, InstallCredential, InstallInputs};
+use tasknode_protocol::validate;
+use tasknode_protocol::wire::{CreateInstallCommand, InstallCommand};
+
+use super::error::ApiError;
+use super::json::StrictJson;
+use super::{Admin, AppState};
+use crate::auth;
+use crate::clock::rfc3339;
+
+/// By default an install link works for a day.
+const DEFAULT_TTL_SECS: u64 = 24 * 3600;
+
+pub async fn create(
+    _: Admin,
+    State(state): State<AppState>,
+    StrictJson(req): StrictJson<CreateInstallCommand>,
+) -> Result<(StatusCode, Json<InstallCommand>), ApiError> {
+    if state.artifacts.binaries.is_empty() {
+        return Err(ApiError::Conflict {
+            field: None,
+            message: "this console serves no agent binaries, so an install script could not install one; start it with --agent-dir DIR".to_owned(),
+        });
+    }
+    let token = format!("{}{}", validate::TOKEN_PREFIX, auth::generate_secret());
+    let now = state.clock.now_ms();
+    let ttl = req.ttl_secs.unwrap_or(DEFAULT_TTL_SECS);
+    let expires = now.saturating_add(i64::try_from(ttl.saturating_mul(1000)).unwrap_or(i64::MAX));
+    let t = state
+        .store
+        .create_enrollment_token(
+            &req.project,
+            &req.group,
+            &req.user_name,
+            &hex::encode(auth::digest(&token)),
+            now,
+            expires,
+        )
+        .await?;
+    let url = format!("{}/install/{token}", state.public_url);
+    tracing::info!(group = %t.group, user = %t.user, expires = %rfc3339(expires), "install command created");
+    Ok((
+        StatusCode::CREATED,
+        Json(InstallCommand {
+            command: format!("curl -sSL {url} | sh"),
+            wget_command: format!("wget -qO- {url} | sh"),
+            url,
+            group: t.group,
+            project: t.project,
+            user_name: t.user,
+            network: t.network,
+            enable_uuid: t.network.enable_uuid(),
+            expires_at: rfc3339(expires),
+        }),
+    ))
+}
+
+/// Why an install link was refused, as the `x-tasknode-refused` header says it.
+#[derive(Clone, Copy)]
+enum Refused {
+    Unknown,
+    Used,
+    Expired,
+    Failed,
+}
+
+impl Refused {
+    fn as_str(self) -> &'static str {
+        match self {
+            Refused::Unknown => "unknown",
+            Refused::Used => "used",
+            Refused::Expired => "expired",
+            Refused::Failed => "failed",
+        }
+    }
+}
+
+/// A refused link still answers with a script, and with 200: the link's only reader is a
+/// shell pipe, and `wget -qO- LINK | sh` shows nothing of an error page. The script prints the
+/// reason and exits 1; `x-tasknode-refused` names the refusal for anything else reading it.
+fn refusal(why: Refused, message: &str) -> Response {
+    let quoted = tasknode_dist::escape::shell(message).unwrap_or_else(|_| "''".to_owned());
+    let body = format!("#!/bin/sh\nprintf 'tasknode: %s\\n' {quoted} >&2\nexit 1\n");
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "text/x-shellscript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            (
+                header::HeaderName::from_static("x-tasknode-refused"),
+                why.as_str(),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+pub async fn script(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+    if validate::enrollment_token("token", &token).is_err() {
+        return refusal(
+            Refused::Unknown,
+            "this install link is not valid; copy the whole command again",
+        );
+    }
+    let sha = hex::encode(auth::digest(&token));
+    let t = match state.store.enrollment_token(&sha).await {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            return refusal(
+                Refused::Unknown,
+                "this install link is not known to the console; ask for a new install command",
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "looking up an install link");
+            return refusal(
+                Refused::Failed,
+                "the console could not look up this install link; try again",
+            );
+        }
+    };
+    let renew = format!(
+        "create a new one with: tasknode-console install-command --project {} --group {} --user {}",
+        t.project, t.group, t.user
+    );
+    if let Some((at, server)) = &t.used {
+        return refusal(
+            Refused::Used,
+            &format!(
+                "this install link was used at {} by server {server}; {renew}",
+                rfc3339(*at)
+            ),
+        );
+    }
+    if t.expires_ms <= state.clock.now_ms() {
+        return refusal(
+            Refused::Expired,
+            &format!(
+                "this install link expired at {}; {renew}",
+                rfc3339(t.expires_ms)
+            ),
+        );
+    }
+    let inputs = InstallInputs {
+        console_url: &state.public_url,
+        credential: InstallCredential::Token(token),
+        group: &t.group,
+        enable_uuid: t.network.enable_uuid(),
+        agent_version: env!("CARGO_PKG_VERSION"),
+        artifacts: &state.artifacts,
+    };
+    match render::install_sh(&state.templates, &inputs) {
+        Ok(text) => (
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, "text/x-shellscript; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            text,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "rendering install.sh");
+            refusal(
+                Refused::Failed,
+                "the console could not render the install script; see its log",
+            )
+        }
+    }
+}
+
+pub async fn agent_binary(
+    State(state): State<AppState>,
+    Path(file): Path<String>,
+) -> Result<Response, ApiError> {
+    // Only names the console scanned are served: no path from the request reaches the disk.
+    let Some(binary) = state
+        .artifacts
+        .binaries
+        .iter()
+        .find(|b| tasknode_dist::artifacts::file_name(&b.arch) == file)
+    else {
+        return Err(ApiError::NotFound {
+            field: None,
+            message: format!("no agent binary {}", validate::show(&file)),
+        });
+    };
+    let bytes = tokio::fs::read(&binary.path)
+        .await
+        .map_err(|e| ApiError::Internal(format!("reading {}: {e}", binary.path.display())))?;
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (
+                header::HeaderName::from_static("x-checksum-sha256"),
+                binary.sha256.clone(),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
+}

@@ -1,0 +1,565 @@
+#!/bin/sh
+# tasknode install script: installs the tasknode agent on this server, enrolls it with the
+# console and starts it. Run it as root. `sh install.sh --help` lists the options; with
+# `curl ... | sh`, pass them after `sh -s --`.
+#
+# The console wrote the values below for one group and one user; they are quoted, never code.
+# shellcheck disable=SC2016 # single-quoted data, whole files among it: nothing in it expands
+{
+CONSOLE_URL={{ console_url }}
+ENROLLMENT_TOKEN={{ enrollment_token }}
+USER_NAME={{ user_name }}
+PASSWORD={{ password }}
+ENABLE_UUID={{ enable_uuid }}
+GROUP={{ group }}
+AGENT_VERSION={{ agent_version }}
+AGENT_X86_64_URL={{ agent_x86_64_url }}
+AGENT_X86_64_SHA256={{ agent_x86_64_sha256 }}
+AGENT_AARCH64_URL={{ agent_aarch64_url }}
+AGENT_AARCH64_SHA256={{ agent_aarch64_sha256 }}
+BIN={{ bin }}
+CONF={{ config }}
+LOG_DIR={{ log_dir }}
+PIDFILE={{ pid_file }}
+UNIT_FILE={{ unit_file }}
+INIT_SCRIPT={{ init_script }}
+SERVERCTL_SCRIPT={{ serverctl_script }}
+}
+
+# ---------------------------------------------------------------------------------------------
+set -u
+umask 022
+
+AGENT_USER="admin"
+BIN_DIR=$(dirname "$BIN")
+CONF_DIR=$(dirname "$CONF")
+HOME_DIR=$(dirname "$BIN_DIR")
+SERVERCTL="$BIN_DIR/serverctl"
+UNIT_PATH=/etc/systemd/system/tasknode.service
+INIT_PATH=/etc/init.d/tasknode
+STATE_DIR=/var/lib/tasknode-install
+MIN_FREE_KB=204800
+MAX_CLOCK_OFFSET=120
+WAIT_AVAILABLE=${TASKNODE_WAIT_AVAILABLE:-90}
+
+# Exit statuses, one per kind of failure.
+E_FAIL=1 E_USAGE=2 E_ROOT=10 E_OS=11 E_ARCH=12 E_FETCH=13 E_CONSOLE=14 E_CLOCK=15
+E_HOSTS=16 E_DISK=17 E_ENROLL=18 E_AVAILABLE=19
+
+say() { printf '%s\n' "$*"; }
+step() { STEP=$*; printf '==> %s\n' "$*"; }
+warn() { printf 'warning: %s\n' "$*" >&2; }
+die() {
+    code=$1
+    shift
+    printf 'error: %s\n' "$*" >&2
+    exit "$code"
+}
+
+usage() {
+    cat <<'EOF'
+Install the tasknode agent on this server and enroll it with the console.
+
+Usage: sh install.sh [OPTIONS]        (or: curl -sSL LINK | sh -s -- [OPTIONS])
+
+  --user_name=NAME       enroll with this access key instead of the embedded credential
+  --password-file FILE   the access key's password, first line of FILE (keep it 0600)
+  --password-stdin       read the password from standard input
+  --password=PASSWORD    the password on the command line (visible to other users: avoid)
+  --enable_uuid=BOOL     true: identify this server by DMI UUID (VPC); false: by hostname
+  --reinstall            remove the agent (keeping its logs) and install and enroll it again
+  --uninstall            remove everything this script installed (logs are kept)
+  --purge                with --uninstall: also remove the logs and the user it created
+  --fix-hosts            add this host's name to /etc/hosts when `hostname -i` fails
+  --force-os             install on an operating system that is not supported
+  -h, --help             show this help
+
+Exit status: 0 done, 1 a step failed (what that run changed is rolled back), 2 bad option,
+10 not root, 11 unsupported OS, 12 unsupported architecture, 13 neither curl nor wget,
+14 console unreachable, 15 clock off by more than 120 s, 16 host name does not resolve,
+17 not enough disk, 18 enrollment refused, 19 not available in time.
+EOF
+}
+
+ACTION=install
+PURGE=0
+FIX_HOSTS=0
+FORCE_OS=0
+PASSWORD_FILE=
+PASSWORD_STDIN=0
+WORK=
+
+parse_args() {
+    while [ $# -gt 0 ]; do
+        case $1 in
+        --user_name=* | --user-name=*)
+            USER_NAME=${1#*=}
+            ENROLLMENT_TOKEN=
+            ;;
+        --password=*)
+            PASSWORD=${1#*=}
+            warn "a password on the command line is visible to other users of this host; prefer --password-file FILE or --password-stdin"
+            ;;
+        --password-file=*) PASSWORD_FILE=${1#*=} ;;
+        --password-file)
+            [ $# -ge 2 ] || die "$E_USAGE" "--password-file needs a FILE"
+            PASSWORD_FILE=$2
+            shift
+            ;;
+        --password-stdin) PASSWORD_STDIN=1 ;;
+        --enable_uuid=* | --enable-uuid=*) ENABLE_UUID=${1#*=} ;;
+        --reinstall) ACTION=reinstall ;;
+        --uninstall) ACTION=uninstall ;;
+        --purge) PURGE=1 ;;
+        --fix-hosts) FIX_HOSTS=1 ;;
+        --force-os) FORCE_OS=1 ;;
+        -h | --help) ACTION=help ;;
+        *) die "$E_USAGE" "unknown option: $1 (see --help)" ;;
+        esac
+        shift
+    done
+    case $ENABLE_UUID in
+    true | false) ;;
+    *) die "$E_USAGE" "--enable_uuid must be true or false" ;;
+    esac
+    if [ "$PURGE" = 1 ] && [ "$ACTION" != uninstall ]; then
+        die "$E_USAGE" "--purge goes with --uninstall"
+    fi
+}
+
+# ---- the journal: every change this run makes, undone in reverse order if it fails ----------
+
+JOURNAL=
+OK=0
+STEP=starting
+
+journal() { JOURNAL="$*
+$JOURNAL"; }
+
+# Replaces $2 (a path) with the file $1, keeping what was there for a rollback.
+put_file() {
+    src=$1
+    dst=$2
+    if [ -e "$dst" ]; then
+        if cmp -s "$src" "$dst"; then
+            rm -f "$src"
+            return 0
+        fi
+        cp -p "$dst" "$dst.tasknode-bak" || return 1
+        journal "restore $dst"
+    else
+        journal "remove $dst"
+    fi
+    mv -f "$src" "$dst"
+}
+
+rollback() {
+    [ -n "$JOURNAL" ] || return 0
+    say "rolling back what this run changed"
+    printf '%s\n' "$JOURNAL" | while read -r what path; do
+        case $what in
+        restore) [ -e "$path.tasknode-bak" ] && mv -f "$path.tasknode-bak" "$path" ;;
+        remove) rm -rf "$path" ;;
+        service-stop) stop_service >/dev/null 2>&1 ;;
+        service-start) start_service >/dev/null 2>&1 ;;
+        user) remove_user ;;
+        esac
+    done
+}
+
+finish() {
+    status=$?
+    if [ "$OK" != 1 ] && [ "$ACTION" != help ]; then
+        [ "$status" != 0 ] || status=$E_FAIL
+        printf 'error: failed while: %s\n' "$STEP" >&2
+        rollback
+        exit "$status"
+    fi
+    # Backups of replaced files are only for a rollback.
+    printf '%s\n' "$JOURNAL" | while read -r what path; do
+        [ "$what" = restore ] && rm -f "$path.tasknode-bak"
+    done
+    rm -rf "$WORK"
+    exit 0
+}
+
+# ---- facts about this host ------------------------------------------------------------------
+
+os_field() { sed -n "s/^$1=\"\{0,1\}\([^\"]*\)\"\{0,1\}\$/\1/p" /etc/os-release | head -n 1; }
+
+detect_os() {
+    OS=
+    if [ -f /etc/alinux-release ]; then
+        case $(sed -n 's/.*release \([0-9][0-9]*\).*/\1/p' /etc/alinux-release | head -n 1) in
+        2) OS=al7 ;;
+        3) OS=al8 ;;
+        esac
+    elif [ -f /etc/os-release ]; then
+        id=$(os_field ID)
+        version=$(os_field VERSION_ID)
+        case $id:$version in
+        centos:7* | rhel:7*) OS=el7 ;;
+        centos:6* | rhel:6*) OS=el6 ;;
+        alinux:2* | aliyun:*) OS=al7 ;;
+        alinux:3*) OS=al8 ;;
+        debian:*) OS=debian ;;
+        ubuntu:*) OS=ubuntu ;;
+        esac
+    elif [ -f /etc/redhat-release ]; then
+        case $(head -n 1 /etc/redhat-release) in
+        *"release 6"*) OS=el6 ;;
+        *"release 7"*) OS=el7 ;;
+        esac
+    fi
+    if [ -z "$OS" ]; then
+        [ "$FORCE_OS" = 1 ] || die "$E_OS" "this operating system is not supported (CentOS 6/7, Alibaba Cloud Linux 2/3, Debian, Ubuntu); --force-os installs anyway"
+        warn "unsupported operating system; installing anyway (--force-os)"
+        OS=unknown
+    fi
+}
+
+detect_arch() {
+    ARCH=$(uname -m)
+    case $ARCH in
+    x86_64)
+        AGENT_URL=$AGENT_X86_64_URL
+        AGENT_SHA256=$AGENT_X86_64_SHA256
+        ;;
+    aarch64)
+        AGENT_URL=$AGENT_AARCH64_URL
+        AGENT_SHA256=$AGENT_AARCH64_SHA256
+        ;;
+    *) die "$E_ARCH" "architecture $ARCH is not supported (x86_64, aarch64)" ;;
+    esac
+    [ -n "$AGENT_URL" ] || die "$E_ARCH" "the console has no agent build for $ARCH"
+}
+
+detect_init() {
+    if [ -d /run/systemd/system ]; then
+        INIT=systemd
+    elif [ -d /etc/init.d ] && command -v chkconfig >/dev/null 2>&1; then
+        INIT=sysv
+    elif [ -d /etc/init.d ] && command -v update-rc.d >/dev/null 2>&1; then
+        INIT=sysv
+    else
+        INIT=none
+    fi
+}
+
+# ---- talking to the console -----------------------------------------------------------------
+
+detect_fetch() {
+    if command -v curl >/dev/null 2>&1; then
+        FETCH=curl
+    elif command -v wget >/dev/null 2>&1; then
+        FETCH=wget
+    else
+        die "$E_FETCH" "neither curl nor wget is installed; install one (yum install -y curl)"
+    fi
+}
+
+# fetch URL FILE
+fetch() {
+    if [ "$FETCH" = curl ]; then
+        curl -fsS --connect-timeout 10 --max-time 300 -o "$2" "$1"
+    else
+        # No -T: busybox 1.35 wget crashes on it.
+        wget -q -O "$2" "$1"
+    fi
+}
+
+check_console() {
+    step "checking the console at $CONSOLE_URL"
+    health="$WORK/health.json"
+    fetch "$CONSOLE_URL/api/v1/health" "$health" ||
+        die "$E_CONSOLE" "cannot reach the console at $CONSOLE_URL; check the network path and any proxy or firewall"
+    console_ms=$(sed -n 's/.*"console_time_ms": *\([0-9][0-9]*\).*/\1/p' "$health")
+    [ -n "$console_ms" ] || die "$E_CONSOLE" "$CONSOLE_URL did not answer like a tasknode console"
+    offset=$((console_ms / 1000 - $(date +%s)))
+    [ "$offset" -lt 0 ] && offset=$((-offset))
+    if [ "$offset" -gt "$MAX_CLOCK_OFFSET" ]; then
+        die "$E_CLOCK" "this host's clock is $offset s off the console's (limit $MAX_CLOCK_OFFSET s); sync it (chronyc makestep, or ntpdate -u <ntp server>) and run this again"
+    fi
+}
+
+check_hosts() {
+    name=$(hostname)
+    if hostname -i >/dev/null 2>&1; then
+        return 0
+    fi
+    if [ "$FIX_HOSTS" != 1 ]; then
+        die "$E_HOSTS" "\`hostname -i\` cannot resolve this host's name ($name); add it to /etc/hosts, or run this again with --fix-hosts"
+    fi
+    ip=$(ip -o -4 addr show scope global 2>/dev/null | awk '{print $4}' | cut -d/ -f1 | head -n 1)
+    [ -n "$ip" ] || ip=127.0.0.1
+    step "adding \"$ip $name\" to /etc/hosts (--fix-hosts)"
+    cp -p /etc/hosts "/etc/hosts.tasknode-bak.$(date +%Y%m%d%H%M%S)" || return 1
+    cp -p /etc/hosts "$WORK/hosts" && printf '%s %s\n' "$ip" "$name" >>"$WORK/hosts" || return 1
+    put_file "$WORK/hosts" /etc/hosts
+}
+
+check_disk() {
+    dir=$(dirname "$HOME_DIR")
+    while [ ! -d "$dir" ]; do dir=$(dirname "$dir"); done
+    free=$(df -Pk "$dir" 2>/dev/null | awk 'NR == 2 {print $4}')
+    if [ -z "$free" ]; then
+        warn "could not measure the free disk under $dir"
+        return 0
+    fi
+    if [ "$free" -lt "$MIN_FREE_KB" ]; then
+        die "$E_DISK" "only $free KiB free under $dir; the agent and its logs need at least $MIN_FREE_KB KiB"
+    fi
+}
+
+warn_small_host() {
+    cores=$(grep -c '^processor' /proc/cpuinfo 2>/dev/null)
+    mem_kb=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo 2>/dev/null)
+    cores=${cores:-0}
+    if [ "$cores" -lt 8 ] || [ "${mem_kb:-0}" -lt 16000000 ]; then
+        warn "this host has $cores cores and $((${mem_kb:-0} / 1024)) MiB of memory, below the 8 cores and 16 GiB tasks are sized for; its max concurrency will be lower"
+    fi
+    if ! command -v python2.7 >/dev/null 2>&1 && ! command -v python2.6 >/dev/null 2>&1 && ! command -v python2 >/dev/null 2>&1; then
+        warn "python 2.6/2.7 is not installed; some task types need it"
+    fi
+}
+
+# ---- installing -----------------------------------------------------------------------------
+
+ensure_user() {
+    if id "$AGENT_USER" >/dev/null 2>&1; then
+        return 0
+    fi
+    step "creating user $AGENT_USER"
+    if command -v useradd >/dev/null 2>&1; then
+        useradd -m -U "$AGENT_USER" || return 1
+    else
+        adduser -D "$AGENT_USER" || return 1
+    fi
+    journal "user $AGENT_USER"
+    mkdir -p "$STATE_DIR" && : >"$STATE_DIR/created-user"
+}
+
+remove_user() {
+    if command -v userdel >/dev/null 2>&1; then
+        userdel -r "$AGENT_USER" 2>/dev/null || userdel "$AGENT_USER"
+    else
+        deluser --remove-home "$AGENT_USER" 2>/dev/null || deluser "$AGENT_USER"
+    fi
+    rm -f "$STATE_DIR/created-user"
+}
+
+make_dir() {
+    mode=$1
+    shift
+    for d in "$@"; do
+        if [ ! -d "$d" ]; then
+            mkdir -p "$d" || return 1
+            journal "remove $d"
+        fi
+        chmod "$mode" "$d" && chown "$AGENT_USER" "$d" || return 1
+    done
+}
+
+install_binary() {
+    step "downloading the agent $AGENT_VERSION for $ARCH"
+    tmp="$BIN_DIR/.tasknode.download"
+    rm -f "$tmp"
+    fetch "$AGENT_URL" "$tmp" || die "$E_FETCH" "downloading $AGENT_URL failed"
+    got=$(sha256sum "$tmp" | awk '{print $1}')
+    if [ "$got" != "$AGENT_SHA256" ]; then
+        rm -f "$tmp"
+        die "$E_FETCH" "the downloaded agent's SHA-256 is $got, not $AGENT_SHA256; it was damaged or altered on the way"
+    fi
+    chmod 755 "$tmp" && put_file "$tmp" "$BIN"
+}
+
+write_file() {
+    mode=$1
+    dst=$2
+    text=$3
+    tmp="$WORK/$(basename "$dst")"
+    printf '%s' "$text" >"$tmp" && chmod "$mode" "$tmp" && put_file "$tmp" "$dst"
+}
+
+enrolled() { [ -f "$CONF" ] && grep -q '^\[node\]' "$CONF"; }
+
+enroll() {
+    if enrolled; then
+        say "already enrolled ($CONF); keeping that enrollment"
+        return 0
+    fi
+    step "enrolling with the console (group $GROUP, enable_uuid=$ENABLE_UUID)"
+    set -- enroll --console "$CONSOLE_URL" --enable-uuid "$ENABLE_UUID" --install-method script \
+        --log-dir "$LOG_DIR" --config "$CONF"
+    journal "remove $CONF"
+    # Secrets reach the agent on a pipe from printf (a shell builtin), never on a command line.
+    if [ -n "$ENROLLMENT_TOKEN" ] && [ -z "$USER_NAME" ]; then
+        printf '%s\n' "$ENROLLMENT_TOKEN" | "$BIN" "$@" --token-stdin
+    elif [ -n "$PASSWORD_FILE" ]; then
+        "$BIN" "$@" --user-name "$USER_NAME" --password-file "$PASSWORD_FILE"
+    elif [ -n "$PASSWORD" ]; then
+        printf '%s\n' "$PASSWORD" | "$BIN" "$@" --user-name "$USER_NAME" --password-stdin
+    elif [ "$PASSWORD_STDIN" = 1 ]; then
+        "$BIN" "$@" --user-name "$USER_NAME" --password-stdin
+    else
+        die "$E_USAGE" "no credential: this script carries none; pass --user_name=NAME with --password-file FILE"
+    fi || die "$E_ENROLL" "the console refused the enrollment (see above)"
+    chown "$AGENT_USER" "$CONF" && chmod 600 "$CONF"
+}
+
+start_service() {
+    case $INIT in
+    systemd)
+        systemctl daemon-reload && systemctl enable tasknode >/dev/null 2>&1 && systemctl restart tasknode
+        ;;
+    sysv)
+        if command -v chkconfig >/dev/null 2>&1; then
+            chkconfig --add tasknode && chkconfig tasknode on
+        else
+            update-rc.d tasknode defaults >/dev/null
+        fi
+        sh "$INIT_PATH" restart
+        ;;
+    none) "$SERVERCTL" restart ;;
+    esac
+}
+
+stop_service() {
+    case $INIT in
+    systemd)
+        if [ -f "$UNIT_PATH" ]; then
+            systemctl stop tasknode 2>/dev/null
+            systemctl disable tasknode >/dev/null 2>&1
+        fi
+        ;;
+    sysv)
+        if [ -f "$INIT_PATH" ]; then
+            sh "$INIT_PATH" stop
+            if command -v chkconfig >/dev/null 2>&1; then
+                chkconfig --del tasknode 2>/dev/null
+            else
+                update-rc.d -f tasknode remove >/dev/null 2>&1
+            fi
+        fi
+        ;;
+    none) [ -x "$BIN" ] && [ -f "$CONF" ] && "$SERVERCTL" stop ;;
+    esac
+    return 0
+}
+
+install_service() {
+    case $INIT in
+    systemd) write_file 644 "$UNIT_PATH" "$UNIT_FILE" ;;
+    sysv) write_file 755 "$INIT_PATH" "$INIT_SCRIPT" ;;
+    none) : ;;
+    esac || return 1
+    step "starting the agent ($INIT)"
+    journal "service-stop"
+    start_service || die "$E_FAIL" "the agent service did not start; see $LOG_DIR/agent.log"
+}
+
+wait_available() {
+    step "waiting for the console to show this server available"
+    waited=0
+    while [ "$waited" -lt "$WAIT_AVAILABLE" ]; do
+        if "$BIN" status --json --config "$CONF" 2>/dev/null | grep -q '"console_status": "available"'; then
+            return 0
+        fi
+        sleep 1
+        waited=$((waited + 1))
+    done
+    "$BIN" status --config "$CONF" >&2
+    die "$E_AVAILABLE" "the console does not show this server available after $WAIT_AVAILABLE s (status above)"
+}
+
+# ---- removing -------------------------------------------------------------------------------
+
+uninstall() {
+    step "stopping the agent"
+    stop_service
+    step "removing the agent"
+    rm -f "$UNIT_PATH" "$INIT_PATH"
+    [ "$INIT" = systemd ] && systemctl daemon-reload 2>/dev/null
+    rm -rf "$BIN_DIR" "$CONF_DIR" "$(dirname "$PIDFILE")"
+    if [ "$PURGE" = 1 ]; then
+        step "purging the logs"
+        rm -rf "$LOG_DIR"
+        rmdir "$HOME_DIR" 2>/dev/null
+        if [ -f "$STATE_DIR/created-user" ]; then
+            step "removing user $AGENT_USER (created by the install)"
+            remove_user
+        fi
+        rm -rf "$STATE_DIR"
+    elif [ -d "$LOG_DIR" ]; then
+        say "kept the logs in $LOG_DIR (--purge removes them)"
+    fi
+    say "tasknode is uninstalled"
+}
+
+# Moves the current install aside (kept for a rollback) so it is installed afresh.
+set_aside() {
+    step "setting the current install aside (logs stay)"
+    stop_service
+    for f in "$BIN" "$SERVERCTL" "$CONF" "$UNIT_PATH" "$INIT_PATH"; do
+        if [ -e "$f" ]; then
+            mv -f "$f" "$f.tasknode-bak" || return 1
+            journal "restore $f"
+        fi
+    done
+    journal "service-start"
+}
+
+summary() {
+    name=$(sed -n 's/^server_name = "\(.*\)"$/\1/p' "$CONF" | head -n 1)
+    cat <<EOF
+
+tasknode $AGENT_VERSION is installed and this server ($name) is available in group $GROUP.
+  agent      $BIN (runs as $AGENT_USER, managed by $INIT)
+  control    $SERVERCTL start|stop|restart|status
+  config     $CONF
+  logs       $LOG_DIR/heartbeat.log, $LOG_DIR/agent.log
+EOF
+}
+
+main() {
+    parse_args "$@"
+    if [ "$ACTION" = help ]; then
+        usage
+        exit 0
+    fi
+    [ "$(id -u)" = 0 ] || die "$E_ROOT" "run this as root (sudo sh install.sh ...)"
+    trap finish EXIT
+    trap 'exit 130' INT TERM
+    WORK=$(mktemp -d /tmp/tasknode-install.XXXXXX) || die "$E_FAIL" "cannot make a temporary directory"
+    journal "remove $WORK"
+
+    step "checking this host"
+    detect_os
+    detect_init
+    if [ "$ACTION" = uninstall ]; then
+        uninstall
+        OK=1
+        exit 0
+    fi
+    detect_arch
+    detect_fetch
+    say "os $OS, arch $ARCH, init $INIT, fetch with $FETCH"
+    check_console
+    check_hosts || die "$E_FAIL" "could not fix /etc/hosts"
+    check_disk
+    warn_small_host
+
+    [ "$ACTION" = reinstall ] && { set_aside || die "$E_FAIL" "could not set the current install aside"; }
+    ensure_user || die "$E_FAIL" "could not create user $AGENT_USER"
+    make_dir 755 "$HOME_DIR" "$BIN_DIR" "$LOG_DIR" "$(dirname "$PIDFILE")" || die "$E_FAIL" "could not create $HOME_DIR"
+    make_dir 700 "$CONF_DIR" || die "$E_FAIL" "could not create $CONF_DIR"
+    install_binary
+    write_file 755 "$SERVERCTL" "$SERVERCTL_SCRIPT" || die "$E_FAIL" "could not write $SERVERCTL"
+    enroll
+    install_service
+    wait_available
+    OK=1
+    summary
+}
+
+main "$@"
