@@ -336,7 +336,11 @@ ensure_user() {
         adduser -D "$AGENT_USER" || return 1
     fi
     journal "user $AGENT_USER"
-    mkdir -p "$STATE_DIR" && : >"$STATE_DIR/created-user"
+    if [ ! -d "$STATE_DIR" ]; then
+        mkdir -p "$STATE_DIR" || return 1
+        journal "remove $STATE_DIR"
+    fi
+    : >"$STATE_DIR/created-user"
 }
 
 remove_user() {
@@ -500,13 +504,14 @@ uninstall() {
 set_aside() {
     step "setting the current install aside (logs stay)"
     stop_service
+    # The rollback undoes newest first: the old files come back before the old service starts.
+    journal "service-start"
     for f in "$BIN" "$SERVERCTL" "$CONF" "$UNIT_PATH" "$INIT_PATH"; do
         if [ -e "$f" ]; then
             mv -f "$f" "$f.tasknode-bak" || return 1
             journal "restore $f"
         fi
     done
-    journal "service-start"
 }
 
 summary() {

@@ -184,3 +184,342 @@ fn the_install_command_installs_under_every_shell_and_uninstalls_without_residue
         console.wait_status(uuid, "stopped", Duration::from_secs(10));
     }
 }
+
+/// install.sh rendered offline with an access key (`tasknode-dist render install-sh`).
+fn access_key_script(
+    console_url: &str,
+    agents: &std::path::Path,
+    user: &str,
+    password: &str,
+    dir: &std::path::Path,
+) -> std::path::PathBuf {
+    let pw = dir.join("password");
+    std::fs::write(&pw, format!("{password}\n")).unwrap();
+    let out_file = dir.join("install-key.sh");
+    let out = std::process::Command::new(tasknode_tests::bin("tasknode-dist"))
+        .args([
+            "render",
+            "install-sh",
+            "--console",
+            console_url,
+            "--user-name",
+            user,
+            "--group",
+            "vpc",
+        ])
+        .args(["--enable-uuid", "true", "--password-file"])
+        .arg(&pw)
+        .arg("--agent-dir")
+        .arg(agents)
+        .arg("--out")
+        .arg(&out_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "render install-sh: {}", stderr(&out));
+    out_file
+}
+
+#[test]
+fn os_detection_for_every_target_family() {
+    if !require_root() {
+        return;
+    }
+    let agents = tempfile::tempdir().unwrap();
+    std::fs::write(agents.path().join("tasknode-x86_64"), b"not run").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on port 9: every run stops at the console check, after detection.
+    let script = access_key_script(
+        "http://127.0.0.1:9",
+        agents.path(),
+        "etl",
+        "correct-horse",
+        dir.path(),
+    );
+    for os in Os::ALL {
+        let sb = Sandbox::new(os);
+        std::fs::copy(&script, sb.path("/tmp/install.sh")).unwrap();
+        let out = sb.sh("/bin/sh", "sh /tmp/install.sh");
+        if os == Os::Unknown {
+            assert_eq!(out.status.code(), Some(11), "{}", text(&out));
+            assert!(text(&out).contains("--force-os"), "{}", text(&out));
+            let out = sb.sh("/bin/sh", "sh /tmp/install.sh --force-os");
+            assert_eq!(out.status.code(), Some(14), "{}", text(&out));
+            assert!(text(&out).contains("os unknown"), "{}", text(&out));
+            continue;
+        }
+        assert_eq!(out.status.code(), Some(14), "{os:?}: {}", text(&out));
+        assert!(
+            text(&out).contains(&format!("os {},", os.family())),
+            "{os:?}: {}",
+            text(&out)
+        );
+        assert!(
+            text(&out).contains("cannot reach the console"),
+            "{}",
+            text(&out)
+        );
+    }
+}
+
+#[test]
+fn preflight_refusals_change_nothing_and_fix_hosts_repairs() {
+    if !require_root() {
+        return;
+    }
+    // A console whose clock is 5 minutes ahead: the install stops before changing anything.
+    let (skewed, _a) = console(&UUIDS[..1], &["--clock-offset", "300"]);
+    let sb = Sandbox::new(Os::CentOs7);
+    sb.set_uuid(UUIDS[0]);
+    let before = sb.files();
+    let cmd = install_command(&skewed);
+    let out = sb.sh("/bin/sh", cmd["wget_command"].as_str().unwrap());
+    assert_eq!(out.status.code(), Some(15), "{}", text(&out));
+    assert!(
+        text(&out).contains("s off the console's") && text(&out).contains("chronyc makestep"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(sb.files(), before);
+    drop(skewed);
+
+    // A host name that does not resolve: refused with the fix, then repaired by --fix-hosts.
+    let (console, _agents) = console(&UUIDS[..1], &[]);
+    std::fs::write(sb.path("/etc/hosts"), "127.0.0.1 localhost\n").unwrap();
+    let cmd = install_command(&console);
+    let out = sb.sh("/bin/sh", cmd["wget_command"].as_str().unwrap());
+    assert_eq!(out.status.code(), Some(16), "{}", text(&out));
+    assert!(text(&out).contains("--fix-hosts"), "{}", text(&out));
+    let wget = cmd["wget_command"]
+        .as_str()
+        .unwrap()
+        .replace("| sh", "| sh -s -- --fix-hosts");
+    let out = sb.sh("/bin/sh", &wget);
+    assert!(out.status.success(), "{}", text(&out));
+    let hosts = std::fs::read_to_string(sb.path("/etc/hosts")).unwrap();
+    assert!(
+        hosts
+            .lines()
+            .any(|l| l.ends_with(&format!(" {}", tasknode_tests::hostname()))),
+        "{hosts}"
+    );
+    let backups = std::fs::read_dir(sb.path("/etc")).unwrap().filter(|e| {
+        e.as_ref()
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("hosts.tasknode-bak.")
+    });
+    assert_eq!(backups.count(), 1, "--fix-hosts keeps one backup");
+    console.wait_status(UUIDS[0], "available", Duration::from_secs(10));
+}
+
+#[test]
+fn a_refused_enrollment_rolls_back_everything_it_did() {
+    if !require_root() {
+        return;
+    }
+    // The sandbox's UUID was never added to the group: the console refuses the enrollment
+    // after the user, directories and binary are in place.
+    let (console, _agents) = console(&UUIDS[..1], &[]);
+    let sb = Sandbox::new(Os::Alinux3);
+    sb.set_uuid("4c4c4544-0042-3510-8051-b4c04f3332ff");
+    let before = sb.files();
+    let cmd = install_command(&console);
+    let out = sb.sh(
+        "/usr/bin/dash",
+        &cmd["wget_command"]
+            .as_str()
+            .unwrap()
+            .replace("| sh", "| /usr/bin/dash"),
+    );
+    assert_eq!(out.status.code(), Some(18), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains("rolling back") && said.contains("server add"),
+        "{said}"
+    );
+    assert_eq!(
+        without_shadow_backups(sb.files()),
+        without_shadow_backups(before)
+    );
+    assert!(
+        !std::fs::read_to_string(sb.path("/etc/passwd"))
+            .unwrap()
+            .contains("admin:")
+    );
+}
+
+#[test]
+fn reruns_repair_reinstall_enrolls_again_and_hostile_values_stay_data() {
+    if !require_root() {
+        return;
+    }
+    let (console, agents) = console(&UUIDS[..1], &[]);
+    let sb = Sandbox::new(Os::CentOs7);
+    sb.set_uuid(UUIDS[0]);
+    let cmd = install_command(&console);
+    let out = sb.sh(
+        "/usr/bin/bash",
+        &cmd["wget_command"]
+            .as_str()
+            .unwrap()
+            .replace("| sh", "| /usr/bin/bash"),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    console.wait_status(UUIDS[0], "available", Duration::from_secs(10));
+    let conf = sb.path("/home/admin/tasknode/conf/tasknode.conf");
+    let node_of = |c: &std::path::Path| {
+        let t = std::fs::read_to_string(c).unwrap();
+        t.lines()
+            .find(|l| l.starts_with("id = "))
+            .unwrap()
+            .to_owned()
+    };
+    let first_node = node_of(&conf);
+
+    // The same install again, with an access key: verified and kept, nothing duplicated.
+    let dir = tempfile::tempdir().unwrap();
+    let key_user: Value =
+        serde_json::from_str(&console.cli_ok(&["user", "create", "ops", "--json"])).unwrap();
+    let key_password = key_user["password"].as_str().unwrap();
+    let script = access_key_script(&console.url, agents.path(), "ops", key_password, dir.path());
+    std::fs::copy(&script, sb.path("/tmp/key.sh")).unwrap();
+    let out = sb.sh("/bin/sh", "sh /tmp/key.sh");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("already enrolled"), "{}", text(&out));
+    assert_eq!(node_of(&conf), first_node, "a re-run must not enroll again");
+    assert_eq!(console.servers().len(), 1);
+    let agents_running = sb.sh("/bin/sh", "ps | grep -c '[t]asknode run'");
+    assert_eq!(
+        String::from_utf8_lossy(&agents_running.stdout).trim(),
+        "1",
+        "one agent, not two"
+    );
+
+    // --reinstall: a new enrollment of the same identity, logs kept.
+    let log = sb.path("/home/admin/tasknode/logs/heartbeat.log");
+    let lines_before = std::fs::read_to_string(&log).unwrap().lines().count();
+    let out = sb.sh("/bin/sh", "sh /tmp/key.sh --reinstall");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_ne!(node_of(&conf), first_node, "--reinstall enrolls again");
+    assert!(
+        std::fs::read_to_string(&log).unwrap().lines().count() >= lines_before,
+        "logs kept"
+    );
+    console.wait_status(UUIDS[0], "available", Duration::from_secs(10));
+    assert!(agent_running(&sb));
+
+    // A password full of shell syntax is data: the wrong password is refused by the console,
+    // nothing in it runs, and the existing install is left as it was.
+    let canary = "/tmp/canary";
+    let hostile = format!("x'; touch {canary}; '$(touch {canary})`touch {canary}`\u{1F600}");
+    let script = access_key_script(&console.url, agents.path(), "ops", &hostile, dir.path());
+    std::fs::copy(&script, sb.path("/tmp/hostile.sh")).unwrap();
+    let out = sb.sh("/bin/sh", "sh /tmp/hostile.sh --reinstall");
+    assert_eq!(out.status.code(), Some(18), "{}", text(&out));
+    assert!(!sb.path(canary).exists(), "a rendered value ran");
+    assert!(
+        agent_running(&sb),
+        "the failed reinstall must put the old install back"
+    );
+    console.wait_status(UUIDS[0], "available", Duration::from_secs(15));
+
+    // Values that cannot be made safe are refused when rendering, naming what is wrong.
+    for (flag, value) in [
+        ("--user-name", "etl;reboot"),
+        ("--group", "$(id)"),
+        ("--group", &"g".repeat(4096)),
+    ] {
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "correct-horse\n").unwrap();
+        let mut args = vec![
+            "render",
+            "install-sh",
+            "--console",
+            &console.url,
+            "--enable-uuid",
+            "true",
+        ];
+        let (user, group) = if flag == "--user-name" {
+            (value, "vpc")
+        } else {
+            ("etl", value)
+        };
+        args.extend(["--user-name", user, "--group", group]);
+        let out = std::process::Command::new(tasknode_tests::bin("tasknode-dist"))
+            .args(&args)
+            .arg("--password-file")
+            .arg(&pw)
+            .arg("--agent-dir")
+            .arg(agents.path())
+            .arg("--out")
+            .arg(dir.path().join("refused.sh"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{flag} {value:.20} rendered");
+        assert!(stderr(&out).contains(flag), "{}", stderr(&out));
+        assert!(!dir.path().join("refused.sh").exists());
+    }
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, format!("{}\n", "p".repeat(4096))).unwrap();
+    let out = std::process::Command::new(tasknode_tests::bin("tasknode-dist"))
+        .args([
+            "render",
+            "install-sh",
+            "--console",
+            &console.url,
+            "--enable-uuid",
+            "true",
+            "--user-name",
+            "etl",
+            "--group",
+            "vpc",
+        ])
+        .arg("--password-file")
+        .arg(&pw)
+        .arg("--agent-dir")
+        .arg(agents.path())
+        .arg("--out")
+        .arg(dir.path().join("refused.sh"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("password"), "{}", stderr(&out));
+}
+
+#[test]
+fn the_sysv_script_starts_queries_and_stops_the_agent_in_the_sandbox() {
+    if !require_root() {
+        return;
+    }
+    let (console, _agents) = console(&UUIDS[..1], &[]);
+    let sb = Sandbox::new(Os::CentOs6);
+    sb.set_uuid(UUIDS[0]);
+    let cmd = install_command(&console);
+    let out = sb.sh("/bin/sh", cmd["wget_command"].as_str().unwrap());
+    assert!(out.status.success(), "{}", text(&out));
+    let out = sb.sh("/bin/sh", "/home/admin/tasknode/bin/serverctl stop");
+    assert!(out.status.success(), "{}", text(&out));
+
+    let init = tasknode_dist::render::init(
+        &tasknode_dist::Templates::embedded().unwrap(),
+        &tasknode_dist::Layout::script(),
+    )
+    .unwrap();
+    std::fs::create_dir_all(sb.path("/etc/init.d")).unwrap();
+    std::fs::write(sb.path("/etc/init.d/tasknode"), init).unwrap();
+    for shell in ["/bin/sh", "/usr/bin/dash", "/usr/bin/bash"] {
+        let run = |action: &str| sb.sh(shell, &format!("{shell} /etc/init.d/tasknode {action}"));
+        let out = run("start");
+        assert!(out.status.success(), "{shell} start: {}", text(&out));
+        console.wait_status(UUIDS[0], "available", Duration::from_secs(10));
+        let out = run("status");
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        assert!(text(&out).contains("is running"));
+        assert!(agent_running(&sb));
+        let out = run("stop");
+        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(run("status").status.code(), Some(3));
+        console.wait_status(UUIDS[0], "stopped", Duration::from_secs(5));
+    }
+}
