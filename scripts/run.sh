@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Runs tasknode on this machine: builds the console and the agent, starts the console with its
-# embedded store, creates a user, a classic resource group "demo" with this host in it, enrolls
-# an agent on this host and waits until the console shows it available. Then it keeps both
-# running until Ctrl-C (or exits at once with TASKNODE_RUN_ONCE=1).
+# Runs tasknode on this machine: builds the console and the agent (and the static agent the
+# console serves to install scripts), starts the console with its embedded store, creates a
+# user, a classic resource group "demo" with this host in it, enrolls an agent on this host and
+# waits until the console shows it available. Then it keeps both running until Ctrl-C (or
+# exits at once with TASKNODE_RUN_ONCE=1).
 #
 # Environment:
 #   TASKNODE_PORT     console port on 127.0.0.1 (default 8080; 0 picks a free one)
@@ -27,11 +28,23 @@ case $profile in
   *) die "TASKNODE_PROFILE must be release or debug, not '$profile'" ;;
 esac
 
+if ! command -v musl-gcc >/dev/null; then
+  say "installing musl-tools (the static agent's C compiler)"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq musl-tools; } \
+    || die "could not install musl-tools; install it (apt-get install musl-tools) and try again"
+fi
+rustup target list --installed | grep -qx x86_64-unknown-linux-musl \
+  || rustup target add x86_64-unknown-linux-musl \
+  || die "could not add the rustup target x86_64-unknown-linux-musl"
+
 say "building tasknode and tasknode-console ($profile)"
 cargo build $build_flag --locked -p tasknode -p tasknode-console
+say "building the static agent install scripts download ($profile, x86_64-unknown-linux-musl)"
+cargo build $build_flag --locked --target x86_64-unknown-linux-musl -p tasknode
 
-mkdir -p "$state"
+mkdir -p "$state/agents"
 chmod 700 "$state"
+cp "target/x86_64-unknown-linux-musl/${bin#target/}/tasknode" "$state/agents/tasknode-x86_64"
 data=$state/data
 agent_conf=$state/agent/conf/tasknode.conf
 export TASKNODE_DATA=$data
@@ -49,7 +62,8 @@ trap 'echo; say "stopping the agent and the console"; stop_all; exit 0' INT TERM
 
 say "starting the console on 127.0.0.1:$port (data in $data)"
 rm -f "$data/console.url"
-"$bin/tasknode-console" serve --listen "127.0.0.1:$port" >"$state/console.out" 2>"$state/console.log" &
+"$bin/tasknode-console" serve --listen "127.0.0.1:$port" --agent-dir "$state/agents" \
+  >"$state/console.out" 2>"$state/console.log" &
 console_pid=$!
 for _ in $(seq 100); do
   [ -s "$data/console.url" ] && break
@@ -110,6 +124,12 @@ tasknode is running.
   agent status  $bin/tasknode status --config $agent_conf
   agent logs    $state/agent/logs/heartbeat.log, $state/agent/logs/agent.log
   console log   $state/console.log
+  served agent  $url/dist/agent/tasknode-x86_64 (static; the install scripts download it)
+
+To add another server: add it to a group, then print its one-time install command:
+  TASKNODE_DATA=$data $bin/tasknode-console server add --group $group --name OTHER-HOSTNAME
+  TASKNODE_DATA=$data $bin/tasknode-console install-command --group $group --user demo
+(the console listens on 127.0.0.1 here; serve with --listen 0.0.0.0:PORT --public-url URL for other hosts)
 MSG
 
 if [ "${TASKNODE_RUN_ONCE:-}" = 1 ]; then

@@ -1,1 +1,385 @@
-fn main() {}
+//! tasknode-loadgen: simulated agents for the benchmarks. `enroll` registers N agents with a
+//! console (one-time tokens, so no Argon2 per agent), `heartbeat` runs them at an interval
+//! (open loop, each agent on its own schedule), `saturate` sends back-to-back requests over C
+//! connections to any URL (the console's heartbeat, or nginx for the ceiling). Each prints one
+//! JSON line with rates and latency percentiles.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use hdrhistogram::Histogram;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tasknode-loadgen",
+    version,
+    about = "Simulated tasknode agents for benchmarks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Add N VPC servers to a group and enroll an agent for each; write their credentials.
+    Enroll {
+        #[arg(long)]
+        console: String,
+        /// The console's admin token file.
+        #[arg(long)]
+        token_file: PathBuf,
+        #[arg(long)]
+        agents: usize,
+        /// Where the node credentials go (JSON, mode 0600).
+        #[arg(long)]
+        state: PathBuf,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+    },
+    /// Run the enrolled agents: each heartbeats every INTERVAL, starting at a random phase.
+    Heartbeat {
+        #[arg(long)]
+        console: String,
+        #[arg(long)]
+        state: PathBuf,
+        #[arg(long, value_parser = duration, default_value = "10s")]
+        interval: Duration,
+        #[arg(long, value_parser = duration, default_value = "30s")]
+        duration: Duration,
+    },
+    /// Back-to-back requests over C connections for DURATION.
+    Saturate {
+        /// A plain URL to GET (nginx); without it, heartbeats to --console.
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long)]
+        console: Option<String>,
+        #[arg(long)]
+        state: Option<PathBuf>,
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        #[arg(long, value_parser = duration, default_value = "10s")]
+        duration: Duration,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Node {
+    id: String,
+    secret: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        match cli.command {
+            Command::Enroll {
+                console,
+                token_file,
+                agents,
+                state,
+                concurrency,
+            } => enroll(&console, &token_file, agents, &state, concurrency).await,
+            Command::Heartbeat {
+                console,
+                state,
+                interval,
+                duration,
+            } => heartbeat(&console, &state, interval, duration).await,
+            Command::Saturate {
+                url,
+                console,
+                state,
+                connections,
+                duration,
+            } => saturate(url, console, state, connections, duration).await,
+        }
+    })
+}
+
+fn client(connections: usize) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .pool_max_idle_per_host(connections)
+        .timeout(Duration::from_secs(10))
+        .build()?)
+}
+
+async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    bearer: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let res = http.post(url).bearer_auth(bearer).json(body).send().await?;
+    let status = res.status();
+    let text = res.text().await?;
+    if !status.is_success() && status.as_u16() != 409 {
+        bail!("{url}: HTTP {status}: {text}");
+    }
+    Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+}
+
+async fn enroll(
+    console: &str,
+    token_file: &PathBuf,
+    agents: usize,
+    state: &PathBuf,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let token = std::fs::read_to_string(token_file)
+        .with_context(|| format!("--token-file {}", token_file.display()))?
+        .trim()
+        .to_owned();
+    let http = client(concurrency)?;
+    let api = |p: &str| format!("{console}/api/v1{p}");
+    post(
+        &http,
+        &api("/users"),
+        &token,
+        &json!({"name": "bench", "project": "default"}),
+    )
+    .await?;
+    post(
+        &http,
+        &api("/groups"),
+        &token,
+        &json!({"name": "bench", "project": "default", "network": "vpc"}),
+    )
+    .await?;
+
+    let started = Instant::now();
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let mut tasks = Vec::with_capacity(agents);
+    for i in 0..agents {
+        let (http, token, console) = (http.clone(), token.clone(), console.to_owned());
+        let permit = Arc::clone(&semaphore).acquire_owned().await?;
+        tasks.push(tokio::spawn(async move {
+            let _permit = permit;
+            let api = |p: &str| format!("{console}/api/v1{p}");
+            let uuid = uuid::Uuid::from_u128(0x4c4c_4544_0000_0000_0000_0000_0000_0000 | (i as u128 + 1)).to_string();
+            post(&http, &api("/servers"), &token, &json!({"project": "default", "group": "bench", "name": uuid})).await?;
+            let cmd = post(&http, &api("/install-commands"), &token,
+                &json!({"project": "default", "group": "bench", "user_name": "bench"})).await?;
+            let url = cmd["url"].as_str().context("install command without a url")?;
+            let one_time = url.rsplit('/').next().context("install url without a token")?.to_owned();
+            let body = json!({
+                "enrollment_token": one_time,
+                "identity": {"kind": "uuid", "value": uuid},
+                "facts": {"hostname": format!("bench-{i}"), "cpu_cores": 8.0, "memory_bytes": 17179869184u64,
+                          "os": "CentOS release 6.10 (Final)", "arch": "x86_64", "kernel": "2.6.32", "agent_version": "0.1.0"}
+            });
+            let res = http.post(api("/enroll")).json(&body).send().await?;
+            let status = res.status();
+            let v: serde_json::Value = res.json().await?;
+            if !status.is_success() {
+                bail!("enroll {uuid}: HTTP {status}: {v}");
+            }
+            Ok::<_, anyhow::Error>(Node {
+                id: v["node_id"].as_str().context("no node_id")?.to_owned(),
+                secret: v["node_secret"].as_str().context("no node_secret")?.to_owned(),
+            })
+        }));
+    }
+    let mut nodes = Vec::with_capacity(agents);
+    for (i, t) in tasks.into_iter().enumerate() {
+        nodes.push(t.await??);
+        if (i + 1) % 1000 == 0 {
+            eprintln!("enrolled {} of {agents}", i + 1);
+        }
+    }
+    let text = serde_json::to_string(&nodes)?;
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(state)?;
+        f.write_all(text.as_bytes())?;
+    }
+    println!(
+        "{}",
+        json!({"enrolled": nodes.len(), "seconds": started.elapsed().as_secs_f64()})
+    );
+    Ok(())
+}
+
+fn load_nodes(state: &PathBuf) -> anyhow::Result<Vec<Node>> {
+    let text =
+        std::fs::read_to_string(state).with_context(|| format!("--state {}", state.display()))?;
+    let nodes: Vec<Node> = serde_json::from_str(&text)?;
+    if nodes.is_empty() {
+        bail!(
+            "{} holds no agents; run `tasknode-loadgen enroll` first",
+            state.display()
+        );
+    }
+    Ok(nodes)
+}
+
+/// An empty latency histogram: microseconds, 1 µs to 60 s, 3 significant digits.
+fn histogram() -> anyhow::Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).context("latency histogram bounds")
+}
+
+fn summary(h: &Histogram<u64>, ok: u64, errors: u64, elapsed: Duration) -> serde_json::Value {
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    json!({
+        "ok": ok,
+        "errors": errors,
+        "seconds": elapsed.as_secs_f64(),
+        "rate_per_s": ok as f64 / elapsed.as_secs_f64(),
+        "p50_ms": ms(0.5),
+        "p99_ms": ms(0.99),
+        "max_ms": h.max() as f64 / 1000.0,
+    })
+}
+
+const HEARTBEAT: &str =
+    r#"{"agent_version":"0.1.0","clock_offset_ms":0,"running_tasks":0,"free_slots":16}"#;
+
+async fn heartbeat(
+    console: &str,
+    state: &PathBuf,
+    interval: Duration,
+    duration: Duration,
+) -> anyhow::Result<()> {
+    let nodes = load_nodes(state)?;
+    let http = client(256)?;
+    let empty = histogram()?;
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::with_capacity(nodes.len());
+    for node in nodes.iter().cloned() {
+        let (http, mut h) = (http.clone(), empty.clone());
+        let url = format!("{console}/api/v1/nodes/{}/heartbeat", node.id);
+        let phase = rand::thread_rng().gen_range(Duration::ZERO..interval);
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut errors) = (0u64, 0u64);
+            let mut ticker =
+                tokio::time::interval_at(tokio::time::Instant::now() + phase, interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                if Instant::now() >= deadline {
+                    break;
+                }
+                let t0 = Instant::now();
+                let res = http
+                    .post(&url)
+                    .bearer_auth(&node.secret)
+                    .header("content-type", "application/json")
+                    .body(HEARTBEAT)
+                    .send()
+                    .await;
+                match res {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                        ok += 1;
+                        let _ = h.record(t0.elapsed().as_micros() as u64);
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (h, ok, errors)
+        }));
+    }
+    let mut all = empty;
+    let (mut ok, mut errors) = (0, 0);
+    for t in tasks {
+        let (h, o, e) = t.await?;
+        all.add(h)?;
+        ok += o;
+        errors += e;
+    }
+    let mut out = summary(&all, ok, errors, duration);
+    out["agents"] = json!(nodes.len());
+    out["interval_s"] = json!(interval.as_secs_f64());
+    println!("{out}");
+    Ok(())
+}
+
+async fn saturate(
+    url: Option<String>,
+    console: Option<String>,
+    state: Option<PathBuf>,
+    connections: usize,
+    duration: Duration,
+) -> anyhow::Result<()> {
+    let nodes = match (&url, &state) {
+        (None, Some(s)) => load_nodes(s)?,
+        (None, None) => bail!("saturate needs --url, or --console and --state"),
+        (Some(_), _) => Vec::new(),
+    };
+    let nodes = Arc::new(nodes);
+    let http = client(connections)?;
+    let empty = histogram()?;
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::with_capacity(connections);
+    for c in 0..connections {
+        let (http, url, console, nodes) = (
+            http.clone(),
+            url.clone(),
+            console.clone(),
+            Arc::clone(&nodes),
+        );
+        let mut h = empty.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut errors, mut i) = (0u64, 0u64, c);
+            while Instant::now() < deadline {
+                let t0 = Instant::now();
+                let req = match (&url, &console) {
+                    (Some(u), _) => http.get(u),
+                    (None, Some(base)) => {
+                        let n = &nodes[i % nodes.len()];
+                        i += connections;
+                        http.post(format!("{base}/api/v1/nodes/{}/heartbeat", n.id))
+                            .bearer_auth(&n.secret)
+                            .header("content-type", "application/json")
+                            .body(HEARTBEAT)
+                    }
+                    (None, None) => break,
+                };
+                match req.send().await {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                        ok += 1;
+                        let _ = h.record(t0.elapsed().as_micros() as u64);
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (h, ok, errors)
+        }));
+    }
+    let mut all = empty;
+    let (mut ok, mut errors) = (0, 0);
+    for t in tasks {
+        let (h, o, e) = t.await?;
+        all.add(h)?;
+        ok += o;
+        errors += e;
+    }
+    let mut out = summary(&all, ok, errors, started.elapsed());
+    out["connections"] = json!(connections);
+    println!("{out}");
+    Ok(())
+}
