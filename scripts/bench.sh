@@ -1,0 +1,282 @@
+#!/usr/bin/env bash
+# Benchmarks: agent size and idle memory, console heartbeat capacity beside nginx, and
+# install-to-available. Each is run BENCH_RUNS times (default 3); docs/benchmarks.md gets the
+# median, min and max of each, with the machine and commit. Everything runs on loopback and
+# stops by itself. BENCH_QUICK=1 runs small versions (a smoke test of this script).
+#
+# Takes about 10 minutes on 2 cores (3 runs); needs root for the install benchmark (chroot).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+RUNS=${BENCH_RUNS:-3}
+QUICK=${BENCH_QUICK:-0}
+if [ "$QUICK" = 1 ]; then
+  BEATS=10 AGENTS=1000 HB_SECS=10s SAT_SECS=5s
+else
+  BEATS=60 AGENTS=10000 HB_SECS=30s SAT_SECS=10s
+fi
+CONNECTIONS=64
+OUT=docs/benchmarks.md
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# ---- what it needs ----------------------------------------------------------------------
+need=()
+for pair in nginx:nginx musl-gcc:musl-tools python3:python3 busybox:busybox-static useradd:passwd; do
+  command -v "${pair%%:*}" >/dev/null || need+=("${pair##*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  say "installing ${need[*]}"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"; } \
+    || die "could not install ${need[*]}"
+fi
+rustup target list --installed | grep -qx x86_64-unknown-linux-musl \
+  || rustup target add x86_64-unknown-linux-musl || die "could not add the musl target"
+
+say "building release binaries"
+cargo build --release --locked -p tasknode-console -p tasknode-bench -p tasknode
+cargo build --release --locked --target x86_64-unknown-linux-musl -p tasknode
+CONSOLE=$PWD/target/release/tasknode-console
+LOADGEN=$PWD/target/release/tasknode-loadgen
+AGENT=$PWD/target/x86_64-unknown-linux-musl/release/tasknode
+file "$AGENT" | grep -q 'static' || die "$AGENT is not statically linked"
+
+WORK=$(mktemp -d)
+PIDS=()
+MOUNTS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for m in "${MOUNTS[@]}"; do umount -l "$m" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+RESULTS=$WORK/results.jsonl
+: >"$RESULTS"
+record() { printf '{"metric":"%s","unit":"%s","value":%s}\n' "$1" "$2" "$3" >>"$RESULTS"; }
+
+mkdir -p "$WORK/agents"
+cp "$AGENT" "$WORK/agents/tasknode-x86_64"
+
+# start_console DIR FLAGS...: starts a console on a free port; sets CONSOLE_URL, CONSOLE_PID.
+start_console() {
+  local data=$1
+  shift
+  "$CONSOLE" serve --data "$data" --listen 127.0.0.1:0 --agent-dir "$WORK/agents" "$@" \
+    >"$data.out" 2>"$data.log" &
+  CONSOLE_PID=$!
+  PIDS+=("$CONSOLE_PID")
+  for _ in $(seq 100); do
+    [ -s "$data/console.url" ] && break
+    sleep 0.1
+  done
+  [ -s "$data/console.url" ] || die "console did not start: $(cat "$data.log")"
+  CONSOLE_URL=$(cat "$data/console.url")
+}
+
+stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+# ---- agent size -------------------------------------------------------------------------
+say "agent binary size"
+for _ in $(seq "$RUNS"); do
+  record agent_binary_static_musl MiB "$(python3 -c "import os; print(os.path.getsize('$AGENT') / 1048576)")"
+  record agent_binary_glibc MiB "$(python3 -c "import os; print(os.path.getsize('target/release/tasknode') / 1048576)")"
+done
+
+# ---- agent idle RSS after N heartbeats ---------------------------------------------------
+say "agent idle RSS after $BEATS heartbeats ($RUNS runs)"
+for run in $(seq "$RUNS"); do
+  data=$WORK/rss$run
+  start_console "$data" --heartbeat-interval 1s
+  export TASKNODE_DATA=$data TASKNODE_CONSOLE=$CONSOLE_URL
+  "$CONSOLE" user create bench --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["password"])' >"$WORK/pw"
+  chmod 600 "$WORK/pw"
+  "$CONSOLE" group create rss --network classic >/dev/null
+  "$CONSOLE" server add --group rss --name "$(uname -n | tr 'A-Z' 'a-z')" >/dev/null
+  conf=$WORK/agent$run/conf/tasknode.conf
+  "$AGENT" enroll --console "$CONSOLE_URL" --user-name bench --password-file "$WORK/pw" \
+    --enable-uuid false --config "$conf" >/dev/null
+  "$AGENT" run --config "$conf" 2>/dev/null &
+  agent=$!
+  PIDS+=("$agent")
+  log=$WORK/agent$run/logs/heartbeat.log
+  for _ in $(seq $((BEATS * 2 + 20))); do
+    [ -f "$log" ] && [ "$(wc -l <"$log")" -ge "$BEATS" ] && break
+    sleep 1
+  done
+  [ "$(wc -l <"$log")" -ge "$BEATS" ] || die "the agent did not heartbeat $BEATS times"
+  rss_kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$agent/status")
+  record agent_idle_rss MiB "$(python3 -c "print($rss_kb / 1024)")"
+  stop_pid "$agent"
+  stop_pid "$CONSOLE_PID"
+  unset TASKNODE_DATA TASKNODE_CONSOLE
+done
+
+# ---- console heartbeat capacity ----------------------------------------------------------
+say "console heartbeat capacity: $AGENTS agents at a 10 s interval, and saturation beside nginx"
+data=$WORK/capacity
+start_console "$data" --heartbeat-interval 10s
+"$LOADGEN" enroll --console "$CONSOLE_URL" --token-file "$data/admin.token" --agents "$AGENTS" \
+  --state "$WORK/nodes.json" --concurrency 32 >"$WORK/enroll.json"
+for run in $(seq "$RUNS"); do
+  "$LOADGEN" heartbeat --console "$CONSOLE_URL" --state "$WORK/nodes.json" --interval 10s \
+    --duration "$HB_SECS" >"$WORK/hb$run.json"
+  python3 - "$WORK/hb$run.json" >>"$RESULTS" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+for k, unit in [("rate_per_s", "heartbeats/s"), ("p50_ms", "ms"), ("p99_ms", "ms"), ("max_ms", "ms"), ("errors", "count")]:
+    print(json.dumps({"metric": f"console_{r['agents']}_agents_10s_{k}", "unit": unit, "value": r[k]}))
+PY
+  "$LOADGEN" saturate --console "$CONSOLE_URL" --state "$WORK/nodes.json" \
+    --connections "$CONNECTIONS" --duration "$SAT_SECS" >"$WORK/sat$run.json"
+done
+stop_pid "$CONSOLE_PID"
+
+mkdir -p "$WORK/nginx"
+cat >"$WORK/nginx/nginx.conf" <<EOF
+daemon off;
+worker_processes auto;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/nginx;
+  proxy_temp_path $WORK/nginx;
+  fastcgi_temp_path $WORK/nginx;
+  uwsgi_temp_path $WORK/nginx;
+  scgi_temp_path $WORK/nginx;
+  server { listen 127.0.0.1:18404; location / { return 204; } }
+}
+EOF
+nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
+NGINX_PID=$!
+PIDS+=("$NGINX_PID")
+sleep 1
+for run in $(seq "$RUNS"); do
+  "$LOADGEN" saturate --url http://127.0.0.1:18404/ --connections "$CONNECTIONS" \
+    --duration "$SAT_SECS" >"$WORK/nginx$run.json"
+done
+stop_pid "$NGINX_PID"
+python3 - "$WORK" "$RUNS" >>"$RESULTS" <<'PY'
+import json, sys
+work, runs = sys.argv[1], int(sys.argv[2])
+for i in range(1, runs + 1):
+    c = json.load(open(f"{work}/sat{i}.json"))
+    n = json.load(open(f"{work}/nginx{i}.json"))
+    for name, r in [("console", c), ("nginx_204", n)]:
+        print(json.dumps({"metric": f"saturation_{name}_rate", "unit": "requests/s", "value": r["rate_per_s"]}))
+        print(json.dumps({"metric": f"saturation_{name}_p99", "unit": "ms", "value": r["p99_ms"]}))
+    print(json.dumps({"metric": "saturation_console_over_nginx", "unit": "ratio", "value": c["rate_per_s"] / n["rate_per_s"]}))
+PY
+
+# ---- install-to-available ------------------------------------------------------------------
+INSTALL_NOTE=
+if [ "$(id -u)" = 0 ]; then
+  say "install-to-available ($RUNS runs, each in a fresh chroot)"
+  data=$WORK/install
+  start_console "$data" --heartbeat-interval 1s
+  export TASKNODE_DATA=$data TASKNODE_CONSOLE=$CONSOLE_URL
+  "$CONSOLE" user create inst >/dev/null
+  "$CONSOLE" group create inst --network vpc >/dev/null
+  for run in $(seq "$RUNS"); do
+    uuid=$(printf '4c4c4544-0042-3510-8051-b4c04f3330%02d' "$run")
+    "$CONSOLE" server add --group inst --name "$uuid" >/dev/null
+    root=$WORK/root$run
+    mkdir -p "$root"/{bin,etc,tmp,proc,dev,home,root,var/lib,sys/class/dmi/id}
+    chmod 1777 "$root/tmp"
+    cp "$(command -v busybox)" "$root/bin/busybox"
+    chroot "$root" /bin/busybox --install -s /bin
+    for prog in useradd userdel; do
+      p=$(command -v "$prog")
+      for f in "$p" $(ldd "$p" | grep -o '/[^ ]*'); do
+        mkdir -p "$root$(dirname "$f")"
+        cp -L "$f" "$root$f"
+      done
+    done
+    printf 'root:x:0:0:root:/root:/bin/sh\n' >"$root/etc/passwd"
+    printf 'root:x:0:\n' >"$root/etc/group"
+    printf 'root:*:19000:0:99999:7:::\n' >"$root/etc/shadow"
+    printf '127.0.0.1 localhost %s\n' "$(uname -n)" >"$root/etc/hosts"
+    printf 'CentOS release 6.10 (Final)\n' >"$root/etc/redhat-release"
+    printf '%s\n' "$uuid" >"$root/sys/class/dmi/id/product_uuid"
+    for m in proc dev; do mount --bind "/$m" "$root/$m"; MOUNTS+=("$root/$m"); done
+    cmd=$("$CONSOLE" install-command --group inst --user inst --json |
+      python3 -c 'import json,sys; print(json.load(sys.stdin)["wget_command"])')
+    start=$(date +%s.%N)
+    chroot "$root" /bin/sh -c "$cmd" >"$WORK/install$run.log" 2>&1 || die "install failed: $(cat "$WORK/install$run.log")"
+    end=$(date +%s.%N)
+    record install_to_available s "$(python3 -c "print($end - $start)")"
+    chroot "$root" /bin/sh -c '/home/admin/tasknode/bin/serverctl stop' >/dev/null 2>&1 || true
+    for m in proc dev; do umount -l "$root/$m"; done
+  done
+  stop_pid "$CONSOLE_PID"
+  unset TASKNODE_DATA TASKNODE_CONSOLE
+else
+  INSTALL_NOTE="install-to-available was not measured: it needs root (chroot)."
+fi
+
+# ---- the report ----------------------------------------------------------------------------
+say "writing $OUT"
+python3 - "$RESULTS" "$OUT" "$RUNS" "$QUICK" "$INSTALL_NOTE" "$(cat "$WORK/enroll.json")" <<'PY'
+import json, os, platform, statistics, subprocess, sys, datetime
+results, out, runs, quick, install_note, enroll = sys.argv[1:7]
+rows = {}
+for line in open(results):
+    r = json.loads(line)
+    rows.setdefault((r["metric"], r["unit"]), []).append(float(r["value"]))
+def cmd(*a):
+    return subprocess.run(a, capture_output=True, text=True).stdout.strip()
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown")
+mem = next((int(l.split()[1]) // 1024 for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0)
+targets = {
+    "agent_idle_rss": ("<= 8 MiB", lambda v: v <= 8),
+    "install_to_available": ("< 3 s", lambda v: v < 3),
+}
+for (m, _), _v in rows.items():
+    if m.endswith("_10s_p99_ms"):
+        targets[m] = ("< 20 ms", lambda v: v < 20)
+lines = [
+    "# Benchmarks",
+    "",
+    "Written by `scripts/bench.sh`; do not edit by hand. Every number is over "
+    f"{runs} runs (median, min, max){' in BENCH_QUICK mode (smaller loads)' if quick == '1' else ''}.",
+    "",
+    f"- date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+    f"- commit: {cmd('git', 'rev-parse', '--short', 'HEAD')}",
+    f"- machine: {os.cpu_count()} cores ({cpu}), {mem} MiB memory, {platform.system()} {platform.release()}",
+    f"- rustc: {cmd('rustc', '--version')}",
+    f"- simulated agents enrolled before the runs: {json.loads(enroll)['enrolled']} "
+    f"(in {json.loads(enroll)['seconds']:.1f} s, one-time tokens)",
+    "",
+    "| metric | unit | median | min | max | target |",
+    "| --- | --- | --- | --- | --- | --- |",
+]
+for (m, unit), vals in sorted(rows.items()):
+    med = statistics.median(vals)
+    target = ""
+    for key, (text, ok) in targets.items():
+        if m == key or m.startswith(key):
+            target = f"{text}: {'met' if ok(med) else 'MISSED'}"
+    lines.append(f"| {m} | {unit} | {med:.3f} | {min(vals):.3f} | {max(vals):.3f} | {target} |")
+lines += [
+    "",
+    "## What each measures",
+    "",
+    "- `agent_binary_*`: size of the release agent (`x86_64-unknown-linux-musl`, static, stripped, LTO) and, for reference, the glibc build.",
+    "- `agent_idle_rss`: VmRSS of the static agent after it has sent "
+    f"{'10' if quick == '1' else '60'} heartbeats (console asks for one a second), idle otherwise.",
+    "- `console_N_agents_10s_*`: N simulated agents (`tasknode-loadgen heartbeat`), each heartbeating every 10 s from a random phase, "
+    "against the release console on this machine; the load generator shares the 2 cores. Latency is from send to full response.",
+    "- `saturation_*`: back-to-back requests over "
+    f"{64} connections (`tasknode-loadgen saturate`): console heartbeats (authenticated, JSON, recorded in memory) beside nginx answering "
+    "a static 204 on the same machine in the same run, the ceiling of this machine and client; `saturation_console_over_nginx` is the ratio.",
+    "- `install_to_available`: seconds from starting `wget -qO- LINK | sh` in a fresh chroot (busybox, CentOS 6 release files) to the "
+    "script's exit, which it reaches once the console shows the server available.",
+]
+if install_note:
+    lines += ["", install_note]
+lines += ["", "Reproduce: `scripts/bench.sh` (`BENCH_RUNS=5` for more runs, `BENCH_QUICK=1` for a quick check).", ""]
+open(out, "w").write("\n".join(lines))
+PY
+say "done: $OUT"
