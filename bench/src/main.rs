@@ -239,21 +239,78 @@ fn histogram() -> anyhow::Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, 60_000_000, 3).context("latency histogram bounds")
 }
 
-fn summary(h: &Histogram<u64>, ok: u64, errors: u64, elapsed: Duration) -> serde_json::Value {
-    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    json!({
-        "ok": ok,
-        "errors": errors,
-        "seconds": elapsed.as_secs_f64(),
-        "rate_per_s": ok as f64 / elapsed.as_secs_f64(),
-        "p50_ms": ms(0.5),
-        "p99_ms": ms(0.99),
-        "max_ms": h.max() as f64 / 1000.0,
-    })
+/// What one worker measured: latencies of successful requests, and the count of each outcome.
+struct Tally {
+    latencies: Histogram<u64>,
+    ok: u64,
+    errors: u64,
+}
+
+impl Tally {
+    fn new(empty: &Histogram<u64>) -> Tally {
+        Tally {
+            latencies: empty.clone(),
+            ok: 0,
+            errors: 0,
+        }
+    }
+
+    /// Sends a request, reads the whole answer, and records its latency if it succeeded.
+    async fn send(&mut self, req: reqwest::RequestBuilder) {
+        let t0 = Instant::now();
+        match req.send().await {
+            Ok(r) if r.status().is_success() => {
+                let _ = r.bytes().await;
+                self.ok += 1;
+                let _ = self.latencies.record(t0.elapsed().as_micros() as u64);
+            }
+            _ => self.errors += 1,
+        }
+    }
+
+    fn summary(&self, elapsed: Duration) -> serde_json::Value {
+        let ms = |q: f64| self.latencies.value_at_quantile(q) as f64 / 1000.0;
+        json!({
+            "ok": self.ok,
+            "errors": self.errors,
+            "seconds": elapsed.as_secs_f64(),
+            "rate_per_s": self.ok as f64 / elapsed.as_secs_f64(),
+            "p50_ms": ms(0.5),
+            "p99_ms": ms(0.99),
+            "max_ms": self.latencies.max() as f64 / 1000.0,
+        })
+    }
+}
+
+/// Waits for the workers and adds up what they measured.
+async fn collect(
+    workers: Vec<tokio::task::JoinHandle<Tally>>,
+    empty: &Histogram<u64>,
+) -> anyhow::Result<Tally> {
+    let mut all = Tally::new(empty);
+    for w in workers {
+        let t = w.await?;
+        all.latencies.add(t.latencies)?;
+        all.ok += t.ok;
+        all.errors += t.errors;
+    }
+    Ok(all)
 }
 
 const HEARTBEAT: &str =
     r#"{"agent_version":"0.1.0","clock_offset_ms":0,"running_tasks":0,"free_slots":16}"#;
+
+/// One heartbeat of `node`, as an agent sends it.
+fn heartbeat_request(
+    http: &reqwest::Client,
+    console: &str,
+    node: &Node,
+) -> reqwest::RequestBuilder {
+    http.post(format!("{console}/api/v1/nodes/{}/heartbeat", node.id))
+        .bearer_auth(&node.secret)
+        .header("content-type", "application/json")
+        .body(HEARTBEAT)
+}
 
 async fn heartbeat(
     console: &str,
@@ -264,15 +321,13 @@ async fn heartbeat(
     let nodes = load_nodes(state)?;
     let http = client(256)?;
     let empty = histogram()?;
-    let started = Instant::now();
-    let deadline = started + duration;
-    let mut tasks = Vec::with_capacity(nodes.len());
-    for node in nodes.iter().cloned() {
-        let (http, mut h) = (http.clone(), empty.clone());
-        let url = format!("{console}/api/v1/nodes/{}/heartbeat", node.id);
+    let deadline = Instant::now() + duration;
+    let count = nodes.len();
+    let mut workers = Vec::with_capacity(count);
+    for node in nodes {
+        let (http, console, mut tally) = (http.clone(), console.to_owned(), Tally::new(&empty));
         let phase = rand::thread_rng().gen_range(Duration::ZERO..interval);
-        tasks.push(tokio::spawn(async move {
-            let (mut ok, mut errors) = (0u64, 0u64);
+        workers.push(tokio::spawn(async move {
             let mut ticker =
                 tokio::time::interval_at(tokio::time::Instant::now() + phase, interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -281,36 +336,14 @@ async fn heartbeat(
                 if Instant::now() >= deadline {
                     break;
                 }
-                let t0 = Instant::now();
-                let res = http
-                    .post(&url)
-                    .bearer_auth(&node.secret)
-                    .header("content-type", "application/json")
-                    .body(HEARTBEAT)
-                    .send()
-                    .await;
-                match res {
-                    Ok(r) if r.status().is_success() => {
-                        let _ = r.bytes().await;
-                        ok += 1;
-                        let _ = h.record(t0.elapsed().as_micros() as u64);
-                    }
-                    _ => errors += 1,
-                }
+                tally.send(heartbeat_request(&http, &console, &node)).await;
             }
-            (h, ok, errors)
+            tally
         }));
     }
-    let mut all = empty;
-    let (mut ok, mut errors) = (0, 0);
-    for t in tasks {
-        let (h, o, e) = t.await?;
-        all.add(h)?;
-        ok += o;
-        errors += e;
-    }
-    let mut out = summary(&all, ok, errors, duration);
-    out["agents"] = json!(nodes.len());
+    let all = collect(workers, &empty).await?;
+    let mut out = all.summary(duration);
+    out["agents"] = json!(count);
     out["interval_s"] = json!(interval.as_secs_f64());
     println!("{out}");
     Ok(())
@@ -323,17 +356,17 @@ async fn saturate(
     connections: usize,
     duration: Duration,
 ) -> anyhow::Result<()> {
-    let nodes = match (&url, &state) {
-        (None, Some(s)) => load_nodes(s)?,
-        (None, None) => bail!("saturate needs --url, or --console and --state"),
-        (Some(_), _) => Vec::new(),
+    let nodes = match (&url, &console, &state) {
+        (Some(_), _, _) => Vec::new(),
+        (None, Some(_), Some(s)) => load_nodes(s)?,
+        _ => bail!("saturate needs --url, or --console and --state"),
     };
     let nodes = Arc::new(nodes);
     let http = client(connections)?;
     let empty = histogram()?;
     let started = Instant::now();
     let deadline = started + duration;
-    let mut tasks = Vec::with_capacity(connections);
+    let mut workers = Vec::with_capacity(connections);
     for c in 0..connections {
         let (http, url, console, nodes) = (
             http.clone(),
@@ -341,44 +374,26 @@ async fn saturate(
             console.clone(),
             Arc::clone(&nodes),
         );
-        let mut h = empty.clone();
-        tasks.push(tokio::spawn(async move {
-            let (mut ok, mut errors, mut i) = (0u64, 0u64, c);
+        let mut tally = Tally::new(&empty);
+        workers.push(tokio::spawn(async move {
+            let mut i = c;
             while Instant::now() < deadline {
-                let t0 = Instant::now();
                 let req = match (&url, &console) {
                     (Some(u), _) => http.get(u),
                     (None, Some(base)) => {
-                        let n = &nodes[i % nodes.len()];
+                        let node = &nodes[i % nodes.len()];
                         i += connections;
-                        http.post(format!("{base}/api/v1/nodes/{}/heartbeat", n.id))
-                            .bearer_auth(&n.secret)
-                            .header("content-type", "application/json")
-                            .body(HEARTBEAT)
+                        heartbeat_request(&http, base, node)
                     }
                     (None, None) => break,
                 };
-                match req.send().await {
-                    Ok(r) if r.status().is_success() => {
-                        let _ = r.bytes().await;
-                        ok += 1;
-                        let _ = h.record(t0.elapsed().as_micros() as u64);
-                    }
-                    _ => errors += 1,
-                }
+                tally.send(req).await;
             }
-            (h, ok, errors)
+            tally
         }));
     }
-    let mut all = empty;
-    let (mut ok, mut errors) = (0, 0);
-    for t in tasks {
-        let (h, o, e) = t.await?;
-        all.add(h)?;
-        ok += o;
-        errors += e;
-    }
-    let mut out = summary(&all, ok, errors, started.elapsed());
+    let all = collect(workers, &empty).await?;
+    let mut out = all.summary(started.elapsed());
     out["connections"] = json!(connections);
     println!("{out}");
     Ok(())
