@@ -466,7 +466,8 @@ wait_available() {
     step "waiting for the console to show this server available"
     waited=0
     while [ "$waited" -lt "$WAIT_AVAILABLE" ]; do
-        if "$BIN" status --json --config "$CONF" 2>/dev/null | grep -q '"console_status": "available"'; then
+        # status exits 0 once the console shows this server available.
+        if "$BIN" status --config "$CONF" >/dev/null 2>&1; then
             return 0
         fi
         sleep 1

@@ -26,11 +26,14 @@ TASKNODE_USER="admin"
 STOP_TIMEOUT=90
 OUTFILE="$TASKNODE_LOG_DIR/agent.out"
 
+# The pid in the pid file, if it is a running `tasknode ... run`: a stale pid file must never
+# make this script signal an unrelated process that took over the pid.
 running_pid() {
     [ -f "$PIDFILE" ] || return 1
     pid=$(cat "$PIDFILE" 2>/dev/null)
     [ -n "$pid" ] || return 1
     kill -0 "$pid" 2>/dev/null || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'tasknode.* run ' || return 1
     echo "$pid"
 }
 

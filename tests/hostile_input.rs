@@ -477,6 +477,24 @@ fn parser_errors_name_the_field_and_echo_little() {
 }
 
 #[test]
+fn bodies_must_be_json_objects() {
+    let console = Console::start(&[]);
+    let http = Client::new();
+    for body in [json!(["positional"]), json!("name"), json!(5), json!(null)] {
+        assert_refused(&admin(&console, &http, "/projects", &body), 400, "body");
+    }
+    let (_, projects) = call(
+        http.get(console.api("/projects"))
+            .bearer_auth(console.token()),
+    );
+    assert_eq!(
+        projects.as_array().unwrap().len(),
+        1,
+        "an array body created a project"
+    );
+}
+
+#[test]
 fn methods_queries_and_schemes() {
     let console = Console::start(&[]);
     let http = Client::new();

@@ -389,12 +389,7 @@ fn reruns_repair_reinstall_enrolls_again_and_hostile_values_stay_data() {
     assert!(text(&out).contains("already enrolled"), "{}", text(&out));
     assert_eq!(node_of(&conf), first_node, "a re-run must not enroll again");
     assert_eq!(console.servers().len(), 1);
-    let agents_running = sb.sh("/bin/sh", "ps | grep -c '[t]asknode run'");
-    assert_eq!(
-        String::from_utf8_lossy(&agents_running.stdout).trim(),
-        "1",
-        "one agent, not two"
-    );
+    assert_eq!(sb.processes(&["tasknode", "run"]), 1, "one agent, not two");
 
     // --reinstall: a new enrollment of the same identity, logs kept.
     let log = sb.path("/home/admin/tasknode/logs/heartbeat.log");

@@ -104,6 +104,24 @@ fn hostile_console_urls_are_refused_at_render_time() {
     assert!(!canary.exists());
 }
 
+/// install.sh as the console renders it, for a token and both architectures.
+fn install_script(t: &Templates) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    for arch in ["x86_64", "aarch64"] {
+        std::fs::write(dir.path().join(format!("tasknode-{arch}")), arch).unwrap();
+    }
+    let artifacts = tasknode_dist::artifacts::AgentArtifacts::scan(dir.path()).unwrap();
+    let inputs = render::InstallInputs {
+        console_url: "http://console.example.com:8080",
+        credential: render::InstallCredential::Token(format!("tn_{}", "a".repeat(43))),
+        group: "etl",
+        enable_uuid: true,
+        agent_version: "0.1.0",
+        artifacts: &artifacts,
+    };
+    render::install_sh(t, &inputs).unwrap()
+}
+
 fn shellcheck(script: &Path) {
     let out = tool("shellcheck")
         .args(["--shell=sh", "--severity=style"])
@@ -126,6 +144,7 @@ fn rendered_init_scripts_pass_shellcheck() {
         for (kind, text) in [
             ("init", render::init(&t, &layout).unwrap()),
             ("serverctl", render::serverctl(&t, &layout).unwrap()),
+            ("install", install_script(&t)),
         ] {
             let path = dir.path().join(format!("{kind}-{name}"));
             std::fs::write(&path, text).unwrap();
@@ -211,6 +230,32 @@ fn init_script_usage_and_status_without_a_running_agent() {
         .output()
         .unwrap();
     assert_eq!(status.status.code(), Some(1));
+    // A pid file naming a live process that is not the agent: not running, and stop leaves
+    // that process alone.
+    let mut bystander = Command::new("sleep").arg("30").spawn().unwrap();
+    std::fs::write(&layout.pid_file, format!("{}\n", bystander.id())).unwrap();
+    let status = Command::new("sh")
+        .arg(&script)
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(
+        status.status.code(),
+        Some(1),
+        "a stranger's pid is not the agent"
+    );
+    let stop = Command::new("sh")
+        .arg(&script)
+        .arg("stop")
+        .output()
+        .unwrap();
+    assert!(stop.status.success());
+    assert!(
+        bystander.try_wait().unwrap().is_none(),
+        "stop signalled a process that is not the agent"
+    );
+    bystander.kill().unwrap();
+    bystander.wait().unwrap();
 }
 
 #[test]

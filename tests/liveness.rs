@@ -75,6 +75,10 @@ fn a_clean_shutdown_is_stopped_at_once_and_a_restart_is_available_again() {
         "{}",
         agent.agent_log()
     );
+    // Its last heartbeat is seconds old, but the console says stopped: not healthy.
+    let (status, healthy) = agent.status();
+    assert!(!healthy, "{status:#}");
+    assert_eq!(status["console_status"], "stopped");
 
     agent.run();
     console.wait_status(&host, "available", Duration::from_secs(15));

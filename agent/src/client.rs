@@ -10,8 +10,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tasknode_protocol::TIME_HEADER;
 use tasknode_protocol::wire::{
-    EnrollRequest, EnrollResponse, ErrorBody, Health, HeartbeatRequest, HeartbeatResponse,
-    NodeView, ShutdownRequest,
+    EnrollRequest, EnrollResponse, ErrorBody, HeartbeatRequest, HeartbeatResponse, NodeView,
+    ShutdownRequest,
 };
 
 /// By default a request gives up after 10 s.
@@ -148,11 +148,6 @@ impl ConsoleClient {
         let mut url = self.base.clone();
         url.set_path(path);
         url
-    }
-
-    pub async fn health(&self) -> Result<Answer<Health>, ClientError> {
-        let url = self.url("/api/v1/health");
-        self.send(self.http.get(url.clone()), &url).await
     }
 
     /// How the console sees this node.

@@ -127,6 +127,11 @@ impl LivenessMap {
         })
     }
 
+    /// Current liveness of one node.
+    pub fn get(&self, node_id: &str) -> Option<Liveness> {
+        self.lock().get(node_id).map(|n| n.live.clone())
+    }
+
     /// Current liveness of every node, by server id.
     pub fn by_server(&self) -> HashMap<i64, Liveness> {
         self.lock()

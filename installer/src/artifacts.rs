@@ -1,7 +1,6 @@
 //! The agent binaries a console hands out: `tasknode-<arch>` files in a directory, each with
 //! its size and SHA-256, which install.sh verifies before it installs one.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -14,13 +13,27 @@ pub fn file_name(arch: &str) -> String {
     format!("tasknode-{arch}")
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct AgentBinary {
     pub arch: String,
     pub path: PathBuf,
     pub size: u64,
-    /// Lowercase hex.
+    /// Lowercase hex, of `data`.
     pub sha256: String,
+    /// The file as it was read: what is served is exactly what was hashed, even if the file
+    /// is replaced later.
+    pub data: std::sync::Arc<[u8]>,
+}
+
+impl std::fmt::Debug for AgentBinary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentBinary")
+            .field("arch", &self.arch)
+            .field("path", &self.path)
+            .field("size", &self.size)
+            .field("sha256", &self.sha256)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,27 +63,17 @@ impl AgentArtifacts {
             if !path.is_file() {
                 continue;
             }
-            let err = |source| ArtifactError::Read {
+            let data = std::fs::read(&path).map_err(|source| ArtifactError::Read {
                 path: path.clone(),
                 source,
-            };
-            let mut file = std::fs::File::open(&path).map_err(err)?;
-            let mut hasher = Sha256::new();
-            let mut buf = vec![0u8; 1 << 16];
-            let mut size = 0u64;
-            loop {
-                let n = file.read(&mut buf).map_err(err)?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-                size += n as u64;
-            }
+            })?;
+            let sha256 = hex::encode(Sha256::digest(&data));
             binaries.push(AgentBinary {
                 arch: (*arch).to_owned(),
                 path: path.clone(),
-                size,
-                sha256: hex::encode(hasher.finalize()),
+                size: data.len() as u64,
+                sha256,
+                data: data.into(),
             });
         }
         if binaries.is_empty() {

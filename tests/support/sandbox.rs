@@ -220,6 +220,36 @@ impl Sandbox {
             .unwrap()
     }
 
+    /// Processes running inside this sandbox (their root is it) whose command line has every
+    /// word of `words`. The sandbox shares the host's /proc, so `ps` inside would also count
+    /// other sandboxes' processes.
+    pub fn processes(&self, words: &[&str]) -> usize {
+        let root = std::fs::canonicalize(self.root()).unwrap();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return 0;
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .chars()
+                    .all(|c| c.is_ascii_digit())
+            })
+            .filter(|e| std::fs::read_link(e.path().join("root")).is_ok_and(|r| r == root))
+            .filter(|e| {
+                let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+                let args: Vec<String> = cmdline
+                    .split(|&b| b == 0)
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect();
+                words
+                    .iter()
+                    .all(|w| args.iter().any(|a| a == w || a.ends_with(&format!("/{w}"))))
+            })
+            .count()
+    }
+
     /// Every path in the sandbox but the mounts and /tmp, for before/after comparisons.
     pub fn files(&self) -> BTreeSet<String> {
         let mut out = BTreeSet::new();

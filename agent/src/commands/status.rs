@@ -12,9 +12,6 @@ use crate::client::ConsoleClient;
 use crate::config::{self, Config, Node};
 use crate::logfile::{self, HeartbeatEntry};
 
-/// A heartbeat older than this does not count as the agent running.
-const RECENT_HEARTBEAT_SECS: u64 = 60;
-
 #[derive(Debug, Serialize)]
 struct Report {
     config: String,
@@ -76,14 +73,9 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<Exit> {
         Err(e) => report.config_error = Some(e.to_string()),
     }
     report.config_warning = config::permission_warning(path);
-    // Healthy: enrolled, the console answers, the clock is fine, and the running agent's last
-    // heartbeat succeeded within the last minute.
-    let beating = report
-        .last_heartbeat
-        .as_ref()
-        .is_some_and(|h| h.status == Some(200) && h.age_secs <= RECENT_HEARTBEAT_SECS);
+    // Healthy: the console shows this server available and its clock is within limits.
     report.healthy =
-        report.enrolled && report.console_reachable && report.clock_ok == Some(true) && beating;
+        report.console_status.as_deref() == Some("available") && report.clock_ok == Some(true);
 
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -221,6 +221,9 @@ pub async fn install_command(global: &Global, args: InstallCommandArgs) -> anyho
     validate::name("--group", &args.group)?;
     validate::name("--user", &args.user)?;
     validate::name("--project", &args.project)?;
+    if args.ttl.as_secs() > tasknode_protocol::wire::MAX_TOKEN_TTL_SECS {
+        anyhow::bail!("--ttl: an install command works for at most 7 days (168h)");
+    }
     let client = AdminClient::resolve(global)?;
     let body = CreateInstallCommand {
         project: args.project,

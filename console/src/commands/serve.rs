@@ -20,6 +20,10 @@ use crate::store::{ServerFilter, SqliteStore, Store};
 
 pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let thresholds = thresholds(&args)?;
+    let public_url = match &args.public_url {
+        Some(u) => Some(tasknode_dist::render::console_url("--public-url", u)?),
+        None => None,
+    };
     // The database holds password hashes and secret digests: nothing the console writes is
     // for other users.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
@@ -62,10 +66,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         .context("reading the listening address")?;
     let url = format!("http://{}", reachable(addr));
     write_private(&data.join("console.url"), &format!("{url}\n"))?;
-    let public_url = match &args.public_url {
-        Some(u) => tasknode_dist::render::console_url("--public-url", u)?,
-        None => url.clone(),
-    };
+    let public_url = public_url.unwrap_or_else(|| url.clone());
     let state = AppState {
         store: Arc::clone(&store),
         live: Arc::clone(&live),

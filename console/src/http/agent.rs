@@ -16,7 +16,7 @@ use super::json::StrictJson;
 use super::{AppState, AuthedNode};
 use crate::auth;
 use crate::clock::rfc3339;
-use crate::store::{Enrollment, Liveness, ServerFilter, SpendToken, StoreError};
+use crate::store::{Enrollment, Liveness, SpendToken, StoreError};
 
 pub async fn health(State(state): State<AppState>) -> Json<Health> {
     Json(Health {
@@ -179,7 +179,11 @@ pub async fn enroll(
         clock_offset_ms: None,
         running_tasks: 0,
         stopped: None,
-        ..server.liveness.clone()
+        ..server
+            .enrollment
+            .as_ref()
+            .and_then(|e| state.live.get(&e.node_id))
+            .unwrap_or_else(|| server.liveness.clone())
     };
     state
         .live
@@ -231,22 +235,21 @@ pub async fn node(
     State(state): State<AppState>,
     AuthedNode(node_id): AuthedNode,
 ) -> Result<Json<NodeView>, ApiError> {
-    let live = state.live.by_server();
-    let servers = state.store.list_servers(&ServerFilter::default()).await?;
-    let server = servers
-        .iter()
-        .find(|s| s.enrollment.as_ref().is_some_and(|e| e.node_id == node_id))
-        .ok_or_else(|| ApiError::Unauthorized {
-            field: "authorization",
-            message: "this node was enrolled again; the agent must use its new credentials"
-                .to_owned(),
-        })?;
-    let view = super::admin::server_view(
-        &state,
-        server,
-        live.get(&server.id).unwrap_or(&server.liveness),
-        state.clock.now_ms(),
-    );
+    let server =
+        state
+            .store
+            .server_by_node(&node_id)
+            .await?
+            .ok_or_else(|| ApiError::Unauthorized {
+                field: "authorization",
+                message: "this node was enrolled again; the agent must use its new credentials"
+                    .to_owned(),
+            })?;
+    let live = state
+        .live
+        .get(&node_id)
+        .unwrap_or_else(|| server.liveness.clone());
+    let view = super::admin::server_view(&state, &server, &live, state.clock.now_ms());
     Ok(Json(NodeView {
         server_name: view.name,
         group: view.group,

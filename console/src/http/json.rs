@@ -47,9 +47,8 @@ const MAX_MESSAGE: usize = 300;
 /// Text fit to send back: control characters escaped and at most `max` characters, since
 /// serde quotes the offending input (and unknown keys become the field).
 fn bounded(message: &str, max: usize) -> String {
-    let mut out: String = message
+    let escaped: String = message
         .chars()
-        .take(max)
         .flat_map(|c| {
             if c.is_control() {
                 c.escape_debug().collect::<Vec<_>>()
@@ -58,9 +57,11 @@ fn bounded(message: &str, max: usize) -> String {
             }
         })
         .collect();
-    if message.chars().count() > max {
-        out.push_str("...");
+    if escaped.chars().count() <= max {
+        return escaped;
     }
+    let mut out: String = escaped.chars().take(max).collect();
+    out.push_str("...");
     out
 }
 
@@ -92,6 +93,10 @@ where
                 ApiError::invalid("body", rejection.body_text())
             }
         })?;
+        // Every body is an object: serde would also map a JSON array onto a struct by position.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::invalid("body", "must be a JSON object"));
+        }
         let de = &mut serde_json::Deserializer::from_slice(&bytes);
         let value: T = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();

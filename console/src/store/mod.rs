@@ -206,6 +206,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Server, StoreError>;
     async fn list_servers(&self, filter: &ServerFilter) -> Result<Vec<Server>, StoreError>;
     async fn server_by_name(&self, name: &str) -> Result<Option<Server>, StoreError>;
+    /// The server a node id is enrolled as.
+    async fn server_by_node(&self, node_id: &str) -> Result<Option<Server>, StoreError>;
 
     /// Records an enrollment, replacing any earlier one of the same server (its old node id
     /// and secret stop working) and clearing a recorded shutdown. With `spend`, the token is

@@ -453,6 +453,20 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn server_by_node(&self, node_id: &str) -> Result<Option<Server>, StoreError> {
+        let node_id = node_id.to_owned();
+        self.call(move |conn| {
+            conn.query_row(
+                &format!("SELECT {SERVER_COLUMNS} WHERE s.node_id = ?1"),
+                [node_id],
+                server_from_row,
+            )
+            .optional()
+            .map_err(sql("looking up a node"))
+        })
+        .await
+    }
+
     async fn enroll(
         &self,
         server_id: i64,
