@@ -167,6 +167,28 @@ fn server_from_row(r: &Row<'_>) -> rusqlite::Result<Server> {
     })
 }
 
+/// The column a single server is looked up by.
+#[derive(Clone, Copy)]
+enum ServerKey {
+    Name,
+    NodeId,
+}
+
+/// One server with its group and project, by name or node id.
+fn server_by(conn: &Connection, key: ServerKey, value: &str) -> Result<Option<Server>, StoreError> {
+    let (clause, op) = match key {
+        ServerKey::Name => ("s.name = ?1", "looking up a server"),
+        ServerKey::NodeId => ("s.node_id = ?1", "looking up a node"),
+    };
+    conn.query_row(
+        &format!("SELECT {SERVER_COLUMNS} WHERE {clause}"),
+        [value],
+        server_from_row,
+    )
+    .optional()
+    .map_err(sql(op))
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_project(&self, name: &str, now_ms: i64) -> Result<Project, StoreError> {
@@ -387,15 +409,7 @@ impl Store for SqliteStore {
                     kind: "resource group",
                     name: group.clone(),
                 })?;
-            let taken = tx
-                .query_row(
-                    &format!("SELECT {SERVER_COLUMNS} WHERE s.name = ?1"),
-                    [&name],
-                    server_from_row,
-                )
-                .optional()
-                .map_err(sql("adding a server"))?;
-            if let Some(existing) = taken {
+            if let Some(existing) = server_by(&tx, ServerKey::Name, &name)? {
                 return Err(StoreError::ServerTaken {
                     name,
                     group: existing.group,
@@ -407,13 +421,10 @@ impl Store for SqliteStore {
                 params![gid, name, max_concurrency, now_ms],
             )
             .map_err(sql("adding a server"))?;
-            let server = tx
-                .query_row(
-                    &format!("SELECT {SERVER_COLUMNS} WHERE s.name = ?1"),
-                    [&name],
-                    server_from_row,
-                )
-                .map_err(sql("adding a server"))?;
+            let server = server_by(&tx, ServerKey::Name, &name)?.ok_or(StoreError::NotFound {
+                kind: "server",
+                name: name.clone(),
+            })?;
             tx.commit().map_err(sql("adding a server"))?;
             Ok(server)
         })
@@ -441,30 +452,14 @@ impl Store for SqliteStore {
 
     async fn server_by_name(&self, name: &str) -> Result<Option<Server>, StoreError> {
         let name = name.to_owned();
-        self.call(move |conn| {
-            conn.query_row(
-                &format!("SELECT {SERVER_COLUMNS} WHERE s.name = ?1"),
-                [name],
-                server_from_row,
-            )
-            .optional()
-            .map_err(sql("looking up a server"))
-        })
-        .await
+        self.call(move |conn| server_by(conn, ServerKey::Name, &name))
+            .await
     }
 
     async fn server_by_node(&self, node_id: &str) -> Result<Option<Server>, StoreError> {
         let node_id = node_id.to_owned();
-        self.call(move |conn| {
-            conn.query_row(
-                &format!("SELECT {SERVER_COLUMNS} WHERE s.node_id = ?1"),
-                [node_id],
-                server_from_row,
-            )
-            .optional()
-            .map_err(sql("looking up a node"))
-        })
-        .await
+        self.call(move |conn| server_by(conn, ServerKey::NodeId, &node_id))
+            .await
     }
 
     async fn enroll(
