@@ -40,6 +40,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 say "building the static agent the install tests serve"
 cargo build --locked --target x86_64-unknown-linux-musl -p tasknode
 export TASKNODE_STATIC_AGENT=$PWD/target/x86_64-unknown-linux-musl/debug/tasknode
+say "building the workspace binaries the end-to-end tests run"
+cargo build --workspace --bins --locked
 say "cargo test (unit and end-to-end)"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -1,6 +1,6 @@
 //! Test support for the end-to-end tests: starts the real `tasknode-console` and `tasknode`
 //! binaries on loopback, each in its own throwaway directory, and waits on what they report.
-//! The binaries are the ones `cargo test --workspace` builds beside this test.
+//! The binaries are the ones `cargo build --workspace --bins` puts in target/debug (scripts/test.sh runs it first).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
 use std::io::{BufRead, BufReader, Write};
@@ -53,7 +53,7 @@ pub fn bin(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(
         path.exists(),
-        "{} is missing: run the tests with `cargo test --workspace` so the binaries are built",
+        "{} is missing: build the binaries first with `cargo build --workspace --bins` (scripts/test.sh does)",
         path.display()
     );
     path
