@@ -18,7 +18,7 @@ done
 # Tools the tests drive, as Debian packages: command -> package.
 need=()
 for pair in shellcheck:shellcheck dash:dash busybox:busybox-static systemd-analyze:systemd \
-  musl-gcc:musl-tools strip:binutils useradd:passwd chroot:coreutils; do
+  musl-gcc:musl-tools strip:binutils useradd:passwd chroot:coreutils curl:curl wget:wget; do
   command -v "${pair%%:*}" >/dev/null || need+=("${pair##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

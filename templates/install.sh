@@ -7,6 +7,7 @@
 # shellcheck disable=SC2016 # single-quoted data, whole files among it: nothing in it expands
 {
 CONSOLE_URL={{ console_url }}
+CONSOLE_CA={{ console_ca }}
 ENROLLMENT_TOKEN={{ enrollment_token }}
 USER_NAME={{ user_name }}
 PASSWORD={{ password }}
@@ -33,6 +34,7 @@ umask 022
 AGENT_USER="admin"
 BIN_DIR=$(dirname "$BIN")
 CONF_DIR=$(dirname "$CONF")
+CONF_CA="$CONF_DIR/console-ca.pem"
 HOME_DIR=$(dirname "$BIN_DIR")
 SERVERCTL="$BIN_DIR/serverctl"
 UNIT_PATH=/etc/systemd/system/tasknode.service
@@ -256,15 +258,30 @@ detect_fetch() {
     else
         die "$E_FETCH" "neither curl nor wget is installed; install one (yum install -y curl)"
     fi
+    CA_ARGS=
+    if [ -n "$CONSOLE_CA" ]; then
+        # The console's own CA: the only one trusted for it, from here to the agent.
+        CA_FILE="$WORK/console-ca.pem"
+        printf '%s' "$CONSOLE_CA" >"$CA_FILE" || die "$E_FAIL" "cannot write $CA_FILE"
+        if [ "$FETCH" = curl ]; then
+            CA_ARGS="--cacert $CA_FILE"
+        elif wget --help 2>&1 | grep -q BusyBox; then
+            die "$E_FETCH" "busybox wget cannot check the console's certificate; install curl (yum install -y curl) and run this again"
+        else
+            CA_ARGS="--ca-certificate=$CA_FILE"
+        fi
+    fi
 }
 
 # fetch URL FILE
 fetch() {
+    # CA_ARGS is one option naming a file under a mktemp directory: no spaces to split on.
+    # shellcheck disable=SC2086
     if [ "$FETCH" = curl ]; then
-        curl -fsS --connect-timeout 10 --max-time 300 -o "$2" "$1"
+        curl -fsS $CA_ARGS --connect-timeout 10 --max-time 300 -o "$2" "$1"
     else
         # No -T: busybox 1.35 wget crashes on it.
-        wget -q -O "$2" "$1"
+        wget -q $CA_ARGS -O "$2" "$1"
     fi
 }
 
@@ -395,6 +412,9 @@ enroll() {
     step "enrolling with the console (group $GROUP, enable_uuid=$ENABLE_UUID)"
     set -- enroll --console "$CONSOLE_URL" --enable-uuid "$ENABLE_UUID" --install-method script \
         --log-dir "$LOG_DIR" --config "$CONF"
+    if [ -n "$CONSOLE_CA" ]; then
+        set -- "$@" --console-ca "$CONF_CA"
+    fi
     journal "remove $CONF"
     # Secrets reach the agent on a pipe from printf (a shell builtin), never on a command line.
     if [ -n "$ENROLLMENT_TOKEN" ] && [ -z "$USER_NAME" ]; then
@@ -507,7 +527,7 @@ set_aside() {
     stop_service
     # The rollback undoes newest first: the old files come back before the old service starts.
     journal "service-start"
-    for f in "$BIN" "$SERVERCTL" "$CONF" "$UNIT_PATH" "$INIT_PATH"; do
+    for f in "$BIN" "$SERVERCTL" "$CONF" "$CONF_CA" "$UNIT_PATH" "$INIT_PATH"; do
         if [ -e "$f" ]; then
             mv -f "$f" "$f.tasknode-bak" || return 1
             journal "restore $f"
@@ -561,6 +581,9 @@ main() {
     make_dir 700 "$CONF_DIR" || die "$E_FAIL" "could not create $CONF_DIR"
     install_binary
     write_file 755 "$SERVERCTL" "$SERVERCTL_SCRIPT" || die "$E_FAIL" "could not write $SERVERCTL"
+    if [ -n "$CONSOLE_CA" ]; then
+        write_file 644 "$CONF_CA" "$CONSOLE_CA" || die "$E_FAIL" "could not write $CONF_CA"
+    fi
     enroll
     install_service
     wait_available

@@ -9,11 +9,16 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use tasknode_dist::artifacts::stand_in_binary;
 use tasknode_tests::{Agent, Console, bin, hostname, stderr};
+
+fn first_build() -> Vec<u8> {
+    stand_in_binary("0.3.1", b"first build")
+}
 
 fn console_with_agents() -> (Console, tempfile::TempDir) {
     let agents = tempfile::tempdir().unwrap();
-    std::fs::write(agents.path().join("tasknode-x86_64"), b"first build").unwrap();
+    std::fs::write(agents.path().join("tasknode-x86_64"), first_build()).unwrap();
     let console = Console::start(&[
         "--heartbeat-interval",
         "1s",
@@ -147,7 +152,7 @@ fn served_binaries_match_the_checksum_the_script_carries() {
     let (console, agents) = console_with_agents();
     let (url, _) = install_command(&console, "etl", "1h");
     let script = reqwest::blocking::get(&url).unwrap().text().unwrap();
-    let expected = hex::encode(Sha256::digest(b"first build"));
+    let expected = hex::encode(Sha256::digest(first_build()));
     assert!(
         script.contains(&format!("AGENT_X86_64_SHA256='{expected}'")),
         "{script:.400}"
@@ -156,9 +161,15 @@ fn served_binaries_match_the_checksum_the_script_carries() {
         script.contains("AGENT_AARCH64_URL=''"),
         "no aarch64 build was given"
     );
+    // The version is the binary's own, read from its bytes, not the console's.
+    assert!(script.contains("AGENT_VERSION='0.3.1'"), "{script:.600}");
 
     // Replacing the file under a running console changes nothing it serves.
-    std::fs::write(agents.path().join("tasknode-x86_64"), b"a different build").unwrap();
+    std::fs::write(
+        agents.path().join("tasknode-x86_64"),
+        stand_in_binary("9.9.9", b"a different build"),
+    )
+    .unwrap();
     let res =
         reqwest::blocking::get(format!("{}/dist/agent/tasknode-x86_64", console.url)).unwrap();
     assert_eq!(

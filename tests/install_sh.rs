@@ -225,7 +225,11 @@ fn os_detection_for_every_target_family() {
         return;
     }
     let agents = tempfile::tempdir().unwrap();
-    std::fs::write(agents.path().join("tasknode-x86_64"), b"not run").unwrap();
+    std::fs::write(
+        agents.path().join("tasknode-x86_64"),
+        tasknode_dist::artifacts::stand_in_binary("0.1.0", b"not run"),
+    )
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     // Nothing listens on port 9: every run stops at the console check, after detection.
     let script = access_key_script(

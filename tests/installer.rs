@@ -108,15 +108,19 @@ fn hostile_console_urls_are_refused_at_render_time() {
 fn install_script(t: &Templates) -> String {
     let dir = tempfile::tempdir().unwrap();
     for arch in ["x86_64", "aarch64"] {
-        std::fs::write(dir.path().join(format!("tasknode-{arch}")), arch).unwrap();
+        std::fs::write(
+            dir.path().join(format!("tasknode-{arch}")),
+            tasknode_dist::artifacts::stand_in_binary("0.1.0", arch.as_bytes()),
+        )
+        .unwrap();
     }
     let artifacts = tasknode_dist::artifacts::AgentArtifacts::scan(dir.path()).unwrap();
     let inputs = render::InstallInputs {
         console_url: "http://console.example.com:8080",
+        console_ca: None,
         credential: render::InstallCredential::Token(format!("tn_{}", "a".repeat(43))),
         group: "etl",
         enable_uuid: true,
-        agent_version: "0.1.0",
         artifacts: &artifacts,
     };
     render::install_sh(t, &inputs).unwrap()

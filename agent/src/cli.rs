@@ -9,7 +9,7 @@ use crate::env;
 #[derive(Debug, Parser)]
 #[command(
     name = "tasknode",
-    version,
+    version = crate::version(),
     about = "The tasknode agent: enroll this server with a console, heartbeat, run tasks",
     long_about = "The tasknode agent.\n\n\
         `tasknode enroll` registers this server with a console using a user's access key; \
@@ -80,6 +80,11 @@ pub struct EnrollArgs {
     /// existing config, as the installer writes it]
     #[arg(long, value_name = "URL")]
     pub console: Option<String>,
+    /// Trust only this CA certificate (PEM) for the console's HTTPS, as install scripts do with
+    /// the console's own CA; recorded in the config. [default: the existing config's, else the
+    /// system's CAs]
+    #[arg(long, value_name = "FILE")]
+    pub console_ca: Option<PathBuf>,
     /// User name of the access key (from `tasknode-console user create`); the password comes
     /// from --password-stdin or --password-file.
     #[arg(long, value_name = "NAME", requires = "password_source")]

@@ -3,6 +3,7 @@
 //! time minus the agent's time at the midpoint of the round trip).
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::path::{Path, PathBuf};
 
 use reqwest::Url;
 use reqwest::header::AUTHORIZATION;
@@ -21,6 +22,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum ClientError {
     #[error("{value:?} is not a console URL; use http://HOST:PORT or https://HOST:PORT")]
     BadUrl { value: String },
+    #[error("console CA {path}: {detail}")]
+    BadCa { path: PathBuf, detail: String },
     #[error("cannot reach the console at {url}: {detail}")]
     Unreachable {
         url: String,
@@ -59,7 +62,7 @@ impl ClientError {
             ClientError::Unreachable { latency, .. }
             | ClientError::Refused { latency, .. }
             | ClientError::BadAnswer { latency, .. } => *latency,
-            ClientError::BadUrl { .. } => Duration::ZERO,
+            ClientError::BadUrl { .. } | ClientError::BadCa { .. } => Duration::ZERO,
         }
     }
 
@@ -129,9 +132,30 @@ fn now_ms() -> i64 {
 }
 
 impl ConsoleClient {
-    pub fn new(console_url: &str) -> Result<ConsoleClient, ClientError> {
+    /// A client for the console at `console_url`. With `ca`, the console's certificate must
+    /// chain to the CA certificates in that PEM file, and to nothing else.
+    pub fn new(console_url: &str, ca: Option<&Path>) -> Result<ConsoleClient, ClientError> {
         let base = parse_console_url(console_url)?;
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(path) = ca {
+            let bad = |detail: String| ClientError::BadCa {
+                path: path.to_owned(),
+                detail,
+            };
+            let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| bad(format!("not PEM certificates ({})", chain(&e))))?;
+            if certs.is_empty() {
+                return Err(bad(
+                    "holds no certificate; copy the console's DATA/tls/ca.pem there".to_owned(),
+                ));
+            }
+            builder = builder.tls_built_in_root_certs(false);
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(Duration::from_secs(5))
             .user_agent(concat!("tasknode/", env!("CARGO_PKG_VERSION")))

@@ -18,6 +18,10 @@ use crate::cli::InstallMethod;
 pub struct Config {
     /// URL of the console.
     pub console_url: String,
+    /// The CA certificate (PEM) the console's HTTPS certificate must chain to; when set, it is
+    /// the only CA trusted. Without it, the system's CAs are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_ca: Option<PathBuf>,
     /// How the agent was installed: script installs update themselves, packages do not.
     #[serde(default = "manual")]
     pub install_method: InstallMethod,
@@ -63,6 +67,7 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("console_url", &self.console_url)
+            .field("console_ca", &self.console_ca)
             .field("install_method", &self.install_method)
             .field("log_dir", &self.log_dir)
             .field("node", &self.node)
@@ -212,6 +217,7 @@ mod tests {
     fn sample(log_dir: PathBuf) -> Config {
         Config {
             console_url: "http://127.0.0.1:8080".into(),
+            console_ca: None,
             install_method: InstallMethod::Script,
             log_dir,
             node: Some(Node {

@@ -16,7 +16,7 @@ pub fn collect(root: &Path) -> HostFacts {
         os: clean(&os_name(root)),
         arch: std::env::consts::ARCH.to_owned(),
         kernel: clean(&uts.release().to_string_lossy()),
-        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        agent_version: crate::version().to_owned(),
     }
 }
 

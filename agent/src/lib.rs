@@ -15,6 +15,18 @@ pub mod service;
 
 use std::process::ExitCode;
 
+/// This binary's version between [`tasknode_protocol::AGENT_VERSION_MARKER`] and a NUL: the
+/// console and `tasknode-dist` read it from the file, whatever its architecture.
+static VERSION_MARKER: &str = concat!("\0tasknode-agent-version=", env!("CARGO_PKG_VERSION"), "\0");
+
+/// The agent's version, read from the marker so that the marker stays in the binary.
+pub fn version() -> &'static str {
+    let marker = std::hint::black_box(VERSION_MARKER);
+    marker
+        .get(tasknode_protocol::AGENT_VERSION_MARKER.len()..marker.len() - 1)
+        .unwrap_or(env!("CARGO_PKG_VERSION"))
+}
+
 use cli::{Cli, Command};
 
 /// Exit statuses of `tasknode`, documented in the README.
@@ -64,4 +76,16 @@ pub fn report(err: &anyhow::Error) -> ExitCode {
         eprintln!("  caused by: {cause}");
     }
     code.into()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_version_marker_is_the_one_tools_look_for() {
+        assert_eq!(
+            tasknode_protocol::agent_version_in(super::VERSION_MARKER.as_bytes()),
+            Some(env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(super::version(), env!("CARGO_PKG_VERSION"));
+    }
 }

@@ -115,6 +115,15 @@ pub struct ServeArgs {
     /// tasknode-aarch64). Without it the console hands out no install commands.
     #[arg(long, value_name = "DIR")]
     pub agent_dir: Option<PathBuf>,
+    /// Serve HTTPS with the console's own CA (created in DATA/tls/ on first start; the key is
+    /// 0600). Install scripts and agents pin that CA and trust nothing else.
+    #[arg(long)]
+    pub tls: bool,
+    /// With --tls: another name (DNS name or IP address) servers reach the console by, beside
+    /// localhost, the loopback addresses, this host's name, the --listen address and the
+    /// --public-url host. Repeatable.
+    #[arg(long = "tls-name", value_name = "NAME", requires = "tls")]
+    pub tls_names: Vec<String>,
     /// Shift the console's clock by this many seconds (tests of clock skew).
     #[arg(long, hide = true, default_value_t = 0, allow_negative_numbers = true)]
     pub clock_offset: i64,

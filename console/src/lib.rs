@@ -11,6 +11,7 @@ pub mod http;
 pub mod liveness;
 pub mod status;
 pub mod store;
+pub mod tls;
 
 use std::process::ExitCode;
 

@@ -17,6 +17,8 @@ pub fn file_name(arch: &str) -> String {
 pub struct AgentBinary {
     pub arch: String,
     pub path: PathBuf,
+    /// The version the binary carries (see [`tasknode_protocol::AGENT_VERSION_MARKER`]).
+    pub version: String,
     pub size: u64,
     /// Lowercase hex, of `data`.
     pub sha256: String,
@@ -30,6 +32,7 @@ impl std::fmt::Debug for AgentBinary {
         f.debug_struct("AgentBinary")
             .field("arch", &self.arch)
             .field("path", &self.path)
+            .field("version", &self.version)
             .field("size", &self.size)
             .field("sha256", &self.sha256)
             .finish_non_exhaustive()
@@ -46,6 +49,19 @@ pub enum ArtifactError {
     },
     #[error("{dir} holds no agent binary; put tasknode-x86_64 (and tasknode-aarch64) there")]
     Empty { dir: PathBuf },
+    #[error(
+        "{path} carries no tasknode agent version: it is not an agent built from this workspace (cargo build -p tasknode)"
+    )]
+    NoVersion { path: PathBuf },
+    #[error(
+        "the agent binaries disagree on their version ({first} is {first_version}, {second} is {second_version}); serve one version"
+    )]
+    Mixed {
+        first: PathBuf,
+        first_version: String,
+        second: PathBuf,
+        second_version: String,
+    },
 }
 
 /// The agent binaries found in a directory.
@@ -68,8 +84,20 @@ impl AgentArtifacts {
                 source,
             })?;
             let sha256 = hex::encode(Sha256::digest(&data));
+            let version = tasknode_protocol::agent_version_in(&data)
+                .ok_or_else(|| ArtifactError::NoVersion { path: path.clone() })?
+                .to_owned();
+            if let Some(first) = binaries.first().filter(|b: &&AgentBinary| b.version != version) {
+                return Err(ArtifactError::Mixed {
+                    first: first.path.clone(),
+                    first_version: first.version.clone(),
+                    second: path,
+                    second_version: version,
+                });
+            }
             binaries.push(AgentBinary {
                 arch: (*arch).to_owned(),
+                version,
                 path: path.clone(),
                 size: data.len() as u64,
                 sha256,
@@ -84,9 +112,24 @@ impl AgentArtifacts {
         Ok(AgentArtifacts { binaries })
     }
 
+    /// The version every binary carries; `None` without binaries.
+    pub fn version(&self) -> Option<&str> {
+        self.binaries.first().map(|b| b.version.as_str())
+    }
+
     pub fn get(&self, arch: &str) -> Option<&AgentBinary> {
         self.binaries.iter().find(|b| b.arch == arch)
     }
+}
+
+/// The bytes of a stand-in agent binary carrying `version`, for tests of what handles
+/// binaries without running them.
+pub fn stand_in_binary(version: &str, body: &[u8]) -> Vec<u8> {
+    let mut data = body.to_vec();
+    data.extend_from_slice(tasknode_protocol::AGENT_VERSION_MARKER);
+    data.extend_from_slice(version.as_bytes());
+    data.push(0);
+    data
 }
 
 #[cfg(test)]
@@ -100,16 +143,27 @@ mod tests {
             AgentArtifacts::scan(dir.path()),
             Err(ArtifactError::Empty { .. })
         ));
-        std::fs::write(dir.path().join("tasknode-x86_64"), b"abc").unwrap();
+        let data = stand_in_binary("1.4.0", b"abc");
+        std::fs::write(dir.path().join("tasknode-x86_64"), &data).unwrap();
         std::fs::write(dir.path().join("tasknode-mips"), b"x").unwrap();
         let a = AgentArtifacts::scan(dir.path()).unwrap();
         assert_eq!(a.binaries.len(), 1);
         let b = a.get("x86_64").unwrap();
-        assert_eq!(b.size, 3);
-        assert_eq!(
-            b.sha256,
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(b.size, data.len() as u64);
+        assert_eq!(b.sha256, hex::encode(Sha256::digest(&data)));
+        assert_eq!(a.version(), Some("1.4.0"));
         assert!(a.get("aarch64").is_none());
+    }
+
+    #[test]
+    fn binaries_without_a_version_or_of_two_versions_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tasknode-x86_64"), b"not an agent").unwrap();
+        let err = AgentArtifacts::scan(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("carries no tasknode agent version"), "{err}");
+        std::fs::write(dir.path().join("tasknode-x86_64"), stand_in_binary("1.0.0", b"a")).unwrap();
+        std::fs::write(dir.path().join("tasknode-aarch64"), stand_in_binary("1.1.0", b"b")).unwrap();
+        let err = AgentArtifacts::scan(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("disagree on their version"), "{err}");
     }
 }

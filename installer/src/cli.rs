@@ -58,6 +58,10 @@ pub enum RenderCmd {
         /// Console URL the agent enrolls with and downloads from.
         #[arg(long, value_name = "URL")]
         console: String,
+        /// The console's CA certificate (PEM; a `serve --tls` console keeps it in
+        /// DATA/tls/ca.pem): the script and the agent then trust it alone.
+        #[arg(long, value_name = "FILE")]
+        console_ca: Option<PathBuf>,
         /// User name of the access key.
         #[arg(long, value_name = "NAME")]
         user_name: String,
@@ -115,6 +119,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let (common, text, mode) = match &cmd {
         RenderCmd::InstallSh {
             console,
+            console_ca,
             user_name,
             password_file,
             group,
@@ -125,6 +130,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let text = install_sh(
                 console,
+                console_ca.as_deref(),
                 user_name,
                 password_file,
                 group,
@@ -164,6 +170,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 /// install.sh with an access key, for `render install-sh`.
 fn install_sh(
     console: &str,
+    console_ca: Option<&Path>,
     user_name: &str,
     password_file: &Path,
     group: &str,
@@ -175,19 +182,26 @@ fn install_sh(
         .with_context(|| format!("--password-file: reading {}", password_file.display()))?;
     let password = password.lines().next().unwrap_or("").to_owned();
     let artifacts = crate::artifacts::AgentArtifacts::scan(agent_dir).context("--agent-dir")?;
+    let console_ca = match console_ca {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("--console-ca: reading {}", path.display()))?,
+        ),
+        None => None,
+    };
     let t = match templates_dir {
         Some(d) => Templates::with_overrides(d)?,
         None => Templates::embedded()?,
     };
     let inputs = render::InstallInputs {
         console_url: console,
+        console_ca: console_ca.as_deref(),
         credential: render::InstallCredential::AccessKey {
             user_name: user_name.to_owned(),
             password,
         },
         group,
         enable_uuid,
-        agent_version: env!("CARGO_PKG_VERSION"),
         artifacts: &artifacts,
     };
     Ok(render::install_sh(&t, &inputs)?)

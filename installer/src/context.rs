@@ -56,6 +56,8 @@ pub struct RepoContext {
 pub struct InstallContext {
     /// Console URL the agent enrolls with and downloads from.
     pub console_url: String,
+    /// The console's CA (PEM) the script and agent trust alone; empty for the system's CAs.
+    pub console_ca: String,
     /// One-time enrollment token; empty when the script carries an access key instead.
     pub enrollment_token: String,
     /// Access key user name; empty with a token.

@@ -52,6 +52,24 @@ pub fn console_url(field: &str, value: &str) -> Result<String, FieldError> {
     Ok(value.trim_end_matches('/').to_owned())
 }
 
+/// PEM certificates, and nothing else: the text a script writes to a file and hands to curl.
+pub fn ca_pem(field: &str, pem: &str) -> Result<String, FieldError> {
+    let bad = |why: &str| FieldError::new(field, format!("not a PEM CA certificate: {why}"));
+    let text = pem.trim();
+    if !text.starts_with("-----BEGIN CERTIFICATE-----") || !text.ends_with("-----END CERTIFICATE-----")
+    {
+        return Err(bad("it must start with -----BEGIN CERTIFICATE----- and end with -----END CERTIFICATE-----"));
+    }
+    let ok = text.lines().all(|l| {
+        l.starts_with("-----")
+            || l.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+    });
+    if !ok || text.len() > 64 * 1024 {
+        return Err(bad("it holds something besides base64 lines"));
+    }
+    Ok(format!("{text}\n"))
+}
+
 /// The systemd unit for `layout`.
 pub fn unit(t: &Templates, layout: &Layout) -> Result<String, RenderError> {
     Ok(t.render(templates::SYSTEMD_UNIT, &ServiceContext::from(layout))?)
@@ -117,11 +135,15 @@ impl std::fmt::Debug for InstallCredential {
 #[derive(Debug, Clone)]
 pub struct InstallInputs<'a> {
     pub console_url: &'a str,
+    /// The console's own CA certificate (PEM), which the script and the agent then trust
+    /// alone; `None` when the console's certificate comes from a CA the system trusts, or for
+    /// plain HTTP.
+    pub console_ca: Option<&'a str>,
     pub credential: InstallCredential,
     pub group: &'a str,
     /// true for a VPC group (enroll by DMI UUID), false for a classic one (by hostname).
     pub enable_uuid: bool,
-    pub agent_version: &'a str,
+    /// The agent binaries the script downloads; their version is the one it installs.
     pub artifacts: &'a AgentArtifacts,
 }
 
@@ -139,7 +161,25 @@ pub fn agent_url(console_url: &str, arch: &str) -> String {
 pub fn install_sh(t: &Templates, inputs: &InstallInputs<'_>) -> Result<String, RenderError> {
     let console_url = console_url("--console", inputs.console_url)?;
     validate::name("--group", inputs.group)?;
-    validate::version("agent version", inputs.agent_version)?;
+    let agent_version = inputs.artifacts.version().ok_or_else(|| {
+        FieldError::new(
+            "--agent-dir",
+            "there is no agent binary for the script to install; give the directory of tasknode-x86_64",
+        )
+    })?;
+    let console_ca = match inputs.console_ca {
+        None => String::new(),
+        Some(pem) => {
+            if !console_url.starts_with("https://") {
+                return Err(FieldError::new(
+                    "--console-ca",
+                    format!("a CA is only used over HTTPS, and {console_url} is not https://"),
+                )
+                .into());
+            }
+            ca_pem("--console-ca", pem)?
+        }
+    };
     let (enrollment_token, user_name, password) = match &inputs.credential {
         InstallCredential::Token(token) => {
             validate::enrollment_token("enrollment token", token)?;
@@ -165,9 +205,10 @@ pub fn install_sh(t: &Templates, inputs: &InstallInputs<'_>) -> Result<String, R
         enrollment_token,
         user_name,
         password,
+        console_ca,
         enable_uuid: inputs.enable_uuid.to_string(),
         group: inputs.group.to_owned(),
-        agent_version: inputs.agent_version.to_owned(),
+        agent_version: agent_version.to_owned(),
         agent_x86_64_url: x86_url,
         agent_x86_64_sha256: x86_sha,
         agent_aarch64_url: arm_url,

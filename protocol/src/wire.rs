@@ -466,12 +466,20 @@ impl Validate for CreateInstallCommand {
 /// The answer to [`CreateInstallCommand`]. The link carries the token: it is shown once.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct InstallCommand {
-    /// `curl -sSL URL | sh`, to run as root on the server.
+    /// The command to run as root on the server: curl fetches the script (reading the link
+    /// from standard input, so the token is on no command line) and pipes it to `sh`. With a
+    /// console CA, it first downloads the CA and checks it against `ca_sha256`.
     pub command: String,
-    /// The same with wget, for hosts without curl.
+    /// The same with GNU wget, for hosts without curl.
     pub wget_command: String,
     /// The install script's URL (it carries the one-time token).
     pub url: String,
+    /// Where the console's CA certificate is served, when the console has its own CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_url: Option<String>,
+    /// SHA-256 of that CA certificate (PEM), which the command checks before trusting it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_sha256: Option<String>,
     pub group: String,
     pub project: String,
     pub user_name: String,

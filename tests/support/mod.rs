@@ -140,7 +140,7 @@ impl Console {
         BufReader::new(stdout).read_line(&mut line).unwrap();
         let url = line
             .split_whitespace()
-            .find(|w| w.starts_with("http://"))
+            .find(|w| w.starts_with("http://") || w.starts_with("https://"))
             .unwrap_or_else(|| {
                 panic!(
                     "console did not say where it listens: {line:?}; log: {}",
@@ -253,7 +253,21 @@ impl Console {
         }
     }
 
-    /// A blocking HTTP client and the API URL of `path`.
+    /// The console's CA certificate, when it serves with `--tls`.
+    pub fn ca(&self) -> PathBuf {
+        self.data().join("tls/ca.pem")
+    }
+
+    /// A blocking HTTP client that trusts this console's CA (if it has one) and nothing else.
+    pub fn http(&self) -> reqwest::blocking::Client {
+        let mut builder = reqwest::blocking::Client::builder().tls_built_in_root_certs(false);
+        if let Ok(pem) = std::fs::read(self.ca()) {
+            builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+        }
+        builder.build().unwrap()
+    }
+
+    /// The API URL of `path`.
     pub fn api(&self, path: &str) -> String {
         format!("{}/api/v1{path}", self.url)
     }
@@ -316,6 +330,18 @@ impl Agent {
 
     /// Runs `tasknode enroll`, the password on standard input.
     pub fn enroll(&self, console: &str, user: &str, password: &str, enable_uuid: bool) -> Output {
+        self.enroll_with(console, user, password, enable_uuid, &[])
+    }
+
+    /// `enroll` with `extra` flags.
+    pub fn enroll_with(
+        &self,
+        console: &str,
+        user: &str,
+        password: &str,
+        enable_uuid: bool,
+        extra: &[&str],
+    ) -> Output {
         let mut child = self
             .command()
             .args([
@@ -327,12 +353,15 @@ impl Agent {
                 "--password-stdin",
             ])
             .args(["--enable-uuid", if enable_uuid { "true" } else { "false" }])
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        // An agent that stops before reading (a bad flag, say) closes the pipe: not an error
+        // of the test's.
+        let _ = writeln!(child.stdin.take().unwrap(), "{password}");
         child.wait_with_output().unwrap()
     }
 

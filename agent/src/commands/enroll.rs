@@ -36,7 +36,11 @@ pub async fn run(args: EnrollArgs) -> anyhow::Result<Exit> {
             config_path.display()
         ),
     };
-    let client = ConsoleClient::new(&console).context("--console")?;
+    let console_ca = args
+        .console_ca
+        .clone()
+        .or_else(|| existing.as_ref().and_then(|c| c.console_ca.clone()));
+    let client = ConsoleClient::new(&console, console_ca.as_deref()).context("--console")?;
     let credential = read_credential(&args)?;
 
     let root = env::root();
@@ -69,6 +73,7 @@ pub async fn run(args: EnrollArgs) -> anyhow::Result<Exit> {
         .unwrap_or(InstallMethod::Manual);
     let config = Config {
         console_url: console,
+        console_ca,
         install_method,
         log_dir,
         node: Some(Node {

@@ -37,13 +37,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
         tracing::warn!("{w}");
     }
 
-    let client = ConsoleClient::new(&config.console_url)?;
+    let client = ConsoleClient::new(&config.console_url, config.console_ca.as_deref())?;
     let facts = facts::collect(&env::root());
     let slots = concurrency::max_concurrency(facts.cpu_cores, facts.memory_bytes);
     let hb_log = RotatingFile::open(&config.log_dir.join("heartbeat.log"), DEFAULT_MAX_BYTES)
         .with_context(|| format!("opening heartbeat.log in {}", config.log_dir.display()))?;
     tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
+        version = crate::version(),
         server = %node.server_name,
         group = %node.group,
         node_id = %node.id,
@@ -110,7 +110,7 @@ impl Heartbeat<'_> {
     /// Sends one heartbeat, records it, and returns how long to wait before the next.
     async fn once(&mut self) -> Duration {
         let req = HeartbeatRequest {
-            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            agent_version: crate::version().to_owned(),
             clock_offset_ms: self.offset_ms,
             running_tasks: 0,
             free_slots: if self.skewed { 0 } else { self.slots },

@@ -97,7 +97,7 @@ async fn fill(report: &mut Report, cfg: Config, node: Node) {
     report.node_id = Some(node.id.clone());
     report.console_url = Some(cfg.console_url.clone());
     report.log_dir = Some(cfg.log_dir.display().to_string());
-    match ConsoleClient::new(&cfg.console_url) {
+    match ConsoleClient::new(&cfg.console_url, cfg.console_ca.as_deref()) {
         Ok(client) => match client.node(&node.id, &node.secret).await {
             Ok(a) => {
                 report.console_reachable = true;

@@ -242,7 +242,13 @@ pub async fn install_command(global: &Global, args: InstallCommandArgs) -> anyho
     println!();
     println!("  {}", c.command);
     println!();
-    println!("Without curl:  {}", c.wget_command);
-    println!("It works once, until {}.", c.expires_at);
+    println!("Without curl (GNU wget):  {}", c.wget_command);
+    if let Some(sha) = &c.ca_sha256 {
+        println!("It trusts only the console's CA, SHA-256 {sha}.");
+    }
+    println!(
+        "It works once, until {}; it is a credential until then: keep it out of tickets and chat.",
+        c.expires_at
+    );
     Ok(())
 }

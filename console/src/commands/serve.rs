@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use tokio::net::TcpListener;
@@ -16,6 +17,7 @@ use crate::clock::Clock;
 use crate::http::{self, AppState};
 use crate::liveness::{self, LivenessMap};
 use crate::status::Thresholds;
+use crate::tls::ConsoleTls;
 use crate::store::{ServerFilter, SqliteStore, Store};
 
 pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
@@ -24,6 +26,13 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         Some(u) => Some(tasknode_dist::render::console_url("--public-url", u)?),
         None => None,
     };
+    if let Some(u) = &public_url {
+        if args.tls && !u.starts_with("https://") {
+            bail!(
+                "--public-url {u}: with --tls the console serves HTTPS only; give an https:// URL"
+            );
+        }
+    }
     // The database holds password hashes and secret digests: nothing the console writes is
     // for other users.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
@@ -64,7 +73,16 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let addr = listener
         .local_addr()
         .context("reading the listening address")?;
-    let url = format!("http://{}", reachable(addr));
+    let tls = if args.tls {
+        let names = tls_names(&args, addr, public_url.as_deref());
+        let tls = ConsoleTls::load_or_create(&data.join("tls"), &names)?;
+        tracing::info!(ca = %tls.ca_path.display(), ca_sha256 = %tls.ca_sha256(), names = ?names, "serving HTTPS");
+        Some(tls)
+    } else {
+        None
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}", reachable(addr));
     write_private(&data.join("console.url"), &format!("{url}\n"))?;
     let public_url = public_url.unwrap_or_else(|| url.clone());
     let state = AppState {
@@ -77,6 +95,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         public_url,
         templates: Arc::new(templates),
         artifacts: Arc::new(artifacts),
+        console_ca: tls.as_ref().map(|t| Arc::from(t.ca_pem.as_str())),
     };
 
     println!(
@@ -97,15 +116,74 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         Arc::clone(&store),
         args.persist_interval,
     ));
-    let served = axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
+    let router = http::router(state);
+    let served = match tls {
+        None => axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("serving HTTP"),
+        Some(tls) => serve_tls(listener, router, tls).await,
+    };
     flusher.abort();
     let flushed = live.flush(store.as_ref()).await;
-    served.context("serving HTTP")?;
+    served?;
     let n = flushed.context("persisting liveness at shutdown")?;
     tracing::info!(nodes = n, "console stopped; liveness persisted");
     Ok(())
+}
+
+/// Serves `router` over TLS until SIGTERM or Ctrl-C, then lets open requests finish.
+async fn serve_tls(
+    listener: TcpListener,
+    router: axum::Router,
+    tls: ConsoleTls,
+) -> anyhow::Result<()> {
+    let listener = listener
+        .into_std()
+        .context("handing the listening socket to the TLS server")?;
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stopper.graceful_shutdown(Some(Duration::from_secs(10)));
+    });
+    axum_server::from_tcp_rustls(
+        listener,
+        axum_server::tls_rustls::RustlsConfig::from_config(tls.server),
+    )
+    .handle(handle)
+    .serve(router.into_make_service())
+    .await
+    .context("serving HTTPS")
+}
+
+/// The names the console's certificate is issued for: loopback, this host's name, the listen
+/// address, the --public-url host, and every --tls-name.
+fn tls_names(args: &ServeArgs, addr: SocketAddr, public_url: Option<&str>) -> Vec<String> {
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    let host = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    if !host.is_empty() {
+        names.push(host);
+    }
+    if !addr.ip().is_unspecified() {
+        names.push(addr.ip().to_string());
+    }
+    if let Some(url) = public_url.and_then(|u| reqwest::Url::parse(u).ok()) {
+        if let Some(h) = url.host_str() {
+            names.push(h.trim_start_matches('[').trim_end_matches(']').to_owned());
+        }
+    }
+    names.extend(args.tls_names.iter().cloned());
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|n| seen.insert(n.clone()));
+    names
 }
 
 /// Concurrent password hashes: two per core.

@@ -47,11 +47,20 @@ pub async fn create(
         .await?;
     let url = format!("{}/install/{token}", state.public_url);
     tracing::info!(group = %t.group, user = %t.user, expires = %rfc3339(expires), "install command created");
+    let ca = state.console_ca.as_deref().map(|pem| {
+        (
+            format!("{}/ca.pem", state.public_url),
+            hex::encode(auth::digest(pem)),
+        )
+    });
+    let (command, wget_command) = commands(&url, ca.as_ref().map(|(u, s)| (u.as_str(), s.as_str())));
     Ok((
         StatusCode::CREATED,
         Json(InstallCommand {
-            command: format!("curl -sSL {url} | sh"),
-            wget_command: format!("wget -qO- {url} | sh"),
+            command,
+            wget_command,
+            ca_url: ca.as_ref().map(|(u, _)| u.clone()),
+            ca_sha256: ca.map(|(_, s)| s),
             url,
             group: t.group,
             project: t.project,
@@ -61,6 +70,52 @@ pub async fn create(
             expires_at: rfc3339(expires),
         }),
     ))
+}
+
+/// Where the install command puts the console's CA: the install script's state directory,
+/// which `--uninstall --purge` removes.
+const BOOTSTRAP_CA: &str = "/var/lib/tasknode-install/console-ca.pem";
+
+/// The curl and GNU wget commands that fetch the script at `url` and run it. The link reaches
+/// curl and wget on standard input (`echo` is a shell builtin), so it is on no command line.
+/// With a console CA (`ca`: its URL and SHA-256), the command first downloads the CA without
+/// checking the server, checks the file against the SHA-256, and then trusts only it.
+fn commands(url: &str, ca: Option<(&str, &str)>) -> (String, String) {
+    match ca {
+        None => (
+            format!("echo 'url = \"{url}\"' | curl -fsSL -K - | sh"),
+            format!("echo '{url}' | wget -qO- -i - | sh"),
+        ),
+        Some((ca_url, sha)) => {
+            let dir = BOOTSTRAP_CA.rsplit_once('/').map_or("/", |(d, _)| d);
+            let check = format!("echo '{sha}  {BOOTSTRAP_CA}' | sha256sum -c");
+            (
+                format!(
+                    "mkdir -p {dir} && curl -fsSk -o {BOOTSTRAP_CA} {ca_url} && {check} && echo 'url = \"{url}\"' | curl -fsSL --cacert {BOOTSTRAP_CA} -K - | sh"
+                ),
+                format!(
+                    "mkdir -p {dir} && wget -q --no-check-certificate -O {BOOTSTRAP_CA} {ca_url} && {check} && echo '{url}' | wget -qO- --ca-certificate={BOOTSTRAP_CA} -i - | sh"
+                ),
+            )
+        }
+    }
+}
+
+/// `GET /ca.pem`: the console's CA certificate, public by nature; install commands check it
+/// against the SHA-256 they carry before trusting it.
+pub async fn ca_certificate(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let Some(pem) = state.console_ca.clone() else {
+        return Err(ApiError::NotFound {
+            field: None,
+            message: "this console has no CA of its own (it serves without --tls)".to_owned(),
+        });
+    };
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/x-pem-file")],
+        pem.to_string(),
+    )
+        .into_response())
 }
 
 /// Why an install link was refused, as the `x-tasknode-refused` header says it.
@@ -152,10 +207,10 @@ pub async fn script(State(state): State<AppState>, Path(token): Path<String>) ->
     }
     let inputs = InstallInputs {
         console_url: &state.public_url,
+        console_ca: state.console_ca.as_deref(),
         credential: InstallCredential::Token(token),
         group: &t.group,
         enable_uuid: t.network.enable_uuid(),
-        agent_version: env!("CARGO_PKG_VERSION"),
         artifacts: &state.artifacts,
     };
     match render::install_sh(&state.templates, &inputs) {

@@ -43,6 +43,9 @@ pub struct AppState {
     pub templates: Arc<tasknode_dist::Templates>,
     /// The agent binaries install scripts download (none without `--agent-dir`).
     pub artifacts: Arc<tasknode_dist::artifacts::AgentArtifacts>,
+    /// With `serve --tls`: the console's CA certificate (PEM), which install scripts and agents
+    /// pin.
+    pub console_ca: Option<Arc<str>>,
 }
 
 impl AppState {
@@ -89,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/install-commands", post(install::create))
         .route("/install/{token}", get(install::script))
         .route("/dist/agent/{file}", get(install::agent_binary))
+        .route("/ca.pem", get(install::ca_certificate))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
