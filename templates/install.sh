@@ -25,6 +25,7 @@ PIDFILE={{ pid_file }}
 UNIT_FILE={{ unit_file }}
 INIT_SCRIPT={{ init_script }}
 SERVERCTL_SCRIPT={{ serverctl_script }}
+REFUSED={{ refused }}
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -552,6 +553,10 @@ main() {
     if [ "$ACTION" = help ]; then
         usage
         exit 0
+    fi
+    # The console refused this link (used, expired, unknown): the script still uninstalls.
+    if [ -n "$REFUSED" ] && [ "$ACTION" != uninstall ]; then
+        die "$E_FAIL" "$REFUSED (this script can still remove tasknode: pass it --uninstall, e.g. ... | sh -s -- --uninstall)"
     fi
     [ "$(id -u)" = 0 ] || die "$E_ROOT" "run this as root (sudo sh install.sh ...)"
     trap finish EXIT

@@ -118,9 +118,20 @@ fn a_token_enrolls_once_in_its_group_until_it_expires() {
     assert!(stderr(&out).contains("already used"), "{}", stderr(&out));
     let (why, body) = refused(&url);
     assert_eq!(why, "used");
+    // Run, it says why and exits 1 (it would still uninstall, as install_sh.rs shows).
+    let mut sh = std::process::Command::new("sh")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut sh.stdin.take().unwrap(), body.as_bytes()).unwrap();
+    let ran = sh.wait_with_output().unwrap();
+    assert_eq!(ran.status.code(), Some(1), "{}", stderr(&ran));
     assert!(
-        body.contains("was used at") && body.contains("exit 1"),
-        "{body}"
+        stderr(&ran).contains("was used at") && stderr(&ran).contains("--uninstall"),
+        "{}",
+        stderr(&ran)
     );
 
     // Expiry.

@@ -52,6 +52,41 @@ fn install_command(console: &Console) -> Value {
     serde_json::from_str(&out).unwrap()
 }
 
+/// How a printed install command fetches the script.
+#[derive(Clone, Copy, Debug)]
+enum Fetch {
+    /// `command`: curl.
+    Curl,
+    /// `wget_command`: GNU wget.
+    Wget,
+}
+
+/// Runs the install command `cmd` printed, as an operator pastes it into `shell`, inside `sb`
+/// with the script piped to that shell (given `args`). The fetching program is copied in first.
+fn run_command(
+    sb: &Sandbox,
+    cmd: &Value,
+    fetch: Fetch,
+    shell: &str,
+    args: &str,
+) -> std::process::Output {
+    let (key, program) = match fetch {
+        Fetch::Curl => ("command", "curl"),
+        Fetch::Wget => ("wget_command", "wget"),
+    };
+    sb.add_program(program);
+    let printed = cmd[key].as_str().unwrap();
+    let head = printed
+        .strip_suffix(" | sh")
+        .unwrap_or_else(|| panic!("{printed} does not end in | sh"));
+    let pipe = if args.is_empty() {
+        format!("{head} | {shell}")
+    } else {
+        format!("{head} | {shell} -s -- {args}")
+    };
+    sb.sh(shell, &pipe)
+}
+
 fn text(out: &std::process::Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(out))
 }
@@ -83,33 +118,31 @@ fn the_install_command_installs_under_every_shell_and_uninstalls_without_residue
     if !require_root() {
         return;
     }
-    let (console, _agents) = console(&UUIDS, &[]);
-    for (shell, uuid) in ["/bin/sh", "/usr/bin/dash", "/usr/bin/bash"]
-        .iter()
-        .zip(UUIDS)
-    {
+    // Over HTTPS with the console's own CA, which the command checks and everything after
+    // it trusts alone.
+    let (console, _agents) = console(&UUIDS, &["--tls"]);
+    // Debian's busybox ash runs its own applets before PATH, so its `wget` is always
+    // busybox's: GNU wget is driven from dash.
+    let shells = [
+        ("/bin/sh", Fetch::Curl),
+        ("/usr/bin/dash", Fetch::Wget),
+        ("/usr/bin/bash", Fetch::Curl),
+    ];
+    for ((shell, fetch), uuid) in shells.iter().zip(UUIDS) {
         let sb = Sandbox::new(Os::CentOs6);
         sb.set_uuid(uuid);
+        sb.add_program(match fetch {
+            Fetch::Curl => "curl",
+            Fetch::Wget => "wget",
+        });
         let before = sb.files();
         let cmd = install_command(&console);
         assert_eq!(cmd["enable_uuid"], true);
-        // Fetching the script does not spend the link (enrolling does): keep a copy, as an
-        // operator who downloads it first would, for the uninstall below.
-        let script = sb.path("/tmp/install.sh");
-        let body = reqwest::blocking::get(cmd["url"].as_str().unwrap())
-            .unwrap()
-            .text()
-            .unwrap();
-        std::fs::write(&script, body).unwrap();
         // The command as printed, with the sandbox's shell at the end of the pipe.
-        let wget = cmd["wget_command"]
-            .as_str()
-            .unwrap()
-            .replace("| sh", &format!("| {shell}"));
-        let out = sb.sh("/bin/sh", &wget);
+        let out = run_command(&sb, &cmd, *fetch, shell, "");
         assert!(
             out.status.success(),
-            "{shell}: install failed:\n{}",
+            "{shell} ({fetch:?}): install failed:\n{}",
             text(&out)
         );
         let said = text(&out);
@@ -144,8 +177,29 @@ fn the_install_command_installs_under_every_shell_and_uninstalls_without_residue
             "agent runs as {uid_line}"
         );
 
+        assert!(
+            said.contains(&format!(
+                "fetch with {}",
+                match fetch {
+                    Fetch::Curl => "curl",
+                    Fetch::Wget => "wget",
+                }
+            )),
+            "{said}"
+        );
+        // The agent pins the console's CA.
+        let ca =
+            std::fs::read_to_string(sb.path("/home/admin/tasknode/conf/console-ca.pem")).unwrap();
+        assert_eq!(ca, std::fs::read_to_string(console.ca()).unwrap());
+        let conf_text =
+            std::fs::read_to_string(sb.path("/home/admin/tasknode/conf/tasknode.conf")).unwrap();
+        assert!(
+            conf_text.contains("console_ca = \"/home/admin/tasknode/conf/console-ca.pem\""),
+            "{conf_text}"
+        );
+
         // The link works once.
-        let again = sb.sh("/bin/sh", &wget);
+        let again = run_command(&sb, &cmd, *fetch, shell, "");
         assert!(!again.status.success());
         assert!(text(&again).contains("was used at"), "{}", text(&again));
         assert!(
@@ -153,8 +207,9 @@ fn the_install_command_installs_under_every_shell_and_uninstalls_without_residue
             "a refused second run must leave the install alone"
         );
 
-        // Uninstall keeps the logs; purge leaves the sandbox as it was.
-        let out = sb.sh(shell, &format!("{shell} /tmp/install.sh --uninstall"));
+        // The spent link still uninstalls. Uninstall keeps the logs; purge leaves the sandbox
+        // as it was.
+        let out = run_command(&sb, &cmd, *fetch, shell, "--uninstall");
         assert!(out.status.success(), "{}", text(&out));
         assert!(!agent_running(&sb));
         let after: BTreeSet<String> = sb.files();
@@ -169,10 +224,7 @@ fn the_install_command_installs_under_every_shell_and_uninstalls_without_residue
             sb.path("/home/admin/tasknode/logs/heartbeat.log").exists(),
             "uninstall must keep the logs"
         );
-        let out = sb.sh(
-            shell,
-            &format!("{shell} /tmp/install.sh --uninstall --purge"),
-        );
+        let out = run_command(&sb, &cmd, *fetch, shell, "--uninstall --purge");
         assert!(out.status.success(), "{}", text(&out));
         let after = without_shadow_backups(sb.files());
         let before = without_shadow_backups(before.clone());
@@ -274,9 +326,10 @@ fn preflight_refusals_change_nothing_and_fix_hosts_repairs() {
     let (skewed, _a) = console(&UUIDS[..1], &["--clock-offset", "300"]);
     let sb = Sandbox::new(Os::CentOs7);
     sb.set_uuid(UUIDS[0]);
+    sb.add_program("curl");
     let before = sb.files();
     let cmd = install_command(&skewed);
-    let out = sb.sh("/bin/sh", cmd["wget_command"].as_str().unwrap());
+    let out = run_command(&sb, &cmd, Fetch::Curl, "/bin/sh", "");
     assert_eq!(out.status.code(), Some(15), "{}", text(&out));
     assert!(
         text(&out).contains("s off the console's") && text(&out).contains("chronyc makestep"),
@@ -290,14 +343,10 @@ fn preflight_refusals_change_nothing_and_fix_hosts_repairs() {
     let (console, _agents) = console(&UUIDS[..1], &[]);
     std::fs::write(sb.path("/etc/hosts"), "127.0.0.1 localhost\n").unwrap();
     let cmd = install_command(&console);
-    let out = sb.sh("/bin/sh", cmd["wget_command"].as_str().unwrap());
+    let out = run_command(&sb, &cmd, Fetch::Curl, "/bin/sh", "");
     assert_eq!(out.status.code(), Some(16), "{}", text(&out));
     assert!(text(&out).contains("--fix-hosts"), "{}", text(&out));
-    let wget = cmd["wget_command"]
-        .as_str()
-        .unwrap()
-        .replace("| sh", "| sh -s -- --fix-hosts");
-    let out = sb.sh("/bin/sh", &wget);
+    let out = run_command(&sb, &cmd, Fetch::Curl, "/bin/sh", "--fix-hosts");
     assert!(out.status.success(), "{}", text(&out));
     let hosts = std::fs::read_to_string(sb.path("/etc/hosts")).unwrap();
     assert!(
@@ -315,6 +364,30 @@ fn preflight_refusals_change_nothing_and_fix_hosts_repairs() {
     });
     assert_eq!(backups.count(), 1, "--fix-hosts keeps one backup");
     console.wait_status(UUIDS[0], "available", Duration::from_secs(10));
+
+    // busybox wget checks no certificate: with a console CA to pin and no curl, the script
+    // stops and changes nothing.
+    let (tls, _a) = self::console(&UUIDS[1..2], &["--tls"]);
+    let sb = Sandbox::new(Os::CentOs7);
+    sb.set_uuid(UUIDS[1]);
+    let cmd = install_command(&tls);
+    let body = tls
+        .http()
+        .get(cmd["url"].as_str().unwrap())
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    std::fs::write(sb.path("/tmp/install.sh"), body).unwrap();
+    let before = sb.files();
+    let out = sb.sh("/bin/sh", "sh /tmp/install.sh");
+    assert_eq!(out.status.code(), Some(13), "{}", text(&out));
+    assert!(
+        text(&out).contains("busybox wget cannot check the console's certificate"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(sb.files(), before);
 }
 
 #[test]
@@ -327,15 +400,10 @@ fn a_refused_enrollment_rolls_back_everything_it_did() {
     let (console, _agents) = console(&UUIDS[..1], &[]);
     let sb = Sandbox::new(Os::Alinux3);
     sb.set_uuid("4c4c4544-0042-3510-8051-b4c04f3332ff");
+    sb.add_program("curl");
     let before = sb.files();
     let cmd = install_command(&console);
-    let out = sb.sh(
-        "/usr/bin/dash",
-        &cmd["wget_command"]
-            .as_str()
-            .unwrap()
-            .replace("| sh", "| /usr/bin/dash"),
-    );
+    let out = run_command(&sb, &cmd, Fetch::Curl, "/usr/bin/dash", "");
     assert_eq!(out.status.code(), Some(18), "{}", text(&out));
     let said = text(&out);
     assert!(
@@ -362,13 +430,7 @@ fn reruns_repair_reinstall_enrolls_again_and_hostile_values_stay_data() {
     let sb = Sandbox::new(Os::CentOs7);
     sb.set_uuid(UUIDS[0]);
     let cmd = install_command(&console);
-    let out = sb.sh(
-        "/usr/bin/bash",
-        &cmd["wget_command"]
-            .as_str()
-            .unwrap()
-            .replace("| sh", "| /usr/bin/bash"),
-    );
+    let out = run_command(&sb, &cmd, Fetch::Curl, "/usr/bin/bash", "");
     assert!(out.status.success(), "{}", text(&out));
     console.wait_status(UUIDS[0], "available", Duration::from_secs(10));
     let conf = sb.path("/home/admin/tasknode/conf/tasknode.conf");
@@ -495,7 +557,7 @@ fn the_sysv_script_starts_queries_and_stops_the_agent_in_the_sandbox() {
     let sb = Sandbox::new(Os::CentOs6);
     sb.set_uuid(UUIDS[0]);
     let cmd = install_command(&console);
-    let out = sb.sh("/bin/sh", cmd["wget_command"].as_str().unwrap());
+    let out = run_command(&sb, &cmd, Fetch::Curl, "/bin/sh", "");
     assert!(out.status.success(), "{}", text(&out));
     let out = sb.sh("/bin/sh", "/home/admin/tasknode/bin/serverctl stop");
     assert!(out.status.success(), "{}", text(&out));

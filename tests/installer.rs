@@ -126,6 +126,53 @@ fn install_script(t: &Templates) -> String {
     render::install_sh(t, &inputs).unwrap()
 }
 
+/// install.sh over HTTPS carrying a console CA, as a `serve --tls` console renders it.
+fn install_script_with_ca(t: &Templates) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tasknode-x86_64"),
+        tasknode_dist::artifacts::stand_in_binary("0.1.0", b"x"),
+    )
+    .unwrap();
+    let artifacts = tasknode_dist::artifacts::AgentArtifacts::scan(dir.path()).unwrap();
+    let pem = "-----BEGIN CERTIFICATE-----\nMIIBdzCCAR2gAwIBAgIU\n-----END CERTIFICATE-----\n";
+    let inputs = render::InstallInputs {
+        console_url: "https://console.example.com:8443",
+        console_ca: Some(pem),
+        credential: render::InstallCredential::Token(format!("tn_{}", "a".repeat(43))),
+        group: "etl",
+        enable_uuid: false,
+        artifacts: &artifacts,
+    };
+    let script = render::install_sh(t, &inputs).unwrap();
+    assert!(
+        script.contains(&format!("CONSOLE_CA='{pem}'")),
+        "{script:.600}"
+    );
+    // A CA is refused over plain HTTP, and anything but PEM certificates is refused.
+    let http = render::InstallInputs {
+        console_url: "http://console.example.com:8080",
+        ..inputs.clone()
+    };
+    let err = render::install_sh(t, &http).unwrap_err().to_string();
+    assert!(
+        err.contains("--console-ca") && err.contains("https://"),
+        "{err}"
+    );
+    for bad in [
+        "hello",
+        "-----BEGIN CERTIFICATE-----\n$(touch /tmp/x)\n-----END CERTIFICATE-----",
+    ] {
+        let inputs = render::InstallInputs {
+            console_ca: Some(bad),
+            ..inputs.clone()
+        };
+        let err = render::install_sh(t, &inputs).unwrap_err().to_string();
+        assert!(err.contains("--console-ca"), "{err}");
+    }
+    script
+}
+
 fn shellcheck(script: &Path) {
     let out = tool("shellcheck")
         .args(["--shell=sh", "--severity=style"])
@@ -149,6 +196,17 @@ fn rendered_init_scripts_pass_shellcheck() {
             ("init", render::init(&t, &layout).unwrap()),
             ("serverctl", render::serverctl(&t, &layout).unwrap()),
             ("install", install_script(&t)),
+            ("install-tls", install_script_with_ca(&t)),
+            (
+                "install-refused",
+                render::refused_install_sh(
+                    &t,
+                    "http://console.example.com:8080",
+                    None,
+                    "this install link was used at 2026-11-24T10:00:00Z by server vm; it's spent",
+                )
+                .unwrap(),
+            ),
         ] {
             let path = dir.path().join(format!("{kind}-{name}"));
             std::fs::write(&path, text).unwrap();

@@ -1,5 +1,6 @@
 //! `serve --tls`: the console's own CA, trusted alone by the admin CLI, the agent and the
 //! commands and scripts the console hands out. Real processes on loopback and real curl/wget.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -37,7 +38,11 @@ fn run_printed(command: &str, dir: &std::path::Path) -> std::process::Output {
 #[test]
 fn agents_trust_the_pinned_console_ca_and_nothing_else() {
     let console = Console::start(&["--tls", "--heartbeat-interval", "1s"]);
-    assert!(console.url.starts_with("https://127.0.0.1:"), "{}", console.url);
+    assert!(
+        console.url.starts_with("https://127.0.0.1:"),
+        "{}",
+        console.url
+    );
     // The admin CLI reaches it, trusting DATA/tls/ca.pem.
     let password = console.create_user("etl");
     console.cli_ok(&["group", "create", "etl", "--network", "classic"]);
@@ -113,12 +118,23 @@ fn install_commands_check_the_ca_before_trusting_it() {
     let console = Console::start(&["--tls", "--agent-dir", agents.path().to_str().unwrap()]);
     console.create_user("etl");
     console.cli_ok(&["group", "create", "etl", "--network", "classic"]);
-    let out = console.cli_ok(&["install-command", "--group", "etl", "--user", "etl", "--json"]);
+    let out = console.cli_ok(&[
+        "install-command",
+        "--group",
+        "etl",
+        "--user",
+        "etl",
+        "--json",
+    ]);
     let cmd: Value = serde_json::from_str(&out).unwrap();
     let pem = std::fs::read(console.ca()).unwrap();
     assert_eq!(cmd["ca_sha256"], hex::encode(Sha256::digest(&pem)));
     assert_eq!(cmd["ca_url"], format!("{}/ca.pem", console.url));
-    let served = console.http().get(format!("{}/ca.pem", console.url)).send().unwrap();
+    let served = console
+        .http()
+        .get(format!("{}/ca.pem", console.url))
+        .send()
+        .unwrap();
     assert_eq!(served.bytes().unwrap().as_ref(), pem.as_slice());
 
     // The token reaches curl and wget on standard input only.
@@ -168,7 +184,14 @@ fn plain_http_consoles_have_no_ca_and_tls_wants_an_https_public_url() {
     console.cli_ok(&["group", "create", "etl", "--network", "classic"]);
     let res = reqwest::blocking::get(format!("{}/ca.pem", console.url)).unwrap();
     assert_eq!(res.status().as_u16(), 404);
-    let out = console.cli_ok(&["install-command", "--group", "etl", "--user", "etl", "--json"]);
+    let out = console.cli_ok(&[
+        "install-command",
+        "--group",
+        "etl",
+        "--user",
+        "etl",
+        "--json",
+    ]);
     let cmd: Value = serde_json::from_str(&out).unwrap();
     assert!(cmd.get("ca_sha256").is_none(), "{cmd:#}");
     let dir = tempfile::tempdir().unwrap();

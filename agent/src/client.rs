@@ -2,8 +2,8 @@
 //! latency and the clock offset measured from the console-time header (NTP-style: the console's
 //! time minus the agent's time at the midpoint of the round trip).
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use reqwest::Url;
 use reqwest::header::AUTHORIZATION;

@@ -99,12 +99,10 @@ impl AdminClient {
                 }
             }
         }
-        let http = builder
-            .build()
-            .map_err(|source| ClientError::Unreachable {
-                url: base.clone(),
-                source,
-            })?;
+        let http = builder.build().map_err(|source| ClientError::Unreachable {
+            url: base.clone(),
+            source,
+        })?;
         Ok(AdminClient { http, base, token })
     }
 

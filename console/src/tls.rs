@@ -157,7 +157,11 @@ mod tests {
         assert_eq!(first.ca_sha256().len(), 64);
         let mode = |p: &str| {
             use std::os::unix::fs::PermissionsExt;
-            fs::metadata(dir.path().join(p)).unwrap().permissions().mode() & 0o777
+            fs::metadata(dir.path().join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
         };
         assert_eq!(mode("ca.key"), 0o600);
         assert_eq!(mode("ca.pem"), 0o644);

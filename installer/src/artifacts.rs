@@ -87,7 +87,10 @@ impl AgentArtifacts {
             let version = tasknode_protocol::agent_version_in(&data)
                 .ok_or_else(|| ArtifactError::NoVersion { path: path.clone() })?
                 .to_owned();
-            if let Some(first) = binaries.first().filter(|b: &&AgentBinary| b.version != version) {
+            if let Some(first) = binaries
+                .first()
+                .filter(|b: &&AgentBinary| b.version != version)
+            {
                 return Err(ArtifactError::Mixed {
                     first: first.path.clone(),
                     first_version: first.version.clone(),
@@ -160,10 +163,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("tasknode-x86_64"), b"not an agent").unwrap();
         let err = AgentArtifacts::scan(dir.path()).unwrap_err();
-        assert!(err.to_string().contains("carries no tasknode agent version"), "{err}");
-        std::fs::write(dir.path().join("tasknode-x86_64"), stand_in_binary("1.0.0", b"a")).unwrap();
-        std::fs::write(dir.path().join("tasknode-aarch64"), stand_in_binary("1.1.0", b"b")).unwrap();
+        assert!(
+            err.to_string()
+                .contains("carries no tasknode agent version"),
+            "{err}"
+        );
+        std::fs::write(
+            dir.path().join("tasknode-x86_64"),
+            stand_in_binary("1.0.0", b"a"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("tasknode-aarch64"),
+            stand_in_binary("1.1.0", b"b"),
+        )
+        .unwrap();
         let err = AgentArtifacts::scan(dir.path()).unwrap_err();
-        assert!(err.to_string().contains("disagree on their version"), "{err}");
+        assert!(
+            err.to_string().contains("disagree on their version"),
+            "{err}"
+        );
     }
 }

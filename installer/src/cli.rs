@@ -50,40 +50,44 @@ pub struct Common {
     pub out: Option<PathBuf>,
 }
 
+/// `render install-sh`.
+#[derive(Debug, Args)]
+pub struct InstallShArgs {
+    /// Console URL the agent enrolls with and downloads from.
+    #[arg(long, value_name = "URL")]
+    console: String,
+    /// The console's CA certificate (PEM; a `serve --tls` console keeps it in
+    /// DATA/tls/ca.pem): the script and the agent then trust it alone.
+    #[arg(long, value_name = "FILE")]
+    console_ca: Option<PathBuf>,
+    /// User name of the access key.
+    #[arg(long, value_name = "NAME")]
+    user_name: String,
+    /// File whose first line is the access key's password.
+    #[arg(long, value_name = "FILE")]
+    password_file: PathBuf,
+    /// The resource group the server joins.
+    #[arg(long, value_name = "NAME")]
+    group: String,
+    /// true: enroll by DMI UUID (VPC group); false: by hostname (classic group).
+    #[arg(long, value_name = "true|false", value_parser = clap::builder::BoolValueParser::new(), action = clap::ArgAction::Set)]
+    enable_uuid: bool,
+    /// Directory with the agent binaries (tasknode-x86_64, tasknode-aarch64) the console
+    /// serves, to take their SHA-256 from.
+    #[arg(long, value_name = "DIR")]
+    agent_dir: PathBuf,
+    /// File to write (mode 0600).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    #[arg(long, value_name = "DIR")]
+    templates: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum RenderCmd {
     /// install.sh carrying a user's access key (the file then holds the password: it is
     /// written 0600). The console hands out scripts with one-time tokens instead.
-    InstallSh {
-        /// Console URL the agent enrolls with and downloads from.
-        #[arg(long, value_name = "URL")]
-        console: String,
-        /// The console's CA certificate (PEM; a `serve --tls` console keeps it in
-        /// DATA/tls/ca.pem): the script and the agent then trust it alone.
-        #[arg(long, value_name = "FILE")]
-        console_ca: Option<PathBuf>,
-        /// User name of the access key.
-        #[arg(long, value_name = "NAME")]
-        user_name: String,
-        /// File whose first line is the access key's password.
-        #[arg(long, value_name = "FILE")]
-        password_file: PathBuf,
-        /// The resource group the server joins.
-        #[arg(long, value_name = "NAME")]
-        group: String,
-        /// true: enroll by DMI UUID (VPC group); false: by hostname (classic group).
-        #[arg(long, value_name = "true|false", value_parser = clap::builder::BoolValueParser::new(), action = clap::ArgAction::Set)]
-        enable_uuid: bool,
-        /// Directory with the agent binaries (tasknode-x86_64, tasknode-aarch64) the console
-        /// serves, to take their SHA-256 from.
-        #[arg(long, value_name = "DIR")]
-        agent_dir: PathBuf,
-        /// File to write (mode 0600).
-        #[arg(long, value_name = "FILE")]
-        out: PathBuf,
-        #[arg(long, value_name = "DIR")]
-        templates: Option<PathBuf>,
-    },
+    InstallSh(InstallShArgs),
     /// The systemd unit (tasknode.service).
     Unit(Common),
     /// The SysV init script (/etc/init.d/tasknode, el6).
@@ -117,28 +121,9 @@ pub enum RenderCmd {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let Command::Render(cmd) = cli.command;
     let (common, text, mode) = match &cmd {
-        RenderCmd::InstallSh {
-            console,
-            console_ca,
-            user_name,
-            password_file,
-            group,
-            enable_uuid,
-            agent_dir,
-            out,
-            templates: dir,
-        } => {
-            let text = install_sh(
-                console,
-                console_ca.as_deref(),
-                user_name,
-                password_file,
-                group,
-                *enable_uuid,
-                agent_dir,
-                dir.as_deref(),
-            )?;
-            return write_atomically(out, &text, 0o600);
+        RenderCmd::InstallSh(args) => {
+            let text = install_sh(args)?;
+            return write_atomically(&args.out, &text, 0o600);
         }
         RenderCmd::Unit(c) => (c, render::unit(&templates(c)?, &layout(c))?, 0o644),
         RenderCmd::Init(c) => (c, render::init(&templates(c)?, &layout(c))?, 0o755),
@@ -168,40 +153,32 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// install.sh with an access key, for `render install-sh`.
-fn install_sh(
-    console: &str,
-    console_ca: Option<&Path>,
-    user_name: &str,
-    password_file: &Path,
-    group: &str,
-    enable_uuid: bool,
-    agent_dir: &Path,
-    templates_dir: Option<&Path>,
-) -> anyhow::Result<String> {
-    let password = std::fs::read_to_string(password_file)
-        .with_context(|| format!("--password-file: reading {}", password_file.display()))?;
+fn install_sh(args: &InstallShArgs) -> anyhow::Result<String> {
+    let password = std::fs::read_to_string(&args.password_file)
+        .with_context(|| format!("--password-file: reading {}", args.password_file.display()))?;
     let password = password.lines().next().unwrap_or("").to_owned();
-    let artifacts = crate::artifacts::AgentArtifacts::scan(agent_dir).context("--agent-dir")?;
-    let console_ca = match console_ca {
+    let artifacts =
+        crate::artifacts::AgentArtifacts::scan(&args.agent_dir).context("--agent-dir")?;
+    let console_ca = match &args.console_ca {
         Some(path) => Some(
             std::fs::read_to_string(path)
                 .with_context(|| format!("--console-ca: reading {}", path.display()))?,
         ),
         None => None,
     };
-    let t = match templates_dir {
+    let t = match &args.templates {
         Some(d) => Templates::with_overrides(d)?,
         None => Templates::embedded()?,
     };
     let inputs = render::InstallInputs {
-        console_url: console,
+        console_url: &args.console,
         console_ca: console_ca.as_deref(),
         credential: render::InstallCredential::AccessKey {
-            user_name: user_name.to_owned(),
+            user_name: args.user_name.clone(),
             password,
         },
-        group,
-        enable_uuid,
+        group: &args.group,
+        enable_uuid: args.enable_uuid,
         artifacts: &artifacts,
     };
     Ok(render::install_sh(&t, &inputs)?)

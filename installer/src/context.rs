@@ -76,6 +76,9 @@ pub struct InstallContext {
     /// Download URL and SHA-256 of the aarch64 agent; empty when there is none.
     pub agent_aarch64_url: String,
     pub agent_aarch64_sha256: String,
+    /// Why the console refused the link this script was asked for; the script then only
+    /// uninstalls. Empty for a working link.
+    pub refused: String,
     /// Where the agent's files go (the script layout).
     pub bin: String,
     pub config: String,

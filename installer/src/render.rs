@@ -56,13 +56,17 @@ pub fn console_url(field: &str, value: &str) -> Result<String, FieldError> {
 pub fn ca_pem(field: &str, pem: &str) -> Result<String, FieldError> {
     let bad = |why: &str| FieldError::new(field, format!("not a PEM CA certificate: {why}"));
     let text = pem.trim();
-    if !text.starts_with("-----BEGIN CERTIFICATE-----") || !text.ends_with("-----END CERTIFICATE-----")
+    if !text.starts_with("-----BEGIN CERTIFICATE-----")
+        || !text.ends_with("-----END CERTIFICATE-----")
     {
-        return Err(bad("it must start with -----BEGIN CERTIFICATE----- and end with -----END CERTIFICATE-----"));
+        return Err(bad(
+            "it must start with -----BEGIN CERTIFICATE----- and end with -----END CERTIFICATE-----",
+        ));
     }
     let ok = text.lines().all(|l| {
         l.starts_with("-----")
-            || l.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+            || l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
     });
     if !ok || text.len() > 64 * 1024 {
         return Err(bad("it holds something besides base64 lines"));
@@ -167,19 +171,7 @@ pub fn install_sh(t: &Templates, inputs: &InstallInputs<'_>) -> Result<String, R
             "there is no agent binary for the script to install; give the directory of tasknode-x86_64",
         )
     })?;
-    let console_ca = match inputs.console_ca {
-        None => String::new(),
-        Some(pem) => {
-            if !console_url.starts_with("https://") {
-                return Err(FieldError::new(
-                    "--console-ca",
-                    format!("a CA is only used over HTTPS, and {console_url} is not https://"),
-                )
-                .into());
-            }
-            ca_pem("--console-ca", pem)?
-        }
-    };
+    let console_ca = console_ca_text(&console_url, inputs.console_ca)?;
     let (enrollment_token, user_name, password) = match &inputs.credential {
         InstallCredential::Token(token) => {
             validate::enrollment_token("enrollment token", token)?;
@@ -221,8 +213,62 @@ pub fn install_sh(t: &Templates, inputs: &InstallInputs<'_>) -> Result<String, R
         log_dir: layout.log_dir,
         pid_file: layout.pid_file,
         console_url,
+        refused: String::new(),
     };
     Ok(t.render(templates::INSTALL_SH, &ctx)?)
+}
+
+/// install.sh for a link the console refused (used, expired, unknown): it prints `reason` and
+/// exits 1, except with `--uninstall`, which works as in any install script. So the command an
+/// operator ran once still removes what it installed.
+pub fn refused_install_sh(
+    t: &Templates,
+    console_url: &str,
+    console_ca: Option<&str>,
+    reason: &str,
+) -> Result<String, RenderError> {
+    let console_url = self::console_url("--console", console_url)?;
+    let console_ca = console_ca_text(&console_url, console_ca)?;
+    let layout = Layout::script();
+    let ctx = InstallContext {
+        enrollment_token: String::new(),
+        user_name: String::new(),
+        password: String::new(),
+        console_ca,
+        enable_uuid: "false".to_owned(),
+        group: String::new(),
+        agent_version: String::new(),
+        agent_x86_64_url: String::new(),
+        agent_x86_64_sha256: String::new(),
+        agent_aarch64_url: String::new(),
+        agent_aarch64_sha256: String::new(),
+        unit_file: unit(t, &layout)?,
+        init_script: init(t, &layout)?,
+        serverctl_script: serverctl(t, &layout)?,
+        bin: layout.bin,
+        config: layout.config,
+        log_dir: layout.log_dir,
+        pid_file: layout.pid_file,
+        console_url,
+        refused: if reason.is_empty() {
+            "the console refused this install link".to_owned()
+        } else {
+            reason.to_owned()
+        },
+    };
+    Ok(t.render(templates::INSTALL_SH, &ctx)?)
+}
+
+/// The CA text a script carries: checked PEM over HTTPS, empty without a CA.
+fn console_ca_text(console_url: &str, pem: Option<&str>) -> Result<String, FieldError> {
+    match pem {
+        None => Ok(String::new()),
+        Some(_) if !console_url.starts_with("https://") => Err(FieldError::new(
+            "--console-ca",
+            format!("a CA is only used over HTTPS, and {console_url} is not https://"),
+        )),
+        Some(pem) => ca_pem("--console-ca", pem),
+    }
 }
 
 /// The yum .repo file for `dist`.

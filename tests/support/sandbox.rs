@@ -206,6 +206,18 @@ impl Sandbox {
         .unwrap();
     }
 
+    /// Copies this host's `program` (with its libraries) into the sandbox's /usr/bin, where it
+    /// comes before busybox's applets on PATH.
+    pub fn add_program(&self, program: &str) {
+        let path = crate::which(program);
+        copy_with_libs(&path, self.root());
+        let inside = self.root().join(path.strip_prefix("/").unwrap());
+        let dst = self.path(&format!("/usr/bin/{program}"));
+        if inside != dst {
+            std::fs::copy(&inside, &dst).unwrap();
+        }
+    }
+
     /// Runs `sh -c COMMAND` inside with `shell` (e.g. `["/bin/sh"]`, `["/usr/bin/bash"]`) and a
     /// clean environment.
     pub fn sh(&self, shell: &str, command: &str) -> Output {

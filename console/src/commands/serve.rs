@@ -17,8 +17,8 @@ use crate::clock::Clock;
 use crate::http::{self, AppState};
 use crate::liveness::{self, LivenessMap};
 use crate::status::Thresholds;
-use crate::tls::ConsoleTls;
 use crate::store::{ServerFilter, SqliteStore, Store};
+use crate::tls::ConsoleTls;
 
 pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let thresholds = thresholds(&args)?;

@@ -53,7 +53,8 @@ pub async fn create(
             hex::encode(auth::digest(pem)),
         )
     });
-    let (command, wget_command) = commands(&url, ca.as_ref().map(|(u, s)| (u.as_str(), s.as_str())));
+    let (command, wget_command) =
+        commands(&url, ca.as_ref().map(|(u, s)| (u.as_str(), s.as_str())));
     Ok((
         StatusCode::CREATED,
         Json(InstallCommand {
@@ -140,10 +141,23 @@ impl Refused {
 
 /// A refused link still answers with a script, and with 200: the link's only reader is a
 /// shell pipe, and `wget -qO- LINK | sh` shows nothing of an error page. The script prints the
-/// reason and exits 1; `x-tasknode-refused` names the refusal for anything else reading it.
-fn refusal(why: Refused, message: &str) -> Response {
-    let quoted = tasknode_dist::escape::shell(message).unwrap_or_else(|_| "''".to_owned());
-    let body = format!("#!/bin/sh\nprintf 'tasknode: %s\\n' {quoted} >&2\nexit 1\n");
+/// reason and exits 1, unless it is asked to `--uninstall`: the command an operator ran once
+/// keeps removing what it installed. `x-tasknode-refused` names the refusal for anything else
+/// reading it.
+fn refusal(state: &AppState, why: Refused, message: &str) -> Response {
+    let body = match render::refused_install_sh(
+        &state.templates,
+        &state.public_url,
+        state.console_ca.as_deref(),
+        message,
+    ) {
+        Ok(body) => body,
+        Err(e) => {
+            tracing::error!(error = %e, "rendering a refusal script");
+            let quoted = tasknode_dist::escape::shell(message).unwrap_or_else(|_| "''".to_owned());
+            format!("#!/bin/sh\nprintf 'tasknode: %s\\n' {quoted} >&2\nexit 1\n")
+        }
+    };
     (
         StatusCode::OK,
         [
@@ -162,6 +176,7 @@ fn refusal(why: Refused, message: &str) -> Response {
 pub async fn script(State(state): State<AppState>, Path(token): Path<String>) -> Response {
     if validate::enrollment_token("token", &token).is_err() {
         return refusal(
+            &state,
             Refused::Unknown,
             "this install link is not valid; copy the whole command again",
         );
@@ -171,6 +186,7 @@ pub async fn script(State(state): State<AppState>, Path(token): Path<String>) ->
         Ok(Some(t)) => t,
         Ok(None) => {
             return refusal(
+                &state,
                 Refused::Unknown,
                 "this install link is not known to the console; ask for a new install command",
             );
@@ -178,6 +194,7 @@ pub async fn script(State(state): State<AppState>, Path(token): Path<String>) ->
         Err(e) => {
             tracing::error!(error = %e, "looking up an install link");
             return refusal(
+                &state,
                 Refused::Failed,
                 "the console could not look up this install link; try again",
             );
@@ -189,6 +206,7 @@ pub async fn script(State(state): State<AppState>, Path(token): Path<String>) ->
     );
     if let Some((at, server)) = &t.used {
         return refusal(
+            &state,
             Refused::Used,
             &format!(
                 "this install link was used at {} by server {server}; {renew}",
@@ -198,6 +216,7 @@ pub async fn script(State(state): State<AppState>, Path(token): Path<String>) ->
     }
     if t.expires_ms <= state.clock.now_ms() {
         return refusal(
+            &state,
             Refused::Expired,
             &format!(
                 "this install link expired at {}; {renew}",
@@ -226,6 +245,7 @@ pub async fn script(State(state): State<AppState>, Path(token): Path<String>) ->
         Err(e) => {
             tracing::error!(error = %e, "rendering install.sh");
             refusal(
+                &state,
                 Refused::Failed,
                 "the console could not render the install script; see its log",
             )
