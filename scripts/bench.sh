@@ -23,7 +23,7 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # ---- what it needs ----------------------------------------------------------------------
 need=()
-for pair in nginx:nginx musl-gcc:musl-tools python3:python3 busybox:busybox-static useradd:passwd; do
+for pair in nginx:nginx musl-gcc:musl-tools python3:python3 busybox:busybox-static useradd:passwd curl:curl; do
   command -v "${pair%%:*}" >/dev/null || need+=("${pair##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -187,7 +187,8 @@ if [ "$(id -u)" = 0 ]; then
     chmod 1777 "$root/tmp"
     cp "$(command -v busybox)" "$root/bin/busybox"
     chroot "$root" /bin/busybox --install -s /bin
-    for prog in useradd userdel; do
+    # curl: the printed command's fetcher (busybox wget cannot read the link from stdin).
+    for prog in useradd userdel curl; do
       p=$(command -v "$prog")
       for f in "$p" $(ldd "$p" | grep -o '/[^ ]*'); do
         mkdir -p "$root$(dirname "$f")"
@@ -202,7 +203,7 @@ if [ "$(id -u)" = 0 ]; then
     printf '%s\n' "$uuid" >"$root/sys/class/dmi/id/product_uuid"
     for m in proc dev; do mount --bind "/$m" "$root/$m"; MOUNTS+=("$root/$m"); done
     cmd=$("$CONSOLE" install-command --group inst --user inst --json |
-      python3 -c 'import json,sys; print(json.load(sys.stdin)["wget_command"])')
+      python3 -c 'import json,sys; print(json.load(sys.stdin)["command"])')
     start=$(date +%s.%N)
     chroot "$root" /bin/sh -c "$cmd" >"$WORK/install$run.log" 2>&1 || die "install failed: $(cat "$WORK/install$run.log")"
     end=$(date +%s.%N)
@@ -271,7 +272,7 @@ lines += [
     "- `saturation_*`: back-to-back requests over "
     f"{64} connections (`tasknode-loadgen saturate`): console heartbeats (authenticated, JSON, recorded in memory) beside nginx answering "
     "a static 204 on the same machine in the same run, the ceiling of this machine and client; `saturation_console_over_nginx` is the ratio.",
-    "- `install_to_available`: seconds from starting `wget -qO- LINK | sh` in a fresh chroot (busybox, CentOS 6 release files) to the "
+    "- `install_to_available`: seconds from starting the printed install command (`echo 'url = \"LINK\"' | curl -fsSL -K - | sh`) in a fresh chroot (busybox, CentOS 6 release files) to the "
     "script's exit, which it reaches once the console shows the server available.",
 ]
 if install_note:

@@ -62,7 +62,7 @@ trap 'echo; say "stopping the agent and the console"; stop_all; exit 0' INT TERM
 
 say "starting the console on 127.0.0.1:$port (data in $data)"
 rm -f "$data/console.url"
-"$bin/tasknode-console" serve --listen "127.0.0.1:$port" --agent-dir "$state/agents" \
+"$bin/tasknode-console" serve --tls --listen "127.0.0.1:$port" --agent-dir "$state/agents" \
   >"$state/console.out" 2>"$state/console.log" &
 console_pid=$!
 for _ in $(seq 100); do
@@ -96,8 +96,8 @@ if ! console server list --group "$group" | awk 'NR > 1 {print $1}' | grep -qx "
 fi
 
 say "enrolling the agent on this host"
-"$bin/tasknode" enroll --console "$url" --user-name demo --password-file "$password_file" \
-  --enable-uuid false --config "$agent_conf"
+"$bin/tasknode" enroll --console "$url" --console-ca "$data/tls/ca.pem" --user-name demo \
+  --password-file "$password_file" --enable-uuid false --config "$agent_conf"
 
 say "starting the agent"
 "$bin/tasknode" run --config "$agent_conf" 2>"$state/agent.err" &
@@ -119,7 +119,7 @@ console server list --group "$group"
 cat <<MSG
 
 tasknode is running.
-  console       $url   (admin token: $data/admin.token)
+  console       $url   (HTTPS with its own CA, $data/tls/ca.pem; admin token: $data/admin.token)
   admin CLI     TASKNODE_DATA=$data $bin/tasknode-console server list
   agent status  $bin/tasknode status --config $agent_conf
   agent logs    $state/agent/logs/heartbeat.log, $state/agent/logs/agent.log
@@ -129,7 +129,8 @@ tasknode is running.
 To add another server: add it to a group, then print its one-time install command:
   TASKNODE_DATA=$data $bin/tasknode-console server add --group $group --name OTHER-HOSTNAME
   TASKNODE_DATA=$data $bin/tasknode-console install-command --group $group --user demo
-(the console listens on 127.0.0.1 here; serve with --listen 0.0.0.0:PORT --public-url URL for other hosts)
+(the console listens on 127.0.0.1 here; for other hosts serve with --listen 0.0.0.0:PORT
+ --public-url https://NAME:PORT, which its certificate then covers)
 MSG
 
 if [ "${TASKNODE_RUN_ONCE:-}" = 1 ]; then

@@ -56,6 +56,12 @@ impl ConsoleTls {
                 )
             })?;
             (key, pem)
+        } else if ca_path.exists() {
+            anyhow::bail!(
+                "{} exists without its key {}: restore the key, or move both away to create a new CA (agents then need reinstalling)",
+                ca_path.display(),
+                key_path.display()
+            );
         } else {
             let key = KeyPair::generate().context("generating the CA key")?;
             let cert = ca_params()?
@@ -175,5 +181,21 @@ mod tests {
             .err()
             .unwrap();
         assert!(format!("{err:#}").contains("ca.key is not a PEM private key"));
+    }
+
+    #[test]
+    fn a_certificate_without_its_key_is_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = ["localhost".to_owned()];
+        let first = ConsoleTls::load_or_create(dir.path(), &names).unwrap();
+        fs::remove_file(dir.path().join("ca.key")).unwrap();
+        let err = ConsoleTls::load_or_create(dir.path(), &names)
+            .err()
+            .unwrap();
+        assert!(
+            format!("{err:#}").contains("exists without its key"),
+            "{err:#}"
+        );
+        assert_eq!(fs::read_to_string(&first.ca_path).unwrap(), first.ca_pem);
     }
 }
