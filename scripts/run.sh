@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Runs tasknode on this machine: builds the console and the agent (and the static agent the
-# console serves to install scripts), starts the console with its embedded store, creates a
-# user, a classic resource group "demo" with this host in it, enrolls an agent on this host and
-# waits until the console shows it available. Then it keeps both running until Ctrl-C (or
-# exits at once with TASKNODE_RUN_ONCE=1).
+# Runs tasknode on this machine: builds the console, the agent and the static agent, turns the
+# static agent into a signed release (tarball, RPMs for el6/el7/al7/al8 and their signed yum
+# repositories; release keys made once), starts the console with its embedded store serving
+# that release, creates a user, a classic resource group "demo" with this host in it, enrolls an
+# agent on this host and waits until the console shows it available. Then it keeps both running
+# until Ctrl-C (or exits at once with TASKNODE_RUN_ONCE=1).
 #
 # Environment:
 #   TASKNODE_PORT     console port on 127.0.0.1 (default 8080; 0 picks a free one)
@@ -37,14 +38,29 @@ rustup target list --installed | grep -qx x86_64-unknown-linux-musl \
   || rustup target add x86_64-unknown-linux-musl \
   || die "could not add the rustup target x86_64-unknown-linux-musl"
 
-say "building tasknode and tasknode-console ($profile)"
-cargo build $build_flag --locked -p tasknode -p tasknode-console
+say "building tasknode, tasknode-console and tasknode-dist ($profile)"
+cargo build $build_flag --locked -p tasknode -p tasknode-console -p tasknode-dist
 say "building the static agent install scripts download ($profile, x86_64-unknown-linux-musl)"
 cargo build $build_flag --locked --target x86_64-unknown-linux-musl -p tasknode
 
-mkdir -p "$state/agents"
+mkdir -p "$state"
 chmod 700 "$state"
-cp "target/x86_64-unknown-linux-musl/${bin#target/}/tasknode" "$state/agents/tasknode-x86_64"
+static_agent=$state/build/tasknode
+mkdir -p "$state/build"
+cp "target/x86_64-unknown-linux-musl/${bin#target/}/tasknode" "$static_agent"
+# Release builds are stripped already; a debug build is stripped here, as a release would be.
+command -v strip >/dev/null && strip "$static_agent"
+version=$("$static_agent" --version | awk '{print $2}')
+if [ ! -f "$state/keys/package-signing.secret.asc" ]; then
+  say "making release signing keys in $state/keys (once)"
+  "$bin/tasknode-dist" keygen --out "$state/keys"
+fi
+# The demo release is rebuilt from scratch each run: a released version never changes.
+say "building release $version: agent tarball, signed RPMs and yum repositories"
+rm -rf "$state/dist"
+SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)} \
+  "$bin/tasknode-dist" build --out "$state/dist" --version "$version" --keys "$state/keys" \
+  --agent "$static_agent"
 data=$state/data
 agent_conf=$state/agent/conf/tasknode.conf
 export TASKNODE_DATA=$data
@@ -62,7 +78,7 @@ trap 'echo; say "stopping the agent and the console"; stop_all; exit 0' INT TERM
 
 say "starting the console on 127.0.0.1:$port (data in $data)"
 rm -f "$data/console.url"
-"$bin/tasknode-console" serve --tls --listen "127.0.0.1:$port" --agent-dir "$state/agents" \
+"$bin/tasknode-console" serve --tls --listen "127.0.0.1:$port" --dist "$state/dist" \
   >"$state/console.out" 2>"$state/console.log" &
 console_pid=$!
 for _ in $(seq 100); do
@@ -125,6 +141,8 @@ tasknode is running.
   agent logs    $state/agent/logs/heartbeat.log, $state/agent/logs/agent.log
   console log   $state/console.log
   served agent  $url/dist/agent/tasknode-x86_64 (static; the install scripts download it)
+  release       $state/dist (keys: $state/keys); yum repositories under $url/repo/,
+                .repo files at $url/yum/{el6,el7,al7,al8}/tasknode.repo
 
 To add another server: add it to a group, then print its one-time install command:
   TASKNODE_DATA=$data $bin/tasknode-console server add --group $group --name OTHER-HOSTNAME

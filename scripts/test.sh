@@ -18,7 +18,8 @@ done
 # Tools the tests drive, as Debian packages: command -> package.
 need=()
 for pair in shellcheck:shellcheck dash:dash busybox:busybox-static systemd-analyze:systemd \
-  musl-gcc:musl-tools strip:binutils useradd:passwd chroot:coreutils curl:curl wget:wget; do
+  musl-gcc:musl-tools strip:binutils useradd:passwd chroot:coreutils curl:curl wget:wget \
+  rpm:rpm rpmbuild:rpm rpmlint:rpmlint dnf:dnf createrepo_c:createrepo-c gpg:gnupg; do
   command -v "${pair%%:*}" >/dev/null || need+=("${pair##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -158,7 +158,7 @@ impl ConsoleClient {
         let http = builder
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(Duration::from_secs(5))
-            .user_agent(concat!("tasknode/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("tasknode/", env!("TASKNODE_AGENT_VERSION")))
             .build()
             .map_err(|e| ClientError::Unreachable {
                 url: console_url.to_owned(),

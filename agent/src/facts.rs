@@ -77,10 +77,10 @@ pub fn memory_bytes(root: &Path) -> u64 {
 
 /// `PRETTY_NAME` from os-release, else the first line of redhat-release or alinux-release.
 fn os_name(root: &Path) -> String {
-    if let Some(text) = read(root, "etc/os-release") {
-        if let Some(v) = text.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=")) {
-            return v.trim().trim_matches('"').to_owned();
-        }
+    if let Some(text) = read(root, "etc/os-release")
+        && let Some(v) = text.lines().find_map(|l| l.strip_prefix("PRETTY_NAME="))
+    {
+        return v.trim().trim_matches('"').to_owned();
     }
     ["etc/alinux-release", "etc/redhat-release"]
         .iter()

@@ -17,14 +17,18 @@ use std::process::ExitCode;
 
 /// This binary's version between [`tasknode_protocol::AGENT_VERSION_MARKER`] and a NUL: the
 /// console and `tasknode-dist` read it from the file, whatever its architecture.
-static VERSION_MARKER: &str = concat!("\0tasknode-agent-version=", env!("CARGO_PKG_VERSION"), "\0");
+static VERSION_MARKER: &str = concat!(
+    "\0tasknode-agent-version=",
+    env!("TASKNODE_AGENT_VERSION"),
+    "\0"
+);
 
 /// The agent's version, read from the marker so that the marker stays in the binary.
 pub fn version() -> &'static str {
     let marker = std::hint::black_box(VERSION_MARKER);
     marker
         .get(tasknode_protocol::AGENT_VERSION_MARKER.len()..marker.len() - 1)
-        .unwrap_or(env!("CARGO_PKG_VERSION"))
+        .unwrap_or(env!("TASKNODE_AGENT_VERSION"))
 }
 
 use cli::{Cli, Command};
@@ -84,8 +88,8 @@ mod tests {
     fn the_version_marker_is_the_one_tools_look_for() {
         assert_eq!(
             tasknode_protocol::agent_version_in(super::VERSION_MARKER.as_bytes()),
-            Some(env!("CARGO_PKG_VERSION"))
+            Some(env!("TASKNODE_AGENT_VERSION"))
         );
-        assert_eq!(super::version(), env!("CARGO_PKG_VERSION"));
+        assert_eq!(super::version(), env!("TASKNODE_AGENT_VERSION"));
     }
 }

@@ -113,8 +113,14 @@ pub struct ServeArgs {
     pub public_url: Option<String>,
     /// Directory of agent binaries to serve to install scripts (tasknode-x86_64,
     /// tasknode-aarch64). Without it the console hands out no install commands.
+    /// [default: DIST/agents with --dist]
     #[arg(long, value_name = "DIR")]
     pub agent_dir: Option<PathBuf>,
+    /// A `tasknode-dist build` output directory to serve: the yum repositories under /repo/,
+    /// the package key at /RPM-GPG-KEY-tasknode, release files under /releases/, and a .repo
+    /// file per dist at /yum/DIST/tasknode.repo.
+    #[arg(long, value_name = "DIR")]
+    pub dist: Option<PathBuf>,
     /// Serve HTTPS with the console's own CA (created in DATA/tls/ on first start; the key is
     /// 0600). Install scripts and agents pin that CA and trust nothing else.
     #[arg(long)]

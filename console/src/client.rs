@@ -86,17 +86,17 @@ impl AdminClient {
         let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
         // A console serving with --tls: trust its CA, as the servers it installs do.
         let ca_path = data.join("tls").join("ca.pem");
-        if base.scheme() == "https" {
-            if let Ok(pem) = std::fs::read(&ca_path) {
-                let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| {
-                    ClientError::Unreachable {
-                        url: base.clone(),
-                        source,
-                    }
-                })?;
-                for cert in certs {
-                    builder = builder.add_root_certificate(cert);
+        if base.scheme() == "https"
+            && let Ok(pem) = std::fs::read(&ca_path)
+        {
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| {
+                ClientError::Unreachable {
+                    url: base.clone(),
+                    source,
                 }
+            })?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
             }
         }
         let http = builder.build().map_err(|source| ClientError::Unreachable {

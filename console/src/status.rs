@@ -70,17 +70,17 @@ pub fn derive(
         ),
     };
 
-    if let Some(stop) = &live.stopped {
-        if stop.at_ms >= seen_ms {
-            return (
-                ServerStatus::Stopped,
-                format!(
-                    "agent shut down cleanly at {} ({}); start it with `serverctl start`",
-                    rfc3339(stop.at_ms),
-                    stop.reason
-                ),
-            );
-        }
+    if let Some(stop) = &live.stopped
+        && stop.at_ms >= seen_ms
+    {
+        return (
+            ServerStatus::Stopped,
+            format!(
+                "agent shut down cleanly at {} ({}); start it with `serverctl start`",
+                rfc3339(stop.at_ms),
+                stop.reason
+            ),
+        );
     }
     if silent_ms >= ms(th.stopped_after) {
         return (
@@ -100,18 +100,18 @@ pub fn derive(
             ),
         );
     }
-    if let Some(offset) = live.clock_offset_ms {
-        if offset.unsigned_abs() > MAX_CLOCK_OFFSET_MS.unsigned_abs() {
-            let side = if offset > 0 { "behind" } else { "ahead of" };
-            return (
-                ServerStatus::ClockSkew,
-                format!(
-                    "agent clock is {} s {side} the console (limit {} s); no tasks until it is fixed: sync it with `chronyc makestep` or `ntpdate -u <ntp server>` and keep chronyd or ntpd running",
-                    offset.unsigned_abs() / 1000,
-                    MAX_CLOCK_OFFSET_MS / 1000
-                ),
-            );
-        }
+    if let Some(offset) = live.clock_offset_ms
+        && offset.unsigned_abs() > MAX_CLOCK_OFFSET_MS.unsigned_abs()
+    {
+        let side = if offset > 0 { "behind" } else { "ahead of" };
+        return (
+            ServerStatus::ClockSkew,
+            format!(
+                "agent clock is {} s {side} the console (limit {} s); no tasks until it is fixed: sync it with `chronyc makestep` or `ntpdate -u <ntp server>` and keep chronyd or ntpd running",
+                offset.unsigned_abs() / 1000,
+                MAX_CLOCK_OFFSET_MS / 1000
+            ),
+        );
     }
     if silent_ms >= ms(th.degraded_after) {
         return (

@@ -15,7 +15,11 @@ use crate::templates::Templates;
 #[command(
     name = "tasknode-dist",
     version,
-    about = "Render tasknode's service units, init script, agent config and yum .repo file"
+    about = "Build tasknode releases (static agent, signed RPMs and yum repositories) and render its install files",
+    long_about = "Build tasknode releases and render its install files.\n\n\
+        `keygen` makes the release keys once; `build` turns a version into the agent tarball, \
+        signed RPMs for el6/el7/al7/al8 and their signed yum repositories; `render` writes one \
+        install file offline."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -24,9 +28,62 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Create the release keys: an OpenPGP RSA-4096 key for packages and repodata, and an
+    /// ed25519 key for update manifests. Private keys are written 0600; existing keys are
+    /// never replaced.
+    Keygen(KeygenArgs),
+    /// Build a release: the static agent (tarball and SHA256SUMS), signed RPMs and signed yum
+    /// repositories. Adding a version to an existing --out re-indexes its repositories.
+    Build(BuildArgs),
     /// Render one file offline, from the embedded templates (or --templates DIR).
     #[command(subcommand)]
     Render(RenderCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Directory to create the keys in (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// The OpenPGP user ID of the package key.
+    #[arg(long, value_name = "TEXT", default_value = "tasknode release signing")]
+    pub user_id: String,
+    /// Print what was made as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Release directory: repo/, releases/, agents/ and the public key go here.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// The release version: numbers separated by dots, e.g. 1.4.0.
+    #[arg(long, value_name = "VERSION")]
+    pub version: String,
+    /// Comma-separated targets.
+    #[arg(long, value_name = "LIST", default_value = "el6,el7,al7,al8")]
+    pub targets: String,
+    /// Directory of the release keys (from `keygen`); needed for RPM targets.
+    #[arg(long, value_name = "DIR")]
+    pub keys: Option<PathBuf>,
+    /// A static x86_64 agent built with TASKNODE_VERSION=VERSION, instead of building it here
+    /// (`cargo build --release --target x86_64-unknown-linux-musl -p tasknode`).
+    #[arg(long, value_name = "FILE")]
+    pub agent: Option<PathBuf>,
+    /// The workspace to build the agent in.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub workspace: PathBuf,
+    /// Time stamp of every file and signature. [default: SOURCE_DATE_EPOCH, else the commit
+    /// time of the workspace's HEAD]
+    #[arg(long, value_name = "SECONDS")]
+    pub source_date_epoch: Option<u32>,
+    /// Directory whose files replace embedded templates of the same name.
+    #[arg(long, value_name = "DIR")]
+    pub templates: Option<PathBuf>,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -119,7 +176,11 @@ pub enum RenderCmd {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    let Command::Render(cmd) = cli.command;
+    let cmd = match cli.command {
+        Command::Keygen(args) => return keygen(&args),
+        Command::Build(args) => return build(&args),
+        Command::Render(cmd) => cmd,
+    };
     let (common, text, mode) = match &cmd {
         RenderCmd::InstallSh(args) => {
             let text = install_sh(args)?;
@@ -150,6 +211,101 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn keygen(args: &KeygenArgs) -> anyhow::Result<()> {
+    let spinner = indicatif::ProgressBar::new_spinner().with_message(format!(
+        "generating an RSA-{} key (takes a few seconds)",
+        crate::keys::RSA_BITS
+    ));
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    let made = crate::keys::generate(&args.out, &args.user_id);
+    spinner.finish_and_clear();
+    let made = made?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&made)?);
+    } else {
+        println!("release keys written to {}", made.dir.display());
+        println!(
+            "  package key (RPMs, repodata): {} (public: {})",
+            crate::keys::PACKAGE_SECRET,
+            crate::keys::PACKAGE_PUBLIC
+        );
+        println!("    fingerprint {}", made.package_fingerprint);
+        println!(
+            "  manifest key (updates): {} (public: {})",
+            crate::keys::MANIFEST_SECRET,
+            crate::keys::MANIFEST_PUBLIC
+        );
+        println!("keep the *.secret.* files private and backed up: they sign every release");
+    }
+    Ok(())
+}
+
+/// Progress bar on standard error (hidden when it is not a terminal).
+struct Bar(indicatif::ProgressBar);
+
+impl crate::release::Progress for Bar {
+    fn start(&self, steps: u64) {
+        self.0.set_length(steps);
+    }
+    fn step(&self, what: &str) {
+        if self.0.message().is_empty() {
+            self.0.set_message(what.to_owned());
+        } else {
+            self.0.inc(1);
+            self.0.set_message(what.to_owned());
+        }
+    }
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
+fn build(args: &BuildArgs) -> anyhow::Result<()> {
+    use crate::release;
+    let version = crate::target::Version::parse(&args.version)?;
+    let targets = crate::target::parse_targets(&args.targets)?;
+    let source_date = release::source_date(args.source_date_epoch, &args.workspace)?;
+    let agent = match &args.agent {
+        Some(path) => path.clone(),
+        None => {
+            eprintln!(
+                "building the static agent {version} ({})",
+                release::RUST_TARGET
+            );
+            release::compile_agent(&args.workspace, &version)?
+        }
+    };
+    let opts = release::BuildOptions {
+        out: args.out.clone(),
+        version,
+        targets,
+        keys: args.keys.clone(),
+        agent,
+        source_date,
+        templates_dir: args.templates.clone(),
+    };
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let progress = Bar(bar);
+    let report = release::build(&opts, &progress);
+    progress.0.finish_and_clear();
+    let report = report?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", release::summary(&report, &args.out));
+        println!(
+            "release {} built in {} (source date {})",
+            report.version,
+            args.out.display(),
+            report.source_date
+        );
+    }
+    Ok(())
 }
 
 /// install.sh with an access key, for `render install-sh`.

@@ -6,8 +6,13 @@ pub mod artifacts;
 pub mod cli;
 pub mod context;
 pub mod escape;
+pub mod keys;
 pub mod layout;
+pub mod release;
 pub mod render;
+pub mod repo;
+pub mod rpm_package;
+pub mod target;
 pub mod templates;
 
 pub use layout::Layout;

@@ -24,6 +24,11 @@ pub const SERVERCTL: &str = "serverctl.sh";
 pub const AGENT_CONFIG: &str = "tasknode.conf.toml";
 /// The yum repository definition.
 pub const YUM_REPO: &str = "tasknode.repo";
+/// RPM scriptlets (rpm/scriptlets/), rendered per target.
+pub const RPM_PRE: &str = "rpm-pre.sh";
+pub const RPM_POST: &str = "rpm-post.sh";
+pub const RPM_PREUN: &str = "rpm-preun.sh";
+pub const RPM_POSTUN: &str = "rpm-postun.sh";
 
 /// Every template, by name, as embedded at build time.
 pub const EMBEDDED: &[(&str, &str)] = &[
@@ -39,6 +44,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../templates/tasknode.conf.toml"),
     ),
     (YUM_REPO, include_str!("../../templates/tasknode.repo")),
+    (RPM_PRE, include_str!("../../rpm/scriptlets/pre.sh")),
+    (RPM_POST, include_str!("../../rpm/scriptlets/post.sh")),
+    (RPM_PREUN, include_str!("../../rpm/scriptlets/preun.sh")),
+    (RPM_POSTUN, include_str!("../../rpm/scriptlets/postun.sh")),
 ];
 
 #[derive(Debug, thiserror::Error)]

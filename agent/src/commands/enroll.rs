@@ -100,13 +100,13 @@ pub async fn run(args: EnrollArgs) -> anyhow::Result<Exit> {
         enrolled.server_name, enrolled.network, enrolled.group, enrolled.project, enrolled.node_id
     );
     println!("config: {} (mode 0600)", config_path.display());
-    if let Some(offset) = answer.offset_ms {
-        if offset.abs() > tasknode_protocol::MAX_CLOCK_OFFSET_MS {
-            eprintln!(
-                "warning: this host's clock is {} s off the console's; the agent takes no work until it is within 120 s (chronyc makestep, or ntpdate -u <ntp server>)",
-                offset.abs() / 1000
-            );
-        }
+    if let Some(offset) = answer.offset_ms
+        && offset.abs() > tasknode_protocol::MAX_CLOCK_OFFSET_MS
+    {
+        eprintln!(
+            "warning: this host's clock is {} s off the console's; the agent takes no work until it is within 120 s (chronyc makestep, or ntpdate -u <ntp server>)",
+            offset.abs() / 1000
+        );
     }
     println!(
         "next: start the agent with `tasknode run --config {}`",

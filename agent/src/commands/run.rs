@@ -212,9 +212,9 @@ fn init_logging(log_dir: &Path) -> anyhow::Result<()> {
 }
 
 fn notify(state: &[sd_notify::NotifyState<'_>]) {
-    if std::env::var_os(env::NOTIFY_SOCKET).is_some() {
-        if let Err(e) = sd_notify::notify(false, state) {
-            tracing::warn!(error = %e, "sd_notify failed");
-        }
+    if std::env::var_os(env::NOTIFY_SOCKET).is_some()
+        && let Err(e) = sd_notify::notify(false, state)
+    {
+        tracing::warn!(error = %e, "sd_notify failed");
     }
 }

@@ -116,18 +116,18 @@ async fn fill(report: &mut Report, cfg: Config, node: Node) {
         Err(e) => report.console_error = Some(e.to_string()),
     }
     let hb_path = cfg.log_dir.join("heartbeat.log");
-    if let Ok(Some(line)) = logfile::last_line(&hb_path) {
-        if let Some(e) = HeartbeatEntry::parse(&line) {
-            report.last_heartbeat = Some(LastHeartbeat {
-                time: humantime::format_rfc3339_millis(e.at).to_string(),
-                age_secs: SystemTime::now()
-                    .duration_since(e.at)
-                    .map_or(0, |d| d.as_secs()),
-                status: e.status,
-                latency_ms: e.latency.as_millis(),
-                error: e.error,
-            });
-        }
+    if let Ok(Some(line)) = logfile::last_line(&hb_path)
+        && let Some(e) = HeartbeatEntry::parse(&line)
+    {
+        report.last_heartbeat = Some(LastHeartbeat {
+            time: humantime::format_rfc3339_millis(e.at).to_string(),
+            age_secs: SystemTime::now()
+                .duration_since(e.at)
+                .map_or(0, |d| d.as_secs()),
+            status: e.status,
+            latency_ms: e.latency.as_millis(),
+            error: e.error,
+        });
     }
 }
 

@@ -26,12 +26,11 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         Some(u) => Some(tasknode_dist::render::console_url("--public-url", u)?),
         None => None,
     };
-    if let Some(u) = &public_url {
-        if args.tls && !u.starts_with("https://") {
-            bail!(
-                "--public-url {u}: with --tls the console serves HTTPS only; give an https:// URL"
-            );
-        }
+    if let Some(u) = &public_url
+        && args.tls
+        && !u.starts_with("https://")
+    {
+        bail!("--public-url {u}: with --tls the console serves HTTPS only; give an https:// URL");
     }
     // The database holds password hashes and secret digests: nothing the console writes is
     // for other users.
@@ -56,9 +55,26 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
 
     let servers = store.list_servers(&ServerFilter::default()).await?;
     let live = Arc::new(LivenessMap::load(&servers));
-    let artifacts = match &args.agent_dir {
+    if let Some(dist) = &args.dist
+        && !dist.join("repo").is_dir()
+    {
+        anyhow::bail!(
+            "--dist {}: no repo/ directory there; pass the --out of `tasknode-dist build`",
+            dist.display()
+        );
+    }
+    let agent_dir = args
+        .agent_dir
+        .clone()
+        .or_else(|| args.dist.as_ref().map(|d| d.join("agents")));
+    let artifacts = match &agent_dir {
         Some(dir) => {
-            let a = tasknode_dist::artifacts::AgentArtifacts::scan(dir).context("--agent-dir")?;
+            let what = if args.agent_dir.is_some() {
+                "--agent-dir"
+            } else {
+                "--dist (its agents/ directory)"
+            };
+            let a = tasknode_dist::artifacts::AgentArtifacts::scan(dir).context(what)?;
             for b in &a.binaries {
                 tracing::info!(arch = %b.arch, size = b.size, sha256 = %b.sha256, "serving agent binary");
             }
@@ -96,6 +112,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         templates: Arc::new(templates),
         artifacts: Arc::new(artifacts),
         console_ca: tls.as_ref().map(|t| Arc::from(t.ca_pem.as_str())),
+        dist: args.dist.clone().map(Arc::from),
     };
 
     println!(
@@ -175,10 +192,10 @@ fn tls_names(args: &ServeArgs, addr: SocketAddr, public_url: Option<&str>) -> Ve
     if !addr.ip().is_unspecified() {
         names.push(addr.ip().to_string());
     }
-    if let Some(url) = public_url.and_then(|u| reqwest::Url::parse(u).ok()) {
-        if let Some(h) = url.host_str() {
-            names.push(h.trim_start_matches('[').trim_end_matches(']').to_owned());
-        }
+    if let Some(url) = public_url.and_then(|u| reqwest::Url::parse(u).ok())
+        && let Some(h) = url.host_str()
+    {
+        names.push(h.trim_start_matches('[').trim_end_matches(']').to_owned());
     }
     names.extend(args.tls_names.iter().cloned());
     let mut seen = std::collections::HashSet::new();

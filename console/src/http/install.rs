@@ -253,6 +253,33 @@ pub async fn script(State(state): State<AppState>, Path(token): Path<String>) ->
     }
 }
 
+/// `GET /yum/{dist}/tasknode.repo`: the .repo file pointing yum at this console's repository
+/// for `dist` (with `serve --dist`).
+pub async fn yum_repo(
+    State(state): State<AppState>,
+    Path(dist): Path<String>,
+) -> Result<Response, ApiError> {
+    let text = tasknode_dist::render::repo(&state.templates, &state.public_url, &dist).map_err(
+        |e| match e {
+            tasknode_dist::render::RenderError::Field(_) => ApiError::NotFound {
+                field: Some("dist".to_owned()),
+                message: format!(
+                    "no repository for {}; dists: {}",
+                    validate::show(&dist),
+                    tasknode_dist::render::DISTS.join(", ")
+                ),
+            },
+            other => ApiError::Internal(other.to_string()),
+        },
+    )?;
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        text,
+    )
+        .into_response())
+}
+
 pub async fn agent_binary(
     State(state): State<AppState>,
     Path(file): Path<String>,

@@ -18,6 +18,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use tasknode_protocol::{MAX_BODY_BYTES, TIME_HEADER};
+use tower_http::services::{ServeDir, ServeFile};
 
 use crate::auth::{self, SecretDigest};
 use crate::clock::Clock;
@@ -46,6 +47,8 @@ pub struct AppState {
     /// With `serve --tls`: the console's CA certificate (PEM), which install scripts and agents
     /// pin.
     pub console_ca: Option<Arc<str>>,
+    /// With `serve --dist`: the release directory whose repositories and key are served.
+    pub dist: Option<Arc<std::path::Path>>,
 }
 
 impl AppState {
@@ -67,7 +70,19 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let mut router = Router::new();
+    if let Some(dist) = &state.dist {
+        // tower-http serves files under these roots only: it refuses `..` and absolute paths.
+        router = router
+            .nest_service("/repo", ServeDir::new(dist.join("repo")))
+            .nest_service("/releases", ServeDir::new(dist.join("releases")))
+            .route_service(
+                "/RPM-GPG-KEY-tasknode",
+                ServeFile::new(dist.join(tasknode_dist::keys::PACKAGE_PUBLIC)),
+            )
+            .route("/yum/{dist}/tasknode.repo", get(install::yum_repo));
+    }
+    router
         .route("/api/v1/health", get(agent::health))
         .route("/api/v1/enroll", post(agent::enroll))
         .route("/api/v1/nodes/{node_id}", get(agent::node))

@@ -1,0 +1,611 @@
+//! `tasknode-dist build`: one version in, every artifact the fleet needs out.
+//!
+//! ```text
+//! OUT/RPM-GPG-KEY-tasknode                      the package key, as yum imports it
+//! OUT/agents/tasknode-x86_64                    the newest agent, as install scripts fetch it
+//! OUT/releases/VERSION/tasknode-VERSION-x86_64-linux-musl.tar.gz
+//! OUT/releases/VERSION/SHA256SUMS               of the tarball and RPMs, paths relative to OUT
+//! OUT/repo/DIST/x86_64/tasknode-VERSION-1.DIST.x86_64.rpm + repodata/ (+ repomd.xml.asc)
+//! ```
+//!
+//! Everything is checked before anything is written; every file is written under a temporary
+//! name and renamed into place; a version already built is never changed (building it again
+//! from the same tree gives the same bytes, which is allowed). Times come from one source date,
+//! so two builds of a version are byte-identical, signatures included.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::keys::{self, KeyError, ReleaseKeys};
+use crate::repo::{self, Indexed, RepoError};
+use crate::rpm_package::{self, RpmError, RpmInputs};
+use crate::target::{self, RpmTarget, TargetError, Version};
+use crate::templates::{TemplateError, Templates};
+
+/// The architectures built, as rpm names them.
+pub const RPM_ARCH: &str = "x86_64";
+/// The Rust target of the agent.
+pub const RUST_TARGET: &str = "x86_64-unknown-linux-musl";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error(transparent)]
+    Rpm(#[from] RpmError),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error("--keys is required to build {targets}: RPMs and their repositories are signed")]
+    NoKeys { targets: String },
+    #[error("--out {path} cannot be written: {source}; choose a directory you can write")]
+    Unwritable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--agent {path}: {why}")]
+    Agent { path: PathBuf, why: String },
+    #[error(
+        "{path} already exists with other content: version {version} was released already; build a new version instead of changing it"
+    )]
+    Released { path: PathBuf, version: String },
+    #[error(
+        "{path} is another key (fingerprint {found}) than --keys ({expected}): hosts trust the key this directory was first released with; use those keys, or another --out"
+    )]
+    OtherKey {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what}: {why}")]
+    Tool { what: String, why: String },
+    #[error(
+        "no source date: set SOURCE_DATE_EPOCH or --source-date-epoch (the commit time, `git log -1 --format=%ct`, is used inside a git checkout)"
+    )]
+    NoSourceDate,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
+    move |source| BuildError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub out: PathBuf,
+    pub version: Version,
+    pub targets: Vec<&'static str>,
+    pub keys: Option<PathBuf>,
+    /// The static x86_64 agent; it must carry `version`. When absent, the workspace builds it.
+    pub agent: PathBuf,
+    /// Seconds since the epoch: build time, file times, signature times.
+    pub source_date: u32,
+    /// Templates (embedded unless overridden).
+    pub templates_dir: Option<PathBuf>,
+}
+
+/// One file the build wrote (or found identical).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Artifact {
+    pub kind: String,
+    pub path: PathBuf,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// What `build` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BuildReport {
+    pub version: String,
+    pub source_date: u32,
+    pub artifacts: Vec<Artifact>,
+    pub repositories: Vec<RepoReport>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RepoReport {
+    pub dist: String,
+    pub path: PathBuf,
+    #[serde(flatten)]
+    pub indexed: Indexed,
+}
+
+/// Observes the steps of a build (progress bars in the CLI; nothing in the library).
+pub trait Progress {
+    fn start(&self, steps: u64);
+    fn step(&self, what: &str);
+    fn finish(&self);
+}
+
+/// No progress output.
+#[derive(Debug)]
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn start(&self, _: u64) {}
+    fn step(&self, _: &str) {}
+    fn finish(&self) {}
+}
+
+/// The source date: `explicit`, else SOURCE_DATE_EPOCH, else the commit time of HEAD in `dir`.
+pub fn source_date(explicit: Option<u32>, dir: &Path) -> Result<u32, BuildError> {
+    if let Some(d) = explicit {
+        return Ok(d);
+    }
+    if let Ok(v) = std::env::var("SOURCE_DATE_EPOCH") {
+        return v.trim().parse().map_err(|_| BuildError::Tool {
+            what: "SOURCE_DATE_EPOCH".to_owned(),
+            why: format!("{v:?} is not a number of seconds"),
+        });
+    }
+    let out = std::process::Command::new("git")
+        .args(["log", "-1", "--format=%ct"])
+        .current_dir(dir)
+        .output()
+        .map_err(|_| BuildError::NoSourceDate)?;
+    if !out.status.success() {
+        return Err(BuildError::NoSourceDate);
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .map_err(|_| BuildError::NoSourceDate)
+}
+
+/// Compiles the static agent with `version` embedded, in the workspace at `workspace`, and
+/// returns the path of the binary.
+pub fn compile_agent(workspace: &Path, version: &Version) -> Result<PathBuf, BuildError> {
+    let status = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "tasknode",
+            "--target",
+            RUST_TARGET,
+        ])
+        .env("TASKNODE_VERSION", version.as_str())
+        .current_dir(workspace)
+        .status()
+        .map_err(|e| BuildError::Tool {
+            what: "cargo build".to_owned(),
+            why: format!("{e}; install Rust (https://rustup.rs)"),
+        })?;
+    if !status.success() {
+        return Err(BuildError::Tool {
+            what: "cargo build of the agent".to_owned(),
+            why: format!(
+                "failed ({status}); it needs `rustup target add {RUST_TARGET}` and musl-tools"
+            ),
+        });
+    }
+    Ok(workspace
+        .join("target")
+        .join(RUST_TARGET)
+        .join("release")
+        .join("tasknode"))
+}
+
+/// A file to write: its final path and bytes.
+struct Planned {
+    kind: &'static str,
+    path: PathBuf,
+    bytes: Vec<u8>,
+    mode: u32,
+}
+
+/// Builds every artifact of `opts`. Nothing is written until every input has been checked
+/// and every package built in memory.
+pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport, BuildError> {
+    // -- Check every input.
+    let rpm_dists: Vec<&str> = opts
+        .targets
+        .iter()
+        .copied()
+        .filter(|t| *t != "deb")
+        .collect();
+    let keys = match (&opts.keys, rpm_dists.is_empty()) {
+        (Some(dir), _) => Some(ReleaseKeys::load(dir)?),
+        (None, true) => None,
+        (None, false) => {
+            return Err(BuildError::NoKeys {
+                targets: rpm_dists.join(", "),
+            });
+        }
+    };
+    let agent = read_agent(&opts.agent, &opts.version)?;
+    let templates = match &opts.templates_dir {
+        Some(d) => Templates::with_overrides(d)?,
+        None => Templates::embedded()?,
+    };
+    let facts = target::rpm_targets()?;
+    check_writable(&opts.out)?;
+    if let Some(keys) = &keys {
+        let path = opts.out.join(keys::PACKAGE_PUBLIC);
+        if let Ok(text) = fs::read_to_string(&path) {
+            let found = keys::public_key_fingerprint(&text).unwrap_or_else(|| "unreadable".into());
+            if found != keys.package_fingerprint {
+                return Err(BuildError::OtherKey {
+                    path,
+                    found,
+                    expected: keys.package_fingerprint.clone(),
+                });
+            }
+        }
+    }
+
+    let steps = 2 + rpm_dists.len() as u64 * 2;
+    progress.start(steps);
+    let version = opts.version.as_str();
+    let release_dir = opts.out.join("releases").join(version);
+    let mut planned = Vec::new();
+
+    // -- Build in memory.
+    progress.step("agent tarball");
+    let tarball = agent_tarball(&agent, &opts.version, opts.source_date)?;
+    planned.push(Planned {
+        kind: "tarball",
+        path: release_dir.join(format!("tasknode-{version}-{RPM_ARCH}-linux-musl.tar.gz")),
+        bytes: tarball,
+        mode: 0o644,
+    });
+
+    let signature_time = keys
+        .as_ref()
+        .map_or(opts.source_date, |k| k.signature_time(opts.source_date));
+    let mut signer = None;
+    if let Some(keys) = &keys {
+        signer = Some(keys.package_signer().map_err(|e| {
+            BuildError::Key(KeyError::WrongKey {
+                path: opts
+                    .keys
+                    .clone()
+                    .unwrap_or_default()
+                    .join(keys::PACKAGE_SECRET),
+                why: e.to_string(),
+            })
+        })?);
+    }
+    for dist in &rpm_dists {
+        progress.step(&format!("{dist} RPM"));
+        let target: &RpmTarget = facts
+            .get(*dist)
+            .ok_or_else(|| TargetError::Unknown((*dist).to_owned()))?;
+        let Some(signer) = &signer else {
+            continue;
+        };
+        let bytes = rpm_package::build(
+            &templates,
+            &RpmInputs {
+                target,
+                version: &opts.version,
+                arch: RPM_ARCH,
+                agent: &agent,
+                source_date: opts.source_date,
+                signature_time,
+            },
+            signer,
+        )?;
+        planned.push(Planned {
+            kind: "rpm",
+            path: repo_dir(&opts.out, dist).join(rpm_package::file_name(
+                &opts.version,
+                target,
+                RPM_ARCH,
+            )),
+            bytes,
+            mode: 0o644,
+        });
+    }
+
+    // -- Refuse to change a released version, before writing anything.
+    for p in &planned {
+        if let Ok(existing) = fs::read(&p.path)
+            && existing != p.bytes
+        {
+            return Err(BuildError::Released {
+                path: p.path.clone(),
+                version: version.to_owned(),
+            });
+        }
+    }
+
+    // -- Write.
+    let mut artifacts = Vec::new();
+    if let Some(keys) = &keys {
+        let key_path = opts.out.join(keys::PACKAGE_PUBLIC);
+        write_atomic(&key_path, keys.package_public.as_bytes(), 0o644)?;
+        artifacts.push(artifact("key", &key_path, keys.package_public.as_bytes()));
+    }
+    for p in &planned {
+        write_atomic(&p.path, &p.bytes, p.mode)?;
+        artifacts.push(artifact(p.kind, &p.path, &p.bytes));
+    }
+    progress.step("agent for install scripts");
+    if let Some(a) = publish_agent(&opts.out, &agent, &opts.version)? {
+        artifacts.push(a);
+    }
+
+    // SHA256SUMS of the release's own files, by their path in OUT: `sha256sum -c
+    // releases/VERSION/SHA256SUMS` in OUT checks them.
+    let sums: String = artifacts
+        .iter()
+        .filter(|a| a.kind != "key" && a.kind != "agent")
+        .map(|a| {
+            let rel = a.path.strip_prefix(&opts.out).unwrap_or(&a.path);
+            format!("{}  {}\n", a.sha256, rel.display())
+        })
+        .collect();
+    let sums_path = release_dir.join("SHA256SUMS");
+    write_atomic(&sums_path, sums.as_bytes(), 0o644)?;
+    artifacts.push(artifact("sums", &sums_path, sums.as_bytes()));
+
+    // -- Index each repository the build added to.
+    let mut repositories = Vec::new();
+    if let Some(signer) = &signer {
+        for dist in &rpm_dists {
+            progress.step(&format!("{dist} repodata"));
+            let dir = repo_dir(&opts.out, dist);
+            let indexed = repo::index(&dir, opts.source_date, signature_time, signer)?;
+            repositories.push(RepoReport {
+                dist: (*dist).to_owned(),
+                path: dir,
+                indexed,
+            });
+        }
+    }
+    progress.finish();
+    Ok(BuildReport {
+        version: version.to_owned(),
+        source_date: opts.source_date,
+        artifacts,
+        repositories,
+    })
+}
+
+/// OUT/repo/DIST/ARCH.
+pub fn repo_dir(out: &Path, dist: &str) -> PathBuf {
+    out.join("repo").join(dist).join(RPM_ARCH)
+}
+
+fn artifact(kind: &str, path: &Path, bytes: &[u8]) -> Artifact {
+    Artifact {
+        kind: kind.to_owned(),
+        path: path.to_owned(),
+        size: bytes.len() as u64,
+        sha256: hex::encode(Sha256::digest(bytes)),
+    }
+}
+
+/// Reads the agent and checks it is a static x86_64 ELF carrying `version`.
+fn read_agent(path: &Path, version: &Version) -> Result<Vec<u8>, BuildError> {
+    let bad = |why: String| BuildError::Agent {
+        path: path.to_owned(),
+        why,
+    };
+    let bytes = fs::read(path).map_err(|e| bad(format!("{e}")))?;
+    if bytes.len() < 20 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 || bytes[18] != 62 {
+        return Err(bad(
+            "not an x86_64 ELF executable; build it with `cargo build --release --target x86_64-unknown-linux-musl -p tasknode`".to_owned(),
+        ));
+    }
+    match tasknode_protocol::agent_version_in(&bytes) {
+        Some(v) if v == version.as_str() => Ok(bytes),
+        Some(v) => Err(bad(format!(
+            "it is agent version {v}, not {version}; build it with TASKNODE_VERSION={version}, or leave out --agent to have it built"
+        ))),
+        None => Err(bad(
+            "it carries no tasknode agent version: it is not an agent built from this workspace"
+                .to_owned(),
+        )),
+    }
+}
+
+/// Creates `out` if needed and proves a file can be made in it.
+fn check_writable(out: &Path) -> Result<(), BuildError> {
+    let unwritable = |source| BuildError::Unwritable {
+        path: out.to_owned(),
+        source,
+    };
+    fs::create_dir_all(out).map_err(unwritable)?;
+    let probe = out.join(format!(".tasknode-dist-probe-{}", std::process::id()));
+    fs::write(&probe, b"").map_err(unwritable)?;
+    fs::remove_file(&probe).map_err(unwritable)
+}
+
+/// Writes `bytes` to a temporary file beside `path`, fsyncs it and renames it into place.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), BuildError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(io(dir))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(io(path))
+}
+
+/// tasknode-VERSION-x86_64-linux-musl.tar.gz: the agent under tasknode-VERSION/, with fixed
+/// owner, mode and time, gzip without a timestamp.
+fn agent_tarball(agent: &[u8], version: &Version, source_date: u32) -> Result<Vec<u8>, BuildError> {
+    let gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(Vec::new(), flate2::Compression::best());
+    let mut tar = tar::Builder::new(gz);
+    tar.mode(tar::HeaderMode::Deterministic);
+    let mut header = tar::Header::new_gnu();
+    header.set_size(agent.len() as u64);
+    header.set_mode(0o755);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(u64::from(source_date));
+    header.set_entry_type(tar::EntryType::Regular);
+    let path = format!("tasknode-{version}/tasknode");
+    let err = |e: std::io::Error| BuildError::Io {
+        path: PathBuf::from(&path),
+        source: e,
+    };
+    tar.append_data(&mut header, &path, agent).map_err(err)?;
+    let gz = tar.into_inner().map_err(err)?;
+    gz.finish().map_err(err)
+}
+
+/// Puts the agent in OUT/agents/ for install scripts, unless a newer version is there.
+fn publish_agent(
+    out: &Path,
+    agent: &[u8],
+    version: &Version,
+) -> Result<Option<Artifact>, BuildError> {
+    let path = out
+        .join("agents")
+        .join(crate::artifacts::file_name(RPM_ARCH));
+    if let Ok(existing) = fs::read(&path)
+        && let Some(v) = tasknode_protocol::agent_version_in(&existing)
+        && Version::parse(v).is_ok_and(|v| v > *version)
+    {
+        return Ok(None);
+    }
+    write_atomic(&path, agent, 0o755)?;
+    Ok(Some(artifact("agent", &path, agent)))
+}
+
+/// A short table of what was built, for people.
+pub fn summary(report: &BuildReport, out: &Path) -> String {
+    let mut rows: Vec<[String; 4]> = vec![[
+        "ARTIFACT".into(),
+        "SIZE".into(),
+        "SHA256".into(),
+        "PATH".into(),
+    ]];
+    for a in &report.artifacts {
+        rows.push([
+            a.kind.clone(),
+            human_size(a.size),
+            a.sha256.get(..16).unwrap_or("").to_owned(),
+            a.path
+                .strip_prefix(out)
+                .unwrap_or(&a.path)
+                .display()
+                .to_string(),
+        ]);
+    }
+    let mut widths = [0; 4];
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut text = String::new();
+    for r in &rows {
+        let line = format!(
+            "{:<w0$}  {:>w1$}  {:<w2$}  {}",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2]
+        );
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    let repos: BTreeMap<&str, &RepoReport> = report
+        .repositories
+        .iter()
+        .map(|r| (r.dist.as_str(), r))
+        .collect();
+    for (dist, r) in repos {
+        text.push_str(&format!(
+            "repo {dist}: {} package(s), {} newly indexed, signed repomd.xml ({})\n",
+            r.indexed.packages,
+            r.indexed.hashed,
+            r.path.strip_prefix(out).unwrap_or(&r.path).display()
+        ));
+    }
+    text
+}
+
+fn human_size(bytes: u64) -> String {
+    if bytes >= 1 << 20 {
+        format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
+    } else if bytes >= 1 << 10 {
+        format!("{:.1} KiB", bytes as f64 / f64::from(1 << 10))
+    } else {
+        format!("{bytes} B")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_tarball_depends_only_on_its_inputs() {
+        let v = Version::parse("1.2.0").unwrap();
+        let a = agent_tarball(b"binary", &v, 1_700_000_000).unwrap();
+        let b = agent_tarball(b"binary", &v, 1_700_000_000).unwrap();
+        assert_eq!(a, b);
+        let c = agent_tarball(b"binary", &v, 1_700_000_001).unwrap();
+        assert_ne!(a, c);
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(a.as_slice()));
+        let entry = archive.entries().unwrap().next().unwrap().unwrap();
+        assert_eq!(
+            entry.path().unwrap().to_str(),
+            Some("tasknode-1.2.0/tasknode")
+        );
+        assert_eq!(entry.header().mode().unwrap(), 0o755);
+        assert_eq!(entry.header().mtime().unwrap(), 1_700_000_000);
+    }
+
+    #[test]
+    fn an_agent_of_another_version_is_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasknode");
+        let mut elf = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x02\0\x3e\0".to_vec();
+        elf.extend_from_slice(tasknode_protocol::AGENT_VERSION_MARKER);
+        elf.extend_from_slice(b"1.0.0\0");
+        fs::write(&path, &elf).unwrap();
+        let e = read_agent(&path, &Version::parse("1.1.0").unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("1.0.0, not 1.1.0") && e.contains("TASKNODE_VERSION=1.1.0"),
+            "{e}"
+        );
+        read_agent(&path, &Version::parse("1.0.0").unwrap()).unwrap();
+        fs::write(&path, b"#!/bin/sh\n").unwrap();
+        let e = read_agent(&path, &Version::parse("1.0.0").unwrap()).unwrap_err();
+        assert!(e.to_string().contains("not an x86_64 ELF"), "{e}");
+    }
+}

@@ -1,0 +1,253 @@
+//! yum repository metadata for one directory of RPMs, written with `rpmrepo_metadata`:
+//! repomd.xml with primary, filelists and other as gzip XML (the only form el6's yum reads),
+//! SHA-256 checksums, and repomd.xml.asc for repo_gpgcheck.
+//!
+//! New metadata is written beside the old and swapped in with one atomic rename, so yum never
+//! reads a half-written repository. Packages already in the old metadata are carried over
+//! without being hashed again.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use rpm::signature::Signing;
+use rpmrepo_metadata::{
+    ChecksumType, CompressionType, Package, PackageFileOptions, PackageOptions, RepomdData,
+    RepomdRecord, RepomdXml, RepositoryOptions, RepositoryReader, RepositoryWriter,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("indexing {path}: {source}")]
+    Metadata {
+        path: PathBuf,
+        #[source]
+        source: rpmrepo_metadata::MetadataError,
+    },
+    #[error("signing {path}: {source}")]
+    Sign {
+        path: PathBuf,
+        #[source]
+        source: rpm::Error,
+    },
+}
+
+/// What one indexing run did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Indexed {
+    /// Packages in the repository now.
+    pub packages: usize,
+    /// Of those, how many were read and hashed in this run (the rest came from the old index).
+    pub hashed: usize,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RepoError + '_ {
+    move |source| RepoError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn meta(path: &Path) -> impl FnOnce(rpmrepo_metadata::MetadataError) -> RepoError + '_ {
+    move |source| RepoError::Metadata {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Indexes every `*.rpm` in `dir` into `dir/repodata`, with `source_date` as the time of
+/// every file and the revision, signed at `signature_time`: the same packages give the same
+/// bytes.
+pub fn index(
+    dir: &Path,
+    source_date: u32,
+    signature_time: u32,
+    signer: &rpm::signature::pgp::Signer,
+) -> Result<Indexed, RepoError> {
+    let mut rpms: Vec<String> = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io(dir))? {
+        let entry = entry.map_err(io(dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".rpm") && entry.file_type().map_err(io(dir))?.is_file() {
+            rpms.push(name);
+        }
+    }
+    rpms.sort();
+
+    let mut known = previously_indexed(dir);
+    let mut packages = Vec::with_capacity(rpms.len());
+    let mut hashed = 0;
+    for name in &rpms {
+        let path = dir.join(name);
+        let size = fs::metadata(&path).map_err(io(&path))?.len();
+        let reuse = known
+            .remove(name)
+            .filter(|p| p.size_package() == size && p.location_href() == name);
+        let mut package = match reuse {
+            Some(p) => p,
+            None => {
+                hashed += 1;
+                let options = PackageFileOptions {
+                    package_options: PackageOptions {
+                        checksum_type: ChecksumType::Sha256,
+                        ..Default::default()
+                    },
+                    location_href: Some(name.clone()),
+                    location_base: None,
+                };
+                Package::from_file_with_options(&path, options).map_err(meta(&path))?
+            }
+        };
+        package.set_time_file(u64::from(source_date));
+        packages.push(package);
+    }
+
+    // Stage beside the live metadata (same file system, so the swap is one rename).
+    let staging = dir.join(".repodata.staging");
+    if staging.exists() {
+        fs::remove_dir_all(&staging).map_err(io(&staging))?;
+    }
+    fs::create_dir(&staging).map_err(io(&staging))?;
+    let result = write_staged(&staging, &packages, source_date, signature_time, signer)
+        .and_then(|()| swap_in(dir, &staging));
+    let _ = fs::remove_dir_all(&staging);
+    result?;
+    Ok(Indexed {
+        packages: packages.len(),
+        hashed,
+    })
+}
+
+/// The packages the current metadata lists, by file name; empty when there is none or it
+/// cannot be read (then every package is read again).
+fn previously_indexed(dir: &Path) -> BTreeMap<String, Package> {
+    let mut known = BTreeMap::new();
+    if !dir.join("repodata/repomd.xml").is_file() {
+        return known;
+    }
+    let Ok(reader) = RepositoryReader::new_from_directory(dir) else {
+        return known;
+    };
+    let Ok(iter) = reader.iter_packages() else {
+        return known;
+    };
+    for package in iter {
+        match package {
+            Ok(p) => {
+                known.insert(p.location_href().to_owned(), p);
+            }
+            Err(_) => return BTreeMap::new(),
+        }
+    }
+    known
+}
+
+fn write_staged(
+    staging: &Path,
+    packages: &[Package],
+    source_date: u32,
+    signature_time: u32,
+    signer: &rpm::signature::pgp::Signer,
+) -> Result<(), RepoError> {
+    let options = RepositoryOptions::default()
+        .compression_type(CompressionType::Gzip)
+        .checksum_type(ChecksumType::Sha256);
+    let mut writer = RepositoryWriter::new_with_options(staging, packages.len(), options)
+        .map_err(meta(staging))?;
+    for p in packages {
+        writer.add_package(p).map_err(meta(staging))?;
+    }
+    writer.finish().map_err(meta(staging))?;
+
+    // The writer records each file's mtime and the wall clock as the revision; replace both
+    // with the source date so that the same packages give the same repomd.xml.
+    let repomd_path = staging.join("repodata/repomd.xml");
+    let file = fs::File::open(&repomd_path).map_err(io(&repomd_path))?;
+    let written = RepomdXml::read_data(rpmrepo_metadata::utils::create_xml_reader(BufReader::new(
+        file,
+    )))
+    .map_err(meta(&repomd_path))?;
+    let mut repomd = RepomdData::default();
+    repomd.set_revision(&source_date.to_string());
+    for record in written.records() {
+        let mut record: RepomdRecord = record.clone();
+        record.timestamp = i64::from(source_date);
+        repomd.add_record(record);
+    }
+    let mut out = Vec::new();
+    {
+        let mut xml = rpmrepo_metadata::utils::create_xml_writer(&mut out);
+        RepomdXml::write_data(&repomd, &mut xml).map_err(meta(&repomd_path))?;
+    }
+    write_synced(&repomd_path, &out)?;
+
+    let signature = signer
+        .sign(out.as_slice(), rpm::Timestamp(signature_time))
+        .map_err(|source| RepoError::Sign {
+            path: repomd_path.clone(),
+            source,
+        })?;
+    let asc = armor_signature(&signature).map_err(|e| RepoError::Sign {
+        path: repomd_path.clone(),
+        source: e,
+    })?;
+    write_synced(&staging.join("repodata/repomd.xml.asc"), asc.as_bytes())
+}
+
+/// An OpenPGP signature packet as the ASCII-armored detached signature gpg and librepo read.
+pub fn armor_signature(packet: &[u8]) -> Result<String, rpm::Error> {
+    use pgp::composed::{ArmorOptions, DetachedSignature};
+    use pgp::packet::{Packet, PacketParser};
+    let parsed = PacketParser::new(packet)
+        .find_map(|p| match p {
+            Ok(Packet::Signature(s)) => Some(s),
+            _ => None,
+        })
+        .ok_or(rpm::Error::NoSignatureFound)?;
+    DetachedSignature::new(parsed)
+        .to_armored_string(ArmorOptions::default())
+        .map_err(|e| rpm::Error::SignError(Box::new(e)))
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), RepoError> {
+    let file = fs::File::create(path).map_err(io(path))?;
+    let mut w = BufWriter::new(file);
+    w.write_all(bytes).map_err(io(path))?;
+    let file = w.into_inner().map_err(|e| RepoError::Io {
+        path: path.to_owned(),
+        source: e.into_error(),
+    })?;
+    file.sync_all().map_err(io(path))
+}
+
+/// Puts `staging/repodata` in place of `dir/repodata` with one atomic exchange (or rename,
+/// the first time); the old metadata ends up in `staging` and goes with it.
+fn swap_in(dir: &Path, staging: &Path) -> Result<(), RepoError> {
+    let new = staging.join("repodata");
+    let live = dir.join("repodata");
+    if live.exists() {
+        rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &new,
+            rustix::fs::CWD,
+            &live,
+            rustix::fs::RenameFlags::EXCHANGE,
+        )
+        .map_err(|e| RepoError::Io {
+            path: live.clone(),
+            source: e.into(),
+        })?;
+    } else {
+        fs::rename(&new, &live).map_err(io(&live))?;
+    }
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))
+}

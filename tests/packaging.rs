@@ -1,0 +1,871 @@
+//! `tasknode-dist keygen` and `build`, checked with the real tools of the field: rpm -K against
+//! the imported key, rpmlint, rpm -qp, gpg, and dnf (gpgcheck and repo_gpgcheck on) installing,
+//! upgrading and erasing the agent from the repository a real console serves with --dist, in a
+//! throwaway root where the scriptlets run.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+use tasknode_tests::sandbox::{Os, Sandbox, require_root};
+use tasknode_tests::{Console, bin, static_agent, stderr, which};
+
+/// A source date older than any key made here: signatures must still verify.
+const EPOCH: &str = "1700000000";
+const DISTS: [&str; 4] = ["el6", "el7", "al7", "al8"];
+/// The rpmlib() features rpm 4.8 (CentOS 6) provides; a package may need no other.
+const RPM_48_RPMLIB: &[&str] = &[
+    "BuiltinLuaScripts",
+    "CompressedFileNames",
+    "ConcurrentAccess",
+    "ExplicitPackageProvide",
+    "FileCaps",
+    "FileDigests",
+    "HeaderLoadSortsTags",
+    "PartialHardlinkSets",
+    "PayloadFilesHavePrefix",
+    "PayloadIsBzip2",
+    "PayloadIsLzma",
+    "PayloadIsXz",
+    "ScriptletInterpreterArgs",
+    "VersionedDependencies",
+];
+
+/// Release keys and two agent versions, made once for every test here.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    keys: PathBuf,
+    other_keys: PathBuf,
+    /// (version, stripped static agent carrying it)
+    v1: (String, PathBuf),
+    v2: (String, PathBuf),
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys");
+        let out = dist(&["keygen", "--out", keys.to_str().unwrap(), "--json"]);
+        assert!(out.status.success(), "keygen: {}", stderr(&out));
+        let other_keys = dir.path().join("other-keys");
+        let out = dist(&["keygen", "--out", other_keys.to_str().unwrap()]);
+        assert!(out.status.success(), "keygen: {}", stderr(&out));
+
+        // The real static agent, stripped as a release build is, and a copy that reports the
+        // next patch version (its version marker rewritten in place: same length).
+        let v1_path = dir.path().join("agent-v1");
+        std::fs::copy(static_agent(), &v1_path).unwrap();
+        let st = Command::new("strip").arg(&v1_path).status().unwrap();
+        assert!(st.success());
+        let bytes = std::fs::read(&v1_path).unwrap();
+        let v1 = tasknode_protocol::agent_version_in(&bytes)
+            .unwrap()
+            .to_owned();
+        let (head, last) = v1.split_at(v1.len() - 1);
+        let next: u8 = last.parse::<u8>().unwrap() + 1;
+        assert!(
+            next < 10,
+            "agent version {v1}: its last digit cannot be bumped in place"
+        );
+        let v2 = format!("{head}{next}");
+        let mut marker = tasknode_protocol::AGENT_VERSION_MARKER.to_vec();
+        marker.extend_from_slice(v1.as_bytes());
+        marker.push(0);
+        let at = bytes
+            .windows(marker.len())
+            .position(|w| w == marker)
+            .unwrap();
+        let mut patched = bytes.clone();
+        let start = at + tasknode_protocol::AGENT_VERSION_MARKER.len();
+        patched[start..start + v2.len()].copy_from_slice(v2.as_bytes());
+        let v2_path = dir.path().join("agent-v2");
+        std::fs::write(&v2_path, &patched).unwrap();
+        assert_eq!(
+            tasknode_protocol::agent_version_in(&patched),
+            Some(v2.as_str())
+        );
+        Fixture {
+            keys,
+            other_keys,
+            v1: (v1, v1_path),
+            v2: (v2, v2_path),
+            _dir: dir,
+        }
+    })
+}
+
+fn dist(args: &[&str]) -> Output {
+    Command::new(bin("tasknode-dist"))
+        .args(args)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .unwrap()
+}
+
+/// `build --json` of `version` with `agent` into `out`; the report.
+fn build(
+    out: &Path,
+    keys: &Path,
+    version: &str,
+    agent: &Path,
+    targets: &str,
+    epoch: &str,
+) -> Value {
+    let o = dist(&[
+        "build",
+        "--out",
+        out.to_str().unwrap(),
+        "--version",
+        version,
+        "--keys",
+        keys.to_str().unwrap(),
+        "--agent",
+        agent.to_str().unwrap(),
+        "--targets",
+        targets,
+        "--source-date-epoch",
+        epoch,
+        "--json",
+    ]);
+    assert!(o.status.success(), "build {version}: {}", stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// A release of the first version for every dist, built once.
+fn release() -> &'static Path {
+    static R: OnceLock<tempfile::TempDir> = OnceLock::new();
+    R.get_or_init(|| {
+        let f = fixture();
+        let dir = tempfile::tempdir().unwrap();
+        build(
+            dir.path(),
+            &f.keys,
+            &f.v1.0,
+            &f.v1.1,
+            "el6,el7,al7,al8",
+            EPOCH,
+        );
+        dir
+    })
+    .path()
+}
+
+fn rpm_path(out: &Path, dist: &str, version: &str) -> PathBuf {
+    out.join(format!(
+        "repo/{dist}/x86_64/tasknode-{version}-1.{dist}.x86_64.rpm"
+    ))
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
+}
+
+fn ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// An rpm database holding only the release's public key.
+fn rpmdb_with_key(key: &Path) -> tempfile::TempDir {
+    let db = tempfile::tempdir().unwrap();
+    ok(Command::new(which("rpm"))
+        .arg("--dbpath")
+        .arg(db.path())
+        .arg("--import")
+        .arg(key));
+    db
+}
+
+fn query(rpm: &Path, format: &str) -> String {
+    ok(Command::new("rpm")
+        .args(["-qp", "--nosignature", "--qf", format])
+        .arg(rpm))
+}
+
+/// Bytes of the signature header (index entries and data) of an RPM file.
+fn signature_header_size(rpm: &[u8]) -> usize {
+    let h = &rpm[96..];
+    assert_eq!(
+        &h[..3],
+        b"\x8e\xad\xe8",
+        "no signature header after the lead"
+    );
+    let n = u32::from_be_bytes(h[8..12].try_into().unwrap()) as usize;
+    let data = u32::from_be_bytes(h[12..16].try_into().unwrap()) as usize;
+    16 + 16 * n + data
+}
+
+#[test]
+fn keygen_makes_a_lone_rsa_4096_key_and_an_ed25519_key_and_never_replaces_them() {
+    let f = fixture();
+    for (name, mode) in [
+        ("package-signing.secret.asc", 0o600),
+        ("manifest-signing.secret.pem", 0o600),
+        ("RPM-GPG-KEY-tasknode", 0o644),
+        ("manifest-signing.public.pem", 0o644),
+    ] {
+        assert_eq!(tasknode_tests::mode_of(&f.keys.join(name)), mode, "{name}");
+    }
+    // gpg's view of the public key: one RSA-4096 primary key that can sign, no subkeys.
+    let gnupg = tempfile::tempdir().unwrap();
+    let listing = ok(Command::new(which("gpg"))
+        .env("GNUPGHOME", gnupg.path())
+        .args(["--with-colons", "--import-options", "show-only", "--import"])
+        .arg(f.keys.join("RPM-GPG-KEY-tasknode")));
+    let pubs: Vec<&str> = listing.lines().filter(|l| l.starts_with("pub:")).collect();
+    assert_eq!(pubs.len(), 1, "{listing}");
+    let fields: Vec<&str> = pubs[0].split(':').collect();
+    assert_eq!((fields[2], fields[3]), ("4096", "1"), "RSA-4096: {listing}");
+    assert!(fields[11].contains('s'), "the primary key signs: {listing}");
+    assert!(!listing.lines().any(|l| l.starts_with("sub:")), "{listing}");
+    let pem = std::fs::read_to_string(f.keys.join("manifest-signing.public.pem")).unwrap();
+    assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"), "{pem}");
+
+    let before = std::fs::read(f.keys.join("package-signing.secret.asc")).unwrap();
+    let again = dist(&["keygen", "--out", f.keys.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(
+        std::fs::read(f.keys.join("package-signing.secret.asc")).unwrap(),
+        before
+    );
+}
+
+#[test]
+fn every_rpm_verifies_lints_clean_and_fits_rpm_4_8() {
+    let f = fixture();
+    let out = release();
+    let db = rpmdb_with_key(&out.join("RPM-GPG-KEY-tasknode"));
+    let home = tempfile::tempdir().unwrap();
+    // rpmlint checks signatures against the default database: point it at ours.
+    std::fs::write(
+        home.path().join(".rpmmacros"),
+        format!("%_dbpath {}\n", db.path().display()),
+    )
+    .unwrap();
+    let rpmlintrc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rpm/rpmlintrc");
+
+    for d in DISTS {
+        let rpm = rpm_path(out, d, &f.v1.0);
+        let checked = ok(Command::new("rpm")
+            .arg("--dbpath")
+            .arg(db.path())
+            .arg("-Kv")
+            .arg(&rpm));
+        assert!(
+            checked.contains("Header V4 RSA/SHA256 Signature, key ID")
+                && checked.contains(": OK")
+                && !checked.contains("NOKEY")
+                && !checked.contains("BAD"),
+            "{d}: {checked}"
+        );
+
+        let lint = run(Command::new(which("rpmlint"))
+            .env("HOME", home.path())
+            .arg("-r")
+            .arg(&rpmlintrc)
+            .arg(&rpm));
+        let lint_text = String::from_utf8_lossy(&lint.stdout);
+        assert!(
+            lint.status.success() && lint_text.contains(" 0 errors"),
+            "{d}: rpmlint: {lint_text}{}",
+            stderr(&lint)
+        );
+
+        assert_eq!(
+            query(&rpm, "%{RELEASE} %{PAYLOADCOMPRESSOR} %{FILEDIGESTALGO}"),
+            format!("1.{d} xz 8"),
+            "{d}: release, xz payload, SHA-256 file digests"
+        );
+        let requires = query(&rpm, "[%{REQUIRENAME}\n]");
+        for line in requires.lines().filter(|l| l.starts_with("rpmlib(")) {
+            let feature = &line["rpmlib(".len()..line.len() - 1];
+            assert!(
+                RPM_48_RPMLIB.contains(&feature),
+                "{d}: requires {line}, which rpm 4.8 lacks"
+            );
+        }
+        assert!(requires.contains("rpmlib(PayloadIsXz)"), "{requires}");
+        let bytes = std::fs::read(&rpm).unwrap();
+        let sig = signature_header_size(&bytes);
+        assert!(sig < 8192, "{d}: signature header is {sig} bytes");
+
+        let scripts = ok(Command::new("rpm")
+            .args(["-qp", "--nosignature", "--scripts"])
+            .arg(&rpm));
+        for section in [
+            "preinstall scriptlet",
+            "postinstall scriptlet",
+            "preuninstall scriptlet",
+            "postuninstall scriptlet",
+        ] {
+            assert!(scripts.contains(section), "{d}: no {section}: {scripts}");
+        }
+        assert!(scripts.contains("useradd -r -g 'admin'"), "{scripts}");
+        let files = query(
+            &rpm,
+            "[%{FILEMODES:perms} %{FILEUSERNAME}:%{FILEGROUPNAME} %{FILEFLAGS:fflags} %{FILENAMES}\n]",
+        );
+        assert!(
+            files.contains("-rw------- admin:admin cn /etc/tasknode/tasknode.conf"),
+            "{d}: config(noreplace) 0600 admin: {files}"
+        );
+        assert!(
+            files.contains("-rwxr-xr-x root:root  /usr/bin/tasknode"),
+            "{files}"
+        );
+        if d == "el6" {
+            assert!(scripts.contains("chkconfig --add tasknode"), "{scripts}");
+            assert!(scripts.contains("condrestart"), "{scripts}");
+            assert!(files.contains("/etc/rc.d/init.d/tasknode"), "{files}");
+            assert!(requires.contains("initscripts"), "{requires}");
+        } else {
+            assert!(scripts.contains("systemctl enable"), "{scripts}");
+            assert!(scripts.contains("systemctl try-restart"), "{scripts}");
+            assert!(
+                files.contains("/usr/lib/systemd/system/tasknode.service"),
+                "{files}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_repository_is_signed_and_lists_what_it_holds() {
+    let f = fixture();
+    let out = release();
+    let gnupg = tempfile::tempdir().unwrap();
+    let gpg = || {
+        let mut c = Command::new(which("gpg"));
+        c.env("GNUPGHOME", gnupg.path());
+        c
+    };
+    ok(gpg()
+        .args(["--batch", "--import"])
+        .arg(out.join("RPM-GPG-KEY-tasknode")));
+    for d in DISTS {
+        let repodata = out.join(format!("repo/{d}/x86_64/repodata"));
+        ok(gpg()
+            .args(["--batch", "--verify"])
+            .arg(repodata.join("repomd.xml.asc"))
+            .arg(repodata.join("repomd.xml")));
+        let repomd = std::fs::read_to_string(repodata.join("repomd.xml")).unwrap();
+        for kind in ["primary", "filelists", "other"] {
+            assert!(
+                repomd.contains(&format!("<data type=\"{kind}\">")),
+                "{d}: {repomd}"
+            );
+        }
+        assert!(repomd.contains("<checksum type=\"sha256\">"), "{repomd}");
+        assert!(
+            repomd.contains(".xml.gz\""),
+            "gzip XML for el6's yum: {repomd}"
+        );
+        assert!(!repomd.contains("sqlite"), "{repomd}");
+    }
+    // dnf reads the metadata: the package it lists is the file in the directory.
+    let listed = ok(Command::new(which("dnf"))
+        .args(["repoquery", "-q", "--setopt=reposdir=/dev/null"])
+        .arg(format!(
+            "--repofrompath=t,file://{}",
+            out.join("repo/el7/x86_64").display()
+        ))
+        .args(["--repo=t", "--qf", "%{name}-%{version}-%{release}.%{arch}"]));
+    assert_eq!(listed.trim(), format!("tasknode-{}-1.el7.x86_64", f.v1.0));
+    let sums =
+        std::fs::read_to_string(out.join(format!("releases/{}/SHA256SUMS", f.v1.0))).unwrap();
+    ok(Command::new("sha256sum")
+        .arg("-c")
+        .arg("--quiet")
+        .arg("-")
+        .current_dir(out)
+        .stdin(std::fs::File::open(out.join(format!("releases/{}/SHA256SUMS", f.v1.0))).unwrap()));
+    assert!(sums.contains("-x86_64-linux-musl.tar.gz"), "{sums}");
+    assert_eq!(
+        sums.lines().filter(|l| l.contains(".rpm")).count(),
+        4,
+        "{sums}"
+    );
+}
+
+#[test]
+fn two_builds_of_a_version_are_byte_identical() {
+    let f = fixture();
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    build(a.path(), &f.keys, &f.v1.0, &f.v1.1, "el6,al8", EPOCH);
+    build(b.path(), &f.keys, &f.v1.0, &f.v1.1, "el6,al8", EPOCH);
+    let files_a = tree(a.path());
+    let files_b = tree(b.path());
+    assert_eq!(
+        files_a.keys().collect::<Vec<_>>(),
+        files_b.keys().collect::<Vec<_>>()
+    );
+    assert!(files_a.keys().any(|k| k.ends_with("repomd.xml.asc")));
+    assert!(files_a.keys().any(|k| k.ends_with(".tar.gz")));
+    for (name, bytes) in &files_a {
+        assert!(bytes == &files_b[name], "{name} differs between two builds");
+    }
+    // The date is an input: another one gives other packages.
+    let c = tempfile::tempdir().unwrap();
+    build(c.path(), &f.keys, &f.v1.0, &f.v1.1, "el6", "1700000001");
+    let name = format!("repo/el6/x86_64/tasknode-{}-1.el6.x86_64.rpm", f.v1.0);
+    assert_ne!(tree(c.path())[&name], files_a[&name]);
+}
+
+fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().display().to_string();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn bad_input_is_refused_before_anything_is_written() {
+    let f = fixture();
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("out");
+    let keys = f.keys.to_str().unwrap();
+    let agent = f.v1.1.to_str().unwrap();
+    let public_only = work.path().join("public-only");
+    std::fs::create_dir(&public_only).unwrap();
+    std::fs::copy(
+        f.keys.join("RPM-GPG-KEY-tasknode"),
+        public_only.join("package-signing.secret.asc"),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        public_only.join("package-signing.secret.asc"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let a_file = work.path().join("a-file");
+    std::fs::write(&a_file, "").unwrap();
+    let under_file = a_file.join("out");
+    let v = f.v1.0.as_str();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--targets", "el6,el9"],
+            "--targets: \"el9\" is not a target",
+        ),
+        (vec!["--version", "1.0~rc1"], "'~'"),
+        (vec!["--version", "1.0rc1"], "pre-release"),
+        (vec!["--version", "1.01"], "leading zero"),
+        (vec!["--no-keys"], "--keys is required"),
+        (vec!["--keys", "/nonexistent/keys"], "tasknode-dist keygen"),
+        (
+            vec!["--keys", public_only.to_str().unwrap()],
+            "not an armored OpenPGP secret key",
+        ),
+        (
+            vec!["--out", under_file.to_str().unwrap()],
+            "cannot be written",
+        ),
+        (vec!["--version", "9.9.9"], "not 9.9.9"),
+    ];
+    // A directory released with one key is not signed with another.
+    let released = work.path().join("released");
+    build(&released, &f.other_keys, v, &f.v1.1, "el7", EPOCH);
+    let before = tree(&released);
+    let o = dist(&[
+        "build",
+        "--out",
+        released.to_str().unwrap(),
+        "--version",
+        &f.v2.0,
+        "--keys",
+        keys,
+        "--agent",
+        f.v2.1.to_str().unwrap(),
+        "--targets",
+        "el7",
+        "--source-date-epoch",
+        EPOCH,
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is another key"), "{}", stderr(&o));
+    assert!(tree(&released) == before);
+    for (change, says) in cases {
+        let mut args = vec![
+            "build",
+            "--out",
+            out.to_str().unwrap(),
+            "--version",
+            v,
+            "--keys",
+            keys,
+            "--agent",
+            agent,
+            "--source-date-epoch",
+            EPOCH,
+        ];
+        let mut i = 0;
+        while i < change.len() {
+            let flag = change[i];
+            if flag == "--no-keys" {
+                let at = args.iter().position(|a| *a == "--keys").unwrap();
+                args.drain(at..at + 2);
+                i += 1;
+                continue;
+            }
+            let at = args.iter().position(|a| *a == flag);
+            match at {
+                Some(at) => args[at + 1] = change[i + 1],
+                None => args.extend([flag, change[i + 1]]),
+            }
+            i += 2;
+        }
+        let o = dist(&args);
+        assert_eq!(o.status.code(), Some(1), "{change:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{change:?}: {}", stderr(&o));
+        let written = if out.exists() {
+            tree(&out)
+        } else {
+            BTreeMap::new()
+        };
+        assert!(written.is_empty(), "{change:?} wrote {:?}", written.keys());
+    }
+}
+
+#[test]
+fn a_released_version_is_never_changed_and_a_new_one_is_indexed_beside_it() {
+    let f = fixture();
+    let out = tempfile::tempdir().unwrap();
+    build(out.path(), &f.keys, &f.v1.0, &f.v1.1, "al8", EPOCH);
+    let before = tree(out.path());
+    // The same version from other inputs (another date) would change what yum caches.
+    let o = dist(&[
+        "build",
+        "--out",
+        out.path().to_str().unwrap(),
+        "--version",
+        &f.v1.0,
+        "--keys",
+        f.keys.to_str().unwrap(),
+        "--agent",
+        f.v1.1.to_str().unwrap(),
+        "--targets",
+        "al8",
+        "--source-date-epoch",
+        "1700000005",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("was released already"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        tree(out.path()) == before,
+        "a refused build changed the release directory"
+    );
+
+    let report = build(out.path(), &f.keys, &f.v2.0, &f.v2.1, "al8", EPOCH);
+    let repo = &report["repositories"][0];
+    assert_eq!(repo["packages"], 2, "{report}");
+    assert_eq!(repo["hashed"], 1, "only the new package is read: {report}");
+    let listed = ok(Command::new(which("dnf"))
+        .args(["repoquery", "-q", "--setopt=reposdir=/dev/null"])
+        .arg(format!(
+            "--repofrompath=t,file://{}",
+            out.path().join("repo/al8/x86_64").display()
+        ))
+        .args(["--repo=t", "--qf", "%{version}"]));
+    let mut versions: Vec<&str> = listed.lines().collect();
+    versions.sort_unstable();
+    assert_eq!(versions, [f.v1.0.as_str(), f.v2.0.as_str()]);
+    // The agent install scripts fetch is the newest.
+    let agent = std::fs::read(out.path().join("agents/tasknode-x86_64")).unwrap();
+    assert_eq!(
+        tasknode_protocol::agent_version_in(&agent),
+        Some(f.v2.0.as_str())
+    );
+}
+
+#[test]
+fn the_console_serves_the_release_directory() {
+    let out = release();
+    let console = Console::start(&["--dist", out.to_str().unwrap()]);
+    let http = console.http();
+    let get = |path: &str| http.get(format!("{}{path}", console.url)).send().unwrap();
+    let key = get("/RPM-GPG-KEY-tasknode");
+    assert_eq!(key.status(), 200);
+    assert_eq!(
+        key.text().unwrap(),
+        std::fs::read_to_string(out.join("RPM-GPG-KEY-tasknode")).unwrap()
+    );
+    let repo = get("/yum/el7/tasknode.repo").text().unwrap();
+    assert!(
+        repo.contains(&format!("baseurl={}/repo/el7/$basearch/", console.url))
+            && repo.contains("gpgcheck=1")
+            && repo.contains("repo_gpgcheck=1"),
+        "{repo}"
+    );
+    let unknown = get("/yum/el9/tasknode.repo");
+    assert_eq!(unknown.status(), 404);
+    assert!(unknown.text().unwrap().contains("el9"));
+    let repomd = get("/repo/al8/x86_64/repodata/repomd.xml");
+    assert_eq!(repomd.status(), 200);
+    // Only the release directory is served. The paths go out as written (an HTTP client
+    // would resolve the dot segments itself).
+    for path in [
+        "/repo/../RPM-GPG-KEY-tasknode",
+        "/repo/%2e%2e/%2e%2e/etc/passwd",
+        "/releases/..%2f..%2fetc/passwd",
+        "/repo//etc/passwd",
+    ] {
+        let status = raw_get_status(console.port, path);
+        assert!(status == 404 || status == 400, "{path}: {status}");
+    }
+    // Its agents/ is what install scripts download.
+    let agent = get("/dist/agent/tasknode-x86_64");
+    assert_eq!(agent.status(), 200);
+}
+
+/// The status code of `GET path` sent byte for byte.
+fn raw_get_status(port: u16, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {answer}"))
+}
+
+/// A throwaway root for dnf: the sandbox's busybox system, with shadow's tools and systemctl,
+/// recorded in its rpm database as one package providing what the agent's RPM requires.
+fn dnf_root(os: Os) -> Sandbox {
+    let sb = Sandbox::new(os);
+    sb.add_program("groupadd");
+    sb.add_program("systemctl");
+    let spec_dir = tempfile::tempdir().unwrap();
+    let spec = spec_dir.path().join("base.spec");
+    std::fs::write(
+        &spec,
+        "Name: sandbox-base\nVersion: 1\nRelease: 1\nSummary: the sandbox's base system\n\
+         License: MIT\nBuildArch: noarch\n\
+         Provides: /bin/sh shadow-utils systemd chkconfig initscripts\n\
+         %description\nbusybox, shadow's user tools and systemctl, copied from the host\n%files\n",
+    )
+    .unwrap();
+    ok(Command::new(which("rpmbuild"))
+        .arg("--define")
+        .arg(format!("_topdir {}", spec_dir.path().display()))
+        .arg("-bb")
+        .arg(&spec));
+    let base = spec_dir
+        .path()
+        .join("RPMS/noarch/sandbox-base-1-1.noarch.rpm");
+    ok(Command::new("rpm")
+        .arg("--root")
+        .arg(sb.root())
+        .args(["-i", "--justdb", "--nodeps"])
+        .arg(&base));
+    sb
+}
+
+fn dnf(sb: &Sandbox, console: &Console, args: &[&str]) -> Output {
+    let reposd = sb.path("/tmp/reposd");
+    std::fs::create_dir_all(&reposd).unwrap();
+    let repo = console
+        .http()
+        .get(format!("{}/yum/al8/tasknode.repo", console.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    std::fs::write(reposd.join("tasknode.repo"), repo).unwrap();
+    run(Command::new(which("dnf"))
+        .arg("-y")
+        .arg(format!("--installroot={}", sb.root().display()))
+        .args(["--releasever=8", "--setopt=install_weak_deps=False"])
+        .arg(format!("--setopt=reposdir={}", reposd.display()))
+        .arg(format!(
+            "--setopt=cachedir={}",
+            sb.path("/tmp/dnf-cache").display()
+        ))
+        .args(args))
+}
+
+fn agent_version_in_root(sb: &Sandbox) -> String {
+    let out = sb.sh("/bin/sh", "/usr/bin/tasknode --version");
+    assert!(out.status.success(), "{}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn dnf_installs_upgrades_and_erases_the_agent_from_the_signed_repository() {
+    if !require_root() {
+        return;
+    }
+    let f = fixture();
+    let out = tempfile::tempdir().unwrap();
+    build(out.path(), &f.keys, &f.v1.0, &f.v1.1, "al8", EPOCH);
+    let console = Console::start(&["--dist", out.path().to_str().unwrap()]);
+    let sb = dnf_root(Os::Alinux3);
+
+    let o = dnf(&sb, &console, &["install", "tasknode"]);
+    assert!(
+        o.status.success(),
+        "dnf install: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+    assert_eq!(agent_version_in_root(&sb), format!("tasknode {}", f.v1.0));
+    // %pre made the user, %post enabled the unit (systemctl works offline in a root).
+    let passwd = std::fs::read_to_string(sb.path("/etc/passwd")).unwrap();
+    assert!(passwd.contains("admin:x:"), "{passwd}");
+    let wants = sb.path("/etc/systemd/system/multi-user.target.wants/tasknode.service");
+    assert!(
+        wants.is_symlink(),
+        "the service was not enabled: {}",
+        stderr(&o)
+    );
+    let conf = sb.path("/etc/tasknode/tasknode.conf");
+    assert_eq!(tasknode_tests::mode_of(&conf), 0o600);
+    let admin_uid = passwd
+        .lines()
+        .find(|l| l.starts_with("admin:"))
+        .and_then(|l| l.split(':').nth(2))
+        .unwrap()
+        .parse::<u32>()
+        .unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&conf).unwrap().uid(), admin_uid);
+    let rpm_q =
+        ok(Command::new("rpm")
+            .arg("--root")
+            .arg(sb.root())
+            .args(["-q", "gpg-pubkey", "tasknode"]));
+    assert!(
+        rpm_q.contains("gpg-pubkey-"),
+        "dnf imported the key: {rpm_q}"
+    );
+
+    // The operator's change to the config survives an upgrade.
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("# kept across upgrades\n");
+    std::fs::write(&conf, &text).unwrap();
+    build(out.path(), &f.keys, &f.v2.0, &f.v2.1, "al8", EPOCH);
+    let o = dnf(&sb, &console, &["upgrade", "tasknode"]);
+    assert!(
+        o.status.success(),
+        "dnf upgrade: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+    assert_eq!(agent_version_in_root(&sb), format!("tasknode {}", f.v2.0));
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), text);
+    assert!(wants.is_symlink(), "an upgrade keeps the service enabled");
+
+    let o = dnf(&sb, &console, &["remove", "tasknode"]);
+    assert!(o.status.success(), "dnf remove: {}", stderr(&o));
+    assert!(!sb.path("/usr/bin/tasknode").exists());
+    assert!(!sb.path("/usr/lib/systemd/system/tasknode.service").exists());
+    assert!(
+        !wants.exists() && !wants.is_symlink(),
+        "%preun disabled the service"
+    );
+    // An edited config is kept as .rpmsave, as rpm does for every changed config file.
+    assert!(sb.path("/etc/tasknode/tasknode.conf.rpmsave").exists());
+}
+
+#[test]
+fn dnf_refuses_a_tampered_package_repomd_or_a_package_signed_by_another_key() {
+    if !require_root() {
+        return;
+    }
+    let f = fixture();
+
+    // A package changed after it was indexed.
+    let out = tempfile::tempdir().unwrap();
+    build(out.path(), &f.keys, &f.v1.0, &f.v1.1, "al8", EPOCH);
+    let rpm = rpm_path(out.path(), "al8", &f.v1.0);
+    let mut bytes = std::fs::read(&rpm).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&rpm, &bytes).unwrap();
+    let console = Console::start(&["--dist", out.path().to_str().unwrap()]);
+    let sb = dnf_root(Os::Alinux3);
+    let o = dnf(&sb, &console, &["install", "tasknode"]);
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(!o.status.success(), "{text}");
+    assert!(text.contains("checksum doesn't match"), "{text}");
+    assert!(!sb.path("/usr/bin/tasknode").exists());
+
+    // repomd.xml changed after it was signed.
+    let out = tempfile::tempdir().unwrap();
+    build(out.path(), &f.keys, &f.v1.0, &f.v1.1, "al8", EPOCH);
+    let repomd = out.path().join("repo/al8/x86_64/repodata/repomd.xml");
+    let text = std::fs::read_to_string(&repomd).unwrap();
+    std::fs::write(&repomd, text.replace("<revision>", "<revision>1")).unwrap();
+    let console = Console::start(&["--dist", out.path().to_str().unwrap()]);
+    let sb = dnf_root(Os::Alinux3);
+    let o = dnf(&sb, &console, &["install", "tasknode"]);
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(!o.status.success(), "{text}");
+    assert!(text.contains("GPG signature verification error"), "{text}");
+    assert!(!sb.path("/usr/bin/tasknode").exists());
+
+    // A package signed by another key, dropped into the repository before the right key
+    // indexed and signed it.
+    let foreign = tempfile::tempdir().unwrap();
+    build(
+        foreign.path(),
+        &f.other_keys,
+        &f.v1.0,
+        &f.v1.1,
+        "al8",
+        EPOCH,
+    );
+    let out = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(out.path().join("repo/al8/x86_64")).unwrap();
+    std::fs::copy(
+        rpm_path(foreign.path(), "al8", &f.v1.0),
+        rpm_path(out.path(), "al8", &f.v1.0),
+    )
+    .unwrap();
+    build(out.path(), &f.keys, &f.v2.0, &f.v2.1, "al8", EPOCH);
+    let console = Console::start(&["--dist", out.path().to_str().unwrap()]);
+    let sb = dnf_root(Os::Alinux3);
+    let o = dnf(&sb, &console, &["install", &format!("tasknode-{}", f.v1.0)]);
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(!o.status.success(), "{text}");
+    assert!(
+        text.contains("Public key for") && text.contains("GPG check FAILED"),
+        "{text}"
+    );
+    assert!(!sb.path("/usr/bin/tasknode").exists());
+}
