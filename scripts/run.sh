@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs tasknode on this machine: builds the console, the agent and the static agent, turns the
-# static agent into a signed release (tarball, RPMs for el6/el7/al7/al8 and their signed yum
-# repositories; release keys made once), starts the console with its embedded store serving
+# static agent into a signed release (tarball, a .deb, RPMs for el6/el7/al7/al8 and their signed
+# yum repositories; release keys made once), starts the console with its embedded store serving
 # that release, creates a user, a classic resource group "demo" with this host in it, enrolls an
 # agent on this host and waits until the console shows it available. Then it keeps both running
 # until Ctrl-C (or exits at once with TASKNODE_RUN_ONCE=1).
@@ -38,6 +38,11 @@ rustup target list --installed | grep -qx x86_64-unknown-linux-musl \
   || rustup target add x86_64-unknown-linux-musl \
   || die "could not add the rustup target x86_64-unknown-linux-musl"
 
+if ! cargo deb --version >/dev/null 2>&1; then
+  say "installing cargo-deb (tasknode-dist builds the .deb with it)"
+  cargo install --locked cargo-deb --version 3.8.0 || die "could not install cargo-deb; install it and try again"
+fi
+
 say "building tasknode, tasknode-console and tasknode-dist ($profile)"
 cargo build $build_flag --locked -p tasknode -p tasknode-console -p tasknode-dist
 say "building the static agent install scripts download ($profile, x86_64-unknown-linux-musl)"
@@ -56,7 +61,7 @@ if [ ! -f "$state/keys/package-signing.secret.asc" ]; then
   "$bin/tasknode-dist" keygen --out "$state/keys"
 fi
 # The demo release is rebuilt from scratch each run: a released version never changes.
-say "building release $version: agent tarball, signed RPMs and yum repositories"
+say "building release $version: agent tarball, .deb, signed RPMs and yum repositories"
 rm -rf "$state/dist"
 SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)} \
   "$bin/tasknode-dist" build --out "$state/dist" --version "$version" --keys "$state/keys" \

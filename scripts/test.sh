@@ -19,7 +19,8 @@ done
 need=()
 for pair in shellcheck:shellcheck dash:dash busybox:busybox-static systemd-analyze:systemd \
   musl-gcc:musl-tools strip:binutils useradd:passwd chroot:coreutils curl:curl wget:wget \
-  rpm:rpm rpmbuild:rpm rpmlint:rpmlint dnf:dnf createrepo_c:createrepo-c gpg:gnupg; do
+  rpm:rpm rpmbuild:rpm rpmlint:rpmlint dnf:dnf createrepo_c:createrepo-c gpg:gnupg \
+  lintian:lintian dpkg-deb:dpkg; do
   command -v "${pair%%:*}" >/dev/null || need+=("${pair##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -32,6 +33,11 @@ fi
 if ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
   say "installing the rustup target x86_64-unknown-linux-musl"
   rustup target add x86_64-unknown-linux-musl || die "could not add the rustup target x86_64-unknown-linux-musl"
+fi
+
+if ! cargo deb --version >/dev/null 2>&1; then
+  say "installing cargo-deb (builds the .deb)"
+  cargo install --locked cargo-deb --version 3.8.0 || die "could not install cargo-deb"
 fi
 
 say "cargo fmt --check"

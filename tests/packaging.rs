@@ -407,8 +407,8 @@ fn two_builds_of_a_version_are_byte_identical() {
     let f = fixture();
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
-    build(a.path(), &f.keys, &f.v1.0, &f.v1.1, "el6,al8", EPOCH);
-    build(b.path(), &f.keys, &f.v1.0, &f.v1.1, "el6,al8", EPOCH);
+    build(a.path(), &f.keys, &f.v1.0, &f.v1.1, "el6,al8,deb", EPOCH);
+    build(b.path(), &f.keys, &f.v1.0, &f.v1.1, "el6,al8,deb", EPOCH);
     let files_a = tree(a.path());
     let files_b = tree(b.path());
     assert_eq!(
@@ -417,6 +417,7 @@ fn two_builds_of_a_version_are_byte_identical() {
     );
     assert!(files_a.keys().any(|k| k.ends_with("repomd.xml.asc")));
     assert!(files_a.keys().any(|k| k.ends_with(".tar.gz")));
+    assert!(files_a.keys().any(|k| k.ends_with("_amd64.deb")));
     for (name, bytes) in &files_a {
         assert!(bytes == &files_b[name], "{name} differs between two builds");
     }
@@ -868,4 +869,135 @@ fn dnf_refuses_a_tampered_package_repomd_or_a_package_signed_by_another_key() {
         "{text}"
     );
     assert!(!sb.path("/usr/bin/tasknode").exists());
+}
+
+#[test]
+fn the_deb_lints_clean_and_dpkg_installs_and_purges_it() {
+    if !require_root() {
+        return;
+    }
+    let f = fixture();
+    let out = tempfile::tempdir().unwrap();
+    // No keys: the .deb is not signed (apt repositories sign their Release files instead).
+    let o = dist(&[
+        "build",
+        "--out",
+        out.path().to_str().unwrap(),
+        "--version",
+        &f.v1.0,
+        "--agent",
+        f.v1.1.to_str().unwrap(),
+        "--targets",
+        "deb",
+        "--source-date-epoch",
+        EPOCH,
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let deb = out.path().join(format!(
+        "releases/{}/tasknode_{}-1_amd64.deb",
+        f.v1.0, f.v1.0
+    ));
+    assert!(
+        report["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["kind"] == "deb"),
+        "{report}"
+    );
+
+    let lint = run(Command::new(which("lintian")).arg(&deb));
+    let lint_text = format!("{}{}", String::from_utf8_lossy(&lint.stdout), stderr(&lint));
+    assert!(lint.status.success(), "lintian: {lint_text}");
+    assert!(
+        !lint_text.lines().any(|l| l.starts_with("E:")),
+        "lintian: {lint_text}"
+    );
+    let info = ok(Command::new("dpkg-deb").arg("-I").arg(&deb));
+    assert!(info.contains(&format!("Version: {}-1", f.v1.0)), "{info}");
+    let contents = ok(Command::new("dpkg-deb").arg("-c").arg(&deb));
+    assert!(
+        contents.contains("-rw------- 0/0") && contents.contains("./etc/tasknode/tasknode.conf"),
+        "{contents}"
+    );
+
+    // A Debian-like root: the sandbox's busybox, shadow's tools, getent and systemctl, and a
+    // dpkg database that records shadow's `passwd` package, which the .deb depends on.
+    let sb = Sandbox::new(Os::Debian12);
+    for program in ["groupadd", "getent", "systemctl"] {
+        sb.add_program(program);
+    }
+    for d in [
+        "var/lib/dpkg/info",
+        "var/lib/dpkg/updates",
+        "var/lib/dpkg/triggers",
+        "var/log",
+    ] {
+        std::fs::create_dir_all(sb.path(d)).unwrap();
+    }
+    std::fs::write(
+        sb.path("/var/lib/dpkg/status"),
+        "Package: passwd\nStatus: install ok installed\nVersion: 1:4.13\nArchitecture: amd64\n\
+         Maintainer: sandbox\nDescription: shadow's user tools, copied from the host\n\n",
+    )
+    .unwrap();
+    std::fs::write(sb.path("/var/lib/dpkg/available"), "").unwrap();
+    let before = sb.files();
+    let dpkg = |args: &[&str]| {
+        run(Command::new(which("dpkg"))
+            .arg(format!("--root={}", sb.root().display()))
+            .arg("--log=/dev/null")
+            .args(args))
+    };
+    let o = dpkg(&["-i", deb.to_str().unwrap()]);
+    assert!(
+        o.status.success(),
+        "dpkg -i: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+    assert_eq!(agent_version_in_root(&sb), format!("tasknode {}", f.v1.0));
+    let passwd = std::fs::read_to_string(sb.path("/etc/passwd")).unwrap();
+    assert!(passwd.contains("admin:x:"), "{passwd}");
+    let conf = sb.path("/etc/tasknode/tasknode.conf");
+    assert_eq!(tasknode_tests::mode_of(&conf), 0o600);
+    use std::os::unix::fs::MetadataExt;
+    assert_ne!(
+        std::fs::metadata(&conf).unwrap().uid(),
+        0,
+        "postinst gave the config to admin"
+    );
+    let wants = sb.path("/etc/systemd/system/multi-user.target.wants/tasknode.service");
+    assert!(wants.is_symlink(), "postinst enabled the service");
+
+    let o = dpkg(&["--purge", "tasknode"]);
+    assert!(o.status.success(), "dpkg --purge: {}", stderr(&o));
+    let left: Vec<String> = sb
+        .files()
+        .difference(&before)
+        // dpkg's own records, shadow's lock and backups (the user admin stays), and the
+        // directories systemctl made for the enable link, which it leaves empty.
+        .filter(|p| {
+            let empty_dir = sb.path(p).read_dir().is_ok_and(|d| {
+                d.filter_map(Result::ok).all(|e| {
+                    e.path().is_dir() && e.path().read_dir().is_ok_and(|mut i| i.next().is_none())
+                })
+            });
+            let expected = p.starts_with("var/lib/dpkg")
+                || p.ends_with('-')
+                || *p == "etc/.pwd.lock"
+                || (p.starts_with("etc/systemd") && empty_dir);
+            !expected
+        })
+        .cloned()
+        .collect();
+    assert!(left.is_empty(), "the purge left {left:?}");
+    assert!(
+        sb.path("/etc/passwd").exists()
+            && std::fs::read_to_string(sb.path("/etc/passwd"))
+                .unwrap()
+                .contains("admin:x:")
+    );
 }

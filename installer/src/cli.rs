@@ -61,8 +61,9 @@ pub struct BuildArgs {
     /// The release version: numbers separated by dots, e.g. 1.4.0.
     #[arg(long, value_name = "VERSION")]
     pub version: String,
-    /// Comma-separated targets.
-    #[arg(long, value_name = "LIST", default_value = "el6,el7,al7,al8")]
+    /// Comma-separated targets: el6, el7, al7, al8 (RPMs and their yum repositories) and deb
+    /// (needs cargo-deb).
+    #[arg(long, value_name = "LIST", default_value = "el6,el7,al7,al8,deb")]
     pub targets: String,
     /// Directory of the release keys (from `keygen`); needed for RPM targets.
     #[arg(long, value_name = "DIR")]
@@ -71,7 +72,7 @@ pub struct BuildArgs {
     /// (`cargo build --release --target x86_64-unknown-linux-musl -p tasknode`).
     #[arg(long, value_name = "FILE")]
     pub agent: Option<PathBuf>,
-    /// The workspace to build the agent in.
+    /// The workspace to build the agent (and the .deb) in.
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub workspace: PathBuf,
     /// Time stamp of every file and signature. [default: SOURCE_DATE_EPOCH, else the commit
@@ -285,6 +286,7 @@ fn build(args: &BuildArgs) -> anyhow::Result<()> {
         agent,
         source_date,
         templates_dir: args.templates.clone(),
+        workspace: args.workspace.clone(),
     };
     let bar = indicatif::ProgressBar::new(0).with_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")

@@ -5,6 +5,7 @@
 pub mod artifacts;
 pub mod cli;
 pub mod context;
+pub mod deb;
 pub mod escape;
 pub mod keys;
 pub mod layout;

@@ -4,6 +4,7 @@
 //! OUT/RPM-GPG-KEY-tasknode                      the package key, as yum imports it
 //! OUT/agents/tasknode-x86_64                    the newest agent, as install scripts fetch it
 //! OUT/releases/VERSION/tasknode-VERSION-x86_64-linux-musl.tar.gz
+//! OUT/releases/VERSION/tasknode_VERSION-1_amd64.deb
 //! OUT/releases/VERSION/SHA256SUMS               of the tarball and RPMs, paths relative to OUT
 //! OUT/repo/DIST/x86_64/tasknode-VERSION-1.DIST.x86_64.rpm + repodata/ (+ repomd.xml.asc)
 //! ```
@@ -100,6 +101,8 @@ pub struct BuildOptions {
     pub source_date: u32,
     /// Templates (embedded unless overridden).
     pub templates_dir: Option<PathBuf>,
+    /// The workspace (cargo-deb reads agent/Cargo.toml there).
+    pub workspace: PathBuf,
 }
 
 /// One file the build wrote (or found identical).
@@ -239,6 +242,10 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
     };
     let facts = target::rpm_targets()?;
     check_writable(&opts.out)?;
+    let with_deb = opts.targets.contains(&"deb");
+    if with_deb {
+        crate::deb::check_tool()?;
+    }
     if let Some(keys) = &keys {
         let path = opts.out.join(keys::PACKAGE_PUBLIC);
         if let Ok(text) = fs::read_to_string(&path) {
@@ -253,7 +260,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
         }
     }
 
-    let steps = 2 + rpm_dists.len() as u64 * 2;
+    let steps = 2 + rpm_dists.len() as u64 * 2 + u64::from(with_deb);
     progress.start(steps);
     let version = opts.version.as_str();
     let release_dir = opts.out.join("releases").join(version);
@@ -312,6 +319,23 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
                 target,
                 RPM_ARCH,
             )),
+            bytes,
+            mode: 0o644,
+        });
+    }
+
+    if with_deb {
+        progress.step("deb");
+        let bytes = crate::deb::build(
+            &templates,
+            &agent,
+            &opts.version,
+            opts.source_date,
+            &opts.workspace,
+        )?;
+        planned.push(Planned {
+            kind: "deb",
+            path: release_dir.join(crate::deb::file_name(&opts.version)),
             bytes,
             mode: 0o644,
         });

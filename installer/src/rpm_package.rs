@@ -100,7 +100,7 @@ pub fn build(
     let post = t.render(templates::RPM_POST, &ctx)?;
     let preun = t.render(templates::RPM_PREUN, &ctx)?;
     let postun = t.render(templates::RPM_POSTUN, &ctx)?;
-    let config = package_config(t, &layout)?;
+    let config = package_config(t, &layout, "rpm")?;
 
     let config_build = rpm::BuildConfig::v4()
         // A fast preset: the payload is one compact static binary, and level 9 makes it barely
@@ -218,11 +218,16 @@ fn render_to_template(e: crate::render::RenderError) -> TemplateError {
 }
 
 /// The config a package installs: no console yet (`tasknode enroll --console URL` writes it),
-/// the package's log directory, and `install_method = "rpm"` so the agent never self-updates.
-fn package_config(t: &Templates, layout: &Layout) -> Result<String, TemplateError> {
+/// the package's log directory, and `install_method` (`rpm` or `deb`) so that the agent never
+/// updates itself: the package manager does.
+pub(crate) fn package_config(
+    t: &Templates,
+    layout: &Layout,
+    install_method: &str,
+) -> Result<String, TemplateError> {
     let ctx = crate::context::ConfigContext {
         console_url: String::new(),
-        install_method: "rpm".to_owned(),
+        install_method: install_method.to_owned(),
         log_dir: layout.log_dir.clone(),
     };
     t.render(templates::AGENT_CONFIG, &ctx)

@@ -1,5 +1,5 @@
-//! Release targets: the four RPM dists (facts in rpm/targets.toml), and the version strings a
-//! release may carry.
+//! Release targets: the four RPM dists (facts in rpm/targets.toml) and the .deb, and the
+//! version strings a release may carry.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -10,7 +10,7 @@ use serde::Deserialize;
 const TARGETS_TOML: &str = include_str!("../../rpm/targets.toml");
 
 /// Every target `build` knows, in build order.
-pub const ALL: &[&str] = &["el6", "el7", "al7", "al8"];
+pub const ALL: &[&str] = &["el6", "el7", "al7", "al8", "deb"];
 
 /// The init system a package installs its service for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -164,10 +164,13 @@ mod tests {
 
     #[test]
     fn targets_are_checked_deduplicated_and_ordered() {
-        assert_eq!(parse_targets("al8,el6,el6").unwrap(), ["el6", "al8"]);
+        assert_eq!(
+            parse_targets("deb,al8,el6,el6").unwrap(),
+            ["el6", "al8", "deb"]
+        );
         let e = parse_targets("el6,el9").unwrap_err().to_string();
         assert!(
-            e.contains("\"el9\"") && e.contains("el6, el7, al7, al8"),
+            e.contains("\"el9\"") && e.contains("el6, el7, al7, al8, deb"),
             "{e}"
         );
         assert!(matches!(parse_targets(" , "), Err(TargetError::Empty)));

@@ -1,8 +1,9 @@
 //! The one template environment of tasknode. Templates are embedded at build time and looked up
 //! by the constants below; a directory can override any of them. Undefined values are errors,
 //! and every interpolated value is escaped for the file it lands in, chosen by the template's
-//! name: `.sh` shell, `.service` systemd, `.toml` TOML, `.repo` INI. There is no `|safe`: a
-//! template that wants text verbatim writes it itself.
+//! name: `.sh` shell, `.service` systemd, `.toml` TOML, `.repo` and `.changelog` literal text
+//! on one line (INI). There is no `|safe`: a template that wants text verbatim writes it
+//! itself.
 
 use std::path::{Path, PathBuf};
 
@@ -29,6 +30,11 @@ pub const RPM_PRE: &str = "rpm-pre.sh";
 pub const RPM_POST: &str = "rpm-post.sh";
 pub const RPM_PREUN: &str = "rpm-preun.sh";
 pub const RPM_POSTUN: &str = "rpm-postun.sh";
+/// .deb maintainer scripts and changelog (templates/deb/).
+pub const DEB_POSTINST: &str = "deb-postinst.sh";
+pub const DEB_PRERM: &str = "deb-prerm.sh";
+pub const DEB_POSTRM: &str = "deb-postrm.sh";
+pub const DEB_CHANGELOG: &str = "deb.changelog";
 
 /// Every template, by name, as embedded at build time.
 pub const EMBEDDED: &[(&str, &str)] = &[
@@ -48,6 +54,13 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     (RPM_POST, include_str!("../../rpm/scriptlets/post.sh")),
     (RPM_PREUN, include_str!("../../rpm/scriptlets/preun.sh")),
     (RPM_POSTUN, include_str!("../../rpm/scriptlets/postun.sh")),
+    (
+        DEB_POSTINST,
+        include_str!("../../templates/deb/postinst.sh"),
+    ),
+    (DEB_PRERM, include_str!("../../templates/deb/prerm.sh")),
+    (DEB_POSTRM, include_str!("../../templates/deb/postrm.sh")),
+    (DEB_CHANGELOG, include_str!("../../templates/deb/changelog")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +84,8 @@ pub fn format_of(name: &str) -> Option<Format> {
         "service" => Some(Format::Systemd),
         "toml" => Some(Format::Toml),
         "repo" => Some(Format::Ini),
+        // A Debian changelog line takes values as literal text on one line, as INI does.
+        "changelog" => Some(Format::Ini),
         _ => None,
     }
 }

@@ -1,0 +1,255 @@
+//! The .deb, built by cargo-deb from `[package.metadata.deb]` in agent/Cargo.toml. That
+//! metadata names files under `target/tasknode-dist/deb/`, which this module renders first
+//! from the same templates as the RPMs: the agent, the systemd unit, the config, the
+//! maintainer scripts (templates/deb/) and the Debian changelog.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Serialize;
+
+use crate::layout::{AGENT_USER, Layout};
+use crate::release::BuildError;
+use crate::rpm_package::STATE_DIR;
+use crate::target::Version;
+use crate::templates::{self, Templates};
+
+/// Where the rendered inputs go, relative to the workspace (agent/Cargo.toml names them).
+pub const STAGING: &str = "target/tasknode-dist/deb";
+/// Who the Maintainer field and the changelog name.
+const PACKAGER: &str = "tasknode release <release@tasknode.invalid>";
+
+#[derive(Serialize)]
+struct ScriptContext<'a> {
+    user: &'a str,
+    gecos: &'a str,
+    state_dir: &'a str,
+    log_dir: &'a str,
+    config: &'a str,
+    config_dir: &'a str,
+    service: &'a str,
+}
+
+#[derive(Serialize)]
+struct ChangelogContext<'a> {
+    version: &'a str,
+    packager: &'a str,
+    date: String,
+}
+
+/// The .deb's file name for `version`.
+pub fn file_name(version: &Version) -> String {
+    format!("tasknode_{version}-1_amd64.deb")
+}
+
+/// Says how to get cargo-deb when it is missing.
+pub fn check_tool() -> Result<(), BuildError> {
+    let ok = Command::new(cargo())
+        .args(["deb", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        Ok(())
+    } else {
+        Err(BuildError::Tool {
+            what: "the deb target".to_owned(),
+            why: "cargo-deb is not installed; install it with `cargo install cargo-deb --locked`"
+                .to_owned(),
+        })
+    }
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+/// Builds the .deb of `version` in `workspace` and returns its bytes.
+pub fn build(
+    t: &Templates,
+    agent: &[u8],
+    version: &Version,
+    source_date: u32,
+    workspace: &Path,
+) -> Result<Vec<u8>, BuildError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| BuildError::Io { path, source }
+    };
+    let workspace = &workspace_root(workspace)?;
+    // Builds share the staging directory agent/Cargo.toml names: one at a time.
+    let lock_path = workspace.join("target/tasknode-dist/deb.lock");
+    fs::create_dir_all(workspace.join("target/tasknode-dist")).map_err(io(workspace))?;
+    let lock = fs::File::create(&lock_path).map_err(io(&lock_path))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
+        BuildError::Io {
+            path: lock_path.clone(),
+            source: e.into(),
+        }
+    })?;
+    let staging = workspace.join(STAGING);
+    if staging.exists() {
+        fs::remove_dir_all(&staging).map_err(io(&staging))?;
+    }
+    let scripts = staging.join("scripts");
+    fs::create_dir_all(&scripts).map_err(io(&scripts))?;
+
+    let layout = Layout::package();
+    let ctx = ScriptContext {
+        user: AGENT_USER,
+        gecos: "tasknode agent",
+        state_dir: STATE_DIR,
+        log_dir: &layout.log_dir,
+        config: &layout.config,
+        config_dir: "/etc/tasknode",
+        service: "tasknode.service",
+    };
+    let unit = crate::render::unit(t, &layout).map_err(|e| BuildError::Tool {
+        what: "rendering the systemd unit".to_owned(),
+        why: e.to_string(),
+    })?;
+    let config = crate::rpm_package::package_config(t, &layout, "deb")?;
+    let changelog = t.render(
+        templates::DEB_CHANGELOG,
+        &ChangelogContext {
+            version: version.as_str(),
+            packager: PACKAGER,
+            date: rfc2822(source_date),
+        },
+    )?;
+    let files: [(&str, String, u32); 6] = [
+        ("tasknode.service", unit, 0o644),
+        ("tasknode.conf", config, 0o600),
+        ("changelog", changelog, 0o644),
+        (
+            "scripts/postinst",
+            t.render(templates::DEB_POSTINST, &ctx)?,
+            0o755,
+        ),
+        (
+            "scripts/prerm",
+            t.render(templates::DEB_PRERM, &ctx)?,
+            0o755,
+        ),
+        (
+            "scripts/postrm",
+            t.render(templates::DEB_POSTRM, &ctx)?,
+            0o755,
+        ),
+    ];
+    for (name, text, mode) in &files {
+        write(&staging.join(name), text.as_bytes(), *mode)?;
+    }
+    write(&staging.join("tasknode"), agent, 0o755)?;
+
+    let out = staging.join(file_name(version));
+    let status = Command::new(cargo())
+        .args([
+            "deb",
+            "-p",
+            "tasknode",
+            "--no-build",
+            "--no-strip",
+            "--quiet",
+            "--target",
+            crate::release::RUST_TARGET,
+            "--deb-version",
+        ])
+        .arg(format!("{version}-1"))
+        .arg("--output")
+        .arg(&out)
+        .env("SOURCE_DATE_EPOCH", source_date.to_string())
+        .env("CARGO_TARGET_DIR", workspace.join("target"))
+        .current_dir(workspace)
+        .output()
+        .map_err(|e| BuildError::Tool {
+            what: "cargo deb".to_owned(),
+            why: e.to_string(),
+        })?;
+    if !status.status.success() {
+        return Err(BuildError::Tool {
+            what: "cargo deb".to_owned(),
+            why: format!(
+                "failed ({}): {}",
+                status.status,
+                String::from_utf8_lossy(&status.stderr).trim()
+            ),
+        });
+    }
+    fs::read(&out).map_err(io(&out))
+}
+
+/// The root of the cargo workspace `dir` is in.
+fn workspace_root(dir: &Path) -> Result<PathBuf, BuildError> {
+    let out = Command::new(cargo())
+        .args(["locate-project", "--workspace", "--message-format", "plain"])
+        .current_dir(dir)
+        .output()
+        .map_err(|e| BuildError::Tool {
+            what: "cargo locate-project".to_owned(),
+            why: e.to_string(),
+        })?;
+    let manifest = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    match manifest.parent() {
+        Some(root) if out.status.success() && root.join("agent/Cargo.toml").is_file() => {
+            Ok(root.to_owned())
+        }
+        _ => Err(BuildError::Tool {
+            what: format!("--workspace {}", dir.display()),
+            why: "not in the tasknode workspace (agent/Cargo.toml holds the .deb's metadata); run in the checkout or pass --workspace".to_owned(),
+        }),
+    }
+}
+
+fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), BuildError> {
+    let err = |source| BuildError::Io {
+        path: PathBuf::from(path),
+        source,
+    };
+    fs::write(path, bytes).map_err(err)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(err)
+}
+
+/// `Tue, 14 Nov 2023 22:13:20 +0000`, as Debian changelogs date entries.
+fn rfc2822(secs: u32) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = i64::from(secs);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{}, {:02} {} {} {:02}:{:02}:{:02} +0000",
+        DAYS[days.rem_euclid(7) as usize],
+        day,
+        MONTHS[(month - 1) as usize],
+        year,
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changelog_dates_are_rfc_2822() {
+        assert_eq!(rfc2822(0), "Thu, 01 Jan 1970 00:00:00 +0000");
+        assert_eq!(rfc2822(1_700_000_000), "Tue, 14 Nov 2023 22:13:20 +0000");
+        assert_eq!(rfc2822(951_782_400), "Tue, 29 Feb 2000 00:00:00 +0000");
+    }
+}
