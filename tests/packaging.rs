@@ -1001,3 +1001,53 @@ fn the_deb_lints_clean_and_dpkg_installs_and_purges_it() {
                 .contains("admin:x:")
     );
 }
+
+#[test]
+fn index_reindexes_one_directory_and_reads_only_new_packages() {
+    let f = fixture();
+    let out = tempfile::tempdir().unwrap();
+    build(out.path(), &f.keys, &f.v1.0, &f.v1.1, "el7", EPOCH);
+    let repo = out.path().join("repo/el7/x86_64");
+    let index = |extra: &[&str]| {
+        let mut args = vec![
+            "index",
+            "--repo",
+            repo.to_str().unwrap(),
+            "--keys",
+            f.keys.to_str().unwrap(),
+            "--source-date-epoch",
+            EPOCH,
+        ];
+        args.extend_from_slice(extra);
+        dist(&args)
+    };
+    let o = index(&["--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (v["packages"].as_u64(), v["hashed"].as_u64()),
+        (Some(1), Some(0)),
+        "{v}"
+    );
+    // Without metadata every package is read; the result is the metadata `build` wrote.
+    let before = std::fs::read(repo.join("repodata/repomd.xml")).unwrap();
+    std::fs::remove_dir_all(repo.join("repodata")).unwrap();
+    let o = index(&["--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["hashed"], 1, "{v}");
+    assert_eq!(
+        std::fs::read(repo.join("repodata/repomd.xml")).unwrap(),
+        before
+    );
+    assert!(repo.join("repodata/repomd.xml.asc").is_file());
+    assert!(!repo.join(".repodata.staging").exists());
+    let o = dist(&[
+        "index",
+        "--repo",
+        "/nonexistent",
+        "--keys",
+        f.keys.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--repo /nonexistent"), "{}", stderr(&o));
+}

@@ -17,7 +17,7 @@ use crate::templates::Templates;
     version,
     about = "Build tasknode releases (static agent, signed RPMs and yum repositories) and render its install files",
     long_about = "Build tasknode releases and render its install files.\n\n\
-        `keygen` makes the release keys once; `build` turns a version into the agent tarball, \
+        `keygen` makes the release keys once; `build` turns a version into the agent tarball, a .deb, \
         signed RPMs for el6/el7/al7/al8 and their signed yum repositories; `render` writes one \
         install file offline."
 )]
@@ -32,12 +32,33 @@ pub enum Command {
     /// ed25519 key for update manifests. Private keys are written 0600; existing keys are
     /// never replaced.
     Keygen(KeygenArgs),
-    /// Build a release: the static agent (tarball and SHA256SUMS), signed RPMs and signed yum
+    /// Build a release: the static agent (tarball and SHA256SUMS), a .deb, signed RPMs and signed yum
     /// repositories. Adding a version to an existing --out re-indexes its repositories.
     Build(BuildArgs),
+    /// Re-index one yum repository directory: write its repodata for the RPMs in it, sign
+    /// repomd.xml, and swap the new metadata in atomically. Packages already indexed are not
+    /// read again. `build` does this for the repositories it adds to.
+    Index(IndexArgs),
     /// Render one file offline, from the embedded templates (or --templates DIR).
     #[command(subcommand)]
     Render(RenderCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct IndexArgs {
+    /// The repository directory (e.g. OUT/repo/el7/x86_64): its *.rpm files are indexed.
+    #[arg(long, value_name = "DIR")]
+    pub repo: PathBuf,
+    /// Directory of the release keys (from `keygen`).
+    #[arg(long, value_name = "DIR")]
+    pub keys: PathBuf,
+    /// Time stamp of the metadata and its signature. [default: SOURCE_DATE_EPOCH, else the
+    /// commit time of the current directory's HEAD]
+    #[arg(long, value_name = "SECONDS")]
+    pub source_date_epoch: Option<u32>,
+    /// Print what was indexed as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -180,6 +201,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let cmd = match cli.command {
         Command::Keygen(args) => return keygen(&args),
         Command::Build(args) => return build(&args),
+        Command::Index(args) => return index(&args),
         Command::Render(cmd) => cmd,
     };
     let (common, text, mode) = match &cmd {
@@ -305,6 +327,34 @@ fn build(args: &BuildArgs) -> anyhow::Result<()> {
             report.version,
             args.out.display(),
             report.source_date
+        );
+    }
+    Ok(())
+}
+
+fn index(args: &IndexArgs) -> anyhow::Result<()> {
+    if !args.repo.is_dir() {
+        anyhow::bail!("--repo {}: not a directory", args.repo.display());
+    }
+    let keys = crate::keys::ReleaseKeys::load(&args.keys)?;
+    let source_date = crate::release::source_date(args.source_date_epoch, Path::new("."))?;
+    let signer = keys
+        .package_signer()
+        .context("--keys: loading the package key")?;
+    let indexed = crate::repo::index(
+        &args.repo,
+        source_date,
+        keys.signature_time(source_date),
+        &signer,
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&indexed)?);
+    } else {
+        println!(
+            "indexed {}: {} package(s), {} read for the first time; repomd.xml signed",
+            args.repo.display(),
+            indexed.packages,
+            indexed.hashed
         );
     }
     Ok(())
