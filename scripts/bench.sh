@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Benchmarks: agent size and idle memory, console heartbeat capacity beside nginx, and
-# install-to-available. Each is run BENCH_RUNS times (default 3); docs/benchmarks.md gets the
+# Benchmarks: agent size and idle memory, console heartbeat capacity beside nginx,
+# install-to-available, and release packaging beside rpmbuild + createrepo_c. Each is run BENCH_RUNS times (default 3); docs/benchmarks.md gets the
 # median, min and max of each, with the machine and commit. Everything runs on loopback and
 # stops by itself. BENCH_QUICK=1 runs small versions (a smoke test of this script).
 #
@@ -23,7 +23,8 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # ---- what it needs ----------------------------------------------------------------------
 need=()
-for pair in nginx:nginx musl-gcc:musl-tools python3:python3 busybox:busybox-static useradd:passwd curl:curl; do
+for pair in nginx:nginx musl-gcc:musl-tools python3:python3 busybox:busybox-static useradd:passwd curl:curl \
+  rpmbuild:rpm rpmsign:rpm createrepo_c:createrepo-c gpg:gnupg; do
   command -v "${pair%%:*}" >/dev/null || need+=("${pair##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -35,11 +36,12 @@ rustup target list --installed | grep -qx x86_64-unknown-linux-musl \
   || rustup target add x86_64-unknown-linux-musl || die "could not add the musl target"
 
 say "building release binaries"
-cargo build --release --locked -p tasknode-console -p tasknode-bench -p tasknode
+cargo build --release --locked -p tasknode-console -p tasknode-bench -p tasknode -p tasknode-dist
 cargo build --release --locked --target x86_64-unknown-linux-musl -p tasknode
 CONSOLE=$PWD/target/release/tasknode-console
 LOADGEN=$PWD/target/release/tasknode-loadgen
 AGENT=$PWD/target/x86_64-unknown-linux-musl/release/tasknode
+DIST=$PWD/target/release/tasknode-dist
 file "$AGENT" | grep -q 'static' || die "$AGENT is not statically linked"
 
 WORK=$(mktemp -d)
@@ -217,6 +219,93 @@ else
   INSTALL_NOTE="install-to-available was not measured: it needs root (chroot)."
 fi
 
+# ---- packaging -------------------------------------------------------------------------------
+# seconds since $1 (a `date +%s.%N`)
+since() { python3 -c "import time; print(time.time() - $1)"; }
+say "release packaging: tasknode-dist beside rpmbuild + rpmsign + createrepo_c ($RUNS runs)"
+"$DIST" keygen --out "$WORK/keys" >/dev/null
+version=$("$AGENT" --version | awk '{print $2}')
+export GNUPGHOME=$WORK/gnupg
+mkdir -m 700 "$GNUPGHOME"
+gpg --batch -q --import "$WORK/keys/package-signing.secret.asc"
+keyid=$(gpg --batch --with-colons --list-secret-keys | awk -F: '/^sec/ {print $5; exit}')
+# The same package by rpmbuild: the same files, xz level 2, SHA-256 file digests, signed.
+render() { "$DIST" render "$@" --layout package; }
+mkdir -p "$WORK/spec"
+render unit >"$WORK/spec/tasknode.service"
+render config --console http://x --install-method rpm >"$WORK/spec/tasknode.conf"
+cat >"$WORK/spec/tasknode.spec" <<SPEC
+Name: tasknode
+Version: $version
+Release: 1%{?dist}
+Summary: tasknode agent
+License: Apache-2.0
+%description
+tasknode agent
+%install
+install -D -m 0755 $AGENT %{buildroot}/usr/bin/tasknode
+install -D -m 0644 $WORK/spec/tasknode.service %{buildroot}/usr/lib/systemd/system/tasknode.service
+install -D -m 0600 $WORK/spec/tasknode.conf %{buildroot}/etc/tasknode/tasknode.conf
+%files
+/usr/bin/tasknode
+/usr/lib/systemd/system/tasknode.service
+%config(noreplace) %attr(0600,root,root) /etc/tasknode/tasknode.conf
+SPEC
+for run in $(seq "$RUNS"); do
+  rm -rf "$WORK/dist"
+  start=$(date +%s.%N)
+  "$DIST" build --out "$WORK/dist" --version "$version" --keys "$WORK/keys" --agent "$AGENT" \
+    --targets el6,el7,al7,al8 --source-date-epoch 1700000000 >/dev/null
+  record dist_build_4_dists_s s "$(since "$start")"
+  rm -rf "$WORK/rpmbuild"
+  start=$(date +%s.%N)
+  for d in el6 el7 al7 al8; do
+    rpmbuild -bb --quiet --define "_topdir $WORK/rpmbuild" --define "dist .$d" \
+      --define '_binary_payload w2.xzdio' --define '_binary_filedigest_algorithm 8' \
+      --define '__strip /bin/true' --define 'debug_package %{nil}' "$WORK/spec/tasknode.spec"
+    rpm=$WORK/rpmbuild/RPMS/x86_64/tasknode-$version-1.$d.x86_64.rpm
+    rpmsign --addsign --define "_gpg_name $keyid" "$rpm" >/dev/null
+    mkdir -p "$WORK/rpmbuild/repo/$d"
+    mv "$rpm" "$WORK/rpmbuild/repo/$d/"
+    createrepo_c --quiet --no-database --general-compress-type=gz "$WORK/rpmbuild/repo/$d"
+    gpg --batch --yes -q --detach-sign --armor "$WORK/rpmbuild/repo/$d/repodata/repomd.xml"
+  done
+  record rpmbuild_createrepo_4_dists_s s "$(since "$start")"
+done
+
+say "repodata for 1000 RPMs: tasknode-dist index beside createrepo_c ($RUNS runs)"
+n=1000
+[ "$QUICK" = 1 ] && n=200
+{
+  printf 'Name: many\nVersion: 1\nRelease: 1\nSummary: many\nLicense: MIT\nBuildArch: noarch\n'
+  printf '%%description\nmany\n%%files\n'
+  for i in $(seq "$n"); do
+    printf '%%package -n pkg%s\nSummary: pkg%s\n%%description -n pkg%s\npkg%s\n' "$i" "$i" "$i" "$i"
+    printf '%%files -n pkg%s\n/usr/share/many/pkg%s\n' "$i" "$i"
+  done
+  printf '%%install\nmkdir -p %%{buildroot}/usr/share/many\n'
+  printf 'for i in $(seq %s); do echo $i >%%{buildroot}/usr/share/many/pkg$i; done\n' "$n"
+} >"$WORK/many.spec"
+rpmbuild -bb --quiet --define "_topdir $WORK/many" "$WORK/many.spec"
+repo=$WORK/many/RPMS/noarch
+for run in $(seq "$RUNS"); do
+  rm -rf "$repo/repodata"
+  start=$(date +%s.%N)
+  "$DIST" index --repo "$repo" --keys "$WORK/keys" --source-date-epoch 1700000000 >/dev/null
+  ours=$(since "$start")
+  record "index_${n}_rpms_tasknode_dist_s" s "$ours"
+  start=$(date +%s.%N)
+  "$DIST" index --repo "$repo" --keys "$WORK/keys" --source-date-epoch 1700000000 >/dev/null
+  record "reindex_${n}_rpms_tasknode_dist_s" s "$(since "$start")"
+  rm -rf "$repo/repodata"
+  start=$(date +%s.%N)
+  createrepo_c --quiet --no-database --general-compress-type=gz "$repo"
+  theirs=$(since "$start")
+  record "index_${n}_rpms_createrepo_c_s" s "$theirs"
+  record "index_${n}_rpms_ours_over_createrepo_c" ratio "$(python3 -c "print($ours / $theirs)")"
+done
+unset GNUPGHOME
+
 # ---- the report ----------------------------------------------------------------------------
 say "writing $OUT"
 python3 - "$RESULTS" "$OUT" "$RUNS" "$QUICK" "$INSTALL_NOTE" "$(cat "$WORK/enroll.json")" <<'PY'
@@ -232,6 +321,7 @@ cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.start
 mem = next((int(l.split()[1]) // 1024 for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0)
 targets = {
     "agent_idle_rss": ("<= 8 MiB", lambda v: v <= 8),
+    "index_1000_rpms_ours_over_createrepo_c": ("<= 1 (no slower)", lambda v: v <= 1),
     "install_to_available": ("< 3 s", lambda v: v < 3),
 }
 for (m, _), _v in rows.items():
@@ -274,6 +364,12 @@ lines += [
     "a static 204 on the same machine in the same run, the ceiling of this machine and client; `saturation_console_over_nginx` is the ratio.",
     "- `install_to_available`: seconds from starting the printed install command (`echo 'url = \"LINK\"' | curl -fsSL -K - | sh`) in a fresh chroot (busybox, CentOS 6 release files) to the "
     "script's exit, which it reaches once the console shows the server available.",
+    "- `dist_build_4_dists_s`: `tasknode-dist build --targets el6,el7,al7,al8` of the release agent: four signed RPMs (xz level 2) and four signed "
+    "repositories. `rpmbuild_createrepo_4_dists_s` is the same work by the usual tools in the same run: `rpmbuild -bb` (xz level 2, SHA-256 "
+    "file digests), `rpmsign --addsign`, `createrepo_c --no-database` and `gpg --detach-sign` of repomd.xml, for each dist.",
+    "- `index_N_rpms_*`: repodata (primary, filelists, other; gzip; SHA-256) for N small generated RPMs from scratch: "
+    "`tasknode-dist index` (which also signs repomd.xml) beside `createrepo_c --no-database`; the ratio is ours over theirs. "
+    "`reindex_N_rpms_tasknode_dist_s` indexes the same directory again, reusing what the old metadata lists.",
 ]
 if install_note:
     lines += ["", install_note]
