@@ -264,7 +264,7 @@ for run in $(seq "$RUNS"); do
       --define '_binary_payload w2.xzdio' --define '_binary_filedigest_algorithm 8' \
       --define '__strip /bin/true' --define 'debug_package %{nil}' "$WORK/spec/tasknode.spec"
     rpm=$WORK/rpmbuild/RPMS/x86_64/tasknode-$version-1.$d.x86_64.rpm
-    rpmsign --addsign --define "_gpg_name $keyid" "$rpm" >/dev/null
+    rpmsign --addsign --define "_gpg_name $keyid" --define "__gpg $(command -v gpg)" "$rpm" >/dev/null
     mkdir -p "$WORK/rpmbuild/repo/$d"
     mv "$rpm" "$WORK/rpmbuild/repo/$d/"
     createrepo_c --quiet --no-database --general-compress-type=gz "$WORK/rpmbuild/repo/$d"

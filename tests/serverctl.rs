@@ -2,32 +2,14 @@
 //! stopped for real, through the rendered bin/serverctl wrapper, with the console watching.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use tasknode_dist::{Layout, Templates, render};
-use tasknode_tests::{Agent, Console, bin, hostname, stderr, wait_for};
-
-/// A host root with no systemd and no init script, whose passwd maps the agent user to the
-/// user running the tests (so the root path switches to an existing uid).
-fn fake_root(dir: &Path) -> std::path::PathBuf {
-    let root = dir.join("root");
-    std::fs::create_dir_all(root.join("etc")).unwrap();
-    std::fs::create_dir_all(root.join("proc")).unwrap();
-    std::fs::copy("/proc/meminfo", root.join("proc/meminfo")).unwrap();
-    let (uid, gid) = (
-        rustix::process::getuid().as_raw(),
-        rustix::process::getgid().as_raw(),
-    );
-    std::fs::write(
-        root.join("etc/passwd"),
-        format!("admin:x:{uid}:{gid}::/home/admin:/bin/sh\n"),
-    )
-    .unwrap();
-    root
-}
+use tasknode_tests::{
+    Agent, Console, bin, hostname, root_without_service_manager, serverctl_wrapper, stderr,
+    wait_for,
+};
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -41,19 +23,9 @@ fn serverctl_manages_the_agent_through_a_pid_file() {
     console.cli_ok(&["server", "add", "--group", "etl", "--name", &hostname()]);
     let agent = Agent::new();
     agent.enroll_ok(&console.url, "etl", &password, false);
-    let root = fake_root(agent.dir.path());
+    let root = root_without_service_manager(agent.dir.path());
 
-    // bin/serverctl as install.sh lays it out, pointing at the real agent binary.
-    let mut layout = Layout::script();
-    layout.bin = bin("tasknode").display().to_string();
-    layout.config = agent.config().display().to_string();
-    let wrapper = agent.dir.path().join("serverctl");
-    std::fs::write(
-        &wrapper,
-        render::serverctl(&Templates::embedded().unwrap(), &layout).unwrap(),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let wrapper = serverctl_wrapper(agent.dir.path(), &bin("tasknode"), &agent.config());
     let serverctl = |action: &str| {
         Command::new(&wrapper)
             .arg(action)

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod old_kernel;
 pub mod sandbox;
 
 /// The path of a program on PATH, or a panic saying to install it.
@@ -284,6 +285,8 @@ pub struct Agent {
     pub dir: tempfile::TempDir,
     root: Option<PathBuf>,
     child: Option<Child>,
+    /// The static agent under the Linux 2.6.32 filters, instead of the debug build.
+    old_kernel: Option<std::sync::Arc<old_kernel::Linux2632>>,
 }
 
 impl Agent {
@@ -293,7 +296,16 @@ impl Agent {
             dir: tempfile::tempdir().unwrap(),
             root: None,
             child: None,
+            old_kernel: None,
         }
+    }
+
+    /// An agent that is the static (musl) build, every command of it run as on Linux 2.6.32
+    /// (see [`old_kernel`]).
+    pub fn static_on_linux_2632() -> Agent {
+        let mut agent = Agent::new();
+        agent.old_kernel = Some(old_kernel::Linux2632::new());
+        agent
     }
 
     /// An agent whose host reports `uuid` as its DMI product UUID (through TASKNODE_ROOT).
@@ -318,7 +330,14 @@ impl Agent {
     }
 
     fn command(&self) -> Command {
-        let mut cmd = Command::new(bin("tasknode"));
+        let mut cmd = match &self.old_kernel {
+            Some(kernel) => {
+                let mut cmd = Command::new(static_agent());
+                kernel.apply_on_exec(&mut cmd);
+                cmd
+            }
+            None => Command::new(bin("tasknode")),
+        };
         cmd.env("TASKNODE_CONFIG", self.config())
             .env_remove("NOTIFY_SOCKET");
         match &self.root {
@@ -463,6 +482,43 @@ impl Drop for Agent {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A host root (for TASKNODE_ROOT) with no systemd and no init script, whose passwd maps the
+/// agent user to the user running the tests, so serverctl takes the pid-file path and, as root,
+/// switches to an existing uid.
+pub fn root_without_service_manager(dir: &Path) -> PathBuf {
+    let root = dir.join("root");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::create_dir_all(root.join("proc")).unwrap();
+    std::fs::copy("/proc/meminfo", root.join("proc/meminfo")).unwrap();
+    let (uid, gid) = (
+        rustix::process::getuid().as_raw(),
+        rustix::process::getgid().as_raw(),
+    );
+    std::fs::write(
+        root.join("etc/passwd"),
+        format!("admin:x:{uid}:{gid}::/home/admin:/bin/sh\n"),
+    )
+    .unwrap();
+    root
+}
+
+/// bin/serverctl as install.sh lays it out in `dir`, pointing at `agent` and `config`.
+pub fn serverctl_wrapper(dir: &Path, agent: &Path, config: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let mut layout = tasknode_dist::Layout::script();
+    layout.bin = agent.display().to_string();
+    layout.config = config.display().to_string();
+    let wrapper = dir.join("serverctl");
+    let templates = tasknode_dist::Templates::embedded().unwrap();
+    std::fs::write(
+        &wrapper,
+        tasknode_dist::render::serverctl(&templates, &layout).unwrap(),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    wrapper
 }
 
 /// Standard error of a finished command, as text.
