@@ -344,6 +344,46 @@ fn every_rpm_verifies_lints_clean_and_fits_rpm_4_8() {
     }
 }
 
+/// The text of `<tag ...>TEXT</tag>` inside `block`.
+fn element<'a>(block: &'a str, tag: &str) -> &'a str {
+    let start = block
+        .find(&format!("<{tag}"))
+        .unwrap_or_else(|| panic!("no <{tag}> in {block}"));
+    let rest = &block[start..];
+    let open_end = rest.find('>').unwrap() + 1;
+    let close = rest.find(&format!("</{tag}>")).unwrap();
+    &rest[open_end..close]
+}
+
+/// The repomd.xml record of `kind` names a gzip file whose size and SHA-256 it gives, and whose
+/// content (as `gzip -dc` reads it) has the open size and open checksum it gives.
+fn check_record(repo: &Path, repomd: &str, kind: &str) {
+    use sha2::Digest;
+    let start = repomd.find(&format!("<data type=\"{kind}\">")).unwrap();
+    let block = &repomd[start..start + repomd[start..].find("</data>").unwrap()];
+    let href_at = block.find("href=\"").unwrap() + 6;
+    let href = &block[href_at..href_at + block[href_at..].find('"').unwrap()];
+    let gz = std::fs::read(repo.join(href)).unwrap();
+    assert_eq!(
+        element(block, "checksum"),
+        hex::encode(sha2::Sha256::digest(&gz)),
+        "{kind}"
+    );
+    assert_eq!(element(block, "size"), gz.len().to_string(), "{kind}");
+    let plain = run(Command::new(which("gzip")).arg("-dc").arg(repo.join(href))).stdout;
+    assert!(plain.starts_with(b"<?xml"), "{kind} is not gzip XML");
+    assert_eq!(
+        element(block, "open-checksum"),
+        hex::encode(sha2::Sha256::digest(&plain)),
+        "{kind}"
+    );
+    assert_eq!(
+        element(block, "open-size"),
+        plain.len().to_string(),
+        "{kind}"
+    );
+}
+
 #[test]
 fn the_repository_is_signed_and_lists_what_it_holds() {
     let f = fixture();
@@ -376,6 +416,9 @@ fn the_repository_is_signed_and_lists_what_it_holds() {
             "gzip XML for el6's yum: {repomd}"
         );
         assert!(!repomd.contains("sqlite"), "{repomd}");
+        for kind in ["primary", "filelists", "other"] {
+            check_record(&out.join(format!("repo/{d}/x86_64")), &repomd, kind);
+        }
     }
     // dnf reads the metadata: the package it lists is the file in the directory.
     let listed = ok(Command::new(which("dnf"))

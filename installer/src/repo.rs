@@ -4,7 +4,8 @@
 //!
 //! New metadata is written beside the old and swapped in with one atomic rename, so yum never
 //! reads a half-written repository. Packages already in the old metadata are carried over
-//! without being hashed again.
+//! without being hashed again; new ones are read on one thread per core. The XML is written
+//! plain and gzipped here in one pass that also measures both forms for repomd.xml.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -13,9 +14,10 @@ use std::path::{Path, PathBuf};
 
 use rpm::signature::Signing;
 use rpmrepo_metadata::{
-    ChecksumType, CompressionType, Package, PackageFileOptions, PackageOptions, RepomdData,
-    RepomdRecord, RepomdXml, RepositoryOptions, RepositoryReader, RepositoryWriter,
+    Checksum, ChecksumType, CompressionType, Package, PackageFileOptions, PackageOptions,
+    RepomdData, RepomdRecord, RepomdXml, RepositoryOptions, RepositoryReader, RepositoryWriter,
 };
+use sha2::{Digest, Sha256};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
@@ -82,32 +84,31 @@ pub fn index(
     rpms.sort();
 
     let mut known = previously_indexed(dir);
-    let mut packages = Vec::with_capacity(rpms.len());
-    let mut hashed = 0;
+    let mut packages: Vec<Option<Package>> = Vec::with_capacity(rpms.len());
+    let mut to_read = Vec::new();
     for name in &rpms {
         let path = dir.join(name);
         let size = fs::metadata(&path).map_err(io(&path))?.len();
         let reuse = known
             .remove(name)
             .filter(|p| p.size_package() == size && p.location_href() == name);
-        let mut package = match reuse {
-            Some(p) => p,
-            None => {
-                hashed += 1;
-                let options = PackageFileOptions {
-                    package_options: PackageOptions {
-                        checksum_type: ChecksumType::Sha256,
-                        ..Default::default()
-                    },
-                    location_href: Some(name.clone()),
-                    location_base: None,
-                };
-                Package::from_file_with_options(&path, options).map_err(meta(&path))?
-            }
-        };
-        package.set_time_file(u64::from(source_date));
-        packages.push(package);
+        if reuse.is_none() {
+            to_read.push(packages.len());
+        }
+        packages.push(reuse);
     }
+    let hashed = to_read.len();
+    for (i, package) in read_packages(dir, &rpms, &to_read)? {
+        packages[i] = Some(package);
+    }
+    let packages: Vec<Package> = packages
+        .into_iter()
+        .flatten()
+        .map(|mut p| {
+            p.set_time_file(u64::from(source_date));
+            p
+        })
+        .collect();
 
     // Stage beside the live metadata (same file system, so the swap is one rename).
     let staging = dir.join(".repodata.staging");
@@ -122,6 +123,55 @@ pub fn index(
     Ok(Indexed {
         packages: packages.len(),
         hashed,
+    })
+}
+
+/// Reads and hashes the packages `rpms[i]` for each `i` in `which`, on as many threads as there
+/// are cores; returns them with their indices, in no particular order.
+fn read_packages(
+    dir: &Path,
+    rpms: &[String],
+    which: &[usize],
+) -> Result<Vec<(usize, Package)>, RepoError> {
+    let read = |i: usize| -> Result<(usize, Package), RepoError> {
+        let name = &rpms[i];
+        let path = dir.join(name);
+        let options = PackageFileOptions {
+            package_options: PackageOptions {
+                checksum_type: ChecksumType::Sha256,
+                ..Default::default()
+            },
+            location_href: Some(name.clone()),
+            location_base: None,
+        };
+        let package = Package::from_file_with_options(&path, options).map_err(meta(&path))?;
+        Ok((i, package))
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(which.len().div_ceil(16))
+        .max(1);
+    if threads == 1 {
+        return which.iter().map(|&i| read(i)).collect();
+    }
+    let chunk = which.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = which
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(|&i| read(i)).collect::<Vec<_>>()))
+            .collect();
+        let mut out = Vec::with_capacity(which.len());
+        for worker in workers {
+            match worker.join() {
+                Ok(results) => {
+                    for result in results {
+                        out.push(result?);
+                    }
+                }
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        Ok(out)
     })
 }
 
@@ -156,8 +206,12 @@ fn write_staged(
     signature_time: u32,
     signer: &rpm::signature::pgp::Signer,
 ) -> Result<(), RepoError> {
+    // The writer is given plain XML and the gzip is done here: rpmrepo_metadata would
+    // decompress each file twice, a byte at a time, to fill in the open size and checksum,
+    // which is most of the time an index takes. Here both come from the one pass that
+    // compresses.
     let options = RepositoryOptions::default()
-        .compression_type(CompressionType::Gzip)
+        .compression_type(CompressionType::None)
         .checksum_type(ChecksumType::Sha256);
     let mut writer = RepositoryWriter::new_with_options(staging, packages.len(), options)
         .map_err(meta(staging))?;
@@ -178,6 +232,7 @@ fn write_staged(
     repomd.set_revision(&source_date.to_string());
     for record in written.records() {
         let mut record: RepomdRecord = record.clone();
+        gzip_in_place(staging, &mut record)?;
         record.timestamp = i64::from(source_date);
         repomd.add_record(record);
     }
@@ -199,6 +254,74 @@ fn write_staged(
         source: e,
     })?;
     write_synced(&staging.join("repodata/repomd.xml.asc"), asc.as_bytes())
+}
+
+/// Writes counted bytes through to `inner` and hashes them with SHA-256.
+struct Hashing<W> {
+    inner: W,
+    hasher: Sha256,
+    len: u64,
+}
+
+impl<W: Write> Hashing<W> {
+    fn new(inner: W) -> Self {
+        Hashing {
+            inner,
+            hasher: Sha256::new(),
+            len: 0,
+        }
+    }
+
+    fn finish(self) -> (W, Checksum, u64) {
+        let digest = hex::encode(self.hasher.finalize());
+        (self.inner, Checksum::Sha256(digest), self.len)
+    }
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Replaces the plain XML file of `record` with `NAME.xml.gz` (best compression, no name or
+/// time in the gzip header) and records the checksums and sizes of both, as yum wants them.
+fn gzip_in_place(staging: &Path, record: &mut RepomdRecord) -> Result<(), RepoError> {
+    let plain = staging.join(&record.location_href);
+    let mut href = record.location_href.clone().into_os_string();
+    href.push(".gz");
+    let href = PathBuf::from(href);
+    let gz = staging.join(&href);
+    let file = fs::File::create(&gz).map_err(io(&gz))?;
+    let encoder = flate2::GzBuilder::new().mtime(0).write(
+        Hashing::new(BufWriter::new(file)),
+        flate2::Compression::best(),
+    );
+    let mut open = Hashing::new(encoder);
+    let mut source = fs::File::open(&plain).map_err(io(&plain))?;
+    std::io::copy(&mut source, &mut open).map_err(io(&plain))?;
+    let (encoder, open_checksum, open_size) = open.finish();
+    let compressed = encoder.finish().map_err(io(&gz))?;
+    let (writer, checksum, size) = compressed.finish();
+    let file = writer.into_inner().map_err(|e| RepoError::Io {
+        path: gz.clone(),
+        source: e.into_error(),
+    })?;
+    file.sync_all().map_err(io(&gz))?;
+    fs::remove_file(&plain).map_err(io(&plain))?;
+    record.location_href = href;
+    record.checksum = checksum;
+    record.size = Some(size);
+    record.open_checksum = Some(open_checksum);
+    record.open_size = Some(open_size);
+    Ok(())
 }
 
 /// An OpenPGP signature packet as the ASCII-armored detached signature gpg and librepo read.
