@@ -256,7 +256,8 @@ for run in $(seq "$RUNS"); do
   start=$(date +%s.%N)
   "$DIST" build --out "$WORK/dist" --version "$version" --keys "$WORK/keys" --agent "$AGENT" \
     --targets el6,el7,al7,al8 --source-date-epoch 1700000000 >/dev/null
-  record dist_build_4_dists_s s "$(since "$start")"
+  ours=$(since "$start")
+  record dist_build_4_dists_s s "$ours"
   rm -rf "$WORK/rpmbuild"
   start=$(date +%s.%N)
   for d in el6 el7 al7 al8; do
@@ -270,7 +271,9 @@ for run in $(seq "$RUNS"); do
     createrepo_c --quiet --no-database --general-compress-type=gz "$WORK/rpmbuild/repo/$d"
     gpg --batch --yes -q --detach-sign --armor "$WORK/rpmbuild/repo/$d/repodata/repomd.xml"
   done
-  record rpmbuild_createrepo_4_dists_s s "$(since "$start")"
+  theirs=$(since "$start")
+  record rpmbuild_createrepo_4_dists_s s "$theirs"
+  record dist_build_over_rpmbuild_createrepo ratio "$(python3 -c "print($ours / $theirs)")"
 done
 
 say "repodata for 1000 RPMs: tasknode-dist index beside createrepo_c ($RUNS runs)"
@@ -366,7 +369,8 @@ lines += [
     "script's exit, which it reaches once the console shows the server available.",
     "- `dist_build_4_dists_s`: `tasknode-dist build --targets el6,el7,al7,al8` of the release agent: four signed RPMs (xz level 2) and four signed "
     "repositories. `rpmbuild_createrepo_4_dists_s` is the same work by the usual tools in the same run: `rpmbuild -bb` (xz level 2, SHA-256 "
-    "file digests), `rpmsign --addsign`, `createrepo_c --no-database` and `gpg --detach-sign` of repomd.xml, for each dist.",
+    "file digests), `rpmsign --addsign`, `createrepo_c --no-database` and `gpg --detach-sign` of repomd.xml, for each dist; "
+    "`dist_build_over_rpmbuild_createrepo` is ours over theirs, run by run.",
     "- `index_N_rpms_*`: repodata (primary, filelists, other; gzip; SHA-256) for N small generated RPMs from scratch: "
     "`tasknode-dist index` (which also signs repomd.xml) beside `createrepo_c --no-database`; the ratio is ours over theirs. "
     "`reindex_N_rpms_tasknode_dist_s` indexes the same directory again, reusing what the old metadata lists.",
