@@ -61,6 +61,64 @@ pub enum Command {
     Server(ServerCmd),
     /// Print a one-time install command for a group: run it as root on the server.
     InstallCommand(InstallCommandArgs),
+    /// Submit shell-script tasks to a group, follow them, read their logs, cancel them.
+    #[command(subcommand)]
+    Task(TaskCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCmd {
+    /// Queue a shell script to run once on a server of a group (as the task user, in its own
+    /// working directory, killed with its whole process tree at the timeout).
+    Submit {
+        #[arg(long)]
+        group: String,
+        /// The script (run by /bin/sh); `-` reads it from standard input.
+        #[arg(long, value_name = "FILE")]
+        script: PathBuf,
+        /// Kill the task after this long (at most 7 days). [default: 1h]
+        #[arg(long, value_parser = duration, value_name = "DURATION")]
+        timeout: Option<Duration>,
+        #[arg(long, default_value = "default")]
+        project: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// List tasks, newest first.
+    List {
+        #[arg(long)]
+        group: Option<String>,
+        #[arg(long)]
+        project: Option<String>,
+        /// Only tasks in this state: queued, assigned, running, succeeded, failed, timed_out,
+        /// cancelled or lost.
+        #[arg(long)]
+        state: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Show one task: its state and why, its server, exit code and times.
+    Show {
+        id: i64,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Cancel a task: a queued one never runs; a running one is killed with its process tree.
+    Cancel {
+        id: i64,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Print a task's log (stdout and stderr as the script wrote them).
+    Log {
+        id: i64,
+        /// Keep printing as the log grows, until the task is done and its whole log is shown.
+        #[arg(long, short)]
+        follow: bool,
+    },
 }
 
 #[derive(Debug, Args)]

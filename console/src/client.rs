@@ -140,6 +140,39 @@ impl AdminClient {
         self.send(url, req).await
     }
 
+    /// A GET whose successful answer is raw bytes, returned with its headers.
+    pub async fn get_bytes(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<(reqwest::header::HeaderMap, Vec<u8>), ClientError> {
+        let url = self.url(path);
+        let res = self
+            .http
+            .get(url.clone())
+            .bearer_auth(&self.token)
+            .query(query)
+            .send()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                url: url.clone(),
+                source,
+            })?;
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = res
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                url: url.clone(),
+                source,
+            })?;
+        if status.is_success() {
+            return Ok((headers, bytes.to_vec()));
+        }
+        Err(refusal(url, status, &bytes))
+    }
+
     async fn send<T: DeserializeOwned>(
         &self,
         url: Url,
@@ -167,22 +200,29 @@ impl AdminClient {
                 message: e.to_string(),
             });
         }
-        match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(body) if status.is_client_error() => Err(ClientError::Refused {
+        Err(refusal(url, status, &bytes))
+    }
+}
+
+/// The error for a non-success answer: the console's own words where it gave them.
+fn refusal(url: Url, status: StatusCode, bytes: &[u8]) -> ClientError {
+    {
+        match serde_json::from_slice::<ErrorBody>(bytes) {
+            Ok(body) if status.is_client_error() => ClientError::Refused {
                 status: status.as_u16(),
                 field: body.error.field,
                 message: body.error.message,
-            }),
-            Ok(body) => Err(ClientError::BadAnswer {
+            },
+            Ok(body) => ClientError::BadAnswer {
                 url,
                 status: status.as_u16(),
                 message: body.error.message,
-            }),
-            Err(_) => Err(ClientError::BadAnswer {
+            },
+            Err(_) => ClientError::BadAnswer {
                 url,
                 status: status.as_u16(),
-                message: describe(status, &bytes),
-            }),
+                message: describe(status, bytes),
+            },
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod http;
 pub mod liveness;
 pub mod status;
 pub mod store;
+pub mod tasks;
 pub mod tls;
 
 use std::process::ExitCode;
@@ -42,6 +43,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::InstallCommand(args) => {
             runtime.block_on(commands::admin::install_command(&cli.global, args))
         }
+        Command::Task(cmd) => runtime.block_on(commands::tasks::run(&cli.global, cmd)),
     }
 }
 

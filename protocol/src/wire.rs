@@ -11,6 +11,9 @@ use crate::validate::{self, FieldError};
 
 /// Implemented by request bodies: checks every field and names the first one that is wrong.
 pub trait Validate {
+    /// Largest body the console reads for this request.
+    const MAX_BODY: usize = crate::MAX_BODY_BYTES;
+
     fn validate(&self) -> Result<(), FieldError>;
 }
 

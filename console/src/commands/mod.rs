@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod serve;
+pub mod tasks;
 
 use std::path::PathBuf;
 

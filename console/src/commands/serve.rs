@@ -18,6 +18,7 @@ use crate::http::{self, AppState};
 use crate::liveness::{self, LivenessMap};
 use crate::status::Thresholds;
 use crate::store::{ServerFilter, SqliteStore, Store};
+use crate::tasks::{self, Dispatch, TaskLogs};
 use crate::tls::ConsoleTls;
 
 pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
@@ -101,6 +102,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let url = format!("{scheme}://{}", reachable(addr));
     write_private(&data.join("console.url"), &format!("{url}\n"))?;
     let public_url = public_url.unwrap_or_else(|| url.clone());
+    let dispatch = Arc::new(Dispatch::default());
     let state = AppState {
         store: Arc::clone(&store),
         live: Arc::clone(&live),
@@ -113,6 +115,11 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         artifacts: Arc::new(artifacts),
         console_ca: tls.as_ref().map(|t| Arc::from(t.ca_pem.as_str())),
         dist: args.dist.clone().map(Arc::from),
+        dispatch: Arc::clone(&dispatch),
+        task_logs: Arc::new(
+            TaskLogs::open(&data.join("task-logs"))
+                .with_context(|| format!("creating {}", data.join("task-logs").display()))?,
+        ),
     };
 
     println!(
@@ -133,15 +140,33 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         Arc::clone(&store),
         args.persist_interval,
     ));
+    let sweeper = tokio::spawn(tasks::sweep_periodically(
+        Arc::clone(&store),
+        Arc::clone(&live),
+        Arc::clone(&dispatch),
+        state.clock,
+        thresholds,
+        args.persist_interval,
+    ));
     let router = http::router(state);
+    // Long polls end at once when the console stops, so the graceful shutdown does not wait
+    // for them.
+    let stopping = {
+        let dispatch = Arc::clone(&dispatch);
+        async move {
+            shutdown_signal().await;
+            dispatch.close();
+        }
+    };
     let served = match tls {
         None => axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown_signal())
+            .with_graceful_shutdown(stopping)
             .await
             .context("serving HTTP"),
-        Some(tls) => serve_tls(listener, router, tls).await,
+        Some(tls) => serve_tls(listener, router, tls, stopping).await,
     };
     flusher.abort();
+    sweeper.abort();
     let flushed = live.flush(store.as_ref()).await;
     served?;
     let n = flushed.context("persisting liveness at shutdown")?;
@@ -154,6 +179,7 @@ async fn serve_tls(
     listener: TcpListener,
     router: axum::Router,
     tls: ConsoleTls,
+    stopping: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let listener = listener
         .into_std()
@@ -161,7 +187,7 @@ async fn serve_tls(
     let handle = axum_server::Handle::new();
     let stopper = handle.clone();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        stopping.await;
         stopper.graceful_shutdown(Some(Duration::from_secs(10)));
     });
     axum_server::from_tcp_rustls(

@@ -1,5 +1,5 @@
 //! `StrictJson<T>`: the request body extractor for every POST. It insists on
-//! `application/json`, a body within [`MAX_BODY_BYTES`], a document that matches `T` exactly
+//! `application/json`, a body within the request type's `MAX_BODY`, a document that matches `T` exactly
 //! (unknown fields refused), and `T`'s own validation; each refusal names the field.
 
 use axum::body::Bytes;
@@ -7,7 +7,6 @@ use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use serde::de::DeserializeOwned;
-use tasknode_protocol::MAX_BODY_BYTES;
 use tasknode_protocol::wire::Validate;
 
 use super::error::ApiError;
@@ -86,9 +85,7 @@ where
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::TooLarge {
-                    limit: MAX_BODY_BYTES,
-                }
+                ApiError::TooLarge { limit: T::MAX_BODY }
             } else {
                 ApiError::invalid("body", rejection.body_text())
             }

@@ -6,6 +6,7 @@ mod agent;
 pub mod error;
 mod install;
 mod json;
+mod tasks;
 
 use std::sync::Arc;
 
@@ -49,6 +50,10 @@ pub struct AppState {
     pub console_ca: Option<Arc<str>>,
     /// With `serve --dist`: the release directory whose repositories and key are served.
     pub dist: Option<Arc<std::path::Path>>,
+    /// Wakes agents' long polls when their group has work.
+    pub dispatch: Arc<crate::tasks::Dispatch>,
+    /// The task logs agents push.
+    pub task_logs: Arc<crate::tasks::TaskLogs>,
 }
 
 impl AppState {
@@ -103,6 +108,32 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/servers",
             get(admin::list_servers).post(admin::add_server),
+        )
+        .route(
+            "/api/v1/tasks",
+            get(tasks::list)
+                .post(tasks::submit)
+                .layer(DefaultBodyLimit::max(
+                    tasknode_protocol::tasks::MAX_SUBMIT_BODY_BYTES,
+                )),
+        )
+        .route("/api/v1/tasks/{id}", get(tasks::show))
+        .route("/api/v1/tasks/{id}/cancel", post(tasks::cancel))
+        .route("/api/v1/tasks/{id}/log", get(tasks::log))
+        .route("/api/v1/nodes/{node_id}/tasks/poll", post(tasks::poll))
+        .route(
+            "/api/v1/nodes/{node_id}/tasks/{id}/start",
+            post(tasks::start),
+        )
+        .route(
+            "/api/v1/nodes/{node_id}/tasks/{id}/finish",
+            post(tasks::finish),
+        )
+        .route(
+            "/api/v1/nodes/{node_id}/tasks/{id}/log",
+            post(tasks::push_log).layer(DefaultBodyLimit::max(
+                tasknode_protocol::tasks::MAX_LOG_CHUNK_BYTES,
+            )),
         )
         .route("/api/v1/install-commands", post(install::create))
         .route("/install/{token}", get(install::script))
@@ -167,9 +198,13 @@ impl FromRequestParts<AppState> for AuthedNode {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let Path(node_id) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| ApiError::invalid("node_id", e.body_text()))?;
+        let Path(mut params) =
+            Path::<std::collections::HashMap<String, String>>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| ApiError::invalid("node_id", e.body_text()))?;
+        let node_id = params
+            .remove("node_id")
+            .ok_or_else(|| ApiError::invalid("node_id", "the path names no node"))?;
         let secret = bearer(&parts.headers, "node secret")?;
         state
             .live

@@ -9,16 +9,22 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use tasknode_protocol::NetworkType;
 use tasknode_protocol::wire::HostFacts;
 
+use tasknode_protocol::tasks::{FinishTask, HeldTask, TaskAssignment};
+
 use super::{
-    Enrollment, EnrollmentToken, Group, Liveness, LivenessUpdate, Login, Project, Server,
-    ServerFilter, SpendToken, Stop, Store, StoreError, User,
+    Enrollment, EnrollmentToken, Fenced, Group, Liveness, LivenessUpdate, Login, Project,
+    Reconciled, Server, ServerFilter, SpendToken, Stop, Store, StoreError, Task, TaskFilter, User,
 };
 
 /// Schema migrations, applied in order; a migration's number is the schema version it makes.
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_init.sql")),
     (2, include_str!("migrations/0002_enrollment_tokens.sql")),
+    (3, include_str!("migrations/0003_tasks.sql")),
 ];
+
+#[path = "sqlite_tasks.rs"]
+mod tasks;
 
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
@@ -639,6 +645,95 @@ impl Store for SqliteStore {
             tx.commit().map_err(sql("persisting liveness"))
         })
         .await
+    }
+
+    async fn submit_task(
+        &self,
+        project: &str,
+        group: &str,
+        script: &str,
+        timeout_secs: u64,
+        now_ms: i64,
+    ) -> Result<Task, StoreError> {
+        let (project, group, script) = (project.to_owned(), group.to_owned(), script.to_owned());
+        self.call(move |conn| tasks::submit(conn, &project, &group, &script, timeout_secs, now_ms))
+            .await
+    }
+
+    async fn task(&self, id: i64) -> Result<Option<Task>, StoreError> {
+        self.call(move |conn| tasks::task(conn, id)).await
+    }
+
+    async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
+        let filter = filter.clone();
+        self.call(move |conn| tasks::list(conn, &filter)).await
+    }
+
+    async fn cancel_task(&self, id: i64, now_ms: i64) -> Result<Task, StoreError> {
+        self.call(move |conn| tasks::cancel(conn, id, now_ms)).await
+    }
+
+    async fn reconcile(
+        &self,
+        server_id: i64,
+        held: Vec<HeldTask>,
+        now_ms: i64,
+    ) -> Result<Reconciled, StoreError> {
+        self.call(move |conn| tasks::reconcile(conn, server_id, &held, now_ms))
+            .await
+    }
+
+    async fn assign(
+        &self,
+        server_id: i64,
+        max_concurrency: u32,
+        now_ms: i64,
+    ) -> Result<Vec<TaskAssignment>, StoreError> {
+        self.call(move |conn| tasks::assign(conn, server_id, max_concurrency, now_ms))
+            .await
+    }
+
+    async fn start_task(
+        &self,
+        server_id: i64,
+        id: i64,
+        lease: i64,
+        at_ms: i64,
+        _now_ms: i64,
+    ) -> Result<Fenced, StoreError> {
+        self.call(move |conn| tasks::start(conn, server_id, id, lease, at_ms))
+            .await
+    }
+
+    async fn finish_task(
+        &self,
+        server_id: i64,
+        id: i64,
+        report: FinishTask,
+        _now_ms: i64,
+    ) -> Result<Fenced, StoreError> {
+        self.call(move |conn| tasks::finish(conn, server_id, id, &report))
+            .await
+    }
+
+    async fn holds_lease(&self, server_id: i64, id: i64, lease: i64) -> Result<bool, StoreError> {
+        self.call(move |conn| tasks::holds_lease(conn, server_id, id, lease))
+            .await
+    }
+
+    async fn busy_servers(&self) -> Result<Vec<i64>, StoreError> {
+        self.call(|conn| tasks::busy_servers(conn)).await
+    }
+
+    async fn abandon_server_tasks(
+        &self,
+        server_id: i64,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<Reconciled, StoreError> {
+        let reason = reason.to_owned();
+        self.call(move |conn| tasks::abandon(conn, server_id, &reason, now_ms))
+            .await
     }
 }
 

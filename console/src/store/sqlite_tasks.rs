@@ -1,0 +1,484 @@
+//! Tasks in the embedded store. Every transition is one transaction under the store's single
+//! connection, so the checks ("is this lease current?", "is there a free slot?") and the writes
+//! that follow them cannot interleave with another request's.
+
+use std::collections::HashMap;
+
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use tasknode_protocol::tasks::{FinishTask, HeldTask, Outcome, TaskAssignment, TaskState};
+
+use super::{Fenced, Reconciled, StoreError, Task, TaskFilter, project_id, sql};
+
+const ACTIVE: &str = "('assigned', 'running')";
+
+const TASK_COLUMNS: &str = "t.id, p.name, g.name, t.state, t.reason, s.name, t.timeout_secs,
+     t.submitted_ms, t.assigned_ms, t.started_ms, t.finished_ms, t.exit_code, t.signal,
+     t.log_bytes, t.lease, t.cancel_requested
+     FROM tasks t JOIN resource_groups g ON g.id = t.group_id JOIN projects p ON p.id = g.project_id
+     LEFT JOIN servers s ON s.id = t.server_id";
+
+fn state_of(s: &str) -> rusqlite::Result<TaskState> {
+    // The CHECK constraint admits only known states.
+    TaskState::parse(s).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            3,
+            rusqlite::types::Type::Text,
+            format!("unknown task state {s:?}").into(),
+        )
+    })
+}
+
+fn task_from_row(r: &Row<'_>) -> rusqlite::Result<Task> {
+    let state: String = r.get(3)?;
+    Ok(Task {
+        id: r.get(0)?,
+        project: r.get(1)?,
+        group: r.get(2)?,
+        state: state_of(&state)?,
+        reason: r.get(4)?,
+        server: r.get(5)?,
+        timeout_secs: r.get::<_, i64>(6)?.max(0) as u64,
+        submitted_ms: r.get(7)?,
+        assigned_ms: r.get(8)?,
+        started_ms: r.get(9)?,
+        finished_ms: r.get(10)?,
+        exit_code: r.get(11)?,
+        signal: r.get(12)?,
+        log_bytes: r.get::<_, Option<i64>>(13)?.map(|b| b.max(0) as u64),
+        lease: r.get(14)?,
+        cancel_requested: r.get(15)?,
+    })
+}
+
+pub(super) fn task(conn: &Connection, id: i64) -> Result<Option<Task>, StoreError> {
+    conn.query_row(
+        &format!("SELECT {TASK_COLUMNS} WHERE t.id = ?1"),
+        [id],
+        task_from_row,
+    )
+    .optional()
+    .map_err(sql("looking up a task"))
+}
+
+fn not_found(id: i64) -> StoreError {
+    StoreError::NotFound {
+        kind: "task",
+        name: id.to_string(),
+    }
+}
+
+pub(super) fn submit(
+    conn: &mut Connection,
+    project: &str,
+    group: &str,
+    script: &str,
+    timeout_secs: u64,
+    now_ms: i64,
+) -> Result<Task, StoreError> {
+    let tx = conn.transaction().map_err(sql("submitting a task"))?;
+    let pid = project_id(&tx, project)?;
+    let gid: i64 = tx
+        .query_row(
+            "SELECT id FROM resource_groups WHERE project_id = ?1 AND name = ?2",
+            params![pid, group],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sql("submitting a task"))?
+        .ok_or_else(|| StoreError::NotFound {
+            kind: "resource group",
+            name: group.to_owned(),
+        })?;
+    tx.execute(
+        "INSERT INTO tasks (group_id, script, timeout_secs, state, submitted_ms)
+         VALUES (?1, ?2, ?3, 'queued', ?4)",
+        params![
+            gid,
+            script,
+            i64::try_from(timeout_secs).unwrap_or(i64::MAX),
+            now_ms
+        ],
+    )
+    .map_err(sql("submitting a task"))?;
+    let id = tx.last_insert_rowid();
+    let t = task(&tx, id)?.ok_or_else(|| not_found(id))?;
+    tx.commit().map_err(sql("submitting a task"))?;
+    Ok(t)
+}
+
+pub(super) fn list(conn: &Connection, f: &TaskFilter) -> Result<Vec<Task>, StoreError> {
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT {TASK_COLUMNS}
+             WHERE (?1 IS NULL OR p.name = ?1) AND (?2 IS NULL OR g.name = ?2)
+               AND (?3 IS NULL OR t.state = ?3)
+             ORDER BY t.id DESC LIMIT ?4"
+        ))
+        .map_err(sql("listing tasks"))?;
+    let rows = stmt
+        .query_map(
+            params![f.project, f.group, f.state.map(TaskState::as_str), f.limit],
+            task_from_row,
+        )
+        .map_err(sql("listing tasks"))?;
+    rows.collect::<Result<_, _>>().map_err(sql("listing tasks"))
+}
+
+pub(super) fn cancel(conn: &mut Connection, id: i64, now_ms: i64) -> Result<Task, StoreError> {
+    let tx = conn.transaction().map_err(sql("cancelling a task"))?;
+    let t = task(&tx, id)?.ok_or_else(|| not_found(id))?;
+    match t.state {
+        // Never started: nothing runs, so it ends here. An agent that was handed an assigned
+        // task has its start refused.
+        TaskState::Queued | TaskState::Assigned => {
+            tx.execute(
+                "UPDATE tasks SET state = 'cancelled', finished_ms = ?2, cancel_requested = 1,
+                        reason = 'cancelled before it started'
+                 WHERE id = ?1",
+                params![id, now_ms],
+            )
+            .map_err(sql("cancelling a task"))?;
+        }
+        TaskState::Running => {
+            tx.execute("UPDATE tasks SET cancel_requested = 1 WHERE id = ?1", [id])
+                .map_err(sql("cancelling a task"))?;
+        }
+        state => {
+            return Err(StoreError::TaskIs {
+                id,
+                state,
+                what: "there is nothing to cancel",
+            });
+        }
+    }
+    let t = task(&tx, id)?.ok_or_else(|| not_found(id))?;
+    tx.commit().map_err(sql("cancelling a task"))?;
+    Ok(t)
+}
+
+struct Active {
+    id: i64,
+    state: TaskState,
+    lease: i64,
+}
+
+fn active_of(tx: &Transaction<'_>, server_id: i64) -> Result<Vec<Active>, StoreError> {
+    let mut stmt = tx
+        .prepare_cached(&format!(
+            "SELECT id, state, lease FROM tasks WHERE server_id = ?1 AND state IN {ACTIVE}"
+        ))
+        .map_err(sql("reading a server's tasks"))?;
+    let rows = stmt
+        .query_map([server_id], |r| {
+            let state: String = r.get(1)?;
+            Ok(Active {
+                id: r.get(0)?,
+                state: state_of(&state)?,
+                lease: r.get(2)?,
+            })
+        })
+        .map_err(sql("reading a server's tasks"))?;
+    rows.collect::<Result<_, _>>()
+        .map_err(sql("reading a server's tasks"))
+}
+
+/// Puts an assigned task back in the queue, or marks a running one lost.
+fn let_go(
+    tx: &Transaction<'_>,
+    a: &Active,
+    requeue_reason: &str,
+    lost_reason: &str,
+    now_ms: i64,
+    out: &mut Reconciled,
+) -> Result<(), StoreError> {
+    if a.state == TaskState::Assigned {
+        tx.execute(
+            "UPDATE tasks SET state = 'queued', server_id = NULL, assigned_ms = NULL, reason = ?2
+             WHERE id = ?1",
+            params![a.id, requeue_reason],
+        )
+        .map_err(sql("queueing a task again"))?;
+        out.requeued.push(a.id);
+    } else {
+        tx.execute(
+            "UPDATE tasks SET state = 'lost', finished_ms = ?2, reason = ?3 WHERE id = ?1",
+            params![a.id, now_ms, lost_reason],
+        )
+        .map_err(sql("marking a task lost"))?;
+        out.lost.push(a.id);
+    }
+    Ok(())
+}
+
+pub(super) fn reconcile(
+    conn: &mut Connection,
+    server_id: i64,
+    held: &[HeldTask],
+    now_ms: i64,
+) -> Result<Reconciled, StoreError> {
+    let tx = conn.transaction().map_err(sql("reconciling tasks"))?;
+    let mut out = Reconciled::default();
+    let held_lease: HashMap<i64, i64> = held.iter().map(|h| (h.id, h.lease)).collect();
+    for a in active_of(&tx, server_id)? {
+        if held_lease.get(&a.id) != Some(&a.lease) {
+            let_go(
+                &tx,
+                &a,
+                "its server never received the assignment; queued again",
+                "its agent no longer runs it (the agent restarted while it ran); it is not run again",
+                now_ms,
+                &mut out,
+            )?;
+        }
+    }
+    let mut stmt = tx
+        .prepare_cached("SELECT server_id, lease, state, cancel_requested FROM tasks WHERE id = ?1")
+        .map_err(sql("reconciling tasks"))?;
+    for h in held {
+        let row: Option<(Option<i64>, i64, String, bool)> = stmt
+            .query_row([h.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .optional()
+            .map_err(sql("reconciling tasks"))?;
+        let keep = match row {
+            Some((Some(sid), lease, state, cancel)) if sid == server_id && lease == h.lease => {
+                let state = state_of(&state).map_err(sql("reconciling tasks"))?;
+                // A lost task's result may still come; a cancelled one must die.
+                !(cancel || state == TaskState::Cancelled)
+            }
+            _ => false,
+        };
+        if !keep {
+            out.cancel.push(h.id);
+        }
+    }
+    drop(stmt);
+    tx.commit().map_err(sql("reconciling tasks"))?;
+    Ok(out)
+}
+
+pub(super) fn assign(
+    conn: &mut Connection,
+    server_id: i64,
+    max_concurrency: u32,
+    now_ms: i64,
+) -> Result<Vec<TaskAssignment>, StoreError> {
+    let tx = conn.transaction().map_err(sql("assigning tasks"))?;
+    let active: u32 = tx
+        .query_row(
+            &format!("SELECT COUNT(*) FROM tasks WHERE server_id = ?1 AND state IN {ACTIVE}"),
+            [server_id],
+            |r| r.get(0),
+        )
+        .map_err(sql("assigning tasks"))?;
+    let free = max_concurrency.saturating_sub(active);
+    if free == 0 {
+        return Ok(Vec::new());
+    }
+    let mut picked: Vec<TaskAssignment> = {
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT t.id, t.lease, t.script, t.timeout_secs FROM tasks t
+                 WHERE t.group_id = (SELECT group_id FROM servers WHERE id = ?1)
+                   AND t.state = 'queued'
+                 ORDER BY t.id LIMIT ?2",
+            )
+            .map_err(sql("assigning tasks"))?;
+        let rows = stmt
+            .query_map(params![server_id, free], |r| {
+                Ok(TaskAssignment {
+                    id: r.get(0)?,
+                    lease: r.get(1)?,
+                    script: r.get(2)?,
+                    timeout_secs: r.get::<_, i64>(3)?.max(1) as u64,
+                })
+            })
+            .map_err(sql("assigning tasks"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(sql("assigning tasks"))?
+    };
+    for a in &mut picked {
+        a.lease += 1;
+        tx.execute(
+            "UPDATE tasks SET state = 'assigned', server_id = ?2, lease = ?3, assigned_ms = ?4,
+                    reason = NULL
+             WHERE id = ?1",
+            params![a.id, server_id, a.lease, now_ms],
+        )
+        .map_err(sql("assigning tasks"))?;
+    }
+    tx.commit().map_err(sql("assigning tasks"))?;
+    Ok(picked)
+}
+
+/// The row a start or finish is fenced by.
+struct Lease {
+    server_id: Option<i64>,
+    lease: i64,
+    state: TaskState,
+}
+
+fn lease_of(tx: &Transaction<'_>, id: i64) -> Result<Option<Lease>, StoreError> {
+    tx.query_row(
+        "SELECT server_id, lease, state FROM tasks WHERE id = ?1",
+        [id],
+        |r| {
+            let state: String = r.get(2)?;
+            Ok(Lease {
+                server_id: r.get(0)?,
+                lease: r.get(1)?,
+                state: state_of(&state)?,
+            })
+        },
+    )
+    .optional()
+    .map_err(sql("checking a task's lease"))
+}
+
+/// Why a report under `lease` from `server_id` does not count, if it does not.
+fn fence(id: i64, row: Option<&Lease>, server_id: i64, lease: i64) -> Option<String> {
+    match row {
+        None => Some(format!("there is no task {id}")),
+        Some(r) if r.server_id != Some(server_id) || r.lease != lease => Some(format!(
+            "task {id} is no longer this server's under lease {lease} (it is {} under lease {})",
+            r.state, r.lease
+        )),
+        Some(_) => None,
+    }
+}
+
+pub(super) fn start(
+    conn: &mut Connection,
+    server_id: i64,
+    id: i64,
+    lease: i64,
+    at_ms: i64,
+) -> Result<Fenced, StoreError> {
+    let tx = conn.transaction().map_err(sql("starting a task"))?;
+    let row = lease_of(&tx, id)?;
+    if let Some(why) = fence(id, row.as_ref(), server_id, lease) {
+        return Ok(Fenced::Refused(why));
+    }
+    let answer = match row.map(|r| r.state) {
+        Some(TaskState::Assigned) => {
+            tx.execute(
+                "UPDATE tasks SET state = 'running', started_ms = ?2 WHERE id = ?1",
+                params![id, at_ms],
+            )
+            .map_err(sql("starting a task"))?;
+            Fenced::Accepted
+        }
+        // The agent asks again when it did not hear the first answer.
+        Some(TaskState::Running) => Fenced::Accepted,
+        Some(state) => Fenced::Refused(format!("task {id} is {state}; it must not start")),
+        None => Fenced::Refused(format!("there is no task {id}")),
+    };
+    tx.commit().map_err(sql("starting a task"))?;
+    Ok(answer)
+}
+
+fn describe(o: &Outcome) -> Option<String> {
+    match o {
+        Outcome::Killed { reason } => Some(format!("killed by its agent: {reason}")),
+        Outcome::NotStarted { reason } => Some(format!("could not start: {reason}")),
+        _ => None,
+    }
+}
+
+pub(super) fn finish(
+    conn: &mut Connection,
+    server_id: i64,
+    id: i64,
+    report: &FinishTask,
+) -> Result<Fenced, StoreError> {
+    let tx = conn.transaction().map_err(sql("finishing a task"))?;
+    let row = lease_of(&tx, id)?;
+    if let Some(why) = fence(id, row.as_ref(), server_id, report.lease) {
+        return Ok(Fenced::Refused(why));
+    }
+    let state = row.map(|r| r.state);
+    if !matches!(
+        state,
+        Some(TaskState::Running | TaskState::Assigned | TaskState::Lost)
+    ) {
+        // Already recorded: the agent did not hear the first answer.
+        return Ok(Fenced::Accepted);
+    }
+    let mut reason = describe(&report.outcome);
+    if state == Some(TaskState::Lost) {
+        reason = Some(format!(
+            "its server came back after it was reported lost and delivered this result{}",
+            reason.map(|r| format!("; {r}")).unwrap_or_default()
+        ));
+    }
+    let (code, signal) = match report.outcome {
+        Outcome::Exited { code } => (Some(code), None),
+        Outcome::Signaled { signal } => (None, Some(signal)),
+        _ => (None, None),
+    };
+    tx.execute(
+        "UPDATE tasks SET state = ?2, reason = ?3, started_ms = COALESCE(?4, started_ms),
+                finished_ms = ?5, exit_code = ?6, signal = ?7, log_bytes = ?8
+         WHERE id = ?1",
+        params![
+            id,
+            report.outcome.state().as_str(),
+            reason,
+            report.started_ms,
+            report.finished_ms,
+            code,
+            signal,
+            i64::try_from(report.log_bytes).unwrap_or(i64::MAX),
+        ],
+    )
+    .map_err(sql("finishing a task"))?;
+    tx.commit().map_err(sql("finishing a task"))?;
+    Ok(Fenced::Accepted)
+}
+
+pub(super) fn holds_lease(
+    conn: &Connection,
+    server_id: i64,
+    id: i64,
+    lease: i64,
+) -> Result<bool, StoreError> {
+    conn.query_row(
+        "SELECT COUNT(*) FROM tasks WHERE id = ?1 AND server_id = ?2 AND lease = ?3",
+        params![id, server_id, lease],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
+    .map_err(sql("checking a task's lease"))
+}
+
+pub(super) fn busy_servers(conn: &Connection) -> Result<Vec<i64>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT DISTINCT server_id FROM tasks WHERE state IN {ACTIVE} AND server_id IS NOT NULL"
+        ))
+        .map_err(sql("listing busy servers"))?;
+    let rows = stmt
+        .query_map([], |r| r.get(0))
+        .map_err(sql("listing busy servers"))?;
+    rows.collect::<Result<_, _>>()
+        .map_err(sql("listing busy servers"))
+}
+
+pub(super) fn abandon(
+    conn: &mut Connection,
+    server_id: i64,
+    reason: &str,
+    now_ms: i64,
+) -> Result<Reconciled, StoreError> {
+    let tx = conn
+        .transaction()
+        .map_err(sql("abandoning a server's tasks"))?;
+    let mut out = Reconciled::default();
+    let requeue = format!("{reason} before starting it; queued again");
+    let lost =
+        format!("{reason} while it ran; it may or may not have finished, and it is not run again");
+    for a in active_of(&tx, server_id)? {
+        let_go(&tx, &a, &requeue, &lost, now_ms, &mut out)?;
+    }
+    tx.commit().map_err(sql("abandoning a server's tasks"))?;
+    Ok(out)
+}

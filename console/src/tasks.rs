@@ -1,0 +1,246 @@
+//! Task dispatch beside the store: waking the agents of a group when there is something for
+//! them, the task logs agents push (one file per task in DATA/task-logs), and the sweep that
+//! takes tasks back from servers that stopped.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tasknode_protocol::wire::ServerStatus;
+use tokio::sync::Notify;
+
+use crate::clock::Clock;
+use crate::liveness::LivenessMap;
+use crate::status::{self, Thresholds};
+use crate::store::{ServerFilter, Store};
+
+/// Wakes the long polls of a group's agents. A poll registers for its group's notification
+/// before it looks for work, so nothing submitted in between is missed.
+#[derive(Debug, Default)]
+pub struct Dispatch {
+    groups: Mutex<HashMap<(String, String), Arc<Notify>>>,
+    closing: AtomicBool,
+    closed: Notify,
+}
+
+impl Dispatch {
+    fn lock(&self) -> MutexGuard<'_, HashMap<(String, String), Arc<Notify>>> {
+        self.groups.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The notification of a group, created on first use.
+    pub fn group(&self, project: &str, group: &str) -> Arc<Notify> {
+        let mut groups = self.lock();
+        Arc::clone(
+            groups
+                .entry((project.to_owned(), group.to_owned()))
+                .or_default(),
+        )
+    }
+
+    /// Wakes every poll waiting on a group.
+    pub fn wake(&self, project: &str, group: &str) {
+        if let Some(n) = self.lock().get(&(project.to_owned(), group.to_owned())) {
+            n.notify_waiters();
+        }
+    }
+
+    /// Ends every long poll at once and makes new ones answer at once: the console is stopping.
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        self.closed.notify_waiters();
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
+    }
+
+    /// Resolves when [`Dispatch::close`] is called.
+    pub async fn closed(&self) {
+        let notified = self.closed.notified();
+        if self.is_closing() {
+            return;
+        }
+        notified.await;
+    }
+}
+
+/// Largest task log the console keeps.
+pub const MAX_LOG_BYTES: u64 = 1 << 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("the console holds {size} bytes of this log; send from offset {size}")]
+    Gap { size: u64 },
+    #[error("this log would pass the console's limit of {MAX_LOG_BYTES} bytes")]
+    TooLarge,
+    #[error("task log {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The task logs agents push, one file per task. Appends are serialized.
+#[derive(Debug)]
+pub struct TaskLogs {
+    dir: PathBuf,
+    write: Mutex<()>,
+}
+
+impl TaskLogs {
+    pub fn open(dir: &Path) -> std::io::Result<TaskLogs> {
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        Ok(TaskLogs {
+            dir: dir.to_owned(),
+            write: Mutex::new(()),
+        })
+    }
+
+    fn path(&self, id: i64) -> PathBuf {
+        self.dir.join(format!("{id}.log"))
+    }
+
+    fn io(&self, id: i64) -> impl FnOnce(std::io::Error) -> LogError {
+        let path = self.path(id);
+        move |source| LogError::Io { path, source }
+    }
+
+    /// Bytes of the log of task `id` held (0 when none).
+    pub fn size(&self, id: i64) -> Result<u64, LogError> {
+        match fs::metadata(self.path(id)) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(self.io(id)(e)),
+        }
+    }
+
+    /// Adds `bytes`, which start at `offset` of the agent's log. Bytes the console already
+    /// holds (a resend after a lost answer) are skipped; a gap is refused. Returns the size.
+    pub fn append(&self, id: i64, offset: u64, bytes: &[u8]) -> Result<u64, LogError> {
+        let _guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let size = self.size(id)?;
+        if offset > size {
+            return Err(LogError::Gap { size });
+        }
+        let skip = usize::try_from(size - offset).unwrap_or(usize::MAX);
+        let Some(new) = bytes.get(skip..).filter(|b| !b.is_empty()) else {
+            return Ok(size);
+        };
+        if size + new.len() as u64 > MAX_LOG_BYTES {
+            return Err(LogError::TooLarge);
+        }
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path(id))
+            .map_err(self.io(id))?;
+        f.write_all(new).map_err(self.io(id))?;
+        Ok(size + new.len() as u64)
+    }
+
+    /// Up to `max` bytes from `offset`, and the size of the log.
+    pub fn read(&self, id: i64, offset: u64, max: usize) -> Result<(Vec<u8>, u64), LogError> {
+        let path = self.path(id);
+        let mut f = match fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
+            Err(e) => return Err(self.io(id)(e)),
+        };
+        let size = f.metadata().map_err(self.io(id))?.len();
+        if offset >= size {
+            return Ok((Vec::new(), size));
+        }
+        f.seek(SeekFrom::Start(offset)).map_err(self.io(id))?;
+        let mut buf = Vec::new();
+        f.take(max as u64)
+            .read_to_end(&mut buf)
+            .map_err(self.io(id))?;
+        Ok((buf, size))
+    }
+}
+
+/// Every `every`, takes the tasks of stopped servers back: assigned ones are queued again,
+/// running ones reported lost (never run again).
+pub async fn sweep_periodically(
+    store: Arc<dyn Store>,
+    live: Arc<LivenessMap>,
+    dispatch: Arc<Dispatch>,
+    clock: Clock,
+    thresholds: Thresholds,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = sweep(store.as_ref(), &live, &dispatch, &clock, &thresholds).await {
+            tracing::warn!(error = %e, "checking the servers of running tasks failed; will retry");
+        }
+    }
+}
+
+async fn sweep(
+    store: &dyn Store,
+    live: &LivenessMap,
+    dispatch: &Dispatch,
+    clock: &Clock,
+    thresholds: &Thresholds,
+) -> Result<(), crate::store::StoreError> {
+    let busy = store.busy_servers().await?;
+    if busy.is_empty() {
+        return Ok(());
+    }
+    let servers = store.list_servers(&ServerFilter::default()).await?;
+    let lives = live.by_server();
+    let now = clock.now_ms();
+    for s in servers.iter().filter(|s| busy.contains(&s.id)) {
+        let l = lives.get(&s.id).unwrap_or(&s.liveness);
+        let (st, reason) = status::derive(s, l, now, thresholds);
+        if st != ServerStatus::Stopped {
+            continue;
+        }
+        let why = format!("server {} stopped ({reason})", s.name);
+        let r = store.abandon_server_tasks(s.id, &why, now).await?;
+        if !r.requeued.is_empty() || !r.lost.is_empty() {
+            tracing::warn!(server = %s.name, requeued = ?r.requeued, lost = ?r.lost, "took tasks back from a stopped server");
+            dispatch.wake(&s.project, &s.group);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appends_skip_what_is_held_and_refuse_gaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = TaskLogs::open(&dir.path().join("logs")).unwrap();
+        assert_eq!(logs.size(7).unwrap(), 0);
+        assert_eq!(logs.append(7, 0, b"hello ").unwrap(), 6);
+        // A resend of bytes already held, with one new byte.
+        assert_eq!(logs.append(7, 3, b"lo w").unwrap(), 7);
+        assert!(matches!(
+            logs.append(7, 9, b"x"),
+            Err(LogError::Gap { size: 7 })
+        ));
+        assert_eq!(logs.append(7, 7, b"orld").unwrap(), 11);
+        let (bytes, size) = logs.read(7, 6, 100).unwrap();
+        assert_eq!((bytes.as_slice(), size), (&b"world"[..], 11));
+        let (bytes, _) = logs.read(7, 0, 3).unwrap();
+        assert_eq!(bytes, b"hel");
+        assert_eq!(logs.read(7, 50, 3).unwrap(), (Vec::new(), 11));
+        assert_eq!(logs.read(8, 0, 3).unwrap(), (Vec::new(), 0));
+    }
+}

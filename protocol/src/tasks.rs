@@ -1,0 +1,396 @@
+//! Tasks on the wire: what an operator submits, what the console hands an agent, and what the
+//! agent reports back. docs/api.md describes the endpoints; docs/architecture.md the lease and
+//! fencing rules these types carry.
+//!
+//! A task is assigned to one server under a *lease*: a number that grows each time the task is
+//! handed out. An agent may start a task only after the console has accepted its `start` under
+//! the current lease, and every later report carries that lease, so an agent holding a stale
+//! assignment (after an outage, or after the console took the task back) can neither start nor
+//! finish it.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::validate::{self, FieldError};
+use crate::wire::Validate;
+
+/// Largest task script.
+pub const MAX_SCRIPT_BYTES: usize = 256 * 1024;
+/// Timeout of a task submitted without one.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 3600;
+/// Longest timeout a task may ask for: 7 days.
+pub const MAX_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
+/// Largest piece of task log an agent sends, or the console returns, in one request.
+pub const MAX_LOG_CHUNK_BYTES: usize = 1024 * 1024;
+/// Longest an agent's poll for work waits for something to happen.
+pub const MAX_POLL_WAIT_SECS: u64 = 30;
+/// Largest body of `POST /api/v1/tasks` (a script at its limit, escaped as JSON).
+pub const MAX_SUBMIT_BODY_BYTES: usize = 6 * MAX_SCRIPT_BYTES + 4096;
+
+/// Where a task stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Waiting for a free slot on a server of its group.
+    Queued,
+    /// Handed to a server, not yet started.
+    Assigned,
+    Running,
+    /// Exited 0.
+    Succeeded,
+    /// Exited non-zero, was killed by a signal, or could not be started.
+    Failed,
+    /// Ran past its timeout and was killed.
+    TimedOut,
+    Cancelled,
+    /// Its server stopped (or its agent restarted) while the task ran: the task may or may not
+    /// have finished, and it is not run again.
+    Lost,
+}
+
+impl TaskState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Queued => "queued",
+            TaskState::Assigned => "assigned",
+            TaskState::Running => "running",
+            TaskState::Succeeded => "succeeded",
+            TaskState::Failed => "failed",
+            TaskState::TimedOut => "timed_out",
+            TaskState::Cancelled => "cancelled",
+            TaskState::Lost => "lost",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TaskState> {
+        Some(match s {
+            "queued" => TaskState::Queued,
+            "assigned" => TaskState::Assigned,
+            "running" => TaskState::Running,
+            "succeeded" => TaskState::Succeeded,
+            "failed" => TaskState::Failed,
+            "timed_out" => TaskState::TimedOut,
+            "cancelled" => TaskState::Cancelled,
+            "lost" => TaskState::Lost,
+            _ => return None,
+        })
+    }
+
+    /// Nothing more happens to a task in this state (a lost task's result may still arrive).
+    pub fn is_final(self) -> bool {
+        !matches!(
+            self,
+            TaskState::Queued | TaskState::Assigned | TaskState::Running
+        )
+    }
+}
+
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `POST /api/v1/tasks`: a shell script to run once on a server of a group.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitTask {
+    pub project: String,
+    pub group: String,
+    /// Run by `/bin/sh` as the task user, in its own working directory.
+    pub script: String,
+    /// Killed (the whole process tree) after this long; 1 hour by default, at most 7 days.
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+}
+
+impl Validate for SubmitTask {
+    const MAX_BODY: usize = MAX_SUBMIT_BODY_BYTES;
+
+    fn validate(&self) -> Result<(), FieldError> {
+        validate::name("project", &self.project)?;
+        validate::name("group", &self.group)?;
+        if self.script.trim().is_empty() {
+            return Err(FieldError::new(
+                "script",
+                "is empty; give the task something to run",
+            ));
+        }
+        if self.script.len() > MAX_SCRIPT_BYTES {
+            return Err(FieldError::new(
+                "script",
+                format!(
+                    "is {} bytes, above the limit of {MAX_SCRIPT_BYTES}; ship large code to the servers and submit a script that calls it",
+                    self.script.len()
+                ),
+            ));
+        }
+        if self.script.contains('\0') {
+            return Err(FieldError::new(
+                "script",
+                "contains a NUL byte; a shell script cannot",
+            ));
+        }
+        match self.timeout_secs {
+            Some(t) if t == 0 || t > MAX_TIMEOUT_SECS => Err(FieldError::new(
+                "timeout_secs",
+                format!("must be between 1 and {MAX_TIMEOUT_SECS} seconds (7 days), got {t}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// One task as `GET /api/v1/tasks/{id}` and `task show --json` show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskView {
+    pub id: i64,
+    pub project: String,
+    pub group: String,
+    pub state: TaskState,
+    /// Why the task is in this state, for a person.
+    pub reason: String,
+    /// The server it was assigned to, if any.
+    pub server: Option<String>,
+    pub timeout_secs: u64,
+    /// RFC 3339, UTC.
+    pub submitted_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    /// Start and end on the agent's clock, in milliseconds since the Unix epoch.
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+    pub exit_code: Option<i32>,
+    /// The signal that ended the script, when one did.
+    pub signal: Option<i32>,
+    pub duration_ms: Option<i64>,
+    /// Bytes of log the console holds.
+    pub log_bytes: u64,
+    pub cancel_requested: bool,
+}
+
+/// `POST /api/v1/nodes/{node_id}/tasks/poll`: an agent asks for work and says what it holds.
+/// The console answers at once when it has something for the agent, else after `wait_secs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollRequest {
+    /// Every task the agent has been given and not yet seen finished by the console: those it
+    /// runs, those it is starting, those whose result it has still to deliver.
+    pub held: Vec<HeldTask>,
+    /// False while the agent takes no new work (clock skew, draining for a restart).
+    pub accepting: bool,
+    /// How long to wait for work, at most [`MAX_POLL_WAIT_SECS`].
+    pub wait_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeldTask {
+    pub id: i64,
+    pub lease: i64,
+}
+
+/// Most tasks an agent may report holding.
+pub const MAX_HELD_TASKS: usize = 4096;
+
+impl Validate for PollRequest {
+    fn validate(&self) -> Result<(), FieldError> {
+        if self.wait_secs > MAX_POLL_WAIT_SECS {
+            return Err(FieldError::new(
+                "wait_secs",
+                format!(
+                    "must be at most {MAX_POLL_WAIT_SECS}, got {}",
+                    self.wait_secs
+                ),
+            ));
+        }
+        if self.held.len() > MAX_HELD_TASKS {
+            return Err(FieldError::new(
+                "held",
+                format!("lists more than {MAX_HELD_TASKS} tasks"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PollResponse {
+    /// New work. Start each only after `start` is accepted.
+    pub assign: Vec<TaskAssignment>,
+    /// Held tasks to stop at once: cancelled by an operator, or no longer this agent's.
+    pub cancel: Vec<i64>,
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskAssignment {
+    pub id: i64,
+    pub lease: i64,
+    pub script: String,
+    pub timeout_secs: u64,
+}
+
+impl fmt::Debug for TaskAssignment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskAssignment")
+            .field("id", &self.id)
+            .field("lease", &self.lease)
+            .field("script_bytes", &self.script.len())
+            .field("timeout_secs", &self.timeout_secs)
+            .finish()
+    }
+}
+
+/// `POST /api/v1/nodes/{node_id}/tasks/{id}/start`: the agent asks to start a task it was
+/// given. Accepted once per lease (and again, idempotently, for the same lease); refused with
+/// 409 when the task was cancelled or taken back, and then the agent must not run it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartTask {
+    pub lease: i64,
+    /// The agent's clock when it asked.
+    pub at_ms: i64,
+}
+
+impl Validate for StartTask {
+    fn validate(&self) -> Result<(), FieldError> {
+        Ok(())
+    }
+}
+
+/// How a task's run ended, as the agent saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Outcome {
+    /// The script exited with this code.
+    Exited { code: i32 },
+    /// The script was ended by a signal nobody on the agent sent.
+    Signaled { signal: i32 },
+    /// It ran past its timeout; the agent killed its process group.
+    TimedOut,
+    /// An operator cancelled it; the agent killed its process group.
+    Cancelled,
+    /// The agent stopped (shutdown after the drain timeout) and killed it.
+    Killed { reason: String },
+    /// The script could not be started at all.
+    NotStarted { reason: String },
+}
+
+impl Outcome {
+    /// The task state this outcome ends in.
+    pub fn state(&self) -> TaskState {
+        match self {
+            Outcome::Exited { code: 0 } => TaskState::Succeeded,
+            Outcome::TimedOut => TaskState::TimedOut,
+            Outcome::Cancelled => TaskState::Cancelled,
+            Outcome::Exited { .. }
+            | Outcome::Signaled { .. }
+            | Outcome::Killed { .. }
+            | Outcome::NotStarted { .. } => TaskState::Failed,
+        }
+    }
+}
+
+/// `POST /api/v1/nodes/{node_id}/tasks/{id}/finish`: a task's result. Sent after the whole
+/// log has been pushed; accepted again, idempotently, for the same lease.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinishTask {
+    pub lease: i64,
+    pub outcome: Outcome,
+    /// The agent's clock at process start (absent when it never started) and at the end.
+    pub started_ms: Option<i64>,
+    pub finished_ms: i64,
+    /// Size of the task's complete log.
+    pub log_bytes: u64,
+}
+
+impl Validate for FinishTask {
+    fn validate(&self) -> Result<(), FieldError> {
+        match &self.outcome {
+            Outcome::Killed { reason } | Outcome::NotStarted { reason } => {
+                validate::text("outcome.reason", reason)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Answer to a pushed piece of log: how many bytes of it the console now holds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LogAck {
+    pub size: u64,
+}
+
+/// Headers of `GET /api/v1/tasks/{id}/log`.
+pub mod log_headers {
+    /// The task's state.
+    pub const STATE: &str = "x-tasknode-task-state";
+    /// Bytes of log the console holds.
+    pub const SIZE: &str = "x-tasknode-log-size";
+    /// `true` once the task is final and the console holds its whole log.
+    pub const COMPLETE: &str = "x-tasknode-log-complete";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn submit(script: &str, timeout_secs: Option<u64>) -> SubmitTask {
+        SubmitTask {
+            project: "default".into(),
+            group: "g".into(),
+            script: script.into(),
+            timeout_secs,
+        }
+    }
+
+    #[test]
+    fn a_submission_names_the_field_at_fault() {
+        submit("echo hi", None).validate().unwrap();
+        submit("echo hi", Some(MAX_TIMEOUT_SECS))
+            .validate()
+            .unwrap();
+        assert_eq!(submit("  \n", None).validate().unwrap_err().field, "script");
+        assert_eq!(submit("a\0b", None).validate().unwrap_err().field, "script");
+        let big = "x".repeat(MAX_SCRIPT_BYTES + 1);
+        assert_eq!(submit(&big, None).validate().unwrap_err().field, "script");
+        for t in [0, MAX_TIMEOUT_SECS + 1] {
+            let e = submit("true", Some(t)).validate().unwrap_err();
+            assert_eq!(e.field, "timeout_secs");
+        }
+    }
+
+    #[test]
+    fn outcomes_map_to_states() {
+        assert_eq!(Outcome::Exited { code: 0 }.state(), TaskState::Succeeded);
+        assert_eq!(Outcome::Exited { code: 3 }.state(), TaskState::Failed);
+        assert_eq!(Outcome::Signaled { signal: 9 }.state(), TaskState::Failed);
+        assert_eq!(Outcome::TimedOut.state(), TaskState::TimedOut);
+        assert_eq!(Outcome::Cancelled.state(), TaskState::Cancelled);
+        for s in [
+            "queued",
+            "assigned",
+            "running",
+            "succeeded",
+            "failed",
+            "timed_out",
+            "cancelled",
+            "lost",
+        ] {
+            let state = TaskState::parse(s).unwrap();
+            assert_eq!(state.as_str(), s);
+            assert_eq!(serde_json::to_value(state).unwrap(), s);
+        }
+        assert!(TaskState::parse("done").is_none());
+    }
+
+    #[test]
+    fn outcomes_serialize_tagged() {
+        let json = serde_json::to_string(&Outcome::Exited { code: 2 }).unwrap();
+        assert_eq!(json, r#"{"type":"exited","code":2}"#);
+        let back: Outcome = serde_json::from_str(r#"{"type":"timed_out"}"#).unwrap();
+        assert_eq!(back, Outcome::TimedOut);
+    }
+}
