@@ -10,6 +10,7 @@ use reqwest::header::AUTHORIZATION;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tasknode_protocol::TIME_HEADER;
+use tasknode_protocol::tasks::{FinishTask, LogAck, PollRequest, PollResponse, StartTask};
 use tasknode_protocol::wire::{
     EnrollRequest, EnrollResponse, ErrorBody, HeartbeatRequest, HeartbeatResponse, NodeView,
     ShutdownRequest,
@@ -212,6 +213,96 @@ impl ConsoleClient {
             .json(&ShutdownRequest {
                 reason: reason.to_owned(),
             });
+        let started = Instant::now();
+        let res = req.send().await.map_err(|e| ClientError::Unreachable {
+            url: url.to_string(),
+            detail: describe(e),
+            latency: started.elapsed(),
+        })?;
+        if res.status().is_success() {
+            return Ok(());
+        }
+        let status = res.status().as_u16();
+        let bytes = res.bytes().await.unwrap_or_default();
+        Err(refusal(status, &bytes, started.elapsed(), None))
+    }
+
+    /// Asks for work; the console answers within `req.wait_secs`, so this request may take
+    /// that much longer than others.
+    pub async fn poll(
+        &self,
+        node_id: &str,
+        secret: &str,
+        req: &PollRequest,
+    ) -> Result<Answer<PollResponse>, ClientError> {
+        let url = self.url(&format!("/api/v1/nodes/{node_id}/tasks/poll"));
+        let http = self
+            .http
+            .post(url.clone())
+            .header(AUTHORIZATION, format!("Bearer {secret}"))
+            .timeout(REQUEST_TIMEOUT + Duration::from_secs(req.wait_secs))
+            .json(req);
+        self.send(http, &url).await
+    }
+
+    /// Asks to start a task; `Ok` means the console accepted, a 409 refusal that it must not run.
+    pub async fn start_task(
+        &self,
+        node_id: &str,
+        secret: &str,
+        id: i64,
+        req: &StartTask,
+    ) -> Result<(), ClientError> {
+        let path = format!("/api/v1/nodes/{node_id}/tasks/{id}/start");
+        self.post_no_content(&path, secret, req).await
+    }
+
+    pub async fn finish_task(
+        &self,
+        node_id: &str,
+        secret: &str,
+        id: i64,
+        req: &FinishTask,
+    ) -> Result<(), ClientError> {
+        let path = format!("/api/v1/nodes/{node_id}/tasks/{id}/finish");
+        self.post_no_content(&path, secret, req).await
+    }
+
+    /// Sends log bytes that start at `offset`; the answer says how much the console holds.
+    pub async fn push_log(
+        &self,
+        node_id: &str,
+        secret: &str,
+        id: i64,
+        lease: i64,
+        offset: u64,
+        bytes: Vec<u8>,
+    ) -> Result<Answer<LogAck>, ClientError> {
+        let mut url = self.url(&format!("/api/v1/nodes/{node_id}/tasks/{id}/log"));
+        url.query_pairs_mut()
+            .append_pair("lease", &lease.to_string())
+            .append_pair("offset", &offset.to_string());
+        let req = self
+            .http
+            .post(url.clone())
+            .header(AUTHORIZATION, format!("Bearer {secret}"))
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(bytes);
+        self.send(req, &url).await
+    }
+
+    async fn post_no_content<B: Serialize>(
+        &self,
+        path: &str,
+        secret: &str,
+        body: &B,
+    ) -> Result<(), ClientError> {
+        let url = self.url(path);
+        let req = self
+            .http
+            .post(url.clone())
+            .header(AUTHORIZATION, format!("Bearer {secret}"))
+            .json(body);
         let started = Instant::now();
         let res = req.send().await.map_err(|e| ClientError::Unreachable {
             url: url.to_string(),

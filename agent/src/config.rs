@@ -27,9 +27,73 @@ pub struct Config {
     pub install_method: InstallMethod,
     /// Where heartbeat.log, agent.log and task logs go.
     pub log_dir: PathBuf,
+    /// How tasks run; every setting has a default.
+    #[serde(default, skip_serializing_if = "TaskSettings::is_default")]
+    pub tasks: TaskSettings,
     /// The node credentials, added by `tasknode enroll`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<Node>,
+}
+
+/// The `[tasks]` table of the config.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSettings {
+    /// Where tasks run, one directory per task. [default: `work` beside the log directory]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work_dir: Option<PathBuf>,
+    /// The user tasks run as when the agent runs as root. [default: admin]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Most bytes of log kept per task; output beyond is discarded. [default: 64 MiB]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_max_bytes: Option<u64>,
+    /// Task logs older than this many days are deleted. [default: 7]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_retention_days: Option<u32>,
+    /// How long a stop or restart waits for running tasks before killing them; the service
+    /// managers give a stop 90 s, so keep it below 75. [default: 60]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_timeout_secs: Option<u64>,
+}
+
+impl TaskSettings {
+    fn is_default(&self) -> bool {
+        self == &TaskSettings::default()
+    }
+}
+
+impl Config {
+    /// Where task working directories go.
+    pub fn work_dir(&self) -> PathBuf {
+        self.tasks.work_dir.clone().unwrap_or_else(|| {
+            self.log_dir
+                .parent()
+                .map_or_else(|| self.log_dir.join("work"), |p| p.join("work"))
+        })
+    }
+
+    pub fn task_log_dir(&self) -> PathBuf {
+        self.log_dir.join("tasks")
+    }
+
+    pub fn task_user(&self) -> &str {
+        self.tasks.user.as_deref().unwrap_or("admin")
+    }
+
+    pub fn task_log_max_bytes(&self) -> u64 {
+        self.tasks.log_max_bytes.unwrap_or(64 << 20)
+    }
+
+    pub fn task_log_retention(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(
+            u64::from(self.tasks.log_retention_days.unwrap_or(7)) * 86_400,
+        )
+    }
+
+    pub fn drain_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.tasks.drain_timeout_secs.unwrap_or(60))
+    }
 }
 
 fn manual() -> InstallMethod {
@@ -70,6 +134,7 @@ impl fmt::Debug for Config {
             .field("console_ca", &self.console_ca)
             .field("install_method", &self.install_method)
             .field("log_dir", &self.log_dir)
+            .field("tasks", &self.tasks)
             .field("node", &self.node)
             .finish()
     }
@@ -220,6 +285,7 @@ mod tests {
             console_ca: None,
             install_method: InstallMethod::Script,
             log_dir,
+            tasks: TaskSettings::default(),
             node: Some(Node {
                 id: "n1".into(),
                 secret: "s3cr3t-value".into(),

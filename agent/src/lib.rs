@@ -11,7 +11,9 @@ pub mod env;
 pub mod facts;
 pub mod identity;
 pub mod logfile;
+pub mod passwd;
 pub mod service;
+pub mod tasks;
 
 use std::process::ExitCode;
 

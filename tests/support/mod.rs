@@ -455,6 +455,20 @@ impl Agent {
         std::fs::read_to_string(self.logs().join("agent.log")).unwrap_or_default()
     }
 
+    /// Lets this agent run tasks when the tests run as root: tasks never run as root, so they
+    /// run as `nobody`, who must reach their working directories under this agent's tempdir.
+    /// Call after enrolling.
+    pub fn allow_tasks(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        if !rustix::process::geteuid().is_root() {
+            return;
+        }
+        std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+        let mut text = std::fs::read_to_string(self.config()).unwrap();
+        text.push_str("\n[tasks]\nuser = \"nobody\"\n");
+        std::fs::write(self.config(), text).unwrap();
+    }
+
     /// A string from the agent config by dotted path, e.g. `node.id`.
     pub fn config_value(&self, path: &str) -> String {
         let text = std::fs::read_to_string(self.config()).unwrap();

@@ -76,6 +76,11 @@ pub async fn run(args: EnrollArgs) -> anyhow::Result<Exit> {
         console_ca,
         install_method,
         log_dir,
+        // Enrolling again keeps how tasks were set up to run.
+        tasks: existing
+            .as_ref()
+            .map(|c| c.tasks.clone())
+            .unwrap_or_default(),
         node: Some(Node {
             id: enrolled.node_id.clone(),
             secret: enrolled.node_secret,

@@ -1,13 +1,15 @@
 //! `tasknode run`: the agent's main loop. It heartbeats at the interval the console asks for,
 //! records every attempt in heartbeat.log, measures its clock offset from each answer and takes
 //! no work while that offset is beyond 120 s. Failures (network errors, non-200 answers) are
-//! retried with backoff and jitter and never end the process. On SIGTERM or SIGINT it tells the
-//! console it is stopping, then exits. Under systemd it reports readiness with sd_notify.
+//! retried with backoff and jitter and never end the process. Beside the heartbeats it polls for
+//! tasks and runs them ([`crate::tasks`]). On SIGTERM or SIGINT it drains (no new tasks; running
+//! ones may finish within the drain timeout), tells the console it is stopping, then exits.
+//! Under systemd it reports readiness with sd_notify.
 
 use std::fs;
 use std::io::Write;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
@@ -20,6 +22,7 @@ use crate::cli::RunArgs;
 use crate::client::ConsoleClient;
 use crate::config::{self, Config, Node};
 use crate::logfile::{DEFAULT_MAX_BYTES, HeartbeatEntry, RotatingFile};
+use crate::tasks::{Runner, Settings};
 use crate::{Exit, env, facts};
 
 /// Interval used until the console has named one.
@@ -37,7 +40,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
         tracing::warn!("{w}");
     }
 
-    let client = ConsoleClient::new(&config.console_url, config.console_ca.as_deref())?;
+    let client = Arc::new(ConsoleClient::new(
+        &config.console_url,
+        config.console_ca.as_deref(),
+    )?);
     let facts = facts::collect(&env::root());
     let slots = concurrency::max_concurrency(facts.cpu_cores, facts.memory_bytes);
     let hb_log = RotatingFile::open(&config.log_dir.join("heartbeat.log"), DEFAULT_MAX_BYTES)
@@ -51,6 +57,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
         slots,
         "agent started"
     );
+    let settings = Settings::from_config(&config);
+    if let Err(reason) = &settings.run_as {
+        tracing::error!("{reason}; tasks given to this server fail until it is fixed");
+    }
+    let runner = Runner::new(Arc::clone(&client), node.clone(), settings);
+    runner.start()?;
+    let poller = tokio::spawn(Arc::clone(&runner).poll_loop());
     // Signal handlers before readiness: a stop that follows READY=1 at once must be clean.
     let mut term = signal(SignalKind::terminate()).context("watching SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("watching SIGINT")?;
@@ -65,6 +78,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
         offset_ms: None,
         skewed: false,
         slots,
+        runner: &runner,
     };
     let mut next = Duration::ZERO;
     let reason = loop {
@@ -75,8 +89,25 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
         }
     };
 
-    tracing::info!(signal = reason, "stopping; telling the console");
     notify(&[sd_notify::NotifyState::Stopping]);
+    let drain = config.drain_timeout();
+    tracing::info!(
+        signal = reason,
+        running = runner.running(),
+        drain_timeout_secs = drain.as_secs(),
+        "stopping: taking no new tasks, waiting for running ones"
+    );
+    // Heartbeats go on while tasks drain, so the console keeps the server available.
+    let draining = runner.drain(drain, SHUTDOWN_TIMEOUT);
+    tokio::pin!(draining);
+    loop {
+        tokio::select! {
+            () = &mut draining => break,
+            delay = async { tokio::time::sleep(next).await; beat.once().await } => next = delay,
+        }
+    }
+    poller.abort();
+    tracing::info!("telling the console this agent stops");
     let goodbye = format!("agent received {reason}");
     match tokio::time::timeout(
         SHUTDOWN_TIMEOUT,
@@ -97,6 +128,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
 
 struct Heartbeat<'a> {
     client: &'a ConsoleClient,
+    runner: &'a Runner,
     node: &'a Node,
     log: RotatingFile,
     backoff: Backoff,
@@ -112,8 +144,12 @@ impl Heartbeat<'_> {
         let req = HeartbeatRequest {
             agent_version: crate::version().to_owned(),
             clock_offset_ms: self.offset_ms,
-            running_tasks: 0,
-            free_slots: if self.skewed { 0 } else { self.slots },
+            running_tasks: self.runner.running(),
+            free_slots: if self.skewed {
+                0
+            } else {
+                self.slots.saturating_sub(self.runner.running())
+            },
         };
         let at = SystemTime::now();
         let result = self
@@ -184,6 +220,7 @@ impl Heartbeat<'_> {
             );
         }
         self.skewed = skewed;
+        self.runner.set_skewed(skewed);
     }
 }
 

@@ -15,8 +15,14 @@ pub fn run(args: ServerctlArgs) -> anyhow::Result<ExitCode> {
     let manager = service::detect(&host, path, &config.log_dir);
     match args.action {
         ServerctlAction::Start => manager.start()?,
-        ServerctlAction::Stop => manager.stop()?,
-        ServerctlAction::Restart => manager.restart()?,
+        ServerctlAction::Stop => {
+            say_what_a_stop_waits_for(&config, &*manager);
+            manager.stop()?
+        }
+        ServerctlAction::Restart => {
+            say_what_a_stop_waits_for(&config, &*manager);
+            manager.restart()?
+        }
         ServerctlAction::Status => {
             let state = manager.status()?;
             let how = manager.name();
@@ -43,4 +49,23 @@ pub fn run(args: ServerctlArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A stopping agent drains: it lets running tasks finish first. Say which, and for how long.
+fn say_what_a_stop_waits_for(config: &Config, manager: &dyn service::Manager) {
+    if !matches!(manager.status(), Ok(State::Running { .. })) {
+        return;
+    }
+    let running = crate::tasks::recorded_running(&config.work_dir());
+    if running.is_empty() {
+        return;
+    }
+    let ids: Vec<String> = running.iter().map(i64::to_string).collect();
+    println!(
+        "the agent takes no new tasks and waits up to {} s for {} running task{} ({}) to finish; it kills what is still running then",
+        config.drain_timeout().as_secs(),
+        running.len(),
+        if running.len() == 1 { "" } else { "s" },
+        ids.join(", ")
+    );
 }

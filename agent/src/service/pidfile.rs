@@ -67,24 +67,14 @@ impl Pidfile {
 /// The uid and gid of the agent user, from `<root>/etc/passwd`.
 fn agent_user(root: &Path) -> Result<(u32, u32), ServiceError> {
     let path = root.join("etc/passwd");
-    let text = fs::read_to_string(&path).map_err(|source| ServiceError::PidFile {
-        path: path.clone(),
-        source,
-    })?;
-    parse_passwd(&text, super::AGENT_USER).ok_or(ServiceError::NoAgentUser {
-        user: super::AGENT_USER,
-    })
-}
-
-fn parse_passwd(text: &str, user: &str) -> Option<(u32, u32)> {
-    text.lines().find_map(|line| {
-        let mut f = line.split(':');
-        if f.next()? != user {
-            return None;
-        }
-        let (_, uid, gid) = (f.next()?, f.next()?.parse().ok()?, f.next()?.parse().ok()?);
-        Some((uid, gid))
-    })
+    if let Err(source) = fs::metadata(&path) {
+        return Err(ServiceError::PidFile { path, source });
+    }
+    crate::passwd::by_name(root, super::AGENT_USER)
+        .map(|e| (e.uid, e.gid))
+        .ok_or(ServiceError::NoAgentUser {
+            user: super::AGENT_USER,
+        })
 }
 
 /// Whether `pid` is alive and is a `tasknode ... run` process.
@@ -232,9 +222,23 @@ mod tests {
 
     #[test]
     fn finds_the_agent_user() {
-        let passwd = "root:x:0:0:root:/root:/bin/bash\nadmin:x:500:501::/home/admin:/bin/bash\n";
-        assert_eq!(parse_passwd(passwd, "admin"), Some((500, 501)));
-        assert_eq!(parse_passwd(passwd, "nobody"), None);
+        let root = tempfile::tempdir().unwrap();
+        fs::create_dir(root.path().join("etc")).unwrap();
+        fs::write(
+            root.path().join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/bash\nadmin:x:500:501::/home/admin:/bin/bash\n",
+        )
+        .unwrap();
+        assert_eq!(agent_user(root.path()).unwrap(), (500, 501));
+        fs::write(
+            root.path().join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/bash\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            agent_user(root.path()),
+            Err(ServiceError::NoAgentUser { .. })
+        ));
     }
 
     #[test]
