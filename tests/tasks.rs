@@ -67,6 +67,15 @@ fn one_agent(flags: &[&str]) -> (Console, Agent) {
     (console, agent)
 }
 
+/// Runs its closure when dropped, on success and on panic alike.
+struct OnDrop<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)();
+    }
+}
+
 /// A directory every task user may append to, where tasks record what they did.
 fn shared_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -567,6 +576,14 @@ fn serverctl_stop_says_which_tasks_it_waits_for_and_lets_them_finish() {
         String::from_utf8(out.stdout).unwrap()
     };
     serverctl("start");
+    // Whatever happens below, the agent serverctl started does not outlive the test.
+    let _stop = OnDrop(|| {
+        let _ = std::process::Command::new(&wrapper)
+            .arg("stop")
+            .env("TASKNODE_ROOT", &root)
+            .env_remove("TASKNODE_CONFIG")
+            .output();
+    });
     console.wait_status(&hostname(), "available", Duration::from_secs(20));
     let id = submit(&console, "etl", "sleep 3\necho finished\n", None);
     wait_state(&console, id, &["running"], Duration::from_secs(20));

@@ -1,8 +1,9 @@
 //! tasknode-loadgen: simulated agents for the benchmarks. `enroll` registers N agents with a
 //! console (one-time tokens, so no Argon2 per agent), `heartbeat` runs them at an interval
 //! (open loop, each agent on its own schedule), `saturate` sends back-to-back requests over C
-//! connections to any URL (the console's heartbeat, or nginx for the ceiling). Each prints one
-//! JSON line with rates and latency percentiles.
+//! connections to any URL (the console's heartbeat, or nginx for the ceiling), `dispatch`
+//! submits tasks to a group served by a real agent and measures submit-to-start latency and log
+//! streaming. Each prints one JSON line with rates and latency percentiles.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -73,6 +74,21 @@ enum Command {
         #[arg(long, value_parser = duration, default_value = "10s")]
         duration: Duration,
     },
+    /// Submit tasks one at a time to GROUP (served by an agent on this host) and measure from
+    /// submit to the script's first instruction; then one task writing LOG_MB megabytes and the
+    /// time until the console holds its whole log.
+    Dispatch {
+        #[arg(long)]
+        console: String,
+        #[arg(long)]
+        token_file: PathBuf,
+        #[arg(long)]
+        group: String,
+        #[arg(long, default_value_t = 100)]
+        tasks: usize,
+        #[arg(long, default_value_t = 100)]
+        log_mb: u64,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -108,6 +124,13 @@ fn main() -> anyhow::Result<()> {
                 connections,
                 duration,
             } => saturate(url, console, state, connections, duration).await,
+            Command::Dispatch {
+                console,
+                token_file,
+                group,
+                tasks,
+                log_mb,
+            } => dispatch(&console, &token_file, &group, tasks, log_mb).await,
         }
     })
 }
@@ -396,5 +419,131 @@ async fn saturate(
     let mut out = all.summary(started.elapsed());
     out["connections"] = json!(connections);
     println!("{out}");
+    Ok(())
+}
+
+fn unix_nanos() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
+/// Waits until task `id` is final and the console holds its whole log; returns the task.
+async fn wait_done(
+    http: &reqwest::Client,
+    console: &str,
+    token: &str,
+    id: i64,
+) -> anyhow::Result<serde_json::Value> {
+    let url = format!("{console}/api/v1/tasks/{id}/log?offset=0&limit=1");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if Instant::now() > deadline {
+            bail!(
+                "task {id} was not done with its whole log at the console within 120 s; is an agent serving its group?"
+            );
+        }
+        let res = http.get(&url).bearer_auth(token).send().await?;
+        let complete = res
+            .headers()
+            .get("x-tasknode-log-complete")
+            .is_some_and(|v| v == "true");
+        if complete {
+            let t = http
+                .get(format!("{console}/api/v1/tasks/{id}"))
+                .bearer_auth(token)
+                .send()
+                .await?
+                .json::<serde_json::Value>()
+                .await?;
+            return Ok(t);
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+async fn submit(
+    http: &reqwest::Client,
+    console: &str,
+    token: &str,
+    group: &str,
+    script: &str,
+) -> anyhow::Result<i64> {
+    let body = json!({"project": "default", "group": group, "script": script});
+    let t = post(http, &format!("{console}/api/v1/tasks"), token, &body).await?;
+    t["id"]
+        .as_i64()
+        .context("submit answered without a task id")
+}
+
+async fn dispatch(
+    console: &str,
+    token_file: &PathBuf,
+    group: &str,
+    tasks: usize,
+    log_mb: u64,
+) -> anyhow::Result<()> {
+    let token = std::fs::read_to_string(token_file)
+        .with_context(|| format!("reading {}", token_file.display()))?
+        .trim()
+        .to_owned();
+    let http = client(4)?;
+    let mut hist = histogram()?;
+    // The script prints the time of its first instruction; the agent and this process share
+    // the host's clock.
+    let script = "date +%s%N\n";
+    for _ in 0..tasks {
+        let sent = unix_nanos();
+        let id = submit(&http, console, &token, group, script).await?;
+        let t = wait_done(&http, console, &token, id).await?;
+        if t["state"] != "succeeded" {
+            bail!("task {id} ended {}: {}", t["state"], t["reason"]);
+        }
+        let log = http
+            .get(format!("{console}/api/v1/tasks/{id}/log"))
+            .bearer_auth(&token)
+            .send()
+            .await?
+            .text()
+            .await?;
+        let started: i128 = log
+            .trim()
+            .parse()
+            .with_context(|| format!("task {id} printed {log:?}, not a time"))?;
+        let micros = ((started - sent) / 1000).max(1) as u64;
+        hist.record(micros)?;
+    }
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+
+    let bytes = log_mb * 1_000_000;
+    let t0 = Instant::now();
+    let id = submit(
+        &http,
+        console,
+        &token,
+        group,
+        &format!("head -c {bytes} /dev/zero | tr '\\0' x\n"),
+    )
+    .await?;
+    let t = wait_done(&http, console, &token, id).await?;
+    let took = t0.elapsed().as_secs_f64();
+    let held = t["log_bytes"].as_u64().unwrap_or(0);
+    if held < bytes {
+        bail!(
+            "the console holds {held} bytes of the {bytes}-byte log; raise the agent's log_max_bytes"
+        );
+    }
+    println!(
+        "{}",
+        json!({
+            "tasks": tasks,
+            "dispatch_p50_ms": ms(0.5),
+            "dispatch_p99_ms": ms(0.99),
+            "dispatch_max_ms": hist.max() as f64 / 1000.0,
+            "log_bytes": held,
+            "log_seconds": took,
+            "log_mb_per_s": held as f64 / 1e6 / took,
+        })
+    );
     Ok(())
 }
