@@ -112,6 +112,7 @@ fn the_static_agent_enrolls_heartbeats_restarts_and_stops_on_linux_2632() {
 
     let mut agent = Agent::static_on_linux_2632();
     agent.enroll_ok(&console.url, "etl", &password, false);
+    agent.allow_tasks();
 
     agent.run();
     assert_eq!(
@@ -132,6 +133,28 @@ fn the_static_agent_enrolls_heartbeats_restarts_and_stops_on_linux_2632() {
     let (report, healthy) = agent.status();
     assert!(healthy, "status under 2.6.32: {report}");
     assert_eq!(report["enrolled"], true);
+
+    // A task: its process group, pipe, timeout and log push under the same filters.
+    let script = agent.dir.path().join("task.sh");
+    std::fs::write(&script, "echo ran under 2.6.32\nexit 3\n").unwrap();
+    let submitted: serde_json::Value = serde_json::from_str(&console.cli_ok(&[
+        "task",
+        "submit",
+        "--group",
+        "etl",
+        "--script",
+        script.to_str().unwrap(),
+        "--json",
+    ]))
+    .unwrap();
+    let id = submitted["id"].to_string();
+    let done = wait_for(Duration::from_secs(20), "the task to finish", || {
+        let t: serde_json::Value =
+            serde_json::from_str(&console.cli_ok(&["task", "show", &id, "--json"])).unwrap();
+        (t["state"] == "failed").then_some(t)
+    });
+    assert_eq!(done["exit_code"], 3, "{done:#}");
+    assert_eq!(console.cli_ok(&["task", "log", &id]), "ran under 2.6.32\n");
 
     assert!(agent.stop(), "the agent exits 0 on SIGTERM");
     let stopped = console.wait_status(&host, "stopped", Duration::from_secs(5));
