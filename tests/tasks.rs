@@ -524,9 +524,18 @@ fn a_stopping_agent_drains_then_kills_what_outlives_the_drain_timeout() {
     );
     let t = task(&console, id);
     assert_eq!(t["state"], "succeeded", "{t:#}");
-    assert_eq!(log_of(&console, id), "done\n");
     let log = agent.agent_log();
     assert!(log.contains("waiting for running tasks to finish"), "{log}");
+    // A classic server keeps its task logs: with its agent stopped the console says where the
+    // log is and why it cannot read it.
+    let out = console.cli(&["task", "log", &id.to_string()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("serves it on its log service"),
+        "{}",
+        stderr(&out)
+    );
+    let first = id;
 
     // Past the drain timeout the agent kills the task and says so.
     let mut text = std::fs::read_to_string(agent.config()).unwrap();
@@ -538,6 +547,7 @@ fn a_stopping_agent_drains_then_kills_what_outlives_the_drain_timeout() {
     std::fs::write(agent.config(), text).unwrap();
     agent.run();
     console.wait_status(&hostname(), "available", Duration::from_secs(20));
+    assert_eq!(log_of(&console, first), "done\n");
     let id = submit(&console, "etl", "sleep 31342\n", None);
     wait_state(&console, id, &["running"], Duration::from_secs(20));
     wait_for(Duration::from_secs(10), "the task's sleep", || {

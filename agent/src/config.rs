@@ -30,6 +30,9 @@ pub struct Config {
     /// How tasks run; every setting has a default.
     #[serde(default, skip_serializing_if = "TaskSettings::is_default")]
     pub tasks: TaskSettings,
+    /// The log service of classic servers.
+    #[serde(default, skip_serializing_if = "LogSettings::is_default")]
+    pub logs: LogSettings,
     /// The node credentials, added by `tasknode enroll`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<Node>,
@@ -60,6 +63,25 @@ pub struct TaskSettings {
 impl TaskSettings {
     fn is_default(&self) -> bool {
         self == &TaskSettings::default()
+    }
+}
+
+/// The `[logs]` table: where a classic server serves its logs to the console.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// Address the log service listens on. [default: 0.0.0.0:8000]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// Addresses (IPs or CIDR blocks) that may read logs. [default: the addresses the console
+    /// URL's host resolves to]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Vec<String>>,
+}
+
+impl LogSettings {
+    fn is_default(&self) -> bool {
+        self == &LogSettings::default()
     }
 }
 
@@ -135,6 +157,7 @@ impl fmt::Debug for Config {
             .field("install_method", &self.install_method)
             .field("log_dir", &self.log_dir)
             .field("tasks", &self.tasks)
+            .field("logs", &self.logs)
             .field("node", &self.node)
             .finish()
     }
@@ -286,6 +309,7 @@ mod tests {
             install_method: InstallMethod::Script,
             log_dir,
             tasks: TaskSettings::default(),
+            logs: LogSettings::default(),
             node: Some(Node {
                 id: "n1".into(),
                 secret: "s3cr3t-value".into(),

@@ -11,6 +11,7 @@ pub mod env;
 pub mod facts;
 pub mod identity;
 pub mod logfile;
+pub mod logserver;
 pub mod passwd;
 pub mod service;
 pub mod tasks;

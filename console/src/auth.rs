@@ -30,6 +30,16 @@ pub enum AuthError {
         "admin token file {path} is empty or malformed; delete it and restart the console to make a new one"
     )]
     TokenMalformed { path: PathBuf },
+    #[error("log key file {path}: {source}")]
+    LogKeyFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "log key file {path} is not 64 hex digits; delete it and restart the console to make a new one (classic servers learn the new key from their next heartbeat)"
+    )]
+    LogKeyMalformed { path: PathBuf },
 }
 
 /// Hashes a password with Argon2id at the crate's default cost (19 MiB, 2 passes).
@@ -120,9 +130,58 @@ pub fn load_or_create_admin_token(path: &Path) -> Result<(SecretDigest, bool), A
     }
 }
 
+/// Loads the console's ed25519 log key from `path` (hex of its 32 secret bytes), creating it
+/// (mode 0600) on first start.
+pub fn load_or_create_log_key(path: &Path) -> Result<ed25519_dalek::SigningKey, AuthError> {
+    let io_err = |source| AuthError::LogKeyFile {
+        path: path.to_owned(),
+        source,
+    };
+    match fs::read_to_string(path) {
+        Ok(text) => {
+            let mut bytes = [0u8; 32];
+            hex::decode_to_slice(text.trim(), &mut bytes).map_err(|_| {
+                AuthError::LogKeyMalformed {
+                    path: path.to_owned(),
+                }
+            })?;
+            Ok(ed25519_dalek::SigningKey::from_bytes(&bytes))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = [0u8; 32];
+            OsRng.fill_bytes(&mut bytes);
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(io_err)?;
+            writeln!(file, "{}", hex::encode(bytes)).map_err(io_err)?;
+            file.sync_all().map_err(io_err)?;
+            Ok(ed25519_dalek::SigningKey::from_bytes(&bytes))
+        }
+        Err(e) => Err(io_err(e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_key_is_made_once_private_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log-token.key");
+        let a = load_or_create_log_key(&path).unwrap();
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let b = load_or_create_log_key(&path).unwrap();
+        assert_eq!(a.to_bytes(), b.to_bytes());
+        fs::write(&path, "nonsense").unwrap();
+        assert!(load_or_create_log_key(&path).is_err());
+    }
 
     #[test]
     fn password_round_trip() {

@@ -19,6 +19,9 @@ struct Node {
     secret: SecretDigest,
     live: Liveness,
     dirty: bool,
+    /// Where its log service listens (classic servers): the address its heartbeats come from
+    /// and the port they name. Held in memory only; the next heartbeat after a restart sets it.
+    log_addr: Option<std::net::SocketAddr>,
 }
 
 /// In-memory liveness of every enrolled node, keyed by node id.
@@ -61,6 +64,7 @@ impl LivenessMap {
                         secret,
                         live: s.liveness.clone(),
                         dirty: false,
+                        log_addr: None,
                     },
                 );
             }
@@ -89,8 +93,21 @@ impl LivenessMap {
                 secret,
                 live,
                 dirty: false,
+                log_addr: None,
             },
         );
+    }
+
+    /// Records where a node's log service is (or that it has none).
+    pub fn set_log_addr(&self, node_id: &str, addr: Option<std::net::SocketAddr>) {
+        if let Some(n) = self.lock().get_mut(node_id) {
+            n.log_addr = addr;
+        }
+    }
+
+    /// Where a node's log service is, as its last heartbeat said.
+    pub fn log_addr(&self, node_id: &str) -> Option<std::net::SocketAddr> {
+        self.lock().get(node_id).and_then(|n| n.log_addr)
     }
 
     /// Records a heartbeat. Returns false for an unknown node.
@@ -210,6 +227,7 @@ mod tests {
             clock_offset_ms: offset,
             running_tasks: 1,
             free_slots: 3,
+            log_port: None,
         }
     }
 

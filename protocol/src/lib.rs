@@ -4,6 +4,7 @@
 
 pub mod concurrency;
 pub mod identity;
+pub mod logtoken;
 pub mod tasks;
 pub mod validate;
 pub mod wire;

@@ -196,6 +196,10 @@ pub struct HeartbeatRequest {
     pub clock_offset_ms: Option<i64>,
     pub running_tasks: u32,
     pub free_slots: u32,
+    /// The port of the agent's log service (classic servers); the console reads task logs
+    /// there, at the address the heartbeat came from.
+    #[serde(default)]
+    pub log_port: Option<u16>,
 }
 
 /// Largest clock offset an agent may report: a year. Anything beyond is a broken clock or a
@@ -234,6 +238,10 @@ pub struct HeartbeatResponse {
     pub desired_version: Option<String>,
     #[serde(default)]
     pub commands: Vec<AgentCommand>,
+    /// The console's public log key (see [`crate::logtoken`]), which the agent's log service
+    /// checks tokens with.
+    #[serde(default)]
+    pub log_key: Option<String>,
 }
 
 /// `POST /api/v1/nodes/{node_id}/shutdown`: the agent is stopping cleanly.

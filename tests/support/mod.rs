@@ -381,7 +381,23 @@ impl Agent {
         // An agent that stops before reading (a bad flag, say) closes the pipe: not an error
         // of the test's.
         let _ = writeln!(child.stdin.take().unwrap(), "{password}");
-        child.wait_with_output().unwrap()
+        let out = child.wait_with_output().unwrap();
+        if out.status.success() {
+            self.private_log_port();
+        }
+        out
+    }
+
+    /// Tests run many agents at once: each classic agent's log service listens on a port of
+    /// its own on loopback instead of 0.0.0.0:8000.
+    fn private_log_port(&self) {
+        let Ok(mut text) = std::fs::read_to_string(self.config()) else {
+            return;
+        };
+        if !text.contains("[logs]") {
+            text.push_str("\n[logs]\nlisten = \"127.0.0.1:0\"\n");
+            std::fs::write(self.config(), text).unwrap();
+        }
     }
 
     pub fn enroll_ok(&self, console: &str, user: &str, password: &str, enable_uuid: bool) {

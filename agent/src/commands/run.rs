@@ -22,8 +22,10 @@ use crate::cli::RunArgs;
 use crate::client::ConsoleClient;
 use crate::config::{self, Config, Node};
 use crate::logfile::{DEFAULT_MAX_BYTES, HeartbeatEntry, RotatingFile};
+use crate::logserver::{self, Allow, LogKey};
 use crate::tasks::{Runner, Settings};
 use crate::{Exit, env, facts};
+use tasknode_protocol::NetworkType;
 
 /// Interval used until the console has named one.
 const FIRST_INTERVAL: Duration = Duration::from_secs(10);
@@ -64,6 +66,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
     let runner = Runner::new(Arc::clone(&client), node.clone(), settings);
     runner.start()?;
     let poller = tokio::spawn(Arc::clone(&runner).poll_loop());
+    let log_key: LogKey = Arc::default();
+    let log_port = if node.network == NetworkType::Classic {
+        start_log_service(&config, &node, Arc::clone(&log_key), Arc::clone(&runner)).await
+    } else {
+        None
+    };
     // Signal handlers before readiness: a stop that follows READY=1 at once must be clean.
     let mut term = signal(SignalKind::terminate()).context("watching SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("watching SIGINT")?;
@@ -79,6 +87,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
         skewed: false,
         slots,
         runner: &runner,
+        log_port,
+        log_key: &log_key,
     };
     let mut next = Duration::ZERO;
     let reason = loop {
@@ -129,6 +139,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
 struct Heartbeat<'a> {
     client: &'a ConsoleClient,
     runner: &'a Runner,
+    log_port: Option<u16>,
+    log_key: &'a LogKey,
     node: &'a Node,
     log: RotatingFile,
     backoff: Backoff,
@@ -150,6 +162,7 @@ impl Heartbeat<'_> {
             } else {
                 self.slots.saturating_sub(self.runner.running())
             },
+            log_port: self.log_port,
         };
         let at = SystemTime::now();
         let result = self
@@ -187,6 +200,17 @@ impl Heartbeat<'_> {
                     );
                 }
                 self.backoff.reset();
+                if let Some(key) = answer
+                    .body
+                    .log_key
+                    .as_deref()
+                    .and_then(tasknode_protocol::logtoken::decode_key)
+                {
+                    let mut held = self.log_key.write().unwrap_or_else(|e| e.into_inner());
+                    if *held != Some(key) {
+                        *held = Some(key);
+                    }
+                }
                 self.interval = Duration::from_secs(answer.body.heartbeat_interval_secs.max(1));
                 self.interval
             }
@@ -254,4 +278,61 @@ fn notify(state: &[sd_notify::NotifyState<'_>]) {
     {
         tracing::warn!(error = %e, "sd_notify failed");
     }
+}
+
+/// Starts the log service of a classic server; returns its port, or `None` (said in agent.log)
+/// when it cannot run: the console then cannot show this server's task logs.
+async fn start_log_service(
+    config: &Config,
+    node: &Node,
+    key: LogKey,
+    runner: Arc<Runner>,
+) -> Option<u16> {
+    let listen = config.logs.listen.as_deref().unwrap_or("0.0.0.0:8000");
+    let Ok(addr) = listen.parse::<std::net::SocketAddr>() else {
+        tracing::error!(
+            listen,
+            "[logs] listen is not an address like 0.0.0.0:8000; the log service is off"
+        );
+        return None;
+    };
+    let allow = match &config.logs.allow {
+        Some(list) => match Allow::parse(list) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!("{e}; the log service is off");
+                return None;
+            }
+        },
+        None => match console_addresses(&config.console_url).await {
+            Ok(ips) => Allow::from_ips(ips),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot resolve the console's host for the log service's allow list; set [logs] allow; the log service is off");
+                return None;
+            }
+        },
+    };
+    let router = logserver::router(&node.id, config.log_dir.clone(), allow.clone(), key, runner);
+    match logserver::spawn(addr, router).await {
+        Ok(port) => {
+            tracing::info!(%addr, port, allow = %allow.describe(), "log service listening");
+            Some(port)
+        }
+        Err(e) => {
+            tracing::error!(%addr, error = %e, "cannot listen for the log service; the console cannot show this server's task logs until it can (is the port taken?)");
+            None
+        }
+    }
+}
+
+/// The addresses the console URL's host resolves to.
+async fn console_addresses(url: &str) -> anyhow::Result<Vec<std::net::IpAddr>> {
+    let url = reqwest::Url::parse(url).context("console URL")?;
+    let host = url.host_str().context("console URL has no host")?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = url.port_or_known_default().unwrap_or(80);
+    let addrs = tokio::net::lookup_host((host, port))
+        .await
+        .with_context(|| format!("resolving {host}"))?;
+    Ok(addrs.map(|a| a.ip()).collect())
 }

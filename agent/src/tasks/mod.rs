@@ -65,6 +65,8 @@ pub struct Settings {
     pub log_max_bytes: u64,
     pub log_retention: Duration,
     pub run_as: Result<RunAs, String>,
+    /// Push task logs to the console (VPC). Classic servers serve them on their log service.
+    pub push_logs: bool,
 }
 
 impl Settings {
@@ -75,6 +77,10 @@ impl Settings {
             log_max_bytes: config.task_log_max_bytes(),
             log_retention: config.task_log_retention(),
             run_as: run_as(config.task_user()),
+            push_logs: config
+                .node
+                .as_ref()
+                .is_some_and(|n| n.network == tasknode_protocol::NetworkType::Vpc),
         }
     }
 
@@ -159,6 +165,13 @@ impl Runner {
             .values()
             .filter(|h| h.phase == Phase::Running)
             .count() as u32
+    }
+
+    /// Whether task `id` is held and its run has not ended.
+    pub fn is_unfinished(&self, id: i64) -> bool {
+        self.lock()
+            .get(&id)
+            .is_some_and(|h| h.phase != Phase::Delivering)
     }
 
     /// Tasks given to this agent whose run has not ended.
@@ -390,7 +403,7 @@ impl Runner {
             run_as: self.settings.run_as.clone(),
         };
         let pushed = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let pusher = {
+        let pusher = self.settings.push_logs.then(|| {
             let me = Arc::clone(&self);
             let pushed = Arc::clone(&pushed);
             let (id, lease) = (a.id, a.lease);
@@ -403,9 +416,11 @@ impl Runner {
                     }
                 }
             })
-        };
+        });
         let ran = process::run(spec, stop).await;
-        pusher.abort();
+        if let Some(p) = pusher {
+            p.abort();
+        }
         tracing::info!(task = a.id, outcome = ?ran.outcome, log_bytes = ran.log_bytes, "task ended");
 
         // 3. Keep the result, then deliver it.
@@ -430,9 +445,11 @@ impl Runner {
         let mut pushed = 0;
         loop {
             let attempt = async {
-                pushed = self
-                    .push_log(id, result.lease, pushed, result.log_bytes)
-                    .await?;
+                if self.settings.push_logs {
+                    pushed = self
+                        .push_log(id, result.lease, pushed, result.log_bytes)
+                        .await?;
+                }
                 self.client
                     .finish_task(&self.node.id, &self.node.secret, id, &result)
                     .await

@@ -102,6 +102,10 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let url = format!("{scheme}://{}", reachable(addr));
     write_private(&data.join("console.url"), &format!("{url}\n"))?;
     let public_url = public_url.unwrap_or_else(|| url.clone());
+    let log_key = crate::auth::load_or_create_log_key(&data.join("log-token.key"))?;
+    let log_key_public: Arc<str> = Arc::from(tasknode_protocol::logtoken::encode_key(
+        &log_key.verifying_key(),
+    ));
     let dispatch = Arc::new(Dispatch::default());
     let state = AppState {
         store: Arc::clone(&store),
@@ -116,6 +120,8 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         console_ca: tls.as_ref().map(|t| Arc::from(t.ca_pem.as_str())),
         dist: args.dist.clone().map(Arc::from),
         dispatch: Arc::clone(&dispatch),
+        log_key: Arc::new(log_key),
+        log_key_public,
         task_logs: Arc::new(
             TaskLogs::open(&data.join("task-logs"))
                 .with_context(|| format!("creating {}", data.join("task-logs").display()))?,
@@ -159,10 +165,13 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let served = match tls {
-        None => axum::serve(listener, router)
-            .with_graceful_shutdown(stopping)
-            .await
-            .context("serving HTTP"),
+        None => axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stopping)
+        .await
+        .context("serving HTTP"),
         Some(tls) => serve_tls(listener, router, tls, stopping).await,
     };
     flusher.abort();
@@ -195,7 +204,7 @@ async fn serve_tls(
         axum_server::tls_rustls::RustlsConfig::from_config(tls.server),
     )
     .handle(handle)
-    .serve(router.into_make_service())
+    .serve(router.into_make_service_with_connect_info::<SocketAddr>())
     .await
     .context("serving HTTPS")
 }

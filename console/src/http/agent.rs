@@ -1,9 +1,10 @@
 //! Endpoints agents call: health (also their clock reference), enroll, heartbeat, shutdown.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use tasknode_protocol::Identity;
 use tasknode_protocol::wire::{
@@ -210,6 +211,7 @@ pub async fn enroll(
 
 pub async fn heartbeat(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     AuthedNode(node_id): AuthedNode,
     StrictJson(req): StrictJson<HeartbeatRequest>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
@@ -222,11 +224,16 @@ pub async fn heartbeat(
                 .to_owned(),
         });
     }
+    state.live.set_log_addr(
+        &node_id,
+        req.log_port.map(|p| SocketAddr::new(peer.ip(), p)),
+    );
     Ok(Json(HeartbeatResponse {
         console_time_ms: now,
         heartbeat_interval_secs: interval_secs(&state),
         desired_version: None,
         commands: Vec::new(),
+        log_key: Some(state.log_key_public.to_string()),
     }))
 }
 

@@ -34,6 +34,9 @@ pub enum ApiError {
     TooLarge { limit: usize },
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// Something the console relies on (an agent's log service) failed.
+    #[error("{message}")]
+    BadGateway { message: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -66,6 +69,7 @@ impl ApiError {
                 "unsupported_media_type",
                 Some("content-type".to_owned()),
             ),
+            ApiError::BadGateway { .. } => (StatusCode::BAD_GATEWAY, "bad_gateway", None),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
         }
     }

@@ -54,6 +54,10 @@ pub struct AppState {
     pub dispatch: Arc<crate::tasks::Dispatch>,
     /// The task logs agents push.
     pub task_logs: Arc<crate::tasks::TaskLogs>,
+    /// Signs the tokens the console reads classic servers' logs with.
+    pub log_key: Arc<ed25519_dalek::SigningKey>,
+    /// Its public half, as heartbeat answers carry it.
+    pub log_key_public: Arc<str>,
 }
 
 impl AppState {

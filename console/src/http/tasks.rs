@@ -215,12 +215,19 @@ pub async fn log(
         ));
     }
     let t = task_or_404(&state, task_id(&raw)?).await?;
-    let logs = Arc::clone(&state.task_logs);
-    let id = t.id;
-    let (bytes, size) = tokio::task::spawn_blocking(move || logs.read(id, q.offset, limit))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(log_error)?;
+    let (bytes, size) = match classic_server(&state, &t).await? {
+        Some((server, node_id)) => {
+            read_from_agent(&state, &server, &node_id, t.id, q.offset, limit).await?
+        }
+        None => {
+            let logs = Arc::clone(&state.task_logs);
+            let id = t.id;
+            tokio::task::spawn_blocking(move || logs.read(id, q.offset, limit))
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?
+                .map_err(log_error)?
+        }
+    };
     let complete = t.state.is_final() && t.log_bytes.is_none_or(|want| size >= want);
     let mut headers = HeaderMap::new();
     headers.insert(
@@ -237,6 +244,98 @@ pub async fn log(
         HeaderValue::from_static(if complete { "true" } else { "false" }),
     );
     Ok((headers, bytes).into_response())
+}
+
+/// The server (name and node id) of a task that ran on a classic server, whose log the
+/// console reads from that server's log service.
+async fn classic_server(state: &AppState, t: &Task) -> Result<Option<(String, String)>, ApiError> {
+    let Some(name) = &t.server else {
+        return Ok(None);
+    };
+    let Some(server) = state.store.server_by_name(name).await? else {
+        return Ok(None);
+    };
+    if server.network != tasknode_protocol::NetworkType::Classic {
+        return Ok(None);
+    }
+    Ok(server.enrollment.map(|e| (server.name, e.node_id)))
+}
+
+fn agent_http() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(3))
+            .build()
+            .unwrap_or_default()
+    })
+}
+
+/// Reads `limit` bytes from `offset` of task `id`'s log from the log service of `server`, with a
+/// token signed for that node and file; returns them and the log's size there.
+async fn read_from_agent(
+    state: &AppState,
+    server: &str,
+    node_id: &str,
+    id: i64,
+    offset: u64,
+    limit: usize,
+) -> Result<(Vec<u8>, u64), ApiError> {
+    let unreachable = |detail: String| ApiError::BadGateway {
+        message: format!(
+            "server {server} keeps this log and serves it on its log service (classic network), which {detail}; check that the agent runs (serverctl status) and that its log port (8000 by default) is open to the console"
+        ),
+    };
+    let Some(addr) = state.live.log_addr(node_id) else {
+        return Err(unreachable(
+            "has not reported itself since the console started".to_owned(),
+        ));
+    };
+    let path = format!("tasks/{id}.log");
+    let token = tasknode_protocol::logtoken::sign(
+        &state.log_key,
+        &tasknode_protocol::logtoken::Grant {
+            node: node_id.to_owned(),
+            path: path.clone(),
+            exp_ms: state.clock.now_ms() + tasknode_protocol::logtoken::TOKEN_LIFE_MS,
+        },
+    );
+    let url = format!("http://{addr}/logs/{path}");
+    let last = offset + limit as u64 - 1;
+    let res = agent_http()
+        .get(&url)
+        .bearer_auth(token)
+        .header(reqwest::header::RANGE, format!("bytes={offset}-{last}"))
+        .send()
+        .await
+        .map_err(|e| unreachable(format!("did not answer at {addr}: {e}")))?;
+    let status = res.status();
+    let size = res
+        .headers()
+        .get("x-tasknode-log-size")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match status.as_u16() {
+        200 | 206 => {
+            let bytes = res
+                .bytes()
+                .await
+                .map_err(|e| unreachable(format!("broke off at {addr}: {e}")))?;
+            let size = size.unwrap_or(offset + bytes.len() as u64);
+            Ok((bytes.to_vec(), size))
+        }
+        416 => Ok((Vec::new(), size.unwrap_or(offset))),
+        // Not written yet (the task has not started), or past its retention there.
+        404 => Ok((Vec::new(), 0)),
+        _ => {
+            let text = res.text().await.unwrap_or_default();
+            Err(unreachable(format!(
+                "refused at {addr} (HTTP {status}: {})",
+                text.trim()
+            )))
+        }
+    }
 }
 
 fn log_error(e: LogError) -> ApiError {
@@ -257,7 +356,11 @@ fn log_error(e: LogError) -> ApiError {
 
 /// What a person reads about a task: its state and why, in words.
 pub(super) fn task_view(state: &AppState, t: &Task) -> Result<TaskView, ApiError> {
-    let log_bytes = state.task_logs.size(t.id).map_err(log_error)?;
+    // Logs pushed by VPC servers are here; classic servers keep theirs and report the size.
+    let log_bytes = match state.task_logs.size(t.id).map_err(log_error)? {
+        0 => t.log_bytes.unwrap_or(0),
+        held => held,
+    };
     let server = t.server.as_deref().unwrap_or("?");
     let duration_ms = match (t.started_ms, t.finished_ms) {
         (Some(s), Some(f)) if t.state.is_final() => Some((f - s).max(0)),

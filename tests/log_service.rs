@@ -1,0 +1,220 @@
+//! The log service of a classic server (port 8000 in production, a loopback port here): the
+//! console reads task logs through it; anyone else, any token the console did not sign for
+//! that node, file and minute, and any path outside the log directory is refused.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use serde_json::Value;
+use tasknode_protocol::logtoken::{self, Grant};
+use tasknode_tests::{Agent, Console, hostname, stderr, wait_for};
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// The console's log key, read from its data directory.
+fn console_key(console: &Console) -> SigningKey {
+    let text = std::fs::read_to_string(console.data().join("log-token.key")).unwrap();
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut bytes).unwrap();
+    SigningKey::from_bytes(&bytes)
+}
+
+/// The port the agent's log service said it listens on.
+fn log_port(agent: &Agent) -> u16 {
+    wait_for(Duration::from_secs(10), "the log service to listen", || {
+        agent
+            .agent_log()
+            .lines()
+            .rev()
+            .find(|l| l.contains("log service listening"))
+            .and_then(|l| l.split(" port=").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+    })
+}
+
+fn token(key: &SigningKey, node: &str, path: &str, exp_ms: i64) -> String {
+    logtoken::sign(
+        key,
+        &Grant {
+            node: node.to_owned(),
+            path: path.to_owned(),
+            exp_ms,
+        },
+    )
+}
+
+/// A raw HTTP/1.1 GET, so that the path reaches the agent exactly as written (no client
+/// normalizes `..` away). Returns the status and the body.
+fn raw_get(port: u16, path: &str, bearer: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {bearer}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_owned();
+    (status, body)
+}
+
+#[test]
+fn the_log_service_serves_the_console_and_refuses_everyone_else() {
+    let console = Console::start(&["--heartbeat-interval", "1s"]);
+    let password = console.create_user("etl");
+    console.cli_ok(&["group", "create", "etl", "--network", "classic"]);
+    console.cli_ok(&["server", "add", "--group", "etl", "--name", &hostname()]);
+    let mut agent = Agent::new();
+    agent.enroll_ok(&console.url, "etl", &password, false);
+    agent.allow_tasks();
+    agent.run();
+    console.wait_status(&hostname(), "available", Duration::from_secs(20));
+    let node = agent.config_value("node.id");
+    let port = log_port(&agent);
+    let key = console_key(&console);
+
+    // The console reads a task's log through the service, live and when it is done.
+    let script = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(script.path(), "echo first\nsleep 2\necho second\n").unwrap();
+    let submitted: Value = serde_json::from_str(&console.cli_ok(&[
+        "task",
+        "submit",
+        "--group",
+        "etl",
+        "--script",
+        script.path().to_str().unwrap(),
+        "--json",
+    ]))
+    .unwrap();
+    let id = submitted["id"].as_i64().unwrap();
+    let path = format!("tasks/{id}.log");
+    let url = format!("http://127.0.0.1:{port}/logs/{path}");
+    let http = reqwest::blocking::Client::new();
+    let good = token(&key, &node, &path, unix_ms() + 60_000);
+    wait_for(Duration::from_secs(10), "the first line", || {
+        let r = http.get(&url).bearer_auth(&good).send().unwrap();
+        (r.status() == 200 && r.text().unwrap() == "first\n").then_some(())
+    });
+    // Follow: a range starting at the end waits for the log to grow.
+    let t0 = std::time::Instant::now();
+    let r = http
+        .get(format!("{url}?follow=true"))
+        .bearer_auth(&good)
+        .header("Range", "bytes=6-")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.headers()["content-range"], "bytes 6-12/13");
+    assert_eq!(r.text().unwrap(), "second\n");
+    assert!(
+        t0.elapsed() > Duration::from_millis(500),
+        "follow answered before the log grew"
+    );
+    let out = console.cli_ok(&["task", "log", &id.to_string(), "--follow"]);
+    assert_eq!(out, "first\nsecond\n");
+    let shown: Value =
+        serde_json::from_str(&console.cli_ok(&["task", "show", &id.to_string(), "--json"]))
+            .unwrap();
+    assert_eq!(shown["log_bytes"], 13);
+    // A range past the end.
+    let r = http
+        .get(&url)
+        .bearer_auth(&good)
+        .header("Range", "bytes=13-")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 416);
+    assert_eq!(r.headers()["content-range"], "bytes */13");
+    // heartbeat.log, with a token for it.
+    let hb = token(&key, &node, "heartbeat.log", unix_ms() + 60_000);
+    let r = http
+        .get(format!("http://127.0.0.1:{port}/logs/heartbeat.log"))
+        .bearer_auth(&hb)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().unwrap().contains("status=200"));
+
+    // Tokens: none, junk, another key, expired, another file, another node.
+    let other_key = SigningKey::from_bytes(&[7; 32]);
+    let refused = [
+        ("", "send the console's log token"),
+        ("junk", "malformed"),
+        (
+            &token(&other_key, &node, &path, unix_ms() + 60_000)[..],
+            "does not verify",
+        ),
+        (&token(&key, &node, &path, unix_ms() - 1_000)[..], "expired"),
+        (&hb[..], "not this path"),
+        (
+            &token(&key, "another-node", &path, unix_ms() + 60_000)[..],
+            "not this one",
+        ),
+    ];
+    for (bearer, why) in refused {
+        let mut req = http.get(&url);
+        if !bearer.is_empty() {
+            req = req.bearer_auth(bearer);
+        }
+        let r = req.send().unwrap();
+        assert_eq!(r.status(), 401, "{why}");
+        assert!(r.text().unwrap().contains(why), "{why}");
+    }
+
+    // Nothing outside the log directory, however the path is spelled; the config (which
+    // holds the node secret) least of all.
+    let secret = agent.config_value("node.secret");
+    for p in [
+        "/logs/../conf/tasknode.conf",
+        "/logs/tasks/../../conf/tasknode.conf",
+        "/logs/tasks/..%2F..%2Fconf%2Ftasknode.conf",
+        "/logs/tasks/%2e%2e%2fheartbeat.log",
+        "/logs/agent.log",
+        "/logs/tasks/1.log.1",
+        "/conf/tasknode.conf",
+    ] {
+        let name = p.trim_start_matches("/logs/");
+        let (status, body) = raw_get(port, p, &token(&key, &node, name, unix_ms() + 60_000));
+        assert!(status == 404 || status == 400, "{p}: HTTP {status}");
+        assert!(!body.contains(&secret), "{p} leaked the config");
+    }
+
+    // Another address: the agent allows only what its config says.
+    agent.stop();
+    let mut text = std::fs::read_to_string(agent.config()).unwrap();
+    text = text.replace("[logs]\n", "[logs]\nallow = [\"10.9.9.9/32\"]\n");
+    std::fs::write(agent.config(), text).unwrap();
+    agent.run();
+    console.wait_status(&hostname(), "available", Duration::from_secs(20));
+    let port = log_port_after(&agent, port);
+    let r = http
+        .get(format!("http://127.0.0.1:{port}/logs/{path}"))
+        .bearer_auth(token(&key, &node, &path, unix_ms() + 60_000))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let out = console.cli(&["task", "log", &id.to_string()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("HTTP 403"), "{}", stderr(&out));
+}
+
+/// The port of a restarted agent's log service (a new one: the old line stays in agent.log).
+fn log_port_after(agent: &Agent, old: u16) -> u16 {
+    wait_for(Duration::from_secs(10), "the restarted log service", || {
+        let p = log_port(agent);
+        (p != old).then_some(p)
+    })
+}
