@@ -32,6 +32,9 @@ pub enum Command {
     Status(StatusArgs),
     /// Start, stop, restart or query the agent service (systemd, SysV script, or a pid file).
     Serverctl(ServerctlArgs),
+    /// Check what operators trip on (config, hostname resolution, console and TLS, clock, log
+    /// port, directories, disk, service) and say how to fix each failure; changes nothing.
+    Doctor(DoctorArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -129,6 +132,15 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,

@@ -59,6 +59,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Enroll(args) => runtime()?.block_on(commands::enroll::run(args))?,
         Command::Run(args) => runtime()?.block_on(commands::run::run(args))?,
         Command::Status(args) => runtime()?.block_on(commands::status::run(args))?,
+        Command::Doctor(args) => runtime()?.block_on(commands::doctor::run(args))?,
         // LSB codes rather than the ones above: status exits 0 running, 1 dead, 3 stopped.
         Command::Serverctl(args) => return commands::serverctl::run(args),
     };

@@ -1,5 +1,6 @@
 //! The agent's subcommands, one module each.
 
+pub mod doctor;
 pub mod enroll;
 pub mod run;
 pub mod serverctl;

@@ -1,0 +1,152 @@
+//! `tasknode doctor` against a real console and agent: all green on a healthy server, and each
+//! thing operators trip on reported as a failure with its fix.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use serde_json::Value;
+use tasknode_tests::{
+    Agent, Console, bin, hostname, root_without_service_manager, serverctl_wrapper,
+};
+
+fn doctor(agent: &Agent, root: &Path, json: bool) -> Output {
+    let mut cmd = Command::new(bin("tasknode"));
+    cmd.arg("doctor")
+        .env("TASKNODE_CONFIG", agent.config())
+        .env("TASKNODE_ROOT", root);
+    if json {
+        cmd.arg("--json");
+    }
+    cmd.output().unwrap()
+}
+
+fn checks(out: &Output) -> Vec<Value> {
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["checks"].as_array().unwrap().clone()
+}
+
+fn check<'a>(all: &'a [Value], name: &str) -> &'a Value {
+    all.iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name}: {all:#?}"))
+}
+
+#[test]
+fn doctor_passes_a_healthy_server_and_names_each_failure_with_its_fix() {
+    let mut console = Console::start(&["--heartbeat-interval", "1s"]);
+    let password = console.create_user("etl");
+    console.cli_ok(&["group", "create", "etl", "--network", "classic"]);
+    console.cli_ok(&["server", "add", "--group", "etl", "--name", &hostname()]);
+    let agent = Agent::new();
+    agent.enroll_ok(&console.url, "etl", &password, false);
+    // A fixed log port, so doctor can probe it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = std::fs::read_to_string(agent.config())
+        .unwrap()
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    std::fs::write(agent.config(), text).unwrap();
+    let root = root_without_service_manager(agent.dir.path());
+    let wrapper = serverctl_wrapper(agent.dir.path(), &bin("tasknode"), &agent.config());
+    let serverctl = |action: &str| {
+        Command::new(&wrapper)
+            .arg(action)
+            .env("TASKNODE_ROOT", &root)
+            .env_remove("TASKNODE_CONFIG")
+            .output()
+            .unwrap()
+    };
+    assert!(serverctl("start").status.success());
+    console.wait_status(&hostname(), "available", Duration::from_secs(20));
+
+    // Healthy: every check passes, and the text says so.
+    let out = doctor(&agent, &root, false);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    for name in [
+        "config",
+        "hostname",
+        "console",
+        "server",
+        "clock",
+        "log service",
+        "service",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("ok") && l.contains(name)),
+            "{name} not ok:\n{text}"
+        );
+    }
+    assert!(text.contains("all checks passed"));
+    let out = doctor(&agent, &root, true);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["healthy"], true);
+
+    // The config readable by others.
+    std::fs::set_permissions(agent.config(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = doctor(&agent, &root, true);
+    assert_eq!(out.status.code(), Some(1));
+    let all = checks(&out);
+    assert_eq!(check(&all, "config")["verdict"], "fail");
+    assert!(
+        check(&all, "config")["fix"]
+            .as_str()
+            .unwrap()
+            .contains("chmod 600")
+    );
+    std::fs::set_permissions(agent.config(), std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    // The agent stopped: the service and its log port.
+    assert!(serverctl("stop").status.success());
+    let all = checks(&doctor(&agent, &root, true));
+    assert_eq!(check(&all, "service")["verdict"], "fail");
+    assert_eq!(check(&all, "service")["fix"], "serverctl start");
+    assert_eq!(check(&all, "log service")["verdict"], "fail");
+
+    // The console away.
+    console.kill();
+    let all = checks(&doctor(&agent, &root, true));
+    let c = check(&all, "console");
+    assert_eq!(c["verdict"], "fail");
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .contains("cannot reach the console"),
+        "{c}"
+    );
+    assert!(c["fix"].as_str().unwrap().contains("reachable"), "{c}");
+
+    // A console whose clock is 5 minutes off.
+    drop(console);
+    let skewed = Console::start(&["--clock-offset", "300"]);
+    let mut text = std::fs::read_to_string(agent.config()).unwrap();
+    let old_url = text
+        .lines()
+        .find(|l| l.starts_with("console_url"))
+        .unwrap()
+        .to_owned();
+    text = text.replace(&old_url, &format!("console_url = \"{}\"", skewed.url));
+    std::fs::write(agent.config(), text).unwrap();
+    let all = checks(&doctor(&agent, &root, true));
+    // The node is unknown to that console; the clock is still measured from its answer.
+    let console_check = check(&all, "console");
+    assert_eq!(console_check["verdict"], "fail");
+    assert!(
+        console_check["fix"]
+            .as_str()
+            .unwrap()
+            .contains("enroll again"),
+        "{console_check}"
+    );
+    let clock = check(&all, "clock");
+    assert_eq!(clock["verdict"], "fail", "{clock}");
+    assert!(clock["fix"].as_str().unwrap().contains("chronyc makestep"));
+}
