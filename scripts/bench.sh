@@ -221,42 +221,64 @@ fi
 
 # ---- task dispatch and log streaming -----------------------------------------------------
 if [ "$QUICK" = 1 ]; then DISPATCH_TASKS=20 LOG_MB=20; else DISPATCH_TASKS=200 LOG_MB=200; fi
-say "task dispatch: $DISPATCH_TASKS tasks one at a time, and a ${LOG_MB} MB log ($RUNS runs)"
+say "tasks: dispatch of $DISPATCH_TASKS, one at a time, and a ${LOG_MB} MB log, classic and vpc ($RUNS runs)"
+VPC_UUID=4c4c4544-0042-3510-8051-b4c04f33beef
+# start_task_agent NETWORK: a group named NETWORK with this host in it, and a release agent for it.
+start_task_agent() {
+  local network=$1 home=$WORK/$1-agent$run root=
+  local conf=$home/conf/tasknode.conf name
+  name=$(uname -n | tr 'A-Z' 'a-z')
+  if [ "$network" = vpc ]; then
+    # A VPC server is known by its DMI UUID: this one reports its own, from a host root of its own.
+    root=$home/root
+    name=$VPC_UUID
+    mkdir -p "$root/sys/class/dmi/id" "$root/proc"
+    cp /proc/meminfo "$root/proc/meminfo"
+    echo "$VPC_UUID" >"$root/sys/class/dmi/id/product_uuid"
+  fi
+  "$CONSOLE" group create "$network" --network "$network" >/dev/null
+  "$CONSOLE" server add --group "$network" --name "$name" >/dev/null
+  env ${root:+TASKNODE_ROOT="$root"} "$AGENT" enroll --console "$CONSOLE_URL" --user-name disp --password-file "$WORK/pw" \
+    --enable-uuid "$([ "$network" = vpc ] && echo true || echo false)" --config "$conf" >/dev/null
+  printf '\n[logs]\nlisten = "127.0.0.1:0"\n\n[tasks]\nlog_max_bytes = %s\n' $((LOG_MB * 1000000 + 1000000)) >>"$conf"
+  if [ "$(id -u)" = 0 ]; then
+    # Tasks never run as root: as root, the agent runs them as nobody, who must reach work/.
+    printf 'user = "nobody"\n' >>"$conf"
+    chmod 711 "$WORK" "$home"
+  fi
+  env ${root:+TASKNODE_ROOT="$root"} "$AGENT" run --config "$conf" 2>/dev/null &
+  PIDS+=("$!")
+  TASK_AGENTS+=("$!")
+}
 for run in $(seq "$RUNS"); do
   data=$WORK/dispatch$run
   start_console "$data" --heartbeat-interval 1s
   export TASKNODE_DATA=$data TASKNODE_CONSOLE=$CONSOLE_URL
   "$CONSOLE" user create disp --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["password"])' >"$WORK/pw"
   chmod 600 "$WORK/pw"
-  "$CONSOLE" group create disp --network classic >/dev/null
-  "$CONSOLE" server add --group disp --name "$(uname -n | tr 'A-Z' 'a-z')" >/dev/null
-  home=$WORK/dispatch-agent$run
-  conf=$home/conf/tasknode.conf
-  "$AGENT" enroll --console "$CONSOLE_URL" --user-name disp --password-file "$WORK/pw" \
-    --enable-uuid false --config "$conf" >/dev/null
-  printf '\n[tasks]\nlog_max_bytes = %s\n' $((LOG_MB * 1000000 + 1000000)) >>"$conf"
-  if [ "$(id -u)" = 0 ]; then
-    # Tasks never run as root: as root, the agent runs them as nobody, who must reach work/.
-    printf 'user = "nobody"\n' >>"$conf"
-    chmod 711 "$WORK" "$home"
-  fi
-  "$AGENT" run --config "$conf" 2>/dev/null &
-  agent=$!
-  PIDS+=("$agent")
+  TASK_AGENTS=()
+  start_task_agent classic
+  start_task_agent vpc
   for _ in $(seq 100); do
-    "$CONSOLE" server list --json | grep -q '"status": "available"' && break
+    [ "$("$CONSOLE" server list --json | grep -c '"status": "available"')" = 2 ] && break
     sleep 0.2
   done
-  "$LOADGEN" dispatch --console "$CONSOLE_URL" --token-file "$data/admin.token" --group disp \
-    --tasks "$DISPATCH_TASKS" --log-mb "$LOG_MB" >"$WORK/dispatch$run.json"
-  python3 - "$WORK/dispatch$run.json" >>"$RESULTS" <<'PY'
+  for network in classic vpc; do
+    "$LOADGEN" dispatch --console "$CONSOLE_URL" --token-file "$data/admin.token" --group "$network" \
+      --tasks "$DISPATCH_TASKS" --log-mb "$LOG_MB" >"$WORK/dispatch-$network$run.json" \
+      || die "task benchmark on the $network group failed"
+  done
+  python3 - "$WORK/dispatch-classic$run.json" "$WORK/dispatch-vpc$run.json" >>"$RESULTS" <<'PY'
 import json, sys
-r = json.load(open(sys.argv[1]))
+classic, vpc = (json.load(open(p)) for p in sys.argv[1:3])
 for key in ("p50", "p99", "max"):
-    print(json.dumps({"metric": f"task_dispatch_{key}_ms", "unit": "ms", "value": r[f"dispatch_{key}_ms"]}))
-print(json.dumps({"metric": "task_log_streaming", "unit": "MB/s", "value": r["log_mb_per_s"]}))
+    print(json.dumps({"metric": f"task_dispatch_{key}_ms", "unit": "ms", "value": classic[f"dispatch_{key}_ms"]}))
+print(json.dumps({"metric": "task_dispatch_vpc_p50_ms", "unit": "ms", "value": vpc["dispatch_p50_ms"]}))
+print(json.dumps({"metric": "task_log_vpc_pushed", "unit": "MB/s", "value": vpc["log_mb_per_s"]}))
+print(json.dumps({"metric": "task_log_vpc_read", "unit": "MB/s", "value": vpc["log_read_mb_per_s"]}))
+print(json.dumps({"metric": "task_log_classic_read", "unit": "MB/s", "value": classic["log_read_mb_per_s"]}))
 PY
-  stop_pid "$agent"
+  for p in "${TASK_AGENTS[@]}"; do stop_pid "$p"; done
   stop_pid "$CONSOLE_PID"
   unset TASKNODE_DATA TASKNODE_CONSOLE
 done
@@ -418,8 +440,10 @@ lines += [
     "`tasknode-dist index` (which also signs repomd.xml) beside `createrepo_c --no-database`; the ratio is ours over theirs. "
     "`reindex_N_rpms_tasknode_dist_s` indexes the same directory again, reusing what the old metadata lists.",
     "- `task_dispatch_*`: from submitting a task (`POST /api/v1/tasks`) to the first instruction of its script (it prints `date +%s%N`), "
-    "tasks submitted one at a time to a group served by the release agent on this host, over loopback (`tasknode-loadgen dispatch`). "
-    "`task_log_streaming` is a task writing 200 MB (20 in quick mode) of output: megabytes per second from its submit until the console holds its whole log.",
+    "tasks submitted one at a time to a classic group served by the release agent on this host, over loopback (`tasknode-loadgen dispatch`); "
+    "`task_dispatch_vpc_p50_ms` is the same for a VPC group. `task_log_vpc_pushed`: a task writing 200 MB (20 in quick mode) on the VPC server, "
+    "megabytes per second from its submit until the console holds the whole log its agent pushed. `task_log_*_read`: reading that log back through "
+    "`GET /api/v1/tasks/ID/log`, 1 MiB at a time: from the console's disk (vpc), or through the console from the classic agent's log service.",
 ]
 if install_note:
     lines += ["", install_note]

@@ -75,8 +75,9 @@ enum Command {
         duration: Duration,
     },
     /// Submit tasks one at a time to GROUP (served by an agent on this host) and measure from
-    /// submit to the script's first instruction; then one task writing LOG_MB megabytes and the
-    /// time until the console holds its whole log.
+    /// submit to the script's first instruction; then one task writing LOG_MB megabytes: the
+    /// time until the console has its whole log, and the time to read it back through the
+    /// console.
     Dispatch {
         #[arg(long)]
         console: String,
@@ -533,6 +534,24 @@ async fn dispatch(
             "the console holds {held} bytes of the {bytes}-byte log; raise the agent's log_max_bytes"
         );
     }
+    // Reading it back through the console, 1 MiB at a time, as `task log` does.
+    let t1 = Instant::now();
+    let mut offset: u64 = 0;
+    while offset < held {
+        let chunk = http
+            .get(format!("{console}/api/v1/tasks/{id}/log?offset={offset}"))
+            .bearer_auth(&token)
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes()
+            .await?;
+        if chunk.is_empty() {
+            bail!("the log of task {id} ended at {offset} of {held} bytes");
+        }
+        offset += chunk.len() as u64;
+    }
+    let read_secs = t1.elapsed().as_secs_f64();
     println!(
         "{}",
         json!({
@@ -543,6 +562,8 @@ async fn dispatch(
             "log_bytes": held,
             "log_seconds": took,
             "log_mb_per_s": held as f64 / 1e6 / took,
+            "log_read_seconds": read_secs,
+            "log_read_mb_per_s": held as f64 / 1e6 / read_secs,
         })
     );
     Ok(())
