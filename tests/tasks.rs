@@ -616,3 +616,43 @@ fn serverctl_stop_says_which_tasks_it_waits_for_and_lets_them_finish() {
     let said = serverctl("stop");
     assert!(!said.contains("running task"), "{said}");
 }
+
+#[test]
+fn the_console_lifts_its_open_file_limit_for_long_polls() {
+    // Every agent holds a long poll open: started with a soft limit of 256 open files, the
+    // console raises it to the hard limit.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut child = std::process::Command::new(tasknode_tests::which("prlimit"))
+        .arg("--nofile=256:4096")
+        .arg(bin("tasknode-console"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _stop = OnDrop(|| {
+        let _ = child.kill();
+        let _ = child.wait();
+    });
+    wait_for(Duration::from_secs(10), "the console to start", || {
+        data.join("console.url").exists().then_some(())
+    });
+    let pid = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .find(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(data.to_str().unwrap()))
+        })
+        .unwrap()
+        .path();
+    let limits = std::fs::read_to_string(pid.join("limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let numbers: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers, ["4096", "4096"], "{line}");
+}

@@ -361,6 +361,13 @@ impl Runner {
                 self.forget(a.id);
                 return;
             }
+            // An assignment that arrives while the agent drains is not started; the console
+            // queues it again once it sees the agent no longer holds it.
+            if self.draining.load(Ordering::SeqCst) {
+                tracing::info!(task = a.id, "not starting a task while draining");
+                self.forget(a.id);
+                return;
+            }
             let req = StartTask {
                 lease: a.lease,
                 at_ms: process::now_ms(),

@@ -36,6 +36,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     // The database holds password hashes and secret digests: nothing the console writes is
     // for other users.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    raise_open_file_limit();
     let data = global.data.clone().unwrap_or_else(super::default_data_dir);
     fs::DirBuilder::new()
         .recursive(true)
@@ -331,5 +332,24 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term => tracing::info!("SIGTERM: shutting down"),
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: shutting down"),
+    }
+}
+
+/// Every agent keeps a long poll open beside its heartbeats: lift the soft limit on open files
+/// to the hard one, which is often 1024 against 524288.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let before = limit.current;
+        limit.current = limit.maximum;
+        match setrlimit(Resource::Nofile, limit.clone()) {
+            Ok(()) => {
+                tracing::info!(from = ?before, to = ?limit.current, "raised the open-file limit")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not raise the open-file limit; each agent holds up to two connections")
+            }
+        }
     }
 }
