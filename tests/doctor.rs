@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tasknode_tests::{
-    Agent, Console, bin, hostname, root_without_service_manager, serverctl_wrapper,
+    Agent, Console, bin, hostname, root_without_service_manager, run_serverctl, serverctl_wrapper,
 };
 
 fn doctor(agent: &Agent, root: &Path, json: bool) -> Output {
@@ -48,20 +48,10 @@ fn doctor_passes_a_healthy_server_and_names_each_failure_with_its_fix() {
         .local_addr()
         .unwrap()
         .port();
-    let text = std::fs::read_to_string(agent.config())
-        .unwrap()
-        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
-    std::fs::write(agent.config(), text).unwrap();
+    agent.set_config("logs", "listen", format!("127.0.0.1:{port}").into());
     let root = root_without_service_manager(agent.dir.path());
     let wrapper = serverctl_wrapper(agent.dir.path(), &bin("tasknode"), &agent.config());
-    let serverctl = |action: &str| {
-        Command::new(&wrapper)
-            .arg(action)
-            .env("TASKNODE_ROOT", &root)
-            .env_remove("TASKNODE_CONFIG")
-            .output()
-            .unwrap()
-    };
+    let serverctl = |action: &str| run_serverctl(&wrapper, &root, action);
     assert!(serverctl("start").status.success());
     console.wait_status(&hostname(), "available", Duration::from_secs(20));
 
@@ -127,14 +117,10 @@ fn doctor_passes_a_healthy_server_and_names_each_failure_with_its_fix() {
     // A console whose clock is 5 minutes off.
     drop(console);
     let skewed = Console::start(&["--clock-offset", "300"]);
-    let mut text = std::fs::read_to_string(agent.config()).unwrap();
-    let old_url = text
-        .lines()
-        .find(|l| l.starts_with("console_url"))
-        .unwrap()
-        .to_owned();
-    text = text.replace(&old_url, &format!("console_url = \"{}\"", skewed.url));
-    std::fs::write(agent.config(), text).unwrap();
+    let mut doc: toml::Table =
+        toml::from_str(&std::fs::read_to_string(agent.config()).unwrap()).unwrap();
+    doc.insert("console_url".into(), skewed.url.clone().into());
+    std::fs::write(agent.config(), toml::to_string(&doc).unwrap()).unwrap();
     let all = checks(&doctor(&agent, &root, true));
     // The node is unknown to that console; the clock is still measured from its answer.
     let console_check = check(&all, "console");

@@ -194,9 +194,11 @@ fn the_log_service_serves_the_console_and_refuses_everyone_else() {
 
     // Another address: the agent allows only what its config says.
     agent.stop();
-    let mut text = std::fs::read_to_string(agent.config()).unwrap();
-    text = text.replace("[logs]\n", "[logs]\nallow = [\"10.9.9.9/32\"]\n");
-    std::fs::write(agent.config(), text).unwrap();
+    agent.set_config(
+        "logs",
+        "allow",
+        toml::Value::Array(vec!["10.9.9.9/32".into()]),
+    );
     agent.run();
     console.wait_status(&hostname(), "available", Duration::from_secs(20));
     let port = log_port_after(&agent, port);

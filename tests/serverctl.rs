@@ -7,8 +7,8 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use tasknode_tests::{
-    Agent, Console, bin, hostname, root_without_service_manager, serverctl_wrapper, stderr,
-    wait_for,
+    Agent, Console, bin, hostname, root_without_service_manager, run_serverctl, serverctl_wrapper,
+    stderr, wait_for,
 };
 
 fn stdout(out: &Output) -> String {
@@ -26,14 +26,7 @@ fn serverctl_manages_the_agent_through_a_pid_file() {
     let root = root_without_service_manager(agent.dir.path());
 
     let wrapper = serverctl_wrapper(agent.dir.path(), &bin("tasknode"), &agent.config());
-    let serverctl = |action: &str| {
-        Command::new(&wrapper)
-            .arg(action)
-            .env("TASKNODE_ROOT", &root)
-            .env_remove("TASKNODE_CONFIG")
-            .output()
-            .unwrap()
-    };
+    let serverctl = |action: &str| run_serverctl(&wrapper, &root, action);
     let pid_file = agent.dir.path().join("tasknode/run/tasknode.pid");
     let pid = || {
         std::fs::read_to_string(&pid_file)

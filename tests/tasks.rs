@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tasknode_tests::{
-    Agent, Console, bin, hostname, root_without_service_manager, serverctl_wrapper, stderr,
-    wait_for,
+    Agent, Console, bin, hostname, root_without_service_manager, run_serverctl, serverctl_wrapper,
+    stderr, wait_for,
 };
 
 const UUIDS: [&str; 2] = [
@@ -398,13 +398,7 @@ fn a_huge_log_is_capped_and_the_task_still_succeeds() {
     let mut agent = Agent::new();
     agent.enroll_ok(&console.url, "etl", &password, false);
     agent.allow_tasks();
-    let mut text = std::fs::read_to_string(agent.config()).unwrap();
-    text.push_str(if rustix::process::geteuid().is_root() {
-        "log_max_bytes = 100000\n"
-    } else {
-        "\n[tasks]\nlog_max_bytes = 100000\n"
-    });
-    std::fs::write(agent.config(), text).unwrap();
+    agent.set_config("tasks", "log_max_bytes", 100_000.into());
     agent.run();
     console.wait_status(&hostname(), "available", Duration::from_secs(20));
     // 50 MB of output.
@@ -538,13 +532,7 @@ fn a_stopping_agent_drains_then_kills_what_outlives_the_drain_timeout() {
     let first = id;
 
     // Past the drain timeout the agent kills the task and says so.
-    let mut text = std::fs::read_to_string(agent.config()).unwrap();
-    text.push_str(if rustix::process::geteuid().is_root() {
-        "drain_timeout_secs = 1\n"
-    } else {
-        "\n[tasks]\ndrain_timeout_secs = 1\n"
-    });
-    std::fs::write(agent.config(), text).unwrap();
+    agent.set_config("tasks", "drain_timeout_secs", 1.into());
     agent.run();
     console.wait_status(&hostname(), "available", Duration::from_secs(20));
     assert_eq!(log_of(&console, first), "done\n");
@@ -576,23 +564,14 @@ fn serverctl_stop_says_which_tasks_it_waits_for_and_lets_them_finish() {
     let root = root_without_service_manager(agent.dir.path());
     let wrapper = serverctl_wrapper(agent.dir.path(), &bin("tasknode"), &agent.config());
     let serverctl = |action: &str| {
-        let out = std::process::Command::new(&wrapper)
-            .arg(action)
-            .env("TASKNODE_ROOT", &root)
-            .env_remove("TASKNODE_CONFIG")
-            .output()
-            .unwrap();
+        let out = run_serverctl(&wrapper, &root, action);
         assert!(out.status.success(), "serverctl {action}: {}", stderr(&out));
         String::from_utf8(out.stdout).unwrap()
     };
     serverctl("start");
     // Whatever happens below, the agent serverctl started does not outlive the test.
     let _stop = OnDrop(|| {
-        let _ = std::process::Command::new(&wrapper)
-            .arg("stop")
-            .env("TASKNODE_ROOT", &root)
-            .env_remove("TASKNODE_CONFIG")
-            .output();
+        run_serverctl(&wrapper, &root, "stop");
     });
     console.wait_status(&hostname(), "available", Duration::from_secs(20));
     let id = submit(&console, "etl", "sleep 3\necho finished\n", None);

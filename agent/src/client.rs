@@ -205,26 +205,11 @@ impl ConsoleClient {
         secret: &str,
         reason: &str,
     ) -> Result<(), ClientError> {
-        let url = self.url(&format!("/api/v1/nodes/{node_id}/shutdown"));
-        let req = self
-            .http
-            .post(url.clone())
-            .header(AUTHORIZATION, format!("Bearer {secret}"))
-            .json(&ShutdownRequest {
-                reason: reason.to_owned(),
-            });
-        let started = Instant::now();
-        let res = req.send().await.map_err(|e| ClientError::Unreachable {
-            url: url.to_string(),
-            detail: describe(e),
-            latency: started.elapsed(),
-        })?;
-        if res.status().is_success() {
-            return Ok(());
-        }
-        let status = res.status().as_u16();
-        let bytes = res.bytes().await.unwrap_or_default();
-        Err(refusal(status, &bytes, started.elapsed(), None))
+        let path = format!("/api/v1/nodes/{node_id}/shutdown");
+        let body = ShutdownRequest {
+            reason: reason.to_owned(),
+        };
+        self.post_no_content(&path, secret, &body).await
     }
 
     /// Asks for work; the console answers within `req.wait_secs`, so this request may take

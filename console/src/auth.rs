@@ -116,18 +116,22 @@ pub fn load_or_create_admin_token(path: &Path) -> Result<(SecretDigest, bool), A
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let token = generate_secret();
-            let mut file = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(io_err)?;
-            writeln!(file, "{token}").map_err(io_err)?;
-            file.sync_all().map_err(io_err)?;
+            write_private(path, &token).map_err(io_err)?;
             Ok((digest(&token), true))
         }
         Err(e) => Err(io_err(e)),
     }
+}
+
+/// Creates `path` (it must not exist) with mode 0600 holding `line`, synced to disk.
+fn write_private(path: &Path, line: &str) -> std::io::Result<()> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    writeln!(file, "{line}")?;
+    file.sync_all()
 }
 
 /// Loads the console's ed25519 log key from `path` (hex of its 32 secret bytes), creating it
@@ -150,14 +154,7 @@ pub fn load_or_create_log_key(path: &Path) -> Result<ed25519_dalek::SigningKey, 
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut bytes = [0u8; 32];
             OsRng.fill_bytes(&mut bytes);
-            let mut file = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(io_err)?;
-            writeln!(file, "{}", hex::encode(bytes)).map_err(io_err)?;
-            file.sync_all().map_err(io_err)?;
+            write_private(path, &hex::encode(bytes)).map_err(io_err)?;
             Ok(ed25519_dalek::SigningKey::from_bytes(&bytes))
         }
         Err(e) => Err(io_err(e)),

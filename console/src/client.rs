@@ -147,26 +147,12 @@ impl AdminClient {
         query: &[(&str, &str)],
     ) -> Result<(reqwest::header::HeaderMap, Vec<u8>), ClientError> {
         let url = self.url(path);
-        let res = self
+        let req = self
             .http
             .get(url.clone())
             .bearer_auth(&self.token)
-            .query(query)
-            .send()
-            .await
-            .map_err(|source| ClientError::Unreachable {
-                url: url.clone(),
-                source,
-            })?;
-        let status = res.status();
-        let headers = res.headers().clone();
-        let bytes = res
-            .bytes()
-            .await
-            .map_err(|source| ClientError::Unreachable {
-                url: url.clone(),
-                source,
-            })?;
+            .query(query);
+        let (status, headers, bytes) = self.exchange(&url, req).await?;
         if status.is_success() {
             return Ok((headers, bytes.to_vec()));
         }
@@ -178,21 +164,7 @@ impl AdminClient {
         url: Url,
         req: reqwest::RequestBuilder,
     ) -> Result<T, ClientError> {
-        let res = req
-            .send()
-            .await
-            .map_err(|source| ClientError::Unreachable {
-                url: url.clone(),
-                source,
-            })?;
-        let status = res.status();
-        let bytes = res
-            .bytes()
-            .await
-            .map_err(|source| ClientError::Unreachable {
-                url: url.clone(),
-                source,
-            })?;
+        let (status, _, bytes) = self.exchange(&url, req).await?;
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| ClientError::BadAnswer {
                 url,
@@ -202,28 +174,43 @@ impl AdminClient {
         }
         Err(refusal(url, status, &bytes))
     }
+
+    /// Sends a request and reads the whole answer, whatever its status.
+    async fn exchange(
+        &self,
+        url: &Url,
+        req: reqwest::RequestBuilder,
+    ) -> Result<(StatusCode, reqwest::header::HeaderMap, axum::body::Bytes), ClientError> {
+        let unreachable = |source| ClientError::Unreachable {
+            url: url.clone(),
+            source,
+        };
+        let res = req.send().await.map_err(unreachable)?;
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = res.bytes().await.map_err(unreachable)?;
+        Ok((status, headers, bytes))
+    }
 }
 
 /// The error for a non-success answer: the console's own words where it gave them.
 fn refusal(url: Url, status: StatusCode, bytes: &[u8]) -> ClientError {
-    {
-        match serde_json::from_slice::<ErrorBody>(bytes) {
-            Ok(body) if status.is_client_error() => ClientError::Refused {
-                status: status.as_u16(),
-                field: body.error.field,
-                message: body.error.message,
-            },
-            Ok(body) => ClientError::BadAnswer {
-                url,
-                status: status.as_u16(),
-                message: body.error.message,
-            },
-            Err(_) => ClientError::BadAnswer {
-                url,
-                status: status.as_u16(),
-                message: describe(status, bytes),
-            },
-        }
+    match serde_json::from_slice::<ErrorBody>(bytes) {
+        Ok(body) if status.is_client_error() => ClientError::Refused {
+            status: status.as_u16(),
+            field: body.error.field,
+            message: body.error.message,
+        },
+        Ok(body) => ClientError::BadAnswer {
+            url,
+            status: status.as_u16(),
+            message: body.error.message,
+        },
+        Err(_) => ClientError::BadAnswer {
+            url,
+            status: status.as_u16(),
+            message: describe(status, bytes),
+        },
     }
 }
 

@@ -391,13 +391,34 @@ impl Agent {
     /// Tests run many agents at once: each classic agent's log service listens on a port of
     /// its own on loopback instead of 0.0.0.0:8000.
     fn private_log_port(&self) {
-        let Ok(mut text) = std::fs::read_to_string(self.config()) else {
-            return;
-        };
-        if !text.contains("[logs]") {
-            text.push_str("\n[logs]\nlisten = \"127.0.0.1:0\"\n");
-            std::fs::write(self.config(), text).unwrap();
+        if self.config().exists() {
+            self.set_config("logs", "listen", "127.0.0.1:0".into());
         }
+    }
+
+    /// Sets `key` of the config's `[table]` (creating the table), as an operator editing the
+    /// file would; the file keeps its mode.
+    pub fn set_config(&self, table: &str, key: &str, value: toml::Value) {
+        let text = std::fs::read_to_string(self.config()).unwrap();
+        let mut doc: toml::Table = toml::from_str(&text).unwrap();
+        doc.entry(table)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .unwrap()
+            .insert(key.to_owned(), value);
+        std::fs::write(self.config(), toml::to_string(&doc).unwrap()).unwrap();
+    }
+
+    /// Lets this agent run tasks when the tests run as root: tasks never run as root, so they
+    /// run as `nobody`, who must reach their working directories under this agent's tempdir.
+    /// Call after enrolling.
+    pub fn allow_tasks(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        if !rustix::process::geteuid().is_root() {
+            return;
+        }
+        std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+        self.set_config("tasks", "user", "nobody".into());
     }
 
     pub fn enroll_ok(&self, console: &str, user: &str, password: &str, enable_uuid: bool) {
@@ -471,20 +492,6 @@ impl Agent {
         std::fs::read_to_string(self.logs().join("agent.log")).unwrap_or_default()
     }
 
-    /// Lets this agent run tasks when the tests run as root: tasks never run as root, so they
-    /// run as `nobody`, who must reach their working directories under this agent's tempdir.
-    /// Call after enrolling.
-    pub fn allow_tasks(&self) {
-        use std::os::unix::fs::PermissionsExt;
-        if !rustix::process::geteuid().is_root() {
-            return;
-        }
-        std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-        let mut text = std::fs::read_to_string(self.config()).unwrap();
-        text.push_str("\n[tasks]\nuser = \"nobody\"\n");
-        std::fs::write(self.config(), text).unwrap();
-    }
-
     /// A string from the agent config by dotted path, e.g. `node.id`.
     pub fn config_value(&self, path: &str) -> String {
         let text = std::fs::read_to_string(self.config()).unwrap();
@@ -532,6 +539,16 @@ pub fn root_without_service_manager(dir: &Path) -> PathBuf {
     )
     .unwrap();
     root
+}
+
+/// Runs `wrapper ACTION` (a [`serverctl_wrapper`]) with the host root `root`.
+pub fn run_serverctl(wrapper: &Path, root: &Path, action: &str) -> Output {
+    Command::new(wrapper)
+        .arg(action)
+        .env("TASKNODE_ROOT", root)
+        .env_remove("TASKNODE_CONFIG")
+        .output()
+        .unwrap()
 }
 
 /// bin/serverctl as install.sh lays it out in `dir`, pointing at `agent` and `config`.

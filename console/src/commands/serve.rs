@@ -343,7 +343,7 @@ fn raise_open_file_limit() {
     if limit.current < limit.maximum {
         let before = limit.current;
         limit.current = limit.maximum;
-        match setrlimit(Resource::Nofile, limit.clone()) {
+        match setrlimit(Resource::Nofile, limit) {
             Ok(()) => {
                 tracing::info!(from = ?before, to = ?limit.current, "raised the open-file limit")
             }

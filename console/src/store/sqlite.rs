@@ -120,6 +120,22 @@ fn project_id(conn: &Connection, project: &str) -> Result<i64, StoreError> {
     })
 }
 
+/// The id and network of group `group` of `project`, or `NotFound` naming what is missing.
+fn group_of(conn: &Connection, project: &str, group: &str) -> Result<(i64, String), StoreError> {
+    let pid = project_id(conn, project)?;
+    conn.query_row(
+        "SELECT id, network FROM resource_groups WHERE project_id = ?1 AND name = ?2",
+        params![pid, group],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
+    .map_err(sql("looking up a resource group"))?
+    .ok_or_else(|| StoreError::NotFound {
+        kind: "resource group",
+        name: group.to_owned(),
+    })
+}
+
 fn parse_network(s: &str) -> NetworkType {
     // The CHECK constraint admits only these two.
     if s == "vpc" {
@@ -402,19 +418,7 @@ impl Store for SqliteStore {
         let (project, group, name) = (project.to_owned(), group.to_owned(), name.to_owned());
         self.call(move |conn| {
             let tx = conn.transaction().map_err(sql("adding a server"))?;
-            let pid = project_id(&tx, &project)?;
-            let gid: i64 = tx
-                .query_row(
-                    "SELECT id FROM resource_groups WHERE project_id = ?1 AND name = ?2",
-                    params![pid, group],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(sql("adding a server"))?
-                .ok_or_else(|| StoreError::NotFound {
-                    kind: "resource group",
-                    name: group.clone(),
-                })?;
+            let (gid, _) = group_of(&tx, &project, &group)?;
             if let Some(existing) = server_by(&tx, ServerKey::Name, &name)? {
                 return Err(StoreError::ServerTaken {
                     name,
@@ -535,18 +539,7 @@ impl Store for SqliteStore {
         self.call(move |conn| {
             let tx = conn.transaction().map_err(sql("creating an enrollment token"))?;
             let pid = project_id(&tx, &project)?;
-            let (gid, network): (i64, String) = tx
-                .query_row(
-                    "SELECT id, network FROM resource_groups WHERE project_id = ?1 AND name = ?2",
-                    params![pid, group],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()
-                .map_err(sql("creating an enrollment token"))?
-                .ok_or_else(|| StoreError::NotFound {
-                    kind: "resource group",
-                    name: group.clone(),
-                })?;
+            let (gid, network) = group_of(&tx, &project, &group)?;
             let uid: i64 = tx
                 .query_row(
                     "SELECT id FROM users WHERE name = ?1 AND project_id = ?2",

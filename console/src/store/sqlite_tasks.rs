@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use tasknode_protocol::tasks::{FinishTask, HeldTask, Outcome, TaskAssignment, TaskState};
 
-use super::{Fenced, Reconciled, StoreError, Task, TaskFilter, project_id, sql};
+use super::{Fenced, Reconciled, StoreError, Task, TaskFilter, group_of, sql};
 
 const ACTIVE: &str = "('assigned', 'running')";
 
@@ -76,19 +76,7 @@ pub(super) fn submit(
     now_ms: i64,
 ) -> Result<Task, StoreError> {
     let tx = conn.transaction().map_err(sql("submitting a task"))?;
-    let pid = project_id(&tx, project)?;
-    let gid: i64 = tx
-        .query_row(
-            "SELECT id FROM resource_groups WHERE project_id = ?1 AND name = ?2",
-            params![pid, group],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(sql("submitting a task"))?
-        .ok_or_else(|| StoreError::NotFound {
-            kind: "resource group",
-            name: group.to_owned(),
-        })?;
+    let (gid, _) = group_of(&tx, project, group)?;
     tx.execute(
         "INSERT INTO tasks (group_id, script, timeout_secs, state, submitted_ms)
          VALUES (?1, ?2, ?3, 'queued', ?4)",
