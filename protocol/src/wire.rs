@@ -26,7 +26,8 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorDetail {
     /// Stable machine-readable code: `invalid_field`, `unauthorized`, `not_found`, `conflict`,
-    /// `payload_too_large`, `unsupported_media_type`, `internal`.
+    /// `method_not_allowed`, `payload_too_large`, `unsupported_media_type`, `internal`,
+    /// `bad_gateway`.
     pub code: String,
     /// The request field at fault, where one is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
