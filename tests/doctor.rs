@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tasknode_tests::{
-    Agent, Console, bin, hostname, root_without_service_manager, run_serverctl, serverctl_wrapper,
+    Agent, Console, bin, enrolled_classic, hostname, root_without_service_manager, run_serverctl,
+    serverctl_wrapper,
 };
 
 fn doctor(agent: &Agent, root: &Path, json: bool) -> Output {
@@ -36,12 +37,7 @@ fn check<'a>(all: &'a [Value], name: &str) -> &'a Value {
 
 #[test]
 fn doctor_passes_a_healthy_server_and_names_each_failure_with_its_fix() {
-    let mut console = Console::start(&["--heartbeat-interval", "1s"]);
-    let password = console.create_user("etl");
-    console.cli_ok(&["group", "create", "etl", "--network", "classic"]);
-    console.cli_ok(&["server", "add", "--group", "etl", "--name", &hostname()]);
-    let agent = Agent::new();
-    agent.enroll_ok(&console.url, "etl", &password, false);
+    let (mut console, agent) = enrolled_classic(&["--heartbeat-interval", "1s"]);
     // A fixed log port, so doctor can probe it.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -7,23 +7,11 @@
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use tasknode_tests::{Agent, Console, hostname, wait_for};
-
-/// A console with `flags`, a user, a classic group `etl` with this host in it, and an enrolled
-/// agent (not yet running).
-fn enrolled(flags: &[&str]) -> (Console, Agent) {
-    let console = Console::start(flags);
-    let password = console.create_user("etl");
-    console.cli_ok(&["group", "create", "etl", "--network", "classic"]);
-    console.cli_ok(&["server", "add", "--group", "etl", "--name", &hostname()]);
-    let agent = Agent::new();
-    agent.enroll_ok(&console.url, "etl", &password, false);
-    (console, agent)
-}
+use tasknode_tests::{enrolled_classic, hostname, wait_for};
 
 #[test]
 fn a_silent_agent_goes_degraded_then_stopped() {
-    let (console, mut agent) = enrolled(&[
+    let (console, mut agent) = enrolled_classic(&[
         "--heartbeat-interval",
         "1s",
         "--degraded-after",
@@ -59,7 +47,7 @@ fn a_silent_agent_goes_degraded_then_stopped() {
 #[test]
 fn a_clean_shutdown_is_stopped_at_once_and_a_restart_is_available_again() {
     // Only the shutdown notice can explain "stopped" within the 10 minute tolerance.
-    let (console, mut agent) = enrolled(&["--heartbeat-interval", "1s"]);
+    let (console, mut agent) = enrolled_classic(&["--heartbeat-interval", "1s"]);
     let host = hostname();
     agent.run();
     console.wait_status(&host, "available", Duration::from_secs(15));
@@ -87,7 +75,7 @@ fn a_clean_shutdown_is_stopped_at_once_and_a_restart_is_available_again() {
 #[test]
 fn a_console_restart_loses_nothing_and_the_agent_carries_on() {
     let (mut console, mut agent) =
-        enrolled(&["--heartbeat-interval", "1s", "--persist-interval", "1s"]);
+        enrolled_classic(&["--heartbeat-interval", "1s", "--persist-interval", "1s"]);
     let host = hostname();
     console.cli_ok(&["project", "create", "finance"]);
     console.cli_ok(&[
@@ -179,7 +167,7 @@ fn a_console_restart_loses_nothing_and_the_agent_carries_on() {
 fn liveness_survives_a_clean_console_restart_without_heartbeats() {
     // Heartbeat times live in memory and are persisted in batches; a clean stop writes them.
     let (mut console, mut agent) =
-        enrolled(&["--heartbeat-interval", "1s", "--persist-interval", "1h"]);
+        enrolled_classic(&["--heartbeat-interval", "1s", "--persist-interval", "1h"]);
     let host = hostname();
     agent.run();
     let seen = console.wait_status(&host, "available", Duration::from_secs(15));
@@ -194,7 +182,8 @@ fn liveness_survives_a_clean_console_restart_without_heartbeats() {
 
 #[test]
 fn a_console_clock_five_minutes_ahead_shows_clock_skew() {
-    let (console, mut agent) = enrolled(&["--heartbeat-interval", "1s", "--clock-offset", "300"]);
+    let (console, mut agent) =
+        enrolled_classic(&["--heartbeat-interval", "1s", "--clock-offset", "300"]);
     let host = hostname();
     agent.run();
     let skewed = console.wait_status(&host, "clock_skew", Duration::from_secs(15));
@@ -222,7 +211,7 @@ fn a_console_clock_five_minutes_ahead_shows_clock_skew() {
 
 #[test]
 fn the_agent_notifies_systemd() {
-    let (_console, mut agent) = enrolled(&["--heartbeat-interval", "1s"]);
+    let (_console, mut agent) = enrolled_classic(&["--heartbeat-interval", "1s"]);
     let socket_path = agent.dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
     socket

@@ -9,7 +9,7 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use serde_json::Value;
 use tasknode_protocol::logtoken::{self, Grant};
-use tasknode_tests::{Agent, Console, hostname, stderr, wait_for};
+use tasknode_tests::{Agent, Console, enrolled_classic, hostname, stderr, wait_for};
 
 fn unix_ms() -> i64 {
     std::time::SystemTime::now()
@@ -73,12 +73,7 @@ fn raw_get(port: u16, path: &str, bearer: &str) -> (u16, String) {
 
 #[test]
 fn the_log_service_serves_the_console_and_refuses_everyone_else() {
-    let console = Console::start(&["--heartbeat-interval", "1s"]);
-    let password = console.create_user("etl");
-    console.cli_ok(&["group", "create", "etl", "--network", "classic"]);
-    console.cli_ok(&["server", "add", "--group", "etl", "--name", &hostname()]);
-    let mut agent = Agent::new();
-    agent.enroll_ok(&console.url, "etl", &password, false);
+    let (console, mut agent) = enrolled_classic(&["--heartbeat-interval", "1s"]);
     agent.allow_tasks();
     agent.run();
     console.wait_status(&hostname(), "available", Duration::from_secs(20));

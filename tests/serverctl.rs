@@ -7,8 +7,8 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use tasknode_tests::{
-    Agent, Console, bin, hostname, root_without_service_manager, run_serverctl, serverctl_wrapper,
-    stderr, wait_for,
+    Agent, Console, bin, enrolled_classic, hostname, root_without_service_manager, run_serverctl,
+    serverctl_wrapper, stderr, wait_for,
 };
 
 fn stdout(out: &Output) -> String {
@@ -17,12 +17,7 @@ fn stdout(out: &Output) -> String {
 
 #[test]
 fn serverctl_manages_the_agent_through_a_pid_file() {
-    let console = Console::start(&["--heartbeat-interval", "1s"]);
-    let password = console.create_user("etl");
-    console.cli_ok(&["group", "create", "etl", "--network", "classic"]);
-    console.cli_ok(&["server", "add", "--group", "etl", "--name", &hostname()]);
-    let agent = Agent::new();
-    agent.enroll_ok(&console.url, "etl", &password, false);
+    let (console, agent) = enrolled_classic(&["--heartbeat-interval", "1s"]);
     let root = root_without_service_manager(agent.dir.path());
 
     let wrapper = serverctl_wrapper(agent.dir.path(), &bin("tasknode"), &agent.config());

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tasknode_tests::{
-    Agent, Console, bin, hostname, root_without_service_manager, run_serverctl, serverctl_wrapper,
-    stderr, wait_for,
+    Agent, Console, bin, enrolled_classic, hostname, root_without_service_manager, run_serverctl,
+    serverctl_wrapper, stderr, wait_for,
 };
 
 const UUIDS: [&str; 2] = [
@@ -55,12 +55,7 @@ fn two_agents(flags: &[&str]) -> (Console, Vec<Agent>) {
 fn one_agent(flags: &[&str]) -> (Console, Agent) {
     let mut all = vec!["--heartbeat-interval", "1s"];
     all.extend_from_slice(flags);
-    let console = Console::start(&all);
-    let password = console.create_user("etl");
-    console.cli_ok(&["group", "create", "etl", "--network", "classic"]);
-    console.cli_ok(&["server", "add", "--group", "etl", "--name", &hostname()]);
-    let mut agent = Agent::new();
-    agent.enroll_ok(&console.url, "etl", &password, false);
+    let (console, mut agent) = enrolled_classic(&all);
     agent.allow_tasks();
     agent.run();
     console.wait_status(&hostname(), "available", Duration::from_secs(20));
@@ -391,12 +386,7 @@ fn cancel_timeout_and_runaway_scripts_leave_no_process_behind() {
 
 #[test]
 fn a_huge_log_is_capped_and_the_task_still_succeeds() {
-    let console = Console::start(&["--heartbeat-interval", "1s"]);
-    let password = console.create_user("etl");
-    console.cli_ok(&["group", "create", "etl", "--network", "classic"]);
-    console.cli_ok(&["server", "add", "--group", "etl", "--name", &hostname()]);
-    let mut agent = Agent::new();
-    agent.enroll_ok(&console.url, "etl", &password, false);
+    let (console, mut agent) = enrolled_classic(&["--heartbeat-interval", "1s"]);
     agent.allow_tasks();
     agent.set_config("tasks", "log_max_bytes", 100_000.into());
     agent.run();
@@ -554,12 +544,7 @@ fn a_stopping_agent_drains_then_kills_what_outlives_the_drain_timeout() {
 
 #[test]
 fn serverctl_stop_says_which_tasks_it_waits_for_and_lets_them_finish() {
-    let console = Console::start(&["--heartbeat-interval", "1s"]);
-    let password = console.create_user("etl");
-    console.cli_ok(&["group", "create", "etl", "--network", "classic"]);
-    console.cli_ok(&["server", "add", "--group", "etl", "--name", &hostname()]);
-    let agent = Agent::new();
-    agent.enroll_ok(&console.url, "etl", &password, false);
+    let (console, agent) = enrolled_classic(&["--heartbeat-interval", "1s"]);
     agent.allow_tasks();
     let root = root_without_service_manager(agent.dir.path());
     let wrapper = serverctl_wrapper(agent.dir.path(), &bin("tasknode"), &agent.config());

@@ -521,6 +521,18 @@ impl Drop for Agent {
     }
 }
 
+/// A console with `flags`, a user `etl`, a classic group `etl` with this host in it, and an
+/// agent enrolled there (not yet running).
+pub fn enrolled_classic(flags: &[&str]) -> (Console, Agent) {
+    let console = Console::start(flags);
+    let password = console.create_user("etl");
+    console.cli_ok(&["group", "create", "etl", "--network", "classic"]);
+    console.cli_ok(&["server", "add", "--group", "etl", "--name", &hostname()]);
+    let agent = Agent::new();
+    agent.enroll_ok(&console.url, "etl", &password, false);
+    (console, agent)
+}
+
 /// A host root (for TASKNODE_ROOT) with no systemd and no init script, whose passwd maps the
 /// agent user to the user running the tests, so serverctl takes the pid-file path and, as root,
 /// switches to an existing uid.
