@@ -98,24 +98,24 @@ impl LivenessMap {
         );
     }
 
-    /// Records where a node's log service is (or that it has none).
-    pub fn set_log_addr(&self, node_id: &str, addr: Option<std::net::SocketAddr>) {
-        if let Some(n) = self.lock().get_mut(node_id) {
-            n.log_addr = addr;
-        }
-    }
-
     /// Where a node's log service is, as its last heartbeat said.
     pub fn log_addr(&self, node_id: &str) -> Option<std::net::SocketAddr> {
         self.lock().get(node_id).and_then(|n| n.log_addr)
     }
 
-    /// Records a heartbeat. Returns false for an unknown node.
-    pub fn heartbeat(&self, node_id: &str, hb: &HeartbeatRequest, now_ms: i64) -> bool {
+    /// Records a heartbeat that came from `peer`. Returns false for an unknown node.
+    pub fn heartbeat(
+        &self,
+        node_id: &str,
+        hb: &HeartbeatRequest,
+        peer: std::net::IpAddr,
+        now_ms: i64,
+    ) -> bool {
         let mut nodes = self.lock();
         let Some(n) = nodes.get_mut(node_id) else {
             return false;
         };
+        n.log_addr = hb.log_port.map(|p| std::net::SocketAddr::new(peer, p));
         n.live.last_heartbeat_ms = Some(now_ms);
         if n.live.agent_version.as_deref() != Some(hb.agent_version.as_str()) {
             n.live.agent_version = Some(hb.agent_version.clone());
@@ -221,6 +221,8 @@ mod tests {
     use tasknode_protocol::NetworkType;
     use tasknode_protocol::wire::HostFacts;
 
+    const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
     fn hb(offset: Option<i64>) -> HeartbeatRequest {
         HeartbeatRequest {
             agent_version: "0.1.0".into(),
@@ -229,6 +231,23 @@ mod tests {
             free_slots: 3,
             log_port: None,
         }
+    }
+
+    #[test]
+    fn the_log_service_is_where_the_heartbeats_come_from() {
+        let map = LivenessMap::default();
+        map.enroll(1, "a", auth::digest("secret-a"), Liveness::default());
+        let peer: std::net::IpAddr = "10.0.0.7".parse().unwrap();
+        let with_port = HeartbeatRequest {
+            log_port: Some(8000),
+            ..hb(None)
+        };
+        assert!(map.heartbeat("a", &with_port, peer, 1));
+        assert_eq!(map.log_addr("a"), Some("10.0.0.7:8000".parse().unwrap()));
+        // An agent that stops serving its logs says so by leaving the port out.
+        assert!(map.heartbeat("a", &hb(None), peer, 2));
+        assert_eq!(map.log_addr("a"), None);
+        assert_eq!(map.log_addr("nope"), None);
     }
 
     #[test]
@@ -279,10 +298,10 @@ mod tests {
             map.enroll(s.id, &e.node_id, auth::digest("s"), Liveness::default());
         }
         for t in 1..=100 {
-            assert!(map.heartbeat("n0", &hb(Some(5)), t));
-            assert!(map.heartbeat("n1", &hb(None), t));
+            assert!(map.heartbeat("n0", &hb(Some(5)), LOOPBACK, t));
+            assert!(map.heartbeat("n1", &hb(None), LOOPBACK, t));
         }
-        assert!(!map.heartbeat("nope", &hb(None), 1));
+        assert!(!map.heartbeat("nope", &hb(None), LOOPBACK, 1));
         let before = store.list_servers(&ServerFilter::default()).await.unwrap();
         assert!(
             before

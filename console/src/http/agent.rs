@@ -216,7 +216,7 @@ pub async fn heartbeat(
     StrictJson(req): StrictJson<HeartbeatRequest>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
     let now = state.clock.now_ms();
-    if !state.live.heartbeat(&node_id, &req, now) {
+    if !state.live.heartbeat(&node_id, &req, peer.ip(), now) {
         // Re-enrolled between the check and here.
         return Err(ApiError::Unauthorized {
             field: "authorization",
@@ -224,10 +224,6 @@ pub async fn heartbeat(
                 .to_owned(),
         });
     }
-    state.live.set_log_addr(
-        &node_id,
-        req.log_port.map(|p| SocketAddr::new(peer.ip(), p)),
-    );
     Ok(Json(HeartbeatResponse {
         console_time_ms: now,
         heartbeat_interval_secs: interval_secs(&state),
