@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use tasknode_protocol::wire::HeartbeatRequest;
-use tasknode_protocol::{MAX_CLOCK_OFFSET_MS, concurrency};
+use tasknode_protocol::{MAX_CLOCK_OFFSET_MS, NetworkType, concurrency};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::backoff::Backoff;
@@ -25,7 +25,6 @@ use crate::logfile::{DEFAULT_MAX_BYTES, HeartbeatEntry, RotatingFile};
 use crate::logserver::{self, Allow, LogKey};
 use crate::tasks::{Runner, Settings};
 use crate::{Exit, env, facts};
-use tasknode_protocol::NetworkType;
 
 /// Interval used until the console has named one.
 const FIRST_INTERVAL: Duration = Duration::from_secs(10);
@@ -206,10 +205,7 @@ impl Heartbeat<'_> {
                     .as_deref()
                     .and_then(tasknode_protocol::logtoken::decode_key)
                 {
-                    let mut held = self.log_key.write().unwrap_or_else(|e| e.into_inner());
-                    if *held != Some(key) {
-                        *held = Some(key);
-                    }
+                    *self.log_key.write().unwrap_or_else(|e| e.into_inner()) = Some(key);
                 }
                 self.interval = Duration::from_secs(answer.body.heartbeat_interval_secs.max(1));
                 self.interval
