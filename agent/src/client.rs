@@ -126,7 +126,8 @@ fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-fn now_ms() -> i64 {
+/// The host's clock in milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

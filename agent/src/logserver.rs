@@ -20,6 +20,7 @@ use serde::Deserialize;
 use tasknode_protocol::logtoken;
 use tasknode_protocol::tasks::MAX_LOG_CHUNK_BYTES;
 
+use crate::client::now_ms;
 use crate::tasks::Runner;
 
 /// Addresses allowed to read: single IPs or CIDR blocks.
@@ -200,10 +201,6 @@ fn range(headers: &HeaderMap) -> Result<Option<(u64, Option<u64>)>, ()> {
         return Err(());
     }
     Ok(Some((a, b)))
-}
-
-fn now_ms() -> i64 {
-    crate::tasks::unix_ms(std::time::SystemTime::now())
 }
 
 async fn serve(

@@ -20,7 +20,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use tasknode_protocol::tasks::{
     FinishTask, HeldTask, MAX_LOG_CHUNK_BYTES, PollRequest, StartTask, TaskAssignment,
@@ -36,11 +36,6 @@ use process::{RunAs, Spec, Stop};
 const POLL_WAIT_SECS: u64 = 25;
 /// How often a running task's log is pushed.
 const PUSH_EVERY: Duration = Duration::from_secs(1);
-
-pub fn unix_ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
 
 /// Where each held task is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -370,7 +365,7 @@ impl Runner {
             }
             let req = StartTask {
                 lease: a.lease,
-                at_ms: process::now_ms(),
+                at_ms: crate::client::now_ms(),
             };
             match self
                 .client

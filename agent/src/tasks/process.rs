@@ -12,11 +12,13 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use rustix::process::{Pid, Signal};
 use tasknode_protocol::tasks::Outcome;
 use tokio::sync::watch;
+
+use crate::client::now_ms;
 
 /// Why the agent ends a task early.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,10 +62,6 @@ pub struct Ran {
 const KILL_GRACE: Duration = Duration::from_secs(5);
 /// How long the log copier may take to see the end of output once the group is dead.
 const DRAIN_OUTPUT: Duration = Duration::from_secs(5);
-
-pub fn now_ms() -> i64 {
-    crate::tasks::unix_ms(SystemTime::now())
-}
 
 /// The working directory of task `id` under `work_dir`, and the script beside it.
 pub fn paths(work_dir: &Path, id: i64) -> (PathBuf, PathBuf) {
