@@ -12,7 +12,7 @@ use crate::env;
 #[command(
     name = "tasknode-console",
     version,
-    about = "The tasknode control plane: serve the API, and administer projects, users, resource groups and servers",
+    about = "The tasknode control plane: serve the API, and administer projects, users, resource groups, servers, tasks and releases",
     long_about = "The tasknode control plane.\n\n\
         `tasknode-console serve` runs the HTTP API over an embedded SQLite store in its data directory. \
         The other commands are clients of a running console: they find it through --console \
@@ -64,6 +64,72 @@ pub enum Command {
     /// Submit shell-script tasks to a group, follow them, read their logs, cancel them.
     #[command(subcommand)]
     Task(TaskCmd),
+    /// Publish signed agent releases and roll them out to groups: pinned at once, or in
+    /// batches that halt when agents fail to update.
+    #[command(subcommand)]
+    Release(ReleaseCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReleaseCmd {
+    /// List the published releases, then each group's rollout: its state, how many servers
+    /// were offered the version, updated and failed, and why.
+    List {
+        /// Only rollouts of this project.
+        #[arg(long)]
+        project: Option<String>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Publish a signed update manifest: the manifest.CHANNEL.json (or rollback.CHANNEL.json)
+    /// that `tasknode-dist build` (or `tasknode-dist rollback`) wrote under releases/VERSION/.
+    /// A console serving that build (--dist) checks its signature against the release key and
+    /// that the binaries it lists are there.
+    Publish {
+        /// The manifest file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Pin a group to a version: every server of the group is offered it at once, also servers
+    /// added later. Moving back to an older version needs its rollback manifest published.
+    Pin {
+        /// The resource group.
+        #[arg(long)]
+        group: String,
+        /// A published version.
+        #[arg(long, value_name = "VERSION")]
+        version: String,
+        /// The group's project.
+        #[arg(long, default_value = "default")]
+        project: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Roll a version out to a group in batches: the next batch is offered the version once
+    /// every server of the one before updated (and passed its health check), failed, or
+    /// stopped; the rollout halts when more agents fail than --max-failures. When every server
+    /// was offered it, the group is pinned to it. Setting a rollout again starts it over.
+    Rollout {
+        /// The resource group.
+        #[arg(long)]
+        group: String,
+        /// A published version.
+        #[arg(long, value_name = "VERSION")]
+        version: String,
+        /// Servers per batch: a count (5), a percentage of the group (25%, rounded up), or all.
+        #[arg(long, value_name = "SIZE")]
+        batch: String,
+        /// How many agents may fail to update before the rollout halts.
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        max_failures: u32,
+        /// The group's project.
+        #[arg(long, default_value = "default")]
+        project: String,
+        #[command(flatten)]
+        out: Output,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -140,6 +140,22 @@ impl AdminClient {
         self.send(url, req).await
     }
 
+    /// A POST of a JSON document sent as it is (not re-encoded), e.g. a signed file.
+    pub async fn post_json_text<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<T, ClientError> {
+        let url = self.url(path);
+        let req = self
+            .http
+            .post(url.clone())
+            .bearer_auth(&self.token)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        self.send(url, req).await
+    }
+
     /// A GET whose successful answer is raw bytes, returned with its headers.
     pub async fn get_bytes(
         &self,

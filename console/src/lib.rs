@@ -9,6 +9,7 @@ pub mod commands;
 pub mod env;
 pub mod http;
 pub mod liveness;
+pub mod rollout;
 pub mod status;
 pub mod store;
 pub mod tasks;
@@ -44,6 +45,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             runtime.block_on(commands::admin::install_command(&cli.global, args))
         }
         Command::Task(cmd) => runtime.block_on(commands::tasks::run(&cli.global, cmd)),
+        Command::Release(cmd) => runtime.block_on(commands::releases::run(&cli.global, cmd)),
     }
 }
 

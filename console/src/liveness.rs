@@ -144,6 +144,11 @@ impl LivenessMap {
         })
     }
 
+    /// The server a node is enrolled as.
+    pub fn server_of(&self, node_id: &str) -> Option<i64> {
+        self.lock().get(node_id).map(|n| n.server_id)
+    }
+
     /// Current liveness of one node.
     pub fn get(&self, node_id: &str) -> Option<Liveness> {
         self.lock().get(node_id).map(|n| n.live.clone())
@@ -262,6 +267,8 @@ mod tests {
         map.enroll(1, "a2", auth::digest("secret-a2"), Liveness::default());
         assert!(map.authenticate("a", "secret-a").is_err());
         assert!(map.authenticate("a2", "secret-a2").is_ok());
+        assert_eq!(map.server_of("a2"), Some(1));
+        assert_eq!(map.server_of("a"), None);
     }
 
     #[tokio::test]

@@ -5,7 +5,9 @@
 pub mod concurrency;
 pub mod identity;
 pub mod logtoken;
+pub mod manifest;
 pub mod tasks;
+pub mod updates;
 pub mod validate;
 pub mod wire;
 

@@ -300,6 +300,9 @@ pub struct NodeView {
     pub project: String,
     pub status: ServerStatus,
     pub reason: String,
+    /// The version the console wants this agent to run, when it wants another.
+    #[serde(default)]
+    pub desired_version: Option<String>,
 }
 
 // ---- admin API ----
@@ -442,6 +445,10 @@ pub struct ServerView {
     pub cpu_cores: Option<f64>,
     pub memory_bytes: Option<u64>,
     pub enrolled_at: Option<String>,
+    /// Where the server stands with the version its group's rollout wants; `None` when the
+    /// group has no rollout.
+    #[serde(default)]
+    pub update: Option<crate::updates::UpdateView>,
 }
 
 /// Longest life of an install command's enrollment token.

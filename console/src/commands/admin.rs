@@ -1,6 +1,7 @@
 //! The admin commands: clients of a running console's API.
 
 use serde::Serialize;
+use tasknode_protocol::updates::UpdateView;
 use tasknode_protocol::wire::{
     AddServer, CreateGroup, CreateInstallCommand, CreateProject, CreateUser, CreatedUser,
     GroupView, InstallCommand, ProjectView, ServerView, UserView,
@@ -187,6 +188,7 @@ pub async fn server(global: &Global, cmd: ServerCmd) -> anyhow::Result<()> {
             let rows: Vec<_> = list
                 .into_iter()
                 .map(|s| {
+                    let (update, reason) = update_cells(s.update.as_ref(), s.reason);
                     vec![
                         s.name,
                         s.group,
@@ -195,7 +197,8 @@ pub async fn server(global: &Global, cmd: ServerCmd) -> anyhow::Result<()> {
                         s.max_concurrency.map_or_else(dash, |n| n.to_string()),
                         s.last_heartbeat.unwrap_or_else(dash),
                         s.version.unwrap_or_else(dash),
-                        s.reason,
+                        update,
+                        reason,
                     ]
                 })
                 .collect();
@@ -208,6 +211,7 @@ pub async fn server(global: &Global, cmd: ServerCmd) -> anyhow::Result<()> {
                     "MAX",
                     "LAST HEARTBEAT",
                     "VERSION",
+                    "UPDATE",
                     "REASON",
                 ],
                 &rows,
@@ -215,6 +219,24 @@ pub async fn server(global: &Global, cmd: ServerCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The UPDATE cell of a server (its update state and the version its group's rollout wants),
+/// and its REASON cell: the status reason, then why an update failed or what to run instead.
+fn update_cells(update: Option<&UpdateView>, reason: String) -> (String, String) {
+    let Some(u) = update else {
+        return ("-".to_owned(), reason);
+    };
+    let cell = if u.state == "current" {
+        u.state.clone()
+    } else {
+        format!("{} {}", u.state, u.desired_version)
+    };
+    let reason = match u.state.as_str() {
+        "failed" | "managed" => format!("{reason}; update to {}: {}", u.desired_version, u.reason),
+        _ => reason,
+    };
+    (cell, reason)
 }
 
 pub async fn install_command(global: &Global, args: InstallCommandArgs) -> anyhow::Result<()> {

@@ -1,5 +1,6 @@
 //! `tasknode-console serve`: opens the data directory, the store and the admin token, then runs
-//! the HTTP API until SIGTERM or Ctrl-C, persisting liveness in batches and once more on exit.
+//! the HTTP API until SIGTERM or Ctrl-C, persisting liveness in batches and once more on exit,
+//! and advancing rollouts every second.
 
 use std::fs;
 use std::io::Write;
@@ -16,10 +17,14 @@ use crate::cli::{Global, ServeArgs};
 use crate::clock::Clock;
 use crate::http::{self, AppState};
 use crate::liveness::{self, LivenessMap};
+use crate::rollout::{self, RolloutEngine};
 use crate::status::Thresholds;
 use crate::store::{ServerFilter, SqliteStore, Store};
 use crate::tasks::{self, Dispatch, TaskLogs};
 use crate::tls::ConsoleTls;
+
+/// How often rollouts advance (they also do at once when set and when an agent reports).
+const ROLLOUT_TICK: Duration = Duration::from_secs(1);
 
 pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let thresholds = thresholds(&args)?;
@@ -59,9 +64,11 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let live = Arc::new(LivenessMap::load(&servers));
     if let Some(dist) = &args.dist
         && !dist.join("repo").is_dir()
+        && !dist.join("releases").is_dir()
     {
+        // A build for no package targets (`--targets none`) has releases but no repositories.
         anyhow::bail!(
-            "--dist {}: no repo/ directory there; pass the --out of `tasknode-dist build`",
+            "--dist {}: neither repo/ nor releases/ is there; pass the --out of `tasknode-dist build`",
             dist.display()
         );
     }
@@ -108,10 +115,17 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         &log_key.verifying_key(),
     ));
     let dispatch = Arc::new(Dispatch::default());
+    let clock = Clock::with_offset(args.clock_offset.saturating_mul(1000));
+    let rollouts = Arc::new(RolloutEngine::new(
+        Arc::clone(&store),
+        Arc::clone(&live),
+        clock,
+        thresholds,
+    ));
     let state = AppState {
         store: Arc::clone(&store),
         live: Arc::clone(&live),
-        clock: Clock::with_offset(args.clock_offset.saturating_mul(1000)),
+        clock,
         thresholds,
         admin_token,
         password_permits: Arc::new(tokio::sync::Semaphore::new(password_parallelism())),
@@ -123,6 +137,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         dispatch: Arc::clone(&dispatch),
         log_key: Arc::new(log_key),
         log_key_public,
+        rollouts: Arc::clone(&rollouts),
         task_logs: Arc::new(
             TaskLogs::open(&data.join("task-logs"))
                 .with_context(|| format!("creating {}", data.join("task-logs").display()))?,
@@ -155,6 +170,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         thresholds,
         args.persist_interval,
     ));
+    let rollout_ticker = tokio::spawn(rollout::tick_periodically(rollouts, ROLLOUT_TICK));
     let router = http::router(state);
     // Long polls end at once when the console stops, so the graceful shutdown does not wait
     // for them.
@@ -177,6 +193,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     };
     flusher.abort();
     sweeper.abort();
+    rollout_ticker.abort();
     let flushed = live.flush(store.as_ref()).await;
     served?;
     let n = flushed.context("persisting liveness at shutdown")?;

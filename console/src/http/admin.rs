@@ -1,4 +1,5 @@
-//! Admin endpoints (admin token): projects, users, resource groups and servers.
+//! Admin endpoints (admin token): projects, users, resource groups and servers (with where
+//! each stands in its group's rollout).
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -31,7 +32,7 @@ pub struct ServerQuery {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectQuery {
-    project: Option<String>,
+    pub(super) project: Option<String>,
 }
 
 /// `GET /projects` takes no parameters.
@@ -62,7 +63,7 @@ impl Validate for NoQuery {
     }
 }
 
-fn query<Q: Validate>(q: Result<Query<Q>, QueryRejection>) -> Result<Q, ApiError> {
+pub(super) fn query<Q: Validate>(q: Result<Query<Q>, QueryRejection>) -> Result<Q, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::invalid("query", e.body_text()))?;
     q.validate()?;
     Ok(q)
@@ -219,7 +220,13 @@ pub async fn add_server(
         )
         .await?;
     tracing::info!(server = %server.name, group = %server.group, "server added");
-    let view = server_view(&state, &server, &server.liveness, state.clock.now_ms());
+    let mut view = server_view(&state, &server, &server.liveness, state.clock.now_ms());
+    view.update = state
+        .rollouts
+        .tick()
+        .await?
+        .update_views()
+        .remove(&server.id);
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -233,13 +240,17 @@ pub async fn list_servers(
         project: q.project,
         group: q.group,
     };
+    let mut updates = state.rollouts.tick().await?.update_views();
     let servers = state.store.list_servers(&filter).await?;
     let live = state.live.by_server();
     let now = state.clock.now_ms();
     Ok(Json(
         servers
             .iter()
-            .map(|s| server_view(&state, s, live.get(&s.id).unwrap_or(&s.liveness), now))
+            .map(|s| ServerView {
+                update: updates.remove(&s.id),
+                ..server_view(&state, s, live.get(&s.id).unwrap_or(&s.liveness), now)
+            })
             .collect(),
     ))
 }
@@ -276,5 +287,7 @@ pub(super) fn server_view(
         cpu_cores: s.enrollment.as_ref().map(|e| e.cpu_cores),
         memory_bytes: s.enrollment.as_ref().map(|e| e.memory_bytes),
         enrolled_at: s.enrollment.as_ref().map(|e| rfc3339(e.enrolled_ms)),
+        // Filled in where rollouts are looked at (`GET /servers`).
+        update: None,
     }
 }

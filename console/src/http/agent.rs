@@ -224,10 +224,14 @@ pub async fn heartbeat(
                 .to_owned(),
         });
     }
+    let desired_version = state
+        .live
+        .server_of(&node_id)
+        .and_then(|id| state.rollouts.desired_version(id));
     Ok(Json(HeartbeatResponse {
         console_time_ms: now,
         heartbeat_interval_secs: interval_secs(&state),
-        desired_version: None,
+        desired_version,
         commands: Vec::new(),
         log_key: Some(state.log_key_public.to_string()),
     }))
@@ -259,6 +263,11 @@ pub async fn node(
         project: view.project,
         status: view.status,
         reason: view.reason,
+        // What heartbeat answers carry, unless the agent runs it already.
+        desired_version: state
+            .rollouts
+            .desired_version(server.id)
+            .filter(|v| live.agent_version.as_deref() != Some(v.as_str())),
     }))
 }
 

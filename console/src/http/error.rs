@@ -28,6 +28,13 @@ pub enum ApiError {
         field: Option<String>,
         message: String,
     },
+    /// Well-formed, but refused for what it says (a release whose signature or binaries do
+    /// not check out).
+    #[error("{message}")]
+    Unprocessable {
+        field: &'static str,
+        message: String,
+    },
     #[error("this endpoint does not take that method; see docs/api.md")]
     MethodNotAllowed,
     #[error("request body is larger than {limit} bytes")]
@@ -60,6 +67,11 @@ impl ApiError {
             ),
             ApiError::NotFound { field, .. } => (StatusCode::NOT_FOUND, "not_found", field.clone()),
             ApiError::Conflict { field, .. } => (StatusCode::CONFLICT, "conflict", field.clone()),
+            ApiError::Unprocessable { field, .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unprocessable",
+                Some((*field).to_owned()),
+            ),
             ApiError::MethodNotAllowed => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None)
             }
@@ -107,6 +119,14 @@ impl From<StoreError> for ApiError {
             },
             StoreError::TokenSpent => ApiError::Unauthorized {
                 field: "enrollment_token",
+                message: e.to_string(),
+            },
+            StoreError::Conflict { field, .. } => ApiError::Conflict {
+                field: Some(field.to_owned()),
+                message: e.to_string(),
+            },
+            StoreError::NotPublished { .. } => ApiError::NotFound {
+                field: Some("version".to_owned()),
                 message: e.to_string(),
             },
             StoreError::ServerTaken { .. } => ApiError::Conflict {

@@ -6,6 +6,7 @@ mod agent;
 pub mod error;
 mod install;
 mod json;
+mod releases;
 mod tasks;
 
 use std::sync::Arc;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub log_key: Arc<ed25519_dalek::SigningKey>,
     /// Its public half, as heartbeat answers carry it.
     pub log_key_public: Arc<str>,
+    /// Runs rollouts; heartbeat answers carry the version it wants each server to run.
+    pub rollouts: Arc<crate::rollout::RolloutEngine>,
 }
 
 impl AppState {
@@ -139,6 +142,19 @@ pub fn router(state: AppState) -> Router {
                 tasknode_protocol::tasks::MAX_LOG_CHUNK_BYTES,
             )),
         )
+        .route(
+            "/api/v1/releases",
+            get(releases::list).post(releases::publish),
+        )
+        .route(
+            "/api/v1/rollouts",
+            get(releases::list_rollouts).post(releases::set_rollout),
+        )
+        .route(
+            "/api/v1/nodes/{node_id}/manifest/{version}",
+            get(releases::manifest),
+        )
+        .route("/api/v1/nodes/{node_id}/update", post(releases::report))
         .route("/api/v1/install-commands", post(install::create))
         .route("/install/{token}", get(install::script))
         .route("/dist/agent/{file}", get(install::agent_binary))

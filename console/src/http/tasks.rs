@@ -421,7 +421,7 @@ pub(super) fn task_view(state: &AppState, t: &Task) -> Result<TaskView, ApiError
 
 // ---- agents ----
 
-async fn node_server(state: &AppState, node_id: &str) -> Result<Server, ApiError> {
+pub(super) async fn node_server(state: &AppState, node_id: &str) -> Result<Server, ApiError> {
     state
         .store
         .server_by_node(node_id)

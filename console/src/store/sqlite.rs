@@ -10,10 +10,12 @@ use tasknode_protocol::NetworkType;
 use tasknode_protocol::wire::HostFacts;
 
 use tasknode_protocol::tasks::{FinishTask, HeldTask, TaskAssignment};
+use tasknode_protocol::updates::{SetRollout, UpdateReport};
 
 use super::{
-    Enrollment, EnrollmentToken, Fenced, Group, Liveness, LivenessUpdate, Login, Project,
-    Reconciled, Server, ServerFilter, SpendToken, Stop, Store, StoreError, Task, TaskFilter, User,
+    Advance, Enrollment, EnrollmentToken, Fenced, Group, Liveness, LivenessUpdate, Login,
+    NewRelease, Project, Published, Reconciled, Release, Rollout, Server, ServerFilter, SpendToken,
+    Stop, Store, StoreError, Task, TaskFilter, UpdateRecord, User,
 };
 
 /// Schema migrations, applied in order; a migration's number is the schema version it makes.
@@ -21,10 +23,14 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_init.sql")),
     (2, include_str!("migrations/0002_enrollment_tokens.sql")),
     (3, include_str!("migrations/0003_tasks.sql")),
+    (4, include_str!("migrations/0004_releases.sql")),
 ];
 
 #[path = "sqlite_tasks.rs"]
 mod tasks;
+
+#[path = "sqlite_releases.rs"]
+mod releases;
 
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
@@ -727,6 +733,67 @@ impl Store for SqliteStore {
         let reason = reason.to_owned();
         self.call(move |conn| tasks::abandon(conn, server_id, &reason, now_ms))
             .await
+    }
+
+    async fn publish_release(
+        &self,
+        release: NewRelease,
+        now_ms: i64,
+    ) -> Result<(Release, Published), StoreError> {
+        self.call(move |conn| releases::publish(conn, &release, now_ms))
+            .await
+    }
+
+    async fn list_releases(&self) -> Result<Vec<Release>, StoreError> {
+        self.call(|conn| releases::list(conn)).await
+    }
+
+    async fn release_manifest(
+        &self,
+        version: &str,
+        now_ms: i64,
+    ) -> Result<Option<String>, StoreError> {
+        let version = version.to_owned();
+        self.call(move |conn| releases::manifest_text(conn, &version, now_ms))
+            .await
+    }
+
+    async fn set_rollout(
+        &self,
+        rollout: &SetRollout,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<Rollout, StoreError> {
+        let (rollout, reason) = (rollout.clone(), reason.to_owned());
+        self.call(move |conn| releases::set_rollout(conn, &rollout, &reason, now_ms))
+            .await
+    }
+
+    async fn list_rollouts(&self, project: Option<&str>) -> Result<Vec<Rollout>, StoreError> {
+        let project = project.map(str::to_owned);
+        self.call(move |conn| releases::list_rollouts(conn, project.as_deref()))
+            .await
+    }
+
+    async fn advance_rollout(&self, step: &Advance, now_ms: i64) -> Result<bool, StoreError> {
+        let step = step.clone();
+        self.call(move |conn| releases::advance(conn, &step, now_ms))
+            .await
+    }
+
+    async fn record_update_report(
+        &self,
+        server_id: i64,
+        report: &UpdateReport,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let report = report.clone();
+        self.call(move |conn| releases::record_report(conn, server_id, &report, now_ms))
+            .await
+    }
+
+    async fn update_reports(&self) -> Result<Vec<UpdateRecord>, StoreError> {
+        self.call(|conn| releases::reports(conn)).await
     }
 }
 
