@@ -35,6 +35,10 @@ pub enum Command {
     /// Build a release: the static agent (tarball and SHA256SUMS), a .deb, signed RPMs and signed yum
     /// repositories. Adding a version to an existing --out re-indexes its repositories.
     Build(BuildArgs),
+    /// Sign a rollback manifest for a version already built in --out: agents that run a newer
+    /// version accept it and move back to this one (until it expires). Publish the file it
+    /// writes with `tasknode-console release publish`, then `release pin` the version.
+    Rollback(RollbackArgs),
     /// Re-index one yum repository directory: write its repodata for the RPMs in it, sign
     /// repomd.xml, and swap the new metadata in atomically. Packages already indexed are not
     /// read again. `build` does this for the repositories it adds to.
@@ -42,6 +46,28 @@ pub enum Command {
     /// Render one file offline, from the embedded templates (or --templates DIR).
     #[command(subcommand)]
     Render(RenderCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The release directory the version was built in.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Directory of the release keys (from `keygen`).
+    #[arg(long, value_name = "DIR")]
+    pub keys: PathBuf,
+    /// The version to roll back to.
+    #[arg(long, value_name = "VERSION")]
+    pub version: String,
+    /// The update channel.
+    #[arg(long, default_value = tasknode_protocol::manifest::DEFAULT_CHANNEL)]
+    pub channel: String,
+    /// How long agents accept the rollback manifest.
+    #[arg(long, default_value = "30d", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub expires_in: std::time::Duration,
+    /// Print what was written as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -83,7 +109,7 @@ pub struct BuildArgs {
     #[arg(long, value_name = "VERSION")]
     pub version: String,
     /// Comma-separated targets: el6, el7, al7, al8 (RPMs and their yum repositories) and deb
-    /// (needs cargo-deb).
+    /// (needs cargo-deb); or none, for the agent and its signed update manifest only.
     #[arg(long, value_name = "LIST", default_value = "el6,el7,al7,al8,deb")]
     pub targets: String,
     /// Directory of the release keys (from `keygen`); needed for RPM targets.
@@ -103,6 +129,13 @@ pub struct BuildArgs {
     /// Directory whose files replace embedded templates of the same name.
     #[arg(long, value_name = "DIR")]
     pub templates: Option<PathBuf>,
+    /// The update channel the release's manifest is signed for.
+    #[arg(long, default_value = tasknode_protocol::manifest::DEFAULT_CHANNEL)]
+    pub channel: String,
+    /// Another update-manifest public key (64 hex digits) the agent built here trusts, beside
+    /// the one in --keys: the next key, before a rotation. Repeatable.
+    #[arg(long = "trust-key", value_name = "HEX")]
+    pub trust_keys: Vec<String>,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -201,6 +234,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let cmd = match cli.command {
         Command::Keygen(args) => return keygen(&args),
         Command::Build(args) => return build(&args),
+        Command::Rollback(args) => return rollback(&args),
         Command::Index(args) => return index(&args),
         Command::Render(cmd) => cmd,
     };
@@ -290,14 +324,32 @@ fn build(args: &BuildArgs) -> anyhow::Result<()> {
     let version = crate::target::Version::parse(&args.version)?;
     let targets = crate::target::parse_targets(&args.targets)?;
     let source_date = release::source_date(args.source_date_epoch, &args.workspace)?;
+    tasknode_protocol::validate::name("channel", &args.channel)
+        .map_err(|e| anyhow::anyhow!("--channel: {}", e.message))?;
+    let mut trusted = Vec::new();
+    for hex in &args.trust_keys {
+        if tasknode_protocol::manifest::decode_key(hex).is_none() {
+            anyhow::bail!(
+                "--trust-key {hex:?} is not an ed25519 public key in hex (64 digits, as `tasknode-dist keygen` prints it)"
+            );
+        }
+        trusted.push(hex.trim().to_ascii_lowercase());
+    }
     let agent = match &args.agent {
         Some(path) => path.clone(),
         None => {
+            if let Some(dir) = &args.keys {
+                trusted.insert(
+                    0,
+                    crate::keys::ReleaseKeys::load(dir)?.manifest_public_hex(),
+                );
+            }
             eprintln!(
-                "building the static agent {version} ({})",
-                release::RUST_TARGET
+                "building the static agent {version} ({}), trusting {} update key(s)",
+                release::RUST_TARGET,
+                trusted.len()
             );
-            release::compile_agent(&args.workspace, &version)?
+            release::compile_agent(&args.workspace, &version, &trusted)?
         }
     };
     let opts = release::BuildOptions {
@@ -309,6 +361,7 @@ fn build(args: &BuildArgs) -> anyhow::Result<()> {
         source_date,
         templates_dir: args.templates.clone(),
         workspace: args.workspace.clone(),
+        channel: args.channel.clone(),
     };
     let bar = indicatif::ProgressBar::new(0).with_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
@@ -327,6 +380,44 @@ fn build(args: &BuildArgs) -> anyhow::Result<()> {
             report.version,
             args.out.display(),
             report.source_date
+        );
+    }
+    Ok(())
+}
+
+fn rollback(args: &RollbackArgs) -> anyhow::Result<()> {
+    let version = crate::target::Version::parse(&args.version)?;
+    tasknode_protocol::validate::name("channel", &args.channel)
+        .map_err(|e| anyhow::anyhow!("--channel: {}", e.message))?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default();
+    let life_ms = i64::try_from(args.expires_in.as_millis()).unwrap_or(i64::MAX);
+    if life_ms <= 0 {
+        anyhow::bail!("--expires-in must be longer than 0");
+    }
+    let report = crate::release::sign_rollback(
+        &args.out,
+        &args.keys,
+        &version,
+        &args.channel,
+        now_ms,
+        life_ms,
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "signed a rollback to {} on channel {} in {}",
+            report.version,
+            report.channel,
+            report.path.display()
+        );
+        println!(
+            "next: tasknode-console release publish {} && tasknode-console release pin --group GROUP --version {}",
+            report.path.display(),
+            report.version
         );
     }
     Ok(())

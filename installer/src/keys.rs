@@ -234,6 +234,19 @@ impl ReleaseKeys {
         source_date.max(self.package_created)
     }
 
+    /// The public half of the manifest key, as SubjectPublicKeyInfo PEM.
+    pub fn manifest_public_pem(&self) -> Result<String, KeyError> {
+        self.manifest
+            .verifying_key()
+            .to_public_key_pem(Default::default())
+            .map_err(|e| KeyError::Generate(e.to_string()))
+    }
+
+    /// The manifest key as agents list the keys they trust (hex).
+    pub fn manifest_public_hex(&self) -> String {
+        tasknode_protocol::manifest::encode_key(&self.manifest.verifying_key())
+    }
+
     /// The signer for RPM headers and repomd.xml.
     pub fn package_signer(&self) -> Result<rpm::signature::pgp::Signer, rpm::Error> {
         rpm::signature::pgp::Signer::from_asc(&self.package_secret)

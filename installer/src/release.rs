@@ -5,6 +5,9 @@
 //! OUT/agents/tasknode-x86_64                    the newest agent, as install scripts fetch it
 //! OUT/releases/VERSION/tasknode-VERSION-x86_64-linux-musl.tar.gz
 //! OUT/releases/VERSION/tasknode_VERSION-1_amd64.deb
+//! OUT/releases/VERSION/tasknode-x86_64-unknown-linux-musl    the agent, as self-updates fetch it
+//! OUT/releases/VERSION/manifest.CHANNEL.json   the signed update manifest (with --keys)
+//! OUT/manifest-signing.public.pem               the key manifests are signed with
 //! OUT/releases/VERSION/SHA256SUMS               of the tarball and RPMs, paths relative to OUT
 //! OUT/repo/DIST/x86_64/tasknode-VERSION-1.DIST.x86_64.rpm + repodata/ (+ repomd.xml.asc)
 //! ```
@@ -27,6 +30,7 @@ use crate::repo::{self, Indexed, RepoError};
 use crate::rpm_package::{self, RpmError, RpmInputs};
 use crate::target::{self, RpmTarget, TargetError, Version};
 use crate::templates::{TemplateError, Templates};
+use tasknode_protocol::manifest::{self, Manifest};
 
 /// The architectures built, as rpm names them.
 pub const RPM_ARCH: &str = "x86_64";
@@ -75,6 +79,16 @@ pub enum BuildError {
     },
     #[error("{what}: {why}")]
     Tool { what: String, why: String },
+    #[error("signing the update manifest: {0}")]
+    Manifest(String),
+    #[error(
+        "version {version} was not built in {out}: {path} is missing; build it first with `tasknode-dist build --version {version} --out {out}`"
+    )]
+    NotBuilt {
+        version: String,
+        out: PathBuf,
+        path: PathBuf,
+    },
     #[error(
         "no source date: set SOURCE_DATE_EPOCH or --source-date-epoch (the commit time, `git log -1 --format=%ct`, is used inside a git checkout)"
     )]
@@ -103,6 +117,8 @@ pub struct BuildOptions {
     pub templates_dir: Option<PathBuf>,
     /// The workspace (cargo-deb reads agent/Cargo.toml there).
     pub workspace: PathBuf,
+    /// The update channel the manifest is signed for.
+    pub channel: String,
 }
 
 /// One file the build wrote (or found identical).
@@ -173,9 +189,13 @@ pub fn source_date(explicit: Option<u32>, dir: &Path) -> Result<u32, BuildError>
         .map_err(|_| BuildError::NoSourceDate)
 }
 
-/// Compiles the static agent with `version` embedded, in the workspace at `workspace`, and
-/// returns the path of the binary.
-pub fn compile_agent(workspace: &Path, version: &Version) -> Result<PathBuf, BuildError> {
+/// Compiles the static agent with `version` embedded, trusting the update-manifest keys
+/// `trusted` (hex), in the workspace at `workspace`, and returns the path of the binary.
+pub fn compile_agent(
+    workspace: &Path,
+    version: &Version,
+    trusted: &[String],
+) -> Result<PathBuf, BuildError> {
     let status = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
         .args([
             "build",
@@ -187,6 +207,7 @@ pub fn compile_agent(workspace: &Path, version: &Version) -> Result<PathBuf, Bui
             RUST_TARGET,
         ])
         .env("TASKNODE_VERSION", version.as_str())
+        .env("TASKNODE_TRUSTED_KEYS", trusted.join(","))
         .current_dir(workspace)
         .status()
         .map_err(|e| BuildError::Tool {
@@ -276,6 +297,34 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
         mode: 0o644,
     });
 
+    let binary_name = update_binary_name();
+    planned.push(Planned {
+        kind: "binary",
+        path: release_dir.join(&binary_name),
+        bytes: agent.clone(),
+        mode: 0o755,
+    });
+    if let Some(keys) = &keys {
+        let manifest = Manifest {
+            format: manifest::FORMAT,
+            channel: opts.channel.clone(),
+            version: version.to_owned(),
+            rollback: false,
+            issued_ms: i64::from(opts.source_date) * 1000,
+            expires_ms: None,
+            artifacts: vec![update_artifact(version, &agent)],
+        };
+        planned.push(Planned {
+            kind: "manifest",
+            path: release_dir.join(manifest_name(&opts.channel, false)),
+            bytes: manifest
+                .sign(&keys.manifest)
+                .map_err(|e| BuildError::Manifest(e.to_string()))?
+                .into_bytes(),
+            mode: 0o644,
+        });
+    }
+
     let signature_time = keys
         .as_ref()
         .map_or(opts.source_date, |k| k.signature_time(opts.source_date));
@@ -359,6 +408,10 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
         let key_path = opts.out.join(keys::PACKAGE_PUBLIC);
         write_atomic(&key_path, keys.package_public.as_bytes(), 0o644)?;
         artifacts.push(artifact("key", &key_path, keys.package_public.as_bytes()));
+        let pem = keys.manifest_public_pem()?;
+        let key_path = opts.out.join(keys::MANIFEST_PUBLIC);
+        write_atomic(&key_path, pem.as_bytes(), 0o644)?;
+        artifacts.push(artifact("key", &key_path, pem.as_bytes()));
     }
     for p in &planned {
         write_atomic(&p.path, &p.bytes, p.mode)?;
@@ -403,6 +456,79 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
         source_date: opts.source_date,
         artifacts,
         repositories,
+    })
+}
+
+/// The file name of the agent binary self-updates download.
+pub fn update_binary_name() -> String {
+    format!("tasknode-{RUST_TARGET}")
+}
+
+/// The file name of a release's manifest for `channel` (a rollback manifest, or the one
+/// `build` signs).
+pub fn manifest_name(channel: &str, rollback: bool) -> String {
+    if rollback {
+        format!("rollback.{channel}.json")
+    } else {
+        format!("manifest.{channel}.json")
+    }
+}
+
+fn update_artifact(version: &str, agent: &[u8]) -> manifest::Artifact {
+    manifest::Artifact {
+        target: RUST_TARGET.to_owned(),
+        url: format!("releases/{version}/{}", update_binary_name()),
+        size: agent.len() as u64,
+        sha256: hex::encode(Sha256::digest(agent)),
+    }
+}
+
+/// What `rollback` wrote.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RollbackReport {
+    pub version: String,
+    pub channel: String,
+    pub path: PathBuf,
+    pub expires_ms: i64,
+}
+
+/// Signs a rollback manifest for a version already built in `out`: it lets agents that run a
+/// newer version move back to `version` until `now_ms + life_ms`.
+pub fn sign_rollback(
+    out: &Path,
+    keys_dir: &Path,
+    version: &Version,
+    channel: &str,
+    now_ms: i64,
+    life_ms: i64,
+) -> Result<RollbackReport, BuildError> {
+    let keys = ReleaseKeys::load(keys_dir)?;
+    let release_dir = out.join("releases").join(version.as_str());
+    let binary_path = release_dir.join(update_binary_name());
+    let agent = fs::read(&binary_path).map_err(|_| BuildError::NotBuilt {
+        version: version.to_string(),
+        out: out.to_owned(),
+        path: binary_path.clone(),
+    })?;
+    let manifest = Manifest {
+        format: manifest::FORMAT,
+        channel: channel.to_owned(),
+        version: version.to_string(),
+        rollback: true,
+        issued_ms: now_ms,
+        expires_ms: Some(now_ms.saturating_add(life_ms)),
+        artifacts: vec![update_artifact(version.as_str(), &agent)],
+    };
+    let text = manifest
+        .sign(&keys.manifest)
+        .map_err(|e| BuildError::Manifest(e.to_string()))?;
+    let path = release_dir.join(manifest_name(channel, true));
+    write_atomic(&path, text.as_bytes(), 0o644)?;
+    Ok(RollbackReport {
+        version: version.to_string(),
+        channel: channel.to_owned(),
+        path,
+        expires_ms: now_ms.saturating_add(life_ms),
     })
 }
 

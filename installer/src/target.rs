@@ -59,7 +59,7 @@ pub enum TargetError {
     Facts(String),
     #[error("--targets: {0:?} is not a target; choose from {targets}", targets = ALL.join(", "))]
     Unknown(String),
-    #[error("--targets is empty; choose from {}", ALL.join(", "))]
+    #[error("--targets is empty; choose from {}, or none (the agent and its update manifest only)", ALL.join(", "))]
     Empty,
     #[error("--version: {value:?} {why}")]
     Version { value: String, why: String },
@@ -67,6 +67,9 @@ pub enum TargetError {
 
 /// Parses `--targets el6,el7,...`: known names, each once, in the order of [`ALL`].
 pub fn parse_targets(list: &str) -> Result<Vec<&'static str>, TargetError> {
+    if list.trim() == "none" {
+        return Ok(Vec::new());
+    }
     let mut chosen = Vec::new();
     for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let known = ALL
@@ -174,6 +177,7 @@ mod tests {
             "{e}"
         );
         assert!(matches!(parse_targets(" , "), Err(TargetError::Empty)));
+        assert_eq!(parse_targets("none").unwrap(), Vec::<&str>::new());
     }
 
     #[test]
