@@ -35,6 +35,10 @@ pub enum Command {
     /// Check what operators trip on (config, hostname resolution, console and TLS, clock, log
     /// port, directories, disk, service) and say how to fix each failure; changes nothing.
     Doctor(DoctorArgs),
+    /// Update this agent to the version the console asks for (or --version), from a signed
+    /// release; --check only says whether it would. Script installs update themselves while
+    /// running; this is for a stopped agent.
+    Update(UpdateArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -128,10 +132,29 @@ pub struct EnrollArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub config: ConfigArg,
+    /// Trial of a new version during a self-update: heartbeat until N are answered, then exit
+    /// 0. Runs no tasks; ends when the agent that started it ends.
+    #[arg(long, value_name = "N", hide = true)]
+    pub trial: Option<u32>,
 }
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// Only fetch and verify the manifest and say what would happen; change nothing.
+    #[arg(long)]
+    pub check: bool,
+    /// The version to move to, instead of the one the console asks for.
+    #[arg(long, value_name = "VERSION")]
+    pub version: Option<String>,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,

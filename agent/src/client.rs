@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tasknode_protocol::TIME_HEADER;
 use tasknode_protocol::tasks::{FinishTask, LogAck, PollRequest, PollResponse, StartTask};
+use tasknode_protocol::updates::UpdateReport;
 use tasknode_protocol::wire::{
     EnrollRequest, EnrollResponse, ErrorBody, HeartbeatRequest, HeartbeatResponse, NodeView,
     ShutdownRequest,
@@ -275,6 +276,74 @@ impl ConsoleClient {
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .body(bytes);
         self.send(req, &url).await
+    }
+
+    /// The signed update manifest of `version`, as the console holds it (the caller verifies
+    /// it).
+    pub async fn manifest(
+        &self,
+        node_id: &str,
+        secret: &str,
+        version: &str,
+    ) -> Result<Vec<u8>, ClientError> {
+        let url = self.url(&format!("/api/v1/nodes/{node_id}/manifest/{version}"));
+        let req = self
+            .http
+            .get(url.clone())
+            .header(AUTHORIZATION, format!("Bearer {secret}"));
+        let res = self.raw(req, &url).await?;
+        let started = Instant::now();
+        res.bytes()
+            .await
+            .map(|b| b.to_vec())
+            .map_err(|e| ClientError::Unreachable {
+                url: url.to_string(),
+                detail: describe(e),
+                latency: started.elapsed(),
+            })
+    }
+
+    /// Tells the console what happened to an update.
+    pub async fn report_update(
+        &self,
+        node_id: &str,
+        secret: &str,
+        report: &UpdateReport,
+    ) -> Result<(), ClientError> {
+        let path = format!("/api/v1/nodes/{node_id}/update");
+        self.post_no_content(&path, secret, report).await
+    }
+
+    /// Starts downloading `relative` (a path under the console's URL); the caller reads the
+    /// body with [`reqwest::Response::chunk`]. `timeout` bounds the whole transfer.
+    pub async fn download(
+        &self,
+        relative: &str,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, ClientError> {
+        let url = self.url(&format!("/{}", relative.trim_start_matches('/')));
+        let req = self.http.get(url.clone()).timeout(timeout);
+        self.raw(req, &url).await
+    }
+
+    /// Sends `req`; a non-2xx answer is an error, a 2xx one is handed back unread.
+    async fn raw(
+        &self,
+        req: reqwest::RequestBuilder,
+        url: &Url,
+    ) -> Result<reqwest::Response, ClientError> {
+        let started = Instant::now();
+        let res = req.send().await.map_err(|e| ClientError::Unreachable {
+            url: url.to_string(),
+            detail: describe(e),
+            latency: started.elapsed(),
+        })?;
+        if res.status().is_success() {
+            return Ok(res);
+        }
+        let status = res.status().as_u16();
+        let bytes = res.bytes().await.unwrap_or_default();
+        Err(refusal(status, &bytes, started.elapsed(), None))
     }
 
     async fn post_no_content<B: Serialize>(

@@ -33,6 +33,9 @@ pub struct Config {
     /// The log service of classic servers.
     #[serde(default, skip_serializing_if = "LogSettings::is_default")]
     pub logs: LogSettings,
+    /// Self-update; every setting has a default.
+    #[serde(default, skip_serializing_if = "UpdateSettings::is_default")]
+    pub update: UpdateSettings,
     /// The node credentials, added by `tasknode enroll`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<Node>,
@@ -82,6 +85,41 @@ pub struct LogSettings {
 impl LogSettings {
     fn is_default(&self) -> bool {
         self == &LogSettings::default()
+    }
+}
+
+/// The `[update]` table: how a script-installed agent updates itself.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSettings {
+    /// Update when the console asks (a release pin or rollout). [default: true]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto: Option<bool>,
+    /// The release channel followed. [default: stable]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// Update-manifest public keys (hex) trusted beside the ones built into the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_keys: Option<Vec<String>>,
+    /// Answered heartbeats a new version must send before it is kept. [default: 3]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_heartbeats: Option<u32>,
+    /// Seconds the new version has for them; past that the previous version is put back.
+    /// [default: 120]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_timeout_secs: Option<u64>,
+    /// Seconds an update waits for running tasks to end (taking no new ones) before it gives
+    /// up for now and takes tasks again. [default: 3600]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_wait_secs: Option<u64>,
+    /// Seconds before a version that failed is tried again. [default: 3600]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_secs: Option<u64>,
+}
+
+impl UpdateSettings {
+    fn is_default(&self) -> bool {
+        self == &UpdateSettings::default()
     }
 }
 
@@ -310,6 +348,7 @@ mod tests {
             log_dir,
             tasks: TaskSettings::default(),
             logs: LogSettings::default(),
+            update: UpdateSettings::default(),
             node: Some(Node {
                 id: "n1".into(),
                 secret: "s3cr3t-value".into(),

@@ -15,6 +15,7 @@ pub mod logserver;
 pub mod passwd;
 pub mod service;
 pub mod tasks;
+pub mod update;
 
 use std::process::ExitCode;
 
@@ -60,6 +61,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => runtime()?.block_on(commands::run::run(args))?,
         Command::Status(args) => runtime()?.block_on(commands::status::run(args))?,
         Command::Doctor(args) => runtime()?.block_on(commands::doctor::run(args))?,
+        Command::Update(args) => runtime()?.block_on(commands::update::run(args))?,
         // LSB codes rather than the ones above: status exits 0 running, 1 dead, 3 stopped.
         Command::Serverctl(args) => return commands::serverctl::run(args),
     };

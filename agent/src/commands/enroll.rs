@@ -85,6 +85,10 @@ pub async fn run(args: EnrollArgs) -> anyhow::Result<Exit> {
             .as_ref()
             .map(|c| c.logs.clone())
             .unwrap_or_default(),
+        update: existing
+            .as_ref()
+            .map(|c| c.update.clone())
+            .unwrap_or_default(),
         node: Some(Node {
             id: enrolled.node_id.clone(),
             secret: enrolled.node_secret,

@@ -5,3 +5,4 @@ pub mod enroll;
 pub mod run;
 pub mod serverctl;
 pub mod status;
+pub mod update;

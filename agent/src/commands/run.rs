@@ -18,12 +18,13 @@ use tasknode_protocol::{MAX_CLOCK_OFFSET_MS, NetworkType, concurrency};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::backoff::Backoff;
-use crate::cli::RunArgs;
+use crate::cli::{InstallMethod, RunArgs};
 use crate::client::ConsoleClient;
 use crate::config::{self, Config, Node};
 use crate::logfile::{DEFAULT_MAX_BYTES, HeartbeatEntry, RotatingFile};
 use crate::logserver::{self, Allow, LogKey};
 use crate::tasks::{Runner, Settings};
+use crate::update::{self, Updater};
 use crate::{Exit, env, facts};
 
 /// Interval used until the console has named one.
@@ -45,6 +46,28 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
         &config.console_url,
         config.console_ca.as_deref(),
     )?);
+    if let Some(n) = args.trial {
+        return trial(&client, &node, &config, n).await;
+    }
+    let update_settings = update::Settings::from_config(&config)?;
+    // Held for the life of the process: `tasknode update` refuses to swap binaries under a
+    // running agent.
+    let packaged = matches!(
+        config.install_method,
+        InstallMethod::Rpm | InstallMethod::Deb
+    );
+    let _lock = match (!packaged).then(|| update::lock(path)).transpose() {
+        Ok(Some(Some(lock))) => Some(lock),
+        Ok(None) => None,
+        Ok(Some(None)) => {
+            tracing::warn!("another agent runs with this config");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "cannot take the agent's lock");
+            None
+        }
+    };
     let facts = facts::collect(&env::root());
     let slots = concurrency::max_concurrency(facts.cpu_cores, facts.memory_bytes);
     let hb_log = RotatingFile::open(&config.log_dir.join("heartbeat.log"), DEFAULT_MAX_BYTES)
@@ -64,6 +87,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
     }
     let runner = Runner::new(Arc::clone(&client), node.clone(), settings);
     runner.start()?;
+    let mut updater = Updater::new(
+        Arc::clone(&client),
+        node.clone(),
+        update_settings,
+        path.clone(),
+    );
+    updater.start();
     let poller = tokio::spawn(Arc::clone(&runner).poll_loop());
     let log_key: LogKey = Arc::default();
     let log_port = if node.network == NetworkType::Classic {
@@ -88,13 +118,55 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
         runner: &runner,
         log_port,
         log_key: &log_key,
+        desired: None,
     };
     let mut next = Duration::ZERO;
+    let mut preparing: Option<(String, update::Preparing)> = None;
     let reason = loop {
+        let probation = updater.probation_deadline();
         tokio::select! {
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
-            delay = async { tokio::time::sleep(next).await; beat.once().await } => next = delay,
+            (delay, answered) = async { tokio::time::sleep(next).await; beat.once().await } => {
+                next = delay;
+                if let Some(version) = updater.on_heartbeat(answered, beat.desired.as_deref())
+                    && preparing.is_none()
+                {
+                    let task = update::spawn_prepare(&updater, Arc::clone(&runner), version.clone());
+                    preparing = Some((version, task));
+                }
+            }
+            joined = async { (&mut preparing.as_mut().expect("guarded by the select condition").1).await }, if preparing.is_some() => {
+                let version = preparing.take().map(|(v, _)| v).unwrap_or_default();
+                let prepared = match joined {
+                    Ok(Ok(p)) => p,
+                    Ok(Err((why, tell))) => {
+                        updater.failed(&version, &why, tell).await;
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "the update task ended abnormally");
+                        runner.set_paused(false);
+                        continue;
+                    }
+                };
+                // No heartbeats from here on: the new version sends them during its trial.
+                let outcome = tokio::select! {
+                    r = try_and_switch(&updater, &prepared) => r,
+                    _ = term.recv() => {
+                        updater.failed(&prepared.to, "stopped during the update", false).await;
+                        break "SIGTERM";
+                    }
+                };
+                if let Err(e) = outcome {
+                    updater.failed(&prepared.to, &format!("{e:#}"), true).await;
+                }
+                runner.set_paused(false);
+                next = Duration::ZERO;
+            }
+            () = async { tokio::time::sleep_until(probation.expect("guarded by the select condition")).await }, if probation.is_some() => {
+                updater.roll_back_and_exec();
+            }
         }
     };
 
@@ -112,7 +184,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
     loop {
         tokio::select! {
             () = &mut draining => break,
-            delay = async { tokio::time::sleep(next).await; beat.once().await } => next = delay,
+            (delay, _) = async { tokio::time::sleep(next).await; beat.once().await } => next = delay,
         }
     }
     poller.abort();
@@ -135,6 +207,86 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
     Ok(Exit::Success)
 }
 
+/// Tries the prepared version, puts it in place and runs it. Returns only on failure, with
+/// the previous binary in place.
+async fn try_and_switch(updater: &Updater, prepared: &update::Prepared) -> anyhow::Result<()> {
+    let paths = updater
+        .paths
+        .as_ref()
+        .context("the agent cannot tell where its binary is")?;
+    update::trial(paths, &updater.config, &updater.settings).await?;
+    update::swap(paths, prepared)?;
+    tracing::info!(to = %prepared.to, path = %paths.exe.display(), "the new version passed its trial; starting it");
+    notify(&[sd_notify::NotifyState::Reloading]);
+    let e = update::exec(paths);
+    // Still here: the new binary could not be started. Put the old one back.
+    let reason = format!("starting {}: {e}", paths.exe.display());
+    if let Some(state) = paths.read_state() {
+        update::roll_back(paths, &state, &reason)?;
+    }
+    anyhow::bail!(reason)
+}
+
+/// `run --trial N`: heartbeats as this server's agent until N are answered, then exits 0.
+/// It is the child of the agent that is updating, and dies with it.
+async fn trial(
+    client: &ConsoleClient,
+    node: &Node,
+    config: &Config,
+    n: u32,
+) -> anyhow::Result<Exit> {
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::Kill));
+    let mut log = RotatingFile::open(&config.log_dir.join("heartbeat.log"), DEFAULT_MAX_BYTES)
+        .with_context(|| format!("opening heartbeat.log in {}", config.log_dir.display()))?;
+    let mut answered = 0;
+    let mut backoff = Backoff::default();
+    tracing::info!(version = crate::version(), heartbeats = n, "on trial");
+    while answered < n {
+        let req = HeartbeatRequest {
+            agent_version: crate::version().to_owned(),
+            clock_offset_ms: None,
+            running_tasks: 0,
+            free_slots: 0,
+            log_port: None,
+        };
+        let at = SystemTime::now();
+        let result = client.heartbeat(&node.id, &node.secret, &req).await;
+        let (entry, wait) = match &result {
+            Ok(a) => {
+                answered += 1;
+                backoff.reset();
+                let interval = Duration::from_secs(a.body.heartbeat_interval_secs.max(1));
+                (
+                    HeartbeatEntry {
+                        at,
+                        status: Some(a.status),
+                        latency: a.latency,
+                        offset_ms: a.offset_ms,
+                        error: None,
+                    },
+                    interval.min(Duration::from_secs(1)),
+                )
+            }
+            Err(e) => (
+                HeartbeatEntry {
+                    at,
+                    status: e.status(),
+                    latency: e.latency(),
+                    offset_ms: e.offset_ms(),
+                    error: Some(e.to_string()),
+                },
+                backoff.next_delay().min(Duration::from_secs(1)),
+            ),
+        };
+        let _ = log.write_all(entry.line().as_bytes());
+        if answered < n {
+            tokio::time::sleep(wait).await;
+        }
+    }
+    tracing::info!(version = crate::version(), "trial passed");
+    Ok(Exit::Success)
+}
+
 struct Heartbeat<'a> {
     client: &'a ConsoleClient,
     runner: &'a Runner,
@@ -147,11 +299,14 @@ struct Heartbeat<'a> {
     offset_ms: Option<i64>,
     skewed: bool,
     slots: u32,
+    /// The version the console last asked for.
+    desired: Option<String>,
 }
 
 impl Heartbeat<'_> {
-    /// Sends one heartbeat, records it, and returns how long to wait before the next.
-    async fn once(&mut self) -> Duration {
+    /// Sends one heartbeat, records it, and returns how long to wait before the next and
+    /// whether it was answered.
+    async fn once(&mut self) -> (Duration, bool) {
         let req = HeartbeatRequest {
             agent_version: crate::version().to_owned(),
             clock_offset_ms: self.offset_ms,
@@ -208,7 +363,8 @@ impl Heartbeat<'_> {
                     *self.log_key.write().unwrap_or_else(|e| e.into_inner()) = Some(key);
                 }
                 self.interval = Duration::from_secs(answer.body.heartbeat_interval_secs.max(1));
-                self.interval
+                self.desired = answer.body.desired_version;
+                (self.interval, true)
             }
             Err(e) => {
                 let delay = self.backoff.next_delay();
@@ -218,7 +374,7 @@ impl Heartbeat<'_> {
                     retry_in_ms = delay.as_millis() as u64,
                     "heartbeat failed"
                 );
-                delay
+                (delay, false)
             }
         }
     }

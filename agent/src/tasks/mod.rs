@@ -129,6 +129,8 @@ pub struct Runner {
     skewed: AtomicBool,
     /// Stopping: no new work, and the poll loop ends.
     draining: AtomicBool,
+    /// An update waits for running tasks to end: no new work for now.
+    paused: AtomicBool,
     /// Signalled whenever a task leaves `held`.
     changed: Notify,
 }
@@ -142,6 +144,7 @@ impl Runner {
             held: Mutex::new(HashMap::new()),
             skewed: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
             changed: Notify::new(),
         })
     }
@@ -179,7 +182,29 @@ impl Runner {
     }
 
     fn accepting(&self) -> bool {
-        !self.skewed.load(Ordering::SeqCst) && !self.draining.load(Ordering::SeqCst)
+        !self.skewed.load(Ordering::SeqCst)
+            && !self.draining.load(Ordering::SeqCst)
+            && !self.paused.load(Ordering::SeqCst)
+    }
+
+    /// Takes no new tasks while `paused` (an update waits for the running ones to end).
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::SeqCst);
+    }
+
+    /// Waits until no task is running or about to run, for at most `timeout`; returns whether
+    /// that happened.
+    pub async fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let changed = self.changed.notified();
+            if self.unfinished().is_empty() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return self.unfinished().is_empty();
+            }
+        }
     }
 
     fn held_list(&self) -> Vec<HeldTask> {
@@ -358,8 +383,11 @@ impl Runner {
             }
             // An assignment that arrives while the agent drains is not started; the console
             // queues it again once it sees the agent no longer holds it.
-            if self.draining.load(Ordering::SeqCst) {
-                tracing::info!(task = a.id, "not starting a task while draining");
+            if self.draining.load(Ordering::SeqCst) || self.paused.load(Ordering::SeqCst) {
+                tracing::info!(
+                    task = a.id,
+                    "not starting a task while draining or updating"
+                );
                 self.forget(a.id);
                 return;
             }
