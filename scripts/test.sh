@@ -44,6 +44,11 @@ say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+say "building static agent 0.2.0: the second release the self-update tests move agents to"
+TASKNODE_VERSION=0.2.0 cargo build --locked --target x86_64-unknown-linux-musl -p tasknode
+mkdir -p target/update-test
+strip -o target/update-test/tasknode-0.2.0 target/x86_64-unknown-linux-musl/debug/tasknode
+export TASKNODE_UPDATE_AGENT=$PWD/target/update-test/tasknode-0.2.0
 say "building the static agent the install tests serve"
 cargo build --locked --target x86_64-unknown-linux-musl -p tasknode
 export TASKNODE_STATIC_AGENT=$PWD/target/x86_64-unknown-linux-musl/debug/tasknode

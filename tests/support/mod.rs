@@ -287,6 +287,8 @@ pub struct Agent {
     child: Option<Child>,
     /// The static agent under the Linux 2.6.32 filters, instead of the debug build.
     old_kernel: Option<std::sync::Arc<old_kernel::Linux2632>>,
+    /// A binary of this agent's own (which it may replace), instead of the debug build.
+    exe: Option<PathBuf>,
 }
 
 impl Agent {
@@ -297,7 +299,24 @@ impl Agent {
             root: None,
             child: None,
             old_kernel: None,
+            exe: None,
         }
+    }
+
+    /// Runs a stripped copy of `binary` at `tasknode/bin/tasknode` in this agent's directory,
+    /// as install.sh lays it out: an agent that can update itself.
+    pub fn with_own_binary(mut self, binary: &Path) -> Agent {
+        let bin = self.dir.path().join("tasknode/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let exe = bin.join("tasknode");
+        install_binary(binary, &exe);
+        self.exe = Some(exe);
+        self
+    }
+
+    /// The binary this agent runs.
+    pub fn exe(&self) -> PathBuf {
+        self.exe.clone().unwrap_or_else(|| bin("tasknode"))
     }
 
     /// An agent that is the static (musl) build, every command of it run as on Linux 2.6.32
@@ -336,7 +355,7 @@ impl Agent {
                 kernel.apply_on_exec(&mut cmd);
                 cmd
             }
-            None => Command::new(bin("tasknode")),
+            None => Command::new(self.exe()),
         };
         cmd.env("TASKNODE_CONFIG", self.config())
             .env_remove("NOTIFY_SOCKET");
@@ -519,6 +538,37 @@ impl Drop for Agent {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Copies `from` to `to` without its debug information (a debug agent is 100 MB, stripped
+/// 20 MB), executable.
+pub fn install_binary(from: &Path, to: &Path) {
+    let out = Command::new(which("strip"))
+        .arg("-o")
+        .arg(to)
+        .arg(from)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "strip failed: {}", stderr(&out));
+}
+
+/// The agent built as version 0.2.0 (TASKNODE_UPDATE_AGENT, else target/update-test/; built by
+/// scripts/test.sh): the release self-update tests move agents to.
+pub fn update_agent() -> PathBuf {
+    let path = std::env::var_os("TASKNODE_UPDATE_AGENT").map_or_else(
+        || {
+            let exe = std::env::current_exe().unwrap();
+            let target = exe.parent().unwrap().parent().unwrap().parent().unwrap();
+            target.join("update-test/tasknode-0.2.0")
+        },
+        PathBuf::from,
+    );
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `TASKNODE_VERSION=0.2.0 cargo build -p tasknode` and strip it there (scripts/test.sh does)",
+        path.display()
+    );
+    path
 }
 
 /// A console with `flags`, a user `etl`, a classic group `etl` with this host in it, and an
