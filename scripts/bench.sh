@@ -37,6 +37,11 @@ rustup target list --installed | grep -qx x86_64-unknown-linux-musl \
 
 say "building release binaries"
 cargo build --release --locked -p tasknode-console -p tasknode-bench -p tasknode -p tasknode-dist
+# The self-update benchmark moves an agent to a second real build: 0.2.0.
+TASKNODE_VERSION=0.2.0 cargo build --release --locked --target x86_64-unknown-linux-musl -p tasknode
+mkdir -p target/update-bench
+cp target/x86_64-unknown-linux-musl/release/tasknode target/update-bench/tasknode-0.2.0
+AGENT_V2=$PWD/target/update-bench/tasknode-0.2.0
 cargo build --release --locked --target x86_64-unknown-linux-musl -p tasknode
 CONSOLE=$PWD/target/release/tasknode-console
 LOADGEN=$PWD/target/release/tasknode-loadgen
@@ -374,6 +379,78 @@ done
 unset GNUPGHOME
 
 # ---- the report ----------------------------------------------------------------------------
+# ---- self-update ---------------------------------------------------------------------------
+if [ "$QUICK" = 1 ]; then ROLL_AGENTS=50; else ROLL_AGENTS=500; fi
+say "self-update: a real agent moving to 0.2.0, and $ROLL_AGENTS simulated agents converging in batches of 25% ($RUNS runs)"
+keyhex=$("$DIST" keygen --out "$WORK/upkeys" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["manifest_public_key"])')
+"$DIST" build --out "$WORK/updist" --version 0.2.0 --targets none --keys "$WORK/upkeys" \
+  --agent "$AGENT_V2" --source-date-epoch 1700000000 >/dev/null
+host=$(uname -n | tr 'A-Z' 'a-z')
+for run in $(seq "$RUNS"); do
+  data=$WORK/update$run
+  start_console "$data" --heartbeat-interval 1s --dist "$WORK/updist"
+  export TASKNODE_DATA=$data TASKNODE_CONSOLE=$CONSOLE_URL
+  "$CONSOLE" user create upd --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["password"])' >"$WORK/uppw"
+  chmod 600 "$WORK/uppw"
+  "$CONSOLE" group create upd --network classic >/dev/null
+  "$CONSOLE" server add --group upd --name "$host" >/dev/null
+  home=$WORK/upd-agent$run
+  mkdir -p "$home/bin"
+  cp "$AGENT" "$home/bin/tasknode"
+  "$home/bin/tasknode" enroll --console "$CONSOLE_URL" --user-name upd --password-file "$WORK/uppw" \
+    --enable-uuid false --config "$home/conf/tasknode.conf" >/dev/null
+  printf '\n[logs]\nlisten = "127.0.0.1:0"\n\n[update]\ntrusted_keys = ["%s"]\n' "$keyhex" >>"$home/conf/tasknode.conf"
+  "$home/bin/tasknode" run --config "$home/conf/tasknode.conf" 2>/dev/null &
+  upd_pid=$!
+  PIDS+=("$upd_pid")
+  for _ in $(seq 100); do
+    "$CONSOLE" server list --json | grep -q '"status": "available"' && break
+    sleep 0.2
+  done
+  "$CONSOLE" release publish "$WORK/updist/releases/0.2.0/manifest.stable.json" >/dev/null
+  t0=$(date +%s.%N)
+  "$CONSOLE" release pin --group upd --version 0.2.0 >/dev/null
+  for _ in $(seq 600); do
+    "$CONSOLE" server list --json | python3 -c '
+import json, sys
+s = [x for x in json.load(sys.stdin) if x["group"] == "upd"][0]
+sys.exit(0 if s["version"] == "0.2.0" and (s.get("update") or {}).get("state") == "current" else 1)' && break
+    sleep 0.1
+  done
+  record update_agent_s s "$(since "$t0")"
+  # The longest wait between two answered heartbeats from the pin to the end of probation.
+  python3 - "$home/logs/heartbeat.log" "$t0" >>"$RESULTS" <<'PY'
+import datetime, json, sys
+t0 = float(sys.argv[2])
+times = []
+for line in open(sys.argv[1]):
+    stamp, rest = line.split(" ", 1)
+    if "status=200" not in rest:
+        continue
+    t = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    times.append(t)
+times = sorted(times)
+before = [t for t in times if t < t0]
+after = [t for t in times if t >= t0]
+window = before[-1:] + after
+gap = max(b - a for a, b in zip(window, window[1:]))
+print(json.dumps({"metric": "update_heartbeat_gap_s", "unit": "s", "value": round(gap, 3)}))
+PY
+  stop_pid "$upd_pid"
+  "$LOADGEN" enroll --console "$CONSOLE_URL" --token-file "$data/admin.token" --agents "$ROLL_AGENTS" \
+    --state "$WORK/roll$run.json" --concurrency 16 >/dev/null
+  "$LOADGEN" rollout --console "$CONSOLE_URL" --token-file "$data/admin.token" --state "$WORK/roll$run.json" \
+    --version 0.2.0 --batch 25% --interval 1s --update-time 2s >"$WORK/roll$run.out" \
+    || die "rollout benchmark failed"
+  python3 - "$WORK/roll$run.out" >>"$RESULTS" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(json.dumps({"metric": f"rollout_{r['agents']}_agents_25pct_converge_s", "unit": "s", "value": r["converge_s"]}))
+PY
+  stop_pid "$CONSOLE_PID"
+  unset TASKNODE_DATA TASKNODE_CONSOLE
+done
+
 say "writing $OUT"
 python3 - "$RESULTS" "$OUT" "$RUNS" "$QUICK" "$INSTALL_NOTE" "$(cat "$WORK/enroll.json")" <<'PY'
 import json, os, platform, statistics, subprocess, sys, datetime
@@ -391,6 +468,7 @@ targets = {
     "index_1000_rpms_ours_over_createrepo_c": ("<= 1 (no slower)", lambda v: v <= 1),
     "install_to_available": ("< 3 s", lambda v: v < 3),
     "task_dispatch_p50_ms": ("<= 50 ms", lambda v: v <= 50),
+    "update_heartbeat_gap_s": ("< 2 s", lambda v: v < 2),
 }
 for (m, _), _v in rows.items():
     if m.endswith("_10s_p99_ms"):
@@ -444,6 +522,12 @@ lines += [
     "`task_dispatch_vpc_p50_ms` is the same for a VPC group. `task_log_vpc_pushed`: a task writing 200 MB (20 in quick mode) on the VPC server, "
     "megabytes per second from its submit until the console holds the whole log its agent pushed. `task_log_*_read`: reading that log back through "
     "`GET /api/v1/tasks/ID/log`, 1 MiB at a time: from the console's disk (vpc), or through the console from the classic agent's log service.",
+    "- `update_agent_s`: the release agent (0.1.0) on this host, heartbeating every second, from `release pin` of 0.2.0 (a second real release build, "
+    "published from a signed manifest) until the console shows it running 0.2.0 and done: manifest check, download, a trial of 3 heartbeats, swap, exec, "
+    "and 3 heartbeats of probation. `update_heartbeat_gap_s`: the longest time between two answered heartbeats in that window (heartbeat.log; "
+    "the interval itself is 1 s).",
+    "- `rollout_N_agents_25pct_converge_s`: N simulated agents (`tasknode-loadgen rollout`) heartbeating every second, from starting a rollout "
+    "in batches of 25% until all run the new version; each simulated update takes 2 s, so four batches cost at least 4 x (2 s + a heartbeat).",
 ]
 if install_note:
     lines += ["", install_note]

@@ -3,7 +3,8 @@
 //! (open loop, each agent on its own schedule), `saturate` sends back-to-back requests over C
 //! connections to any URL (the console's heartbeat, or nginx for the ceiling), `dispatch`
 //! submits tasks to a group served by a real agent and measures submit-to-start latency and log
-//! streaming. Each prints one JSON line with rates and latency percentiles.
+//! streaming, `rollout` starts a staged rollout to the enrolled agents and measures how long
+//! they take to converge on the new version. Each prints one JSON line.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -90,6 +91,29 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         log_mb: u64,
     },
+    /// Run the enrolled agents (group `bench`), start a staged rollout of VERSION (already
+    /// published) and time until every agent runs it. An agent asked for another version
+    /// reports `started`, keeps heartbeating for UPDATE_TIME (what a real update takes), then
+    /// reports `updated` and heartbeats as the new version.
+    Rollout {
+        #[arg(long)]
+        console: String,
+        #[arg(long)]
+        token_file: PathBuf,
+        #[arg(long)]
+        state: PathBuf,
+        #[arg(long)]
+        version: String,
+        /// Servers per batch: a count, a percentage, or all.
+        #[arg(long, default_value = "25%")]
+        batch: String,
+        #[arg(long, value_parser = duration, default_value = "1s")]
+        interval: Duration,
+        #[arg(long, value_parser = duration, default_value = "2s")]
+        update_time: Duration,
+        #[arg(long, value_parser = duration, default_value = "600s")]
+        timeout: Duration,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -132,6 +156,25 @@ fn main() -> anyhow::Result<()> {
                 tasks,
                 log_mb,
             } => dispatch(&console, &token_file, &group, tasks, log_mb).await,
+            Command::Rollout {
+                console,
+                token_file,
+                state,
+                version,
+                batch,
+                interval,
+                update_time,
+                timeout,
+            } => {
+                let plan = RolloutPlan {
+                    version,
+                    batch,
+                    interval,
+                    update_time,
+                    timeout,
+                };
+                rollout(&console, &token_file, &state, plan).await
+            }
         }
     })
 }
@@ -565,6 +608,121 @@ async fn dispatch(
             "log_read_seconds": read_secs,
             "log_read_mb_per_s": held as f64 / 1e6 / read_secs,
         })
+    );
+    Ok(())
+}
+
+struct RolloutPlan {
+    version: String,
+    batch: String,
+    interval: Duration,
+    update_time: Duration,
+    timeout: Duration,
+}
+
+async fn rollout(
+    console: &str,
+    token_file: &PathBuf,
+    state: &PathBuf,
+    plan: RolloutPlan,
+) -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let token = std::fs::read_to_string(token_file)
+        .with_context(|| format!("--token-file {}", token_file.display()))?
+        .trim()
+        .to_owned();
+    let nodes = load_nodes(state)?;
+    let count = nodes.len();
+    let http = client(256)?;
+    let done = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::with_capacity(count);
+    for node in nodes {
+        let (http, console, done) = (http.clone(), console.to_owned(), Arc::clone(&done));
+        let (interval, update_time) = (plan.interval, plan.update_time);
+        let phase = rand::thread_rng().gen_range(Duration::ZERO..interval);
+        workers.push(tokio::spawn(async move {
+            let mut version = "0.1.0".to_owned();
+            let mut updating: Option<(String, Instant)> = None;
+            let mut finished_at = None;
+            let mut ticker =
+                tokio::time::interval_at(tokio::time::Instant::now() + phase, interval);
+            let report = |version: &str, outcome: &str| {
+                http.post(format!("{console}/api/v1/nodes/{}/update", node.id))
+                    .bearer_auth(&node.secret)
+                    .json(&json!({"version": version, "outcome": outcome}))
+                    .send()
+            };
+            while done.load(Ordering::SeqCst) < count {
+                ticker.tick().await;
+                if let Some((to, since)) = &updating
+                    && since.elapsed() >= update_time
+                {
+                    version = to.clone();
+                    let _ = report(&version, "updated").await;
+                    updating = None;
+                }
+                let res = http
+                    .post(format!("{console}/api/v1/nodes/{}/heartbeat", node.id))
+                    .bearer_auth(&node.secret)
+                    .json(&json!({"agent_version": version, "running_tasks": 0, "free_slots": 4}))
+                    .send()
+                    .await;
+                let Ok(res) = res else { continue };
+                let Ok(answer) = res.json::<serde_json::Value>().await else {
+                    continue;
+                };
+                match answer["desired_version"].as_str() {
+                    Some(want) if want != version && updating.is_none() => {
+                        let _ = report(want, "started").await;
+                        updating = Some((want.to_owned(), Instant::now()));
+                    }
+                    Some(want) if want == version && finished_at.is_none() => {
+                        finished_at = Some(Instant::now());
+                        done.fetch_add(1, Ordering::SeqCst);
+                    }
+                    _ => {}
+                }
+            }
+            finished_at
+        }));
+    }
+    // Every agent heartbeats once before the rollout starts.
+    tokio::time::sleep(plan.interval * 2).await;
+    let batch = if plan.batch == "all" {
+        json!({"kind": "all"})
+    } else if let Some(p) = plan.batch.strip_suffix('%') {
+        json!({"kind": "percent", "value": p.parse::<u32>().context("--batch")?})
+    } else {
+        json!({"kind": "count", "value": plan.batch.parse::<u32>().context("--batch")?})
+    };
+    let t0 = Instant::now();
+    post(
+        &http,
+        &format!("{console}/api/v1/rollouts"),
+        &token,
+        &json!({"project": "default", "group": "bench", "version": plan.version, "batch": batch, "max_failures": 0}),
+    )
+    .await?;
+    let deadline = started + plan.timeout;
+    while done.load(Ordering::SeqCst) < count {
+        if Instant::now() > deadline {
+            bail!(
+                "only {} of {count} agents run {} after {:?}",
+                done.load(Ordering::SeqCst),
+                plan.version,
+                plan.timeout
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    for w in workers {
+        w.await?;
+    }
+    println!(
+        "{}",
+        json!({"agents": count, "batch": plan.batch, "update_time_s": plan.update_time.as_secs_f64(), "converge_s": seconds})
     );
     Ok(())
 }
