@@ -94,6 +94,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
         path.clone(),
     );
     updater.start();
+    // A version on probation takes no tasks: if it is rolled back, the exec would lose them.
+    if updater.probation_deadline().is_some() {
+        runner.set_paused(true);
+    }
     let poller = tokio::spawn(Arc::clone(&runner).poll_loop());
     let log_key: LogKey = Arc::default();
     let log_port = if node.network == NetworkType::Classic {
@@ -129,7 +133,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
             _ = int.recv() => break "SIGINT",
             (delay, answered) = async { tokio::time::sleep(next).await; beat.once().await } => {
                 next = delay;
-                if let Some(version) = updater.on_heartbeat(answered, beat.desired.as_deref())
+                let on_probation = updater.probation_deadline().is_some();
+                let wanted = updater.on_heartbeat(answered, beat.desired.as_deref());
+                if on_probation && updater.probation_deadline().is_none() {
+                    runner.set_paused(false);
+                }
+                if let Some(version) = wanted
                     && preparing.is_none()
                 {
                     let task = update::spawn_prepare(&updater, Arc::clone(&runner), version.clone());
