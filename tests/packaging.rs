@@ -213,6 +213,8 @@ fn keygen_makes_a_lone_rsa_4096_key_and_an_ed25519_key_and_never_replaces_them()
         ("manifest-signing.secret.pem", 0o600),
         ("RPM-GPG-KEY-tasknode", 0o644),
         ("manifest-signing.public.pem", 0o644),
+        ("manifest-signing.next.secret.pem", 0o600),
+        ("manifest-signing.next.public.pem", 0o644),
     ] {
         assert_eq!(tasknode_tests::mode_of(&f.keys.join(name)), mode, "{name}");
     }

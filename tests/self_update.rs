@@ -48,6 +48,10 @@ fn releases() -> &'static Releases {
         let dir = tempfile::tempdir().unwrap();
         let p = |s: &str| dir.path().join(s);
         let generated = dist_tool(&["keygen", "--out", p("keys").to_str().unwrap()]);
+        // A standby key, which agents built from these keys trust as well, for a rotation.
+        let next = generated["next_manifest_public_key"].as_str().unwrap();
+        assert_eq!(next.len(), 64);
+        assert_ne!(next, generated["manifest_public_key"].as_str().unwrap());
         dist_tool(&["keygen", "--out", p("other-keys").to_str().unwrap()]);
         let v1 = p("tasknode-0.1.0");
         install_binary(&static_agent(), &v1);

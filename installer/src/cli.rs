@@ -294,6 +294,12 @@ fn keygen(args: &KeygenArgs) -> anyhow::Result<()> {
             crate::keys::MANIFEST_SECRET,
             crate::keys::MANIFEST_PUBLIC
         );
+        println!("    {}", made.manifest_public_key);
+        println!(
+            "  standby manifest key, for the next rotation (agents trust it too; keep it offline): {}",
+            crate::keys::MANIFEST_NEXT_SECRET
+        );
+        println!("    {}", made.next_manifest_public_key);
         println!("keep the *.secret.* files private and backed up: they sign every release");
     }
     Ok(())
@@ -339,10 +345,9 @@ fn build(args: &BuildArgs) -> anyhow::Result<()> {
         Some(path) => path.clone(),
         None => {
             if let Some(dir) = &args.keys {
-                trusted.insert(
-                    0,
-                    crate::keys::ReleaseKeys::load(dir)?.manifest_public_hex(),
-                );
+                let mut keys = crate::keys::ReleaseKeys::load(dir)?.trusted_hex(dir)?;
+                keys.retain(|k| !trusted.contains(k));
+                trusted.splice(0..0, keys);
             }
             eprintln!(
                 "building the static agent {version} ({}), trusting {} update key(s)",

@@ -27,6 +27,11 @@ pub const PACKAGE_PUBLIC: &str = "RPM-GPG-KEY-tasknode";
 pub const MANIFEST_SECRET: &str = "manifest-signing.secret.pem";
 /// Its public half (SubjectPublicKeyInfo PEM), which agents are built to trust.
 pub const MANIFEST_PUBLIC: &str = "manifest-signing.public.pem";
+/// The standby manifest key, for the next rotation (0600). Agents are built to trust it too,
+/// so releases can be signed with it once the current key is retired; keep it offline.
+pub const MANIFEST_NEXT_SECRET: &str = "manifest-signing.next.secret.pem";
+/// Its public half.
+pub const MANIFEST_NEXT_PUBLIC: &str = "manifest-signing.next.public.pem";
 
 /// The smallest RSA key accepted for packages.
 pub const MIN_RSA_BITS: usize = 3072;
@@ -73,6 +78,8 @@ pub struct Generated {
     /// Fingerprint of the package key, upper-case hex, as `rpm -qi gpg-pubkey` and gpg show it.
     pub package_fingerprint: String,
     pub manifest_public_key: String,
+    /// The standby manifest key agents also trust.
+    pub next_manifest_public_key: String,
 }
 
 /// Creates both key pairs in `dir` (created if missing). Refuses, before writing anything,
@@ -83,6 +90,8 @@ pub fn generate(dir: &Path, user_id: &str) -> Result<Generated, KeyError> {
         PACKAGE_PUBLIC,
         MANIFEST_SECRET,
         MANIFEST_PUBLIC,
+        MANIFEST_NEXT_SECRET,
+        MANIFEST_NEXT_PUBLIC,
     ];
     for name in names {
         let path = dir.join(name);
@@ -125,7 +134,26 @@ pub fn generate(dir: &Path, user_id: &str) -> Result<Generated, KeyError> {
         .to_public_key_pem(Default::default())
         .map_err(|e| KeyError::Generate(format!("encoding the ed25519 key: {e}")))?;
 
+    let next = ed25519_dalek::SigningKey::generate(&mut rng);
+    let next_secret = next
+        .to_pkcs8_pem(Default::default())
+        .map_err(|e| KeyError::Generate(format!("encoding the ed25519 key: {e}")))?;
+    let next_public = next
+        .verifying_key()
+        .to_public_key_pem(Default::default())
+        .map_err(|e| KeyError::Generate(format!("encoding the ed25519 key: {e}")))?;
+
     write_new(&dir.join(PACKAGE_SECRET), secret_asc.as_bytes(), 0o600)?;
+    write_new(
+        &dir.join(MANIFEST_NEXT_SECRET),
+        next_secret.as_bytes(),
+        0o600,
+    )?;
+    write_new(
+        &dir.join(MANIFEST_NEXT_PUBLIC),
+        next_public.as_bytes(),
+        0o644,
+    )?;
     write_new(
         &dir.join(MANIFEST_SECRET),
         manifest_secret.as_bytes(),
@@ -142,6 +170,7 @@ pub fn generate(dir: &Path, user_id: &str) -> Result<Generated, KeyError> {
         dir: dir.to_owned(),
         package_fingerprint: hex::encode_upper(public.fingerprint().as_bytes()),
         manifest_public_key: hex::encode(manifest.verifying_key().as_bytes()),
+        next_manifest_public_key: hex::encode(next.verifying_key().as_bytes()),
     })
 }
 
@@ -166,6 +195,21 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyError> {
     file.sync_all().map_err(io(path))?;
     // The umask may have taken bits away from a public key; give them back.
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io(path))
+}
+
+/// The standby manifest key of `dir` (hex), if `keygen` made one there.
+pub fn standby_key_hex(dir: &Path) -> Result<Option<String>, KeyError> {
+    use ed25519_dalek::pkcs8::DecodePublicKey;
+    let path = dir.join(MANIFEST_NEXT_PUBLIC);
+    let Ok(pem) = fs::read_to_string(&path) else {
+        return Ok(None);
+    };
+    let key =
+        ed25519_dalek::VerifyingKey::from_public_key_pem(&pem).map_err(|e| KeyError::WrongKey {
+            path: path.clone(),
+            why: format!("not an ed25519 public key in SPKI PEM ({e})"),
+        })?;
+    Ok(Some(tasknode_protocol::manifest::encode_key(&key)))
 }
 
 /// The keys a build signs with, loaded and checked.
@@ -247,6 +291,14 @@ impl ReleaseKeys {
         tasknode_protocol::manifest::encode_key(&self.manifest.verifying_key())
     }
 
+    /// The keys an agent built with these keys trusts (hex): the manifest key, and the standby
+    /// key of `dir` when it has one.
+    pub fn trusted_hex(&self, dir: &Path) -> Result<Vec<String>, KeyError> {
+        let mut keys = vec![self.manifest_public_hex()];
+        keys.extend(standby_key_hex(dir)?);
+        Ok(keys)
+    }
+
     /// The signer for RPM headers and repomd.xml.
     pub fn package_signer(&self) -> Result<rpm::signature::pgp::Signer, rpm::Error> {
         rpm::signature::pgp::Signer::from_asc(&self.package_secret)
@@ -320,6 +372,27 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("chmod 600"), "{err}");
+    }
+
+    #[test]
+    fn the_standby_key_is_read_when_there_is_one() {
+        use ed25519_dalek::pkcs8::EncodePublicKey;
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(standby_key_hex(dir.path()).unwrap(), None);
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key();
+        let pem = key.to_public_key_pem(Default::default()).unwrap();
+        write_new(
+            &dir.path().join(MANIFEST_NEXT_PUBLIC),
+            pem.as_bytes(),
+            0o644,
+        )
+        .unwrap();
+        assert_eq!(
+            standby_key_hex(dir.path()).unwrap(),
+            Some(tasknode_protocol::manifest::encode_key(&key))
+        );
+        fs::write(dir.path().join(MANIFEST_NEXT_PUBLIC), "junk").unwrap();
+        assert!(standby_key_hex(dir.path()).is_err());
     }
 
     #[test]
