@@ -358,18 +358,7 @@ impl ConsoleClient {
             .post(url.clone())
             .header(AUTHORIZATION, format!("Bearer {secret}"))
             .json(body);
-        let started = Instant::now();
-        let res = req.send().await.map_err(|e| ClientError::Unreachable {
-            url: url.to_string(),
-            detail: describe(e),
-            latency: started.elapsed(),
-        })?;
-        if res.status().is_success() {
-            return Ok(());
-        }
-        let status = res.status().as_u16();
-        let bytes = res.bytes().await.unwrap_or_default();
-        Err(refusal(status, &bytes, started.elapsed(), None))
+        self.raw(req, &url).await.map(drop)
     }
 
     async fn post<B: Serialize, T: DeserializeOwned>(
