@@ -375,6 +375,20 @@ mod releases {
         }
     }
 
+    /// A store in `dir` with a classic group `etl` holding server `a`.
+    async fn group_with_server(dir: &std::path::Path) -> (SqliteStore, crate::store::Server) {
+        let store = SqliteStore::open(&dir.join("t.db")).unwrap();
+        store
+            .create_group("default", "etl", NetworkType::Classic, 1)
+            .await
+            .unwrap();
+        let a = store
+            .add_server("default", "etl", "a", None, 1)
+            .await
+            .unwrap();
+        (store, a)
+    }
+
     fn rollout(version: &str) -> SetRollout {
         SetRollout {
             project: "default".into(),
@@ -475,15 +489,7 @@ mod releases {
     #[tokio::test]
     async fn setting_a_rollout_again_starts_it_over() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
-        store
-            .create_group("default", "etl", NetworkType::Classic, 1)
-            .await
-            .unwrap();
-        let a = store
-            .add_server("default", "etl", "a", None, 1)
-            .await
-            .unwrap();
+        let (store, a) = group_with_server(dir.path()).await;
         let err = store
             .set_rollout(&rollout("0.3.0"), "x", 1)
             .await
@@ -552,15 +558,7 @@ mod releases {
     #[tokio::test]
     async fn only_the_latest_update_report_is_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
-        store
-            .create_group("default", "etl", NetworkType::Classic, 1)
-            .await
-            .unwrap();
-        let a = store
-            .add_server("default", "etl", "a", None, 1)
-            .await
-            .unwrap();
+        let (store, a) = group_with_server(dir.path()).await;
         for (outcome, at) in [(UpdateOutcome::Started, 5), (UpdateOutcome::Failed, 6)] {
             let report = UpdateReport {
                 version: "0.3.0".into(),
