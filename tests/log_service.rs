@@ -82,19 +82,7 @@ fn the_log_service_serves_the_console_and_refuses_everyone_else() {
     let key = console_key(&console);
 
     // The console reads a task's log through the service, live and when it is done.
-    let script = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(script.path(), "echo first\nsleep 2\necho second\n").unwrap();
-    let submitted: Value = serde_json::from_str(&console.cli_ok(&[
-        "task",
-        "submit",
-        "--group",
-        "etl",
-        "--script",
-        script.path().to_str().unwrap(),
-        "--json",
-    ]))
-    .unwrap();
-    let id = submitted["id"].as_i64().unwrap();
+    let id = console.submit_script("etl", "echo first\nsleep 2\necho second\n");
     let path = format!("tasks/{id}.log");
     let url = format!("http://127.0.0.1:{port}/logs/{path}");
     let http = reqwest::blocking::Client::new();

@@ -135,19 +135,9 @@ fn the_static_agent_enrolls_heartbeats_restarts_and_stops_on_linux_2632() {
     assert_eq!(report["enrolled"], true);
 
     // A task: its process group, pipe, timeout and log push under the same filters.
-    let script = agent.dir.path().join("task.sh");
-    std::fs::write(&script, "echo ran under 2.6.32\nexit 3\n").unwrap();
-    let submitted: serde_json::Value = serde_json::from_str(&console.cli_ok(&[
-        "task",
-        "submit",
-        "--group",
-        "etl",
-        "--script",
-        script.to_str().unwrap(),
-        "--json",
-    ]))
-    .unwrap();
-    let id = submitted["id"].to_string();
+    let id = console
+        .submit_script("etl", "echo ran under 2.6.32\nexit 3\n")
+        .to_string();
     let done = wait_for(Duration::from_secs(20), "the task to finish", || {
         let t: serde_json::Value =
             serde_json::from_str(&console.cli_ok(&["task", "show", &id, "--json"])).unwrap();

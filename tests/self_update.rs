@@ -188,17 +188,9 @@ fn pin(console: &Console, version: &str) {
 
 /// Waits until the console shows this host's update in `state`; returns the listing.
 fn wait_update(console: &Console, state: &str, timeout: Duration) -> Value {
-    let mut last = Value::Null;
-    let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        wait_for(timeout, &format!("update state {state}"), || {
-            last = console.server(&hostname());
-            (last["update"]["state"] == state).then(|| last.clone())
-        })
-    }));
-    match found {
-        Ok(v) => v,
-        Err(_) => panic!("update never became {state}: last seen {last:#}"),
-    }
+    console.wait_server(&hostname(), &format!("to be {state}"), timeout, |s| {
+        s["update"]["state"] == state
+    })
 }
 
 fn version_of(binary: &Path) -> Option<String> {
@@ -237,19 +229,9 @@ fn an_agent_moves_to_a_new_version_without_killing_its_task_and_rolls_back_when_
     let pid = agent.pid();
 
     // A task that runs while the update arrives: the update waits for it.
-    let script = agent.dir.path().join("task.sh");
-    std::fs::write(&script, "sleep 3; echo survived\n").unwrap();
-    let submitted = console.cli_ok(&[
-        "task",
-        "submit",
-        "--group",
-        "etl",
-        "--script",
-        script.to_str().unwrap(),
-        "--json",
-    ]);
-    let task: Value = serde_json::from_str(&submitted).unwrap();
-    let id = task["id"].as_i64().unwrap().to_string();
+    let id = console
+        .submit_script("etl", "sleep 3; echo survived\n")
+        .to_string();
     wait_for(Duration::from_secs(20), "the task to run", || {
         let t: Value =
             serde_json::from_str(&console.cli_ok(&["task", "show", &id, "--json"])).unwrap();

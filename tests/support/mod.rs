@@ -237,12 +237,26 @@ impl Console {
 
     /// Waits until server `name` is in `status`; returns its listing.
     pub fn wait_status(&self, name: &str, status: &str, timeout: Duration) -> Value {
+        self.wait_server(name, &format!("to be {status}"), timeout, |s| {
+            s["status"] == status
+        })
+    }
+
+    /// Waits until the listing of server `name` satisfies `done`; returns it. On a timeout the
+    /// panic shows the last listing and the console's log.
+    pub fn wait_server(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let mut last = Value::Null;
-        let what = format!("server {name} to be {status}");
+        let what = format!("server {name} {what}");
         let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             wait_for(timeout, &what, || {
                 last = self.server(name);
-                (last["status"] == status).then(|| last.clone())
+                done(&last).then(|| last.clone())
             })
         }));
         match found {
@@ -252,6 +266,24 @@ impl Console {
                 self.log_text()
             ),
         }
+    }
+
+    /// Submits `script` to `group` with `task submit` (through a file, as an operator would);
+    /// returns the task's id.
+    pub fn submit_script(&self, group: &str, script: &str) -> i64 {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), script).unwrap();
+        let out = self.cli_ok(&[
+            "task",
+            "submit",
+            "--group",
+            group,
+            "--script",
+            file.path().to_str().unwrap(),
+            "--json",
+        ]);
+        let submitted: Value = serde_json::from_str(&out).unwrap();
+        submitted["id"].as_i64().unwrap()
     }
 
     /// The console's CA certificate, when it serves with `--tls`.
