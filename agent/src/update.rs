@@ -622,24 +622,7 @@ impl Updater {
                         reason = %state.reason,
                         "the update failed; this is the version that ran before"
                     );
-                    let (client, node, paths) =
-                        (Arc::clone(&self.client), self.node.clone(), paths.clone());
-                    tokio::spawn(async move {
-                        if report(
-                            &client,
-                            &node,
-                            &state.to,
-                            UpdateOutcome::Failed,
-                            &state.reason,
-                        )
-                        .await
-                        {
-                            let _ = paths.write_state(&State {
-                                reported: true,
-                                ..state
-                            });
-                        }
-                    });
+                    self.tell(&state.to, UpdateOutcome::Failed, &state.reason);
                 }
             }
         }
@@ -664,10 +647,7 @@ impl Updater {
                 {
                     tracing::warn!(error = %e, "cannot clear the update record");
                 }
-                let (client, node) = (Arc::clone(&self.client), self.node.clone());
-                tokio::spawn(async move {
-                    report(&client, &node, &state.to, UpdateOutcome::Updated, "").await;
-                });
+                self.tell(&state.to, UpdateOutcome::Updated, "");
             }
         }
         let desired = desired?;
@@ -691,14 +671,7 @@ impl Updater {
             if self.declined.as_deref() != Some(desired) {
                 self.declined = Some(desired.to_owned());
                 tracing::info!(version = desired, reason = %reason, "the console asks for another version; not updating here");
-                let (client, node, version) = (
-                    Arc::clone(&self.client),
-                    self.node.clone(),
-                    desired.to_owned(),
-                );
-                tokio::spawn(async move {
-                    report(&client, &node, &version, outcome, &reason).await;
-                });
+                self.tell(desired, outcome, &reason);
             }
             return None;
         }
@@ -713,7 +686,7 @@ impl Updater {
 
     /// Remembers a failed or postponed attempt at `version` and tells the console of a
     /// failure.
-    pub async fn failed(&mut self, version: &str, reason: &str, tell: bool) {
+    pub fn failed(&mut self, version: &str, reason: &str, tell: bool) {
         self.failed = Some((version.to_owned(), now_ms()));
         let Some(paths) = &self.paths else { return };
         let _ = fs::remove_file(&paths.new);
@@ -728,16 +701,25 @@ impl Updater {
         if let Err(e) = record_failure(paths, crate::version(), version, reason) {
             tracing::warn!(error = %format!("{e:#}"), "cannot record the failed update");
         }
-        let (client, node, paths, version, reason) = (
+        self.tell(version, UpdateOutcome::Failed, reason);
+    }
+
+    /// Reports to the console in the background. Once a failure is told, its record beside
+    /// the binary is marked so the next start does not tell it again.
+    fn tell(&self, version: &str, outcome: UpdateOutcome, reason: &str) {
+        let (client, node, paths) = (
             Arc::clone(&self.client),
             self.node.clone(),
-            paths.clone(),
-            version.to_owned(),
-            reason.to_owned(),
+            self.paths.clone(),
         );
+        let (version, reason) = (version.to_owned(), reason.to_owned());
         tokio::spawn(async move {
-            if report(&client, &node, &version, UpdateOutcome::Failed, &reason).await
+            if report(&client, &node, &version, outcome, &reason).await
+                && outcome == UpdateOutcome::Failed
+                && let Some(paths) = paths
                 && let Some(mut state) = paths.read_state()
+                && state.phase == Phase::Failed
+                && state.to == version
             {
                 state.reported = true;
                 let _ = paths.write_state(&state);

@@ -150,7 +150,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
                 let prepared = match joined {
                     Ok(Ok(p)) => p,
                     Ok(Err((why, tell))) => {
-                        updater.failed(&version, &why, tell).await;
+                        updater.failed(&version, &why, tell);
                         continue;
                     }
                     Err(e) => {
@@ -163,12 +163,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
                 let outcome = tokio::select! {
                     r = try_and_switch(&updater, &prepared) => r,
                     _ = term.recv() => {
-                        updater.failed(&prepared.to, "stopped during the update", false).await;
+                        updater.failed(&prepared.to, "stopped during the update", false);
                         break "SIGTERM";
                     }
                 };
                 if let Err(e) = outcome {
-                    updater.failed(&prepared.to, &format!("{e:#}"), true).await;
+                    updater.failed(&prepared.to, &format!("{e:#}"), true);
                 }
                 runner.set_paused(false);
                 next = Duration::ZERO;
