@@ -1,6 +1,7 @@
 //! Tasks end to end with a real console and real agents on loopback: dispatch within each
 //! server's max concurrency, exactly once, through a console killed mid-run; cancel, timeout and
-//! runaway scripts leave no process behind; a lost agent's task is reported, not run again.
+//! runaway scripts leave no process behind; a lost agent's task is reported, not run again; a
+//! renamed group's agent gets its tasks at once, and only an empty group is deleted.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -619,4 +620,63 @@ fn the_console_lifts_its_open_file_limit_for_long_polls() {
         .unwrap();
     let numbers: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
     assert_eq!(numbers, ["4096", "4096"], "{line}");
+}
+
+#[test]
+fn a_renamed_group_keeps_its_agent_working_and_only_an_empty_group_is_deleted() {
+    let (console, _agent) = one_agent(&[]);
+    let host = hostname();
+    let out = console.cli_ok(&["group", "rename", "--group", "etl", "--to", "etl-2"]);
+    assert_eq!(
+        out.trim(),
+        "renamed resource group etl of project default to etl-2"
+    );
+    assert_eq!(console.server(&host)["group"], "etl-2");
+    // The agent's long poll, registered under the old name, is woken by a task submitted
+    // under the new one: the task starts long before the poll's 25 s are up.
+    let id = console.submit_script("etl-2", "echo renamed\n");
+    let t = wait_state(&console, id, &["succeeded"], Duration::from_secs(15));
+    assert_eq!(t["group"], "etl-2");
+    assert_eq!(log_of(&console, id), "renamed\n");
+
+    console.cli_ok(&["group", "create", "other", "--network", "vpc"]);
+    let refusals: [(&[&str], &str); 3] = [
+        (
+            &["group", "rename", "--group", "etl-2", "--to", "other"],
+            "field new_name: resource group \"other\" already exists",
+        ),
+        (
+            &["group", "delete", "--group", "etl-2"],
+            "group etl-2 still has 1 server; a group is deleted only when it is empty",
+        ),
+        (
+            &["group", "delete", "--group", "etl"],
+            "no resource group named \"etl\"",
+        ),
+    ];
+    for (args, expect) in refusals {
+        let out = console.cli(args);
+        assert_eq!(out.status.code(), Some(3), "{args:?}");
+        assert!(stderr(&out).contains(expect), "{args:?}: {}", stderr(&out));
+    }
+
+    let deleted: Value =
+        serde_json::from_str(&console.cli_ok(&["group", "delete", "--group", "other", "--json"]))
+            .unwrap();
+    assert_eq!(
+        deleted,
+        json!({"name": "other", "project": "default", "deleted_tasks": []})
+    );
+    let groups: Vec<Value> =
+        serde_json::from_str(&console.cli_ok(&["group", "list", "--json"])).unwrap();
+    let names: Vec<&str> = groups.iter().map(|g| g["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["etl-2"]);
+    // The name is free again; the refused commands changed nothing.
+    console.cli_ok(&["group", "create", "other", "--network", "classic"]);
+    assert_eq!(task(&console, id)["state"], "succeeded");
+    let out = console.cli_ok(&["group", "delete", "--group", "other"]);
+    assert_eq!(
+        out.trim(),
+        "deleted resource group other of project default with 0 finished tasks"
+    );
 }

@@ -53,7 +53,7 @@ pub enum Command {
     /// Create and list users (access keys agents enroll with).
     #[command(subcommand)]
     User(UserCmd),
-    /// Create and list resource groups.
+    /// Create, list, rename and delete resource groups.
     #[command(subcommand)]
     Group(GroupCmd),
     /// Add servers to resource groups and list them with their state.
@@ -326,6 +326,29 @@ pub enum GroupCmd {
     List {
         #[arg(long)]
         project: Option<String>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Rename a resource group. Its servers, tasks, rollout and install commands stay with it.
+    Rename {
+        /// The group to rename.
+        #[arg(long)]
+        group: String,
+        /// Its new name, unique within the project.
+        #[arg(long, value_name = "NEW")]
+        to: String,
+        #[arg(long, default_value = "default")]
+        project: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Delete an empty resource group (no servers, no queued, assigned or running tasks) with
+    /// its finished tasks and their logs, its install commands and its rollout.
+    Delete {
+        #[arg(long)]
+        group: String,
+        #[arg(long, default_value = "default")]
+        project: String,
         #[command(flatten)]
         out: Output,
     },

@@ -49,6 +49,23 @@ impl Dispatch {
         }
     }
 
+    /// Moves a renamed group's notification to its new name, so the polls that registered
+    /// under the old name are woken by what is submitted under the new one.
+    pub fn rename(&self, project: &str, from: &str, to: &str) {
+        let mut groups = self.lock();
+        let Some(moved) = groups.remove(&(project.to_owned(), from.to_owned())) else {
+            return;
+        };
+        // A poll that already registered under the new name keeps that notification; the
+        // moved one's polls look once more (and find their work by server, not by name).
+        match groups.entry((project.to_owned(), to.to_owned())) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(moved);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => moved.notify_waiters(),
+        }
+    }
+
     /// Ends every long poll at once and makes new ones answer at once: the console is stopping.
     pub fn close(&self) {
         self.closing.store(true, Ordering::SeqCst);
@@ -148,6 +165,15 @@ impl TaskLogs {
         Ok(size + new.len() as u64)
     }
 
+    /// Removes the log of task `id` (a deleted task's); a log never written is no error.
+    pub fn remove(&self, id: i64) -> Result<(), LogError> {
+        let _guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        match fs::remove_file(self.path(id)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(self.io(id)(e)),
+            _ => Ok(()),
+        }
+    }
+
     /// Up to `max` bytes from `offset`, and the size of the log.
     pub fn read(&self, id: i64, offset: u64, max: usize) -> Result<(Vec<u8>, u64), LogError> {
         let path = self.path(id);
@@ -242,5 +268,29 @@ mod tests {
         assert_eq!(bytes, b"hel");
         assert_eq!(logs.read(7, 50, 3).unwrap(), (Vec::new(), 11));
         assert_eq!(logs.read(8, 0, 3).unwrap(), (Vec::new(), 0));
+
+        // A deleted task's log goes; a log never written is no error.
+        logs.remove(7).unwrap();
+        logs.remove(8).unwrap();
+        assert_eq!(logs.size(7).unwrap(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("logs")).unwrap().count(),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn a_poll_waiting_under_a_renamed_groups_old_name_is_woken_under_the_new_one() {
+        let dispatch = Dispatch::default();
+        let waiting = dispatch.group("default", "etl");
+        let notified = waiting.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        dispatch.rename("default", "etl", "etl-2");
+        dispatch.wake("default", "etl-2");
+        tokio::time::timeout(Duration::from_secs(5), notified)
+            .await
+            .expect("woken under the new name");
+        assert!(Arc::ptr_eq(&waiting, &dispatch.group("default", "etl-2")));
     }
 }

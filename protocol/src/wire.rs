@@ -390,6 +390,48 @@ pub struct GroupView {
     pub created_at: String,
 }
 
+/// `POST /api/v1/groups/rename`: give a group another name in its project. Its servers,
+/// tasks, rollout and install commands stay with it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenameGroup {
+    pub project: String,
+    pub name: String,
+    pub new_name: String,
+}
+
+impl Validate for RenameGroup {
+    fn validate(&self) -> Result<(), FieldError> {
+        validate::name("project", &self.project)?;
+        validate::name("name", &self.name)?;
+        validate::name("new_name", &self.new_name)
+    }
+}
+
+/// `POST /api/v1/groups/delete`: delete an empty group with its finished tasks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteGroup {
+    pub project: String,
+    pub name: String,
+}
+
+impl Validate for DeleteGroup {
+    fn validate(&self) -> Result<(), FieldError> {
+        validate::name("project", &self.project)?;
+        validate::name("name", &self.name)
+    }
+}
+
+/// The answer to `POST /api/v1/groups/delete`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeletedGroupView {
+    pub name: String,
+    pub project: String,
+    /// Ids of the finished tasks deleted with the group (their logs too), ascending.
+    pub deleted_tasks: Vec<i64>,
+}
+
 /// Largest max concurrency an operator can set.
 pub const MAX_CONFIGURED_CONCURRENCY: u32 = 1024;
 

@@ -4,7 +4,8 @@ use serde::Serialize;
 use tasknode_protocol::updates::UpdateView;
 use tasknode_protocol::wire::{
     AddServer, CreateGroup, CreateInstallCommand, CreateProject, CreateUser, CreatedUser,
-    GroupView, InstallCommand, ProjectView, ServerView, UserView,
+    DeleteGroup, DeletedGroupView, GroupView, InstallCommand, ProjectView, RenameGroup, ServerView,
+    UserView,
 };
 use tasknode_protocol::{NetworkType, validate};
 
@@ -135,6 +136,52 @@ pub async fn group(global: &Global, cmd: GroupCmd) -> anyhow::Result<()> {
             print_table(
                 &["GROUP", "PROJECT", "NETWORK", "SERVERS", "CREATED"],
                 &rows,
+            );
+        }
+        GroupCmd::Rename {
+            group,
+            to,
+            project,
+            out,
+        } => {
+            validate::name("--group", &group)?;
+            validate::name("--to", &to)?;
+            validate::name("--project", &project)?;
+            let body = RenameGroup {
+                name: group.clone(),
+                project,
+                new_name: to,
+            };
+            let g: GroupView = client.post("/api/v1/groups/rename", &body).await?;
+            if out.json {
+                return print_json(&g);
+            }
+            println!(
+                "renamed resource group {group} of project {} to {}",
+                g.project, g.name
+            );
+        }
+        GroupCmd::Delete {
+            group,
+            project,
+            out,
+        } => {
+            validate::name("--group", &group)?;
+            validate::name("--project", &project)?;
+            let body = DeleteGroup {
+                name: group,
+                project,
+            };
+            let d: DeletedGroupView = client.post("/api/v1/groups/delete", &body).await?;
+            if out.json {
+                return print_json(&d);
+            }
+            let n = d.deleted_tasks.len();
+            println!(
+                "deleted resource group {} of project {} with {n} finished task{}",
+                d.name,
+                d.project,
+                if n == 1 { "" } else { "s" }
             );
         }
     }

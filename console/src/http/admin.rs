@@ -1,14 +1,16 @@
 //! Admin endpoints (admin token): projects, users, resource groups and servers (with where
 //! each stands in its group's rollout).
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use tasknode_protocol::wire::{
-    AddServer, CreateGroup, CreateProject, CreateUser, CreatedUser, GroupView, ProjectView,
-    ServerView, Validate,
+    AddServer, CreateGroup, CreateProject, CreateUser, CreatedUser, DeleteGroup, DeletedGroupView,
+    GroupView, ProjectView, RenameGroup, ServerView, Validate,
 };
 use tasknode_protocol::{concurrency, validate};
 
@@ -164,12 +166,96 @@ pub async fn create_group(
     State(state): State<AppState>,
     StrictJson(req): StrictJson<CreateGroup>,
 ) -> Result<(StatusCode, Json<GroupView>), ApiError> {
+    Ok((
+        StatusCode::CREATED,
+        Json(create_group_core(&state, req).await?),
+    ))
+}
+
+/// Creates a resource group (`req` already validated), as the API and the web console do.
+pub(crate) async fn create_group_core(
+    state: &AppState,
+    req: CreateGroup,
+) -> Result<GroupView, ApiError> {
     let g = state
         .store
         .create_group(&req.project, &req.name, req.network, state.clock.now_ms())
         .await?;
     tracing::info!(group = %g.name, project = %g.project, network = %g.network, "resource group created");
-    Ok((StatusCode::CREATED, Json(group_view(g))))
+    Ok(group_view(g))
+}
+
+pub async fn rename_group(
+    _: Admin,
+    State(state): State<AppState>,
+    StrictJson(req): StrictJson<RenameGroup>,
+) -> Result<Json<GroupView>, ApiError> {
+    let renamed = rename_group_core(&state, &req.project, &req.name, &req.new_name).await;
+    match renamed {
+        Ok(g) => Ok(Json(g)),
+        // The name taken is the one asked for: `new_name`.
+        Err(ApiError::Conflict { message, .. }) => Err(ApiError::Conflict {
+            field: Some("new_name".to_owned()),
+            message,
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+/// Renames a resource group (names already validated), as the API and the web console do:
+/// the long polls of its agents, registered under the old name, are woken by tasks submitted
+/// under the new one.
+pub(crate) async fn rename_group_core(
+    state: &AppState,
+    project: &str,
+    group: &str,
+    new_name: &str,
+) -> Result<GroupView, ApiError> {
+    let g = state.store.rename_group(project, group, new_name).await?;
+    if group != g.name {
+        state.dispatch.rename(project, group, &g.name);
+        tracing::info!(group = %group, to = %g.name, project = %project, "resource group renamed");
+    }
+    Ok(group_view(g))
+}
+
+pub async fn delete_group(
+    _: Admin,
+    State(state): State<AppState>,
+    StrictJson(req): StrictJson<DeleteGroup>,
+) -> Result<Json<DeletedGroupView>, ApiError> {
+    let deleted = delete_group_core(&state, &req.project, &req.name).await?;
+    Ok(Json(DeletedGroupView {
+        name: deleted.name,
+        project: deleted.project,
+        deleted_tasks: deleted.tasks,
+    }))
+}
+
+/// Deletes an empty resource group with its finished tasks (and their logs), as the API and
+/// the web console do.
+pub(crate) async fn delete_group_core(
+    state: &AppState,
+    project: &str,
+    group: &str,
+) -> Result<crate::store::DeletedGroup, ApiError> {
+    let deleted = state.store.delete_group(project, group).await?;
+    tracing::info!(group = %deleted.name, project = %deleted.project, tasks = deleted.tasks.len(), "resource group deleted");
+    // The rows are gone: a log that cannot be removed is told, and does not undo the delete.
+    let logs = Arc::clone(&state.task_logs);
+    let ids = deleted.tasks.clone();
+    let removed = tokio::task::spawn_blocking(move || {
+        for id in ids {
+            if let Err(e) = logs.remove(id) {
+                tracing::warn!(task = id, error = %e, "a deleted task's log was not removed; remove it by hand");
+            }
+        }
+    })
+    .await;
+    if let Err(e) = removed {
+        tracing::warn!(error = %e, "removing the logs of a deleted group's tasks failed");
+    }
+    Ok(deleted)
 }
 
 fn group_view(g: crate::store::Group) -> GroupView {
@@ -197,6 +283,17 @@ pub async fn add_server(
     State(state): State<AppState>,
     StrictJson(req): StrictJson<AddServer>,
 ) -> Result<(StatusCode, Json<ServerView>), ApiError> {
+    Ok((
+        StatusCode::CREATED,
+        Json(add_server_core(&state, req).await?),
+    ))
+}
+
+/// Adds a server to a group (`req` already validated), as the API and the web console do.
+pub(crate) async fn add_server_core(
+    state: &AppState,
+    req: AddServer,
+) -> Result<ServerView, ApiError> {
     let network = state.store.group_network(&req.project, &req.group).await?;
     let name = network
         .parse_server_name("name", &req.name)
@@ -220,14 +317,14 @@ pub async fn add_server(
         )
         .await?;
     tracing::info!(server = %server.name, group = %server.group, "server added");
-    let mut view = server_view(&state, &server, &server.liveness, state.clock.now_ms());
+    let mut view = server_view(state, &server, &server.liveness, state.clock.now_ms());
     view.update = state
         .rollouts
         .tick()
         .await?
         .update_views()
         .remove(&server.id);
-    Ok((StatusCode::CREATED, Json(view)))
+    Ok(view)
 }
 
 pub async fn list_servers(
@@ -240,19 +337,26 @@ pub async fn list_servers(
         project: q.project,
         group: q.group,
     };
+    Ok(Json(server_views(&state, filter).await?))
+}
+
+/// The servers `filter` selects, with their status and where each stands in its group's
+/// rollout, as the API lists them and the web console shows them.
+pub(crate) async fn server_views(
+    state: &AppState,
+    filter: ServerFilter,
+) -> Result<Vec<ServerView>, ApiError> {
     let mut updates = state.rollouts.tick().await?.update_views();
     let servers = state.store.list_servers(&filter).await?;
     let live = state.live.by_server();
     let now = state.clock.now_ms();
-    Ok(Json(
-        servers
-            .iter()
-            .map(|s| ServerView {
-                update: updates.remove(&s.id),
-                ..server_view(&state, s, live.get(&s.id).unwrap_or(&s.liveness), now)
-            })
-            .collect(),
-    ))
+    Ok(servers
+        .iter()
+        .map(|s| ServerView {
+            update: updates.remove(&s.id),
+            ..server_view(state, s, live.get(&s.id).unwrap_or(&s.liveness), now)
+        })
+        .collect())
 }
 
 pub(super) fn server_view(

@@ -24,6 +24,18 @@ pub async fn create(
     State(state): State<AppState>,
     StrictJson(req): StrictJson<CreateInstallCommand>,
 ) -> Result<(StatusCode, Json<InstallCommand>), ApiError> {
+    Ok((
+        StatusCode::CREATED,
+        Json(create_command(&state, req).await?),
+    ))
+}
+
+/// Makes a one-time install link (`req` already validated) and the commands that run it, as
+/// the API and the web console hand them out.
+pub(crate) async fn create_command(
+    state: &AppState,
+    req: CreateInstallCommand,
+) -> Result<InstallCommand, ApiError> {
     if state.artifacts.binaries.is_empty() {
         return Err(ApiError::Conflict {
             field: None,
@@ -55,22 +67,19 @@ pub async fn create(
     });
     let (command, wget_command) =
         commands(&url, ca.as_ref().map(|(u, s)| (u.as_str(), s.as_str())));
-    Ok((
-        StatusCode::CREATED,
-        Json(InstallCommand {
-            command,
-            wget_command,
-            ca_url: ca.as_ref().map(|(u, _)| u.clone()),
-            ca_sha256: ca.map(|(_, s)| s),
-            url,
-            group: t.group,
-            project: t.project,
-            user_name: t.user,
-            network: t.network,
-            enable_uuid: t.network.enable_uuid(),
-            expires_at: rfc3339(expires),
-        }),
-    ))
+    Ok(InstallCommand {
+        command,
+        wget_command,
+        ca_url: ca.as_ref().map(|(u, _)| u.clone()),
+        ca_sha256: ca.map(|(_, s)| s),
+        url,
+        group: t.group,
+        project: t.project,
+        user_name: t.user,
+        network: t.network,
+        enable_uuid: t.network.enable_uuid(),
+        expires_at: rfc3339(expires),
+    })
 }
 
 /// Where the install command puts the console's CA: the install script's state directory,

@@ -1,13 +1,13 @@
 //! The HTTP API under `/api/v1`: routes, shared state, authentication and the console-time
 //! header every response carries. docs/api.md documents each endpoint.
 
-mod admin;
+pub(crate) mod admin;
 mod agent;
 pub mod error;
-mod install;
+pub(crate) mod install;
 mod json;
-mod releases;
-mod tasks;
+pub(crate) mod releases;
+pub(crate) mod tasks;
 
 use std::sync::Arc;
 
@@ -112,6 +112,8 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/groups",
             get(admin::list_groups).post(admin::create_group),
         )
+        .route("/api/v1/groups/rename", post(admin::rename_group))
+        .route("/api/v1/groups/delete", post(admin::delete_group))
         .route(
             "/api/v1/servers",
             get(admin::list_servers).post(admin::add_server),

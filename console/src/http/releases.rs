@@ -31,7 +31,7 @@ use crate::store::{NewRelease, Published, Release, ServerFilter, StoreError};
 
 // ---- operators ----
 
-fn release_view(r: Release) -> ReleaseView {
+pub(crate) fn release_view(r: Release) -> ReleaseView {
     ReleaseView {
         version: r.version,
         channel: r.channel,
@@ -247,6 +247,14 @@ pub async fn set_rollout(
     State(state): State<AppState>,
     StrictJson(req): StrictJson<SetRollout>,
 ) -> Result<Json<RolloutView>, ApiError> {
+    Ok(Json(start_rollout(&state, req).await?))
+}
+
+/// Sets a group's rollout (`req` already validated), as the API and the web console do.
+pub(crate) async fn start_rollout(
+    state: &AppState,
+    req: SetRollout,
+) -> Result<RolloutView, ApiError> {
     // The group must exist (NotFound names it) and the version be published.
     state.store.group_network(&req.project, &req.group).await?;
     let release = state
@@ -261,7 +269,7 @@ pub async fn set_rollout(
     // An expired rollback is no rollback: agents refuse it.
     let now = state.clock.now_ms();
     if release.rollback_expires_ms.is_none_or(|e| e <= now) {
-        refuse_downgrade(&state, &req, &release).await?;
+        refuse_downgrade(state, &req, &release).await?;
     }
     let view = state.rollouts.set(&req).await?;
     tracing::info!(
@@ -273,7 +281,7 @@ pub async fn set_rollout(
         reason = %view.reason,
         "rollout set"
     );
-    Ok(Json(view))
+    Ok(view)
 }
 
 /// Agents move to an older version only with a signed rollback: refuses a rollout that would

@@ -33,6 +33,11 @@ pub async fn submit(
     State(state): State<AppState>,
     StrictJson(req): StrictJson<SubmitTask>,
 ) -> Result<(StatusCode, Json<TaskView>), ApiError> {
+    Ok((StatusCode::CREATED, Json(submit_task(&state, req).await?)))
+}
+
+/// Queues a task (`req` already validated), as the API and the web console submit it.
+pub(crate) async fn submit_task(state: &AppState, req: SubmitTask) -> Result<TaskView, ApiError> {
     let timeout = req.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS);
     // Checks the group exists (NotFound names it) and that something could ever run the task.
     state.store.group_network(&req.project, &req.group).await?;
@@ -64,8 +69,7 @@ pub async fn submit(
         .await?;
     tracing::info!(task = t.id, group = %t.group, project = %t.project, "task submitted");
     state.dispatch.wake(&t.project, &t.group);
-    let view = task_view(&state, &t)?;
-    Ok((StatusCode::CREATED, Json(view)))
+    task_view(state, &t)
 }
 
 /// Query parameters of `GET /tasks`.
@@ -143,7 +147,7 @@ fn task_id(raw: &str) -> Result<i64, ApiError> {
     })
 }
 
-async fn task_or_404(state: &AppState, id: i64) -> Result<Task, ApiError> {
+pub(crate) async fn task_or_404(state: &AppState, id: i64) -> Result<Task, ApiError> {
     state
         .store
         .task(id)
@@ -168,7 +172,11 @@ pub async fn cancel(
     State(state): State<AppState>,
     Path(raw): Path<String>,
 ) -> Result<Json<TaskView>, ApiError> {
-    let id = task_id(&raw)?;
+    Ok(Json(cancel_task(&state, task_id(&raw)?).await?))
+}
+
+/// Asks for task `id` to be cancelled, as the API and the web console do.
+pub(crate) async fn cancel_task(state: &AppState, id: i64) -> Result<TaskView, ApiError> {
     let t = state
         .store
         .cancel_task(id, state.clock.now_ms())
@@ -188,7 +196,7 @@ pub async fn cancel(
         })?;
     tracing::info!(task = id, state = %t.state, "task cancel requested");
     state.dispatch.wake(&t.project, &t.group);
-    Ok(Json(task_view(&state, &t)?))
+    task_view(state, &t)
 }
 
 /// Query parameters of `GET /tasks/{id}/log`.
@@ -215,35 +223,67 @@ pub async fn log(
         ));
     }
     let t = task_or_404(&state, task_id(&raw)?).await?;
-    let (bytes, size) = match classic_server(&state, &t).await? {
+    Ok(read_log(&state, &t, q.offset, limit).await?.into_response())
+}
+
+/// A piece of a task's log, with where the task and its log stand.
+pub(crate) struct LogChunk {
+    pub bytes: Vec<u8>,
+    /// The log's size so far.
+    pub size: u64,
+    pub state: TaskState,
+    /// The task is over and its whole log is here.
+    pub complete: bool,
+}
+
+impl IntoResponse for LogChunk {
+    fn into_response(self) -> Response {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        headers.insert(
+            log_headers::STATE,
+            HeaderValue::from_static(self.state.as_str()),
+        );
+        headers.insert(log_headers::SIZE, HeaderValue::from(self.size));
+        headers.insert(
+            log_headers::COMPLETE,
+            HeaderValue::from_static(if self.complete { "true" } else { "false" }),
+        );
+        (headers, self.bytes).into_response()
+    }
+}
+
+/// Reads up to `limit` bytes of task `t`'s log from `offset`: from the console's own copy, or
+/// from the log service of the classic server that ran it.
+pub(crate) async fn read_log(
+    state: &AppState,
+    t: &Task,
+    offset: u64,
+    limit: usize,
+) -> Result<LogChunk, ApiError> {
+    let (bytes, size) = match classic_server(state, t).await? {
         Some((server, node_id)) => {
-            read_from_agent(&state, &server, &node_id, t.id, q.offset, limit).await?
+            read_from_agent(state, &server, &node_id, t.id, offset, limit).await?
         }
         None => {
             let logs = Arc::clone(&state.task_logs);
             let id = t.id;
-            tokio::task::spawn_blocking(move || logs.read(id, q.offset, limit))
+            tokio::task::spawn_blocking(move || logs.read(id, offset, limit))
                 .await
                 .map_err(|e| ApiError::Internal(e.to_string()))?
                 .map_err(log_error)?
         }
     };
     let complete = t.state.is_final() && t.log_bytes.is_none_or(|want| size >= want);
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    headers.insert(
-        log_headers::STATE,
-        HeaderValue::from_static(t.state.as_str()),
-    );
-    headers.insert(log_headers::SIZE, HeaderValue::from(size));
-    headers.insert(
-        log_headers::COMPLETE,
-        HeaderValue::from_static(if complete { "true" } else { "false" }),
-    );
-    Ok((headers, bytes).into_response())
+    Ok(LogChunk {
+        bytes,
+        size,
+        state: t.state,
+        complete,
+    })
 }
 
 /// The server (name and node id) of a task that ran on a classic server, whose log the
@@ -355,7 +395,7 @@ fn log_error(e: LogError) -> ApiError {
 }
 
 /// What a person reads about a task: its state and why, in words.
-pub(super) fn task_view(state: &AppState, t: &Task) -> Result<TaskView, ApiError> {
+pub(crate) fn task_view(state: &AppState, t: &Task) -> Result<TaskView, ApiError> {
     // Logs pushed by VPC servers are here; classic servers keep theirs and report the size.
     let log_bytes = match state.task_logs.size(t.id).map_err(log_error)? {
         0 => t.log_bytes.unwrap_or(0),

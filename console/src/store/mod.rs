@@ -114,6 +114,15 @@ pub struct Group {
     pub created_ms: i64,
 }
 
+/// What deleting a group removed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeletedGroup {
+    pub name: String,
+    pub project: String,
+    /// The finished tasks deleted with it, whose logs go too.
+    pub tasks: Vec<i64>,
+}
+
 /// A server row with its group and project, as the store holds it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Server {
@@ -341,6 +350,16 @@ pub trait Store: Send + Sync + 'static {
     async fn list_groups(&self, project: Option<&str>) -> Result<Vec<Group>, StoreError>;
     /// The network type of a group, or `NotFound`.
     async fn group_network(&self, project: &str, group: &str) -> Result<NetworkType, StoreError>;
+    /// Renames a group (`Exists` when the project has a group of that name already).
+    async fn rename_group(
+        &self,
+        project: &str,
+        group: &str,
+        new_name: &str,
+    ) -> Result<Group, StoreError>;
+    /// Deletes an empty group with its finished tasks, enrollment tokens and rollout; refused
+    /// (`Conflict`) while it has servers or unfinished tasks.
+    async fn delete_group(&self, project: &str, group: &str) -> Result<DeletedGroup, StoreError>;
 
     /// Adds a server to a group. A name already in any group is `ServerTaken`.
     async fn add_server(

@@ -13,9 +13,9 @@ use tasknode_protocol::tasks::{FinishTask, HeldTask, TaskAssignment};
 use tasknode_protocol::updates::{SetRollout, UpdateReport};
 
 use super::{
-    Advance, Enrollment, EnrollmentToken, Fenced, Group, Liveness, LivenessUpdate, Login,
-    NewRelease, Project, Published, Reconciled, Release, Rollout, Server, ServerFilter, SpendToken,
-    Stop, Store, StoreError, Task, TaskFilter, UpdateRecord, User,
+    Advance, DeletedGroup, Enrollment, EnrollmentToken, Fenced, Group, Liveness, LivenessUpdate,
+    Login, NewRelease, Project, Published, Reconciled, Release, Rollout, Server, ServerFilter,
+    SpendToken, Stop, Store, StoreError, Task, TaskFilter, UpdateRecord, User,
 };
 
 /// Schema migrations, applied in order; a migration's number is the schema version it makes.
@@ -24,6 +24,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/0002_enrollment_tokens.sql")),
     (3, include_str!("migrations/0003_tasks.sql")),
     (4, include_str!("migrations/0004_releases.sql")),
+    (5, include_str!("migrations/0005_task_ids.sql")),
 ];
 
 #[path = "sqlite_tasks.rs"]
@@ -358,6 +359,103 @@ impl Store for SqliteStore {
                 }
             })?;
             Ok(Group { name, project, network, servers: 0, created_ms: now_ms })
+        })
+        .await
+    }
+
+    async fn rename_group(
+        &self,
+        project: &str,
+        group: &str,
+        new_name: &str,
+    ) -> Result<Group, StoreError> {
+        let (project, group, new_name) =
+            (project.to_owned(), group.to_owned(), new_name.to_owned());
+        self.call(move |conn| {
+            let (id, _) = group_of(conn, &project, &group)?;
+            conn.execute(
+                "UPDATE resource_groups SET name = ?1 WHERE id = ?2",
+                params![new_name, id],
+            )
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Exists { kind: "resource group", name: new_name.clone() }
+                } else {
+                    sql("renaming a resource group")(e)
+                }
+            })?;
+            conn.query_row(
+                "SELECT g.network, g.created_ms, (SELECT COUNT(*) FROM servers s WHERE s.group_id = g.id)
+                 FROM resource_groups g WHERE g.id = ?1",
+                [id],
+                |r| {
+                    let network: String = r.get(0)?;
+                    Ok((network, r.get::<_, i64>(1)?, r.get::<_, u32>(2)?))
+                },
+            )
+            .map_err(sql("reading a renamed resource group"))
+            .map(|(network, created_ms, servers)| Group {
+                name: new_name,
+                project,
+                network: parse_network(&network),
+                servers,
+                created_ms,
+            })
+        })
+        .await
+    }
+
+    async fn delete_group(&self, project: &str, group: &str) -> Result<DeletedGroup, StoreError> {
+        let (project, group) = (project.to_owned(), group.to_owned());
+        self.call(move |conn| {
+            let tx = conn.transaction().map_err(sql("deleting a resource group"))?;
+            let (id, _) = group_of(&tx, &project, &group)?;
+            let count = |query: &str| -> Result<i64, StoreError> {
+                tx.query_row(query, [id], |r| r.get(0))
+                    .map_err(sql("deleting a resource group"))
+            };
+            let servers = count("SELECT COUNT(*) FROM servers WHERE group_id = ?1")?;
+            if servers > 0 {
+                return Err(StoreError::Conflict {
+                    field: "group",
+                    message: format!(
+                        "group {group} still has {servers} server{}; a group is deleted only when it is empty",
+                        if servers == 1 { "" } else { "s" }
+                    ),
+                });
+            }
+            let unfinished = count(
+                "SELECT COUNT(*) FROM tasks WHERE group_id = ?1 AND state IN ('queued', 'assigned', 'running')",
+            )?;
+            if unfinished > 0 {
+                return Err(StoreError::Conflict {
+                    field: "group",
+                    message: format!(
+                        "group {group} has {unfinished} unfinished task{} (queued, assigned or running); cancel {them} (`tasknode-console task cancel ID`) or wait for {them} to finish, then delete the group",
+                        if unfinished == 1 { "" } else { "s" },
+                        them = if unfinished == 1 { "it" } else { "them" },
+                    ),
+                });
+            }
+            let tasks = {
+                let mut stmt = tx
+                    .prepare("SELECT id FROM tasks WHERE group_id = ?1 ORDER BY id")
+                    .map_err(sql("deleting a resource group"))?;
+                stmt.query_map([id], |r| r.get::<_, i64>(0))
+                    .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                    .map_err(sql("deleting a resource group"))?
+            };
+            for statement in [
+                "DELETE FROM tasks WHERE group_id = ?1",
+                "DELETE FROM enrollment_tokens WHERE group_id = ?1",
+                // Its rollout and the rollout's members go by ON DELETE CASCADE.
+                "DELETE FROM resource_groups WHERE id = ?1",
+            ] {
+                tx.execute(statement, [id])
+                    .map_err(sql("deleting a resource group"))?;
+            }
+            tx.commit().map_err(sql("deleting a resource group"))?;
+            Ok(DeletedGroup { name: group, project, tasks })
         })
         .await
     }
