@@ -141,6 +141,8 @@ cat <<MSG
 
 tasknode is running.
   console       $url   (HTTPS with its own CA, $data/tls/ca.pem; admin token: $data/admin.token)
+  web console   $url/ui/   (sign in as demo with the password in $password_file,
+                or with the admin token; the browser must trust $data/tls/ca.pem)
   admin CLI     TASKNODE_DATA=$data $bin/tasknode-console server list
   agent status  $bin/tasknode status --config $agent_conf
   agent logs    $state/agent/logs/heartbeat.log, $state/agent/logs/agent.log

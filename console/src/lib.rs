@@ -14,6 +14,7 @@ pub mod status;
 pub mod store;
 pub mod tasks;
 pub mod tls;
+pub mod web;
 
 use std::process::ExitCode;
 

@@ -122,7 +122,10 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         clock,
         thresholds,
     ));
+    let web = crate::web::state(tls.is_some() || public_url.starts_with("https://"))
+        .context("loading the web console's templates")?;
     let state = AppState {
+        web,
         store: Arc::clone(&store),
         live: Arc::clone(&live),
         clock,
@@ -145,7 +148,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     };
 
     println!(
-        "tasknode-console listening on {url} (data: {})",
+        "tasknode-console listening on {url} (data: {}; web console: {url}/ui/)",
         data.display()
     );
     tracing::info!(

@@ -61,6 +61,8 @@ pub struct AppState {
     pub log_key_public: Arc<str>,
     /// Runs rollouts; heartbeat answers carry the version it wants each server to run.
     pub rollouts: Arc<crate::rollout::RolloutEngine>,
+    /// The web console's sessions and page templates.
+    pub web: Arc<crate::web::Web>,
 }
 
 impl AppState {
@@ -95,6 +97,7 @@ pub fn router(state: AppState) -> Router {
             .route("/yum/{dist}/tasknode.repo", get(install::yum_repo));
     }
     router
+        .merge(crate::web::router())
         .route("/api/v1/health", get(agent::health))
         .route("/api/v1/enroll", post(agent::enroll))
         .route("/api/v1/nodes/{node_id}", get(agent::node))
