@@ -74,10 +74,6 @@ const TEMPLATES: &[(&str, &str)] = &[
         "releases.html",
         include_str!("../../web/templates/releases.html"),
     ),
-    (
-        "message.html",
-        include_str!("../../web/templates/message.html"),
-    ),
 ];
 
 const STYLESHEET: &str = include_str!("../../web/static/console.css");
