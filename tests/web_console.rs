@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use tasknode_tests::browser::Browser;
+use tasknode_tests::browser::{Browser, TIMEOUT};
 use tasknode_tests::sandbox::{Os, Sandbox, require_root};
 use tasknode_tests::{Console, static_agent};
 
@@ -33,7 +33,7 @@ fn console() -> (Console, tempfile::TempDir) {
 fn sign_in_as_user(b: &Browser, console: &Console, user: &str, password: &str) {
     b.goto(&format!("{}/ui/groups", console.url));
     // Not signed in: the console sends the browser to its sign-in page, and back afterwards.
-    b.wait_for("#login-user", Duration::from_secs(10));
+    b.wait_for("#login-user", TIMEOUT);
     assert!(
         b.current_url().contains("/ui/login?next=/ui/groups"),
         "{}",
@@ -42,20 +42,20 @@ fn sign_in_as_user(b: &Browser, console: &Console, user: &str, password: &str) {
     b.fill("#user_name", user);
     b.fill("#password", password);
     b.click("#login-user button[type=submit]");
-    b.wait_text("#signed-in-as", user, Duration::from_secs(10));
+    b.wait_text("#signed-in-as", user, TIMEOUT);
 }
 
 /// Signs out, and waits until the sign-in page is there.
 fn sign_out(b: &Browser) {
     b.click(".signout button");
-    b.wait_for("#login-user", Duration::from_secs(10));
+    b.wait_for("#login-user", TIMEOUT);
 }
 
 fn sign_in_as_admin(b: &Browser, console: &Console) {
     b.goto(&format!("{}/ui/login", console.url));
     b.fill("#token", &console.token());
     b.click("#login-token button[type=submit]");
-    b.wait_text("#signed-in-as", "admin", Duration::from_secs(10));
+    b.wait_text("#signed-in-as", "admin", TIMEOUT);
 }
 
 /// The install command as the page shows it, run as an operator pastes it into a root shell on
@@ -101,35 +101,35 @@ fn an_operator_adds_a_server_and_runs_a_task_in_the_browser() {
     b.fill("#name", "etl-vpc");
     b.click("#network-vpc");
     b.click("#create-group button[type=submit]");
-    b.wait_for("#no-servers", Duration::from_secs(10));
+    b.wait_for("#no-servers", TIMEOUT);
     assert!(b.current_url().ends_with("/ui/groups/default/etl-vpc"));
     b.screenshot("group-empty");
 
     // Add the server: the UUID is checked as it is typed, and the calculator fills in the max
     // concurrency from cores and memory.
     b.click("#add-server");
-    b.wait_for("#add-server-form", Duration::from_secs(10));
+    b.wait_for("#add-server-form", TIMEOUT);
     b.fill("#name", "not-a-uuid");
-    b.wait_text("#name-check", "is not a UUID", Duration::from_secs(10));
+    b.wait_text("#name-check", "is not a UUID", TIMEOUT);
     b.fill("#name", UUID);
-    b.wait_text("#name-check", "can be added", Duration::from_secs(10));
+    b.wait_text("#name-check", "can be added", TIMEOUT);
     b.fill("#cores", "4");
     b.fill("#memory_gib", "32");
-    b.wait_text("#calc-result", "8 tasks at once", Duration::from_secs(10));
-    b.wait_text("#calc-result", "CPU is the limit", Duration::from_secs(10));
+    b.wait_text("#calc-result", "8 tasks at once", TIMEOUT);
+    b.wait_text("#calc-result", "CPU is the limit", TIMEOUT);
     b.click("#use-calculated");
     assert_eq!(b.value("#max_concurrency"), "8");
     b.screenshot("add-server");
     b.click("#add-server-form button[type=submit]");
     let row = format!("#server-{UUID}");
-    b.wait_text(&row, "pending", Duration::from_secs(10));
-    b.wait_text(&row, "8 (configured)", Duration::from_secs(10));
+    b.wait_text(&row, "pending", TIMEOUT);
+    b.wait_text(&row, "8 (configured)", TIMEOUT);
 
     // The install command: one-time, with a copy button, enable_uuid following the group.
     b.click("#install-command");
-    b.wait_for("#install-form", Duration::from_secs(10));
+    b.wait_for("#install-form", TIMEOUT);
     b.click("#install-form button[type=submit]");
-    b.wait_for("#command", Duration::from_secs(10));
+    b.wait_for("#command", TIMEOUT);
     let command = b.text("#command");
     assert!(command.contains("/install/"), "{command}");
     assert!(b.text("#created").contains("enable_uuid=true"));
@@ -141,7 +141,7 @@ fn an_operator_adds_a_server_and_runs_a_task_in_the_browser() {
     // The operator runs it on the server. The group page, left open, turns the server
     // available by itself: the marker set on this page load survives, so nothing reloaded.
     b.goto(&format!("{}/ui/groups/default/etl-vpc", console.url));
-    b.wait_text(&row, "pending", Duration::from_secs(10));
+    b.wait_text(&row, "pending", TIMEOUT);
     b.eval("window.__sameLoad = 42; return null");
     let sb = Sandbox::new(Os::CentOs7);
     sb.set_uuid(UUID);
@@ -186,13 +186,9 @@ fn an_operator_adds_a_server_and_runs_a_task_in_the_browser() {
     assert!(log.contains("<img id=injected src=x>"), "{log}");
     assert!(log.ends_with("done") || log.ends_with("done\n"), "{log}");
     assert!(!b.exists("#injected"), "log text became markup");
-    b.wait_text(
-        "#log-state",
-        "succeeded; its whole log",
-        Duration::from_secs(10),
-    );
+    b.wait_text("#log-state", "succeeded; its whole log", TIMEOUT);
     // The page reads the task's result in once it ends.
-    b.wait_text("#exit-code", "0", Duration::from_secs(10));
+    b.wait_text("#exit-code", "0", TIMEOUT);
     b.screenshot("task-log");
 
     // A long task, cancelled from its page while its log streams.
@@ -208,19 +204,19 @@ fn an_operator_adds_a_server_and_runs_a_task_in_the_browser() {
     assert!(!b.text("#log").contains("never-printed"));
 
     b.click("a[href='/ui/tasks']");
-    b.wait_for("#tasks", Duration::from_secs(10));
+    b.wait_for("#tasks", TIMEOUT);
     assert!(b.text("#tasks").contains("succeeded"));
     b.screenshot("tasks");
 
     b.click("a[href='/ui/releases']");
-    b.wait_for("#no-releases", Duration::from_secs(10));
+    b.wait_for("#no-releases", TIMEOUT);
     b.screenshot("releases");
 
     // Signing out ends the session: the old cookie no longer opens a page.
     b.click(".signout button");
-    b.wait_for("#login-user", Duration::from_secs(10));
+    b.wait_for("#login-user", TIMEOUT);
     b.goto(&format!("{}/ui/groups/default/etl-vpc", console.url));
-    b.wait_for("#login-user", Duration::from_secs(10));
+    b.wait_for("#login-user", TIMEOUT);
 }
 
 #[test]
@@ -244,16 +240,8 @@ fn every_form_shows_bad_input_beside_the_field() {
     b.tab();
     assert_eq!(b.focused_id().as_deref(), Some("password"));
     b.click("#login-user button[type=submit]");
-    b.wait_text(
-        "#user_name-error",
-        "must not be empty",
-        Duration::from_secs(10),
-    );
-    b.wait_text(
-        "#password-error",
-        "must not be empty",
-        Duration::from_secs(10),
-    );
+    b.wait_text("#user_name-error", "must not be empty", TIMEOUT);
+    b.wait_text("#password-error", "must not be empty", TIMEOUT);
     assert_eq!(
         b.attr("#user_name", "aria-invalid").as_deref(),
         Some("true")
@@ -261,15 +249,11 @@ fn every_form_shows_bad_input_beside_the_field() {
     b.fill("#user_name", "etl");
     b.fill("#password", "wrong-password");
     b.click("#login-user button[type=submit]");
-    b.wait_text(
-        "#password-error",
-        "wrong user name or password",
-        Duration::from_secs(10),
-    );
+    b.wait_text("#password-error", "wrong user name or password", TIMEOUT);
     assert_eq!(b.value("#user_name"), "etl", "the user name is kept");
     b.fill("#token", "not-the-token");
     b.click("#login-token button[type=submit]");
-    b.wait_text("#token-error", "wrong admin token", Duration::from_secs(10));
+    b.wait_text("#token-error", "wrong admin token", TIMEOUT);
     b.screenshot("login-errors");
 
     sign_in_as_admin(&b, &console);
@@ -278,34 +262,26 @@ fn every_form_shows_bad_input_beside_the_field() {
     b.goto(&format!("{}/ui/groups", console.url));
     b.fill("#name", "bad name!");
     b.click("#create-group button[type=submit]");
-    b.wait_text(
-        "#name-error",
-        "is not a valid name",
-        Duration::from_secs(10),
-    );
+    b.wait_text("#name-error", "is not a valid name", TIMEOUT);
     assert_eq!(b.value("#name"), "bad name!", "the typed value is kept");
     b.fill("#name", "taken");
     b.click("#create-group button[type=submit]");
-    b.wait_text("#name-error", "already exists", Duration::from_secs(10));
+    b.wait_text("#name-error", "already exists", TIMEOUT);
     b.screenshot("groups-errors");
 
     // A group: rename and delete.
     b.goto(&format!("{}/ui/groups/default/taken", console.url));
     b.fill("#new_name", "");
     b.click("#rename-group button[type=submit]");
-    b.wait_text(
-        "#new_name-error",
-        "must not be empty",
-        Duration::from_secs(10),
-    );
+    b.wait_text("#new_name-error", "must not be empty", TIMEOUT);
     console.cli_ok(&["group", "create", "other", "--network", "vpc"]);
     b.fill("#new_name", "other");
     b.click("#rename-group button[type=submit]");
-    b.wait_text("#new_name-error", "already exists", Duration::from_secs(10));
+    b.wait_text("#new_name-error", "already exists", TIMEOUT);
     b.screenshot("group-errors");
     b.click("#delete-group");
     b.click("#delete-form button[type=submit]");
-    b.wait_text("#form-error", "1 server", Duration::from_secs(10));
+    b.wait_text("#form-error", "1 server", TIMEOUT);
     b.screenshot("group-delete-refused");
 
     // Adding a server: a name checked as typed, a server of another group, a bad max.
@@ -314,11 +290,11 @@ fn every_form_shows_bad_input_beside_the_field() {
         console.url
     ));
     b.fill("#name", "web01.example.com");
-    b.wait_text("#name-check", "is not a UUID", Duration::from_secs(10));
+    b.wait_text("#name-check", "is not a UUID", TIMEOUT);
     b.goto(&format!("{}/ui/groups/default/taken", console.url));
     b.fill("#new_name", "taken2");
     b.click("#rename-group button[type=submit]");
-    b.wait_text("h1", "taken2", Duration::from_secs(10));
+    b.wait_text("h1", "taken2", TIMEOUT);
     assert!(b.current_url().ends_with("/ui/groups/default/taken2"));
     console.cli_ok(&["group", "create", "classic2", "--network", "classic"]);
     b.goto(&format!(
@@ -329,39 +305,31 @@ fn every_form_shows_bad_input_beside_the_field() {
     b.wait_text(
         "#name-check",
         "already in resource group \"taken2\"",
-        Duration::from_secs(10),
+        TIMEOUT,
     );
     b.fill("#max_concurrency", "0");
     b.click("#add-server-form button[type=submit]");
-    b.wait_text(
-        "#max_concurrency-error",
-        "from 1 to 256",
-        Duration::from_secs(10),
-    );
+    b.wait_text("#max_concurrency-error", "from 1 to 256", TIMEOUT);
     b.fill("#max_concurrency", "");
     b.click("#add-server-form button[type=submit]");
     b.wait_text(
         "#name-error",
         "already in resource group \"taken2\"",
-        Duration::from_secs(10),
+        TIMEOUT,
     );
     b.fill("#name", "bad_host!");
     b.click("#add-server-form button[type=submit]");
-    b.wait_text("#name-error", "classic group", Duration::from_secs(10));
+    b.wait_text("#name-error", "classic group", TIMEOUT);
     b.goto(&format!("{}/ui/groups/default/other/delete", console.url));
     b.click("#delete-form button[type=submit]");
-    b.wait_text("#notice", "other was deleted", Duration::from_secs(10));
+    b.wait_text("#notice", "other was deleted", TIMEOUT);
     assert!(!b.text("#groups").contains("other"));
     b.goto(&format!(
         "{}/ui/groups/default/classic2/add-server",
         console.url
     ));
     b.fill("#cores", "-1");
-    b.wait_text(
-        "#calc-result",
-        "not a number above 0",
-        Duration::from_secs(10),
-    );
+    b.wait_text("#calc-result", "not a number above 0", TIMEOUT);
     assert_eq!(
         b.attr("#use-calculated", "disabled").as_deref(),
         Some("true")
@@ -375,27 +343,23 @@ fn every_form_shows_bad_input_beside_the_field() {
     ));
     b.eval("document.querySelector('#user_name').innerHTML = '<option value=\"ghost\">ghost</option>'; return null");
     b.click("#install-form button[type=submit]");
-    b.wait_text("#user_name-error", "ghost", Duration::from_secs(10));
+    b.wait_text("#user_name-error", "ghost", TIMEOUT);
     b.screenshot("install-errors");
 
     // Tasks.
     b.goto(&format!("{}/ui/tasks", console.url));
     b.fill("#timeout", "soon");
     b.click("#submit-task button[type=submit]");
-    b.wait_text(
-        "#group-error",
-        "choose the resource group",
-        Duration::from_secs(10),
-    );
-    b.wait_text("#timeout-error", "not a duration", Duration::from_secs(10));
+    b.wait_text("#group-error", "choose the resource group", TIMEOUT);
+    b.wait_text("#timeout-error", "not a duration", TIMEOUT);
     b.select("#group", "default/classic2");
     b.fill("#timeout", "10m");
     b.fill("#script", "   ");
     b.click("#submit-task button[type=submit]");
-    b.wait_text("#script-error", "is empty", Duration::from_secs(10));
+    b.wait_text("#script-error", "is empty", TIMEOUT);
     b.fill("#script", "echo hi");
     b.click("#submit-task button[type=submit]");
-    b.wait_text("#group-error", "has no servers", Duration::from_secs(10));
+    b.wait_text("#group-error", "has no servers", TIMEOUT);
     b.screenshot("tasks-errors");
 
     // A user does not see other projects' groups, and is refused admin work.
@@ -413,11 +377,7 @@ fn every_form_shows_bad_input_beside_the_field() {
     sign_in_as_user(&b, &console, "etl", &password);
     assert!(!b.text("#groups").contains("ledger"));
     b.goto(&format!("{}/ui/groups/finance/ledger", console.url));
-    b.wait_text(
-        "#page-error",
-        "no project \"finance\"",
-        Duration::from_secs(10),
-    );
+    b.wait_text("#page-error", "no project \"finance\"", TIMEOUT);
 }
 
 fn dist_tool(args: &[&str]) {
@@ -475,23 +435,19 @@ fn releases_and_rollouts_in_the_browser() {
     let b = Browser::start();
     sign_in_as_admin(&b, &console);
     b.goto(&format!("{}/ui/releases", console.url));
-    b.wait_text("#releases", "0.1.0", Duration::from_secs(10));
+    b.wait_text("#releases", "0.1.0", TIMEOUT);
     assert!(b.exists("#no-rollouts"));
     b.select("#group", "default/etl");
     b.fill("#batch", "0%");
     b.fill("#max_failures", "many");
     b.click("#rollout-form button[type=submit]");
-    b.wait_text("#batch-error", "0%", Duration::from_secs(10));
-    b.wait_text(
-        "#max_failures-error",
-        "not a whole number",
-        Duration::from_secs(10),
-    );
+    b.wait_text("#batch-error", "0%", TIMEOUT);
+    b.wait_text("#max_failures-error", "not a whole number", TIMEOUT);
     b.screenshot("releases-errors");
     b.fill("#batch", "50%");
     b.fill("#max_failures", "1");
     b.click("#rollout-form button[type=submit]");
-    b.wait_text("#rollouts", "0.1.0", Duration::from_secs(10));
+    b.wait_text("#rollouts", "0.1.0", TIMEOUT);
     assert!(
         b.text("#rollouts").contains("50%"),
         "{}",
@@ -500,15 +456,11 @@ fn releases_and_rollouts_in_the_browser() {
     b.screenshot("releases-rollout");
     // The group's servers show where they stand in it.
     b.goto(&format!("{}/ui/groups/default/etl", console.url));
-    b.wait_text(
-        "#server-web01\\.example\\.com",
-        "update",
-        Duration::from_secs(10),
-    );
+    b.wait_text("#server-web01\\.example\\.com", "update", TIMEOUT);
 
     // With a release directory, the install page offers the signed yum repository too.
     b.goto(&format!("{}/ui/groups/default/etl/install", console.url));
-    b.wait_text("#yum", "yum install tasknode", Duration::from_secs(10));
+    b.wait_text("#yum", "yum install tasknode", TIMEOUT);
     assert!(b.text("#yum").contains("--enable-uuid false"));
     b.screenshot("install-yum");
 
@@ -516,7 +468,7 @@ fn releases_and_rollouts_in_the_browser() {
     sign_out(&b);
     sign_in_as_user(&b, &console, "etl", &password);
     b.goto(&format!("{}/ui/releases", console.url));
-    b.wait_text("#rollouts", "0.1.0", Duration::from_secs(10));
+    b.wait_text("#rollouts", "0.1.0", TIMEOUT);
     assert!(!b.exists("#rollout-form"));
 }
 

@@ -83,8 +83,13 @@ impl FormErrors {
         }
     }
 
-    pub fn status(&self) -> StatusCode {
-        self.status.unwrap_or(StatusCode::BAD_REQUEST)
+    /// The status of a page showing this form: 200 without errors, else what refused it.
+    pub fn page_status(&self) -> StatusCode {
+        if self.is_empty() {
+            StatusCode::OK
+        } else {
+            self.status.unwrap_or(StatusCode::BAD_REQUEST)
+        }
     }
 }
 
