@@ -247,7 +247,7 @@ impl IntoResponse for WebError {
                 let body = format!(
                     "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{status} - tasknode</title><link rel=\"stylesheet\" href=\"/ui/static/console.css\"></head><body><main class=\"narrow\"><h1>{}</h1><p class=\"alert\" id=\"page-error\" role=\"alert\">{}</p><p><a href=\"/ui/groups\">Back to resource groups</a></p></main></body></html>",
                     status.canonical_reason().unwrap_or("Error"),
-                    html_escape(&message)
+                    minijinja::HtmlEscape(&message)
                 );
                 (
                     status,
@@ -258,21 +258,6 @@ impl IntoResponse for WebError {
             }
         }
     }
-}
-
-fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// Percent-encodes a path for a query parameter.
