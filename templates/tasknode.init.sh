@@ -2,7 +2,7 @@
 #
 # tasknode      tasknode agent
 #
-# chkconfig: 345 90 10
+# chkconfig: 2345 90 10
 # description: tasknode agent: runs scheduled data tasks for the tasknode console.
 # processname: tasknode
 #
@@ -10,8 +10,8 @@
 # Provides: tasknode
 # Required-Start: $local_fs $network $remote_fs
 # Required-Stop: $local_fs $network $remote_fs
-# Default-Start: 3 4 5
-# Default-Stop: 0 1 2 6
+# Default-Start: 2 3 4 5
+# Default-Stop: 0 1 6
 # Short-Description: tasknode agent
 # Description: Runs scheduled data tasks for the tasknode console.
 ### END INIT INFO
