@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::Value;
-use tasknode_tests::sandbox::{Os, Sandbox, require_root};
+use tasknode_tests::sandbox::{Os, Sandbox, require_root, without_shadow_backups};
 use tasknode_tests::{Console, static_agent, stderr};
 
 const UUIDS: [&str; 3] = [
@@ -89,22 +89,6 @@ fn run_command(
 
 fn text(out: &std::process::Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(out))
-}
-
-/// Drops the backups and lock shadow's useradd/userdel write on any system (`/etc/passwd-`,
-/// `/etc/.pwd.lock`, ...): the OS tools' own files, not the install's.
-fn without_shadow_backups(files: BTreeSet<String>) -> BTreeSet<String> {
-    const SHADOW: [&str; 5] = [
-        "etc/.pwd.lock",
-        "etc/passwd-",
-        "etc/group-",
-        "etc/shadow-",
-        "etc/gshadow-",
-    ];
-    files
-        .into_iter()
-        .filter(|f| !SHADOW.contains(&f.as_str()))
-        .collect()
 }
 
 fn agent_running(sb: &Sandbox) -> bool {

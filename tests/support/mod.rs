@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod browser;
+pub mod container;
 pub mod old_kernel;
 pub mod sandbox;
 

@@ -108,6 +108,24 @@ pub fn require_root() -> bool {
     false
 }
 
+/// Drops the backups and lock shadow's useradd/userdel write on any system (`/etc/passwd-`,
+/// `/etc/.pwd.lock`, ...): the OS tools' own files, not the install's.
+pub fn without_shadow_backups(files: BTreeSet<String>) -> BTreeSet<String> {
+    const SHADOW: [&str; 7] = [
+        "etc/.pwd.lock",
+        "etc/passwd-",
+        "etc/group-",
+        "etc/shadow-",
+        "etc/gshadow-",
+        "etc/subuid-",
+        "etc/subgid-",
+    ];
+    files
+        .into_iter()
+        .filter(|f| !SHADOW.contains(&f.as_str()))
+        .collect()
+}
+
 fn run_ok(cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(

@@ -1,0 +1,312 @@
+//! install.sh under a real service manager: the console's one-time command run inside a booted
+//! Debian 12 container (systemd-nspawn) whose PID 1 is systemd, or SysV init with insserv and
+//! update-rc.d, against a real console on loopback. The service must be enabled and started by
+//! that manager, restarted by `serverctl`, brought back after a crash (systemd) and after a
+//! reboot, and gone without residue after uninstall and purge. Needs root (CI runs as root).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::Value;
+use tasknode_tests::container::{Container, Init};
+use tasknode_tests::sandbox::{require_root, without_shadow_backups};
+use tasknode_tests::{Console, static_agent, wait_for};
+
+const SERVERCTL: &str = "/home/admin/tasknode/bin/serverctl";
+
+/// A console over TLS serving the static agent, with user etl and a classic group holding
+/// `hostname`.
+fn console(hostname: &str) -> (Console, tempfile::TempDir) {
+    let agents = tempfile::tempdir().unwrap();
+    let dst = agents.path().join("tasknode-x86_64");
+    std::fs::copy(static_agent(), &dst).unwrap();
+    let _ = std::process::Command::new("strip").arg(&dst).output();
+    let console = Console::start(&[
+        "--tls",
+        "--heartbeat-interval",
+        "1s",
+        "--agent-dir",
+        agents.path().to_str().unwrap(),
+    ]);
+    console.create_user("etl");
+    console.cli_ok(&["group", "create", "classic", "--network", "classic"]);
+    console.cli_ok(&["server", "add", "--group", "classic", "--name", hostname]);
+    (console, agents)
+}
+
+/// A fresh one-time install command, as printed, with `args` passed to the script.
+fn install_command(console: &Console, args: &str) -> String {
+    let out = console.cli_ok(&[
+        "install-command",
+        "--group",
+        "classic",
+        "--user",
+        "etl",
+        "--json",
+    ]);
+    let cmd: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(cmd["enable_uuid"], false);
+    let printed = cmd["command"].as_str().unwrap().to_owned();
+    if args.is_empty() {
+        return printed;
+    }
+    let head = printed.strip_suffix(" | sh").unwrap();
+    format!("{head} | sh -s -- {args}")
+}
+
+/// Runs the install command in the container and returns what it said; panics if it failed.
+fn install(c: &Container, command: &str) -> String {
+    let out = c.sh(command);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "`{command}` failed:\n{said}");
+    said
+}
+
+/// The agent's pid in the container, from its pid file, if that process is alive.
+fn pidfile_pid(c: &Container) -> Option<u32> {
+    let out =
+        c.sh("p=$(cat /home/admin/tasknode/run/tasknode.pid) && kill -0 \"$p\" && echo \"$p\"");
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+/// The main pid systemd has for the unit, if it is active.
+fn main_pid(c: &Container) -> Option<u32> {
+    let show = c.sh_ok("systemctl show -p ActiveState -p MainPID tasknode");
+    let active = show.lines().any(|l| l == "ActiveState=active");
+    let pid = show
+        .lines()
+        .find_map(|l| l.strip_prefix("MainPID="))
+        .and_then(|p| p.parse::<u32>().ok())
+        .filter(|p| *p != 0);
+    pid.filter(|_| active)
+}
+
+fn user_of(c: &Container, pid: u32) -> String {
+    c.sh_ok(&format!("ps -o user= -p {pid}"))
+}
+
+/// Uninstall keeps the logs and the user; purge leaves the root as it was before the install.
+fn uninstall_and_purge(
+    c: &Container,
+    console: &Console,
+    hostname: &str,
+    before: &BTreeSet<String>,
+) {
+    let said = install(c, &install_command(console, "--uninstall"));
+    assert!(said.contains("kept the logs"), "{said}");
+    assert!(
+        c.sh("pgrep -u admin").stdout.is_empty(),
+        "an agent process outlived the uninstall"
+    );
+    console.wait_status(hostname, "stopped", Duration::from_secs(15));
+    // What uninstall keeps: the logs under admin's home, the note that the install made that
+    // user, and the user itself in /etc.
+    let left: Vec<_> = c
+        .files()
+        .difference(before)
+        .filter(|f| {
+            !(f.starts_with("home/admin")
+                || f.starts_with("var/lib/tasknode-install")
+                || f.starts_with("etc/"))
+        })
+        .cloned()
+        .collect();
+    assert!(left.is_empty(), "uninstall left {left:?}");
+
+    install(c, &install_command(console, "--uninstall --purge"));
+    let after = unnumbered(without_shadow_backups(c.files()));
+    let before = unnumbered(without_shadow_backups(before.clone()));
+    assert_eq!(
+        after.symmetric_difference(&before).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "purge left residue (or removed what it did not install)"
+    );
+}
+
+/// rc links without their order numbers (`etc/rc0.d/K01sendsigs` -> `etc/rc0.d/Ksendsigs`):
+/// insserv renumbers the other services' links when one is added or removed, keeping their
+/// order.
+fn unnumbered(files: BTreeSet<String>) -> BTreeSet<String> {
+    files
+        .into_iter()
+        .map(|f| {
+            let Some((dir, name)) = f.split_once('/').and_then(|(etc, rest)| {
+                let (dir, name) = rest.split_once('/')?;
+                (etc == "etc" && dir.starts_with("rc") && dir.ends_with(".d"))
+                    .then_some((dir, name))
+            }) else {
+                return f;
+            };
+            let mut chars = name.chars();
+            match (chars.next(), chars.next(), chars.next()) {
+                (Some(kind @ ('S' | 'K')), Some(a), Some(b))
+                    if a.is_ascii_digit() && b.is_ascii_digit() =>
+                {
+                    format!("etc/{dir}/{kind}{}", &name[3..])
+                }
+                _ => f,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn under_systemd_the_unit_is_enabled_restarted_after_a_crash_and_started_at_boot() {
+    if !require_root() {
+        return;
+    }
+    let hostname = "tn-systemd";
+    let (console, _agents) = console(hostname);
+    let mut c = Container::boot(Init::Systemd, hostname);
+    let before = c.files();
+
+    let said = install(&c, &install_command(&console, ""));
+    assert!(
+        said.contains("os debian") && said.contains("starting the agent (systemd)"),
+        "{said}"
+    );
+    console.wait_status(hostname, "available", Duration::from_secs(15));
+    assert_eq!(c.sh_ok("systemctl is-enabled tasknode"), "enabled");
+    assert!(
+        c.path("/etc/systemd/system/multi-user.target.wants/tasknode.service")
+            .is_symlink(),
+        "enabled for multi-user.target"
+    );
+    // The unit is Type=notify: `systemctl restart` returned and the unit is active, so the
+    // agent told systemd it was ready.
+    let pid = main_pid(&c).expect("the unit is active with a main pid");
+    assert_eq!(user_of(&c, pid), "admin");
+    assert_eq!(c.sh_ok("systemctl show -p Type --value tasknode"), "notify");
+
+    // serverctl goes through systemd.
+    let status = c.sh_ok(&format!("{SERVERCTL} status"));
+    assert!(
+        status.contains(&format!(
+            "tasknode is running (pid {pid}), managed by systemd"
+        )),
+        "{status}"
+    );
+    c.sh_ok(&format!("{SERVERCTL} restart"));
+    let restarted = main_pid(&c).expect("active after serverctl restart");
+    assert_ne!(restarted, pid, "serverctl restart started a new agent");
+    c.sh_ok(&format!("{SERVERCTL} stop"));
+    assert_eq!(
+        c.sh_ok("systemctl show -p ActiveState --value tasknode"),
+        "inactive"
+    );
+    console.wait_status(hostname, "stopped", Duration::from_secs(15));
+    c.sh_ok(&format!("{SERVERCTL} start"));
+    console.wait_status(hostname, "available", Duration::from_secs(15));
+
+    // A crash: systemd starts the agent again (Restart=always, RestartSec=5).
+    let pid = main_pid(&c).unwrap();
+    c.sh_ok(&format!("kill -KILL {pid}"));
+    let again = wait_for(
+        Duration::from_secs(30),
+        "systemd to restart the agent",
+        || main_pid(&c).filter(|p| *p != pid),
+    );
+    assert_eq!(user_of(&c, again), "admin");
+    assert_eq!(c.sh_ok("systemctl show -p NRestarts --value tasknode"), "1");
+    console.wait_status(hostname, "available", Duration::from_secs(15));
+
+    // A reboot: the enabled unit starts with the system, and stops cleanly with it.
+    c.reboot();
+    let booted = main_pid(&c).expect("the agent started at boot");
+    assert_eq!(user_of(&c, booted), "admin");
+    console.wait_status(hostname, "available", Duration::from_secs(15));
+    let servers = console.servers();
+    assert_eq!(servers.len(), 1, "{servers:?}");
+
+    // --reinstall: the same identity enrolled again, one unit, one server.
+    let said = install(&c, &install_command(&console, "--reinstall"));
+    assert!(said.contains("starting the agent (systemd)"), "{said}");
+    let pid = main_pid(&c).expect("active after --reinstall");
+    assert_eq!(user_of(&c, pid), "admin");
+    assert_eq!(
+        c.sh_ok("systemctl list-unit-files --no-legend 'tasknode*' | wc -l"),
+        "1"
+    );
+    assert_eq!(console.servers().len(), 1);
+    console.wait_status(hostname, "available", Duration::from_secs(15));
+
+    uninstall_and_purge(&c, &console, hostname, &before);
+    assert_eq!(
+        c.sh_ok("systemctl show -p LoadState --value tasknode"),
+        "not-found",
+        "systemd still knows the unit"
+    );
+}
+
+#[test]
+fn under_sysv_init_the_script_is_registered_with_update_rc_d_and_started_at_boot() {
+    if !require_root() {
+        return;
+    }
+    let hostname = "tn-sysv";
+    let (console, _agents) = console(hostname);
+    let mut c = Container::boot(Init::Sysv, hostname);
+    let before = c.files();
+
+    let said = install(&c, &install_command(&console, ""));
+    assert!(
+        said.contains("os debian") && said.contains("starting the agent (sysv)"),
+        "{said}"
+    );
+    console.wait_status(hostname, "available", Duration::from_secs(15));
+    let pid = pidfile_pid(&c).expect("the agent runs");
+    assert_eq!(user_of(&c, pid), "admin");
+    // update-rc.d read the script's LSB header: started in 2-5, stopped in 0, 1 and 6.
+    for level in 2..=5 {
+        assert!(
+            !c.sh_ok(&format!(
+                "ls /etc/rc{level}.d | grep '^S..tasknode$' || true"
+            ))
+            .is_empty(),
+            "no start link in rc{level}.d"
+        );
+    }
+    for level in [0, 1, 6] {
+        assert!(
+            !c.sh_ok(&format!(
+                "ls /etc/rc{level}.d | grep '^K..tasknode$' || true"
+            ))
+            .is_empty(),
+            "no stop link in rc{level}.d"
+        );
+    }
+    let status = c.sh_ok("/etc/init.d/tasknode status");
+    assert!(status.contains("is running"), "{status}");
+
+    // serverctl goes through the init script.
+    let status = c.sh_ok(&format!("{SERVERCTL} status"));
+    assert!(status.contains("managed by sysv"), "{status}");
+    c.sh_ok(&format!("{SERVERCTL} restart"));
+    let restarted = pidfile_pid(&c).expect("running after serverctl restart");
+    assert_ne!(restarted, pid);
+    console.wait_status(hostname, "available", Duration::from_secs(15));
+
+    // A reboot: rc 0 stops the agent, rc 2 starts it again.
+    c.reboot();
+    let booted = pidfile_pid(&c).expect("the agent started at boot");
+    assert_ne!(booted, restarted);
+    assert_eq!(user_of(&c, booted), "admin");
+    console.wait_status(hostname, "available", Duration::from_secs(15));
+
+    // --reinstall: enrolled again, one script, one server.
+    install(&c, &install_command(&console, "--reinstall"));
+    assert!(pidfile_pid(&c).is_some());
+    assert_eq!(console.servers().len(), 1);
+    console.wait_status(hostname, "available", Duration::from_secs(15));
+
+    uninstall_and_purge(&c, &console, hostname, &before);
+    assert!(
+        c.sh_ok("ls /etc/rc?.d | grep tasknode || true").is_empty(),
+        "rc links left behind"
+    );
+}
