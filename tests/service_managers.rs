@@ -310,3 +310,148 @@ fn under_sysv_init_the_script_is_registered_with_update_rc_d_and_started_at_boot
         "rc links left behind"
     );
 }
+
+/// `tasknode-dist ARGS --json`.
+fn dist_tool(args: &[&str]) -> Value {
+    let out = std::process::Command::new(tasknode_tests::bin("tasknode-dist"))
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tasknode-dist {args:?}: {}",
+        tasknode_tests::stderr(&out)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Builds `agent` as release `version` into `dist`, signed with `keys`.
+fn build_release(
+    dist: &std::path::Path,
+    keys: &std::path::Path,
+    version: &str,
+    agent: &std::path::Path,
+) {
+    dist_tool(&[
+        "build",
+        "--out",
+        dist.to_str().unwrap(),
+        "--version",
+        version,
+        "--targets",
+        "none",
+        "--keys",
+        keys.to_str().unwrap(),
+        "--agent",
+        agent.to_str().unwrap(),
+        "--source-date-epoch",
+        "1700000000",
+    ]);
+}
+
+#[test]
+fn under_systemd_a_self_update_keeps_the_main_pid_and_a_restart_lets_the_running_task_finish() {
+    if !require_root() {
+        return;
+    }
+    let hostname = "tn-update";
+    // A release 0.1.0 served by the console (its agents/ is what install.sh downloads), with
+    // the release keys built into the agent.
+    let dir = tempfile::tempdir().unwrap();
+    let (keys, dist) = (dir.path().join("keys"), dir.path().join("dist"));
+    let generated = dist_tool(&["keygen", "--out", keys.to_str().unwrap()]);
+    let v1 = dir.path().join("tasknode-0.1.0");
+    tasknode_tests::install_binary(&static_agent(), &v1);
+    build_release(&dist, &keys, "0.1.0", &v1);
+    let console = Console::start(&[
+        "--tls",
+        "--heartbeat-interval",
+        "1s",
+        "--dist",
+        dist.to_str().unwrap(),
+    ]);
+    console.create_user("etl");
+    console.cli_ok(&["group", "create", "classic", "--network", "classic"]);
+    console.cli_ok(&["server", "add", "--group", "classic", "--name", hostname]);
+    let c = Container::boot(Init::Systemd, hostname);
+    install(&c, &install_command(&console, ""));
+    let listed = console.wait_status(hostname, "available", Duration::from_secs(15));
+    assert_eq!(listed["version"], "0.1.0");
+    // The agent trusts the release key from its config (a debug build has no key built in),
+    // and is restarted through systemd to read it.
+    let conf = c.path("/home/admin/tasknode/conf/tasknode.conf");
+    let mut table: toml::Table = std::fs::read_to_string(&conf).unwrap().parse().unwrap();
+    let update = table
+        .entry("update")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    update.as_table_mut().unwrap().insert(
+        "trusted_keys".into(),
+        toml::Value::Array(vec![
+            generated["manifest_public_key"].as_str().unwrap().into(),
+        ]),
+    );
+    std::fs::write(&conf, toml::to_string(&table).unwrap()).unwrap();
+    c.sh_ok(&format!("{SERVERCTL} restart"));
+    console.wait_status(hostname, "available", Duration::from_secs(15));
+    let pid = main_pid(&c).unwrap();
+
+    // 0.2.0 released, published and pinned for the group: the agent takes it in place.
+    build_release(&dist, &keys, "0.2.0", &tasknode_tests::update_agent());
+    let manifest = dist.join("releases/0.2.0/manifest.stable.json");
+    console.cli_ok(&["release", "publish", manifest.to_str().unwrap()]);
+    console.cli_ok(&["release", "pin", "--group", "classic", "--version", "0.2.0"]);
+    let listed = console.wait_server(hostname, "to take 0.2.0", Duration::from_secs(90), |s| {
+        s["update"]["state"] == "current"
+    });
+    assert_eq!(listed["version"], "0.2.0");
+    assert_eq!(listed["status"], "available");
+
+    // The new binary was exec'd by the same process: systemd saw no stop, no failure and no
+    // restart, and still has the agent as the unit's main pid.
+    let show =
+        c.sh_ok("systemctl show -p ActiveState -p SubState -p MainPID -p NRestarts tasknode");
+    assert_eq!(
+        show.lines().collect::<BTreeSet<_>>(),
+        BTreeSet::from([
+            "ActiveState=active",
+            "SubState=running",
+            &*format!("MainPID={pid}"),
+            "NRestarts=0",
+        ]),
+        "{show}"
+    );
+    assert_eq!(user_of(&c, pid), "admin");
+    assert_eq!(
+        c.sh_ok("/home/admin/tasknode/bin/tasknode --version"),
+        "tasknode 0.2.0"
+    );
+
+    // A restart through systemd waits for the running task (the agent drains on SIGTERM, and
+    // the unit gives it 90 s), then runs 0.2.0.
+    let id = console
+        .submit_script("classic", "sleep 3; echo survived\n")
+        .to_string();
+    let task = |console: &Console| -> Value {
+        serde_json::from_str(&console.cli_ok(&["task", "show", &id, "--json"])).unwrap()
+    };
+    wait_for(Duration::from_secs(20), "the task to run", || {
+        (task(&console)["state"] == "running").then_some(())
+    });
+    c.sh_ok(&format!("{SERVERCTL} restart"));
+    let t = task(&console);
+    assert_eq!(t["state"], "succeeded", "{t:#}");
+    assert!(console.cli_ok(&["task", "log", &id]).contains("survived"));
+    let restarted = main_pid(&c).expect("active after serverctl restart");
+    assert_ne!(restarted, pid);
+    assert_eq!(
+        c.sh_ok("systemctl show -p Result -p NRestarts tasknode"),
+        "Result=success\nNRestarts=0"
+    );
+    console.wait_server(
+        hostname,
+        "available on 0.2.0 after a restart",
+        Duration::from_secs(15),
+        |s| s["status"] == "available" && s["version"] == "0.2.0",
+    );
+}
