@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::wait_for;
@@ -36,14 +37,21 @@ impl Init {
     }
 }
 
-/// The cached root for `init`, built with debootstrap on first use.
+/// The cached root for `init`, built with debootstrap on first use. Its name carries a hash of
+/// the package list, so a changed list makes a new root.
 fn image(init: Init) -> PathBuf {
+    use sha2::Digest;
+    // One debootstrap at a time in this process: tests booting the same image wait for it.
+    static BUILDING: Mutex<()> = Mutex::new(());
+    let _building = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
     let exe = std::env::current_exe().unwrap();
     // target/<profile>/deps/<test> -> target/containers
     let target = exe.parent().unwrap().parent().unwrap().parent().unwrap();
-    let image = target
-        .join("containers")
-        .join(format!("bookworm-{}", init.name()));
+    let packages = hex::encode(sha2::Sha256::digest(init.packages()));
+    let image =
+        target
+            .join("containers")
+            .join(format!("bookworm-{}-{}", init.name(), &packages[..12]));
     if image.join("etc/os-release").exists() {
         return image;
     }
@@ -68,7 +76,7 @@ fn image(init: Init) -> PathBuf {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    // Another test may have finished the same image first; either copy will do.
+    // Another test binary may have finished the same image first; either copy will do.
     if std::fs::rename(&building, &image).is_err() {
         let _ = std::fs::remove_dir_all(&building);
     }
