@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tasknode_tests::sandbox::{Os, Sandbox, require_root, without_shadow_backups};
-use tasknode_tests::{Console, static_agent, stderr};
+use tasknode_tests::{Console, stderr};
 
 const UUIDS: [&str; 3] = [
     "4c4c4544-0042-3510-8051-b4c04f333201",
@@ -19,11 +19,7 @@ const UUIDS: [&str; 3] = [
 
 /// A console serving the static agent, with user etl and a VPC group holding `uuids`.
 fn console(uuids: &[&str], extra: &[&str]) -> (Console, tempfile::TempDir) {
-    let agents = tempfile::tempdir().unwrap();
-    let dst = agents.path().join("tasknode-x86_64");
-    std::fs::copy(static_agent(), &dst).unwrap();
-    // Debug info is most of a debug build; the agent downloads faster without it.
-    let _ = std::process::Command::new("strip").arg(&dst).output();
+    let agents = tasknode_tests::agent_dir();
     let mut flags = vec![
         "--heartbeat-interval",
         "1s",

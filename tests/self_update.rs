@@ -11,7 +11,8 @@ use std::time::Duration;
 use serde_json::Value;
 use tasknode_protocol::manifest::{self, Manifest};
 use tasknode_tests::{
-    Agent, Console, bin, hostname, install_binary, static_agent, update_agent, wait_for,
+    Agent, Console, build_release, dist_json, hostname, install_binary, static_agent, update_agent,
+    wait_for,
 };
 
 const V1: &str = "0.1.0";
@@ -28,49 +29,21 @@ struct Releases {
     dist: PathBuf,
 }
 
-fn dist_tool(args: &[&str]) -> Value {
-    let out = std::process::Command::new(bin("tasknode-dist"))
-        .args(args)
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "tasknode-dist {args:?}: {}",
-        tasknode_tests::stderr(&out)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 fn releases() -> &'static Releases {
     static R: OnceLock<Releases> = OnceLock::new();
     R.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let p = |s: &str| dir.path().join(s);
-        let generated = dist_tool(&["keygen", "--out", p("keys").to_str().unwrap()]);
+        let generated = dist_json(&["keygen", "--out", p("keys").to_str().unwrap()]);
         // A standby key, which agents built from these keys trust as well, for a rotation.
         let next = generated["next_manifest_public_key"].as_str().unwrap();
         assert_eq!(next.len(), 64);
         assert_ne!(next, generated["manifest_public_key"].as_str().unwrap());
-        dist_tool(&["keygen", "--out", p("other-keys").to_str().unwrap()]);
+        dist_json(&["keygen", "--out", p("other-keys").to_str().unwrap()]);
         let v1 = p("tasknode-0.1.0");
         install_binary(&static_agent(), &v1);
         for (version, agent) in [(V1, v1), (V2, update_agent())] {
-            dist_tool(&[
-                "build",
-                "--out",
-                p("dist").to_str().unwrap(),
-                "--version",
-                version,
-                "--targets",
-                "none",
-                "--keys",
-                p("keys").to_str().unwrap(),
-                "--agent",
-                agent.to_str().unwrap(),
-                "--source-date-epoch",
-                "1700000000",
-            ]);
+            build_release(&p("dist"), &p("keys"), version, &agent);
         }
         Releases {
             keys: p("keys"),
@@ -272,7 +245,7 @@ fn an_agent_moves_to_a_new_version_without_killing_its_task_and_rolls_back_when_
         "{}",
         tasknode_tests::stderr(&refused)
     );
-    let signed = dist_tool(&[
+    let signed = dist_json(&[
         "rollback",
         "--out",
         dist.path().to_str().unwrap(),

@@ -11,17 +11,14 @@ use std::time::Duration;
 use serde_json::Value;
 use tasknode_tests::container::{Container, Init};
 use tasknode_tests::sandbox::{require_root, without_shadow_backups};
-use tasknode_tests::{Console, static_agent, wait_for};
+use tasknode_tests::{Console, build_release, dist_json, static_agent, wait_for};
 
 const SERVERCTL: &str = "/home/admin/tasknode/bin/serverctl";
 
 /// A console over TLS serving the static agent, with user etl and a classic group holding
 /// `hostname`.
 fn console(hostname: &str) -> (Console, tempfile::TempDir) {
-    let agents = tempfile::tempdir().unwrap();
-    let dst = agents.path().join("tasknode-x86_64");
-    std::fs::copy(static_agent(), &dst).unwrap();
-    let _ = std::process::Command::new("strip").arg(&dst).output();
+    let agents = tasknode_tests::agent_dir();
     let console = Console::start(&[
         "--tls",
         "--heartbeat-interval",
@@ -311,45 +308,6 @@ fn under_sysv_init_the_script_is_registered_with_update_rc_d_and_started_at_boot
     );
 }
 
-/// `tasknode-dist ARGS --json`.
-fn dist_tool(args: &[&str]) -> Value {
-    let out = std::process::Command::new(tasknode_tests::bin("tasknode-dist"))
-        .args(args)
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "tasknode-dist {args:?}: {}",
-        tasknode_tests::stderr(&out)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// Builds `agent` as release `version` into `dist`, signed with `keys`.
-fn build_release(
-    dist: &std::path::Path,
-    keys: &std::path::Path,
-    version: &str,
-    agent: &std::path::Path,
-) {
-    dist_tool(&[
-        "build",
-        "--out",
-        dist.to_str().unwrap(),
-        "--version",
-        version,
-        "--targets",
-        "none",
-        "--keys",
-        keys.to_str().unwrap(),
-        "--agent",
-        agent.to_str().unwrap(),
-        "--source-date-epoch",
-        "1700000000",
-    ]);
-}
-
 #[test]
 fn under_systemd_a_self_update_keeps_the_main_pid_and_a_restart_lets_the_running_task_finish() {
     if !require_root() {
@@ -360,7 +318,7 @@ fn under_systemd_a_self_update_keeps_the_main_pid_and_a_restart_lets_the_running
     // the release keys built into the agent.
     let dir = tempfile::tempdir().unwrap();
     let (keys, dist) = (dir.path().join("keys"), dir.path().join("dist"));
-    let generated = dist_tool(&["keygen", "--out", keys.to_str().unwrap()]);
+    let generated = dist_json(&["keygen", "--out", keys.to_str().unwrap()]);
     let v1 = dir.path().join("tasknode-0.1.0");
     tasknode_tests::install_binary(&static_agent(), &v1);
     build_release(&dist, &keys, "0.1.0", &v1);

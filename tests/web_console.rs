@@ -17,10 +17,7 @@ const UUID: &str = "4c4c4544-0042-3510-8051-b4c04f3332a1";
 /// A console serving the static agent (so install commands can install it), heartbeats every
 /// second.
 fn console() -> (Console, tempfile::TempDir) {
-    let agents = tempfile::tempdir().unwrap();
-    let dst = agents.path().join("tasknode-x86_64");
-    std::fs::copy(static_agent(), &dst).unwrap();
-    let _ = std::process::Command::new("strip").arg(&dst).output();
+    let agents = tasknode_tests::agent_dir();
     let console = Console::start(&[
         "--heartbeat-interval",
         "1s",
@@ -380,41 +377,20 @@ fn every_form_shows_bad_input_beside_the_field() {
     b.wait_text("#page-error", "no project \"finance\"", TIMEOUT);
 }
 
-fn dist_tool(args: &[&str]) {
-    let out = std::process::Command::new(tasknode_tests::bin("tasknode-dist"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "tasknode-dist {args:?}: {}",
-        tasknode_tests::stderr(&out)
-    );
-}
-
 #[test]
 fn releases_and_rollouts_in_the_browser() {
     // A real signed release of the static agent, served and published by the console.
     let dir = tempfile::tempdir().unwrap();
     let p = |s: &str| dir.path().join(s).to_str().unwrap().to_owned();
-    dist_tool(&["keygen", "--out", &p("keys")]);
+    tasknode_tests::dist_json(&["keygen", "--out", &p("keys")]);
     let agent = dir.path().join("tasknode-0.1.0");
     tasknode_tests::install_binary(&static_agent(), &agent);
-    dist_tool(&[
-        "build",
-        "--out",
-        &p("dist"),
-        "--version",
+    tasknode_tests::build_release(
+        &dir.path().join("dist"),
+        &dir.path().join("keys"),
         "0.1.0",
-        "--targets",
-        "none",
-        "--keys",
-        &p("keys"),
-        "--agent",
-        agent.to_str().unwrap(),
-        "--source-date-epoch",
-        "1700000000",
-    ]);
+        &agent,
+    );
     let console = Console::start(&["--dist", &p("dist")]);
     console.cli_ok(&[
         "release",

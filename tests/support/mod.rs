@@ -586,6 +586,49 @@ pub fn install_binary(from: &Path, to: &Path) {
     assert!(out.status.success(), "strip failed: {}", stderr(&out));
 }
 
+/// Runs `tasknode-dist ARGS --json` and returns what it printed; panics if it fails.
+pub fn dist_json(args: &[&str]) -> Value {
+    let out = Command::new(bin("tasknode-dist"))
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tasknode-dist {args:?}: {}",
+        stderr(&out)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Builds `agent` as release `version` into `out` with `tasknode-dist build`, signed with the
+/// release keys in `keys`, with no packages (`--targets none`) and a fixed build time.
+pub fn build_release(out: &Path, keys: &Path, version: &str, agent: &Path) -> Value {
+    dist_json(&[
+        "build",
+        "--out",
+        out.to_str().unwrap(),
+        "--version",
+        version,
+        "--targets",
+        "none",
+        "--keys",
+        keys.to_str().unwrap(),
+        "--agent",
+        agent.to_str().unwrap(),
+        "--source-date-epoch",
+        "1700000000",
+    ])
+}
+
+/// A directory for `serve --agent-dir`: the static agent as `tasknode-x86_64`, stripped (debug
+/// info is most of a debug build; install.sh downloads it faster without).
+pub fn agent_dir() -> tempfile::TempDir {
+    let agents = tempfile::tempdir().unwrap();
+    install_binary(&static_agent(), &agents.path().join("tasknode-x86_64"));
+    agents
+}
+
 /// The agent built as version 0.2.0 (TASKNODE_UPDATE_AGENT, else target/update-test/; built by
 /// scripts/test.sh): the release self-update tests move agents to.
 pub fn update_agent() -> PathBuf {
