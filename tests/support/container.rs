@@ -189,21 +189,11 @@ impl Container {
         match self.init {
             Init::Systemd => {
                 // Until systemd listens, systemctl answers "offline".
-                let deadline = Instant::now() + Duration::from_secs(60);
-                let state = loop {
-                    let out = self.sh("systemctl is-system-running --wait");
+                let state = self.poll("systemd to start", |c| {
+                    let out = c.sh("systemctl is-system-running --wait");
                     let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-                    if !state.is_empty() && state != "offline" {
-                        break state;
-                    }
-                    self.check_alive();
-                    assert!(
-                        Instant::now() < deadline,
-                        "systemd did not start:\n{}",
-                        self.console_log()
-                    );
-                    std::thread::sleep(Duration::from_millis(200));
-                };
+                    (!state.is_empty() && state != "offline").then_some(state)
+                });
                 assert_eq!(
                     state,
                     "running",
@@ -217,24 +207,31 @@ impl Container {
             }
             Init::Sysv => {
                 // Runlevel 2 is entered, then its rc script runs; the boot is done when it ends.
-                let deadline = Instant::now() + Duration::from_secs(60);
-                loop {
-                    // The bracket keeps pgrep from matching this shell's own command line.
-                    let out =
-                        self.sh("runlevel; pgrep -f '[/]etc/init.d/rc [0-6S]' || echo rc-done");
+                // The bracket keeps pgrep from matching this shell's own command line.
+                self.poll("SysV init to finish runlevel 2", |c| {
+                    let out = c.sh("runlevel; pgrep -f '[/]etc/init.d/rc [0-6S]' || echo rc-done");
                     let said = String::from_utf8_lossy(&out.stdout).into_owned();
-                    if said.contains("N 2") && said.contains("rc-done") {
-                        break;
-                    }
-                    self.check_alive();
-                    assert!(
-                        Instant::now() < deadline,
-                        "SysV init did not reach runlevel 2:\n{said}\n{}",
-                        self.console_log()
-                    );
-                    std::thread::sleep(Duration::from_millis(200));
-                }
+                    (said.contains("N 2") && said.contains("rc-done")).then_some(())
+                });
             }
+        }
+    }
+
+    /// Polls `probe` every 200 ms until it answers, for up to 60 s; panics with the console's
+    /// messages if that runs out or the container dies.
+    fn poll<T>(&mut self, what: &str, mut probe: impl FnMut(&Self) -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(answer) = probe(self) {
+                return answer;
+            }
+            self.check_alive();
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}:\n{}",
+                self.console_log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
 
