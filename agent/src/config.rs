@@ -5,7 +5,7 @@
 use std::fmt;
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -263,7 +263,9 @@ impl Config {
     }
 
     /// Writes the config atomically: a 0600 temporary file beside it, fsync, rename, fsync of
-    /// the directory. The config's own directory is created 0700 when missing.
+    /// the directory. The config's own directory is created 0700 when missing. A config that
+    /// exists keeps its owner and group: root enrolling for a packaged agent must leave the
+    /// file readable by the user the service runs as.
     pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
         let err = |p: &Path| {
             let p = p.to_owned();
@@ -299,6 +301,25 @@ impl Config {
             .mode(0o600)
             .open(&tmp)
             .map_err(err(&tmp))?;
+        if let Ok(old) = fs::metadata(path) {
+            let new = f.metadata().map_err(err(&tmp))?;
+            if (old.uid(), old.gid()) != (new.uid(), new.gid()) {
+                std::os::unix::fs::fchown(&f, Some(old.uid()), Some(old.gid())).map_err(|e| {
+                    let _ = fs::remove_file(&tmp);
+                    ConfigError::Write {
+                        path: path.to_owned(),
+                        source: std::io::Error::new(
+                            e.kind(),
+                            format!(
+                                "cannot give the new config the owner of the old one (uid {}, gid {}): {e}; run as root or as that user",
+                                old.uid(),
+                                old.gid()
+                            ),
+                        ),
+                    }
+                })?;
+            }
+        }
         let header = "# tasknode agent config, written by `tasknode enroll`. Holds the node secret: keep it 0600.\n";
         f.write_all(header.as_bytes())
             .and_then(|()| f.write_all(text.as_bytes()))
@@ -389,6 +410,32 @@ mod tests {
         assert_eq!(
             fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
+        );
+    }
+
+    #[test]
+    fn saving_as_root_keeps_the_owner_of_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("conf/tasknode.conf");
+        let cfg = sample(dir.path().join("logs"));
+        cfg.save(&path).unwrap();
+        if fs::metadata(&path).unwrap().uid() != 0 {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must run the tests as root"
+            );
+            return;
+        }
+        // A packaged agent's config belongs to the service's user; root enrolls it.
+        std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+        cfg.save(&path).unwrap();
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::read_dir(path.parent().unwrap()).unwrap().count(),
+            1,
+            "no temporary file left"
         );
     }
 
