@@ -21,6 +21,7 @@ AGENT_AARCH64_SHA256={{ agent_aarch64_sha256 }}
 BIN={{ bin }}
 CONF={{ config }}
 LOG_DIR={{ log_dir }}
+WORK_DIR={{ work_dir }}
 PIDFILE={{ pid_file }}
 UNIT_FILE={{ unit_file }}
 INIT_SCRIPT={{ init_script }}
@@ -71,8 +72,10 @@ Usage: sh install.sh [OPTIONS]        (or: curl -sSL LINK | sh -s -- [OPTIONS])
   --password=PASSWORD    the password on the command line (visible to other users: avoid)
   --enable_uuid=BOOL     true: identify this server by DMI UUID (VPC); false: by hostname
   --reinstall            remove the agent (keeping its logs) and install and enroll it again
-  --uninstall            remove everything this script installed (logs are kept)
-  --purge                with --uninstall: also remove the logs and the user it created
+  --uninstall            remove everything this script installed (logs and the tasks'
+                         working directories are kept)
+  --purge                with --uninstall: also remove the logs, the tasks' working
+                         directories and the user it created
   --fix-hosts            add this host's name to /etc/hosts when `hostname -i` fails
   --force-os             install on an operating system that is not supported
   -h, --help             show this help
@@ -508,8 +511,8 @@ uninstall() {
     [ "$INIT" = systemd ] && systemctl daemon-reload 2>/dev/null
     rm -rf "$BIN_DIR" "$CONF_DIR" "$(dirname "$PIDFILE")"
     if [ "$PURGE" = 1 ]; then
-        step "purging the logs"
-        rm -rf "$LOG_DIR"
+        step "purging the logs and the tasks' working directories"
+        rm -rf "$LOG_DIR" "$WORK_DIR"
         rmdir "$HOME_DIR" 2>/dev/null
         if [ -f "$STATE_DIR/created-user" ]; then
             step "removing user $AGENT_USER (created by the install)"
@@ -517,7 +520,7 @@ uninstall() {
         fi
         rm -rf "$STATE_DIR"
     elif [ -d "$LOG_DIR" ]; then
-        say "kept the logs in $LOG_DIR (--purge removes them)"
+        say "kept the logs in $LOG_DIR and the tasks' working directories in $WORK_DIR (--purge removes them)"
     fi
     say "tasknode is uninstalled"
 }

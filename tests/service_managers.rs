@@ -248,6 +248,9 @@ fn under_sysv_init_the_script_is_registered_with_update_rc_d_and_started_at_boot
     let hostname = "tn-sysv";
     let (console, _agents) = console(hostname);
     let mut c = Container::boot(Init::Sysv, hostname);
+    // This host already has the user admin: the install reuses it, and a purge leaves it and
+    // its home as they were.
+    c.sh_ok("useradd --create-home --shell /bin/sh admin");
     let before = c.files();
 
     let said = install(&c, &install_command(&console, ""));
@@ -412,4 +415,114 @@ fn under_systemd_a_self_update_keeps_the_main_pid_and_a_restart_lets_the_running
         Duration::from_secs(15),
         |s| s["status"] == "available" && s["version"] == "0.2.0",
     );
+}
+
+#[test]
+fn under_systemd_the_deb_is_enabled_started_after_enrolling_upgraded_and_purged() {
+    if !require_root() {
+        return;
+    }
+    let hostname = "tn-deb";
+    let console = Console::start(&["--heartbeat-interval", "1s"]);
+    let password = console.create_user("etl");
+    console.cli_ok(&["group", "create", "classic", "--network", "classic"]);
+    console.cli_ok(&["server", "add", "--group", "classic", "--name", hostname]);
+    // Two .debs: 0.1.0 and the upgrade to 0.2.0.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("dist");
+    let v1 = dir.path().join("tasknode-0.1.0");
+    tasknode_tests::install_binary(&static_agent(), &v1);
+    for (version, agent) in [("0.1.0", v1), ("0.2.0", tasknode_tests::update_agent())] {
+        dist_json(&[
+            "build",
+            "--out",
+            out.to_str().unwrap(),
+            "--version",
+            version,
+            "--agent",
+            agent.to_str().unwrap(),
+            "--targets",
+            "deb",
+            "--source-date-epoch",
+            "1700000000",
+        ]);
+    }
+
+    let c = Container::boot(Init::Systemd, hostname);
+    for version in ["0.1.0", "0.2.0"] {
+        let deb = format!("tasknode_{version}-1_amd64.deb");
+        std::fs::copy(
+            out.join(format!("releases/{version}/{deb}")),
+            c.path(&format!("/root/{deb}")),
+        )
+        .unwrap();
+    }
+    let secret = c.path("/root/password");
+    std::fs::write(&secret, format!("{password}\n")).unwrap();
+    let before = c.files();
+
+    // Installed: enabled, not started (it has no credentials yet).
+    c.sh_ok("dpkg -i /root/tasknode_0.1.0-1_amd64.deb");
+    assert_eq!(c.sh_ok("systemctl is-enabled tasknode"), "enabled");
+    assert_eq!(
+        c.sh_ok("systemctl show -p ActiveState --value tasknode"),
+        "inactive"
+    );
+
+    // Enrolled by root as the package says, then started: the agent, running as admin, must
+    // still be able to read its config.
+    c.sh_ok(&format!(
+        "tasknode enroll --config /etc/tasknode/tasknode.conf --console {} --user-name etl \
+         --password-stdin --enable-uuid false < /root/password",
+        console.url
+    ));
+    let conf = c.sh_ok("stat -c '%U %a' /etc/tasknode/tasknode.conf");
+    assert_eq!(conf, "admin 600", "the config after enrolling as root");
+    c.sh_ok("systemctl start tasknode");
+    let pid = main_pid(&c).expect("active after systemctl start");
+    assert_eq!(user_of(&c, pid), "admin");
+    let listed = console.wait_status(hostname, "available", Duration::from_secs(15));
+    assert_eq!(listed["version"], "0.1.0");
+    let conf = std::fs::read_to_string(c.path("/etc/tasknode/tasknode.conf")).unwrap();
+    assert!(conf.contains("install_method = \"deb\""), "{conf}");
+    // A task runs as admin in a working directory under /var/lib/tasknode.
+    let id = console
+        .submit_script("classic", "id -un; pwd\n")
+        .to_string();
+    wait_for(Duration::from_secs(20), "the task to finish", || {
+        let t: Value =
+            serde_json::from_str(&console.cli_ok(&["task", "show", &id, "--json"])).unwrap();
+        (t["state"] == "succeeded").then_some(())
+    });
+    let log = console.cli_ok(&["task", "log", &id]);
+    assert!(log.starts_with("admin\n/var/lib/tasknode/work/"), "{log}");
+
+    // Upgraded by dpkg: postinst restarts the running agent on the new version.
+    c.sh_ok("dpkg -i /root/tasknode_0.2.0-1_amd64.deb");
+    let upgraded = main_pid(&c).expect("active after the upgrade");
+    assert_ne!(upgraded, pid);
+    console.wait_server(
+        hostname,
+        "available on 0.2.0",
+        Duration::from_secs(15),
+        |s| s["status"] == "available" && s["version"] == "0.2.0",
+    );
+
+    // Purged: stopped, disabled, gone; the console sees the agent stop.
+    c.sh_ok("dpkg --purge tasknode");
+    assert_eq!(
+        c.sh_ok("systemctl show -p LoadState --value tasknode"),
+        "not-found"
+    );
+    assert!(c.sh("pgrep -u admin").stdout.is_empty());
+    console.wait_status(hostname, "stopped", Duration::from_secs(15));
+    let left: Vec<_> = c
+        .files()
+        .difference(&before)
+        // dpkg's records and log, and the user admin, which a purge keeps.
+        .filter(|f| !f.starts_with("var/lib/dpkg/") && *f != "var/log/dpkg.log")
+        .filter(|f| !f.starts_with("etc/"))
+        .cloned()
+        .collect();
+    assert!(left.is_empty(), "the purge left {left:?}");
 }

@@ -143,9 +143,10 @@ pub struct BuildArgs {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum LayoutArg {
-    /// install.sh: /home/admin/tasknode/{bin,conf,logs,run}
+    /// install.sh: /home/admin/tasknode/{bin,conf,logs,run,work}
     Script,
-    /// RPM and .deb: /usr/bin, /etc/tasknode, /var/log/tasknode, /var/run/tasknode
+    /// RPM and .deb: /usr/bin, /etc/tasknode, /var/log/tasknode, /var/run/tasknode,
+    /// /var/lib/tasknode/work
     Package,
 }
 

@@ -39,6 +39,8 @@ pub struct ConfigContext {
     pub install_method: String,
     /// Where the agent writes heartbeat.log, agent.log and task logs.
     pub log_dir: String,
+    /// Where the tasks' working directories go.
+    pub work_dir: String,
 }
 
 /// The yum .repo file pointing at the console's repository for one dist.
@@ -83,6 +85,7 @@ pub struct InstallContext {
     pub bin: String,
     pub config: String,
     pub log_dir: String,
+    pub work_dir: String,
     pub pid_file: String,
     /// The rendered systemd unit, SysV init script and bin/serverctl, written as they are.
     pub unit_file: String,

@@ -15,6 +15,8 @@ pub struct Layout {
     pub config: String,
     /// heartbeat.log, agent.log, tasks/.
     pub log_dir: String,
+    /// The tasks' working directories (owned by the agent user; made by the agent).
+    pub work_dir: String,
     /// The pid file the SysV script and serverctl keep (directory owned by the agent user).
     pub pid_file: String,
 }
@@ -27,6 +29,7 @@ impl Layout {
             bin: format!("{home}/bin/tasknode"),
             config: format!("{home}/conf/tasknode.conf"),
             log_dir: format!("{home}/logs"),
+            work_dir: format!("{home}/work"),
             pid_file: format!("{home}/run/tasknode.pid"),
         }
     }
@@ -37,6 +40,7 @@ impl Layout {
             bin: "/usr/bin/tasknode".to_owned(),
             config: "/etc/tasknode/tasknode.conf".to_owned(),
             log_dir: "/var/log/tasknode".to_owned(),
+            work_dir: "/var/lib/tasknode/work".to_owned(),
             pid_file: "/var/run/tasknode/tasknode.pid".to_owned(),
         }
     }
@@ -52,5 +56,14 @@ mod tests {
         assert_eq!(l.bin, "/home/admin/tasknode/bin/tasknode");
         assert_eq!(l.config, "/home/admin/tasknode/conf/tasknode.conf");
         assert_eq!(l.log_dir, "/home/admin/tasknode/logs");
+        // What the agent takes when its config names no work_dir: beside the logs.
+        assert_eq!(l.work_dir, "/home/admin/tasknode/work");
+    }
+
+    #[test]
+    fn package_layout_keeps_state_under_var_lib() {
+        let l = Layout::package();
+        assert_eq!(l.work_dir, "/var/lib/tasknode/work");
+        assert!(l.work_dir.starts_with(crate::rpm_package::STATE_DIR));
     }
 }

@@ -111,6 +111,7 @@ pub fn config(
         console_url,
         install_method: install_method.to_owned(),
         log_dir: layout.log_dir.clone(),
+        work_dir: layout.work_dir.clone(),
     };
     Ok(t.render(templates::AGENT_CONFIG, &ctx)?)
 }
@@ -211,6 +212,7 @@ pub fn install_sh(t: &Templates, inputs: &InstallInputs<'_>) -> Result<String, R
         bin: layout.bin,
         config: layout.config,
         log_dir: layout.log_dir,
+        work_dir: layout.work_dir,
         pid_file: layout.pid_file,
         console_url,
         refused: String::new(),
@@ -248,6 +250,7 @@ pub fn refused_install_sh(
         bin: layout.bin,
         config: layout.config,
         log_dir: layout.log_dir,
+        work_dir: layout.work_dir,
         pid_file: layout.pid_file,
         console_url,
         refused: if reason.is_empty() {

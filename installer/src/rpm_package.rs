@@ -218,7 +218,7 @@ fn render_to_template(e: crate::render::RenderError) -> TemplateError {
 }
 
 /// The config a package installs: no console yet (`tasknode enroll --console URL` writes it),
-/// the package's log directory, and `install_method` (`rpm` or `deb`) so that the agent never
+/// the package's log and work directories, and `install_method` (`rpm` or `deb`) so that the agent never
 /// updates itself: the package manager does.
 pub(crate) fn package_config(
     t: &Templates,
@@ -229,6 +229,7 @@ pub(crate) fn package_config(
         console_url: String::new(),
         install_method: install_method.to_owned(),
         log_dir: layout.log_dir.clone(),
+        work_dir: layout.work_dir.clone(),
     };
     t.render(templates::AGENT_CONFIG, &ctx)
 }
