@@ -83,6 +83,17 @@ fn main_pid(c: &Container) -> Option<u32> {
     pid.filter(|_| active)
 }
 
+/// Sets `[table] key = value` in the agent config at `path` in the container.
+fn set_config(c: &Container, path: &str, table: &str, key: &str, value: toml::Value) {
+    tasknode_tests::set_config_value(&c.path(path), table, key, value);
+}
+
+/// The containers share the host's network, so agents whose task logs a test reads serve them
+/// on a loopback port of their own rather than on 8000, which only one of them can have.
+fn private_log_port(c: &Container, config: &str) {
+    set_config(c, config, "logs", "listen", "127.0.0.1:0".into());
+}
+
 fn user_of(c: &Container, pid: u32) -> String {
     c.sh_ok(&format!("ps -o user= -p {pid}"))
 }
@@ -340,19 +351,11 @@ fn under_systemd_a_self_update_keeps_the_main_pid_and_a_restart_lets_the_running
     let listed = console.wait_status(hostname, "available", Duration::from_secs(15));
     assert_eq!(listed["version"], "0.1.0");
     // The agent trusts the release key from its config (a debug build has no key built in),
-    // and is restarted through systemd to read it.
-    let conf = c.path("/home/admin/tasknode/conf/tasknode.conf");
-    let mut table: toml::Table = std::fs::read_to_string(&conf).unwrap().parse().unwrap();
-    let update = table
-        .entry("update")
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-    update.as_table_mut().unwrap().insert(
-        "trusted_keys".into(),
-        toml::Value::Array(vec![
-            generated["manifest_public_key"].as_str().unwrap().into(),
-        ]),
-    );
-    std::fs::write(&conf, toml::to_string(&table).unwrap()).unwrap();
+    // and is restarted through systemd to read it; its log service gets a port of its own.
+    let conf = "/home/admin/tasknode/conf/tasknode.conf";
+    let key = generated["manifest_public_key"].as_str().unwrap();
+    set_config(&c, conf, "update", "trusted_keys", vec![key].into());
+    private_log_port(&c, conf);
     c.sh_ok(&format!("{SERVERCTL} restart"));
     console.wait_status(hostname, "available", Duration::from_secs(15));
     let pid = main_pid(&c).unwrap();
@@ -417,19 +420,59 @@ fn under_systemd_a_self_update_keeps_the_main_pid_and_a_restart_lets_the_running
     );
 }
 
-#[test]
-fn under_systemd_the_deb_is_enabled_started_after_enrolling_upgraded_and_purged() {
-    if !require_root() {
-        return;
-    }
-    let hostname = "tn-deb";
+/// A package format under test: how it is built and driven on the host.
+struct Package {
+    /// `--targets` of `tasknode-dist build`.
+    target: &'static str,
+    /// Where `build` puts version `V`'s package, relative to its `--out`.
+    path: fn(&str) -> String,
+    /// The shell command that installs (and upgrades to) the package at `{}`.
+    install: &'static str,
+    /// The shell command that removes it.
+    remove: &'static str,
+    /// Besides the user in /etc: what the package manager keeps after removing the package.
+    kept: fn(&str) -> bool,
+}
+
+const DEB: Package = Package {
+    target: "deb",
+    path: |v| format!("releases/{v}/tasknode_{v}-1_amd64.deb"),
+    install: "dpkg -i {}",
+    remove: "dpkg --purge tasknode",
+    // dpkg's records and log; a purge removes the logs and /var/lib/tasknode.
+    kept: |f| f.starts_with("var/lib/dpkg/") || f == "var/log/dpkg.log",
+};
+
+// rpm on a Debian root: its database lists none of the el7 package's requirements (systemd,
+// shadow-utils, /bin/sh), which the root has as Debian packages, so they are not checked. The
+// scriptlets run as on el7, against the booted systemd.
+const EL7: Package = Package {
+    target: "el7",
+    path: |v| format!("repo/el7/x86_64/tasknode-{v}-1.el7.x86_64.rpm"),
+    install: "rpm --checksig {} && rpm -U --nodeps {}",
+    remove: "rpm -e --nodeps tasknode",
+    // The rpm database (Debian's rpm keeps it in ~/.rpmdb), and what the agent wrote, which no
+    // package owns: rpm leaves the logs and the tasks' working directories, as on el7.
+    kept: |f| {
+        f.starts_with("root/.rpmdb")
+            || f.starts_with("var/log/tasknode")
+            || f.starts_with("var/lib/tasknode")
+    },
+};
+
+/// A package's life under systemd: installed (the unit enabled, not started), enrolled by
+/// root as the package says, started, running a task, upgraded to 0.2.0 (the running agent
+/// restarted on it), removed (stopped, the unit gone) with nothing left but what `kept`
+/// allows and the user.
+fn package_under_systemd(package: &Package, hostname: &str) {
     let console = Console::start(&["--heartbeat-interval", "1s"]);
     let password = console.create_user("etl");
     console.cli_ok(&["group", "create", "classic", "--network", "classic"]);
     console.cli_ok(&["server", "add", "--group", "classic", "--name", hostname]);
-    // Two .debs: 0.1.0 and the upgrade to 0.2.0.
+    // Packages of 0.1.0 and of the upgrade to 0.2.0, signed where the format is.
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("dist");
+    let (out, keys) = (dir.path().join("dist"), dir.path().join("keys"));
+    dist_json(&["keygen", "--out", keys.to_str().unwrap()]);
     let v1 = dir.path().join("tasknode-0.1.0");
     tasknode_tests::install_binary(&static_agent(), &v1);
     for (version, agent) in [("0.1.0", v1), ("0.2.0", tasknode_tests::update_agent())] {
@@ -442,49 +485,69 @@ fn under_systemd_the_deb_is_enabled_started_after_enrolling_upgraded_and_purged(
             "--agent",
             agent.to_str().unwrap(),
             "--targets",
-            "deb",
+            package.target,
+            "--keys",
+            keys.to_str().unwrap(),
             "--source-date-epoch",
             "1700000000",
         ]);
     }
 
     let c = Container::boot(Init::Systemd, hostname);
+    let mut files = Vec::new();
     for version in ["0.1.0", "0.2.0"] {
-        let deb = format!("tasknode_{version}-1_amd64.deb");
-        std::fs::copy(
-            out.join(format!("releases/{version}/{deb}")),
-            c.path(&format!("/root/{deb}")),
-        )
-        .unwrap();
+        let built = out.join((package.path)(version));
+        let inside = format!("/root/{}", built.file_name().unwrap().to_string_lossy());
+        std::fs::copy(&built, c.path(&inside)).unwrap();
+        files.push(inside);
     }
-    let secret = c.path("/root/password");
-    std::fs::write(&secret, format!("{password}\n")).unwrap();
+    std::fs::copy(
+        keys.join("RPM-GPG-KEY-tasknode"),
+        c.path("/root/RPM-GPG-KEY-tasknode"),
+    )
+    .unwrap();
+    std::fs::write(c.path("/root/password"), format!("{password}\n")).unwrap();
     let before = c.files();
+    if package.target != "deb" {
+        c.sh_ok("rpm --import /root/RPM-GPG-KEY-tasknode");
+    }
+    let install = |file: &str| c.sh_ok(&package.install.replace("{}", file));
 
-    // Installed: enabled, not started (it has no credentials yet).
-    c.sh_ok("dpkg -i /root/tasknode_0.1.0-1_amd64.deb");
+    install(&files[0]);
     assert_eq!(c.sh_ok("systemctl is-enabled tasknode"), "enabled");
     assert_eq!(
         c.sh_ok("systemctl show -p ActiveState --value tasknode"),
-        "inactive"
+        "inactive",
+        "not started before it is enrolled"
     );
 
-    // Enrolled by root as the package says, then started: the agent, running as admin, must
-    // still be able to read its config.
+    // Enrolled by root, then started: the agent, running as admin, must still read its config.
     c.sh_ok(&format!(
         "tasknode enroll --config /etc/tasknode/tasknode.conf --console {} --user-name etl \
          --password-stdin --enable-uuid false < /root/password",
         console.url
     ));
-    let conf = c.sh_ok("stat -c '%U %a' /etc/tasknode/tasknode.conf");
-    assert_eq!(conf, "admin 600", "the config after enrolling as root");
+    assert_eq!(
+        c.sh_ok("stat -c '%U %a' /etc/tasknode/tasknode.conf"),
+        "admin 600",
+        "the config after enrolling as root"
+    );
+    private_log_port(&c, "/etc/tasknode/tasknode.conf");
     c.sh_ok("systemctl start tasknode");
     let pid = main_pid(&c).expect("active after systemctl start");
     assert_eq!(user_of(&c, pid), "admin");
     let listed = console.wait_status(hostname, "available", Duration::from_secs(15));
     assert_eq!(listed["version"], "0.1.0");
+    let method = if package.target == "deb" {
+        "deb"
+    } else {
+        "rpm"
+    };
     let conf = std::fs::read_to_string(c.path("/etc/tasknode/tasknode.conf")).unwrap();
-    assert!(conf.contains("install_method = \"deb\""), "{conf}");
+    assert!(
+        conf.contains(&format!("install_method = \"{method}\"")),
+        "{conf}"
+    );
     // A task runs as admin in a working directory under /var/lib/tasknode.
     let id = console
         .submit_script("classic", "id -un; pwd\n")
@@ -497,8 +560,8 @@ fn under_systemd_the_deb_is_enabled_started_after_enrolling_upgraded_and_purged(
     let log = console.cli_ok(&["task", "log", &id]);
     assert!(log.starts_with("admin\n/var/lib/tasknode/work/"), "{log}");
 
-    // Upgraded by dpkg: postinst restarts the running agent on the new version.
-    c.sh_ok("dpkg -i /root/tasknode_0.2.0-1_amd64.deb");
+    // Upgraded: the running agent is restarted on the new version.
+    install(&files[1]);
     let upgraded = main_pid(&c).expect("active after the upgrade");
     assert_ne!(upgraded, pid);
     console.wait_server(
@@ -507,9 +570,10 @@ fn under_systemd_the_deb_is_enabled_started_after_enrolling_upgraded_and_purged(
         Duration::from_secs(15),
         |s| s["status"] == "available" && s["version"] == "0.2.0",
     );
+    assert_eq!(c.sh_ok("systemctl is-enabled tasknode"), "enabled");
 
-    // Purged: stopped, disabled, gone; the console sees the agent stop.
-    c.sh_ok("dpkg --purge tasknode");
+    // Removed: stopped, disabled, gone; the console sees the agent stop.
+    c.sh_ok(package.remove);
     assert_eq!(
         c.sh_ok("systemctl show -p LoadState --value tasknode"),
         "not-found"
@@ -519,10 +583,24 @@ fn under_systemd_the_deb_is_enabled_started_after_enrolling_upgraded_and_purged(
     let left: Vec<_> = c
         .files()
         .difference(&before)
-        // dpkg's records and log, and the user admin, which a purge keeps.
-        .filter(|f| !f.starts_with("var/lib/dpkg/") && *f != "var/log/dpkg.log")
-        .filter(|f| !f.starts_with("etc/"))
+        .filter(|f| !f.starts_with("etc/") && !(package.kept)(f))
         .cloned()
         .collect();
-    assert!(left.is_empty(), "the purge left {left:?}");
+    assert!(left.is_empty(), "removing the package left {left:?}");
+}
+
+#[test]
+fn under_systemd_the_deb_is_enabled_started_after_enrolling_upgraded_and_purged() {
+    if !require_root() {
+        return;
+    }
+    package_under_systemd(&DEB, "tn-deb");
+}
+
+#[test]
+fn under_systemd_the_el7_rpm_is_enabled_started_after_enrolling_upgraded_and_erased() {
+    if !require_root() {
+        return;
+    }
+    package_under_systemd(&EL7, "tn-rpm");
 }

@@ -28,10 +28,11 @@ impl Init {
         }
     }
 
-    /// What debootstrap adds to its minimal base: the init, and what install.sh is run with.
+    /// What debootstrap adds to its minimal base: the init, what install.sh is run with, and
+    /// (with systemd) rpm for the el7 package.
     fn packages(self) -> &'static str {
         match self {
-            Init::Systemd => "systemd,systemd-sysv,dbus,curl,ca-certificates,procps",
+            Init::Systemd => "systemd,systemd-sysv,dbus,curl,ca-certificates,procps,rpm",
             Init::Sysv => "sysvinit-core,curl,ca-certificates,procps",
         }
     }

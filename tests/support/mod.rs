@@ -452,14 +452,7 @@ impl Agent {
     /// Sets `key` of the config's `[table]` (creating the table), as an operator editing the
     /// file would; the file keeps its mode.
     pub fn set_config(&self, table: &str, key: &str, value: toml::Value) {
-        let text = std::fs::read_to_string(self.config()).unwrap();
-        let mut doc: toml::Table = toml::from_str(&text).unwrap();
-        doc.entry(table)
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-            .as_table_mut()
-            .unwrap()
-            .insert(key.to_owned(), value);
-        std::fs::write(self.config(), toml::to_string(&doc).unwrap()).unwrap();
+        set_config_value(&self.config(), table, key, value);
     }
 
     /// Lets this agent run tasks when the tests run as root: tasks never run as root, so they
@@ -627,6 +620,19 @@ pub fn agent_dir() -> tempfile::TempDir {
     let agents = tempfile::tempdir().unwrap();
     install_binary(&static_agent(), &agents.path().join("tasknode-x86_64"));
     agents
+}
+
+/// Sets `[table] key = value` in the agent config at `path`, as an operator editing the file
+/// would; the file keeps its owner and mode.
+pub fn set_config_value(path: &Path, table: &str, key: &str, value: toml::Value) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut doc: toml::Table = toml::from_str(&text).unwrap();
+    doc.entry(table)
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+        .unwrap()
+        .insert(key.to_owned(), value);
+    std::fs::write(path, toml::to_string(&doc).unwrap()).unwrap();
 }
 
 /// The agent built as version 0.2.0 (TASKNODE_UPDATE_AGENT, else target/update-test/; built by
