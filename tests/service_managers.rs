@@ -112,8 +112,8 @@ fn uninstall_and_purge(
         "an agent process outlived the uninstall"
     );
     console.wait_status(hostname, "stopped", Duration::from_secs(15));
-    // What uninstall keeps: the logs under admin's home, the note that the install made that
-    // user, and the user itself in /etc.
+    // What uninstall keeps: the logs and work directories under admin's home, the note that the
+    // install made that user, and the user itself in /etc.
     let left: Vec<_> = c
         .files()
         .difference(before)

@@ -150,7 +150,7 @@ impl Container {
                 "sh",
             ])
             .arg(self.root())
-            .arg(format!("tn-{}", self.hostname))
+            .arg(&self.hostname)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
