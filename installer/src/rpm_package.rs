@@ -218,8 +218,8 @@ fn render_to_template(e: crate::render::RenderError) -> TemplateError {
 }
 
 /// The config a package installs: no console yet (`tasknode enroll --console URL` writes it),
-/// the package's log and work directories, and `install_method` (`rpm` or `deb`) so that the agent never
-/// updates itself: the package manager does.
+/// the package's log and work directories, and `install_method` (`rpm` or `deb`) so that the
+/// agent never updates itself: the package manager does.
 pub(crate) fn package_config(
     t: &Templates,
     layout: &Layout,
