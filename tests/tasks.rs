@@ -680,3 +680,44 @@ fn a_renamed_group_keeps_its_agent_working_and_only_an_empty_group_is_deleted() 
         "deleted resource group other of project default with 0 finished tasks"
     );
 }
+
+#[test]
+fn a_task_goes_to_the_agents_newest_poll_not_to_one_a_gone_process_left_open() {
+    let (console, mut agent) = enrolled_classic(&["--heartbeat-interval", "1s"]);
+    agent.allow_tasks();
+    // The long poll of a process that is gone (restarted, or exec'd its update) before the
+    // console saw its connection close: made by hand with the node's credentials.
+    let url = format!(
+        "{}/api/v1/nodes/{}/tasks/poll",
+        console.url,
+        agent.config_value("node.id")
+    );
+    let secret = agent.config_value("node.secret");
+    let stale = std::thread::spawn(move || -> Value {
+        reqwest::blocking::Client::new()
+            .post(url)
+            .bearer_auth(secret)
+            .json(&json!({"held": [], "accepting": true, "wait_secs": 25}))
+            .timeout(Duration::from_secs(40))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    });
+    // The old poll is in before the agent's own: a loopback request takes milliseconds.
+    std::thread::sleep(Duration::from_secs(1));
+    agent.run();
+    console.wait_status(&hostname(), "available", Duration::from_secs(20));
+
+    // Submitting wakes both polls; only the agent's may take the task, and it runs at once
+    // rather than after the old poll's assignment is found unheld.
+    let id = console.submit_script("etl", "echo newest\n");
+    wait_state(&console, id, &["succeeded"], Duration::from_secs(10));
+    assert_eq!(log_of(&console, id), "newest\n");
+    // Superseded, the old poll answered when the submit woke it, not at its 25 s deadline.
+    wait_for(Duration::from_secs(5), "the old poll to answer", || {
+        stale.is_finished().then_some(())
+    });
+    let answer = stale.join().unwrap();
+    assert_eq!(answer, json!({"assign": [], "cancel": []}));
+}

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -20,9 +20,17 @@ use crate::store::{ServerFilter, Store};
 
 /// Wakes the long polls of a group's agents. A poll registers for its group's notification
 /// before it looks for work, so nothing submitted in between is missed.
+///
+/// An agent holds one long poll at a time, so when a node's poll arrives, that node's older
+/// polls are from a process that is gone (it restarted, or exec'd its update) whose connection
+/// the console has not yet seen closed. Those must take no work: a task handed to one would sit
+/// assigned to nobody until the live poll next looked.
 #[derive(Debug, Default)]
 pub struct Dispatch {
     groups: Mutex<HashMap<(String, String), Arc<Notify>>>,
+    /// The newest poll of each node, by the number [`Dispatch::begin_poll`] gave it.
+    newest: Mutex<HashMap<String, u64>>,
+    polls: AtomicU64,
     closing: AtomicBool,
     closed: Notify,
 }
@@ -64,6 +72,25 @@ impl Dispatch {
             }
             std::collections::hash_map::Entry::Occupied(_) => moved.notify_waiters(),
         }
+    }
+
+    /// Records a new long poll of `node` as its newest; returns the poll's number.
+    pub fn begin_poll(&self, node: &str) -> u64 {
+        let n = self.polls.fetch_add(1, Ordering::SeqCst) + 1;
+        self.newest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node.to_owned(), n);
+        n
+    }
+
+    /// Whether poll `n` is still `node`'s newest.
+    pub fn is_newest(&self, node: &str, n: u64) -> bool {
+        self.newest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node)
+            == Some(&n)
     }
 
     /// Ends every long poll at once and makes new ones answer at once: the console is stopping.
@@ -277,6 +304,22 @@ mod tests {
             std::fs::read_dir(dir.path().join("logs")).unwrap().count(),
             0
         );
+    }
+
+    #[test]
+    fn a_nodes_newer_poll_supersedes_its_older_ones_only() {
+        let dispatch = Dispatch::default();
+        let old = dispatch.begin_poll("node-a");
+        let other = dispatch.begin_poll("node-b");
+        assert!(dispatch.is_newest("node-a", old));
+        let new = dispatch.begin_poll("node-a");
+        assert!(!dispatch.is_newest("node-a", old));
+        assert!(dispatch.is_newest("node-a", new));
+        assert!(
+            dispatch.is_newest("node-b", other),
+            "another node's poll is untouched"
+        );
+        assert!(!dispatch.is_newest("node-c", new));
     }
 
     #[tokio::test]

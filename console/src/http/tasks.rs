@@ -493,11 +493,21 @@ pub async fn poll(
     let wake = state.dispatch.group(&server.project, &server.group);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(req.wait_secs);
     let max = max_concurrency(&server);
+    let this_poll = state.dispatch.begin_poll(&node_id);
     loop {
         // Registered before looking, so a submit in between still wakes this poll.
         let notified = wake.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
+
+        // A newer poll of this node means this one's agent is gone: it neither squares what
+        // it held nor takes work, and answers at once.
+        if !state.dispatch.is_newest(&node_id, this_poll) {
+            return Ok(Json(PollResponse {
+                assign: Vec::new(),
+                cancel: Vec::new(),
+            }));
+        }
 
         let now = state.clock.now_ms();
         let rec = state
@@ -523,6 +533,12 @@ pub async fn poll(
         };
         for a in &assign {
             tracing::info!(task = a.id, lease = a.lease, server = %server.name, "task assigned");
+        }
+        // Superseded while assigning: the newer poll may already have looked and found
+        // nothing. Woken, it looks again, queues the work again (its agent does not hold it)
+        // and takes it.
+        if !assign.is_empty() && !state.dispatch.is_newest(&node_id, this_poll) {
+            state.dispatch.wake(&server.project, &server.group);
         }
         if !assign.is_empty()
             || !rec.cancel.is_empty()
