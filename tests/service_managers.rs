@@ -399,9 +399,20 @@ fn under_systemd_a_self_update_keeps_the_main_pid_and_a_restart_lets_the_running
     let task = |console: &Console| -> Value {
         serde_json::from_str(&console.cli_ok(&["task", "show", &id, "--json"])).unwrap()
     };
-    wait_for(Duration::from_secs(20), "the task to run", || {
-        (task(&console)["state"] == "running").then_some(())
-    });
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_for(Duration::from_secs(20), "the task to run", || {
+            (task(&console)["state"] == "running").then_some(())
+        })
+    }));
+    if ran.is_err() {
+        panic!(
+            "the task never ran: {:#}\nagent.log:\n{}\nconsole log:\n{}",
+            task(&console),
+            std::fs::read_to_string(c.path("/home/admin/tasknode/logs/agent.log"))
+                .unwrap_or_default(),
+            console.log_text()
+        );
+    }
     c.sh_ok(&format!("{SERVERCTL} restart"));
     let t = task(&console);
     assert_eq!(t["state"], "succeeded", "{t:#}");
