@@ -473,6 +473,9 @@ mod engine {
             .await
             .unwrap();
         assert_eq!(again.state, RolloutState::Running, "{}", again.reason);
+        // A heartbeat counts against a failure report only when it comes after it, and the
+        // clock counts milliseconds: this one must not share the report's.
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         assert!(live.heartbeat("node-b", &beat(V), LOOPBACK, clock.now_ms()));
         // One tick admits b, which runs the version already; the next one finds no one left.
         engine.tick().await.unwrap();
