@@ -43,7 +43,7 @@ fn releases() -> &'static Releases {
         let v1 = p("tasknode-0.1.0");
         install_binary(&static_agent(), &v1);
         for (version, agent) in [(V1, v1), (V2, update_agent())] {
-            build_release(&p("dist"), &p("keys"), version, &agent);
+            build_release(&p("dist"), &p("keys"), version, &agent, "none");
         }
         Releases {
             keys: p("keys"),

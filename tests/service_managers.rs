@@ -335,7 +335,7 @@ fn under_systemd_a_self_update_keeps_the_main_pid_and_a_restart_lets_the_running
     let generated = dist_json(&["keygen", "--out", keys.to_str().unwrap()]);
     let v1 = dir.path().join("tasknode-0.1.0");
     tasknode_tests::install_binary(&static_agent(), &v1);
-    build_release(&dist, &keys, "0.1.0", &v1);
+    build_release(&dist, &keys, "0.1.0", &v1, "none");
     let console = Console::start(&[
         "--tls",
         "--heartbeat-interval",
@@ -361,7 +361,13 @@ fn under_systemd_a_self_update_keeps_the_main_pid_and_a_restart_lets_the_running
     let pid = main_pid(&c).unwrap();
 
     // 0.2.0 released, published and pinned for the group: the agent takes it in place.
-    build_release(&dist, &keys, "0.2.0", &tasknode_tests::update_agent());
+    build_release(
+        &dist,
+        &keys,
+        "0.2.0",
+        &tasknode_tests::update_agent(),
+        "none",
+    );
     let manifest = dist.join("releases/0.2.0/manifest.stable.json");
     console.cli_ok(&["release", "publish", manifest.to_str().unwrap()]);
     console.cli_ok(&["release", "pin", "--group", "classic", "--version", "0.2.0"]);
@@ -487,21 +493,7 @@ fn package_under_systemd(package: &Package, hostname: &str) {
     let v1 = dir.path().join("tasknode-0.1.0");
     tasknode_tests::install_binary(&static_agent(), &v1);
     for (version, agent) in [("0.1.0", v1), ("0.2.0", tasknode_tests::update_agent())] {
-        dist_json(&[
-            "build",
-            "--out",
-            out.to_str().unwrap(),
-            "--version",
-            version,
-            "--agent",
-            agent.to_str().unwrap(),
-            "--targets",
-            package.target,
-            "--keys",
-            keys.to_str().unwrap(),
-            "--source-date-epoch",
-            "1700000000",
-        ]);
+        build_release(&out, &keys, version, &agent, package.target);
     }
 
     let c = Container::boot(Init::Systemd, hostname);

@@ -390,6 +390,7 @@ fn releases_and_rollouts_in_the_browser() {
         &dir.path().join("keys"),
         "0.1.0",
         &agent,
+        "none",
     );
     let console = Console::start(&["--dist", &p("dist")]);
     console.cli_ok(&[

@@ -594,9 +594,10 @@ pub fn dist_json(args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// Builds `agent` as release `version` into `out` with `tasknode-dist build`, signed with the
-/// release keys in `keys`, with no packages (`--targets none`) and a fixed build time.
-pub fn build_release(out: &Path, keys: &Path, version: &str, agent: &Path) -> Value {
+/// Builds `agent` as release `version` into `out` with `tasknode-dist build`: the packages of
+/// `targets` (`none`, or a list such as `deb` or `el7`), signed with the release keys in
+/// `keys`, at a fixed build time.
+pub fn build_release(out: &Path, keys: &Path, version: &str, agent: &Path, targets: &str) -> Value {
     dist_json(&[
         "build",
         "--out",
@@ -604,7 +605,7 @@ pub fn build_release(out: &Path, keys: &Path, version: &str, agent: &Path) -> Va
         "--version",
         version,
         "--targets",
-        "none",
+        targets,
         "--keys",
         keys.to_str().unwrap(),
         "--agent",
