@@ -236,6 +236,19 @@ fn an_agent_moves_to_a_new_version_without_killing_its_task_and_rolls_back_when_
     );
     assert!(log.contains("update done"), "{log}");
 
+    // Work is taken again as soon as probation ends. The new version's first poll asked for
+    // none and would hold for 25 s; it gives way to one that takes this task at once.
+    let after = console.submit_script("etl", "echo after\n").to_string();
+    wait_for(
+        Duration::from_secs(10),
+        "a task submitted after the update to finish",
+        || {
+            let t: Value =
+                serde_json::from_str(&console.cli_ok(&["task", "show", &after, "--json"])).unwrap();
+            (t["state"] == "succeeded").then_some(())
+        },
+    );
+
     // Back to 0.1.0: refused as a downgrade until a signed rollback is published.
     publish(&console, &manifest_path(dist.path(), V1));
     let refused = console.cli(&["release", "pin", "--group", "etl", "--version", V1]);

@@ -133,6 +133,9 @@ pub struct Runner {
     paused: AtomicBool,
     /// Signalled whenever a task leaves `held`.
     changed: Notify,
+    /// Signalled when `skewed` or `paused` changes: the poll in flight asked with the old
+    /// answer to "accepting", and a new one must ask with the new.
+    accepting_changed: Notify,
 }
 
 impl Runner {
@@ -146,6 +149,7 @@ impl Runner {
             draining: AtomicBool::new(false),
             paused: AtomicBool::new(false),
             changed: Notify::new(),
+            accepting_changed: Notify::new(),
         })
     }
 
@@ -154,7 +158,7 @@ impl Runner {
     }
 
     pub fn set_skewed(&self, skewed: bool) {
-        self.skewed.store(skewed, Ordering::SeqCst);
+        self.set_flag(&self.skewed, skewed);
     }
 
     /// Tasks started and not yet ended.
@@ -189,7 +193,13 @@ impl Runner {
 
     /// Takes no new tasks while `paused` (an update waits for the running ones to end).
     pub fn set_paused(&self, paused: bool) {
-        self.paused.store(paused, Ordering::SeqCst);
+        self.set_flag(&self.paused, paused);
+    }
+
+    fn set_flag(&self, flag: &AtomicBool, value: bool) {
+        if flag.swap(value, Ordering::SeqCst) != value {
+            self.accepting_changed.notify_waiters();
+        }
     }
 
     /// Waits until no task is running or about to run, for at most `timeout`; returns whether
@@ -306,16 +316,22 @@ impl Runner {
         let mut backoff = Backoff::default();
         let mut expired_at = std::time::Instant::now();
         while !self.draining.load(Ordering::SeqCst) {
+            // Registered before "accepting" is read, so no change after the read is missed.
+            let accepting_changed = self.accepting_changed.notified();
+            tokio::pin!(accepting_changed);
+            accepting_changed.as_mut().enable();
             let req = PollRequest {
                 held: self.held_list(),
                 accepting: self.accepting(),
                 wait_secs: POLL_WAIT_SECS,
             };
-            match self
-                .client
-                .poll(&self.node.id, &self.node.secret, &req)
-                .await
-            {
+            // A change drops the poll in flight: the new one supersedes it at the console, and
+            // whatever the dropped one may have been given is not held, so it is queued again.
+            let answer = tokio::select! {
+                answer = self.client.poll(&self.node.id, &self.node.secret, &req) => answer,
+                () = &mut accepting_changed => continue,
+            };
+            match answer {
                 Ok(answer) => {
                     if backoff.failures() > 0 {
                         tracing::info!("polling for tasks again");
