@@ -7,7 +7,6 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
-use serde_json::Value;
 use tasknode_protocol::logtoken::{self, Grant};
 use tasknode_tests::{Agent, Console, enrolled_classic, hostname, stderr, wait_for};
 
@@ -108,9 +107,7 @@ fn the_log_service_serves_the_console_and_refuses_everyone_else() {
     );
     let out = console.cli_ok(&["task", "log", &id.to_string(), "--follow"]);
     assert_eq!(out, "first\nsecond\n");
-    let shown: Value =
-        serde_json::from_str(&console.cli_ok(&["task", "show", &id.to_string(), "--json"]))
-            .unwrap();
+    let shown = console.task(id);
     assert_eq!(shown["log_bytes"], 13);
     // A range past the end.
     let r = http

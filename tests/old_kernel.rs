@@ -135,16 +135,13 @@ fn the_static_agent_enrolls_heartbeats_restarts_and_stops_on_linux_2632() {
     assert_eq!(report["enrolled"], true);
 
     // A task: its process group, pipe, timeout and log push under the same filters.
-    let id = console
-        .submit_script("etl", "echo ran under 2.6.32\nexit 3\n")
-        .to_string();
-    let done = wait_for(Duration::from_secs(20), "the task to finish", || {
-        let t: serde_json::Value =
-            serde_json::from_str(&console.cli_ok(&["task", "show", &id, "--json"])).unwrap();
-        (t["state"] == "failed").then_some(t)
-    });
+    let id = console.submit_script("etl", "echo ran under 2.6.32\nexit 3\n");
+    let done = console.wait_task(id, &["failed"], Duration::from_secs(20));
     assert_eq!(done["exit_code"], 3, "{done:#}");
-    assert_eq!(console.cli_ok(&["task", "log", &id]), "ran under 2.6.32\n");
+    assert_eq!(
+        console.cli_ok(&["task", "log", &id.to_string()]),
+        "ran under 2.6.32\n"
+    );
 
     assert!(agent.stop(), "the agent exits 0 on SIGTERM");
     let stopped = console.wait_status(&host, "stopped", Duration::from_secs(5));

@@ -202,14 +202,8 @@ fn an_agent_moves_to_a_new_version_without_killing_its_task_and_rolls_back_when_
     let pid = agent.pid();
 
     // A task that runs while the update arrives: the update waits for it.
-    let id = console
-        .submit_script("etl", "sleep 3; echo survived\n")
-        .to_string();
-    wait_for(Duration::from_secs(20), "the task to run", || {
-        let t: Value =
-            serde_json::from_str(&console.cli_ok(&["task", "show", &id, "--json"])).unwrap();
-        (t["state"] == "running").then_some(())
-    });
+    let id = console.submit_script("etl", "sleep 3; echo survived\n");
+    console.wait_task(id, &["running"], Duration::from_secs(20));
 
     publish(&console, &manifest_path(dist.path(), V2));
     pin(&console, V2);
@@ -217,9 +211,9 @@ fn an_agent_moves_to_a_new_version_without_killing_its_task_and_rolls_back_when_
     assert_eq!(listed["version"], V2);
     assert_eq!(listed["status"], "available");
 
-    let t: Value = serde_json::from_str(&console.cli_ok(&["task", "show", &id, "--json"])).unwrap();
+    let t = console.task(id);
     assert_eq!(t["state"], "succeeded", "{t:#}");
-    let log = console.cli_ok(&["task", "log", &id]);
+    let log = console.cli_ok(&["task", "log", &id.to_string()]);
     assert!(log.contains("survived"), "{log}");
 
     // Same process (the new binary was exec'd), the old one kept beside it, nothing else.
@@ -238,16 +232,8 @@ fn an_agent_moves_to_a_new_version_without_killing_its_task_and_rolls_back_when_
 
     // Work is taken again as soon as probation ends. The new version's first poll asked for
     // none and would hold for 25 s; it gives way to one that takes this task at once.
-    let after = console.submit_script("etl", "echo after\n").to_string();
-    wait_for(
-        Duration::from_secs(10),
-        "a task submitted after the update to finish",
-        || {
-            let t: Value =
-                serde_json::from_str(&console.cli_ok(&["task", "show", &after, "--json"])).unwrap();
-            (t["state"] == "succeeded").then_some(())
-        },
-    );
+    let after = console.submit_script("etl", "echo after\n");
+    console.wait_task(after, &["succeeded"], Duration::from_secs(10));
 
     // Back to 0.1.0: refused as a downgrade until a signed rollback is published.
     publish(&console, &manifest_path(dist.path(), V1));

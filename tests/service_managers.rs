@@ -399,30 +399,25 @@ fn under_systemd_a_self_update_keeps_the_main_pid_and_a_restart_lets_the_running
 
     // A restart through systemd waits for the running task (the agent drains on SIGTERM, and
     // the unit gives it 90 s), then runs 0.2.0.
-    let id = console
-        .submit_script("classic", "sleep 3; echo survived\n")
-        .to_string();
-    let task = |console: &Console| -> Value {
-        serde_json::from_str(&console.cli_ok(&["task", "show", &id, "--json"])).unwrap()
-    };
+    let id = console.submit_script("classic", "sleep 3; echo survived\n");
     let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        wait_for(Duration::from_secs(20), "the task to run", || {
-            (task(&console)["state"] == "running").then_some(())
-        })
+        console.wait_task(id, &["running"], Duration::from_secs(20))
     }));
     if ran.is_err() {
         panic!(
-            "the task never ran: {:#}\nagent.log:\n{}\nconsole log:\n{}",
-            task(&console),
+            "the task never ran; agent.log:\n{}",
             std::fs::read_to_string(c.path("/home/admin/tasknode/logs/agent.log"))
                 .unwrap_or_default(),
-            console.log_text()
         );
     }
     c.sh_ok(&format!("{SERVERCTL} restart"));
-    let t = task(&console);
+    let t = console.task(id);
     assert_eq!(t["state"], "succeeded", "{t:#}");
-    assert!(console.cli_ok(&["task", "log", &id]).contains("survived"));
+    assert!(
+        console
+            .cli_ok(&["task", "log", &id.to_string()])
+            .contains("survived")
+    );
     let restarted = main_pid(&c).expect("active after serverctl restart");
     assert_ne!(restarted, pid);
     assert_eq!(
@@ -552,15 +547,9 @@ fn package_under_systemd(package: &Package, hostname: &str) {
         "{conf}"
     );
     // A task runs as admin in a working directory under /var/lib/tasknode.
-    let id = console
-        .submit_script("classic", "id -un; pwd\n")
-        .to_string();
-    wait_for(Duration::from_secs(20), "the task to finish", || {
-        let t: Value =
-            serde_json::from_str(&console.cli_ok(&["task", "show", &id, "--json"])).unwrap();
-        (t["state"] == "succeeded").then_some(())
-    });
-    let log = console.cli_ok(&["task", "log", &id]);
+    let id = console.submit_script("classic", "id -un; pwd\n");
+    console.wait_task(id, &["succeeded"], Duration::from_secs(20));
+    let log = console.cli_ok(&["task", "log", &id.to_string()]);
     assert!(log.starts_with("admin\n/var/lib/tasknode/work/"), "{log}");
 
     // Upgraded: the running agent is restarted on the new version.

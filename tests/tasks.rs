@@ -91,30 +91,6 @@ fn submit(console: &Console, group: &str, script: &str, timeout_secs: Option<u64
     res.json::<Value>().unwrap()["id"].as_i64().unwrap()
 }
 
-fn task(console: &Console, id: i64) -> Value {
-    serde_json::from_str(&console.cli_ok(&["task", "show", &id.to_string(), "--json"])).unwrap()
-}
-
-fn wait_state(console: &Console, id: i64, states: &[&str], timeout: Duration) -> Value {
-    let what = format!("task {id} to be one of {states:?}");
-    let mut last = Value::Null;
-    let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        wait_for(timeout, &what, || {
-            last = task(console, id);
-            states
-                .iter()
-                .any(|s| last["state"] == *s)
-                .then(|| last.clone())
-        })
-    }));
-    found.unwrap_or_else(|_| {
-        panic!(
-            "{what}: last seen {last:#}\nconsole log:\n{}",
-            console.log_text()
-        )
-    })
-}
-
 fn all_tasks(console: &Console) -> Vec<Value> {
     serde_json::from_str(&console.cli_ok(&["task", "list", "--limit", "10000", "--json"])).unwrap()
 }
@@ -227,7 +203,7 @@ fn a_hundred_tasks_over_two_agents_run_once_each_within_max_concurrency() {
     // Each log is whole, and says what its task printed.
     for id in ids.iter().step_by(10) {
         assert_eq!(log_of(&console, *id), format!("task {id} says hello\n"));
-        let t = task(&console, *id);
+        let t = console.task(*id);
         assert_eq!(
             t["log_bytes"].as_u64().unwrap(),
             format!("task {id} says hello\n").len() as u64
@@ -293,13 +269,13 @@ fn cancel_timeout_and_runaway_scripts_leave_no_process_behind() {
         "sleep 31337 &\nsleep 31337 &\necho started\nwait\n",
         None,
     );
-    wait_state(&console, id, &["running"], Duration::from_secs(20));
+    console.wait_task(id, &["running"], Duration::from_secs(20));
     wait_for(Duration::from_secs(10), "the task's sleeps", || {
         (processes_with("sleep 31337").len() == 2).then_some(())
     });
     let out = console.cli_ok(&["task", "cancel", &id.to_string()]);
     assert!(out.contains("cancel requested"), "{out}");
-    let t = wait_state(&console, id, &["cancelled"], Duration::from_secs(20));
+    let t = console.wait_task(id, &["cancelled"], Duration::from_secs(20));
     assert!(t["reason"].as_str().unwrap().contains("killed"), "{t:#}");
     assert!(processes_with("sleep 31337").is_empty());
     assert_eq!(log_of(&console, id), "started\n");
@@ -319,7 +295,7 @@ fn cancel_timeout_and_runaway_scripts_leave_no_process_behind() {
         "trap '' TERM\nsleep 31338 &\nwhile :; do sleep 1; done\n",
         Some(2),
     );
-    let t = wait_state(&console, id, &["timed_out"], Duration::from_secs(30));
+    let t = console.wait_task(id, &["timed_out"], Duration::from_secs(30));
     assert!(
         t["reason"].as_str().unwrap().contains("timeout of 2 s"),
         "{t:#}"
@@ -333,7 +309,7 @@ fn cancel_timeout_and_runaway_scripts_leave_no_process_behind() {
         "while :; do sleep 31339 & sleep 0.01; done\n",
         Some(2),
     );
-    wait_state(&console, id, &["timed_out"], Duration::from_secs(30));
+    console.wait_task(id, &["timed_out"], Duration::from_secs(30));
     assert!(processes_with("sleep 31339").is_empty());
 
     // A script that exits non-zero fails with its code; what it left running is killed.
@@ -343,7 +319,7 @@ fn cancel_timeout_and_runaway_scripts_leave_no_process_behind() {
         "sleep 31340 &\necho oops >&2\nexit 7\n",
         None,
     );
-    let t = wait_state(&console, id, &["failed"], Duration::from_secs(20));
+    let t = console.wait_task(id, &["failed"], Duration::from_secs(20));
     assert_eq!(t["exit_code"], 7);
     assert!(t["reason"].as_str().unwrap().contains("code 7"), "{t:#}");
     assert_eq!(log_of(&console, id), "oops\n");
@@ -356,7 +332,7 @@ fn cancel_timeout_and_runaway_scripts_leave_no_process_behind() {
         "echo \"pwd=$(pwd)\"\necho \"secret=${TASKNODE_CONFIG:-unset}\"\nid -u\n",
         None,
     );
-    wait_state(&console, id, &["succeeded"], Duration::from_secs(20));
+    console.wait_task(id, &["succeeded"], Duration::from_secs(20));
     let log = log_of(&console, id);
     assert!(
         log.contains(&format!(
@@ -394,7 +370,7 @@ fn a_huge_log_is_capped_and_the_task_still_succeeds() {
     console.wait_status(&hostname(), "available", Duration::from_secs(20));
     // 50 MB of output.
     let id = submit(&console, "etl", "yes 0123456789 | head -c 50000000\n", None);
-    let t = wait_state(&console, id, &["succeeded"], Duration::from_secs(60));
+    let t = console.wait_task(id, &["succeeded"], Duration::from_secs(60));
     let log = log_of(&console, id);
     assert!(log.starts_with("0123456789\n0123456789\n"));
     assert!(
@@ -419,7 +395,7 @@ fn a_lost_agents_task_is_reported_and_not_run_again() {
     let shared = shared_dir();
     let runs = shared.path().join("runs");
     let id = submit(&console, "etl", &recording_script(&runs, "31341"), None);
-    wait_state(&console, id, &["running"], Duration::from_secs(20));
+    console.wait_task(id, &["running"], Duration::from_secs(20));
     // The agent dies outright, and its task with it, as when a host goes down.
     agent.kill();
     for pid in processes_with("sleep 31341") {
@@ -438,7 +414,7 @@ fn a_lost_agents_task_is_reported_and_not_run_again() {
             rustix::process::Signal::Kill,
         );
     }
-    let t = wait_state(&console, id, &["lost"], Duration::from_secs(30));
+    let t = console.wait_task(id, &["lost"], Duration::from_secs(30));
     let reason = t["reason"].as_str().unwrap();
     assert!(
         reason.contains("stopped") && reason.contains("not run again"),
@@ -448,8 +424,8 @@ fn a_lost_agents_task_is_reported_and_not_run_again() {
     agent.run();
     console.wait_status(&hostname(), "available", Duration::from_secs(20));
     let next = submit(&console, "etl", "echo later\n", None);
-    wait_state(&console, next, &["succeeded"], Duration::from_secs(20));
-    assert_eq!(task(&console, id)["state"], "lost");
+    console.wait_task(next, &["succeeded"], Duration::from_secs(20));
+    assert_eq!(console.task(id)["state"], "lost");
     let starts = records(&runs)
         .iter()
         .filter(|r| r.0 == id && r.1 == "start")
@@ -501,13 +477,13 @@ fn a_stopping_agent_drains_then_kills_what_outlives_the_drain_timeout() {
     let (console, mut agent) = one_agent(&[]);
     // A running task finishes before the agent exits, and its result reaches the console.
     let id = submit(&console, "etl", "sleep 3\necho done\n", None);
-    wait_state(&console, id, &["running"], Duration::from_secs(20));
+    console.wait_task(id, &["running"], Duration::from_secs(20));
     assert!(
         agent.stop(),
         "agent did not exit cleanly: {}",
         agent.agent_log()
     );
-    let t = task(&console, id);
+    let t = console.task(id);
     assert_eq!(t["state"], "succeeded", "{t:#}");
     let log = agent.agent_log();
     assert!(log.contains("waiting for running tasks to finish"), "{log}");
@@ -528,12 +504,12 @@ fn a_stopping_agent_drains_then_kills_what_outlives_the_drain_timeout() {
     console.wait_status(&hostname(), "available", Duration::from_secs(20));
     assert_eq!(log_of(&console, first), "done\n");
     let id = submit(&console, "etl", "sleep 31342\n", None);
-    wait_state(&console, id, &["running"], Duration::from_secs(20));
+    console.wait_task(id, &["running"], Duration::from_secs(20));
     wait_for(Duration::from_secs(10), "the task's sleep", || {
         (!processes_with("sleep 31342").is_empty()).then_some(())
     });
     assert!(agent.stop());
-    let t = task(&console, id);
+    let t = console.task(id);
     assert_eq!(t["state"], "failed", "{t:#}");
     let reason = t["reason"].as_str().unwrap();
     assert!(reason.contains("drain timeout (1 s) passed"), "{reason}");
@@ -561,7 +537,7 @@ fn serverctl_stop_says_which_tasks_it_waits_for_and_lets_them_finish() {
     });
     console.wait_status(&hostname(), "available", Duration::from_secs(20));
     let id = submit(&console, "etl", "sleep 3\necho finished\n", None);
-    wait_state(&console, id, &["running"], Duration::from_secs(20));
+    console.wait_task(id, &["running"], Duration::from_secs(20));
     let said = serverctl("restart");
     assert!(
         said.contains(&format!(
@@ -571,13 +547,13 @@ fn serverctl_stop_says_which_tasks_it_waits_for_and_lets_them_finish() {
         std::fs::read_to_string(agent.dir.path().join("tasknode/work/.running"))
     );
     // The restart waited for the task: it finished, and its result reached the console.
-    let t = task(&console, id);
+    let t = console.task(id);
     assert_eq!(t["state"], "succeeded", "{t:#}");
     assert_eq!(log_of(&console, id), "finished\n");
     // The restarted agent takes work again.
     console.wait_status(&hostname(), "available", Duration::from_secs(20));
     let next = submit(&console, "etl", "echo again\n", None);
-    wait_state(&console, next, &["succeeded"], Duration::from_secs(20));
+    console.wait_task(next, &["succeeded"], Duration::from_secs(20));
     let said = serverctl("stop");
     assert!(!said.contains("running task"), "{said}");
 }
@@ -635,7 +611,7 @@ fn a_renamed_group_keeps_its_agent_working_and_only_an_empty_group_is_deleted() 
     // The agent's long poll, registered under the old name, is woken by a task submitted
     // under the new one: the task starts long before the poll's 25 s are up.
     let id = console.submit_script("etl-2", "echo renamed\n");
-    let t = wait_state(&console, id, &["succeeded"], Duration::from_secs(15));
+    let t = console.wait_task(id, &["succeeded"], Duration::from_secs(15));
     assert_eq!(t["group"], "etl-2");
     assert_eq!(log_of(&console, id), "renamed\n");
 
@@ -673,7 +649,7 @@ fn a_renamed_group_keeps_its_agent_working_and_only_an_empty_group_is_deleted() 
     assert_eq!(names, ["etl-2"]);
     // The name is free again; the refused commands changed nothing.
     console.cli_ok(&["group", "create", "other", "--network", "classic"]);
-    assert_eq!(task(&console, id)["state"], "succeeded");
+    assert_eq!(console.task(id)["state"], "succeeded");
     let out = console.cli_ok(&["group", "delete", "--group", "other"]);
     assert_eq!(
         out.trim(),
@@ -712,7 +688,7 @@ fn a_task_goes_to_the_agents_newest_poll_not_to_one_a_gone_process_left_open() {
     // Submitting wakes both polls; only the agent's may take the task, and it runs at once
     // rather than after the old poll's assignment is found unheld.
     let id = console.submit_script("etl", "echo newest\n");
-    wait_state(&console, id, &["succeeded"], Duration::from_secs(10));
+    console.wait_task(id, &["succeeded"], Duration::from_secs(10));
     assert_eq!(log_of(&console, id), "newest\n");
     // Superseded, the old poll answered when the submit woke it, not at its 25 s deadline.
     wait_for(Duration::from_secs(5), "the old poll to answer", || {

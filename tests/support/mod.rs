@@ -270,6 +270,33 @@ impl Console {
         }
     }
 
+    /// Task `id` as `task show --json` gives it.
+    pub fn task(&self, id: i64) -> Value {
+        serde_json::from_str(&self.cli_ok(&["task", "show", &id.to_string(), "--json"])).unwrap()
+    }
+
+    /// Waits until task `id` is in one of `states`; returns it. On a timeout the panic shows
+    /// the task as last seen and the console's log.
+    pub fn wait_task(&self, id: i64, states: &[&str], timeout: Duration) -> Value {
+        let what = format!("task {id} to be one of {states:?}");
+        let mut last = Value::Null;
+        let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            wait_for(timeout, &what, || {
+                last = self.task(id);
+                states
+                    .iter()
+                    .any(|s| last["state"] == *s)
+                    .then(|| last.clone())
+            })
+        }));
+        found.unwrap_or_else(|_| {
+            panic!(
+                "{what}: last seen {last:#}\nconsole log:\n{}",
+                self.log_text()
+            )
+        })
+    }
+
     /// Submits `script` to `group` with `task submit` (through a file, as an operator would);
     /// returns the task's id.
     pub fn submit_script(&self, group: &str, script: &str) -> i64 {
