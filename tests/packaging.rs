@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 use tasknode_tests::sandbox::{Os, Sandbox, require_root};
-use tasknode_tests::{Console, bin, static_agent, stderr, which};
+use tasknode_tests::{Console, bin, build_release_at, static_agent, stderr, which};
 
 /// A source date older than any key made here: signatures must still verify.
 const EPOCH: &str = "1700000000";
@@ -106,42 +106,13 @@ fn dist(args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// `build --json` of `version` with `agent` into `out`; the report.
-fn build(
-    out: &Path,
-    keys: &Path,
-    version: &str,
-    agent: &Path,
-    targets: &str,
-    epoch: &str,
-) -> Value {
-    let o = dist(&[
-        "build",
-        "--out",
-        out.to_str().unwrap(),
-        "--version",
-        version,
-        "--keys",
-        keys.to_str().unwrap(),
-        "--agent",
-        agent.to_str().unwrap(),
-        "--targets",
-        targets,
-        "--source-date-epoch",
-        epoch,
-        "--json",
-    ]);
-    assert!(o.status.success(), "build {version}: {}", stderr(&o));
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
 /// A release of the first version for every dist, built once.
 fn release() -> &'static Path {
     static R: OnceLock<tempfile::TempDir> = OnceLock::new();
     R.get_or_init(|| {
         let f = fixture();
         let dir = tempfile::tempdir().unwrap();
-        build(
+        build_release_at(
             dir.path(),
             &f.keys,
             &f.v1.0,
@@ -452,8 +423,8 @@ fn two_builds_of_a_version_are_byte_identical() {
     let f = fixture();
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
-    build(a.path(), &f.keys, &f.v1.0, &f.v1.1, "el6,al8,deb", EPOCH);
-    build(b.path(), &f.keys, &f.v1.0, &f.v1.1, "el6,al8,deb", EPOCH);
+    build_release_at(a.path(), &f.keys, &f.v1.0, &f.v1.1, "el6,al8,deb", EPOCH);
+    build_release_at(b.path(), &f.keys, &f.v1.0, &f.v1.1, "el6,al8,deb", EPOCH);
     let files_a = tree(a.path());
     let files_b = tree(b.path());
     assert_eq!(
@@ -468,7 +439,7 @@ fn two_builds_of_a_version_are_byte_identical() {
     }
     // The date is an input: another one gives other packages.
     let c = tempfile::tempdir().unwrap();
-    build(c.path(), &f.keys, &f.v1.0, &f.v1.1, "el6", "1700000001");
+    build_release_at(c.path(), &f.keys, &f.v1.0, &f.v1.1, "el6", "1700000001");
     let name = format!("repo/el6/x86_64/tasknode-{}-1.el6.x86_64.rpm", f.v1.0);
     assert_ne!(tree(c.path())[&name], files_a[&name]);
 }
@@ -535,7 +506,7 @@ fn bad_input_is_refused_before_anything_is_written() {
     ];
     // A directory released with one key is not signed with another.
     let released = work.path().join("released");
-    build(&released, &f.other_keys, v, &f.v1.1, "el7", EPOCH);
+    build_release_at(&released, &f.other_keys, v, &f.v1.1, "el7", EPOCH);
     let before = tree(&released);
     let o = dist(&[
         "build",
@@ -601,7 +572,7 @@ fn bad_input_is_refused_before_anything_is_written() {
 fn a_released_version_is_never_changed_and_a_new_one_is_indexed_beside_it() {
     let f = fixture();
     let out = tempfile::tempdir().unwrap();
-    build(out.path(), &f.keys, &f.v1.0, &f.v1.1, "al8", EPOCH);
+    build_release_at(out.path(), &f.keys, &f.v1.0, &f.v1.1, "al8", EPOCH);
     let before = tree(out.path());
     // The same version from other inputs (another date) would change what yum caches.
     let o = dist(&[
@@ -630,7 +601,7 @@ fn a_released_version_is_never_changed_and_a_new_one_is_indexed_beside_it() {
         "a refused build changed the release directory"
     );
 
-    let report = build(out.path(), &f.keys, &f.v2.0, &f.v2.1, "al8", EPOCH);
+    let report = build_release_at(out.path(), &f.keys, &f.v2.0, &f.v2.1, "al8", EPOCH);
     let repo = &report["repositories"][0];
     assert_eq!(repo["packages"], 2, "{report}");
     assert_eq!(repo["hashed"], 1, "only the new package is read: {report}");
@@ -778,7 +749,7 @@ fn dnf_installs_upgrades_and_erases_the_agent_from_the_signed_repository() {
     }
     let f = fixture();
     let out = tempfile::tempdir().unwrap();
-    build(out.path(), &f.keys, &f.v1.0, &f.v1.1, "al8", EPOCH);
+    build_release_at(out.path(), &f.keys, &f.v1.0, &f.v1.1, "al8", EPOCH);
     let console = Console::start(&["--dist", out.path().to_str().unwrap()]);
     let sb = dnf_root(Os::Alinux3);
 
@@ -824,7 +795,7 @@ fn dnf_installs_upgrades_and_erases_the_agent_from_the_signed_repository() {
     let mut text = std::fs::read_to_string(&conf).unwrap();
     text.push_str("# kept across upgrades\n");
     std::fs::write(&conf, &text).unwrap();
-    build(out.path(), &f.keys, &f.v2.0, &f.v2.1, "al8", EPOCH);
+    build_release_at(out.path(), &f.keys, &f.v2.0, &f.v2.1, "al8", EPOCH);
     let o = dnf(&sb, &console, &["upgrade", "tasknode"]);
     assert!(
         o.status.success(),
@@ -857,7 +828,7 @@ fn dnf_refuses_a_tampered_package_repomd_or_a_package_signed_by_another_key() {
 
     // A package changed after it was indexed.
     let out = tempfile::tempdir().unwrap();
-    build(out.path(), &f.keys, &f.v1.0, &f.v1.1, "al8", EPOCH);
+    build_release_at(out.path(), &f.keys, &f.v1.0, &f.v1.1, "al8", EPOCH);
     let rpm = rpm_path(out.path(), "al8", &f.v1.0);
     let mut bytes = std::fs::read(&rpm).unwrap();
     let mid = bytes.len() / 2;
@@ -873,7 +844,7 @@ fn dnf_refuses_a_tampered_package_repomd_or_a_package_signed_by_another_key() {
 
     // repomd.xml changed after it was signed.
     let out = tempfile::tempdir().unwrap();
-    build(out.path(), &f.keys, &f.v1.0, &f.v1.1, "al8", EPOCH);
+    build_release_at(out.path(), &f.keys, &f.v1.0, &f.v1.1, "al8", EPOCH);
     let repomd = out.path().join("repo/al8/x86_64/repodata/repomd.xml");
     let text = std::fs::read_to_string(&repomd).unwrap();
     std::fs::write(&repomd, text.replace("<revision>", "<revision>1")).unwrap();
@@ -888,7 +859,7 @@ fn dnf_refuses_a_tampered_package_repomd_or_a_package_signed_by_another_key() {
     // A package signed by another key, dropped into the repository before the right key
     // indexed and signed it.
     let foreign = tempfile::tempdir().unwrap();
-    build(
+    build_release_at(
         foreign.path(),
         &f.other_keys,
         &f.v1.0,
@@ -903,7 +874,7 @@ fn dnf_refuses_a_tampered_package_repomd_or_a_package_signed_by_another_key() {
         rpm_path(out.path(), "al8", &f.v1.0),
     )
     .unwrap();
-    build(out.path(), &f.keys, &f.v2.0, &f.v2.1, "al8", EPOCH);
+    build_release_at(out.path(), &f.keys, &f.v2.0, &f.v2.1, "al8", EPOCH);
     let console = Console::start(&["--dist", out.path().to_str().unwrap()]);
     let sb = dnf_root(Os::Alinux3);
     let o = dnf(&sb, &console, &["install", &format!("tasknode-{}", f.v1.0)]);
@@ -1051,7 +1022,7 @@ fn the_deb_lints_clean_and_dpkg_installs_and_purges_it() {
 fn index_reindexes_one_directory_and_reads_only_new_packages() {
     let f = fixture();
     let out = tempfile::tempdir().unwrap();
-    build(out.path(), &f.keys, &f.v1.0, &f.v1.1, "el7", EPOCH);
+    build_release_at(out.path(), &f.keys, &f.v1.0, &f.v1.1, "el7", EPOCH);
     let repo = out.path().join("repo/el7/x86_64");
     let index = |extra: &[&str]| {
         let mut args = vec![

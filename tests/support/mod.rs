@@ -606,11 +606,13 @@ pub fn install_binary(from: &Path, to: &Path) {
     assert!(out.status.success(), "strip failed: {}", stderr(&out));
 }
 
-/// Runs `tasknode-dist ARGS --json` and returns what it printed; panics if it fails.
+/// Runs `tasknode-dist ARGS --json` and returns what it printed; panics if it fails. The
+/// caller's SOURCE_DATE_EPOCH is not passed on: a build's time is what ARGS say.
 pub fn dist_json(args: &[&str]) -> Value {
     let out = Command::new(bin("tasknode-dist"))
         .args(args)
         .arg("--json")
+        .env_remove("SOURCE_DATE_EPOCH")
         .output()
         .unwrap();
     assert!(
@@ -623,8 +625,20 @@ pub fn dist_json(args: &[&str]) -> Value {
 
 /// Builds `agent` as release `version` into `out` with `tasknode-dist build`: the packages of
 /// `targets` (`none`, or a list such as `deb` or `el7`), signed with the release keys in
-/// `keys`, at a fixed build time.
+/// `keys`, at a fixed build time. Returns the build's report.
 pub fn build_release(out: &Path, keys: &Path, version: &str, agent: &Path, targets: &str) -> Value {
+    build_release_at(out, keys, version, agent, targets, "1700000000")
+}
+
+/// [`build_release`] with the build time `epoch` (seconds, as `--source-date-epoch`).
+pub fn build_release_at(
+    out: &Path,
+    keys: &Path,
+    version: &str,
+    agent: &Path,
+    targets: &str,
+    epoch: &str,
+) -> Value {
     dist_json(&[
         "build",
         "--out",
@@ -638,7 +652,7 @@ pub fn build_release(out: &Path, keys: &Path, version: &str, agent: &Path, targe
         "--agent",
         agent.to_str().unwrap(),
         "--source-date-epoch",
-        "1700000000",
+        epoch,
     ])
 }
 
