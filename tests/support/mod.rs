@@ -253,21 +253,36 @@ impl Console {
         timeout: Duration,
         done: impl Fn(&Value) -> bool,
     ) -> Value {
+        self.wait_seen(
+            &format!("server {name} {what}"),
+            timeout,
+            || self.server(name),
+            done,
+        )
+    }
+
+    /// Looks with `look` until what it sees satisfies `done`; returns that. On a timeout the
+    /// panic shows what was last seen and the console's log.
+    fn wait_seen(
+        &self,
+        what: &str,
+        timeout: Duration,
+        look: impl Fn() -> Value,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let mut last = Value::Null;
-        let what = format!("server {name} {what}");
         let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            wait_for(timeout, &what, || {
-                last = self.server(name);
+            wait_for(timeout, what, || {
+                last = look();
                 done(&last).then(|| last.clone())
             })
         }));
-        match found {
-            Ok(v) => v,
-            Err(_) => panic!(
+        found.unwrap_or_else(|_| {
+            panic!(
                 "{what}: last seen {last:#}\nconsole log:\n{}",
                 self.log_text()
-            ),
-        }
+            )
+        })
     }
 
     /// Task `id` as `task show --json` gives it.
@@ -278,23 +293,12 @@ impl Console {
     /// Waits until task `id` is in one of `states`; returns it. On a timeout the panic shows
     /// the task as last seen and the console's log.
     pub fn wait_task(&self, id: i64, states: &[&str], timeout: Duration) -> Value {
-        let what = format!("task {id} to be one of {states:?}");
-        let mut last = Value::Null;
-        let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            wait_for(timeout, &what, || {
-                last = self.task(id);
-                states
-                    .iter()
-                    .any(|s| last["state"] == *s)
-                    .then(|| last.clone())
-            })
-        }));
-        found.unwrap_or_else(|_| {
-            panic!(
-                "{what}: last seen {last:#}\nconsole log:\n{}",
-                self.log_text()
-            )
-        })
+        self.wait_seen(
+            &format!("task {id} to be one of {states:?}"),
+            timeout,
+            || self.task(id),
+            |t| states.iter().any(|s| t["state"] == *s),
+        )
     }
 
     /// Submits `script` to `group` with `task submit` (through a file, as an operator would);
