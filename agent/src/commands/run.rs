@@ -474,7 +474,7 @@ async fn start_log_service(
         },
     };
     let router = logserver::router(&node.id, config.log_dir.clone(), allow.clone(), key, runner);
-    match logserver::spawn(addr, router).await {
+    match logserver::spawn(addr, router, allow.clone()).await {
         Ok(port) => {
             tracing::info!(%addr, port, allow = %allow.describe(), "log service listening");
             Some(port)
