@@ -17,6 +17,13 @@
 //!    `updated`. If the health timeout passes first, it puts `tasknode.prev` back, records why,
 //!    and execs it; the previous version reports the failure.
 //!
+//! Probation outlives the process: the record counts the new version's starts and holds when
+//! probation began and how long it may last. At every start, before anything else runs,
+//! [`check_probation_at_start`] puts `tasknode.prev` back when the new version has already
+//! started [`MAX_PROBATION_STARTS`] times without finishing probation (it keeps dying, and
+//! systemd's `Restart=always` would start it forever) or when its deadline has passed across
+//! restarts; the previous version then runs and reports the failure.
+//!
 //! `.tasknode.update` beside the binary records an update in progress or the last failure.
 //! At every start [`recover`] reads it: until the rename of step 5, `tasknode` is the old
 //! binary untouched; after it, it is the new one, which passed its trial, and probation goes
@@ -211,6 +218,96 @@ pub struct State {
     /// Whether the console was told of the failure.
     #[serde(default)]
     pub reported: bool,
+    /// How long probation may last, in seconds (the health timeout when it was swapped in).
+    #[serde(default)]
+    pub probation_secs: u64,
+    /// When the new version first started on probation (ms since the epoch; 0: not yet).
+    #[serde(default)]
+    pub first_start_ms: i64,
+    /// How many times the new version has started on probation.
+    #[serde(default)]
+    pub starts: u32,
+}
+
+/// A version on probation may start this many times; the next start puts the previous one
+/// back instead.
+pub const MAX_PROBATION_STARTS: u32 = 3;
+
+impl State {
+    /// When probation ends in failure (ms since the epoch), once the new version has started.
+    pub fn probation_deadline_ms(&self) -> Option<i64> {
+        (self.first_start_ms > 0 && self.probation_secs > 0).then(|| {
+            self.first_start_ms.saturating_add(
+                i64::try_from(self.probation_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+            )
+        })
+    }
+}
+
+/// What a start of the agent finds about its own probation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartCheck {
+    /// Not on probation, or on probation with starts and time left: run.
+    Run,
+    /// The previous version was put back (and the failure recorded): exec it.
+    RolledBack(String),
+}
+
+/// Counts this start of version `running` if it is on probation, and puts the previous
+/// version back when it has started too often or its probation deadline has passed. Needs no
+/// config: it runs first in `tasknode run`, before anything the new version might crash on.
+pub fn check_probation_at_start(paths: &Paths, running: &str, now: i64) -> StartCheck {
+    let Some(mut state) = paths.read_state() else {
+        return StartCheck::Run;
+    };
+    if !matches!(state.phase, Phase::Swapping | Phase::Swapped) || state.to != running {
+        return StartCheck::Run;
+    }
+    let why = if state.starts >= MAX_PROBATION_STARTS {
+        Some(format!(
+            "version {} started {} times without finishing probation (it keeps stopping before its heartbeats are answered); version {} was put back",
+            state.to, state.starts, state.from
+        ))
+    } else if let Some(deadline) = state.probation_deadline_ms()
+        && now > deadline
+    {
+        Some(format!(
+            "version {} did not finish probation within {} s across {} starts; version {} was put back",
+            state.to, state.probation_secs, state.starts, state.from
+        ))
+    } else {
+        None
+    };
+    if let Some(reason) = why {
+        if !paths.prev.exists() {
+            eprintln!(
+                "tasknode: {reason}, but {} is missing; this version keeps running",
+                paths.prev.display()
+            );
+            return StartCheck::Run;
+        }
+        return match roll_back(paths, &state, &reason) {
+            Ok(()) => StartCheck::RolledBack(reason),
+            Err(e) => {
+                eprintln!(
+                    "tasknode: {reason}, but putting it back failed: {e:#}; this version keeps running"
+                );
+                StartCheck::Run
+            }
+        };
+    }
+    state.phase = Phase::Swapped;
+    state.starts += 1;
+    if state.first_start_ms == 0 {
+        state.first_start_ms = now;
+    }
+    if let Err(e) = paths.write_state(&state) {
+        eprintln!(
+            "tasknode: cannot count this start of the new version in {}: {e}",
+            paths.state.display()
+        );
+    }
+    StartCheck::Run
 }
 
 /// What a start finds beside the binary.
@@ -428,7 +525,8 @@ pub async fn trial(paths: &Paths, config: &Path, settings: &Settings) -> anyhow:
 }
 
 /// Keeps the running binary as `prev` and renames the new one over it, durably.
-pub fn swap(paths: &Paths, prepared: &Prepared) -> anyhow::Result<()> {
+/// Probation, counted from the new version's first start, lasts `probation`.
+pub fn swap(paths: &Paths, prepared: &Prepared, probation: Duration) -> anyhow::Result<()> {
     let mut state = State {
         phase: Phase::Swapping,
         from: crate::version().to_owned(),
@@ -437,6 +535,9 @@ pub fn swap(paths: &Paths, prepared: &Prepared) -> anyhow::Result<()> {
         at_ms: now_ms(),
         reason: String::new(),
         reported: false,
+        probation_secs: probation.as_secs().max(1),
+        first_start_ms: 0,
+        starts: 0,
     };
     paths
         .write_state(&state)
@@ -484,6 +585,9 @@ pub fn record_failure(paths: &Paths, from: &str, to: &str, reason: &str) -> anyh
             at_ms: now_ms(),
             reason: reason.to_owned(),
             reported: false,
+            probation_secs: 0,
+            first_start_ms: 0,
+            starts: 0,
         })
         .with_context(|| format!("writing {}", paths.state.display()))
 }
@@ -608,9 +712,18 @@ impl Updater {
                     timeout_secs = self.settings.health_timeout.as_secs(),
                     "running the new version on probation"
                 );
+                // The deadline holds across restarts: what is left of it, never more than a
+                // whole health timeout.
+                let left = state.probation_deadline_ms().map_or(
+                    self.settings.health_timeout,
+                    |deadline| {
+                        Duration::from_millis(u64::try_from(deadline - now_ms()).unwrap_or(0))
+                            .min(self.settings.health_timeout)
+                    },
+                );
                 self.probation = Some(Probation {
                     state,
-                    deadline: tokio::time::Instant::now() + self.settings.health_timeout,
+                    deadline: tokio::time::Instant::now() + left,
                     answered: 0,
                 });
             }
@@ -808,6 +921,9 @@ mod tests {
             at_ms: 1,
             reason: String::new(),
             reported: false,
+            probation_secs: 0,
+            first_start_ms: 0,
+            starts: 0,
         }
     }
 
@@ -846,7 +962,7 @@ mod tests {
             to: "0.2.0".into(),
             sha256: "x".into(),
         };
-        swap(&paths, &prepared).unwrap();
+        swap(&paths, &prepared, Duration::from_secs(60)).unwrap();
         assert_eq!(fs::read(&paths.exe).unwrap(), b"new");
         assert_eq!(fs::read(&paths.prev).unwrap(), b"old");
         assert!(!paths.new.exists());
@@ -860,6 +976,79 @@ mod tests {
             (s.phase, s.reason.as_str()),
             (Phase::Failed, "no heartbeats")
         );
+    }
+
+    #[test]
+    fn a_version_that_keeps_dying_on_probation_is_put_back_at_its_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::beside(&dir.path().join("tasknode"));
+        fs::write(&paths.exe, b"old").unwrap();
+        fs::write(&paths.new, b"new").unwrap();
+        let prepared = Prepared {
+            to: "0.2.0".into(),
+            sha256: "x".into(),
+        };
+        swap(&paths, &prepared, Duration::from_secs(60)).unwrap();
+        // Another version's start (the previous one, or an unrelated binary) counts nothing.
+        assert_eq!(
+            check_probation_at_start(&paths, "0.1.0", 1_000),
+            StartCheck::Run
+        );
+        assert_eq!(paths.read_state().unwrap().starts, 0);
+        for n in 1..=MAX_PROBATION_STARTS {
+            assert_eq!(
+                check_probation_at_start(&paths, "0.2.0", 1_000 + i64::from(n)),
+                StartCheck::Run
+            );
+            let s = paths.read_state().unwrap();
+            assert_eq!((s.starts, s.first_start_ms), (n, 1_001));
+        }
+        let StartCheck::RolledBack(reason) = check_probation_at_start(&paths, "0.2.0", 2_000)
+        else {
+            panic!("expected a roll back")
+        };
+        assert!(reason.contains("started 3 times"), "{reason}");
+        assert_eq!(fs::read(&paths.exe).unwrap(), b"old");
+        let s = paths.read_state().unwrap();
+        assert_eq!(
+            (s.phase, s.to.as_str(), s.reported),
+            (Phase::Failed, "0.2.0", false)
+        );
+        // The previous version, started next, runs.
+        assert_eq!(
+            check_probation_at_start(&paths, "0.1.0", 2_001),
+            StartCheck::Run
+        );
+        assert_eq!(fs::read(&paths.exe).unwrap(), b"old");
+    }
+
+    #[test]
+    fn a_probation_deadline_passed_across_restarts_puts_the_previous_version_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::beside(&dir.path().join("tasknode"));
+        fs::write(&paths.exe, b"old").unwrap();
+        fs::write(&paths.new, b"new").unwrap();
+        let prepared = Prepared {
+            to: "0.2.0".into(),
+            sha256: "x".into(),
+        };
+        swap(&paths, &prepared, Duration::from_secs(60)).unwrap();
+        assert_eq!(
+            check_probation_at_start(&paths, "0.2.0", 10_000),
+            StartCheck::Run
+        );
+        // Restarted within the minute: runs on.
+        assert_eq!(
+            check_probation_at_start(&paths, "0.2.0", 69_000),
+            StartCheck::Run
+        );
+        let StartCheck::RolledBack(reason) = check_probation_at_start(&paths, "0.2.0", 70_001)
+        else {
+            panic!("expected a roll back")
+        };
+        assert!(reason.contains("within 60 s"), "{reason}");
+        assert_eq!(fs::read(&paths.exe).unwrap(), b"old");
+        assert_eq!(paths.read_state().unwrap().phase, Phase::Failed);
     }
 
     #[test]
