@@ -54,6 +54,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
     if let Some(n) = args.trial {
         return trial(&client, &node, &config, n).await;
     }
+    crate::tasks::contain::init();
     let update_settings = update::Settings::from_config(&config)?;
     // Held for the life of the process: `tasknode update` refuses to swap binaries under a
     // running agent.

@@ -1,0 +1,299 @@
+//! Keeps a task from outliving itself: what a task starts ends with it, even a process that
+//! left the task's process group (`setsid`, a double fork).
+//!
+//! - Under systemd, when the unit delegates its cgroup to the agent (`Delegate=yes`, cgroup
+//!   v2, the unified hierarchy of a hybrid host included), the agent moves itself into the
+//!   leaf `agent/` of that cgroup and each task into `task-ID/` beside it, from inside the
+//!   forked child before it runs anything. When the task ends the whole `task-ID/` cgroup is
+//!   emptied (`cgroup.kill` where the kernel has it, 5.14 and later; else SIGKILL to every pid in
+//!   `cgroup.procs` until none is left) and removed. No process can leave a cgroup it cannot
+//!   write, and the task cannot write the agent's.
+//! - Elsewhere (no systemd, no delegation, cgroup v1 only, SysV) the agent is a child
+//!   subreaper: processes that outlive their parent within a task are re-parented to the agent
+//!   rather than to init. When a task ends, its process group is killed as before, and every
+//!   such orphan that carries the task's `TASKNODE_TASK_ID` (or any orphan, when no other task
+//!   runs) is killed and reaped. An orphan that also cleared its environment while another
+//!   task runs escapes until a task ends with none running beside it.
+
+use std::collections::HashSet;
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use rustix::process::{Pid, Signal, WaitOptions};
+
+/// `statfs` type of a cgroup v2 file system.
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+/// How long emptying a task's cgroup or killing its orphans may take.
+const EMPTY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How this agent contains its tasks, decided once at start.
+#[derive(Debug)]
+pub enum Containment {
+    /// Each task in a cgroup of its own under this delegated cgroup.
+    Cgroups { base: PathBuf },
+    /// The agent is a child subreaper; orphans of tasks are found among its children.
+    Reaper,
+    /// Only the task's process group is killed.
+    GroupOnly,
+}
+
+static CONTAINMENT: OnceLock<Containment> = OnceLock::new();
+
+/// The task shells the agent started and waits for itself (never an orphan).
+static SHELLS: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
+
+/// Decides, and sets up, how tasks are contained. Call once, early in `tasknode run`.
+pub fn init() -> &'static Containment {
+    CONTAINMENT.get_or_init(|| {
+        if let Some(base) = delegated_cgroup() {
+            match enter(&base) {
+                Ok(()) => {
+                    tracing::info!(cgroup = %base.display(), "each task runs in a cgroup of its own under this agent's delegated cgroup");
+                    return Containment::Cgroups { base };
+                }
+                Err(e) => {
+                    tracing::warn!(cgroup = %base.display(), error = %e, "cannot use the delegated cgroup; tasks are contained by process group and subreaper only")
+                }
+            }
+        }
+        match rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
+            Ok(()) => {
+                tracing::info!("no delegated cgroup v2 (systemd with Delegate=yes): tasks are contained by process group, and their orphans are re-parented to the agent and killed");
+                Containment::Reaper
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot become a child subreaper: a process that leaves its task's process group can outlive the task");
+                Containment::GroupOnly
+            }
+        }
+    })
+}
+
+/// How tasks are contained; [`Containment::GroupOnly`] before [`init`].
+pub fn get() -> &'static Containment {
+    CONTAINMENT.get().unwrap_or(&Containment::GroupOnly)
+}
+
+/// The agent's own cgroup v2 directory when systemd delegated it to this user: started by
+/// systemd, on a cgroup2 hierarchy, not the root, and writable.
+fn delegated_cgroup() -> Option<PathBuf> {
+    std::env::var_os(crate::env::INVOCATION_ID)?;
+    let text = fs::read_to_string("/proc/self/cgroup").ok()?;
+    let rel = text.lines().find_map(|l| l.strip_prefix("0::"))?.trim();
+    let mount = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .into_iter()
+        .find(|m| {
+            rustix::fs::statfs(*m).is_ok_and(|s| {
+                // The field's type differs between libcs (i64 with glibc, u64 with musl).
+                #[allow(clippy::unnecessary_cast)]
+                let kind = s.f_type as i64;
+                kind == CGROUP2_SUPER_MAGIC
+            })
+        })?;
+    let rel = rel.trim_start_matches('/');
+    if rel.is_empty() {
+        return None;
+    }
+    let mut dir = Path::new(mount).join(rel);
+    // An earlier image of this process (before a self-update's exec) moved it to `agent/`.
+    if dir.file_name().is_some_and(|n| n == "agent") {
+        dir = dir.parent()?.to_owned();
+    }
+    let writable = |p: &Path| rustix::fs::access(p, rustix::fs::Access::WRITE_OK).is_ok();
+    (writable(&dir) && writable(&dir.join("cgroup.procs"))).then_some(dir)
+}
+
+/// Moves the agent into `base/agent/` and removes what tasks of an earlier run left.
+fn enter(base: &Path) -> io::Result<()> {
+    let leaf = base.join("agent");
+    match fs::create_dir(&leaf) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    fs::write(leaf.join("cgroup.procs"), b"0")?;
+    for entry in fs::read_dir(base)?.flatten() {
+        if entry.file_name().to_string_lossy().starts_with("task-") {
+            let dir = entry.path();
+            tracing::info!(cgroup = %dir.display(), "emptying a task cgroup an earlier run left");
+            empty_blocking(&dir);
+        }
+    }
+    Ok(())
+}
+
+/// A task's own cgroup.
+#[derive(Debug)]
+pub struct TaskCgroup {
+    dir: PathBuf,
+    /// `cgroup.procs`, ready for the forked child (which must not allocate).
+    pub procs: CString,
+}
+
+/// Creates the cgroup of task `id`, when tasks get one.
+pub fn task_cgroup(id: i64) -> io::Result<Option<TaskCgroup>> {
+    let Containment::Cgroups { base } = get() else {
+        return Ok(None);
+    };
+    let dir = base.join(format!("task-{id}"));
+    if dir.exists() {
+        empty_blocking(&dir);
+    }
+    fs::create_dir(&dir)?;
+    let procs = CString::new(
+        dir.join("cgroup.procs")
+            .into_os_string()
+            .into_encoded_bytes(),
+    )
+    .map_err(io::Error::other)?;
+    Ok(Some(TaskCgroup { dir, procs }))
+}
+
+impl TaskCgroup {
+    /// Kills every process in the cgroup and removes it.
+    pub async fn empty_and_remove(self) {
+        let dir = self.dir;
+        let _ = tokio::task::spawn_blocking(move || empty_blocking(&dir)).await;
+    }
+}
+
+fn pids_in(dir: &Path) -> Vec<Pid> {
+    fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse::<i32>().ok())
+        .filter_map(Pid::from_raw)
+        .collect()
+}
+
+fn empty_blocking(dir: &Path) {
+    let deadline = std::time::Instant::now() + EMPTY_TIMEOUT;
+    let has_kill = dir.join("cgroup.kill").exists();
+    loop {
+        let pids = pids_in(dir);
+        if pids.is_empty() {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            tracing::warn!(cgroup = %dir.display(), left = pids.len(), "processes of a task's cgroup survived 5 s of SIGKILL");
+            return;
+        }
+        if !(has_kill && fs::write(dir.join("cgroup.kill"), b"1").is_ok()) {
+            for pid in pids {
+                let _ = rustix::process::kill_process(pid, Signal::Kill);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The kernel may report the last exit a moment after cgroup.procs is empty.
+    for _ in 0..100 {
+        match fs::remove_dir(dir) {
+            Ok(()) => return,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    tracing::warn!(cgroup = %dir.display(), "cannot remove a task's cgroup");
+}
+
+/// Notes a task shell the agent waits for itself.
+pub fn shell_started(pid: u32) {
+    let mut s = SHELLS.lock().unwrap_or_else(|e| e.into_inner());
+    s.get_or_insert_with(HashSet::new).insert(pid as i32);
+}
+
+/// The agent has waited for this shell.
+pub fn shell_ended(pid: u32) {
+    let mut s = SHELLS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(set) = s.as_mut() {
+        set.remove(&(pid as i32));
+    }
+}
+
+/// After task `id` ended and its group was killed: kills and reaps the orphans it left with the
+/// agent (as subreaper): those that carry its task id, or every one when no other task runs.
+pub async fn kill_orphans(id: i64) {
+    if !matches!(get(), Containment::Reaper) {
+        return;
+    }
+    let _ = tokio::task::spawn_blocking(move || kill_orphans_blocking(id)).await;
+}
+
+fn kill_orphans_blocking(id: i64) {
+    let me = rustix::process::getpid().as_raw_nonzero().get();
+    let my_group = rustix::process::getpgrp().as_raw_nonzero().get();
+    let mark = format!("TASKNODE_TASK_ID={id}");
+    let deadline = std::time::Instant::now() + EMPTY_TIMEOUT;
+    loop {
+        let shells: HashSet<i32> = SHELLS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_default();
+        let alone = shells.is_empty();
+        let mut left = 0;
+        for child in children(me) {
+            // Children in the agent's own group are its own (an update's trial); task shells
+            // are waited for by their runs.
+            if child.pgid == my_group || shells.contains(&child.pid) {
+                continue;
+            }
+            let Some(pid) = Pid::from_raw(child.pid) else {
+                continue;
+            };
+            if child.zombie {
+                let _ = rustix::process::waitpid(Some(pid), WaitOptions::NOHANG);
+                continue;
+            }
+            let ours = alone
+                || fs::read(format!("/proc/{}/environ", child.pid))
+                    .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == mark.as_bytes()));
+            if ours {
+                let _ = rustix::process::kill_process(pid, Signal::Kill);
+                left += 1;
+            }
+        }
+        if left == 0 {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            tracing::warn!(task = id, left, "orphans of a task survived 5 s of SIGKILL");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+struct Child {
+    pid: i32,
+    pgid: i32,
+    zombie: bool,
+}
+
+/// The children of `parent`, from /proc.
+fn children(parent: i32) -> Vec<Child> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses.
+            let rest = &stat[stat.rfind(')')? + 1..];
+            let mut f = rest.split_whitespace();
+            let state = f.next()?;
+            let ppid: i32 = f.next()?.parse().ok()?;
+            let pgid: i32 = f.next()?.parse().ok()?;
+            (ppid == parent).then_some(Child {
+                pid,
+                pgid,
+                zombie: state == "Z",
+            })
+        })
+        .collect()
+}
