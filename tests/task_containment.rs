@@ -119,11 +119,17 @@ fn under_systemd_each_task_runs_in_its_own_cgroup_and_nothing_outlives_it() {
     // The agent moved itself into the leaf `agent/` of the unit's delegated cgroup.
     let main = c.sh_ok("systemctl show -p MainPID --value tasknode");
     let own = c.sh_ok(&format!("grep '^0::' /proc/{main}/cgroup"));
+    let cgroups = c.sh(
+        "systemctl cat tasknode; grep cgroup /proc/mounts; \
+         ls -la /sys/fs/cgroup/unified/system.slice/tasknode.service /sys/fs/cgroup/system.slice/tasknode.service /sys/fs/cgroup/systemd/system.slice/tasknode.service",
+    );
     assert_eq!(
         own,
         "0::/system.slice/tasknode.service/agent",
-        "{}",
-        agent_log()
+        "{}\n{}{}",
+        agent_log(),
+        String::from_utf8_lossy(&cgroups.stdout),
+        String::from_utf8_lossy(&cgroups.stderr)
     );
 
     let marks = marks(std::process::id());

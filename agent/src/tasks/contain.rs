@@ -49,20 +49,19 @@ static SHELLS: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
 /// Decides, and sets up, how tasks are contained. Call once, early in `tasknode run`.
 pub fn init() -> &'static Containment {
     CONTAINMENT.get_or_init(|| {
-        if let Some(base) = delegated_cgroup() {
-            match enter(&base) {
+        let why = match delegated_cgroup() {
+            Ok(base) => match enter(&base) {
                 Ok(()) => {
                     tracing::info!(cgroup = %base.display(), "each task runs in a cgroup of its own under this agent's delegated cgroup");
                     return Containment::Cgroups { base };
                 }
-                Err(e) => {
-                    tracing::warn!(cgroup = %base.display(), error = %e, "cannot use the delegated cgroup; tasks are contained by process group and subreaper only")
-                }
-            }
-        }
+                Err(e) => format!("cannot use {}: {e}", base.display()),
+            },
+            Err(why) => why,
+        };
         match rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
             Ok(()) => {
-                tracing::info!("no delegated cgroup v2 (systemd with Delegate=yes): tasks are contained by process group, and their orphans are re-parented to the agent and killed");
+                tracing::info!(why = %why, "no delegated cgroup v2 (systemd with Delegate=yes): tasks are contained by process group, and their orphans are re-parented to the agent and killed");
                 Containment::Reaper
             }
             Err(e) => {
@@ -79,11 +78,18 @@ pub fn get() -> &'static Containment {
 }
 
 /// The agent's own cgroup v2 directory when systemd delegated it to this user: started by
-/// systemd, on a cgroup2 hierarchy, not the root, and writable.
-fn delegated_cgroup() -> Option<PathBuf> {
-    std::env::var_os(crate::env::INVOCATION_ID)?;
-    let text = fs::read_to_string("/proc/self/cgroup").ok()?;
-    let rel = text.lines().find_map(|l| l.strip_prefix("0::"))?.trim();
+/// systemd, on a cgroup2 hierarchy, not the root, and writable. Else why not.
+fn delegated_cgroup() -> Result<PathBuf, String> {
+    if std::env::var_os(crate::env::INVOCATION_ID).is_none() {
+        return Err("not started by systemd".to_owned());
+    }
+    let text = fs::read_to_string("/proc/self/cgroup")
+        .map_err(|e| format!("reading /proc/self/cgroup: {e}"))?;
+    let rel = text
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .ok_or("no cgroup v2 hierarchy (cgroup v1 only)")?
+        .trim();
     let mount = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
         .into_iter()
         .find(|m| {
@@ -93,18 +99,28 @@ fn delegated_cgroup() -> Option<PathBuf> {
                 let kind = s.f_type as i64;
                 kind == CGROUP2_SUPER_MAGIC
             })
-        })?;
+        })
+        .ok_or("no cgroup2 file system at /sys/fs/cgroup or /sys/fs/cgroup/unified")?;
     let rel = rel.trim_start_matches('/');
     if rel.is_empty() {
-        return None;
+        return Err("the agent runs in the root cgroup".to_owned());
     }
     let mut dir = Path::new(mount).join(rel);
     // An earlier image of this process (before a self-update's exec) moved it to `agent/`.
-    if dir.file_name().is_some_and(|n| n == "agent") {
-        dir = dir.parent()?.to_owned();
+    if dir.file_name().is_some_and(|n| n == "agent")
+        && let Some(parent) = dir.parent()
+    {
+        dir = parent.to_owned();
     }
     let writable = |p: &Path| rustix::fs::access(p, rustix::fs::Access::WRITE_OK).is_ok();
-    (writable(&dir) && writable(&dir.join("cgroup.procs"))).then_some(dir)
+    if writable(&dir) && writable(&dir.join("cgroup.procs")) {
+        Ok(dir)
+    } else {
+        Err(format!(
+            "{} is not writable by the agent's user (the unit needs Delegate=yes)",
+            dir.display()
+        ))
+    }
 }
 
 /// Moves the agent into `base/agent/` and removes what tasks of an earlier run left.
