@@ -13,19 +13,33 @@ use tasknode_tests::{Console, enrolled_classic, hostname};
 
 /// Sleeps of unusual lengths, so that they can be told from every other process; the script
 /// detaches each of them from the task in another way.
-fn script(marks: &[String; 3]) -> String {
+fn script(marks: &[String]) -> String {
     format!(
         "setsid sleep {} &\n( sleep {} & )\n( env -i /usr/bin/setsid sleep {} & )\nsleep 1\necho started\n",
         marks[0], marks[1], marks[2]
     )
 }
 
-fn marks(seed: u32) -> [String; 3] {
-    [1, 2, 3].map(|i| format!("600.{seed}{i}"))
+/// Under systemd, the task runs as the user that owns the delegated cgroup, so it tries to
+/// leave its own: into the agent's, into a new one beside it, and into one below its own.
+fn escapes(marks: &[String]) -> String {
+    format!(
+        r#"cg=$(sed -n 's/^0:://p' /proc/self/cgroup)
+for m in /sys/fs/cgroup /sys/fs/cgroup/unified; do [ -f "$m$cg/cgroup.procs" ] && own=$m$cg && break; done
+setsid sh -c 'echo 0 > "$1/../agent/cgroup.procs" && exec sleep {}' sh "$own" &
+setsid sh -c 'mkdir "$1/../escape" && echo 0 > "$1/../escape/cgroup.procs" && exec sleep {}' sh "$own" &
+setsid sh -c 'mkdir "$1/nested" && echo 0 > "$1/nested/cgroup.procs" && exec sleep {}' sh "$own" &
+"#,
+        marks[3], marks[4], marks[5]
+    )
+}
+
+fn marks(seed: u32) -> Vec<String> {
+    (1..=6).map(|i| format!("600.{seed}{i}")).collect()
 }
 
 /// Processes on this host whose command line is `sleep MARK` for one of `marks`.
-fn sleepers(marks: &[String; 3]) -> Vec<(i32, String)> {
+fn sleepers(marks: &[String]) -> Vec<(i32, String)> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Some(pid) = entry
@@ -135,7 +149,11 @@ fn under_systemd_each_task_runs_in_its_own_cgroup_and_nothing_outlives_it() {
     let marks = marks(std::process::id());
     let id = console.submit_script(
         "classic",
-        &format!("grep '^0::' /proc/self/cgroup\n{}", script(&marks)),
+        &format!(
+            "grep '^0::' /proc/self/cgroup\n{}{}",
+            escapes(&marks),
+            script(&marks)
+        ),
     );
     let done = console.wait_task(id, &["succeeded", "failed"], Duration::from_secs(30));
     assert_eq!(done["state"], "succeeded", "{done:#}\n{}", agent_log());
@@ -144,10 +162,7 @@ fn under_systemd_each_task_runs_in_its_own_cgroup_and_nothing_outlives_it() {
         format!("0::/system.slice/tasknode.service/task-{id}\nstarted\n")
     );
     // Nothing of it runs, and its cgroup is gone; only the agent's leaf is left.
-    let left = c.sh(&format!(
-        "pgrep -af 'sleep ({}|{}|{})'",
-        marks[0], marks[1], marks[2]
-    ));
+    let left = c.sh(&format!("pgrep -af 'sleep ({})'", marks.join("|")));
     assert!(
         left.stdout.is_empty(),
         "the task left {}",
@@ -160,9 +175,18 @@ fn under_systemd_each_task_runs_in_its_own_cgroup_and_nothing_outlives_it() {
         "cd {root}/system.slice/tasknode.service && for d in */; do echo \"${{d%/}}\"; done"
     ));
     assert_eq!(children, "agent", "{}", agent_log());
+    let log = agent_log();
     assert!(
-        agent_log().contains("each task runs in a cgroup of its own"),
-        "{}",
-        agent_log()
+        log.contains("each task runs in a cgroup of its own"),
+        "{log}"
+    );
+    // The escapes were made, and undone.
+    assert!(
+        log.contains("killing a process that moved itself into the agent's cgroup"),
+        "{log}"
+    );
+    assert!(
+        log.contains("emptying a cgroup no running task owns"),
+        "{log}"
     );
 }

@@ -489,8 +489,8 @@ pub async fn trial(paths: &Paths, config: &Path, settings: &Settings) -> anyhow:
         timeout_secs = settings.health_timeout.as_secs(),
         "trying the new version"
     );
-    let child = tokio::process::Command::new(&paths.new)
-        .arg("run")
+    let mut cmd = tokio::process::Command::new(&paths.new);
+    cmd.arg("run")
         .arg("--trial")
         .arg(n.to_string())
         .arg("--config")
@@ -498,10 +498,16 @@ pub async fn trial(paths: &Paths, config: &Path, settings: &Settings) -> anyhow:
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
+        .kill_on_drop(true);
+    // A child of the agent's own: task containment leaves it alone.
+    let child = crate::tasks::contain::spawn_own(false, || cmd.spawn(), tokio::process::Child::id)
         .with_context(|| format!("starting {}", paths.new.display()))?;
-    match tokio::time::timeout(settings.health_timeout, child.wait_with_output()).await {
+    let pid = child.id();
+    let waited = tokio::time::timeout(settings.health_timeout, child.wait_with_output()).await;
+    if let Some(pid) = pid {
+        crate::tasks::contain::own_ended(pid);
+    }
+    match waited {
         Err(_) => bail!(
             "the new version did not get {n} heartbeats answered within {} s",
             settings.health_timeout.as_secs()

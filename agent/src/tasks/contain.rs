@@ -6,8 +6,13 @@
 //!   leaf `agent/` of that cgroup and each task into `task-ID/` beside it, from inside the
 //!   forked child before it runs anything. When the task ends the whole `task-ID/` cgroup is
 //!   emptied (`cgroup.kill` where the kernel has it, 5.14 and later; else SIGKILL to every pid in
-//!   `cgroup.procs` until none is left) and removed. No process can leave a cgroup it cannot
-//!   write, and the task cannot write the agent's.
+//!   the `cgroup.procs` of it and every cgroup below until none is left) and removed. A task
+//!   runs as the agent's user, who owns the delegated subtree, so it could move itself out of
+//!   `task-ID/`: into `agent/`, a new cgroup beside it, or the unit's own. A sweep at every task
+//!   end, at start and every 30 s kills whatever sits anywhere in the subtree outside the
+//!   cgroups of running tasks but the agent and the children it started itself, and removes
+//!   every other cgroup, so such an escape lasts at most until the next sweep. Only moving into
+//!   the cgroup of another running task outlives its own, until that task ends.
 //! - Elsewhere (no systemd, no delegation, cgroup v1 only, SysV) the agent is a child
 //!   subreaper: processes that outlive their parent within a task are re-parented to the agent
 //!   rather than to init. When a task ends, its process group is killed as before, and every
@@ -15,7 +20,7 @@
 //!   runs) is killed and reaped. An orphan that also cleared its environment while another
 //!   task runs escapes until a task ends with none running beside it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::fs;
 use std::io;
@@ -29,6 +34,8 @@ use rustix::process::{Pid, Signal, WaitOptions};
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 /// How long emptying a task's cgroup or killing its orphans may take.
 const EMPTY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the delegated subtree is swept outside task ends.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 /// How this agent contains its tasks, decided once at start.
 #[derive(Debug)]
@@ -43,8 +50,21 @@ pub enum Containment {
 
 static CONTAINMENT: OnceLock<Containment> = OnceLock::new();
 
-/// The task shells the agent started and waits for itself (never an orphan).
-static SHELLS: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
+/// The children the agent started and waits for itself (task shells: `true`; an update's
+/// trial: `false`); never orphans, never swept. Held while such a child is spawned, so no sweep
+/// sees it before it is here.
+static OWN: Mutex<Option<HashMap<i32, bool>>> = Mutex::new(None);
+
+/// The cgroups (`task-ID`) of tasks that run, named before they are made.
+static LIVE: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+
+fn own() -> std::sync::MutexGuard<'static, Option<HashMap<i32, bool>>> {
+    OWN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn live() -> std::sync::MutexGuard<'static, Option<HashSet<String>>> {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Decides, and sets up, how tasks are contained. Call once, early in `tasknode run`.
 pub fn init() -> &'static Containment {
@@ -53,6 +73,14 @@ pub fn init() -> &'static Containment {
             Ok(base) => match enter(&base) {
                 Ok(()) => {
                     tracing::info!(cgroup = %base.display(), "each task runs in a cgroup of its own under this agent's delegated cgroup");
+                    if tokio::runtime::Handle::try_current().is_ok() {
+                        tokio::spawn(async {
+                            loop {
+                                tokio::time::sleep(SWEEP_EVERY).await;
+                                sweep().await;
+                            }
+                        });
+                    }
                     return Containment::Cgroups { base };
                 }
                 Err(e) => format!("cannot use {}: {e}", base.display()),
@@ -132,14 +160,57 @@ fn enter(base: &Path) -> io::Result<()> {
         Err(e) => return Err(e),
     }
     fs::write(leaf.join("cgroup.procs"), b"0")?;
-    for entry in fs::read_dir(base)?.flatten() {
-        if entry.file_name().to_string_lossy().starts_with("task-") {
-            let dir = entry.path();
-            tracing::info!(cgroup = %dir.display(), "emptying a task cgroup an earlier run left");
-            empty_blocking(&dir);
+    // What tasks of an earlier run left.
+    sweep_blocking(base);
+    Ok(())
+}
+
+/// Kills what sits in the delegated subtree outside the cgroups of running tasks, but the
+/// agent and its own children, and removes every cgroup but `agent/` and theirs.
+pub async fn sweep() {
+    if let Containment::Cgroups { base } = get() {
+        let base = base.clone();
+        let _ = tokio::task::spawn_blocking(move || sweep_blocking(&base)).await;
+    }
+}
+
+fn sweep_blocking(base: &Path) {
+    let me = rustix::process::getpid();
+    for pid in pids_in(base) {
+        if pid != me {
+            tracing::warn!(pid = pid.as_raw_nonzero().get(), cgroup = %base.display(), "killing a process that left its task's cgroup");
+            let _ = rustix::process::kill_process(pid, Signal::Kill);
         }
     }
-    Ok(())
+    {
+        let own = own();
+        for pid in pids_in(&base.join("agent")) {
+            let known = own
+                .as_ref()
+                .is_some_and(|o| o.contains_key(&pid.as_raw_nonzero().get()));
+            if pid != me && !known {
+                tracing::warn!(
+                    pid = pid.as_raw_nonzero().get(),
+                    "killing a process that moved itself into the agent's cgroup"
+                );
+                let _ = rustix::process::kill_process(pid, Signal::Kill);
+            }
+        }
+    }
+    let Ok(entries) = fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == "agent" || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        if live().as_ref().is_some_and(|l| l.contains(&name)) {
+            continue;
+        }
+        tracing::info!(cgroup = %entry.path().display(), "emptying a cgroup no running task owns");
+        empty_blocking(&entry.path());
+    }
 }
 
 /// A task's own cgroup.
@@ -155,11 +226,18 @@ pub fn task_cgroup(id: i64) -> io::Result<Option<TaskCgroup>> {
     let Containment::Cgroups { base } = get() else {
         return Ok(None);
     };
-    let dir = base.join(format!("task-{id}"));
+    let name = format!("task-{id}");
+    let dir = base.join(&name);
     if dir.exists() {
         empty_blocking(&dir);
     }
-    fs::create_dir(&dir)?;
+    live().get_or_insert_with(HashSet::new).insert(name.clone());
+    if let Err(e) = fs::create_dir(&dir) {
+        if let Some(l) = live().as_mut() {
+            l.remove(&name);
+        }
+        return Err(e);
+    }
     let procs = CString::new(
         dir.join("cgroup.procs")
             .into_os_string()
@@ -170,10 +248,17 @@ pub fn task_cgroup(id: i64) -> io::Result<Option<TaskCgroup>> {
 }
 
 impl TaskCgroup {
-    /// Kills every process in the cgroup and removes it.
+    /// Kills every process in the cgroup and removes it, then sweeps the subtree.
     pub async fn empty_and_remove(self) {
         let dir = self.dir;
-        let _ = tokio::task::spawn_blocking(move || empty_blocking(&dir)).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            empty_blocking(&dir);
+            if let (Some(l), Some(name)) = (live().as_mut(), dir.file_name()) {
+                l.remove(&*name.to_string_lossy());
+            }
+        })
+        .await;
+        sweep().await;
     }
 }
 
@@ -186,11 +271,31 @@ fn pids_in(dir: &Path) -> Vec<Pid> {
         .collect()
 }
 
+/// `dir` and every cgroup below it, deepest last.
+fn subtree(dir: &Path) -> Vec<PathBuf> {
+    let mut all = vec![dir.to_owned()];
+    let mut i = 0;
+    while i < all.len() {
+        if let Ok(entries) = fs::read_dir(&all[i]) {
+            all.extend(
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path()),
+            );
+        }
+        i += 1;
+    }
+    all
+}
+
+/// Kills every process in `dir` and below, then removes those cgroups.
 fn empty_blocking(dir: &Path) {
     let deadline = std::time::Instant::now() + EMPTY_TIMEOUT;
     let has_kill = dir.join("cgroup.kill").exists();
     loop {
-        let pids = pids_in(dir);
+        let cgroups = subtree(dir);
+        let pids: Vec<Pid> = cgroups.iter().flat_map(|d| pids_in(d)).collect();
         if pids.is_empty() {
             break;
         }
@@ -198,6 +303,7 @@ fn empty_blocking(dir: &Path) {
             tracing::warn!(cgroup = %dir.display(), left = pids.len(), "processes of a task's cgroup survived 5 s of SIGKILL");
             return;
         }
+        // cgroup.kill takes the whole subtree, and processes forking meanwhile.
         if !(has_kill && fs::write(dir.join("cgroup.kill"), b"1").is_ok()) {
             for pid in pids {
                 let _ = rustix::process::kill_process(pid, Signal::Kill);
@@ -206,27 +312,44 @@ fn empty_blocking(dir: &Path) {
         std::thread::sleep(Duration::from_millis(10));
     }
     // The kernel may report the last exit a moment after cgroup.procs is empty.
-    for _ in 0..100 {
-        match fs::remove_dir(dir) {
-            Ok(()) => return,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
-            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+    for cgroup in subtree(dir).iter().rev() {
+        let mut removed = false;
+        for _ in 0..100 {
+            match fs::remove_dir(cgroup) {
+                Ok(()) => removed = true,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => removed = true,
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+            if removed {
+                break;
+            }
+        }
+        if !removed {
+            tracing::warn!(cgroup = %cgroup.display(), "cannot remove a task's cgroup");
+            return;
         }
     }
-    tracing::warn!(cgroup = %dir.display(), "cannot remove a task's cgroup");
 }
 
-/// Notes a task shell the agent waits for itself.
-pub fn shell_started(pid: u32) {
-    let mut s = SHELLS.lock().unwrap_or_else(|e| e.into_inner());
-    s.get_or_insert_with(HashSet::new).insert(pid as i32);
+/// Spawns a child the agent waits for itself (`shell`: a task's shell), noting its pid before
+/// any sweep or orphan hunt can see it.
+pub fn spawn_own<T>(
+    shell: bool,
+    spawn: impl FnOnce() -> io::Result<T>,
+    pid_of: impl Fn(&T) -> Option<u32>,
+) -> io::Result<T> {
+    let mut own = own();
+    let child = spawn()?;
+    if let Some(pid) = pid_of(&child).and_then(|p| i32::try_from(p).ok()) {
+        own.get_or_insert_with(HashMap::new).insert(pid, shell);
+    }
+    Ok(child)
 }
 
-/// The agent has waited for this shell.
-pub fn shell_ended(pid: u32) {
-    let mut s = SHELLS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(set) = s.as_mut() {
-        set.remove(&(pid as i32));
+/// The agent has waited for this child of its own.
+pub fn own_ended(pid: u32) {
+    if let (Some(o), Ok(pid)) = (own().as_mut(), i32::try_from(pid)) {
+        o.remove(&pid);
     }
 }
 
@@ -241,21 +364,16 @@ pub async fn kill_orphans(id: i64) {
 
 fn kill_orphans_blocking(id: i64) {
     let me = rustix::process::getpid().as_raw_nonzero().get();
-    let my_group = rustix::process::getpgrp().as_raw_nonzero().get();
     let mark = format!("TASKNODE_TASK_ID={id}");
     let deadline = std::time::Instant::now() + EMPTY_TIMEOUT;
     loop {
-        let shells: HashSet<i32> = SHELLS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .unwrap_or_default();
-        let alone = shells.is_empty();
+        let own: HashMap<i32, bool> = own().clone().unwrap_or_default();
+        let alone = !own.values().any(|shell| *shell);
         let mut left = 0;
         for child in children(me) {
-            // Children in the agent's own group are its own (an update's trial); task shells
-            // are waited for by their runs.
-            if child.pgid == my_group || shells.contains(&child.pid) {
+            // The agent's own children (task shells, an update's trial) are waited for by
+            // whoever started them.
+            if own.contains_key(&child.pid) {
                 continue;
             }
             let Some(pid) = Pid::from_raw(child.pid) else {
@@ -286,7 +404,6 @@ fn kill_orphans_blocking(id: i64) {
 
 struct Child {
     pid: i32,
-    pgid: i32,
     zombie: bool,
 }
 
@@ -299,15 +416,13 @@ fn children(parent: i32) -> Vec<Child> {
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter_map(|pid| {
             let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            // pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses.
+            // pid (comm) state ppid ...; comm may hold spaces and parentheses.
             let rest = &stat[stat.rfind(')')? + 1..];
             let mut f = rest.split_whitespace();
             let state = f.next()?;
             let ppid: i32 = f.next()?.parse().ok()?;
-            let pgid: i32 = f.next()?.parse().ok()?;
             (ppid == parent).then_some(Child {
                 pid,
-                pgid,
                 zombie: state == "Z",
             })
         })

@@ -194,7 +194,7 @@ pub async fn run(spec: Spec, mut stop: watch::Receiver<Option<Stop>>) -> Ran {
             }
         }
     }
-    let spawned = cmd.spawn();
+    let spawned = contain::spawn_own(true, || cmd.spawn(), tokio::process::Child::id);
     // The command holds the pipe's write ends; the copier sees the end of output only once
     // every copy of them is closed.
     drop(cmd);
@@ -209,9 +209,6 @@ pub async fn run(spec: Spec, mut stop: watch::Receiver<Option<Stop>>) -> Ran {
         }
     };
     let shell = child.id();
-    if let Some(pid) = shell {
-        contain::shell_started(pid);
-    }
     let started_ms = now_ms();
     let pgid = child.id().and_then(|p| Pid::from_raw(p as i32));
 
@@ -249,7 +246,7 @@ pub async fn run(spec: Spec, mut stop: watch::Receiver<Option<Stop>>) -> Ran {
         }
     };
     if let Some(pid) = shell {
-        contain::shell_ended(pid);
+        contain::own_ended(pid);
     }
     // Whatever the script left running in its group, its cgroup, or as an orphan goes with it.
     if let Some(pgid) = pgid {
