@@ -233,13 +233,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
 }
 
 /// Counts this start against a probation in progress; when the previous version was put back,
-/// runs it in place of this process (see [`update::check_probation_at_start`]).
+/// runs it in place of this process (see [`crate::probation::check_at_start`]).
 fn probation_check() {
     let Ok(paths) = update::Paths::current() else {
         return;
     };
-    if let update::StartCheck::RolledBack(reason) =
-        update::check_probation_at_start(&paths, crate::version(), crate::client::now_ms())
+    if let crate::probation::StartCheck::RolledBack(reason) =
+        crate::probation::check_at_start(&paths, crate::version(), crate::client::now_ms())
     {
         eprintln!("tasknode: {reason}; starting it");
         let e = update::exec(&paths);
