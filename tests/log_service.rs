@@ -273,6 +273,17 @@ fn half_open_connections_and_outsiders_are_closed_and_never_shut_the_console_out
         String::from_utf8_lossy(&answer)
     );
 
+    // A request that announces a body (never sent) is answered 413 at once and closed: the
+    // service reads no body.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(
+        b"GET /logs/heartbeat.log HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000000\r\n\r\n",
+    )
+    .unwrap();
+    let answer = String::from_utf8_lossy(&until_closed(s, "a request with a body")).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("reads no request body"), "{answer}");
+
     // A flood from the console's own address: four times the connection cap, each holding
     // half a request head.
     let flood: Vec<TcpStream> = (0..256)
