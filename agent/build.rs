@@ -3,10 +3,18 @@
 //!
 //! TASKNODE_TRUSTED_KEYS: the update-manifest public keys (hex, comma-separated) the agent
 //! trusts; `tasknode-dist build` sets it from the release keys.
+//!
+//! TASKNODE_TEST_EXIT_AFTER_SECS: test builds only (see `env::TEST_EXIT_AFTER_SECS`).
 
 fn main() {
     println!("cargo:rerun-if-env-changed=TASKNODE_VERSION");
     println!("cargo:rerun-if-env-changed=TASKNODE_TRUSTED_KEYS");
+    println!("cargo:rerun-if-env-changed=TASKNODE_TEST_EXIT_AFTER_SECS");
+    if let Ok(secs) = std::env::var("TASKNODE_TEST_EXIT_AFTER_SECS")
+        && secs.parse::<u64>().is_err()
+    {
+        panic!("TASKNODE_TEST_EXIT_AFTER_SECS={secs:?}: give whole seconds");
+    }
     let version = std::env::var("TASKNODE_VERSION")
         .ok()
         .filter(|v| !v.is_empty())

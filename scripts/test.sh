@@ -50,6 +50,10 @@ TASKNODE_VERSION=0.2.0 cargo build --locked --target x86_64-unknown-linux-musl -
 mkdir -p target/update-test
 strip -o target/update-test/tasknode-0.2.0 target/x86_64-unknown-linux-musl/debug/tasknode
 export TASKNODE_UPDATE_AGENT=$PWD/target/update-test/tasknode-0.2.0
+say "building static agent 0.3.0 that exits 1 three seconds after it starts: the crash-loop tests' release"
+TASKNODE_VERSION=0.3.0 TASKNODE_TEST_EXIT_AFTER_SECS=3 cargo build --locked --target x86_64-unknown-linux-musl -p tasknode
+strip -o target/update-test/tasknode-0.3.0-exits target/x86_64-unknown-linux-musl/debug/tasknode
+export TASKNODE_CRASH_AGENT=$PWD/target/update-test/tasknode-0.3.0-exits
 say "building the static agent the install tests serve"
 cargo build --locked --target x86_64-unknown-linux-musl -p tasknode
 export TASKNODE_STATIC_AGENT=$PWD/target/x86_64-unknown-linux-musl/debug/tasknode

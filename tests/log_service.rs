@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
@@ -172,7 +173,8 @@ fn the_log_service_serves_the_console_and_refuses_everyone_else() {
         assert!(!body.contains(&secret), "{p} leaked the config");
     }
 
-    // Another address: the agent allows only what its config says.
+    // Another address: the agent allows only what its config says, and closes a connection
+    // from any other at once, unanswered.
     agent.stop();
     agent.set_config(
         "logs",
@@ -185,12 +187,23 @@ fn the_log_service_serves_the_console_and_refuses_everyone_else() {
     let r = http
         .get(format!("http://127.0.0.1:{port}/logs/{path}"))
         .bearer_auth(token(&key, &node, &path, unix_ms() + 60_000))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 403);
+        .send();
+    assert!(
+        r.is_err(),
+        "an address outside the allow list was answered: {r:?}"
+    );
     let out = console.cli(&["task", "log", &id.to_string()]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("HTTP 403"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("log service") && stderr(&out).contains("did not answer"),
+        "{}",
+        stderr(&out)
+    );
+    let log = agent.agent_log();
+    assert!(
+        log.contains("not in [logs] allow, closed before reading a byte"),
+        "{log}"
+    );
 }
 
 /// The port of a restarted agent's log service (a new one: the old line stays in agent.log).
@@ -199,4 +212,107 @@ fn log_port_after(agent: &Agent, old: u16) -> u16 {
         let p = log_port(agent);
         (p != old).then_some(p)
     })
+}
+
+/// Connects to the log service from `ip` (another loopback address than the console's).
+fn connect_from(ip: &str, port: u16) -> TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    let stream = rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+        socket
+            .connect(format!("127.0.0.1:{port}").parse().unwrap())
+            .await
+            .unwrap()
+            .into_std()
+            .unwrap()
+    });
+    stream.set_nonblocking(false).unwrap();
+    stream
+}
+
+/// Reads `stream` to its end: what the agent sent before it closed the connection. Panics
+/// when the connection is still open after a minute (the head timeout is 10 s).
+fn until_closed(mut stream: TcpStream, what: &str) -> Vec<u8> {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut got = Vec::new();
+    match stream.read_to_end(&mut got) {
+        Ok(_) => got,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => got,
+        Err(e) => panic!("{what}: still open after 60 s ({e})"),
+    }
+}
+
+#[test]
+fn half_open_connections_and_outsiders_are_closed_and_never_shut_the_console_out() {
+    let (console, mut agent) = enrolled_classic(&["--heartbeat-interval", "1s"]);
+    agent.allow_tasks();
+    agent.run();
+    console.wait_status(&hostname(), "available", Duration::from_secs(20));
+    let port = log_port(&agent);
+    let id = console.submit_script("etl", "echo from the task\n");
+    console.wait_task(id, &["succeeded"], Duration::from_secs(30));
+
+    // An address outside the allow list (it holds the console's, 127.0.0.1) is closed at
+    // accept: it gets nothing before sending a byte, and no answer to a whole request either
+    // (a service that read first would answer 403).
+    let outsider = connect_from("127.0.0.2", port);
+    assert!(until_closed(outsider, "an outsider that sent nothing").is_empty());
+    let mut outsider = connect_from("127.0.0.2", port);
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = outsider.write_all(b"GET /logs/heartbeat.log HTTP/1.1\r\nHost: x\r\n\r\n");
+    let answer = until_closed(outsider, "an outsider that sent a request");
+    assert!(
+        answer.is_empty(),
+        "an outsider got an answer: {}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    // A request that announces a body (never sent) is answered 413 at once and closed: the
+    // service reads no body.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(
+        b"GET /logs/heartbeat.log HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000000\r\n\r\n",
+    )
+    .unwrap();
+    let answer = String::from_utf8_lossy(&until_closed(s, "a request with a body")).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("reads no request body"), "{answer}");
+
+    // A flood from the console's own address: four times the connection cap, each holding
+    // half a request head.
+    let flood: Vec<TcpStream> = (0..256)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.write_all(b"GET /logs/heartbeat.log HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    // The console reads the task's log while the flood holds its sockets.
+    let out = console.cli_ok(&["task", "log", &id.to_string()]);
+    assert_eq!(out, "from the task\n");
+    // Every socket of the flood is closed, none answered.
+    for (i, s) in flood.into_iter().enumerate() {
+        let got = until_closed(s, &format!("half-open connection {i}"));
+        assert!(
+            !String::from_utf8_lossy(&got).contains("200 OK"),
+            "half-open connection {i} was answered"
+        );
+    }
+    // And the console reads it again once the flood is gone.
+    let out = console.cli_ok(&["task", "log", &id.to_string()]);
+    assert_eq!(out, "from the task\n");
+    assert!(
+        agent
+            .agent_log()
+            .contains("not in [logs] allow, closed before reading a byte"),
+        "{}",
+        agent.agent_log()
+    );
 }

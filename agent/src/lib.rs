@@ -13,6 +13,7 @@ pub mod identity;
 pub mod logfile;
 pub mod logserver;
 pub mod passwd;
+pub mod probation;
 pub mod service;
 pub mod tasks;
 pub mod update;

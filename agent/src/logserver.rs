@@ -4,9 +4,17 @@
 //! `heartbeat.log` and `tasks/ID.log` can be named, so nothing outside the log directory is
 //! reachable. `Range: bytes=A-B` reads part of a file; `?follow=true` waits (up to 25 s) for a
 //! running task's log to grow past the range start.
+//!
+//! Every connection is bounded before any of that: a peer outside the allow list is closed at
+//! accept, before a byte is read; a connection has [`HEAD_TIMEOUT`] to send each request head
+//! (16 KiB at most); requests carry no body (one that announces a body is answered 413 and the
+//! connection closed); and at most [`MAX_CONNECTIONS`] are served at once, so a flood of
+//! half-open sockets can neither shut the console out nor take the file descriptors that
+//! heartbeats, task pipes and logs need.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -304,21 +312,179 @@ fn read_range(path: &std::path::Path, start: u64, end: u64) -> std::io::Result<V
     Ok(buf)
 }
 
+/// The most connections served at once. Only the console talks to this service, so a few
+/// dozen cover every operator following a log; past it, the connection that has gone longest
+/// without a request in flight makes room (a peer holding sockets open without asking for
+/// anything goes first), and when every one is busy the newcomer is closed.
+pub const MAX_CONNECTIONS: usize = 64;
+/// A connection must send its request head within this, after it opens and between requests.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// No connection lives longer than this, whatever it does.
+const CONNECTION_LIFE: Duration = Duration::from_secs(300);
+/// The most a request head may take in memory.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+
 /// Binds the service and serves it in the background; returns the port it listens on.
-pub async fn spawn(listen: SocketAddr, router: Router) -> std::io::Result<u16> {
+pub async fn spawn(listen: SocketAddr, router: Router, allow: Allow) -> std::io::Result<u16> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let port = listener.local_addr()?.port();
-    tokio::spawn(async move {
-        let served = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "the log service stopped");
-        }
-    });
+    tokio::spawn(accept_loop(listener, router, Arc::new(allow)));
     Ok(port)
+}
+
+/// The connections being served, oldest first, each with whether a request is in flight.
+#[derive(Default)]
+struct Slots {
+    next: u64,
+    open: std::collections::BTreeMap<u64, (Arc<AtomicBool>, tokio::task::AbortHandle)>,
+}
+
+type SharedSlots = Arc<std::sync::Mutex<Slots>>;
+
+fn lock(slots: &SharedSlots) -> std::sync::MutexGuard<'_, Slots> {
+    slots.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Says at most once a minute how many connections were closed for `why`.
+struct Tally {
+    why: &'static str,
+    count: u64,
+    since: Option<tokio::time::Instant>,
+}
+
+impl Tally {
+    fn add(&mut self, peer: IpAddr) {
+        self.count += 1;
+        let now = tokio::time::Instant::now();
+        if self
+            .since
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60))
+        {
+            tracing::warn!(peer = %peer, closed = self.count, "{}", self.why);
+            self.count = 0;
+            self.since = Some(now);
+        }
+    }
+}
+
+async fn accept_loop(listener: tokio::net::TcpListener, router: Router, allow: Arc<Allow>) {
+    let slots = SharedSlots::default();
+    let mut outsiders = Tally {
+        why: "log service connections from addresses not in [logs] allow, closed before reading a byte",
+        count: 0,
+        since: None,
+    };
+    let mut full = Tally {
+        why: "log service connections closed: every connection is busy with a request",
+        count: 0,
+        since: None,
+    };
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of file descriptors, most likely: wait rather than spin.
+                tracing::warn!(error = %e, "the log service cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if !allow.permits(peer.ip()) {
+            drop(stream);
+            outsiders.add(peer.ip());
+            continue;
+        }
+        let mut s = lock(&slots);
+        if s.open.len() >= MAX_CONNECTIONS {
+            let idle = s
+                .open
+                .iter()
+                .find(|(_, (busy, _))| !busy.load(Ordering::SeqCst))
+                .map(|(id, _)| *id);
+            match idle.and_then(|id| s.open.remove(&id)) {
+                Some((_, task)) => task.abort(),
+                None => {
+                    drop(s);
+                    drop(stream);
+                    full.add(peer.ip());
+                    continue;
+                }
+            }
+        }
+        let id = s.next;
+        s.next += 1;
+        let busy = Arc::new(AtomicBool::new(false));
+        // Spawned under the lock, so the connection's own removal comes after its insertion.
+        let task = tokio::spawn(serve_connection(
+            stream,
+            peer,
+            router.clone(),
+            Arc::clone(&busy),
+            Leave(id, Arc::clone(&slots)),
+        ));
+        s.open.insert(id, (busy, task.abort_handle()));
+    }
+}
+
+/// Takes a connection out of the slots when it ends, however it ends.
+struct Leave(u64, SharedSlots);
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        lock(&self.1).open.remove(&self.0);
+    }
+}
+
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    busy: Arc<AtomicBool>,
+    _leave: Leave,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower_service::Service as _;
+
+    let service = hyper::service::service_fn(
+        move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+            let mut router = router.clone();
+            let busy = Arc::clone(&busy);
+            async move {
+                busy.store(true, Ordering::SeqCst);
+                // GET only: a request that announces a body is answered at once, unread.
+                let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
+                    || req
+                        .headers()
+                        .get(header::CONTENT_LENGTH)
+                        .is_some_and(|v| v.as_bytes() != b"0");
+                let res = if has_body {
+                    let mut r = refuse(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "this service reads no request body",
+                    );
+                    r.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    Ok(r)
+                } else {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    router.call(req.map(axum::body::Body::new)).await
+                };
+                busy.store(false, Ordering::SeqCst);
+                res
+            }
+        },
+    );
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES);
+    let conn = http.serve_connection(TokioIo::new(stream), service);
+    match tokio::time::timeout(CONNECTION_LIFE, conn).await {
+        Ok(Ok(())) | Err(_) => {}
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %peer.ip(), error = %e, "log service connection ended")
+        }
+    }
 }
 
 #[cfg(test)]

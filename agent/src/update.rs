@@ -17,6 +17,13 @@
 //!    `updated`. If the health timeout passes first, it puts `tasknode.prev` back, records why,
 //!    and execs it; the previous version reports the failure.
 //!
+//! Probation outlives the process: the record counts the new version's starts and holds when
+//! probation began and how long it may last. At every start, before anything else runs,
+//! [`crate::probation::check_at_start`] puts `tasknode.prev` back when the new version has
+//! already started three times without finishing probation (it keeps dying, and
+//! systemd's `Restart=always` would start it forever) or when its deadline has passed across
+//! restarts; the previous version then runs and reports the failure.
+//!
 //! `.tasknode.update` beside the binary records an update in progress or the last failure.
 //! At every start [`recover`] reads it: until the rename of step 5, `tasknode` is the old
 //! binary untouched; after it, it is the new one, which passed its trial, and probation goes
@@ -211,6 +218,26 @@ pub struct State {
     /// Whether the console was told of the failure.
     #[serde(default)]
     pub reported: bool,
+    /// How long probation may last, in seconds (the health timeout when it was swapped in).
+    #[serde(default)]
+    pub probation_secs: u64,
+    /// When the new version first started on probation (ms since the epoch; 0: not yet).
+    #[serde(default)]
+    pub first_start_ms: i64,
+    /// How many times the new version has started on probation.
+    #[serde(default)]
+    pub starts: u32,
+}
+
+impl State {
+    /// When probation ends in failure (ms since the epoch), once the new version has started.
+    pub fn probation_deadline_ms(&self) -> Option<i64> {
+        (self.first_start_ms > 0 && self.probation_secs > 0).then(|| {
+            self.first_start_ms.saturating_add(
+                i64::try_from(self.probation_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+            )
+        })
+    }
 }
 
 /// What a start finds beside the binary.
@@ -392,8 +419,8 @@ pub async fn trial(paths: &Paths, config: &Path, settings: &Settings) -> anyhow:
         timeout_secs = settings.health_timeout.as_secs(),
         "trying the new version"
     );
-    let child = tokio::process::Command::new(&paths.new)
-        .arg("run")
+    let mut cmd = tokio::process::Command::new(&paths.new);
+    cmd.arg("run")
         .arg("--trial")
         .arg(n.to_string())
         .arg("--config")
@@ -401,10 +428,16 @@ pub async fn trial(paths: &Paths, config: &Path, settings: &Settings) -> anyhow:
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
+        .kill_on_drop(true);
+    // A child of the agent's own: task containment leaves it alone.
+    let child = crate::tasks::contain::spawn_own(false, || cmd.spawn(), tokio::process::Child::id)
         .with_context(|| format!("starting {}", paths.new.display()))?;
-    match tokio::time::timeout(settings.health_timeout, child.wait_with_output()).await {
+    let pid = child.id();
+    let waited = tokio::time::timeout(settings.health_timeout, child.wait_with_output()).await;
+    if let Some(pid) = pid {
+        crate::tasks::contain::own_ended(pid);
+    }
+    match waited {
         Err(_) => bail!(
             "the new version did not get {n} heartbeats answered within {} s",
             settings.health_timeout.as_secs()
@@ -428,7 +461,8 @@ pub async fn trial(paths: &Paths, config: &Path, settings: &Settings) -> anyhow:
 }
 
 /// Keeps the running binary as `prev` and renames the new one over it, durably.
-pub fn swap(paths: &Paths, prepared: &Prepared) -> anyhow::Result<()> {
+/// Probation, counted from the new version's first start, lasts `probation`.
+pub fn swap(paths: &Paths, prepared: &Prepared, probation: Duration) -> anyhow::Result<()> {
     let mut state = State {
         phase: Phase::Swapping,
         from: crate::version().to_owned(),
@@ -437,6 +471,9 @@ pub fn swap(paths: &Paths, prepared: &Prepared) -> anyhow::Result<()> {
         at_ms: now_ms(),
         reason: String::new(),
         reported: false,
+        probation_secs: probation.as_secs().max(1),
+        first_start_ms: 0,
+        starts: 0,
     };
     paths
         .write_state(&state)
@@ -484,6 +521,9 @@ pub fn record_failure(paths: &Paths, from: &str, to: &str, reason: &str) -> anyh
             at_ms: now_ms(),
             reason: reason.to_owned(),
             reported: false,
+            probation_secs: 0,
+            first_start_ms: 0,
+            starts: 0,
         })
         .with_context(|| format!("writing {}", paths.state.display()))
 }
@@ -608,9 +648,18 @@ impl Updater {
                     timeout_secs = self.settings.health_timeout.as_secs(),
                     "running the new version on probation"
                 );
+                // The deadline holds across restarts: what is left of it, never more than a
+                // whole health timeout.
+                let left = state.probation_deadline_ms().map_or(
+                    self.settings.health_timeout,
+                    |deadline| {
+                        Duration::from_millis(u64::try_from(deadline - now_ms()).unwrap_or(0))
+                            .min(self.settings.health_timeout)
+                    },
+                );
                 self.probation = Some(Probation {
                     state,
-                    deadline: tokio::time::Instant::now() + self.settings.health_timeout,
+                    deadline: tokio::time::Instant::now() + left,
                     answered: 0,
                 });
             }
@@ -808,6 +857,9 @@ mod tests {
             at_ms: 1,
             reason: String::new(),
             reported: false,
+            probation_secs: 0,
+            first_start_ms: 0,
+            starts: 0,
         }
     }
 
@@ -846,7 +898,7 @@ mod tests {
             to: "0.2.0".into(),
             sha256: "x".into(),
         };
-        swap(&paths, &prepared).unwrap();
+        swap(&paths, &prepared, Duration::from_secs(60)).unwrap();
         assert_eq!(fs::read(&paths.exe).unwrap(), b"new");
         assert_eq!(fs::read(&paths.prev).unwrap(), b"old");
         assert!(!paths.new.exists());

@@ -423,7 +423,8 @@ impl Agent {
             None => Command::new(self.exe()),
         };
         cmd.env("TASKNODE_CONFIG", self.config())
-            .env_remove("NOTIFY_SOCKET");
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("INVOCATION_ID");
         match &self.root {
             Some(root) => cmd.env("TASKNODE_ROOT", root),
             None => cmd.env_remove("TASKNODE_ROOT"),

@@ -33,6 +33,11 @@ const FIRST_INTERVAL: Duration = Duration::from_secs(10);
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
+    // First of all, before the config or anything else this version might crash on: a version
+    // on probation that keeps dying is put back here.
+    if args.trial.is_none() {
+        probation_check();
+    }
     let path = &args.config.config;
     let (config, node) = Config::load_enrolled(path)?;
     fs::create_dir_all(&config.log_dir)
@@ -49,6 +54,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
     if let Some(n) = args.trial {
         return trial(&client, &node, &config, n).await;
     }
+    crate::tasks::contain::init();
     let update_settings = update::Settings::from_config(&config)?;
     // Held for the life of the process: `tasknode update` refuses to swap binaries under a
     // running agent.
@@ -81,6 +87,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
         slots,
         "agent started"
     );
+    if let Some(secs) = env::TEST_EXIT_AFTER_SECS.and_then(|s| s.parse::<u64>().ok()) {
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+            tracing::error!(
+                secs,
+                "this test build exits 1 after {secs} s, as it was built to"
+            );
+            std::process::exit(1);
+        });
+    }
     let settings = Settings::from_config(&config);
     if let Err(reason) = &settings.run_as {
         tracing::error!("{reason}; tasks given to this server fail until it is fixed");
@@ -216,6 +232,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
     Ok(Exit::Success)
 }
 
+/// Counts this start against a probation in progress; when the previous version was put back,
+/// runs it in place of this process (see [`crate::probation::check_at_start`]).
+fn probation_check() {
+    let Ok(paths) = update::Paths::current() else {
+        return;
+    };
+    if let crate::probation::StartCheck::RolledBack(reason) =
+        crate::probation::check_at_start(&paths, crate::version(), crate::client::now_ms())
+    {
+        eprintln!("tasknode: {reason}; starting it");
+        let e = update::exec(&paths);
+        eprintln!(
+            "tasknode: cannot start {}: {e}; this version keeps running",
+            paths.exe.display()
+        );
+    }
+}
+
 /// Tries the prepared version, puts it in place and runs it. Returns only on failure, with
 /// the previous binary in place.
 async fn try_and_switch(updater: &Updater, prepared: &update::Prepared) -> anyhow::Result<()> {
@@ -224,7 +258,7 @@ async fn try_and_switch(updater: &Updater, prepared: &update::Prepared) -> anyho
         .as_ref()
         .context("the agent cannot tell where its binary is")?;
     update::trial(paths, &updater.config, &updater.settings).await?;
-    update::swap(paths, prepared)?;
+    update::swap(paths, prepared, updater.settings.health_timeout)?;
     tracing::info!(to = %prepared.to, path = %paths.exe.display(), "the new version passed its trial; starting it");
     notify(&[sd_notify::NotifyState::Reloading]);
     let e = update::exec(paths);
@@ -474,7 +508,7 @@ async fn start_log_service(
         },
     };
     let router = logserver::router(&node.id, config.log_dir.clone(), allow.clone(), key, runner);
-    match logserver::spawn(addr, router).await {
+    match logserver::spawn(addr, router, allow.clone()).await {
         Ok(port) => {
             tracing::info!(%addr, port, allow = %allow.describe(), "log service listening");
             Some(port)

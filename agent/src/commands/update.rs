@@ -134,7 +134,7 @@ async fn check_and_update(
         let _ = std::fs::remove_file(&paths.new);
         return Err(e);
     }
-    update::swap(&paths, &prepared)?;
+    update::swap(&paths, &prepared, settings.health_timeout)?;
     report.updated_to = Some(wanted);
     Ok(())
 }

@@ -11,6 +11,7 @@
 //! drains: it takes no new work and waits for running tasks (up to the drain timeout) before
 //! killing what is left.
 
+pub mod contain;
 pub mod process;
 mod spool;
 

@@ -2,7 +2,7 @@
 //! with a clean environment (as the task user when the agent is root), standard output and
 //! error into the task log up to its size limit, and, at the timeout, on cancel or at shutdown,
 //! the whole process group killed. Whatever way the script ends, no process of its group is
-//! left behind.
+//! left behind, nor (see [`super::contain`]) of its cgroup or, without one, any orphan it left.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -18,6 +18,7 @@ use rustix::process::{Pid, Signal};
 use tasknode_protocol::tasks::Outcome;
 use tokio::sync::watch;
 
+use super::contain;
 use crate::client::now_ms;
 
 /// Why the agent ends a task early.
@@ -178,10 +179,22 @@ pub async fn run(spec: Spec, mut stop: watch::Receiver<Option<Stop>>) -> Ran {
         .stdout(writer.0)
         .stderr(writer.1)
         .process_group(0);
-    if let Some((uid, gid)) = run_as.ids {
-        cmd.uid(uid).gid(gid);
+    let cgroup = match contain::task_cgroup(spec.id) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(task = spec.id, error = %e, "cannot create the task's cgroup; it is contained by its process group only");
+            None
+        }
+    };
+    match &cgroup {
+        Some(cg) => enter_then_drop(&mut cmd, cg.procs.clone(), run_as.ids),
+        None => {
+            if let Some((uid, gid)) = run_as.ids {
+                cmd.uid(uid).gid(gid);
+            }
+        }
     }
-    let spawned = cmd.spawn();
+    let spawned = contain::spawn_own(true, || cmd.spawn(), tokio::process::Child::id);
     // The command holds the pipe's write ends; the copier sees the end of output only once
     // every copy of them is closed.
     drop(cmd);
@@ -189,9 +202,13 @@ pub async fn run(spec: Spec, mut stop: watch::Receiver<Option<Stop>>) -> Ran {
         Ok(c) => c,
         Err(e) => {
             clean(&spec.work_dir, spec.id);
+            if let Some(cg) = cgroup {
+                cg.empty_and_remove().await;
+            }
             return not_started(format!("running /bin/sh: {e}"), &spec.log_path);
         }
     };
+    let shell = child.id();
     let started_ms = now_ms();
     let pgid = child.id().and_then(|p| Pid::from_raw(p as i32));
 
@@ -228,10 +245,17 @@ pub async fn run(spec: Spec, mut stop: watch::Receiver<Option<Stop>>) -> Ran {
             }
         }
     };
-    // Whatever the script left running in its group goes with it.
+    if let Some(pid) = shell {
+        contain::own_ended(pid);
+    }
+    // Whatever the script left running in its group, its cgroup, or as an orphan goes with it.
     if let Some(pgid) = pgid {
         kill_rest(pgid).await;
     }
+    if let Some(cg) = cgroup {
+        cg.empty_and_remove().await;
+    }
+    contain::kill_orphans(spec.id).await;
     let finished_ms = now_ms();
     // Output of processes that left the group may hold the pipe open; do not wait for them.
     let deadline = std::time::Instant::now() + DRAIN_OUTPUT;
@@ -261,6 +285,53 @@ pub async fn run(spec: Spec, mut stop: watch::Receiver<Option<Stop>>) -> Ran {
         finished_ms,
         log_bytes,
     }
+}
+
+/// Makes the forked child join the task's cgroup (from inside the agent's delegated subtree, so
+/// before it gives up the agent's user) and only then take the task user's ids.
+fn enter_then_drop(
+    cmd: &mut tokio::process::Command,
+    procs: std::ffi::CString,
+    ids: Option<(u32, u32)>,
+) {
+    let join = move || -> std::io::Result<()> {
+        use rustix::fs::{Mode, OFlags};
+        let fd = rustix::fs::open(
+            procs.as_c_str(),
+            OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        rustix::io::write(&fd, b"0")?;
+        drop(fd);
+        if let Some((uid, gid)) = ids {
+            drop_to(uid, gid)?;
+        }
+        Ok(())
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: the closure runs in the forked child before exec and makes only system calls
+    // (open, write, close, setgroups, setgid, setuid) on data made before the fork: it neither
+    // allocates nor takes a lock.
+    unsafe {
+        cmd.pre_exec(join);
+    }
+}
+
+/// What `Command::uid` and `gid` do, done after the cgroup is joined: no supplementary groups,
+/// then the group, then the user.
+#[allow(unsafe_code)]
+fn drop_to(uid: u32, gid: u32) -> std::io::Result<()> {
+    // SAFETY: plain system calls on integers; a null list with length 0 is what setgroups takes
+    // to clear the supplementary groups.
+    let failed = unsafe {
+        libc::setgroups(0, std::ptr::null()) != 0
+            || libc::setgid(gid) != 0
+            || libc::setuid(uid) != 0
+    };
+    if failed {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// SIGTERM to the group, then SIGKILL after the grace period if its leader is still there.
