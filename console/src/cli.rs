@@ -289,6 +289,10 @@ pub struct ServeArgs {
     /// default serves several thousand servers. Lowered to fit the open-file limit.
     #[arg(long, default_value_t = crate::server::DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
     pub max_connections: u32,
+    /// Longest a client may take to send a request body; after it the console answers 408
+    /// and closes the connection.
+    #[arg(long, default_value = "60s", value_parser = duration, value_name = "DURATION")]
+    pub body_timeout: Duration,
     /// Largest task log the console keeps for one task pushed by a VPC server (bytes, or with
     /// a K, M, G or T suffix); pushes past it are refused with 413.
     #[arg(long, default_value = "1G", value_parser = byte_size, value_name = "SIZE")]

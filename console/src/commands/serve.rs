@@ -192,6 +192,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     };
     let limits = crate::server::Limits {
         max_connections: connection_cap(args.max_connections as usize),
+        body: args.body_timeout,
         ..crate::server::Limits::default()
     };
     let served = crate::server::serve(listener, router, tls.map(|t| t.server), limits, stopping)
