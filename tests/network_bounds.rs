@@ -292,3 +292,29 @@ fn hostile_agent_bodies_over_loopback_leave_every_view_answering() {
     // The CLI's task list reads the same answers.
     console.cli_ok(&["task", "list"]);
 }
+
+#[test]
+fn tls_handshakes_that_never_finish_are_closed_while_others_are_served() {
+    let console = Console::start(&["--tls"]);
+    let start = Instant::now();
+    let mut stalled: Vec<TcpStream> = (0..40)
+        .map(|i| {
+            let mut s = connect(&console);
+            // Half a ClientHello record; every other sends nothing at all.
+            if i % 2 == 0 {
+                s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00])
+                    .unwrap();
+            }
+            s
+        })
+        .collect();
+    let res = console.http().get(console.api("/health")).send().unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    for (i, s) in stalled.iter_mut().enumerate() {
+        assert!(
+            closed_before(s, start + GENEROUS),
+            "stalled TLS connection {i} still open after {:?}",
+            start.elapsed()
+        );
+    }
+}
