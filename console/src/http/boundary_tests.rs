@@ -1,7 +1,8 @@
 //! An enrolled agent is untrusted input: property tests that throw arbitrary bodies at every
 //! agent-facing endpoint of the real router (in process, with a real SQLite store) and check
 //! after each that every operator view still answers; times already stored out of range (by an
-//! older console) still render; and a panicking handler costs one 500, not the connection.
+//! older console) still render; a panicking handler costs one 500, not the connection; pushed
+//! logs stop at their limits; and a log service that sends more than asked is cut off.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
@@ -31,11 +32,19 @@ const PASSWORD: &str = "correct horse battery";
 /// A console's state over a fresh data directory: group `etl` (VPC, so logs are pushed) with
 /// server `h1` enrolled as node-1, server `h2` to enroll, and user `ops`.
 async fn console(dir: &std::path::Path) -> (AppState, String) {
+    console_with(dir, NetworkType::Vpc, LogLimits::default()).await
+}
+
+async fn console_with(
+    dir: &std::path::Path,
+    network: NetworkType,
+    limits: LogLimits,
+) -> (AppState, String) {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("t.db")).unwrap());
     let clock = Clock::default();
     let now = clock.now_ms();
     store
-        .create_group("default", "etl", NetworkType::Vpc, now)
+        .create_group("default", "etl", network, now)
         .await
         .unwrap();
     let facts = HostFacts {
@@ -100,7 +109,7 @@ async fn console(dir: &std::path::Path) -> (AppState, String) {
         console_ca: None,
         dist: None,
         dispatch: Arc::new(Dispatch::default()),
-        task_logs: Arc::new(TaskLogs::open(&dir.join("logs"), LogLimits::default()).unwrap()),
+        task_logs: Arc::new(TaskLogs::open(&dir.join("logs"), limits).unwrap()),
         log_key_public: tasknode_protocol::logtoken::encode_key(&log_key.verifying_key()).into(),
         log_key: Arc::new(log_key),
         rollouts: Arc::new(crate::rollout::RolloutEngine::new(
@@ -524,5 +533,107 @@ fn a_panicking_handler_answers_500_and_the_next_request_is_served() {
         assert!(res.headers().contains_key(tasknode_protocol::TIME_HEADER));
         let (status, body) = call(&router, get("/fine", "")).await;
         assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"fine"[..]));
+    });
+}
+
+fn push(task: i64, offset: u64, bytes: usize) -> Request<Body> {
+    Request::post(format!(
+        "/api/v1/nodes/{NODE}/tasks/{task}/log?lease=1&offset={offset}"
+    ))
+    .header(header::AUTHORIZATION, format!("Bearer {SECRET}"))
+    .header(header::CONTENT_TYPE, "application/octet-stream")
+    .body(Body::from(vec![b'x'; bytes]))
+    .unwrap()
+}
+
+#[test]
+fn pushed_logs_stop_at_the_task_and_server_limits_with_413_naming_them() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let limits = LogLimits {
+        per_task: 1000,
+        per_server: 1500,
+    };
+    let (state, session) = rt.block_on(console_with(dir.path(), NetworkType::Vpc, limits));
+    let router = super::router(state.clone());
+    rt.block_on(async {
+        let refused = |body: &[u8], flag: &str| {
+            let v: Value = serde_json::from_slice(body).unwrap();
+            assert_eq!(v["error"]["code"], "limit_reached", "{v}");
+            assert!(
+                v["error"]["message"].as_str().unwrap().contains(flag),
+                "{v}"
+            );
+        };
+        let first = fresh_task(&router, &state).await;
+        let (status, _) = call(&router, push(first, 0, 1000)).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, body) = call(&router, push(first, 1000, 1)).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        refused(&body, "--max-task-log");
+
+        let second = fresh_task(&router, &state).await;
+        let (status, _) = call(&router, push(second, 0, 500)).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, body) = call(&router, push(second, 500, 1)).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        refused(&body, "--max-server-logs");
+        // Nothing refused was kept, and everything else goes on.
+        assert_eq!(state.task_logs.size(second).unwrap(), 500);
+        views_answer(&router, &session, second, "a full server").await;
+        fresh_task(&router, &state).await;
+    });
+}
+
+#[test]
+fn a_log_service_that_sends_more_than_asked_is_cut_off() {
+    use std::io::{Read, Write};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (state, session) = rt.block_on(console_with(
+        dir.path(),
+        NetworkType::Classic,
+        LogLimits::default(),
+    ));
+    let router = super::router(state.clone());
+    // A hostile log service: whatever is asked, it sends 8 MiB.
+    let service = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = service.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in service.incoming() {
+            let Ok(mut c) = conn else { return };
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            let _ = c.write_all(b"HTTP/1.1 206 Partial Content\r\nContent-Length: 8388608\r\n\r\n");
+            let chunk = vec![b'x'; 64 * 1024];
+            for _ in 0..128 {
+                if c.write_all(&chunk).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    rt.block_on(async {
+        let task = fresh_task(&router, &state).await;
+        let hb = json!({"agent_version": "0.1.0", "clock_offset_ms": 0, "running_tasks": 0,
+                        "free_slots": 4, "log_port": port});
+        let path = format!("/api/v1/nodes/{NODE}/heartbeat");
+        let (status, _) = call(&router, post(&path, Some(SECRET), hb.to_string().into())).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, body) = call(
+            &router,
+            get(&format!("/api/v1/tasks/{task}/log?limit=1000"), &session),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("more than the 1000 bytes asked for"),
+            "{v}"
+        );
+        views_answer(&router, &session, task, "a hostile log service").await;
     });
 }
