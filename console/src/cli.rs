@@ -212,6 +212,36 @@ fn duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A size in bytes: a number, optionally followed by K, M, G or T (powers of 1024).
+fn byte_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => {
+                    return Err(format!(
+                        "{t:?}: use a number of bytes, or one with K, M, G or T"
+                    ));
+                }
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{t:?}: use a number of bytes, or one with K, M, G or T"))?;
+    match n.checked_mul(1 << shift) {
+        Some(0) => Err("must be above zero".to_owned()),
+        Some(v) => Ok(v),
+        None => Err(format!("{t:?} is too large")),
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port (the chosen URL is printed and written
@@ -254,6 +284,23 @@ pub struct ServeArgs {
     /// --public-url host. Repeatable.
     #[arg(long = "tls-name", value_name = "NAME", requires = "tls")]
     pub tls_names: Vec<String>,
+    /// Most connections served at once; more wait, unread, in the listen queue until one
+    /// closes. An agent holds up to three (its long poll, its heartbeats, a log push): the
+    /// default serves several thousand servers. Lowered to fit the open-file limit.
+    #[arg(long, default_value_t = crate::server::DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub max_connections: u32,
+    /// Longest a client may take to send a request body; after it the console answers 408
+    /// and closes the connection.
+    #[arg(long, default_value = "60s", value_parser = duration, value_name = "DURATION")]
+    pub body_timeout: Duration,
+    /// Largest task log the console keeps for one task pushed by a VPC server (bytes, or with
+    /// a K, M, G or T suffix); pushes past it are refused with 413.
+    #[arg(long, default_value = "1G", value_parser = byte_size, value_name = "SIZE")]
+    pub max_task_log: u64,
+    /// Most task log the console keeps for one VPC server, all its tasks together (logs go
+    /// with their group); pushes past it are refused with 413.
+    #[arg(long, default_value = "50G", value_parser = byte_size, value_name = "SIZE")]
+    pub max_server_logs: u64,
     /// Shift the console's clock by this many seconds (tests of clock skew).
     #[arg(long, hide = true, default_value_t = 0, allow_negative_numbers = true)]
     pub clock_offset: i64,

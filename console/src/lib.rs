@@ -10,6 +10,7 @@ pub mod env;
 pub mod http;
 pub mod liveness;
 pub mod rollout;
+pub mod server;
 pub mod status;
 pub mod store;
 pub mod tasks;

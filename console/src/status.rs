@@ -61,7 +61,7 @@ pub fn derive(
         .filter(|&t| t >= enrollment.enrolled_ms);
     // A server is judged from its last sign of life: a heartbeat, or its enrollment.
     let seen_ms = beat_ms.unwrap_or(enrollment.enrolled_ms);
-    let silent_ms = now_ms - seen_ms;
+    let silent_ms = now_ms.saturating_sub(seen_ms);
     let last = match beat_ms {
         Some(t) => format!("last heartbeat {}", rfc3339(t)),
         None => format!(

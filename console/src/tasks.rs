@@ -113,15 +113,38 @@ impl Dispatch {
     }
 }
 
-/// Largest task log the console keeps.
-pub const MAX_LOG_BYTES: u64 = 1 << 30;
+/// How much task log VPC servers may push to the console (`serve --max-task-log`,
+/// `--max-server-logs`).
+#[derive(Debug, Clone, Copy)]
+pub struct LogLimits {
+    /// Largest log of one task.
+    pub per_task: u64,
+    /// Most log of one server, all its tasks together.
+    pub per_server: u64,
+}
+
+impl Default for LogLimits {
+    /// By default 1 GiB per task and 50 GiB per server.
+    fn default() -> LogLimits {
+        LogLimits {
+            per_task: 1 << 30,
+            per_server: 50 << 30,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     #[error("the console holds {size} bytes of this log; send from offset {size}")]
     Gap { size: u64 },
-    #[error("this log would pass the console's limit of {MAX_LOG_BYTES} bytes")]
-    TooLarge,
+    #[error(
+        "this task's log would pass the console's limit of {limit} bytes per task (serve --max-task-log); the rest stays on the server"
+    )]
+    TaskFull { limit: u64 },
+    #[error(
+        "this server's task logs on the console would pass its limit of {limit} bytes per server (serve --max-server-logs); delete groups whose old tasks are no longer needed, or raise the limit"
+    )]
+    ServerFull { limit: u64 },
     #[error("task log {path}: {source}")]
     Io {
         path: PathBuf,
@@ -134,11 +157,14 @@ pub enum LogError {
 #[derive(Debug)]
 pub struct TaskLogs {
     dir: PathBuf,
-    write: Mutex<()>,
+    limits: LogLimits,
+    /// Bytes held per server (by id), for the servers that pushed since the console started;
+    /// under the write lock.
+    write: Mutex<HashMap<i64, u64>>,
 }
 
 impl TaskLogs {
-    pub fn open(dir: &Path) -> std::io::Result<TaskLogs> {
+    pub fn open(dir: &Path, limits: LogLimits) -> std::io::Result<TaskLogs> {
         use std::os::unix::fs::DirBuilderExt;
         fs::DirBuilder::new()
             .recursive(true)
@@ -146,8 +172,13 @@ impl TaskLogs {
             .create(dir)?;
         Ok(TaskLogs {
             dir: dir.to_owned(),
-            write: Mutex::new(()),
+            limits,
+            write: Mutex::new(HashMap::new()),
         })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<i64, u64>> {
+        self.write.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn path(&self, id: i64) -> PathBuf {
@@ -168,10 +199,32 @@ impl TaskLogs {
         }
     }
 
-    /// Adds `bytes`, which start at `offset` of the agent's log. Bytes the console already
-    /// holds (a resend after a lost answer) are skipped; a gap is refused. Returns the size.
-    pub fn append(&self, id: i64, offset: u64, bytes: &[u8]) -> Result<u64, LogError> {
-        let _guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
+    /// Whether the bytes held for `server` are counted already; if not, pass the ids of its
+    /// tasks to [`TaskLogs::append`].
+    pub fn counts_server(&self, server: i64) -> bool {
+        self.lock().contains_key(&server)
+    }
+
+    /// Adds `bytes`, which start at `offset` of the agent's log of task `id`, which runs on
+    /// `server` (whose tasks are `server_tasks`, when its bytes are not counted yet). Bytes
+    /// the console already holds (a resend after a lost answer) are skipped; a gap is refused,
+    /// and so is a log past the limits. Returns the size.
+    pub fn append(
+        &self,
+        id: i64,
+        server: i64,
+        server_tasks: Option<&[i64]>,
+        offset: u64,
+        bytes: &[u8],
+    ) -> Result<u64, LogError> {
+        let mut held = self.lock();
+        if let (false, Some(ids)) = (held.contains_key(&server), server_tasks) {
+            let mut total = 0u64;
+            for &t in ids {
+                total = total.saturating_add(self.size(t)?);
+            }
+            held.insert(server, total);
+        }
         let size = self.size(id)?;
         if offset > size {
             return Err(LogError::Gap { size });
@@ -180,21 +233,42 @@ impl TaskLogs {
         let Some(new) = bytes.get(skip..).filter(|b| !b.is_empty()) else {
             return Ok(size);
         };
-        if size + new.len() as u64 > MAX_LOG_BYTES {
-            return Err(LogError::TooLarge);
+        let added = new.len() as u64;
+        if size.saturating_add(added) > self.limits.per_task {
+            return Err(LogError::TaskFull {
+                limit: self.limits.per_task,
+            });
+        }
+        let server_total = held.get(&server).copied().unwrap_or(size);
+        if server_total.saturating_add(added) > self.limits.per_server {
+            return Err(LogError::ServerFull {
+                limit: self.limits.per_server,
+            });
         }
         let mut f = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.path(id))
             .map_err(self.io(id))?;
-        f.write_all(new).map_err(self.io(id))?;
-        Ok(size + new.len() as u64)
+        // The answer tells the agent these bytes are kept: they reach the disk first (and a new
+        // file's name with them).
+        f.write_all(new)
+            .and_then(|()| f.sync_data())
+            .map_err(self.io(id))?;
+        if size == 0 {
+            fs::File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(self.io(id))?;
+        }
+        held.insert(server, server_total + added);
+        Ok(size + added)
     }
 
     /// Removes the log of task `id` (a deleted task's); a log never written is no error.
     pub fn remove(&self, id: i64) -> Result<(), LogError> {
-        let _guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let mut held = self.lock();
+        // Which server held it is not known here: count every server again on its next push.
+        held.clear();
         match fs::remove_file(self.path(id)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(self.io(id)(e)),
             _ => Ok(()),
@@ -279,16 +353,16 @@ mod tests {
     #[test]
     fn appends_skip_what_is_held_and_refuse_gaps() {
         let dir = tempfile::tempdir().unwrap();
-        let logs = TaskLogs::open(&dir.path().join("logs")).unwrap();
+        let logs = TaskLogs::open(&dir.path().join("logs"), LogLimits::default()).unwrap();
         assert_eq!(logs.size(7).unwrap(), 0);
-        assert_eq!(logs.append(7, 0, b"hello ").unwrap(), 6);
+        assert_eq!(logs.append(7, 1, Some(&[7]), 0, b"hello ").unwrap(), 6);
         // A resend of bytes already held, with one new byte.
-        assert_eq!(logs.append(7, 3, b"lo w").unwrap(), 7);
+        assert_eq!(logs.append(7, 1, None, 3, b"lo w").unwrap(), 7);
         assert!(matches!(
-            logs.append(7, 9, b"x"),
+            logs.append(7, 1, None, 9, b"x"),
             Err(LogError::Gap { size: 7 })
         ));
-        assert_eq!(logs.append(7, 7, b"orld").unwrap(), 11);
+        assert_eq!(logs.append(7, 1, None, 7, b"orld").unwrap(), 11);
         let (bytes, size) = logs.read(7, 6, 100).unwrap();
         assert_eq!((bytes.as_slice(), size), (&b"world"[..], 11));
         let (bytes, _) = logs.read(7, 0, 3).unwrap();
@@ -304,6 +378,40 @@ mod tests {
             std::fs::read_dir(dir.path().join("logs")).unwrap().count(),
             0
         );
+    }
+
+    #[test]
+    fn logs_stop_at_the_limits_per_task_and_per_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = LogLimits {
+            per_task: 10,
+            per_server: 15,
+        };
+        let logs = TaskLogs::open(&dir.path().join("logs"), limits).unwrap();
+        assert_eq!(
+            logs.append(1, 9, Some(&[1, 2]), 0, b"0123456789").unwrap(),
+            10
+        );
+        assert!(matches!(
+            logs.append(1, 9, None, 10, b"x"),
+            Err(LogError::TaskFull { limit: 10 })
+        ));
+        assert_eq!(logs.append(2, 9, None, 0, b"01234").unwrap(), 5);
+        let full = logs.append(2, 9, None, 5, b"5").unwrap_err();
+        assert!(matches!(full, LogError::ServerFull { limit: 15 }));
+        assert!(full.to_string().contains("--max-server-logs"), "{full}");
+        // Another server is not held back, and nothing refused was written.
+        assert_eq!(logs.append(3, 8, Some(&[3]), 0, b"abc").unwrap(), 3);
+        assert_eq!(logs.size(1).unwrap() + logs.size(2).unwrap(), 15);
+
+        // A console started again counts what the server's tasks hold from their files.
+        let again = TaskLogs::open(&dir.path().join("logs"), limits).unwrap();
+        assert!(!again.counts_server(9));
+        assert!(matches!(
+            again.append(2, 9, Some(&[1, 2]), 5, b"5"),
+            Err(LogError::ServerFull { .. })
+        ));
+        assert!(again.counts_server(9));
     }
 
     #[test]

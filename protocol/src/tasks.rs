@@ -211,6 +211,15 @@ impl Validate for PollRequest {
                 format!("lists more than {MAX_HELD_TASKS} tasks"),
             ));
         }
+        for (i, h) in self.held.iter().enumerate() {
+            if h.id <= 0 {
+                return Err(FieldError::new(
+                    format!("held[{i}].id"),
+                    format!("{} is not a task id (a positive number)", h.id),
+                ));
+            }
+            lease(&format!("held[{i}].lease"), h.lease)?;
+        }
         Ok(())
     }
 }
@@ -253,9 +262,30 @@ pub struct StartTask {
     pub at_ms: i64,
 }
 
+/// Leases start at 1 when a task is first handed out.
+fn lease(field: &str, value: i64) -> Result<(), FieldError> {
+    if value >= 1 {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            field,
+            format!("{value} is not a lease; leases count from 1"),
+        ))
+    }
+}
+
 impl Validate for StartTask {
     fn validate(&self) -> Result<(), FieldError> {
-        Ok(())
+        lease("lease", self.lease)?;
+        validate::time_ms("at_ms", self.at_ms)
+    }
+}
+
+impl StartTask {
+    /// Checks the reported time against the console's clock `now_ms` (see
+    /// [`validate::AGENT_TIME_WINDOW_MS`]).
+    pub fn check_times(&self, now_ms: i64) -> Result<(), FieldError> {
+        validate::agent_time("at_ms", self.at_ms, now_ms)
     }
 }
 
@@ -306,14 +336,49 @@ pub struct FinishTask {
     pub log_bytes: u64,
 }
 
+/// Largest task log size an agent may report (the console keeps at most
+/// [`MAX_LOG_CHUNK_BYTES`] per push and its own cap per task; classic servers keep theirs).
+pub const MAX_REPORTED_LOG_BYTES: u64 = 1 << 40;
+/// Highest signal number Linux has (SIGRTMAX).
+pub const MAX_SIGNAL: i32 = 64;
+
 impl Validate for FinishTask {
     fn validate(&self) -> Result<(), FieldError> {
+        lease("lease", self.lease)?;
         match &self.outcome {
             Outcome::Killed { reason } | Outcome::NotStarted { reason } => {
-                validate::text("outcome.reason", reason)
+                validate::text("outcome.reason", reason)?
             }
-            _ => Ok(()),
+            Outcome::Exited { code } if !(0..=255).contains(code) => {
+                return Err(FieldError::new(
+                    "outcome.code",
+                    format!("{code} is not an exit code (0 to 255)"),
+                ));
+            }
+            Outcome::Signaled { signal } if !(1..=MAX_SIGNAL).contains(signal) => {
+                return Err(FieldError::new(
+                    "outcome.signal",
+                    format!("{signal} is not a signal number (1 to {MAX_SIGNAL})"),
+                ));
+            }
+            _ => {}
         }
+        if let Some(s) = self.started_ms {
+            validate::time_ms("started_ms", s)?;
+        }
+        validate::time_ms("finished_ms", self.finished_ms)?;
+        validate::at_most("log_bytes", self.log_bytes, MAX_REPORTED_LOG_BYTES)
+    }
+}
+
+impl FinishTask {
+    /// Checks the reported times against the console's clock `now_ms` (see
+    /// [`validate::AGENT_TIME_WINDOW_MS`]).
+    pub fn check_times(&self, now_ms: i64) -> Result<(), FieldError> {
+        if let Some(s) = self.started_ms {
+            validate::agent_time("started_ms", s, now_ms)?;
+        }
+        validate::agent_time("finished_ms", self.finished_ms, now_ms)
     }
 }
 
@@ -384,6 +449,69 @@ mod tests {
             assert_eq!(serde_json::to_value(state).unwrap(), s);
         }
         assert!(TaskState::parse("done").is_none());
+    }
+
+    #[test]
+    fn agent_reports_are_range_checked() {
+        let now = 1_800_000_000_000;
+        let start = |lease, at_ms| StartTask { lease, at_ms };
+        start(1, now).validate().unwrap();
+        start(1, now).check_times(now).unwrap();
+        assert_eq!(start(0, now).validate().unwrap_err().field, "lease");
+        for at in [-1, i64::MAX, i64::MIN, 253_402_300_800_000] {
+            assert_eq!(start(1, at).validate().unwrap_err().field, "at_ms");
+        }
+        assert_eq!(
+            start(1, now + 400 * 86_400_000)
+                .check_times(now)
+                .unwrap_err()
+                .field,
+            "at_ms"
+        );
+        let finish = |outcome, started_ms, finished_ms, log_bytes| FinishTask {
+            lease: 1,
+            outcome,
+            started_ms,
+            finished_ms,
+            log_bytes,
+        };
+        finish(Outcome::Exited { code: 0 }, Some(now), now, 10)
+            .validate()
+            .unwrap();
+        let field = |f: FinishTask| f.validate().unwrap_err().field;
+        assert_eq!(
+            field(finish(Outcome::Exited { code: -1 }, None, now, 0)),
+            "outcome.code"
+        );
+        assert_eq!(
+            field(finish(Outcome::Exited { code: 256 }, None, now, 0)),
+            "outcome.code"
+        );
+        assert_eq!(
+            field(finish(Outcome::Signaled { signal: 0 }, None, now, 0)),
+            "outcome.signal"
+        );
+        assert_eq!(
+            field(finish(Outcome::TimedOut, Some(-1), now, 0)),
+            "started_ms"
+        );
+        assert_eq!(
+            field(finish(Outcome::TimedOut, None, i64::MAX, 0)),
+            "finished_ms"
+        );
+        assert_eq!(
+            field(finish(Outcome::TimedOut, None, now, u64::MAX)),
+            "log_bytes"
+        );
+        let old = finish(Outcome::TimedOut, Some(1), now, 0);
+        old.validate().unwrap();
+        assert_eq!(old.check_times(now).unwrap_err().field, "started_ms");
+        let poll = PollRequest {
+            held: vec![HeldTask { id: 0, lease: 1 }],
+            accepting: true,
+            wait_secs: 1,
+        };
+        assert_eq!(poll.validate().unwrap_err().field, "held[0].id");
     }
 
     #[test]

@@ -222,6 +222,59 @@ pub fn version(field: &str, value: &str) -> Result<(), FieldError> {
     }
 }
 
+/// The last millisecond RFC 3339 can write: 9999-12-31T23:59:59.999Z.
+pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
+
+/// How far from the console's clock a time an agent reports may be: a year either way, the
+/// same bound as the clock offset a heartbeat may report. Wide on purpose: an agent delivers a
+/// result it kept while the console was away (or it was) long after the task ended, and a
+/// task may run for days; the bound is there to keep stored times meaningful, not to judge
+/// clocks (the clock-skew state does that).
+pub const AGENT_TIME_WINDOW_MS: i64 = 366 * 24 * 3600 * 1000;
+
+/// A time in milliseconds since the Unix epoch, between 1970 and the year 9999.
+pub fn time_ms(field: &str, value: i64) -> Result<(), FieldError> {
+    if (0..=MAX_TIME_MS).contains(&value) {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            field,
+            format!(
+                "{value} is not a time between 1970 and the year 9999 in milliseconds since the Unix epoch"
+            ),
+        ))
+    }
+}
+
+/// A time an agent reports, within [`AGENT_TIME_WINDOW_MS`] of the console's clock `now_ms`.
+pub fn agent_time(field: &str, value: i64, now_ms: i64) -> Result<(), FieldError> {
+    time_ms(field, value)?;
+    let off = value.saturating_sub(now_ms);
+    if off.unsigned_abs() > AGENT_TIME_WINDOW_MS.unsigned_abs() {
+        let side = if off > 0 { "ahead of" } else { "behind" };
+        return Err(FieldError::new(
+            field,
+            format!(
+                "{value} is {} days {side} the console's clock, beyond the year allowed; the agent's clock is broken: sync it (chronyc makestep)",
+                off.unsigned_abs() / (24 * 3600 * 1000)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A count or size of at most `max`.
+pub fn at_most(field: &str, value: u64, max: u64) -> Result<(), FieldError> {
+    if value <= max {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            field,
+            format!("{value} is above the limit of {max}"),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,6 +347,25 @@ mod tests {
         assert!(password("password", "with\nnewline").is_err());
         assert!(password("password", "with\0nul....").is_err());
         assert!(password("password", &"x".repeat(10 * 1024)).is_err());
+    }
+
+    #[test]
+    fn times_stay_in_rfc3339_and_near_the_console_clock() {
+        let now = 1_800_000_000_000;
+        time_ms("at_ms", 0).unwrap();
+        time_ms("at_ms", MAX_TIME_MS).unwrap();
+        for bad in [-1, MAX_TIME_MS + 1, i64::MAX, i64::MIN] {
+            assert_eq!(time_ms("at_ms", bad).unwrap_err().field, "at_ms");
+            assert_eq!(agent_time("at_ms", bad, now).unwrap_err().field, "at_ms");
+        }
+        agent_time("at_ms", now - AGENT_TIME_WINDOW_MS, now).unwrap();
+        agent_time("at_ms", now + AGENT_TIME_WINDOW_MS, now).unwrap();
+        let e = agent_time("at_ms", now + AGENT_TIME_WINDOW_MS + 1, now).unwrap_err();
+        assert!(e.message.contains("ahead of"), "{e}");
+        let e = agent_time("finished_ms", 0, now).unwrap_err();
+        assert!(e.message.contains("behind"), "{e}");
+        at_most("n", 5, 5).unwrap();
+        assert_eq!(at_most("n", 6, 5).unwrap_err().field, "n");
     }
 
     #[test]

@@ -26,8 +26,8 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorDetail {
     /// Stable machine-readable code: `invalid_field`, `unauthorized`, `not_found`, `conflict`,
-    /// `method_not_allowed`, `payload_too_large`, `unsupported_media_type`, `internal`,
-    /// `bad_gateway`.
+    /// `method_not_allowed`, `payload_too_large`, `limit_reached`, `request_timeout`,
+    /// `unsupported_media_type`, `internal`, `bad_gateway`.
     pub code: String,
     /// The request field at fault, where one is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -62,6 +62,12 @@ pub struct HostFacts {
     pub agent_version: String,
 }
 
+/// Most memory a host may report: 1 PiB.
+pub const MAX_MEMORY_BYTES: u64 = 1 << 50;
+
+/// Most tasks or free slots a heartbeat may report (the most tasks an agent may hold).
+pub const MAX_REPORTED_TASKS: u32 = crate::tasks::MAX_HELD_TASKS as u32;
+
 impl Validate for HostFacts {
     fn validate(&self) -> Result<(), FieldError> {
         validate::text("facts.hostname", &self.hostname)?;
@@ -71,8 +77,14 @@ impl Validate for HostFacts {
                 "must be a number of cores above 0",
             ));
         }
-        if self.memory_bytes == 0 {
-            return Err(FieldError::new("facts.memory_bytes", "must be above 0"));
+        if self.memory_bytes == 0 || self.memory_bytes > MAX_MEMORY_BYTES {
+            return Err(FieldError::new(
+                "facts.memory_bytes",
+                format!(
+                    "{} is not a memory size; it must be above 0 and at most {MAX_MEMORY_BYTES} (1 PiB)",
+                    self.memory_bytes
+                ),
+            ));
         }
         validate::text("facts.os", &self.os)?;
         validate::text("facts.arch", &self.arch)?;
@@ -210,6 +222,15 @@ pub const MAX_REPORTED_OFFSET_MS: i64 = 366 * 24 * 3600 * 1000;
 impl Validate for HeartbeatRequest {
     fn validate(&self) -> Result<(), FieldError> {
         validate::version("agent_version", &self.agent_version)?;
+        let max = u64::from(MAX_REPORTED_TASKS);
+        validate::at_most("running_tasks", self.running_tasks.into(), max)?;
+        validate::at_most("free_slots", self.free_slots.into(), max)?;
+        if self.log_port == Some(0) {
+            return Err(FieldError::new(
+                "log_port",
+                "0 is not a port; leave log_port out when the log service is off",
+            ));
+        }
         match self.clock_offset_ms {
             Some(o) if !(-MAX_REPORTED_OFFSET_MS..=MAX_REPORTED_OFFSET_MS).contains(&o) => {
                 Err(FieldError::new(

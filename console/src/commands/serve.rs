@@ -20,7 +20,7 @@ use crate::liveness::{self, LivenessMap};
 use crate::rollout::{self, RolloutEngine};
 use crate::status::Thresholds;
 use crate::store::{ServerFilter, SqliteStore, Store};
-use crate::tasks::{self, Dispatch, TaskLogs};
+use crate::tasks::{self, Dispatch, LogLimits, TaskLogs};
 use crate::tls::ConsoleTls;
 
 /// How often rollouts advance (they also do at once when set and when an agent reports).
@@ -142,8 +142,14 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         log_key_public,
         rollouts: Arc::clone(&rollouts),
         task_logs: Arc::new(
-            TaskLogs::open(&data.join("task-logs"))
-                .with_context(|| format!("creating {}", data.join("task-logs").display()))?,
+            TaskLogs::open(
+                &data.join("task-logs"),
+                LogLimits {
+                    per_task: args.max_task_log,
+                    per_server: args.max_server_logs,
+                },
+            )
+            .with_context(|| format!("creating {}", data.join("task-logs").display()))?,
         ),
     };
 
@@ -184,16 +190,14 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
             dispatch.close();
         }
     };
-    let served = match tls {
-        None => axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stopping)
-        .await
-        .context("serving HTTP"),
-        Some(tls) => serve_tls(listener, router, tls, stopping).await,
+    let limits = crate::server::Limits {
+        max_connections: connection_cap(args.max_connections as usize),
+        body: args.body_timeout,
+        ..crate::server::Limits::default()
     };
+    let served = crate::server::serve(listener, router, tls.map(|t| t.server), limits, stopping)
+        .await
+        .context("serving HTTP");
     flusher.abort();
     sweeper.abort();
     rollout_ticker.abort();
@@ -202,32 +206,6 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let n = flushed.context("persisting liveness at shutdown")?;
     tracing::info!(nodes = n, "console stopped; liveness persisted");
     Ok(())
-}
-
-/// Serves `router` over TLS until SIGTERM or Ctrl-C, then lets open requests finish.
-async fn serve_tls(
-    listener: TcpListener,
-    router: axum::Router,
-    tls: ConsoleTls,
-    stopping: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let listener = listener
-        .into_std()
-        .context("handing the listening socket to the TLS server")?;
-    let handle = axum_server::Handle::new();
-    let stopper = handle.clone();
-    tokio::spawn(async move {
-        stopping.await;
-        stopper.graceful_shutdown(Some(Duration::from_secs(10)));
-    });
-    axum_server::from_tcp_rustls(
-        listener,
-        axum_server::tls_rustls::RustlsConfig::from_config(tls.server),
-    )
-    .handle(handle)
-    .serve(router.into_make_service_with_connect_info::<SocketAddr>())
-    .await
-    .context("serving HTTPS")
 }
 
 /// The names the console's certificate is issued for: loopback, this host's name, the listen
@@ -353,6 +331,27 @@ async fn shutdown_signal() {
         _ = term => tracing::info!("SIGTERM: shutting down"),
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: shutting down"),
     }
+}
+
+/// File descriptors kept for the database, task logs and reads from agents' log services.
+const SPARE_FILES: u64 = 256;
+
+/// `--max-connections`, lowered to what the open-file limit allows.
+fn connection_cap(wanted: usize) -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    let Some(fits) = limit.map(|l| l.saturating_sub(SPARE_FILES).max(16)) else {
+        return wanted;
+    };
+    let fits = usize::try_from(fits).unwrap_or(usize::MAX);
+    if wanted > fits {
+        tracing::warn!(
+            wanted,
+            serving = fits,
+            "--max-connections is above what the open-file limit allows; raise LimitNOFILE (ulimit -n) to serve more"
+        );
+        return fits;
+    }
+    wanted
 }
 
 /// Every agent keeps a long poll open beside its heartbeats: lift the soft limit on open files

@@ -39,6 +39,15 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("request body is larger than {limit} bytes")]
     TooLarge { limit: usize },
+    /// The body did not arrive in time (the connection is closed after the answer).
+    #[error("{0}")]
+    TimedOut(String),
+    /// Accepting this would pass a limit on what a client may keep on the console.
+    #[error("{message}")]
+    LimitReached {
+        field: &'static str,
+        message: String,
+    },
     #[error("{0}")]
     UnsupportedMediaType(String),
     /// Something the console relies on (an agent's log service) failed.
@@ -86,6 +95,12 @@ impl ApiError {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None)
             }
             ApiError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None),
+            ApiError::TimedOut(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout", None),
+            ApiError::LimitReached { field, .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "limit_reached",
+                Some((*field).to_owned()),
+            ),
             ApiError::UnsupportedMediaType(_) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",

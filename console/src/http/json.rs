@@ -3,6 +3,7 @@
 //! (unknown fields refused), and `T`'s own validation; each refusal names the field.
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
@@ -64,6 +65,18 @@ fn bounded(message: &str, max: usize) -> String {
     out
 }
 
+/// The error for a body that could not be read: too large, too slow (see
+/// [`crate::server::BodyTimedOut`]), or broken off.
+pub(super) fn body_rejection(rejection: &BytesRejection, limit: usize) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::TooLarge { limit }
+    } else if crate::server::BodyTimedOut::is_cause_of(rejection) {
+        ApiError::TimedOut(rejection.body_text())
+    } else {
+        ApiError::invalid("body", rejection.body_text())
+    }
+}
+
 /// Refuses a body that is not sent as `application/json`.
 pub(super) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     let is_json = headers
@@ -89,13 +102,9 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         require_json(req.headers())?;
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::TooLarge { limit: T::MAX_BODY }
-            } else {
-                ApiError::invalid("body", rejection.body_text())
-            }
-        })?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| body_rejection(&rejection, T::MAX_BODY))?;
         // Every body is an object: serde would also map a JSON array onto a struct by position.
         if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return Err(ApiError::invalid("body", "must be a JSON object"));

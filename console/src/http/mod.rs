@@ -3,6 +3,8 @@
 
 pub(crate) mod admin;
 mod agent;
+#[cfg(test)]
+mod boundary_tests;
 pub mod error;
 pub(crate) mod install;
 mod json;
@@ -17,9 +19,10 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tasknode_protocol::{MAX_BODY_BYTES, TIME_HEADER};
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::services::{ServeDir, ServeFile};
 
 use crate::auth::{self, SecretDigest};
@@ -84,6 +87,12 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    let routes = routes(&state);
+    with_layers(routes, state)
+}
+
+/// Every route of the console, before [`with_layers`].
+fn routes(state: &AppState) -> Router<AppState> {
     let mut router = Router::new();
     if let Some(dist) = &state.dist {
         // tower-http serves files under these roots only: it refuses `..` and absolute paths.
@@ -164,11 +173,34 @@ pub fn router(state: AppState) -> Router {
         .route("/install/{token}", get(install::script))
         .route("/dist/agent/{file}", get(install::agent_binary))
         .route("/ca.pem", get(install::ca_certificate))
+}
+
+/// What every request goes through, whatever its route: the fallbacks, the body limit, the
+/// panic backstop and the console-time header. The layers apply to the routes added before
+/// this call, so it comes last.
+pub(crate) fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // A panic in a handler is a bug; it answers that one request with a 500 instead of
+        // dropping the connection, and the console goes on serving.
+        .layer(CatchPanicLayer::custom(panicked))
         .layer(middleware::from_fn_with_state(state.clone(), console_time))
         .with_state(state)
+}
+
+/// The answer to a request whose handler panicked. The panic message stays in the log: it may
+/// quote the request.
+fn panicked(payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(panic = %what, "a request handler panicked; answered 500");
+    ApiError::Internal("the console failed on this request; its log says why".to_owned())
+        .into_response()
 }
 
 async fn not_found() -> ApiError {

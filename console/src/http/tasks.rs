@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -301,15 +301,41 @@ async fn classic_server(state: &AppState, t: &Task) -> Result<Option<(String, St
     Ok(server.enrollment.map(|e| (server.name, e.node_id)))
 }
 
+/// Longest the console waits for one read from a log service, its answer's body included.
+const AGENT_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most bytes of an error answer from a log service the console reads.
+const AGENT_ERROR_BYTES: usize = 4096;
+
+/// The client for agents' log services: bounded in time, following no redirect (a log
+/// service is untrusted and must not send the console elsewhere) and using no proxy.
 fn agent_http() -> &'static reqwest::Client {
     static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
     CLIENT.get_or_init(|| {
         reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
+            .timeout(AGENT_READ_TIMEOUT)
             .connect_timeout(Duration::from_secs(3))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
             .build()
             .unwrap_or_default()
     })
+}
+
+/// Reads the body of `res`, refusing one of more than `max` bytes.
+async fn read_capped(mut res: reqwest::Response, max: usize) -> Result<Vec<u8>, ReadCapped> {
+    let mut out = Vec::new();
+    while let Some(chunk) = res.chunk().await.map_err(ReadCapped::Failed)? {
+        if out.len() + chunk.len() > max {
+            return Err(ReadCapped::TooLong);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+enum ReadCapped {
+    Failed(reqwest::Error),
+    TooLong,
 }
 
 /// Reads `limit` bytes from `offset` of task `id`'s log from the log service of `server`, with a
@@ -342,7 +368,7 @@ async fn read_from_agent(
         },
     );
     let url = format!("http://{addr}/logs/{path}");
-    let last = offset + limit as u64 - 1;
+    let last = offset.saturating_add(limit as u64 - 1);
     let res = agent_http()
         .get(&url)
         .bearer_auth(token)
@@ -358,21 +384,26 @@ async fn read_from_agent(
         .and_then(|v| v.parse::<u64>().ok());
     match status.as_u16() {
         200 | 206 => {
-            let bytes = res
-                .bytes()
-                .await
-                .map_err(|e| unreachable(format!("broke off at {addr}: {e}")))?;
+            let bytes = read_capped(res, limit).await.map_err(|e| match e {
+                ReadCapped::Failed(e) => unreachable(format!("broke off at {addr}: {e}")),
+                ReadCapped::TooLong => unreachable(format!(
+                    "sent more than the {limit} bytes asked for at {addr}"
+                )),
+            })?;
             let size = size.unwrap_or(offset + bytes.len() as u64);
-            Ok((bytes.to_vec(), size))
+            Ok((bytes, size))
         }
         416 => Ok((Vec::new(), size.unwrap_or(offset))),
         // Not written yet (the task has not started), or past its retention there.
         404 => Ok((Vec::new(), 0)),
         _ => {
-            let text = res.text().await.unwrap_or_default();
+            let text = read_capped(res, AGENT_ERROR_BYTES)
+                .await
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
             Err(unreachable(format!(
                 "refused at {addr} (HTTP {status}: {})",
-                text.trim()
+                validate::show(text.trim())
             )))
         }
     }
@@ -384,8 +415,9 @@ fn log_error(e: LogError) -> ApiError {
             field: Some("offset".to_owned()),
             message: e.to_string(),
         },
-        LogError::TooLarge => ApiError::TooLarge {
-            limit: usize::try_from(crate::tasks::MAX_LOG_BYTES).unwrap_or(usize::MAX),
+        LogError::TaskFull { .. } | LogError::ServerFull { .. } => ApiError::LimitReached {
+            field: "offset",
+            message: e.to_string(),
         },
         LogError::Io { .. } => {
             tracing::error!(error = %e, "task log");
@@ -403,7 +435,7 @@ pub(crate) fn task_view(state: &AppState, t: &Task) -> Result<TaskView, ApiError
     };
     let server = t.server.as_deref().unwrap_or("?");
     let duration_ms = match (t.started_ms, t.finished_ms) {
-        (Some(s), Some(f)) if t.state.is_final() => Some((f - s).max(0)),
+        (Some(s), Some(f)) if t.state.is_final() => Some(f.saturating_sub(s).max(0)),
         _ => None,
     };
     let took = duration_ms
@@ -575,10 +607,12 @@ pub async fn start(
     StrictJson(req): StrictJson<StartTask>,
 ) -> Result<StatusCode, ApiError> {
     let id = task_id(&raw)?;
+    let now = state.clock.now_ms();
+    req.check_times(now)?;
     let server = node_server(&state, &node_id).await?;
     let answer = state
         .store
-        .start_task(server.id, id, req.lease, req.at_ms, state.clock.now_ms())
+        .start_task(server.id, id, req.lease, req.at_ms, now)
         .await?;
     match &answer {
         Fenced::Accepted => tracing::info!(task = id, server = %server.name, "task started"),
@@ -596,12 +630,11 @@ pub async fn finish(
     StrictJson(req): StrictJson<FinishTask>,
 ) -> Result<StatusCode, ApiError> {
     let id = task_id(&raw)?;
+    let now = state.clock.now_ms();
+    req.check_times(now)?;
     let server = node_server(&state, &node_id).await?;
     let outcome = req.outcome.clone();
-    let answer = state
-        .store
-        .finish_task(server.id, id, req, state.clock.now_ms())
-        .await?;
+    let answer = state.store.finish_task(server.id, id, req, now).await?;
     if answer == Fenced::Accepted {
         tracing::info!(task = id, server = %server.name, ?outcome, "task finished");
         // A slot is free.
@@ -623,9 +656,10 @@ pub async fn push_log(
     AuthedNode(node_id): AuthedNode,
     Path((_, raw)): Path<(String, String)>,
     q: Result<Query<PushQuery>, QueryRejection>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<LogAck>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let body = body.map_err(|e| super::json::body_rejection(&e, MAX_LOG_CHUNK_BYTES))?;
     let id = task_id(&raw)?;
     let server = node_server(&state, &node_id).await?;
     if !state.store.holds_lease(server.id, id, q.lease).await? {
@@ -634,10 +668,19 @@ pub async fn push_log(
             message: format!("task {id} is not this server's under lease {}", q.lease),
         });
     }
+    // The first push of a server since the console started counts what its tasks hold.
+    let server_tasks = if state.task_logs.counts_server(server.id) {
+        None
+    } else {
+        Some(state.store.server_task_ids(server.id).await?)
+    };
     let logs = Arc::clone(&state.task_logs);
-    let appended = tokio::task::spawn_blocking(move || logs.append(id, q.offset, &body))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let server_id = server.id;
+    let appended = tokio::task::spawn_blocking(move || {
+        logs.append(id, server_id, server_tasks.as_deref(), q.offset, &body)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
     // After a gap the agent learns where the console's copy ends and sends from there.
     let size = match appended {
         Ok(size) | Err(LogError::Gap { size }) => size,

@@ -456,6 +456,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Fenced, StoreError>;
     /// Whether `id` is assigned to `server_id` under `lease` (its log may be pushed).
     async fn holds_lease(&self, server_id: i64, id: i64, lease: i64) -> Result<bool, StoreError>;
+    /// Ids of the tasks assigned to a server (whose logs it pushed, on a VPC).
+    async fn server_task_ids(&self, server_id: i64) -> Result<Vec<i64>, StoreError>;
     /// The servers that have assigned or running tasks.
     async fn busy_servers(&self) -> Result<Vec<i64>, StoreError>;
     /// A server is gone (stopped): its assigned tasks are queued again, its running ones lost.

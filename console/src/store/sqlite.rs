@@ -1,5 +1,6 @@
-//! The embedded store: one SQLite database in the data directory, in WAL mode, migrated by
-//! version (`PRAGMA user_version`). Calls run on tokio's blocking pool, one at a time.
+//! The embedded store: one SQLite database in the data directory, in WAL mode with
+//! `synchronous=FULL` (a commit is on disk when it returns), migrated by version
+//! (`PRAGMA user_version`). Calls run on tokio's blocking pool, one at a time.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -59,7 +60,10 @@ impl SqliteStore {
         let mut conn = Connection::open(path).map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
+        // FULL: every commit reaches the disk before the call returns, so an answered write
+        // (a task submitted, a token spent, a start accepted) survives a power loss. Heartbeats
+        // stay off this path: they are held in memory and written in batches.
+        conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(open_err)?;
@@ -815,6 +819,11 @@ impl Store for SqliteStore {
 
     async fn holds_lease(&self, server_id: i64, id: i64, lease: i64) -> Result<bool, StoreError> {
         self.call(move |conn| tasks::holds_lease(conn, server_id, id, lease))
+            .await
+    }
+
+    async fn server_task_ids(&self, server_id: i64) -> Result<Vec<i64>, StoreError> {
+        self.call(move |conn| tasks::server_task_ids(conn, server_id))
             .await
     }
 

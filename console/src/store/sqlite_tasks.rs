@@ -438,6 +438,17 @@ pub(super) fn holds_lease(
     .map_err(sql("checking a task's lease"))
 }
 
+pub(super) fn server_task_ids(conn: &Connection, server_id: i64) -> Result<Vec<i64>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT id FROM tasks WHERE server_id = ?1")
+        .map_err(sql("listing a server's tasks"))?;
+    let rows = stmt
+        .query_map([server_id], |r| r.get(0))
+        .map_err(sql("listing a server's tasks"))?;
+    rows.collect::<Result<_, _>>()
+        .map_err(sql("listing a server's tasks"))
+}
+
 pub(super) fn busy_servers(conn: &Connection) -> Result<Vec<i64>, StoreError> {
     let mut stmt = conn
         .prepare_cached(&format!(

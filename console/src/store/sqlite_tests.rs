@@ -864,3 +864,18 @@ mod groups {
         assert_eq!(store.list_rollouts(None).await.unwrap().len(), 1);
     }
 }
+
+#[test]
+fn every_commit_is_synced_to_disk_before_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+    let conn = store.conn.lock().unwrap();
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    let sync: i64 = conn
+        .query_row("PRAGMA synchronous", [], |r| r.get(0))
+        .unwrap();
+    // 2 is FULL: in WAL mode, NORMAL (1) may lose the last commits on a power loss.
+    assert_eq!((mode.as_str(), sync), ("wal", 2));
+}
