@@ -382,6 +382,32 @@ fn a_huge_log_is_capped_and_the_task_still_succeeds() {
     assert!(log.len() < 100_200);
 }
 
+/// A VPC server's log past the console's limit: the console keeps what fits, refuses the rest
+/// with 413, and the agent takes that as final: the result still arrives.
+#[test]
+fn a_pushed_log_past_the_consoles_limit_still_delivers_the_result() {
+    let (console, _agents) = two_agents(&["--max-task-log", "64K"]);
+    let id = submit(
+        &console,
+        "batch",
+        "yes 0123456789 | head -c 1000000\n",
+        None,
+    );
+    let t = console.wait_task(id, &["succeeded"], Duration::from_secs(60));
+    let log = log_of(&console, id);
+    assert!(
+        log.starts_with("0123456789\n"),
+        "{}",
+        &log[..log.len().min(200)]
+    );
+    assert_eq!(
+        log.len(),
+        64 * 1024,
+        "the console keeps the head of the log, up to its limit"
+    );
+    assert_eq!(t["log_bytes"].as_u64().unwrap(), 64 * 1024, "{t}");
+}
+
 #[test]
 fn a_lost_agents_task_is_reported_and_not_run_again() {
     let (console, mut agent) = one_agent(&[

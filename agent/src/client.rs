@@ -59,6 +59,18 @@ impl ClientError {
         }
     }
 
+    /// A refusal that asking again will not change: the console judged the request itself
+    /// (a field out of range, a task it no longer holds for this node, a limit reached). Not
+    /// 401 or 403, which a re-enrollment mends (results wait on disk for it), nor 408 and 429,
+    /// which say "later".
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Refused { status, .. }
+                if (400..500).contains(status) && !matches!(status, 401 | 403 | 408 | 429)
+        )
+    }
+
     pub fn latency(&self) -> Duration {
         match self {
             ClientError::Unreachable { latency, .. }
@@ -449,6 +461,30 @@ fn refusal(status: u16, bytes: &[u8], latency: Duration, offset_ms: Option<i64>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_refusals_that_asking_again_cannot_change_are_final() {
+        let refused = |status| ClientError::Refused {
+            status,
+            field: None,
+            message: String::new(),
+            latency: Duration::ZERO,
+            offset_ms: None,
+        };
+        for status in [400, 404, 409, 413] {
+            assert!(refused(status).is_final(), "{status}");
+        }
+        for status in [401, 403, 408, 429] {
+            assert!(!refused(status).is_final(), "{status}");
+        }
+        let server_error = ClientError::BadAnswer {
+            status: 500,
+            message: String::new(),
+            latency: Duration::ZERO,
+            offset_ms: None,
+        };
+        assert!(!server_error.is_final());
+    }
 
     #[test]
     fn console_urls_are_checked() {

@@ -207,8 +207,9 @@ impl TaskLogs {
 
     /// Adds `bytes`, which start at `offset` of the agent's log of task `id`, which runs on
     /// `server` (whose tasks are `server_tasks`, when its bytes are not counted yet). Bytes
-    /// the console already holds (a resend after a lost answer) are skipped; a gap is refused,
-    /// and so is a log past the limits. Returns the size.
+    /// the console already holds (a resend after a lost answer) are skipped; a gap is refused;
+    /// of a push that crosses a limit what fits is kept, and a push with no room left is
+    /// refused. Returns the size.
     pub fn append(
         &self,
         id: i64,
@@ -233,18 +234,24 @@ impl TaskLogs {
         let Some(new) = bytes.get(skip..).filter(|b| !b.is_empty()) else {
             return Ok(size);
         };
-        let added = new.len() as u64;
-        if size.saturating_add(added) > self.limits.per_task {
+        // What fits under both limits is kept; a push with no room left at all is refused, so
+        // the console holds the head of a long log and the agent learns where it stopped.
+        let task_room = self.limits.per_task.saturating_sub(size);
+        if task_room == 0 {
             return Err(LogError::TaskFull {
                 limit: self.limits.per_task,
             });
         }
         let server_total = held.get(&server).copied().unwrap_or(size);
-        if server_total.saturating_add(added) > self.limits.per_server {
+        let server_room = self.limits.per_server.saturating_sub(server_total);
+        if server_room == 0 {
             return Err(LogError::ServerFull {
                 limit: self.limits.per_server,
             });
         }
+        let room = usize::try_from(task_room.min(server_room)).unwrap_or(usize::MAX);
+        let new = &new[..new.len().min(room)];
+        let added = new.len() as u64;
         let mut f = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -402,6 +409,15 @@ mod tests {
         assert!(full.to_string().contains("--max-server-logs"), "{full}");
         // Another server is not held back, and nothing refused was written.
         assert_eq!(logs.append(3, 8, Some(&[3]), 0, b"abc").unwrap(), 3);
+        // A push that crosses the limit keeps what fits.
+        assert_eq!(
+            logs.append(4, 7, Some(&[4]), 0, b"0123456789AB").unwrap(),
+            10
+        );
+        assert_eq!(
+            fs::read(dir.path().join("logs/4.log")).unwrap(),
+            b"0123456789"
+        );
         assert_eq!(logs.size(1).unwrap() + logs.size(2).unwrap(), 15);
 
         // A console started again counts what the server's tasks hold from their files.

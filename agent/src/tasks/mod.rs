@@ -418,12 +418,8 @@ impl Runner {
                 .await
             {
                 Ok(()) => break,
-                Err(ClientError::Refused {
-                    status: 409,
-                    message,
-                    ..
-                }) => {
-                    tracing::warn!(task = a.id, %message, "the console refused to start this task; not running it");
+                Err(e) if e.is_final() => {
+                    tracing::warn!(task = a.id, error = %e, "the console refused to start this task; not running it");
                     self.forget(a.id);
                     return;
                 }
@@ -458,8 +454,13 @@ impl Runner {
                 loop {
                     tokio::time::sleep(PUSH_EVERY).await;
                     let from = pushed.load(Ordering::SeqCst);
-                    if let Ok(to) = me.push_log(id, lease, from, u64::MAX).await {
-                        pushed.store(to, Ordering::SeqCst);
+                    match me.push_log(id, lease, from, u64::MAX).await {
+                        Ok(to) => pushed.store(to, Ordering::SeqCst),
+                        Err(e) if e.is_final() => {
+                            tracing::warn!(task = id, error = %e, "the console takes no more of this task's log; the rest stays on this server");
+                            break;
+                        }
+                        Err(_) => {}
                     }
                 }
             })
@@ -490,12 +491,23 @@ impl Runner {
     async fn deliver(self: Arc<Self>, id: i64, result: FinishTask) {
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
         let mut pushed = 0;
+        let mut push = self.settings.push_logs;
         loop {
             let attempt = async {
-                if self.settings.push_logs {
-                    pushed = self
+                if push {
+                    match self
                         .push_log(id, result.lease, pushed, result.log_bytes)
-                        .await?;
+                        .await
+                    {
+                        Ok(to) => pushed = to,
+                        // The console keeps what it has of the log (a limit reached, say);
+                        // the result still goes.
+                        Err(e) if e.is_final() => {
+                            tracing::warn!(task = id, error = %e, "the console takes no more of this task's log; the rest stays on this server");
+                            push = false;
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
                 self.client
                     .finish_task(&self.node.id, &self.node.secret, id, &result)
@@ -506,12 +518,8 @@ impl Runner {
                     tracing::info!(task = id, "result delivered");
                     break;
                 }
-                Err(ClientError::Refused {
-                    status: 409,
-                    message,
-                    ..
-                }) => {
-                    tracing::warn!(task = id, %message, "the console refused this task's result; dropping it");
+                Err(e) if e.is_final() => {
+                    tracing::warn!(task = id, error = %e, "the console refused this task's result; dropping it");
                     break;
                 }
                 Err(e) => {
