@@ -13,6 +13,7 @@ pub mod rollout;
 pub mod status;
 pub mod store;
 pub mod tasks;
+pub mod throttle;
 pub mod tls;
 pub mod web;
 

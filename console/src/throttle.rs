@@ -1,0 +1,560 @@
+//! Password checks are bounded, because each one costs Argon2 time and memory that anyone on
+//! the network can ask for (web sign-in, enrollment with an access key).
+//!
+//! - [`Gate`]: a fixed number of hashes run at once and a bounded number wait; past that the
+//!   answer is "busy, retry after" at once, without hashing. When every place is taken, a
+//!   newcomer may take a waiting place from a worse-placed check: one from an address with more
+//!   recent failures, or else from an address that holds more places. So addresses that keep
+//!   failing cannot keep a clean one (a user who has not failed) out of the queue.
+//! - [`Backoff`]: after [`FREE_FAILURES`] failures within [`WINDOW`], a user name or a client
+//!   address is refused without hashing for a delay that doubles with each further failure (up
+//!   to [`MAX_DELAY`]); a success clears both. Each table holds at most a fixed number of
+//!   entries and drops the oldest harmless ones first, so spraying names or addresses cannot
+//!   grow it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, oneshot};
+
+/// Failures allowed within [`WINDOW`] before a user name or address is slowed down.
+pub const FREE_FAILURES: u32 = 5;
+/// Failures older than this (since the last one) are forgotten.
+pub const WINDOW: Duration = Duration::from_secs(15 * 60);
+/// The first delay; each further failure doubles it.
+pub const FIRST_DELAY: Duration = Duration::from_secs(10);
+/// The longest delay.
+pub const MAX_DELAY: Duration = Duration::from_secs(5 * 60);
+/// Entries each backoff table keeps at most.
+pub const MAX_ENTRIES: usize = 10_000;
+/// Waiting places per hashing place.
+pub const WAITING_PER_WORKER: usize = 8;
+/// What a "busy" answer asks the client to wait.
+pub const BUSY_RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// Why a password check was not run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Every hashing and waiting place is taken.
+    Busy { retry_after: Duration },
+    /// Too many recent failures for this user name or from this address.
+    Backoff { retry_after: Duration },
+}
+
+impl Refused {
+    pub fn retry_after(self) -> Duration {
+        match self {
+            Refused::Busy { retry_after } | Refused::Backoff { retry_after } => retry_after,
+        }
+    }
+
+    /// Whole seconds to send in `Retry-After` (at least 1).
+    pub fn retry_after_secs(self) -> u64 {
+        let d = self.retry_after();
+        (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
+    }
+
+    /// What a person is told.
+    pub fn message(self) -> String {
+        match self {
+            Refused::Busy { .. } => format!(
+                "the console is checking too many passwords right now; try again in {} s",
+                self.retry_after_secs()
+            ),
+            Refused::Backoff { .. } => format!(
+                "too many failed sign-ins for this user name or from this address; try again in {} s",
+                self.retry_after_secs()
+            ),
+        }
+    }
+}
+
+/// The key an address is counted under: an IPv4 address, or the /64 of an IPv6 one (a single
+/// host often holds a whole /64).
+pub fn address_key(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+        v4 => v4,
+    }
+}
+
+/// The password checks of the whole console: the gate and the two backoff tables.
+pub struct Throttle {
+    gate: Arc<Gate>,
+    users: Backoff<String>,
+    addresses: Backoff<IpAddr>,
+}
+
+impl Throttle {
+    /// `workers` hashes at once, `workers × WAITING_PER_WORKER` waiting.
+    pub fn new(workers: usize) -> Throttle {
+        let workers = workers.max(1);
+        Throttle {
+            gate: Arc::new(Gate::new(workers, workers * WAITING_PER_WORKER)),
+            users: Backoff::new(MAX_ENTRIES),
+            addresses: Backoff::new(MAX_ENTRIES),
+        }
+    }
+
+    /// Checks `password` for `user` from `peer` with `verify` (which runs Argon2): refused at
+    /// once while the user name or address is backing off or the gate is full; otherwise the
+    /// outcome is recorded (a failure counts towards a backoff, a success clears both).
+    pub async fn check_password(
+        &self,
+        user: &str,
+        peer: IpAddr,
+        verify: impl FnOnce() -> bool + Send + 'static,
+    ) -> Result<bool, Refused> {
+        let (user, addr) = (user.to_owned(), address_key(peer));
+        let now = Instant::now();
+        let wait = [
+            self.users.blocked(&user, now),
+            self.addresses.blocked(&addr, now),
+        ]
+        .into_iter()
+        .flatten()
+        .max();
+        if let Some(retry_after) = wait {
+            return Err(Refused::Backoff { retry_after });
+        }
+        let standing = self.addresses.failures(&addr, now);
+        let ok = Gate::run(&self.gate, addr, standing, verify).await?;
+        let now = Instant::now();
+        if ok {
+            self.users.clear(&user);
+            self.addresses.clear(&addr);
+        } else {
+            self.users.failed(user, now);
+            self.addresses.failed(addr, now);
+        }
+        Ok(ok)
+    }
+
+    /// Runs other Argon2 work (hashing a new user's password, asked by the admin) through the
+    /// gate, counted under `lane`.
+    pub async fn work<T: Send + 'static>(
+        &self,
+        lane: IpAddr,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Refused> {
+        Gate::run(&self.gate, address_key(lane), 0, f).await
+    }
+}
+
+/// A fixed number of hashing places and a bounded, fairly shared number of waiting places.
+pub struct Gate {
+    hashing: Arc<Semaphore>,
+    /// Hashing and waiting places together.
+    capacity: usize,
+    state: Mutex<GateState>,
+}
+
+#[derive(Default)]
+struct GateState {
+    next: u64,
+    /// Every admitted check, by admission order.
+    tickets: BTreeMap<u64, Entry>,
+    /// How many admitted checks each address has.
+    per_lane: HashMap<IpAddr, usize>,
+}
+
+struct Entry {
+    lane: IpAddr,
+    /// Its address's recent failures when it was admitted: the more, the sooner it gives up
+    /// its place.
+    failures: u32,
+    /// Set while it waits; taking it (or dropping it) tells the waiter it lost its place.
+    evict: Option<oneshot::Sender<()>>,
+}
+
+/// An admitted check's place; dropping it gives the place back.
+struct Ticket {
+    gate: Arc<Gate>,
+    id: u64,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut st = self.gate.lock();
+        if let Some(e) = st.tickets.remove(&self.id) {
+            st.release(e.lane);
+        }
+    }
+}
+
+impl GateState {
+    fn release(&mut self, lane: IpAddr) {
+        if let Some(n) = self.per_lane.get_mut(&lane) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_lane.remove(&lane);
+            }
+        }
+    }
+}
+
+impl Gate {
+    pub fn new(workers: usize, waiting: usize) -> Gate {
+        Gate {
+            hashing: Arc::new(Semaphore::new(workers)),
+            capacity: workers + waiting,
+            state: Mutex::new(GateState::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, GateState> {
+        // Every update leaves the state whole, so a poisoned lock is taken over.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes a place for `lane` (whose address has `failures` recent failures). When all are
+    /// taken, it takes the place of the worst-placed waiting check (most failures, then the
+    /// address holding most places, then the newest) if that one is worse placed than this
+    /// one would be; else the answer is busy.
+    fn admit(
+        gate: &Arc<Gate>,
+        lane: IpAddr,
+        failures: u32,
+    ) -> Result<(Ticket, oneshot::Receiver<()>), Refused> {
+        let mut st = gate.lock();
+        if st.tickets.len() >= gate.capacity {
+            let mine = (failures, st.per_lane.get(&lane).copied().unwrap_or(0) + 1);
+            let victim = st
+                .tickets
+                .iter()
+                .filter(|(_, e)| e.evict.is_some())
+                .map(|(id, e)| {
+                    let held = st.per_lane.get(&e.lane).copied().unwrap_or(0);
+                    ((e.failures, held), *id)
+                })
+                .max()
+                .filter(|&(rank, _)| rank > mine)
+                .map(|(rank, id)| (id, rank));
+            let Some((id, _)) = victim else {
+                return Err(Refused::Busy {
+                    retry_after: BUSY_RETRY_AFTER,
+                });
+            };
+            if let Some(mut e) = st.tickets.remove(&id) {
+                st.release(e.lane);
+                if let Some(tx) = e.evict.take() {
+                    let _ = tx.send(());
+                }
+            }
+        }
+        let id = st.next;
+        st.next += 1;
+        let (tx, rx) = oneshot::channel();
+        st.tickets.insert(
+            id,
+            Entry {
+                lane,
+                failures,
+                evict: Some(tx),
+            },
+        );
+        *st.per_lane.entry(lane).or_default() += 1;
+        Ok((
+            Ticket {
+                gate: Arc::clone(gate),
+                id,
+            },
+            rx,
+        ))
+    }
+
+    /// Marks a ticket as hashing (no longer evictable); false when it was evicted meanwhile.
+    fn start(&self, id: u64) -> bool {
+        match self.lock().tickets.get_mut(&id) {
+            Some(e) => {
+                e.evict = None;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Runs `f` on the blocking pool once a hashing place is free. The place is held until
+    /// `f` returns, even if the caller stops waiting, so no more than the fixed number of
+    /// hashes ever run.
+    pub async fn run<T: Send + 'static>(
+        gate: &Arc<Gate>,
+        lane: IpAddr,
+        failures: u32,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Refused> {
+        let busy = Refused::Busy {
+            retry_after: BUSY_RETRY_AFTER,
+        };
+        let (ticket, evicted) = Gate::admit(gate, lane, failures)?;
+        let permit = tokio::select! {
+            permit = Arc::clone(&gate.hashing).acquire_owned() => permit.map_err(|_| busy)?,
+            _ = evicted => return Err(busy),
+        };
+        if !gate.start(ticket.id) {
+            return Err(busy);
+        }
+        tokio::task::spawn_blocking(move || {
+            let _held = (ticket, permit);
+            f()
+        })
+        .await
+        .map_err(|_| busy)
+    }
+
+    /// Admitted checks (hashing and waiting).
+    #[cfg(test)]
+    fn admitted(&self) -> usize {
+        self.lock().tickets.len()
+    }
+}
+
+/// Failures per key and the delays they earn, in a table of bounded size.
+pub struct Backoff<K> {
+    entries: Mutex<HashMap<K, Record>>,
+    cap: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Record {
+    failures: u32,
+    last: Instant,
+    until: Option<Instant>,
+}
+
+impl<K: Eq + Hash + Clone> Backoff<K> {
+    pub fn new(cap: usize) -> Backoff<K> {
+        Backoff {
+            entries: Mutex::new(HashMap::new()),
+            cap: cap.max(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<K, Record>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The failures of `key` that still count (within the window).
+    pub fn failures(&self, key: &K, now: Instant) -> u32 {
+        self.lock()
+            .get(key)
+            .filter(|r| now.saturating_duration_since(r.last) <= WINDOW)
+            .map_or(0, |r| r.failures)
+    }
+
+    /// How long `key` is still refused, if it is.
+    pub fn blocked(&self, key: &K, now: Instant) -> Option<Duration> {
+        self.lock()
+            .get(key)
+            .and_then(|r| r.until)
+            .and_then(|until| until.checked_duration_since(now))
+            .filter(|d| !d.is_zero())
+    }
+
+    pub fn failed(&self, key: K, now: Instant) {
+        let mut entries = self.lock();
+        if !entries.contains_key(&key) && entries.len() >= self.cap {
+            evict(&mut entries, now);
+        }
+        let r = entries.entry(key).or_insert(Record {
+            failures: 0,
+            last: now,
+            until: None,
+        });
+        if now.saturating_duration_since(r.last) > WINDOW {
+            r.failures = 0;
+            r.until = None;
+        }
+        r.failures = r.failures.saturating_add(1);
+        r.last = now;
+        if r.failures >= FREE_FAILURES {
+            let doublings = (r.failures - FREE_FAILURES).min(16);
+            let delay = FIRST_DELAY.saturating_mul(1 << doublings).min(MAX_DELAY);
+            r.until = Some(now + delay);
+        }
+    }
+
+    pub fn clear(&self, key: &K) {
+        self.lock().remove(key);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// Makes room in a full table: first everything forgotten anyway (window passed, not
+/// blocked), else the unblocked entry failed longest ago, else the block that ends first.
+fn evict<K: Eq + Hash + Clone>(entries: &mut HashMap<K, Record>, now: Instant) {
+    let before = entries.len();
+    let live = |r: &Record| {
+        r.until.is_some_and(|u| u > now) || now.saturating_duration_since(r.last) <= WINDOW
+    };
+    entries.retain(|_, r| live(r));
+    if entries.len() < before {
+        return;
+    }
+    let oldest = entries
+        .iter()
+        .min_by_key(|(_, r)| match r.until.filter(|u| *u > now) {
+            None => (0, r.last),
+            Some(until) => (1, until),
+        })
+        .map(|(k, _)| k.clone());
+    if let Some(k) = oldest {
+        entries.remove(&k);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn failures_earn_doubling_delays_and_a_success_clears_them() {
+        let b: Backoff<String> = Backoff::new(100);
+        let t0 = Instant::now();
+        let key = "ann".to_owned();
+        for _ in 0..FREE_FAILURES - 1 {
+            b.failed(key.clone(), t0);
+            assert_eq!(b.blocked(&key, t0), None);
+        }
+        b.failed(key.clone(), t0);
+        assert_eq!(b.blocked(&key, t0), Some(FIRST_DELAY));
+        let t1 = t0 + FIRST_DELAY;
+        assert_eq!(b.blocked(&key, t1), None, "the delay ran out");
+        b.failed(key.clone(), t1);
+        assert_eq!(b.blocked(&key, t1), Some(FIRST_DELAY * 2));
+        // Many more never exceed the cap.
+        for _ in 0..40 {
+            b.failed(key.clone(), t1);
+        }
+        assert_eq!(b.blocked(&key, t1), Some(MAX_DELAY));
+        b.clear(&key);
+        assert_eq!(b.blocked(&key, t1), None);
+        // Failures spread wider than the window never add up.
+        let mut t = t1;
+        for _ in 0..20 {
+            t += WINDOW + Duration::from_secs(1);
+            b.failed(key.clone(), t);
+            assert_eq!(b.blocked(&key, t), None);
+        }
+    }
+
+    #[test]
+    fn a_sprayed_table_stays_bounded_and_keeps_its_blocks() {
+        let b: Backoff<String> = Backoff::new(50);
+        let t0 = Instant::now();
+        for _ in 0..FREE_FAILURES {
+            b.failed("victim".to_owned(), t0);
+        }
+        for i in 0..10_000 {
+            b.failed(format!("spray-{i}"), t0 + Duration::from_millis(i));
+        }
+        assert!(b.len() <= 50, "{}", b.len());
+        assert!(
+            b.blocked(&"victim".to_owned(), t0).is_some(),
+            "a block is kept over one-off failures"
+        );
+    }
+
+    #[test]
+    fn ipv6_addresses_count_by_their_64() {
+        assert_eq!(
+            address_key(ip("2001:db8:1:2:aaaa::1")),
+            address_key(ip("2001:db8:1:2:bbbb::9"))
+        );
+        assert_ne!(
+            address_key(ip("2001:db8:1:2::1")),
+            address_key(ip("2001:db8:1:3::1"))
+        );
+        assert_eq!(address_key(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
+        assert_eq!(address_key(ip("10.0.0.1")), ip("10.0.0.1"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_gate_refuses_at_once_and_a_newcomer_takes_a_flooders_place() {
+        let gate = Arc::new(Gate::new(1, 3));
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let release_rx = Arc::new(Mutex::new(release_rx));
+        let flooder = ip("10.0.0.1");
+        let mut runs = Vec::new();
+        for _ in 0..4 {
+            let (g, rx) = (Arc::clone(&gate), Arc::clone(&release_rx));
+            runs.push(tokio::spawn(async move {
+                Gate::run(&g, flooder, 0, move || {
+                    let _ = rx.lock().unwrap().recv();
+                })
+                .await
+            }));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(gate.admitted(), 4);
+        // The flooder's fifth is refused at once: it holds every place.
+        assert!(matches!(
+            Gate::run(&gate, flooder, 0, || ()).await,
+            Err(Refused::Busy { .. })
+        ));
+        // Another address takes the flooder's newest waiting place.
+        let g = Arc::clone(&gate);
+        let newcomer = tokio::spawn(async move { Gate::run(&g, ip("10.0.0.2"), 0, || 7).await });
+        let evicted = runs.pop().unwrap().await.unwrap();
+        assert!(matches!(evicted, Err(Refused::Busy { .. })), "{evicted:?}");
+        for _ in 0..3 {
+            release_tx.send(()).unwrap();
+        }
+        for r in runs {
+            assert_eq!(r.await.unwrap(), Ok(()));
+        }
+        assert_eq!(newcomer.await.unwrap(), Ok(7));
+        assert_eq!(gate.admitted(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_clean_address_takes_the_place_of_one_that_failed_and_keeps_it() {
+        let gate = Arc::new(Gate::new(1, 2));
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let release_rx = Arc::new(Mutex::new(release_rx));
+        // Three addresses with failures, one place each: every place taken.
+        let mut runs = Vec::new();
+        for i in 1..=3 {
+            let (g, rx) = (Arc::clone(&gate), Arc::clone(&release_rx));
+            runs.push(tokio::spawn(async move {
+                Gate::run(&g, ip(&format!("10.0.1.{i}")), 3, move || {
+                    let _ = rx.lock().unwrap().recv();
+                })
+                .await
+            }));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // A clean address gets in; another address that failed as often pushes nobody out
+        // (it is refused instead), least of all the clean one.
+        let g = Arc::clone(&gate);
+        let clean = tokio::spawn(async move { Gate::run(&g, ip("10.0.0.9"), 0, || 1).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let evicted = runs.pop().unwrap().await.unwrap();
+        assert!(matches!(evicted, Err(Refused::Busy { .. })), "{evicted:?}");
+        assert!(matches!(
+            Gate::run(&gate, ip("10.0.1.7"), 3, || 2).await,
+            Err(Refused::Busy { .. })
+        ));
+        for _ in 0..2 {
+            release_tx.send(()).unwrap();
+        }
+        for r in runs {
+            assert_eq!(r.await.unwrap(), Ok(()));
+        }
+        assert_eq!(clean.await.unwrap(), Ok(1));
+    }
+}
