@@ -2,10 +2,11 @@
 //! the network can ask for (web sign-in, enrollment with an access key).
 //!
 //! - [`Gate`]: a fixed number of hashes run at once and a bounded number wait; past that the
-//!   answer is "busy, retry after" at once, without hashing. When every place is taken, a
-//!   newcomer may take a waiting place from a worse-placed check: one from an address with more
-//!   recent failures, or else from an address that holds more places. So addresses that keep
-//!   failing cannot keep a clean one (a user who has not failed) out of the queue.
+//!   answer is "busy, retry after" at once, without hashing. A freed hashing place goes to the
+//!   waiting check whose address has the fewest recent failures (then the oldest), and when
+//!   every place is taken a newcomer may take a waiting place from a worse-placed check (more
+//!   failures, or as many and more places held). So addresses that keep failing can neither
+//!   keep a clean one (a user who has not failed) out of the queue nor ahead of it in line.
 //! - [`Backoff`]: after [`FREE_FAILURES`] failures within [`WINDOW`], a user name or a client
 //!   address is refused without hashing for a delay that doubles with each further failure (up
 //!   to [`MAX_DELAY`]); a success clears both. Each table holds at most a fixed number of
@@ -18,7 +19,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::oneshot;
 
 /// Failures allowed within [`WINDOW`] before a user name or address is slowed down.
 pub const FREE_FAILURES: u32 = 5;
@@ -147,9 +148,11 @@ impl Throttle {
     }
 }
 
-/// A fixed number of hashing places and a bounded, fairly shared number of waiting places.
+/// A fixed number of hashing places and a bounded number of waiting places, handed out by
+/// standing rather than by arrival: a freed hashing place goes to the waiting check whose
+/// address has the fewest recent failures (then the oldest).
 pub struct Gate {
-    hashing: Arc<Semaphore>,
+    workers: usize,
     /// Hashing and waiting places together.
     capacity: usize,
     state: Mutex<GateState>,
@@ -158,6 +161,8 @@ pub struct Gate {
 #[derive(Default)]
 struct GateState {
     next: u64,
+    /// Checks hashing now.
+    running: usize,
     /// Every admitted check, by admission order.
     tickets: BTreeMap<u64, Entry>,
     /// How many admitted checks each address has.
@@ -166,14 +171,16 @@ struct GateState {
 
 struct Entry {
     lane: IpAddr,
-    /// Its address's recent failures when it was admitted: the more, the sooner it gives up
-    /// its place.
+    /// Its address's recent failures when it was admitted: the more, the later it hashes and
+    /// the sooner it gives up its place.
     failures: u32,
-    /// Set while it waits; taking it (or dropping it) tells the waiter it lost its place.
-    evict: Option<oneshot::Sender<()>>,
+    /// Set while it waits: sending on it starts the check; dropping it (eviction) tells the
+    /// waiter it lost its place.
+    go: Option<oneshot::Sender<()>>,
 }
 
-/// An admitted check's place; dropping it gives the place back.
+/// An admitted check's place; dropping it gives the place back (and a hashing place to the
+/// best-placed waiting check).
 struct Ticket {
     gate: Arc<Gate>,
     id: u64,
@@ -182,8 +189,13 @@ struct Ticket {
 impl Drop for Ticket {
     fn drop(&mut self) {
         let mut st = self.gate.lock();
-        if let Some(e) = st.tickets.remove(&self.id) {
-            st.release(e.lane);
+        let Some(e) = st.tickets.remove(&self.id) else {
+            return;
+        };
+        st.release(e.lane);
+        if e.go.is_none() {
+            st.running -= 1;
+            st.promote(self.gate.workers);
         }
     }
 }
@@ -197,12 +209,32 @@ impl GateState {
             }
         }
     }
+
+    /// Starts waiting checks, best placed first, while hashing places are free.
+    fn promote(&mut self, workers: usize) {
+        while self.running < workers {
+            let best = self
+                .tickets
+                .iter()
+                .filter(|(_, e)| e.go.is_some())
+                .min_by_key(|(id, e)| (e.failures, **id))
+                .map(|(id, _)| *id);
+            let Some(id) = best else { return };
+            let go = self.tickets.get_mut(&id).and_then(|e| e.go.take());
+            self.running += 1;
+            if let Some(go) = go {
+                // A waiter that went away drops its ticket, which gives the place back.
+                let _ = go.send(());
+            }
+        }
+    }
 }
 
 impl Gate {
     pub fn new(workers: usize, waiting: usize) -> Gate {
+        let workers = workers.max(1);
         Gate {
-            hashing: Arc::new(Semaphore::new(workers)),
+            workers,
             capacity: workers + waiting,
             state: Mutex::new(GateState::default()),
         }
@@ -213,7 +245,8 @@ impl Gate {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes a place for `lane` (whose address has `failures` recent failures). When all are
+    /// Takes a place for `lane` (whose address has `failures` recent failures): a hashing
+    /// place when one is free (then no receiver is returned), else a waiting one. When all are
     /// taken, it takes the place of the worst-placed waiting check (most failures, then the
     /// address holding most places, then the newest) if that one is worse placed than this
     /// one would be; else the answer is busy.
@@ -221,66 +254,49 @@ impl Gate {
         gate: &Arc<Gate>,
         lane: IpAddr,
         failures: u32,
-    ) -> Result<(Ticket, oneshot::Receiver<()>), Refused> {
+    ) -> Result<(Ticket, Option<oneshot::Receiver<()>>), Refused> {
         let mut st = gate.lock();
         if st.tickets.len() >= gate.capacity {
             let mine = (failures, st.per_lane.get(&lane).copied().unwrap_or(0) + 1);
             let victim = st
                 .tickets
                 .iter()
-                .filter(|(_, e)| e.evict.is_some())
+                .filter(|(_, e)| e.go.is_some())
                 .map(|(id, e)| {
                     let held = st.per_lane.get(&e.lane).copied().unwrap_or(0);
                     ((e.failures, held), *id)
                 })
                 .max()
-                .filter(|&(rank, _)| rank > mine)
-                .map(|(rank, id)| (id, rank));
-            let Some((id, _)) = victim else {
+                .filter(|&(rank, _)| rank > mine);
+            let Some((_, id)) = victim else {
                 return Err(Refused::Busy {
                     retry_after: BUSY_RETRY_AFTER,
                 });
             };
-            if let Some(mut e) = st.tickets.remove(&id) {
+            // Dropping its sender tells the waiter it lost its place.
+            if let Some(e) = st.tickets.remove(&id) {
                 st.release(e.lane);
-                if let Some(tx) = e.evict.take() {
-                    let _ = tx.send(());
-                }
             }
         }
         let id = st.next;
         st.next += 1;
-        let (tx, rx) = oneshot::channel();
-        st.tickets.insert(
-            id,
-            Entry {
-                lane,
-                failures,
-                evict: Some(tx),
-            },
-        );
+        let (go, rx) = if st.running < gate.workers {
+            st.running += 1;
+            (None, None)
+        } else {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        };
+        st.tickets.insert(id, Entry { lane, failures, go });
         *st.per_lane.entry(lane).or_default() += 1;
-        Ok((
-            Ticket {
-                gate: Arc::clone(gate),
-                id,
-            },
-            rx,
-        ))
+        let ticket = Ticket {
+            gate: Arc::clone(gate),
+            id,
+        };
+        Ok((ticket, rx))
     }
 
-    /// Marks a ticket as hashing (no longer evictable); false when it was evicted meanwhile.
-    fn start(&self, id: u64) -> bool {
-        match self.lock().tickets.get_mut(&id) {
-            Some(e) => {
-                e.evict = None;
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Runs `f` on the blocking pool once a hashing place is free. The place is held until
+    /// Runs `f` on the blocking pool once it has a hashing place. The place is held until
     /// `f` returns, even if the caller stops waiting, so no more than the fixed number of
     /// hashes ever run.
     pub async fn run<T: Send + 'static>(
@@ -292,16 +308,13 @@ impl Gate {
         let busy = Refused::Busy {
             retry_after: BUSY_RETRY_AFTER,
         };
-        let (ticket, evicted) = Gate::admit(gate, lane, failures)?;
-        let permit = tokio::select! {
-            permit = Arc::clone(&gate.hashing).acquire_owned() => permit.map_err(|_| busy)?,
-            _ = evicted => return Err(busy),
-        };
-        if !gate.start(ticket.id) {
-            return Err(busy);
+        let (ticket, wait) = Gate::admit(gate, lane, failures)?;
+        if let Some(go) = wait {
+            // An error: evicted, its place taken by a better-placed check.
+            go.await.map_err(|_| busy)?;
         }
         tokio::task::spawn_blocking(move || {
-            let _held = (ticket, permit);
+            let _held = ticket;
             f()
         })
         .await
@@ -522,16 +535,22 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_clean_address_takes_the_place_of_one_that_failed_and_keeps_it() {
+    async fn a_clean_address_takes_the_place_of_one_that_failed_and_hashes_next() {
         let gate = Arc::new(Gate::new(1, 2));
         let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
         let release_rx = Arc::new(Mutex::new(release_rx));
+        let started = Arc::new(Mutex::new(Vec::new()));
         // Three addresses with failures, one place each: every place taken.
         let mut runs = Vec::new();
         for i in 1..=3 {
-            let (g, rx) = (Arc::clone(&gate), Arc::clone(&release_rx));
+            let (g, rx, started) = (
+                Arc::clone(&gate),
+                Arc::clone(&release_rx),
+                Arc::clone(&started),
+            );
             runs.push(tokio::spawn(async move {
                 Gate::run(&g, ip(&format!("10.0.1.{i}")), 3, move || {
+                    started.lock().unwrap().push(format!("failing-{i}"));
                     let _ = rx.lock().unwrap().recv();
                 })
                 .await
@@ -540,13 +559,18 @@ mod tests {
         }
         // A clean address gets in; another address that failed as often pushes nobody out
         // (it is refused instead), least of all the clean one.
-        let g = Arc::clone(&gate);
-        let clean = tokio::spawn(async move { Gate::run(&g, ip("10.0.0.9"), 0, || 1).await });
+        let (g, s) = (Arc::clone(&gate), Arc::clone(&started));
+        let clean = tokio::spawn(async move {
+            Gate::run(&g, ip("10.0.0.9"), 0, move || {
+                s.lock().unwrap().push("clean".to_owned());
+            })
+            .await
+        });
         tokio::time::sleep(Duration::from_millis(20)).await;
         let evicted = runs.pop().unwrap().await.unwrap();
         assert!(matches!(evicted, Err(Refused::Busy { .. })), "{evicted:?}");
         assert!(matches!(
-            Gate::run(&gate, ip("10.0.1.7"), 3, || 2).await,
+            Gate::run(&gate, ip("10.0.1.7"), 3, || ()).await,
             Err(Refused::Busy { .. })
         ));
         for _ in 0..2 {
@@ -555,6 +579,12 @@ mod tests {
         for r in runs {
             assert_eq!(r.await.unwrap(), Ok(()));
         }
-        assert_eq!(clean.await.unwrap(), Ok(1));
+        assert_eq!(clean.await.unwrap(), Ok(()));
+        // The clean check hashed as soon as the first place was free, ahead of the older one.
+        assert_eq!(
+            *started.lock().unwrap(),
+            ["failing-1", "clean", "failing-2"]
+        );
+        assert_eq!(gate.admitted(), 0);
     }
 }
