@@ -538,11 +538,12 @@ lines += [
     "the interval itself is 1 s).",
     "- `rollout_N_agents_25pct_converge_s`: N simulated agents (`tasknode-loadgen rollout`) heartbeating every second, from starting a rollout "
     "in batches of 25% until all run the new version; each simulated update takes 2 s, so four batches cost at least 4 x (2 s + a heartbeat).",
-    "- `signin_flood_*`: a valid web sign-in (`POST /ui/login`, answered 303) from 127.0.0.1, 20 times one after another, while 2000 "
-    "wrong-password sign-ins are kept in flight from 200 other loopback addresses over 1,000 sprayed user names (`tasknode-loadgen signin`, "
-    "3 s after the flood starts, release console on this machine). `probe_*_ms`: the valid sign-ins' latency; `probes_ok`: how many got in; "
-    "`answers_per_s`, `429_share`: what the flood was answered (401 after a check, 429 past the queue or while an address or user name backs off); "
-    "`other_answers`: anything else (errors, dropped connections).",
+    "- `signin_flood_*`: a valid web sign-in (`POST /ui/login`, answered 303) from 127.0.0.1, where the user signed in once before the flood, "
+    "20 times one after another while 2000 wrong-password sign-ins are kept in flight from 200 other loopback addresses over 1,000 sprayed "
+    "user names (`tasknode-loadgen signin`, from 3 s after the flood starts, release console on this machine). `probe_*_ms`: those sign-ins' "
+    "latency; `probes_ok`: how many got in. `fresh_address_*`: the same user, in turn with those, each time from an address the console has "
+    "never seen, which stands no better than a fresh attacking address. `answers_per_s`, `429_share`: what the flood was answered (401 after "
+    "a check, 429 past the queue or while an address or user name backs off); `other_answers`: anything else (errors, dropped connections).",
 ]
 if install_note:
     lines += ["", install_note]

@@ -1,8 +1,10 @@
 //! `tasknode-loadgen signin`: how long a valid web sign-in takes while a flood of wrong
 //! passwords is in flight. ATTACKERS tasks each keep one wrong sign-in in flight, sprayed over
-//! ADDRESSES loopback source addresses (127.1.0.0/16) and a thousand user names; after WARMUP,
-//! a valid user signs in PROBES times from 127.0.0.1, one after another. Prints one JSON line:
-//! the probes' latencies and statuses and what the flood was answered.
+//! ADDRESSES loopback source addresses (127.1.0.0/16) and a thousand user names. The valid user
+//! has signed in from 127.0.0.1 once before the flood; after WARMUP it signs in PROBES times
+//! from there, one after another, and as often from a fresh address each (127.0.0.2, ...),
+//! which the console has never seen. Prints one JSON line: both kinds of probes' latencies and
+//! statuses, and what the flood was answered.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -87,6 +89,13 @@ pub async fn run(args: SigninArgs) -> anyhow::Result<()> {
         })
         .collect::<anyhow::Result<_>>()?;
 
+    let valid = client(IpAddr::V4(Ipv4Addr::LOCALHOST))?;
+    let before = sign_in(&valid, &console, &args.user, &password).await?;
+    anyhow::ensure!(
+        before == 303,
+        "the valid user could not sign in before the flood ({before}); check --user and --password-file"
+    );
+
     let stop = Arc::new(AtomicBool::new(false));
     let counts: Arc<[AtomicU64; 3]> = Arc::new(Default::default());
     let mut flood = Vec::with_capacity(args.attackers);
@@ -114,20 +123,15 @@ pub async fn run(args: SigninArgs) -> anyhow::Result<()> {
     let flood_start = Instant::now();
     tokio::time::sleep(args.warmup).await;
 
-    let mut latencies = Vec::with_capacity(probes);
-    let mut ok = 0;
-    let mut statuses = Vec::with_capacity(probes);
-    let valid = client(IpAddr::V4(Ipv4Addr::LOCALHOST))?;
-    for _ in 0..probes {
-        let t = Instant::now();
-        let status = sign_in(&valid, &console, &args.user, &password)
-            .await
-            .unwrap_or(0);
-        latencies.push(t.elapsed().as_secs_f64() * 1000.0);
-        statuses.push(status);
-        if status == 303 {
-            ok += 1;
-        }
+    let mut known = Probes::default();
+    let mut fresh = Probes::default();
+    for i in 0..probes {
+        known.probe(&valid, &console, &args.user, &password).await;
+        let [_, _, hi, lo] = u32::try_from(i + 2).unwrap_or(2).to_be_bytes();
+        let newcomer = client(IpAddr::V4(Ipv4Addr::new(127, 0, hi, lo)))?;
+        fresh
+            .probe(&newcomer, &console, &args.user, &password)
+            .await;
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let flood_secs = flood_start.elapsed().as_secs_f64();
@@ -135,9 +139,6 @@ pub async fn run(args: SigninArgs) -> anyhow::Result<()> {
     for t in flood {
         t.abort();
     }
-    let mut sorted = latencies.clone();
-    sorted.sort_by(f64::total_cmp);
-    let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
     let answered: u64 = counts.iter().map(|c| c.load(Ordering::Relaxed)).sum();
     println!(
         "{}",
@@ -145,11 +146,15 @@ pub async fn run(args: SigninArgs) -> anyhow::Result<()> {
             "attackers": args.attackers,
             "addresses": addresses,
             "probes": probes,
-            "probes_ok": ok,
-            "probe_statuses": statuses,
-            "probe_min_ms": sorted.first().copied().unwrap_or(0.0),
-            "probe_p50_ms": at(0.5),
-            "probe_max_ms": sorted.last().copied().unwrap_or(0.0),
+            "probes_ok": known.ok(),
+            "probe_statuses": known.statuses,
+            "probe_min_ms": known.at(0.0),
+            "probe_p50_ms": known.at(0.5),
+            "probe_max_ms": known.at(1.0),
+            "fresh_probes_ok": fresh.ok(),
+            "fresh_probe_statuses": fresh.statuses,
+            "fresh_probe_p50_ms": fresh.at(0.5),
+            "fresh_probe_max_ms": fresh.at(1.0),
             "flood_401": counts[0].load(Ordering::Relaxed),
             "flood_429": counts[1].load(Ordering::Relaxed),
             "flood_other": counts[2].load(Ordering::Relaxed),
@@ -157,4 +162,34 @@ pub async fn run(args: SigninArgs) -> anyhow::Result<()> {
         })
     );
     Ok(())
+}
+
+/// Timed valid sign-ins and their statuses (0: no answer).
+#[derive(Default)]
+struct Probes {
+    ms: Vec<f64>,
+    statuses: Vec<u16>,
+}
+
+impl Probes {
+    async fn probe(&mut self, http: &reqwest::Client, console: &str, user: &str, password: &str) {
+        let t = Instant::now();
+        let status = sign_in(http, console, user, password).await.unwrap_or(0);
+        self.ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        self.statuses.push(status);
+    }
+
+    fn ok(&self) -> usize {
+        self.statuses.iter().filter(|s| **s == 303).count()
+    }
+
+    /// The `q` quantile of the latencies (0: min, 1: max).
+    fn at(&self, q: f64) -> f64 {
+        let mut sorted = self.ms.clone();
+        sorted.sort_by(f64::total_cmp);
+        match sorted.len() {
+            0 => 0.0,
+            n => sorted[((n - 1) as f64 * q).round() as usize],
+        }
+    }
 }

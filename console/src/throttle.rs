@@ -3,7 +3,8 @@
 //!
 //! - [`Gate`]: a fixed number of hashes run at once and a bounded number wait; past that the
 //!   answer is "busy, retry after" at once, without hashing. A freed hashing place goes to the
-//!   waiting check whose address has the fewest recent failures (then the oldest), and when
+//!   waiting check whose address has the fewest recent failures (then one whose address
+//!   signed in lately, then the oldest), and when
 //!   every place is taken a newcomer may take a waiting place from a worse-placed check (more
 //!   failures, or as many and more places held). So addresses that keep failing can neither
 //!   keep a clean one (a user who has not failed) out of the queue nor ahead of it in line.
@@ -85,11 +86,60 @@ pub fn address_key(addr: IpAddr) -> IpAddr {
     }
 }
 
-/// The password checks of the whole console: the gate and the two backoff tables.
+/// How long an address that signed in stays known (preferred over unknown addresses).
+pub const KNOWN_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The password checks of the whole console: the gate, the two backoff tables, and the
+/// addresses that signed in lately.
 pub struct Throttle {
     gate: Arc<Gate>,
     users: Backoff<String>,
     addresses: Backoff<IpAddr>,
+    known: Mutex<HashMap<IpAddr, Instant>>,
+}
+
+/// A password check that has its hashing place: run it with [`Attempt::verify`]. Dropping it
+/// gives the place back and records nothing.
+pub struct Attempt<'t> {
+    throttle: &'t Throttle,
+    ticket: Ticket,
+    user: String,
+    addr: IpAddr,
+}
+
+impl Attempt<'_> {
+    /// Runs `verify` (Argon2) on the blocking pool and records the outcome: a failure counts
+    /// towards the user name's and the address's backoff, a success clears both and makes the
+    /// address known.
+    pub async fn verify(
+        self,
+        verify: impl FnOnce() -> bool + Send + 'static,
+    ) -> Result<bool, Refused> {
+        let Attempt {
+            throttle,
+            ticket,
+            user,
+            addr,
+        } = self;
+        let ok = tokio::task::spawn_blocking(move || {
+            let _held = ticket;
+            verify()
+        })
+        .await
+        .map_err(|_| Refused::Busy {
+            retry_after: BUSY_RETRY_AFTER,
+        })?;
+        let now = Instant::now();
+        if ok {
+            throttle.users.clear(&user);
+            throttle.addresses.clear(&addr);
+            throttle.remember(addr, now);
+        } else {
+            throttle.users.failed(user, now);
+            throttle.addresses.failed(addr, now);
+        }
+        Ok(ok)
+    }
 }
 
 impl Throttle {
@@ -100,18 +150,14 @@ impl Throttle {
             gate: Arc::new(Gate::new(workers, workers * WAITING_PER_WORKER)),
             users: Backoff::new(MAX_ENTRIES),
             addresses: Backoff::new(MAX_ENTRIES),
+            known: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Checks `password` for `user` from `peer` with `verify` (which runs Argon2): refused at
-    /// once while the user name or address is backing off or the gate is full; otherwise the
-    /// outcome is recorded (a failure counts towards a backoff, a success clears both).
-    pub async fn check_password(
-        &self,
-        user: &str,
-        peer: IpAddr,
-        verify: impl FnOnce() -> bool + Send + 'static,
-    ) -> Result<bool, Refused> {
+    /// Starts a password check for `user` from `peer`: refused at once while the user name or
+    /// address is backing off or the gate is full; otherwise waits for a hashing place. Do
+    /// what the check needs (look the user up) after this, so refused requests cost nothing.
+    pub async fn begin(&self, user: &str, peer: IpAddr) -> Result<Attempt<'_>, Refused> {
         let (user, addr) = (user.to_owned(), address_key(peer));
         let now = Instant::now();
         let wait = [
@@ -124,27 +170,56 @@ impl Throttle {
         if let Some(retry_after) = wait {
             return Err(Refused::Backoff { retry_after });
         }
-        let standing = self.addresses.failures(&addr, now);
-        let ok = Gate::run(&self.gate, addr, standing, verify).await?;
-        let now = Instant::now();
-        if ok {
-            self.users.clear(&user);
-            self.addresses.clear(&addr);
-        } else {
-            self.users.failed(user, now);
-            self.addresses.failed(addr, now);
-        }
-        Ok(ok)
+        // Fewer failures first; among as many, an address that signed in lately first.
+        let failures = u64::from(self.addresses.failures(&addr, now));
+        let rank = failures * 2 + u64::from(!self.is_known(&addr, now));
+        let ticket = Gate::enter(&self.gate, addr, rank).await?;
+        Ok(Attempt {
+            throttle: self,
+            ticket,
+            user,
+            addr,
+        })
     }
 
     /// Runs other Argon2 work (hashing a new user's password, asked by the admin) through the
-    /// gate, counted under `lane`.
+    /// gate, counted under `lane`, ahead of every password check.
     pub async fn work<T: Send + 'static>(
         &self,
         lane: IpAddr,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Refused> {
-        Gate::run(&self.gate, address_key(lane), 0, f).await
+        let ticket = Gate::enter(&self.gate, address_key(lane), 0).await?;
+        tokio::task::spawn_blocking(move || {
+            let _held = ticket;
+            f()
+        })
+        .await
+        .map_err(|_| Refused::Busy {
+            retry_after: BUSY_RETRY_AFTER,
+        })
+    }
+
+    fn lock_known(&self) -> MutexGuard<'_, HashMap<IpAddr, Instant>> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn is_known(&self, addr: &IpAddr, now: Instant) -> bool {
+        self.lock_known()
+            .get(addr)
+            .is_some_and(|at| now.saturating_duration_since(*at) <= KNOWN_FOR)
+    }
+
+    /// Remembers that `addr` signed in, dropping the oldest entry when the table is full.
+    fn remember(&self, addr: IpAddr, now: Instant) {
+        let mut known = self.lock_known();
+        if !known.contains_key(&addr) && known.len() >= MAX_ENTRIES {
+            let oldest = known.iter().min_by_key(|(_, at)| **at).map(|(a, _)| *a);
+            if let Some(a) = oldest {
+                known.remove(&a);
+            }
+        }
+        known.insert(addr, now);
     }
 }
 
@@ -171,9 +246,10 @@ struct GateState {
 
 struct Entry {
     lane: IpAddr,
-    /// Its address's recent failures when it was admitted: the more, the later it hashes and
+    /// Its standing when it was admitted (lower is better: fewer recent failures of its
+    /// address, then an address that signed in lately): the higher, the later it hashes and
     /// the sooner it gives up its place.
-    failures: u32,
+    rank: u64,
     /// Set while it waits: sending on it starts the check; dropping it (eviction) tells the
     /// waiter it lost its place.
     go: Option<oneshot::Sender<()>>,
@@ -217,7 +293,7 @@ impl GateState {
                 .tickets
                 .iter()
                 .filter(|(_, e)| e.go.is_some())
-                .min_by_key(|(id, e)| (e.failures, **id))
+                .min_by_key(|(id, e)| (e.rank, **id))
                 .map(|(id, _)| *id);
             let Some(id) = best else { return };
             let go = self.tickets.get_mut(&id).and_then(|e| e.go.take());
@@ -245,26 +321,26 @@ impl Gate {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes a place for `lane` (whose address has `failures` recent failures): a hashing
-    /// place when one is free (then no receiver is returned), else a waiting one. When all are
-    /// taken, it takes the place of the worst-placed waiting check (most failures, then the
-    /// address holding most places, then the newest) if that one is worse placed than this
-    /// one would be; else the answer is busy.
+    /// Takes a place for `lane` (standing `rank`, lower is better): a hashing place when one
+    /// is free (then no receiver is returned), else a waiting one. When all are taken, it
+    /// takes the place of the worst-placed waiting check (highest rank, then the address
+    /// holding most places, then the newest) if that one is worse placed than this one would
+    /// be; else the answer is busy.
     fn admit(
         gate: &Arc<Gate>,
         lane: IpAddr,
-        failures: u32,
+        rank: u64,
     ) -> Result<(Ticket, Option<oneshot::Receiver<()>>), Refused> {
         let mut st = gate.lock();
         if st.tickets.len() >= gate.capacity {
-            let mine = (failures, st.per_lane.get(&lane).copied().unwrap_or(0) + 1);
+            let mine = (rank, st.per_lane.get(&lane).copied().unwrap_or(0) + 1);
             let victim = st
                 .tickets
                 .iter()
                 .filter(|(_, e)| e.go.is_some())
                 .map(|(id, e)| {
                     let held = st.per_lane.get(&e.lane).copied().unwrap_or(0);
-                    ((e.failures, held), *id)
+                    ((e.rank, held), *id)
                 })
                 .max()
                 .filter(|&(rank, _)| rank > mine);
@@ -287,7 +363,7 @@ impl Gate {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Some(rx))
         };
-        st.tickets.insert(id, Entry { lane, failures, go });
+        st.tickets.insert(id, Entry { lane, rank, go });
         *st.per_lane.entry(lane).or_default() += 1;
         let ticket = Ticket {
             gate: Arc::clone(gate),
@@ -296,29 +372,44 @@ impl Gate {
         Ok((ticket, rx))
     }
 
-    /// Runs `f` on the blocking pool once it has a hashing place. The place is held until
-    /// `f` returns, even if the caller stops waiting, so no more than the fixed number of
-    /// hashes ever run.
-    pub async fn run<T: Send + 'static>(
+    /// Waits for a hashing place. Whoever holds the returned ticket holds the place: move it
+    /// into the blocking work, so the place is held until the hash returns even if the caller
+    /// stops waiting, and no more than the fixed number of hashes ever run.
+    fn enter(
         gate: &Arc<Gate>,
         lane: IpAddr,
-        failures: u32,
+        rank: u64,
+    ) -> impl Future<Output = Result<Ticket, Refused>> + Send + 'static {
+        let admitted = Gate::admit(gate, lane, rank);
+        async move {
+            let (ticket, wait) = admitted?;
+            if let Some(go) = wait {
+                // An error: evicted, its place taken by a better-placed check.
+                go.await.map_err(|_| Refused::Busy {
+                    retry_after: BUSY_RETRY_AFTER,
+                })?;
+            }
+            Ok(ticket)
+        }
+    }
+
+    /// Runs `f` once it has a hashing place (tests).
+    #[cfg(test)]
+    async fn run<T: Send + 'static>(
+        gate: &Arc<Gate>,
+        lane: IpAddr,
+        rank: u64,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Refused> {
-        let busy = Refused::Busy {
-            retry_after: BUSY_RETRY_AFTER,
-        };
-        let (ticket, wait) = Gate::admit(gate, lane, failures)?;
-        if let Some(go) = wait {
-            // An error: evicted, its place taken by a better-placed check.
-            go.await.map_err(|_| busy)?;
-        }
+        let ticket = Gate::enter(gate, lane, rank).await?;
         tokio::task::spawn_blocking(move || {
             let _held = ticket;
             f()
         })
         .await
-        .map_err(|_| busy)
+        .map_err(|_| Refused::Busy {
+            retry_after: BUSY_RETRY_AFTER,
+        })
     }
 
     /// Admitted checks (hashing and waiting).
@@ -586,5 +677,31 @@ mod tests {
             ["failing-1", "clean", "failing-2"]
         );
         assert_eq!(gate.admitted(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_success_makes_an_address_known_and_failures_back_off_without_checking() {
+        let t = Throttle::new(1);
+        let a = ip("10.0.0.1");
+        for _ in 0..3 {
+            let attempt = t.begin("ann", a).await.unwrap();
+            assert_eq!(attempt.verify(|| false).await, Ok(false));
+        }
+        assert_eq!(t.addresses.failures(&a, Instant::now()), 3);
+        assert!(!t.is_known(&a, Instant::now()));
+        let attempt = t.begin("ann", a).await.unwrap();
+        assert_eq!(attempt.verify(|| true).await, Ok(true));
+        assert_eq!(t.addresses.failures(&a, Instant::now()), 0);
+        assert!(t.is_known(&a, Instant::now()));
+        // A user name that failed five times is refused from anywhere, before any check.
+        for i in 0..FREE_FAILURES {
+            let attempt = t.begin("bob", ip(&format!("10.0.2.{i}"))).await.unwrap();
+            attempt.verify(|| false).await.unwrap();
+        }
+        let refused = t.begin("bob", ip("10.0.3.1")).await.err();
+        assert!(
+            matches!(refused, Some(Refused::Backoff { retry_after }) if retry_after <= FIRST_DELAY),
+            "{refused:?}"
+        );
     }
 }

@@ -49,12 +49,15 @@ async fn scope(
             user_name,
             password,
         } => {
-            let login = state.store.login(user_name).await?;
             // Argon2 is deliberately slow: keep it off the async workers, a few at a time,
-            // and refuse at once past the queue or after repeated failures.
+            // and refuse at once (before even looking the user up) past the queue or after
+            // repeated failures.
+            let attempt = state.credentials.begin(user_name, peer).await?;
+            let login = state.store.login(user_name).await?;
             let stored_hash = login.as_ref().map(|l| l.password_hash.clone());
-            let ok = state
-                .check_password(user_name, peer, password.to_owned(), stored_hash)
+            let password = password.to_owned();
+            let ok = attempt
+                .verify(move || auth::verify_password(&password, stored_hash.as_deref()))
                 .await?;
             match login.filter(|_| ok) {
                 Some(login) => Ok(Scope {

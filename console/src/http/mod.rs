@@ -75,23 +75,6 @@ impl AppState {
     ) -> Result<T, ApiError> {
         Ok(self.credentials.work(peer, f).await?)
     }
-
-    /// Checks a user's password from `peer`: refused with 429 (and no hashing) while that
-    /// user name or address backs off after failures or the queue is full.
-    pub async fn check_password(
-        &self,
-        user: &str,
-        peer: std::net::IpAddr,
-        password: String,
-        stored_hash: Option<String>,
-    ) -> Result<bool, ApiError> {
-        Ok(self
-            .credentials
-            .check_password(user, peer, move || {
-                auth::verify_password(&password, stored_hash.as_deref())
-            })
-            .await?)
-    }
 }
 
 pub fn router(state: AppState) -> Router {
