@@ -98,13 +98,15 @@ pub async fn run(args: SigninArgs) -> anyhow::Result<()> {
 
     let stop = Arc::new(AtomicBool::new(false));
     let counts: Arc<[AtomicU64; 3]> = Arc::new(Default::default());
+    let first_other: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
     let mut flood = Vec::with_capacity(args.attackers);
     for i in 0..args.attackers {
-        let (http, console, stop, counts) = (
+        let (http, console, stop, counts, first_other) = (
             clients[i % addresses].clone(),
             console.clone(),
             Arc::clone(&stop),
             Arc::clone(&counts),
+            Arc::clone(&first_other),
         );
         flood.push(tokio::spawn(async move {
             let mut n = i;
@@ -114,7 +116,16 @@ pub async fn run(args: SigninArgs) -> anyhow::Result<()> {
                 let slot = match sign_in(&http, &console, &user, "wrong-password").await {
                     Ok(401) => 0,
                     Ok(429) => 1,
-                    _ => 2,
+                    other => {
+                        let mut first = first_other.lock().unwrap_or_else(|e| e.into_inner());
+                        if first.is_none() {
+                            *first = Some(match other {
+                                Ok(status) => format!("status {status}"),
+                                Err(e) => format!("{e:?}"),
+                            });
+                        }
+                        2
+                    }
                 };
                 counts[slot].fetch_add(1, Ordering::Relaxed);
             }
@@ -158,6 +169,7 @@ pub async fn run(args: SigninArgs) -> anyhow::Result<()> {
             "flood_401": counts[0].load(Ordering::Relaxed),
             "flood_429": counts[1].load(Ordering::Relaxed),
             "flood_other": counts[2].load(Ordering::Relaxed),
+            "flood_first_other": first_other.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             "flood_answers_per_s": answered as f64 / flood_secs,
         })
     );
