@@ -4,7 +4,8 @@
 //! connections to any URL (the console's heartbeat, or nginx for the ceiling), `dispatch`
 //! submits tasks to a group served by a real agent and measures submit-to-start latency and log
 //! streaming, `rollout` starts a staged rollout to the enrolled agents and measures how long
-//! they take to converge on the new version. Each prints one JSON line.
+//! they take to converge on the new version, `signin` times a valid web sign-in during a flood
+//! of wrong passwords. Each prints one JSON line.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,6 +17,8 @@ use hdrhistogram::Histogram;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+
+mod signin;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -114,6 +117,8 @@ enum Command {
         #[arg(long, value_parser = duration, default_value = "600s")]
         timeout: Duration,
     },
+    /// Time valid web sign-ins while a flood of wrong passwords is in flight.
+    Signin(signin::SigninArgs),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -175,6 +180,7 @@ fn main() -> anyhow::Result<()> {
                 };
                 rollout(&console, &token_file, &state, plan).await
             }
+            Command::Signin(args) => signin::run(args).await,
         }
     })
 }

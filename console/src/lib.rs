@@ -14,6 +14,7 @@ pub mod server;
 pub mod status;
 pub mod store;
 pub mod tasks;
+pub mod throttle;
 pub mod tls;
 pub mod web;
 

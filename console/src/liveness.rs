@@ -16,6 +16,9 @@ use crate::store::{Liveness, LivenessUpdate, Server, Stop, Store, StoreError};
 #[derive(Debug, Clone)]
 struct Node {
     server_id: i64,
+    /// The server's enrollment generation this node was made by (0: loaded from the store,
+    /// which any later enrollment supersedes).
+    generation: u64,
     secret: SecretDigest,
     live: Liveness,
     dirty: bool,
@@ -61,6 +64,7 @@ impl LivenessMap {
                     e.node_id.clone(),
                     Node {
                         server_id: s.id,
+                        generation: 0,
                         secret,
                         live: s.liveness.clone(),
                         dirty: false,
@@ -82,20 +86,39 @@ impl LivenessMap {
         }
     }
 
-    /// Replaces the node of `server_id` (if any) with a newly enrolled one.
-    pub fn enroll(&self, server_id: i64, node_id: &str, secret: SecretDigest, live: Liveness) {
+    /// Replaces the node of `server_id` (if any) with a newly enrolled one, made by the
+    /// server's enrollment `generation` (as the store's transaction returned it). A node of a
+    /// newer generation already in the map stays: concurrent enrollments of one server end with
+    /// the node whose transaction committed last, as in the store. Returns whether it was
+    /// taken.
+    pub fn enroll(
+        &self,
+        server_id: i64,
+        generation: u64,
+        node_id: &str,
+        secret: SecretDigest,
+        live: Liveness,
+    ) -> bool {
         let mut nodes = self.lock();
+        if nodes
+            .values()
+            .any(|n| n.server_id == server_id && n.generation >= generation)
+        {
+            return false;
+        }
         nodes.retain(|_, n| n.server_id != server_id);
         nodes.insert(
             node_id.to_owned(),
             Node {
                 server_id,
+                generation,
                 secret,
                 live,
                 dirty: false,
                 log_addr: None,
             },
         );
+        true
     }
 
     /// Where a node's log service is, as its last heartbeat said.
@@ -241,7 +264,7 @@ mod tests {
     #[test]
     fn the_log_service_is_where_the_heartbeats_come_from() {
         let map = LivenessMap::default();
-        map.enroll(1, "a", auth::digest("secret-a"), Liveness::default());
+        map.enroll(1, 1, "a", auth::digest("secret-a"), Liveness::default());
         let peer: std::net::IpAddr = "10.0.0.7".parse().unwrap();
         let with_port = HeartbeatRequest {
             log_port: Some(8000),
@@ -258,17 +281,33 @@ mod tests {
     #[test]
     fn a_secret_works_only_for_its_own_node() {
         let map = LivenessMap::default();
-        map.enroll(1, "a", auth::digest("secret-a"), Liveness::default());
-        map.enroll(2, "b", auth::digest("secret-b"), Liveness::default());
+        map.enroll(1, 1, "a", auth::digest("secret-a"), Liveness::default());
+        map.enroll(2, 1, "b", auth::digest("secret-b"), Liveness::default());
         assert!(map.authenticate("a", "secret-a").is_ok());
         assert!(map.authenticate("b", "secret-a").is_err());
         assert!(map.authenticate("c", "secret-a").is_err());
         // Enrolling server 1 again retires node a.
-        map.enroll(1, "a2", auth::digest("secret-a2"), Liveness::default());
+        assert!(map.enroll(1, 2, "a2", auth::digest("secret-a2"), Liveness::default()));
         assert!(map.authenticate("a", "secret-a").is_err());
         assert!(map.authenticate("a2", "secret-a2").is_ok());
         assert_eq!(map.server_of("a2"), Some(1));
         assert_eq!(map.server_of("a"), None);
+    }
+
+    #[test]
+    fn a_stale_enrollment_never_replaces_a_newer_one() {
+        let map = LivenessMap::default();
+        // Generation 3 committed last but reached the map first; 2 arrives late.
+        assert!(map.enroll(1, 3, "new", auth::digest("s3"), Liveness::default()));
+        assert!(!map.enroll(1, 2, "old", auth::digest("s2"), Liveness::default()));
+        assert!(map.authenticate("new", "s3").is_ok());
+        assert!(map.authenticate("old", "s2").is_err());
+        // The same generation twice is a replay, not news.
+        assert!(!map.enroll(1, 3, "again", auth::digest("s3b"), Liveness::default()));
+        // A node loaded from the store (generation 0) gives way to any enrollment.
+        let servers = vec![];
+        let loaded = LivenessMap::load(&servers);
+        assert!(loaded.enroll(1, 1, "n", auth::digest("s"), Liveness::default()));
     }
 
     #[tokio::test]
@@ -301,8 +340,14 @@ mod tests {
                 cpu_cores: 2.0,
                 memory_bytes: 1 << 30,
             };
-            store.enroll(s.id, &e, &facts, None).await.unwrap();
-            map.enroll(s.id, &e.node_id, auth::digest("s"), Liveness::default());
+            let generation = store.enroll(s.id, &e, &facts, None).await.unwrap();
+            map.enroll(
+                s.id,
+                generation,
+                &e.node_id,
+                auth::digest("s"),
+                Liveness::default(),
+            );
         }
         for t in 1..=100 {
             assert!(map.heartbeat("n0", &hb(Some(5)), LOOPBACK, t));

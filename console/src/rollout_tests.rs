@@ -403,8 +403,14 @@ mod engine {
                 kernel: "k".into(),
                 agent_version: "0.2.0".into(),
             };
-            store.enroll(s.id, &e, &facts, None).await.unwrap();
-            live.enroll(s.id, &e.node_id, auth::digest("s"), Default::default());
+            let generation = store.enroll(s.id, &e, &facts, None).await.unwrap();
+            live.enroll(
+                s.id,
+                generation,
+                &e.node_id,
+                auth::digest("s"),
+                Default::default(),
+            );
             assert!(live.heartbeat(&e.node_id, &beat("0.2.0"), LOOPBACK, clock.now_ms()));
             ids.push(s.id);
         }

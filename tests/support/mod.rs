@@ -14,6 +14,7 @@ pub mod browser;
 pub mod container;
 pub mod old_kernel;
 pub mod sandbox;
+pub mod web;
 
 /// The path of a program on PATH, or a panic saying to install it.
 pub fn which(program: &str) -> PathBuf {

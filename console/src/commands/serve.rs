@@ -131,7 +131,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         clock,
         thresholds,
         admin_token,
-        password_permits: Arc::new(tokio::sync::Semaphore::new(password_parallelism())),
+        credentials: Arc::new(crate::throttle::Throttle::new(password_parallelism())),
         public_url,
         templates: Arc::new(templates),
         artifacts: Arc::new(artifacts),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use tasknode_protocol::wire::{
@@ -110,6 +110,7 @@ pub async fn list_projects(
 pub async fn create_user(
     _: Admin,
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     StrictJson(req): StrictJson<CreateUser>,
 ) -> Result<(StatusCode, Json<CreatedUser>), ApiError> {
     // Refuse an unknown project before spending Argon2 time on a password for it.
@@ -124,7 +125,7 @@ pub async fn create_user(
     let password = auth::generate_password();
     let to_hash = password.clone();
     let hash = state
-        .password_work(move || auth::hash_password(&to_hash))
+        .password_work(peer.ip(), move || auth::hash_password(&to_hash))
         .await?
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let user = state

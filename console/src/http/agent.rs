@@ -39,18 +39,25 @@ struct Scope {
 }
 
 /// Checks the credential of an enrollment and says where it may enroll.
-async fn scope(state: &AppState, req: &EnrollRequest) -> Result<Scope, ApiError> {
+async fn scope(
+    state: &AppState,
+    peer: std::net::IpAddr,
+    req: &EnrollRequest,
+) -> Result<Scope, ApiError> {
     match req.credential()? {
         Credential::AccessKey {
             user_name,
             password,
         } => {
+            // Argon2 is deliberately slow: keep it off the async workers, a few at a time,
+            // and refuse at once (before even looking the user up) past the queue or after
+            // repeated failures.
+            let attempt = state.credentials.begin(user_name, peer).await?;
             let login = state.store.login(user_name).await?;
-            // Argon2 is deliberately slow: keep it off the async workers, a few at a time.
             let stored_hash = login.as_ref().map(|l| l.password_hash.clone());
             let password = password.to_owned();
-            let ok = state
-                .password_work(move || auth::verify_password(&password, stored_hash.as_deref()))
+            let ok = attempt
+                .verify(move || auth::verify_password(&password, stored_hash.as_deref()))
                 .await?;
             match login.filter(|_| ok) {
                 Some(login) => Ok(Scope {
@@ -108,10 +115,11 @@ async fn scope(state: &AppState, req: &EnrollRequest) -> Result<Scope, ApiError>
 
 pub async fn enroll(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     StrictJson(req): StrictJson<EnrollRequest>,
 ) -> Result<Json<EnrollResponse>, ApiError> {
     let identity = req.identity.normalized("identity.value")?;
-    let scope = scope(&state, &req).await?;
+    let scope = scope(&state, peer.ip(), &req).await?;
 
     let value = identity.value().to_owned();
     let kind = identity.network().identity_kind();
@@ -129,13 +137,12 @@ pub async fn enroll(
             ),
         },
     };
-    // A server of another project (or, for a token, another group) is reported exactly like a
-    // missing one.
+    // Only the credential's project is looked in; for a token, a server of another group is
+    // reported exactly like a missing one.
     let server = state
         .store
-        .server_by_name(&value)
+        .server_by_name(project, &value)
         .await?
-        .filter(|s| &s.project == project)
         .filter(|s| scope.group.as_ref().is_none_or(|g| g == &s.group))
         .ok_or_else(not_found)?;
     if server.network != identity.network() {
@@ -162,17 +169,6 @@ pub async fn enroll(
         memory_bytes: req.facts.memory_bytes,
     };
     let by_token = scope.spend.is_some();
-    state
-        .store
-        .enroll(server.id, &enrollment, &req.facts, scope.spend)
-        .await
-        .map_err(|e| match e {
-            StoreError::TokenSpent => ApiError::Unauthorized {
-                field: "enrollment_token",
-                message: e.to_string(),
-            },
-            other => other.into(),
-        })?;
     // The previous heartbeat stays on record; what the previous agent reported (its clock,
     // its tasks, its shutdown) does not describe the new one.
     let live = Liveness {
@@ -186,9 +182,31 @@ pub async fn enroll(
             .and_then(|e| state.live.get(&e.node_id))
             .unwrap_or_else(|| server.liveness.clone())
     };
-    state
-        .live
-        .enroll(server.id, &enrollment.node_id, digest, live);
+    // One decision: the store's transaction decides which secret is valid and numbers it, and
+    // the liveness map takes it only if no newer enrollment got there first. Both run in a
+    // task of their own, so a client that hangs up between them cannot leave the store and
+    // the map apart.
+    let decide = {
+        let (store, map) = (Arc::clone(&state.store), Arc::clone(&state.live));
+        let (server_id, enrollment, facts) = (server.id, enrollment.clone(), req.facts.clone());
+        tokio::spawn(async move {
+            let generation = store
+                .enroll(server_id, &enrollment, &facts, scope.spend)
+                .await?;
+            map.enroll(server_id, generation, &enrollment.node_id, digest, live);
+            Ok::<_, StoreError>(())
+        })
+    };
+    decide
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| match e {
+            StoreError::TokenSpent => ApiError::Unauthorized {
+                field: "enrollment_token",
+                message: e.to_string(),
+            },
+            other => other.into(),
+        })?;
     tracing::info!(
         server = %server.name,
         group = %server.group,

@@ -1,7 +1,8 @@
 //! Errors as the API answers them: a status code and an [`ErrorBody`] naming the field at fault.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tasknode_protocol::FieldError;
 use tasknode_protocol::wire::{ErrorBody, ErrorDetail};
@@ -53,6 +54,9 @@ pub enum ApiError {
     /// Something the console relies on (an agent's log service) failed.
     #[error("{message}")]
     BadGateway { message: String },
+    /// A password check refused before hashing (busy, or backing off after failures).
+    #[error("{}", .0.message())]
+    TooManyRequests(crate::throttle::Refused),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -107,8 +111,17 @@ impl ApiError {
                 Some("content-type".to_owned()),
             ),
             ApiError::BadGateway { .. } => (StatusCode::BAD_GATEWAY, "bad_gateway", None),
+            ApiError::TooManyRequests(_) => {
+                (StatusCode::TOO_MANY_REQUESTS, "too_many_requests", None)
+            }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
         }
+    }
+}
+
+impl From<crate::throttle::Refused> for ApiError {
+    fn from(r: crate::throttle::Refused) -> Self {
+        ApiError::TooManyRequests(r)
     }
 }
 
@@ -140,6 +153,10 @@ impl From<StoreError> for ApiError {
             },
             StoreError::UserNotInProject { .. } => ApiError::NotFound {
                 field: Some("user_name".to_owned()),
+                message: e.to_string(),
+            },
+            StoreError::EnrolledElsewhere => ApiError::Conflict {
+                field: Some("identity.value".to_owned()),
                 message: e.to_string(),
             },
             StoreError::TokenSpent => ApiError::Unauthorized {
@@ -176,6 +193,11 @@ impl IntoResponse for ApiError {
                 message: self.to_string(),
             },
         };
-        (status, Json(body)).into_response()
+        let mut res = (status, Json(body)).into_response();
+        if let ApiError::TooManyRequests(r) = &self {
+            res.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(r.retry_after_secs()));
+        }
+        res
     }
 }

@@ -40,9 +40,9 @@ pub struct AppState {
     pub clock: Clock,
     pub thresholds: Thresholds,
     pub admin_token: SecretDigest,
-    /// Bounds concurrent Argon2 work (19 MiB and tens of milliseconds each), so a burst of
-    /// enrollments queues instead of taking the host's memory.
-    pub password_permits: Arc<tokio::sync::Semaphore>,
+    /// Bounds Argon2 work (19 MiB and tens of milliseconds each): a few hashes at once, a
+    /// bounded queue, and backoff per user name and address after failures.
+    pub credentials: Arc<crate::throttle::Throttle>,
     /// The URL servers reach this console at; install commands and scripts carry it.
     pub public_url: String,
     /// The template environment install scripts are rendered with.
@@ -69,20 +69,14 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Runs `f` (password hashing or verification) on the blocking pool, at most
-    /// `password_permits` at a time.
+    /// Runs `f` (hashing a new password, for the admin) on the blocking pool through the
+    /// bounded queue of Argon2 work, counted under `peer`'s address.
     pub async fn password_work<T: Send + 'static>(
         &self,
+        peer: std::net::IpAddr,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, ApiError> {
-        let _permit = self
-            .password_permits
-            .acquire()
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))
+        Ok(self.credentials.work(peer, f).await?)
     }
 }
 

@@ -292,7 +292,7 @@ async fn classic_server(state: &AppState, t: &Task) -> Result<Option<(String, St
     let Some(name) = &t.server else {
         return Ok(None);
     };
-    let Some(server) = state.store.server_by_name(name).await? else {
+    let Some(server) = state.store.server_by_name(&t.project, name).await? else {
         return Ok(None);
     };
     if server.network != tasknode_protocol::NetworkType::Classic {

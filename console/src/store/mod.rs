@@ -39,6 +39,12 @@ pub enum StoreError {
         "this enrollment token was used or expired while enrolling; ask for a new install command"
     )]
     TokenSpent,
+    /// Another project's agent enrolled with this host name or UUID first. Says nothing of
+    /// where.
+    #[error(
+        "this server enrolled elsewhere: its host name or UUID belongs to the project an agent first enrolled it in; ask the console's administrator"
+    )]
+    EnrolledElsewhere,
     #[error("opening database {path}: {source}")]
     Open {
         path: PathBuf,
@@ -361,7 +367,8 @@ pub trait Store: Send + Sync + 'static {
     /// (`Conflict`) while it has servers or unfinished tasks.
     async fn delete_group(&self, project: &str, group: &str) -> Result<DeletedGroup, StoreError>;
 
-    /// Adds a server to a group. A name already in any group is `ServerTaken`.
+    /// Adds a server to a group. A name already in a group of the same project is
+    /// `ServerTaken`; other projects' servers of that name do not matter until one enrolls.
     async fn add_server(
         &self,
         project: &str,
@@ -371,21 +378,26 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
     ) -> Result<Server, StoreError>;
     async fn list_servers(&self, filter: &ServerFilter) -> Result<Vec<Server>, StoreError>;
-    async fn server_by_name(&self, name: &str) -> Result<Option<Server>, StoreError>;
+    /// The server of `project` with this name.
+    async fn server_by_name(&self, project: &str, name: &str)
+    -> Result<Option<Server>, StoreError>;
     /// The server a node id is enrolled as.
     async fn server_by_node(&self, node_id: &str) -> Result<Option<Server>, StoreError>;
 
     /// Records an enrollment, replacing any earlier one of the same server (its old node id
     /// and secret stop working) and clearing a recorded shutdown. With `spend`, the token is
     /// marked used in the same transaction, and the enrollment fails with `TokenSpent` when
-    /// the token was used or expired meanwhile.
+    /// the token was used or expired meanwhile. A name that a server of another project
+    /// enrolled with first is `EnrolledElsewhere`. Returns the server's new enrollment
+    /// generation: enrollments of one server get increasing generations in the order their
+    /// transactions commit.
     async fn enroll(
         &self,
         server_id: i64,
         enrollment: &Enrollment,
         facts: &HostFacts,
         spend: Option<SpendToken>,
-    ) -> Result<(), StoreError>;
+    ) -> Result<u64, StoreError>;
 
     /// Stores a new enrollment token for a group, rendered for a user of its project.
     async fn create_enrollment_token(

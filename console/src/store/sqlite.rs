@@ -26,6 +26,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("migrations/0003_tasks.sql")),
     (4, include_str!("migrations/0004_releases.sql")),
     (5, include_str!("migrations/0005_task_ids.sql")),
+    (
+        6,
+        include_str!("migrations/0006_server_names_per_project.sql"),
+    ),
 ];
 
 #[path = "sqlite_tasks.rs"]
@@ -108,14 +112,34 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
             known,
         });
     }
+    // A migration that copies a table others reference (0006) needs foreign keys off while it
+    // runs (SQLite's recipe for changing a table); each one checks them before it commits.
+    let fk_err = |source| StoreError::Open {
+        path: path.to_owned(),
+        source,
+    };
+    conn.pragma_update(None, "foreign_keys", "OFF")
+        .map_err(fk_err)?;
     for &(version, script) in MIGRATIONS.iter().filter(|m| m.0 > found) {
         let err = |source| StoreError::Migrate { version, source };
         let tx = conn.transaction().map_err(err)?;
         tx.execute_batch(script).map_err(err)?;
+        let dangling: Option<String> = tx
+            .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+            .optional()
+            .map_err(err)?;
+        if let Some(table) = dangling {
+            return Err(err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY),
+                Some(format!("a row of table {table} refers to a missing row")),
+            )));
+        }
         tx.pragma_update(None, "user_version", version)
             .map_err(err)?;
         tx.commit().map_err(err)?;
     }
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(fk_err)?;
     Ok(())
 }
 
@@ -200,26 +224,31 @@ fn server_from_row(r: &Row<'_>) -> rusqlite::Result<Server> {
     })
 }
 
-/// The column a single server is looked up by.
-#[derive(Clone, Copy)]
-enum ServerKey {
-    Name,
-    NodeId,
-}
-
-/// One server with its group and project, by name or node id.
-fn server_by(conn: &Connection, key: ServerKey, value: &str) -> Result<Option<Server>, StoreError> {
-    let (clause, op) = match key {
-        ServerKey::Name => ("s.name = ?1", "looking up a server"),
-        ServerKey::NodeId => ("s.node_id = ?1", "looking up a node"),
-    };
+/// One server with its group and project, by its node id.
+fn server_by_node(conn: &Connection, node_id: &str) -> Result<Option<Server>, StoreError> {
     conn.query_row(
-        &format!("SELECT {SERVER_COLUMNS} WHERE {clause}"),
-        [value],
+        &format!("SELECT {SERVER_COLUMNS} WHERE s.node_id = ?1"),
+        [node_id],
         server_from_row,
     )
     .optional()
-    .map_err(sql(op))
+    .map_err(sql("looking up a node"))
+}
+
+/// One server of `project` by name. Names are unique within a project; other projects may
+/// have pending servers of the same name, which this never returns.
+fn server_named(
+    conn: &Connection,
+    project: &str,
+    name: &str,
+) -> Result<Option<Server>, StoreError> {
+    conn.query_row(
+        &format!("SELECT {SERVER_COLUMNS} WHERE p.name = ?1 AND s.name = ?2"),
+        [project, name],
+        server_from_row,
+    )
+    .optional()
+    .map_err(sql("looking up a server"))
 }
 
 #[async_trait]
@@ -527,7 +556,9 @@ impl Store for SqliteStore {
         self.call(move |conn| {
             let tx = conn.transaction().map_err(sql("adding a server"))?;
             let (gid, _) = group_of(&tx, &project, &group)?;
-            if let Some(existing) = server_by(&tx, ServerKey::Name, &name)? {
+            // Only this project's servers count: another project's pending server of the same
+            // name neither blocks this one nor is told of.
+            if let Some(existing) = server_named(&tx, &project, &name)? {
                 return Err(StoreError::ServerTaken {
                     name,
                     group: existing.group,
@@ -535,11 +566,12 @@ impl Store for SqliteStore {
                 });
             }
             tx.execute(
-                "INSERT INTO servers (group_id, name, max_concurrency, created_ms) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO servers (group_id, project_id, name, max_concurrency, created_ms)
+                 VALUES (?1, (SELECT project_id FROM resource_groups WHERE id = ?1), ?2, ?3, ?4)",
                 params![gid, name, max_concurrency, now_ms],
             )
             .map_err(sql("adding a server"))?;
-            let server = server_by(&tx, ServerKey::Name, &name)?.ok_or(StoreError::NotFound {
+            let server = server_named(&tx, &project, &name)?.ok_or(StoreError::NotFound {
                 kind: "server",
                 name: name.clone(),
             })?;
@@ -568,16 +600,19 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn server_by_name(&self, name: &str) -> Result<Option<Server>, StoreError> {
-        let name = name.to_owned();
-        self.call(move |conn| server_by(conn, ServerKey::Name, &name))
+    async fn server_by_name(
+        &self,
+        project: &str,
+        name: &str,
+    ) -> Result<Option<Server>, StoreError> {
+        let (project, name) = (project.to_owned(), name.to_owned());
+        self.call(move |conn| server_named(conn, &project, &name))
             .await
     }
 
     async fn server_by_node(&self, node_id: &str) -> Result<Option<Server>, StoreError> {
         let node_id = node_id.to_owned();
-        self.call(move |conn| server_by(conn, ServerKey::NodeId, &node_id))
-            .await
+        self.call(move |conn| server_by_node(conn, &node_id)).await
     }
 
     async fn enroll(
@@ -586,10 +621,23 @@ impl Store for SqliteStore {
         enrollment: &Enrollment,
         facts: &HostFacts,
         spend: Option<SpendToken>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         let (e, f) = (enrollment.clone(), facts.clone());
         self.call(move |conn| {
             let tx = conn.transaction().map_err(sql("recording an enrollment"))?;
+            // The first enrollment binds a name to its project: a server of the same name that
+            // another project enrolled first keeps it.
+            let elsewhere: bool = tx
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM servers o JOIN servers s ON s.id = ?1
+                                    WHERE o.name = s.name AND o.id != s.id AND o.node_id IS NOT NULL)",
+                    [server_id],
+                    |r| r.get(0),
+                )
+                .map_err(sql("recording an enrollment"))?;
+            if elsewhere {
+                return Err(StoreError::EnrolledElsewhere);
+            }
             if let Some(spend) = &spend {
                 let spent = tx
                     .execute(
@@ -607,7 +655,8 @@ impl Store for SqliteStore {
                 "UPDATE servers SET node_id = ?2, secret_sha256 = ?3, enrolled_ms = ?4, hostname = ?5,
                         cpu_cores = ?6, memory_bytes = ?7, os = ?8, arch = ?9, kernel = ?10,
                         agent_version = ?11, clock_offset_ms = NULL, running_tasks = 0,
-                        stopped_ms = NULL, stop_reason = NULL
+                        stopped_ms = NULL, stop_reason = NULL,
+                        enroll_generation = enroll_generation + 1
                  WHERE id = ?1",
                 params![
                     server_id,
@@ -623,8 +672,22 @@ impl Store for SqliteStore {
                     f.agent_version,
                 ],
             )
-            .map_err(sql("recording an enrollment"))?;
-            tx.commit().map_err(sql("recording an enrollment"))
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::EnrolledElsewhere
+                } else {
+                    sql("recording an enrollment")(e)
+                }
+            })?;
+            let generation: i64 = tx
+                .query_row(
+                    "SELECT enroll_generation FROM servers WHERE id = ?1",
+                    [server_id],
+                    |r| r.get(0),
+                )
+                .map_err(sql("recording an enrollment"))?;
+            tx.commit().map_err(sql("recording an enrollment"))?;
+            Ok(u64::try_from(generation).unwrap_or(0))
         })
         .await
     }
@@ -907,3 +970,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 #[path = "sqlite_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "sqlite_tenancy_tests.rs"]
+mod tenancy_tests;

@@ -169,7 +169,7 @@ async fn a_token_is_spent_once_with_its_enrollment_and_not_after_expiry() {
         .unwrap_err();
     assert!(matches!(err, StoreError::TokenSpent));
     // The refused enrollment left server b as it was.
-    let b_now = store.server_by_name("b").await.unwrap().unwrap();
+    let b_now = store.server_by_name("default", "b").await.unwrap().unwrap();
     assert!(b_now.enrollment.is_none());
     let t = store.enrollment_token("aa").await.unwrap().unwrap();
     assert_eq!(t.used, Some((50, "a".to_owned())));
@@ -637,7 +637,11 @@ mod groups {
             .map(|g| g.name)
             .collect();
         assert_eq!(names, ["bi", "etl-2"]);
-        let server = store.server_by_name("db-1").await.unwrap().unwrap();
+        let server = store
+            .server_by_name("default", "db-1")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(server.group, "etl-2");
         assert_eq!(store.task(t.id).await.unwrap().unwrap().group, "etl-2");
         // The same name again changes nothing.

@@ -108,7 +108,8 @@ pub struct Check {
 }
 
 /// Checks a server name as it is typed: the rules of the group's network type, and whether
-/// another group has it already (and which).
+/// another group of the same project has it already (and which). Other projects are never
+/// looked at: their servers neither block this one nor are told of.
 pub async fn check_server(
     State(state): State<AppState>,
     viewer: Viewer,
@@ -131,8 +132,8 @@ pub async fn check_server(
             }));
         }
     };
-    let check = match state.store.server_by_name(&name).await? {
-        Some(s) if s.group == g.name && s.project == g.project => Check {
+    let check = match state.store.server_by_name(&g.project, &name).await? {
+        Some(s) if s.group == g.name => Check {
             ok: false,
             message: format!("server {name} is already in this group"),
         },

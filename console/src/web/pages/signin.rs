@@ -1,7 +1,9 @@
 //! Signing in and out: a user with a password, or the admin token.
 
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use minijinja::context;
 use serde::Deserialize;
@@ -99,6 +101,7 @@ fn signed_in(state: &AppState, principal: Principal, next: &str) -> Response {
 
 pub async fn login_user(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     form: crate::web::forms::Fields,
 ) -> Result<Response, WebError> {
@@ -116,11 +119,32 @@ pub async fn login_user(
     if !errors.is_empty() {
         return Ok(login_form(&state, &headers, Some(&next), &errors, &user));
     }
+    // Refused at once (before even looking the user up) past the queue or after repeated
+    // failures: the form says why, and when to try again.
+    let throttled = |refused: crate::throttle::Refused, errors: &mut FormErrors| {
+        tracing::warn!(user = %user, peer = %peer.ip(), "web console sign-in throttled");
+        errors.field(FieldError::new("password", refused.message()));
+        errors.status = Some(StatusCode::TOO_MANY_REQUESTS);
+        let mut res = login_form(&state, &headers, Some(&next), errors, &user);
+        res.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(refused.retry_after_secs()),
+        );
+        res
+    };
+    let attempt = match state.credentials.begin(&user, peer.ip()).await {
+        Ok(attempt) => attempt,
+        Err(refused) => return Ok(throttled(refused, &mut errors)),
+    };
     let login = state.store.login(&user).await?;
     let stored = login.as_ref().map(|l| l.password_hash.clone());
-    let ok = state
-        .password_work(move || crate::auth::verify_password(&password, stored.as_deref()))
-        .await?;
+    let ok = match attempt
+        .verify(move || crate::auth::verify_password(&password, stored.as_deref()))
+        .await
+    {
+        Ok(ok) => ok,
+        Err(refused) => return Ok(throttled(refused, &mut errors)),
+    };
     match login {
         Some(l) if ok => Ok(signed_in(
             &state,
