@@ -78,14 +78,20 @@ async fn console_with(
         cpu_cores: 4.0,
         memory_bytes: 8 << 30,
     };
-    store.enroll(h1.id, &e, &facts, None).await.unwrap();
+    let generation = store.enroll(h1.id, &e, &facts, None).await.unwrap();
     let hash = auth::hash_password(PASSWORD).unwrap();
     store
         .create_user("default", "ops", &hash, now)
         .await
         .unwrap();
     let live = Arc::new(LivenessMap::default());
-    live.enroll(h1.id, NODE, auth::digest(SECRET), Liveness::default());
+    live.enroll(
+        h1.id,
+        generation,
+        NODE,
+        auth::digest(SECRET),
+        Liveness::default(),
+    );
     let thresholds = Thresholds {
         interval: std::time::Duration::from_secs(10),
         degraded_after: std::time::Duration::from_secs(30),
@@ -102,7 +108,7 @@ async fn console_with(
         clock,
         thresholds,
         admin_token: auth::digest(ADMIN),
-        password_permits: Arc::new(tokio::sync::Semaphore::new(2)),
+        credentials: Arc::new(crate::throttle::Throttle::new(2)),
         public_url: "http://127.0.0.1:1".into(),
         templates: Arc::new(tasknode_dist::Templates::embedded().unwrap()),
         artifacts: Arc::default(),
