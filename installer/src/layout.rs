@@ -3,8 +3,13 @@
 
 use serde::Serialize;
 
-/// The unprivileged user (and group) the agent runs as. Templates write it literally.
+/// The unprivileged user (and group) the agent runs as.
 pub const AGENT_USER: &str = "admin";
+/// The systemd unit and SysV service name.
+pub const SERVICE: &str = "tasknode";
+/// root's entry point to start, stop and query a script install (root-owned, outside the
+/// agent user's reach; see docs/architecture.md, Privilege model).
+pub const ROOT_SERVERCTL: &str = "/usr/sbin/tasknode-serverctl";
 
 /// Paths of one installation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -19,6 +24,10 @@ pub struct Layout {
     pub work_dir: String,
     /// The pid file the SysV script and serverctl keep (directory owned by the agent user).
     pub pid_file: String,
+    /// Where the SysV script is installed (root-owned).
+    pub init_script: String,
+    /// The user the agent runs as ([`AGENT_USER`]).
+    pub user: String,
 }
 
 impl Layout {
@@ -31,6 +40,8 @@ impl Layout {
             log_dir: format!("{home}/logs"),
             work_dir: format!("{home}/work"),
             pid_file: format!("{home}/run/tasknode.pid"),
+            init_script: "/etc/init.d/tasknode".to_owned(),
+            user: AGENT_USER.to_owned(),
         }
     }
 
@@ -42,6 +53,8 @@ impl Layout {
             log_dir: "/var/log/tasknode".to_owned(),
             work_dir: "/var/lib/tasknode/work".to_owned(),
             pid_file: "/var/run/tasknode/tasknode.pid".to_owned(),
+            init_script: crate::rpm_package::INIT_SCRIPT.to_owned(),
+            user: AGENT_USER.to_owned(),
         }
     }
 }
