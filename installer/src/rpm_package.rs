@@ -154,8 +154,10 @@ pub fn build(
         }
     }
     b.with_dir_entry(
+        // root's, so the agent user cannot swap the config in it for a link (root enrolls and
+        // rpm writes there); readable by the agent's group.
         rpm::FileOptions::dir("/etc/tasknode")
-            .user(AGENT_USER)
+            .user("root")
             .group(AGENT_USER)
             .permissions(0o750),
     )
