@@ -29,6 +29,9 @@ SERVERCTL_SCRIPT={{ serverctl_script }}
 ROOT_SERVERCTL={{ root_serverctl }}
 ROOT_SERVERCTL_SCRIPT={{ root_serverctl_script }}
 AGENT_USER={{ agent_user }}
+UNIT_PATH={{ unit_path }}
+INIT_PATH={{ init_path }}
+STATE_DIR={{ install_state_dir }}
 REFUSED={{ refused }}
 }
 
@@ -43,9 +46,6 @@ HOME_DIR=$(dirname "$BIN_DIR")
 AGENT_HOME=$(dirname "$HOME_DIR")
 RUN_DIR=$(dirname "$PIDFILE")
 SERVERCTL="$BIN_DIR/serverctl"
-UNIT_PATH=/etc/systemd/system/tasknode.service
-INIT_PATH=/etc/init.d/tasknode
-STATE_DIR=/var/lib/tasknode-install
 MIN_FREE_KB=204800
 MAX_CLOCK_OFFSET=120
 WAIT_AVAILABLE=${TASKNODE_WAIT_AVAILABLE:-90}

@@ -11,7 +11,7 @@ pub const LOG: &str = "TASKNODE_LOG";
 pub const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
 
 /// Default config path of a script install.
-pub const DEFAULT_CONFIG: &str = "/home/admin/tasknode/conf/tasknode.conf";
+pub const DEFAULT_CONFIG: &str = tasknode_protocol::layout::SCRIPT_CONFIG;
 
 /// The root prefix for host files: `TASKNODE_ROOT`, or `/`.
 pub fn root() -> std::path::PathBuf {

@@ -108,4 +108,9 @@ pub struct InstallContext {
     pub root_serverctl: String,
     /// The user the agent runs as.
     pub agent_user: String,
+    /// Where the systemd unit and the SysV script go (root-owned).
+    pub unit_path: String,
+    pub init_path: String,
+    /// install.sh's own records (root-owned).
+    pub install_state_dir: String,
 }

@@ -13,10 +13,8 @@ pub use pidfile::{Pidfile, agent_user};
 pub use systemd::Systemd;
 pub use sysv::Sysv;
 
-/// The unit name and init script name of the agent.
-pub const SERVICE: &str = "tasknode";
-/// The user the agent runs as.
-pub const AGENT_USER: &str = "admin";
+/// The unit name and init script name of the agent, and the user it runs as.
+pub use tasknode_protocol::layout::{AGENT_USER, SERVICE};
 
 /// What `status` found.
 #[derive(Debug, Clone, PartialEq, Eq)]
