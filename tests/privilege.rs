@@ -361,3 +361,57 @@ fn bin_serverctl_as_root_hands_over_to_roots_entry_point() {
         text(&out)
     );
 }
+
+#[test]
+fn the_agent_as_root_refuses_directories_another_user_can_change() {
+    if !require_root() {
+        return;
+    }
+    // An agent enrolled by root whose log directory's parent another user (a task's user) owns:
+    // that user could put links there, so root must not write through it.
+    let console = Console::start(&[]);
+    let password = console.create_user("etl");
+    console.cli_ok(&["group", "create", "etl", "--network", "classic"]);
+    console.cli_ok(&[
+        "server",
+        "add",
+        "--group",
+        "etl",
+        "--name",
+        &tasknode_tests::hostname(),
+    ]);
+    let agent = tasknode_tests::Agent::new();
+    agent.enroll_ok(&console.url, "etl", &password, false);
+    let home = agent.logs().parent().unwrap().to_owned();
+    std::os::unix::fs::chown(&home, Some(4242), None).unwrap();
+    let mut child = std::process::Command::new(tasknode_tests::bin("tasknode"))
+        .arg("run")
+        .env("TASKNODE_CONFIG", agent.config())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // An agent that does not refuse keeps running: kill it and say so.
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("the agent ran as root over uid 4242's directory");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        !out.status.success(),
+        "the agent ran as root over uid 4242's directory"
+    );
+    let said = stderr(&out);
+    assert!(
+        said.contains("refusing to run as root") && said.contains(&home.display().to_string()),
+        "{said}"
+    );
+    assert!(
+        !agent.logs().join("agent.log").exists(),
+        "it wrote there anyway"
+    );
+}

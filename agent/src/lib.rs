@@ -15,6 +15,7 @@ pub mod logserver;
 pub mod passwd;
 pub mod service;
 pub mod tasks;
+pub mod trust;
 pub mod update;
 
 use std::process::ExitCode;

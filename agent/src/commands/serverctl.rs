@@ -3,9 +3,8 @@
 //! root's alone, and the pid-file manager runs as the agent user (its pid file and logs are
 //! that user's): see docs/architecture.md, Privilege model.
 
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::Context;
@@ -20,7 +19,7 @@ pub fn run(args: ServerctlArgs) -> anyhow::Result<ExitCode> {
     let root = rustix::process::geteuid().is_root();
     if root {
         let exe = std::env::current_exe().context("finding this binary")?;
-        if let Some((path, uid)) = writable_by_others(&exe) {
+        if let Some((path, uid)) = crate::trust::changeable_by_others(&exe) {
             return Err(ServiceError::NotRootsBinary { exe, path, uid }.into());
         }
     }
@@ -90,15 +89,6 @@ fn say_what_a_stop_waits_for(config: &Config, manager: &dyn service::Manager) {
     );
 }
 
-/// The first of `path` and its directories that someone other than root can change (owner
-/// not root, or writable by group or others), with its owner.
-fn writable_by_others(path: &Path) -> Option<(PathBuf, u32)> {
-    path.ancestors().find_map(|p| {
-        let m = std::fs::symlink_metadata(p).ok()?;
-        (m.uid() != 0 || m.mode() & 0o022 != 0).then(|| (p.to_owned(), m.uid()))
-    })
-}
-
 /// This same command, run as the agent user (uid, gid) in a session of its own (setsid, when
 /// the host has it: no terminal to push input into); its exit status is this one's.
 fn as_agent_user(
@@ -138,23 +128,4 @@ fn as_agent_user(
             .and_then(|c| u8::try_from(c).ok())
             .unwrap_or(1),
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_binary_under_a_directory_others_can_write_is_not_roots() {
-        let dir = tempfile::tempdir().unwrap();
-        let bin = dir.path().join("tasknode");
-        std::fs::write(&bin, "").unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-        let (path, _) = writable_by_others(&bin).unwrap();
-        if rustix::process::geteuid().is_root() {
-            assert_eq!(path, dir.path());
-        }
-        assert!(writable_by_others(Path::new("/")).is_none());
-    }
 }
