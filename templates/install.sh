@@ -26,6 +26,12 @@ PIDFILE={{ pid_file }}
 UNIT_FILE={{ unit_file }}
 INIT_SCRIPT={{ init_script }}
 SERVERCTL_SCRIPT={{ serverctl_script }}
+ROOT_SERVERCTL={{ root_serverctl }}
+ROOT_SERVERCTL_SCRIPT={{ root_serverctl_script }}
+AGENT_USER={{ agent_user }}
+UNIT_PATH={{ unit_path }}
+INIT_PATH={{ init_path }}
+STATE_DIR={{ install_state_dir }}
 REFUSED={{ refused }}
 }
 
@@ -33,15 +39,13 @@ REFUSED={{ refused }}
 set -u
 umask 022
 
-AGENT_USER="admin"
 BIN_DIR=$(dirname "$BIN")
 CONF_DIR=$(dirname "$CONF")
 CONF_CA="$CONF_DIR/console-ca.pem"
 HOME_DIR=$(dirname "$BIN_DIR")
+AGENT_HOME=$(dirname "$HOME_DIR")
+RUN_DIR=$(dirname "$PIDFILE")
 SERVERCTL="$BIN_DIR/serverctl"
-UNIT_PATH=/etc/systemd/system/tasknode.service
-INIT_PATH=/etc/init.d/tasknode
-STATE_DIR=/var/lib/tasknode-install
 MIN_FREE_KB=204800
 MAX_CLOCK_OFFSET=120
 WAIT_AVAILABLE=${TASKNODE_WAIT_AVAILABLE:-90}
@@ -142,10 +146,16 @@ STEP=starting
 journal() { JOURNAL="$*
 $JOURNAL"; }
 
-# Replaces $2 (a path) with the file $1, keeping what was there for a rollback.
+# Replaces $2 (a root-owned path in a root-owned directory) with the file $1, keeping what was
+# there for a rollback. Never writes through a link.
 put_file() {
     src=$1
     dst=$2
+    root_dir "$(dirname "$dst")" || return 1
+    if [ -L "$dst" ]; then
+        say "error: $dst is a symbolic link; remove it and run this again" >&2
+        return 1
+    fi
     if [ -e "$dst" ]; then
         if cmp -s "$src" "$dst"; then
             rm -f "$src"
@@ -163,9 +173,15 @@ rollback() {
     [ -n "$JOURNAL" ] || return 0
     say "rolling back what this run changed"
     printf '%s\n' "$JOURNAL" | while read -r what path; do
+        TN_PATH=$path
+        export TN_PATH
+        # shellcheck disable=SC2016
         case $what in
         restore) [ -e "$path.tasknode-bak" ] && mv -f "$path.tasknode-bak" "$path" ;;
         remove) rm -rf "$path" ;;
+        rmdir) rmdir "$path" 2>/dev/null ;;
+        agent-restore) as_agent '[ -e "$TN_PATH.tasknode-bak" ] || [ -L "$TN_PATH.tasknode-bak" ] || exit 0; rm -rf "$TN_PATH" && mv -f "$TN_PATH.tasknode-bak" "$TN_PATH"' </dev/null ;;
+        agent-remove) as_agent 'rm -rf "$TN_PATH"' </dev/null ;;
         service-stop) stop_service >/dev/null 2>&1 ;;
         service-start) start_service >/dev/null 2>&1 ;;
         user) remove_user ;;
@@ -183,10 +199,140 @@ finish() {
     fi
     # Backups of replaced files are only for a rollback.
     printf '%s\n' "$JOURNAL" | while read -r what path; do
-        [ "$what" = restore ] && rm -f "$path.tasknode-bak"
+        TN_PATH=$path
+        export TN_PATH
+        # shellcheck disable=SC2016
+        case $what in
+        restore) rm -f "$path.tasknode-bak" ;;
+        agent-restore) as_agent 'rm -rf "$TN_PATH.tasknode-bak"' </dev/null ;;
+        esac
     done
     rm -rf "$WORK"
     exit 0
+}
+
+# ---- root and the agent user ----------------------------------------------------------------
+#
+# Every task runs as the agent user, so everything that user can write (its home, the agent's
+# directory, binary, config, logs and pid file) is the agent's side. Root never runs, reads,
+# changes or removes anything there: it runs the small scripts below as that user (su, in a
+# session of its own: no terminal to push input into), so the kernel refuses whatever that
+# user could not do anyway. Root itself writes only root-owned files in root-owned
+# directories: the unit, the init script, $ROOT_SERVERCTL, /etc/hosts and $STATE_DIR. Values
+# reach the agent user's shell through exported TN_* variables, expanded there once, never
+# parsed as code (hence the single quotes). Secrets never go into the environment: they go
+# to the agent on a pipe.
+
+TN_HOME=$HOME_DIR TN_BIN=$BIN TN_BIN_DIR=$BIN_DIR TN_CONF=$CONF TN_CONF_DIR=$CONF_DIR
+TN_CONF_CA=$CONF_CA TN_LOG_DIR=$LOG_DIR TN_RUN_DIR=$RUN_DIR TN_WORK_DIR=$WORK_DIR
+TN_SERVERCTL=$SERVERCTL TN_AGENT_HOME=$AGENT_HOME
+export TN_HOME TN_BIN TN_BIN_DIR TN_CONF TN_CONF_DIR TN_CONF_CA TN_LOG_DIR TN_RUN_DIR
+export TN_WORK_DIR TN_SERVERCTL TN_AGENT_HOME
+
+# Runs a command in a new session when setsid exists.
+detached() {
+    if command -v setsid >/dev/null 2>&1; then
+        setsid "$@"
+    else
+        "$@"
+    fi
+}
+
+# as_agent CODE: the sh code CODE as the agent user, from /.
+as_agent() {
+    (cd / && detached su -s /bin/sh "$AGENT_USER" -c "$1")
+}
+
+# The directories of the agent's tree, checked as the agent user: each one is a real directory
+# or absent. A link is refused, naming it: nothing of tasknode follows one there.
+# shellcheck disable=SC2016
+AGENT_CHECK='for d in "$TN_HOME" "$TN_BIN_DIR" "$TN_CONF_DIR" "$TN_LOG_DIR" "$TN_RUN_DIR" "$TN_WORK_DIR"; do
+    if [ -L "$d" ] || { [ -e "$d" ] && [ ! -d "$d" ]; }; then
+        echo "error: $d is not a directory but a link or a file; tasknode follows no links in its directory: remove it and run this again" >&2
+        exit 3
+    fi
+done'
+
+# Makes the agent's directories (prints each one it made), modes 0755 and conf/ 0700.
+# shellcheck disable=SC2016
+AGENT_MKDIRS="$AGENT_CHECK"'
+for d in "$TN_HOME" "$TN_BIN_DIR" "$TN_CONF_DIR" "$TN_LOG_DIR" "$TN_RUN_DIR"; do
+    if [ ! -d "$d" ]; then
+        mkdir "$d" || exit 1
+        echo "$d"
+    fi
+done
+chmod 755 "$TN_HOME" "$TN_BIN_DIR" "$TN_LOG_DIR" "$TN_RUN_DIR" && chmod 700 "$TN_CONF_DIR"'
+
+# Puts standard input at $TN_DST with mode $TN_MODE, keeping what was there as .tasknode-bak;
+# prints same, restore or remove (what a rollback must do).
+# shellcheck disable=SC2016
+AGENT_PUT='tmp="$TN_DST.tasknode-new"
+rm -rf "$tmp" && cat >"$tmp" && chmod "$TN_MODE" "$tmp" || exit 1
+if [ -f "$TN_DST" ] && [ ! -L "$TN_DST" ] && cmp -s "$tmp" "$TN_DST"; then
+    rm -f "$tmp"
+    echo same
+    exit 0
+fi
+if [ -e "$TN_DST" ] || [ -L "$TN_DST" ]; then
+    rm -rf "$TN_DST.tasknode-bak" && mv -f "$TN_DST" "$TN_DST.tasknode-bak" || exit 1
+    echo restore
+else
+    echo remove
+fi
+mv -f "$tmp" "$TN_DST"'
+
+# put_agent_file MODE SRC DST: SRC (root's, in $WORK) becomes DST in the agent's tree, written
+# by the agent user from a pipe; journaled for a rollback.
+put_agent_file() {
+    TN_MODE=$1 TN_DST=$3
+    export TN_MODE TN_DST
+    done_what=$(as_agent "$AGENT_PUT" <"$2") || return 1
+    rm -f "$2"
+    case $done_what in
+    same) ;;
+    restore) journal "agent-restore $3" ;;
+    remove) journal "agent-remove $3" ;;
+    *) return 1 ;;
+    esac
+}
+
+# Whether DIR is root's: owned by root, writable by no one else, not a link. Says why not.
+root_dir() {
+    # shellcheck disable=SC2012 # ls -ldn is the portable way to read owner and mode
+    set -- "$1" "$(ls -ldn "$1" 2>/dev/null)"
+    if [ -L "$1" ] || [ -z "$2" ]; then
+        say "error: $1 is missing or a link; root writes only into root-owned directories" >&2
+        return 1
+    fi
+    mode=$(printf '%s' "$2" | awk '{print $1}')
+    owner=$(printf '%s' "$2" | awk '{print $3}')
+    case $owner:$mode in
+    0:d????-??-?*) return 0 ;;
+    esac
+    say "error: $1 is owned by uid $owner with mode $mode: root writes only into directories that are root's alone; fix its owner and mode and run this again" >&2
+    return 1
+}
+
+# The agent user's home, checked as root before anything runs as that user: a real directory
+# owned by that user (root's useradd made it, or root makes it now).
+check_agent_home() {
+    if [ -L "$AGENT_HOME" ] || { [ -e "$AGENT_HOME" ] && [ ! -d "$AGENT_HOME" ]; }; then
+        say "error: $AGENT_HOME is not a directory but a link or a file; it must be the home of $AGENT_USER" >&2
+        return 1
+    fi
+    uid=$(id -u "$AGENT_USER") || return 1
+    if [ ! -d "$AGENT_HOME" ]; then
+        root_dir "$(dirname "$AGENT_HOME")" || return 1
+        mkdir -m 755 "$AGENT_HOME" && chown -h "$AGENT_USER" "$AGENT_HOME" || return 1
+        journal "rmdir $AGENT_HOME"
+    fi
+    # shellcheck disable=SC2012
+    owner=$(ls -ldn "$AGENT_HOME" | awk '{print $3}')
+    if [ "$owner" != "$uid" ]; then
+        say "error: $AGENT_HOME is owned by uid $owner, not by $AGENT_USER (uid $uid); the agent's directory goes there" >&2
+        return 1
+    fi
 }
 
 # ---- facts about this host ------------------------------------------------------------------
@@ -357,6 +503,10 @@ ensure_user() {
         adduser -D "$AGENT_USER" || return 1
     fi
     journal "user $AGENT_USER"
+    if [ -L "$STATE_DIR" ]; then
+        say "error: $STATE_DIR is a link; remove it and run this again" >&2
+        return 1
+    fi
     if [ ! -d "$STATE_DIR" ]; then
         mkdir -p "$STATE_DIR" || return 1
         journal "remove $STATE_DIR"
@@ -364,7 +514,14 @@ ensure_user() {
     : >"$STATE_DIR/created-user"
 }
 
+# Removes the user the install created. Its home is emptied as that user first, so nothing an
+# agent or a task left there is followed as root; userdel then refuses while any process of
+# that user still runs.
 remove_user() {
+    if id "$AGENT_USER" >/dev/null 2>&1 && [ -d "$AGENT_HOME" ] && [ ! -L "$AGENT_HOME" ]; then
+        # shellcheck disable=SC2016
+        as_agent 'rm -rf "$TN_AGENT_HOME"/* "$TN_AGENT_HOME"/.[!.]* "$TN_AGENT_HOME"/..?*' </dev/null
+    fi
     if command -v userdel >/dev/null 2>&1; then
         userdel -r "$AGENT_USER" 2>/dev/null || userdel "$AGENT_USER"
     else
@@ -373,31 +530,27 @@ remove_user() {
     rm -f "$STATE_DIR/created-user"
 }
 
-make_dir() {
-    mode=$1
-    shift
-    for d in "$@"; do
-        if [ ! -d "$d" ]; then
-            mkdir -p "$d" || return 1
-            journal "remove $d"
-        fi
-        chmod "$mode" "$d" && chown "$AGENT_USER" "$d" || return 1
+# The agent's directories, made by the agent user; each new one is journaled.
+make_tree() {
+    made=$(as_agent "$AGENT_MKDIRS" </dev/null) || return 1
+    for d in $made; do
+        journal "agent-remove $d"
     done
 }
 
 install_binary() {
     step "downloading the agent $AGENT_VERSION for $ARCH"
-    tmp="$BIN_DIR/.tasknode.download"
-    rm -f "$tmp"
+    tmp="$WORK/tasknode"
     fetch "$AGENT_URL" "$tmp" || die "$E_FETCH" "downloading $AGENT_URL failed"
     got=$(sha256sum "$tmp" | awk '{print $1}')
     if [ "$got" != "$AGENT_SHA256" ]; then
         rm -f "$tmp"
         die "$E_FETCH" "the downloaded agent's SHA-256 is $got, not $AGENT_SHA256; it was damaged or altered on the way"
     fi
-    chmod 755 "$tmp" && put_file "$tmp" "$BIN"
+    put_agent_file 755 "$tmp" "$BIN" || die "$E_FAIL" "could not install $BIN"
 }
 
+# write_file MODE DST TEXT: a root-owned file.
 write_file() {
     mode=$1
     dst=$2
@@ -406,7 +559,28 @@ write_file() {
     printf '%s' "$text" >"$tmp" && chmod "$mode" "$tmp" && put_file "$tmp" "$dst"
 }
 
-enrolled() { [ -f "$CONF" ] && grep -q '^\[node\]' "$CONF"; }
+# write_agent_file MODE DST TEXT: a file of the agent's tree, written as the agent user.
+write_agent_file() {
+    tmp="$WORK/agent-$(basename "$2")"
+    printf '%s' "$3" >"$tmp" && put_agent_file "$1" "$tmp" "$2"
+}
+
+# shellcheck disable=SC2016
+enrolled() { as_agent '[ -f "$TN_CONF" ] && grep -q "^\[node\]" "$TN_CONF"' </dev/null; }
+
+# Enrolls as the agent user: the config is that user's from the start. The credential goes
+# to the agent on a pipe from printf (a shell builtin), never on a command line or into the
+# environment.
+# shellcheck disable=SC2016
+AGENT_ENROLL='set -- enroll --console "$TN_CONSOLE" --enable-uuid "$TN_ENABLE_UUID" \
+    --install-method script --log-dir "$TN_LOG_DIR" --config "$TN_CONF"
+[ -z "$TN_CA" ] || set -- "$@" --console-ca "$TN_CA"
+if [ -n "$TN_USER_NAME" ]; then
+    set -- "$@" --user-name "$TN_USER_NAME" --password-stdin
+else
+    set -- "$@" --token-stdin
+fi
+exec "$TN_BIN" "$@"'
 
 enroll() {
     if enrolled; then
@@ -414,28 +588,29 @@ enroll() {
         return 0
     fi
     step "enrolling with the console (group $GROUP, enable_uuid=$ENABLE_UUID)"
-    set -- enroll --console "$CONSOLE_URL" --enable-uuid "$ENABLE_UUID" --install-method script \
-        --log-dir "$LOG_DIR" --config "$CONF"
+    TN_CONSOLE=$CONSOLE_URL TN_ENABLE_UUID=$ENABLE_UUID TN_CA='' TN_USER_NAME=$USER_NAME
     if [ -n "$CONSOLE_CA" ]; then
-        set -- "$@" --console-ca "$CONF_CA"
+        TN_CA=$CONF_CA
     fi
-    journal "remove $CONF"
-    # Secrets reach the agent on a pipe from printf (a shell builtin), never on a command line.
+    export TN_CONSOLE TN_ENABLE_UUID TN_CA TN_USER_NAME
+    journal "agent-remove $CONF"
     if [ -n "$ENROLLMENT_TOKEN" ] && [ -z "$USER_NAME" ]; then
-        printf '%s\n' "$ENROLLMENT_TOKEN" | "$BIN" "$@" --token-stdin
+        printf '%s\n' "$ENROLLMENT_TOKEN" | as_agent "$AGENT_ENROLL"
     elif [ -n "$PASSWORD_FILE" ]; then
-        "$BIN" "$@" --user-name "$USER_NAME" --password-file "$PASSWORD_FILE"
+        # Read by root (the file is the operator's), handed over on a pipe.
+        [ -r "$PASSWORD_FILE" ] || die "$E_USAGE" "cannot read --password-file $PASSWORD_FILE"
+        head -n 1 "$PASSWORD_FILE" | as_agent "$AGENT_ENROLL"
     elif [ -n "$PASSWORD" ]; then
-        printf '%s\n' "$PASSWORD" | "$BIN" "$@" --user-name "$USER_NAME" --password-stdin
+        printf '%s\n' "$PASSWORD" | as_agent "$AGENT_ENROLL"
     elif [ "$PASSWORD_STDIN" = 1 ]; then
-        "$BIN" "$@" --user-name "$USER_NAME" --password-stdin
+        as_agent "$AGENT_ENROLL"
     else
         die "$E_USAGE" "no credential: this script carries none; pass --user_name=NAME with --password-file FILE"
     fi || die "$E_ENROLL" "the console refused the enrollment (see above)"
-    chown "$AGENT_USER" "$CONF" && chmod 600 "$CONF"
 }
 
 start_service() {
+    # shellcheck disable=SC2016
     case $INIT in
     systemd)
         systemctl daemon-reload && systemctl enable tasknode >/dev/null 2>&1 && systemctl restart tasknode
@@ -448,7 +623,7 @@ start_service() {
         fi
         sh "$INIT_PATH" restart
         ;;
-    none) "$SERVERCTL" restart ;;
+    none) as_agent 'exec "$TN_BIN" serverctl restart' </dev/null ;;
     esac
 }
 
@@ -470,7 +645,12 @@ stop_service() {
             fi
         fi
         ;;
-    none) [ -x "$BIN" ] && [ -f "$CONF" ] && "$SERVERCTL" stop ;;
+    none)
+        if id "$AGENT_USER" >/dev/null 2>&1; then
+            # shellcheck disable=SC2016
+            as_agent '[ -x "$TN_BIN" ] && [ -f "$TN_CONF" ] || exit 0; exec "$TN_BIN" serverctl stop' </dev/null
+        fi
+        ;;
     esac
     return 0
 }
@@ -491,29 +671,45 @@ wait_available() {
     waited=0
     while [ "$waited" -lt "$WAIT_AVAILABLE" ]; do
         # status exits 0 once the console shows this server available.
-        if "$BIN" status --config "$CONF" >/dev/null 2>&1; then
+        # shellcheck disable=SC2016
+        if as_agent 'exec "$TN_BIN" status --config "$TN_CONF"' </dev/null >/dev/null 2>&1; then
             return 0
         fi
         sleep 1
         waited=$((waited + 1))
     done
-    "$BIN" status --config "$CONF" >&2
+    # shellcheck disable=SC2016
+    as_agent 'exec "$TN_BIN" status --config "$TN_CONF"' </dev/null >&2
     die "$E_AVAILABLE" "the console does not show this server available after $WAIT_AVAILABLE s (status above)"
 }
 
 # ---- removing -------------------------------------------------------------------------------
 
 uninstall() {
+    have_user=0
+    if id "$AGENT_USER" >/dev/null 2>&1; then
+        have_user=1
+        check_agent_home || die "$E_FAIL" "refusing to uninstall: $AGENT_HOME is not as expected"
+        as_agent "$AGENT_CHECK" </dev/null || die "$E_FAIL" "refusing to uninstall (see above)"
+    fi
     step "stopping the agent"
     stop_service
     step "removing the agent"
-    rm -f "$UNIT_PATH" "$INIT_PATH"
+    rm -f "$UNIT_PATH" "$INIT_PATH" "$ROOT_SERVERCTL"
     [ "$INIT" = systemd ] && systemctl daemon-reload 2>/dev/null
-    rm -rf "$BIN_DIR" "$CONF_DIR" "$(dirname "$PIDFILE")"
+    if [ "$have_user" = 1 ]; then
+        # shellcheck disable=SC2016
+        as_agent 'rm -rf "$TN_BIN_DIR" "$TN_CONF_DIR" "$TN_RUN_DIR"' </dev/null ||
+            die "$E_FAIL" "could not remove $BIN_DIR, $CONF_DIR and $RUN_DIR as $AGENT_USER"
+    elif [ -e "$HOME_DIR" ]; then
+        warn "left $HOME_DIR alone: its user $AGENT_USER is gone"
+    fi
     if [ "$PURGE" = 1 ]; then
         step "purging the logs and the tasks' working directories"
-        rm -rf "$LOG_DIR" "$WORK_DIR"
-        rmdir "$HOME_DIR" 2>/dev/null
+        if [ "$have_user" = 1 ]; then
+            # shellcheck disable=SC2016
+            as_agent 'rm -rf "$TN_LOG_DIR" "$TN_WORK_DIR"; rmdir "$TN_HOME" 2>/dev/null; exit 0' </dev/null
+        fi
         if [ -f "$STATE_DIR/created-user" ]; then
             step "removing user $AGENT_USER (created by the install)"
             remove_user
@@ -525,27 +721,43 @@ uninstall() {
     say "tasknode is uninstalled"
 }
 
+# Moves the agent's files aside as the agent user, printing each one moved.
+# shellcheck disable=SC2016
+AGENT_ASIDE='for f in "$TN_BIN" "$TN_SERVERCTL" "$TN_CONF" "$TN_CONF_CA"; do
+    if [ -e "$f" ] || [ -L "$f" ]; then
+        rm -rf "$f.tasknode-bak" && mv -f "$f" "$f.tasknode-bak" || exit 1
+        echo "$f"
+    fi
+done'
+
 # Moves the current install aside (kept for a rollback) so it is installed afresh.
 set_aside() {
     step "setting the current install aside (logs stay)"
     stop_service
     # The rollback undoes newest first: the old files come back before the old service starts.
     journal "service-start"
-    for f in "$BIN" "$SERVERCTL" "$CONF" "$CONF_CA" "$UNIT_PATH" "$INIT_PATH"; do
-        if [ -e "$f" ]; then
+    for f in "$UNIT_PATH" "$INIT_PATH" "$ROOT_SERVERCTL"; do
+        if [ -e "$f" ] && [ ! -L "$f" ]; then
             mv -f "$f" "$f.tasknode-bak" || return 1
             journal "restore $f"
         fi
     done
+    if id "$AGENT_USER" >/dev/null 2>&1; then
+        moved=$(as_agent "$AGENT_ASIDE" </dev/null) || return 1
+        for f in $moved; do
+            journal "agent-restore $f"
+        done
+    fi
 }
 
 summary() {
-    name=$(sed -n 's/^server_name = "\(.*\)"$/\1/p' "$CONF" | head -n 1)
+    # shellcheck disable=SC2016
+    name=$(as_agent 'sed -n "s/^server_name = \"\(.*\)\"\$/\1/p" "$TN_CONF" | head -n 1' </dev/null)
     cat <<EOF
 
 tasknode $AGENT_VERSION is installed and this server ($name) is available in group $GROUP.
   agent      $BIN (runs as $AGENT_USER, managed by $INIT)
-  control    $SERVERCTL start|stop|restart|status
+  control    $ROOT_SERVERCTL start|stop|restart|status (as root; $SERVERCTL as $AGENT_USER)
   config     $CONF
   logs       $LOG_DIR/heartbeat.log, $LOG_DIR/agent.log
 EOF
@@ -582,17 +794,22 @@ main() {
     check_hosts || die "$E_FAIL" "could not fix /etc/hosts"
     check_disk
     warn_small_host
+    if id "$AGENT_USER" >/dev/null 2>&1; then
+        check_agent_home || die "$E_FAIL" "$AGENT_HOME is not as expected"
+        as_agent "$AGENT_CHECK" </dev/null || die "$E_FAIL" "the agent's directory $HOME_DIR is not as expected"
+    fi
 
     [ "$ACTION" = reinstall ] && { set_aside || die "$E_FAIL" "could not set the current install aside"; }
     ensure_user || die "$E_FAIL" "could not create user $AGENT_USER"
-    make_dir 755 "$HOME_DIR" "$BIN_DIR" "$LOG_DIR" "$(dirname "$PIDFILE")" || die "$E_FAIL" "could not create $HOME_DIR"
-    make_dir 700 "$CONF_DIR" || die "$E_FAIL" "could not create $CONF_DIR"
+    check_agent_home || die "$E_FAIL" "$AGENT_HOME is not as expected"
+    make_tree || die "$E_FAIL" "could not create $HOME_DIR as $AGENT_USER"
     install_binary
-    write_file 755 "$SERVERCTL" "$SERVERCTL_SCRIPT" || die "$E_FAIL" "could not write $SERVERCTL"
+    write_agent_file 755 "$SERVERCTL" "$SERVERCTL_SCRIPT" || die "$E_FAIL" "could not write $SERVERCTL"
     if [ -n "$CONSOLE_CA" ]; then
-        write_file 644 "$CONF_CA" "$CONSOLE_CA" || die "$E_FAIL" "could not write $CONF_CA"
+        write_agent_file 644 "$CONF_CA" "$CONSOLE_CA" || die "$E_FAIL" "could not write $CONF_CA"
     fi
     enroll
+    write_file 755 "$ROOT_SERVERCTL" "$ROOT_SERVERCTL_SCRIPT" || die "$E_FAIL" "could not write $ROOT_SERVERCTL"
     install_service
     wait_available
     OK=1

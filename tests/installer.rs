@@ -22,6 +22,12 @@ fn sh(shell: &[&str], script: &Path, action: &str) -> std::process::Output {
         .unwrap()
 }
 
+/// The name of the user running the tests.
+fn current_user() -> String {
+    let out = Command::new("id").arg("-un").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 fn tool(name: &str) -> Command {
     let found = Command::new("sh")
         .args(["-c", &format!("command -v {name}")])
@@ -195,6 +201,10 @@ fn rendered_init_scripts_pass_shellcheck() {
         for (kind, text) in [
             ("init", render::init(&t, &layout).unwrap()),
             ("serverctl", render::serverctl(&t, &layout).unwrap()),
+            (
+                "root-serverctl",
+                render::root_serverctl(&t, &layout).unwrap(),
+            ),
             ("install", install_script(&t)),
             ("install-tls", install_script_with_ca(&t)),
             (
@@ -239,6 +249,9 @@ fn hostile_paths_in_the_init_script_stay_data() {
     layout.config = format!("/tmp/\"$(touch {c})\"\ntouch {c}");
     layout.pid_file = dir.path().join("run/$(touch x).pid").display().to_string();
     let script = dir.path().join("tasknode");
+    // The script runs itself again as the agent user: here, whoever runs the test.
+    layout.init_script = script.display().to_string();
+    layout.user = current_user();
     std::fs::write(&script, render::init(&t, &layout).unwrap()).unwrap();
     for shell in SHELLS {
         for action in ["status", "start", "stop", "restart"] {
@@ -270,6 +283,8 @@ fn init_script_usage_and_status_without_a_running_agent() {
     let mut layout = Layout::script();
     layout.pid_file = dir.path().join("run/tasknode.pid").display().to_string();
     let script = dir.path().join("tasknode");
+    layout.init_script = script.display().to_string();
+    layout.user = current_user();
     std::fs::write(&script, render::init(&t, &layout).unwrap()).unwrap();
     for shell in SHELLS {
         let status = sh(shell, &script, "status");

@@ -301,6 +301,11 @@ fn every_rpm_verifies_lints_clean_and_fits_rpm_4_8() {
             files.contains("-rwxr-xr-x root:root  /usr/bin/tasknode"),
             "{files}"
         );
+        // The config's directory is root's: admin cannot swap the config for a link.
+        assert!(
+            files.contains("drwxr-x--- root:admin  /etc/tasknode\n"),
+            "{d}: /etc/tasknode root:admin 0750: {files}"
+        );
         if d == "el6" {
             assert!(scripts.contains("chkconfig --add tasknode"), "{scripts}");
             assert!(scripts.contains("condrestart"), "{scripts}");
@@ -961,6 +966,9 @@ fn the_deb_lints_clean_and_dpkg_installs_and_purges_it() {
     .unwrap();
     std::fs::write(sb.path("/var/lib/dpkg/available"), "").unwrap();
     let before = sb.files();
+    let skip: Vec<&str> = tasknode_tests::sandbox::ACCOUNT_FILES.to_vec();
+    let state = || tasknode_tests::sandbox::tree_state(sb.root(), &["/etc", "/usr"], &skip);
+    let unpacked = state();
     let dpkg = |args: &[&str]| {
         run(Command::new(which("dpkg"))
             .arg(format!("--root={}", sb.root().display()))
@@ -987,6 +995,35 @@ fn the_deb_lints_clean_and_dpkg_installs_and_purges_it() {
     );
     let wants = sb.path("/etc/systemd/system/multi-user.target.wants/tasknode.service");
     assert!(wants.is_symlink(), "postinst enabled the service");
+    // /etc/tasknode is root's: admin cannot swap the config for a link.
+    let dir = std::fs::metadata(sb.path("/etc/tasknode")).unwrap();
+    assert_eq!((dir.uid(), dir.mode() & 0o777), (0, 0o750));
+
+    // A task (admin) plants links in the directories the package gave it; reinstalling
+    // (postinst again) and purging (postrm) follow none of them.
+    let plant = sb.sh(
+        "/bin/sh",
+        "su -s /bin/sh admin -c 'ln -s /etc/hosts /var/log/tasknode/agent.log \
+         && ln -s /etc /var/log/tasknode/tasks && ln -s /usr /var/lib/tasknode/work \
+         && ln -s /etc/shadow /var/lib/tasknode/.hidden'",
+    );
+    assert!(plant.status.success(), "{}", stderr(&plant));
+    let swap = sb.sh(
+        "/bin/sh",
+        "su -s /bin/sh admin -c 'ln -sf /etc/hosts /etc/tasknode/tasknode.conf'",
+    );
+    assert!(
+        !swap.status.success(),
+        "admin swapped the config for a link"
+    );
+    let planted = state();
+    let o = dpkg(&["-i", deb.to_str().unwrap()]);
+    assert!(o.status.success(), "dpkg -i again: {}", stderr(&o));
+    assert_eq!(
+        tasknode_tests::sandbox::tree_changes(&planted, &state(), &[]),
+        Vec::<String>::new(),
+        "postinst changed /etc or /usr through admin's links"
+    );
 
     let o = dpkg(&["--purge", "tasknode"]);
     assert!(o.status.success(), "dpkg --purge: {}", stderr(&o));
@@ -1010,6 +1047,19 @@ fn the_deb_lints_clean_and_dpkg_installs_and_purges_it() {
         .cloned()
         .collect();
     assert!(left.is_empty(), "the purge left {left:?}");
+    // /etc and /usr are as they were before the package came (but for the directories
+    // systemctl made), and what admin's links pointed at is untouched.
+    let changed: Vec<String> = tasknode_tests::sandbox::tree_changes(&unpacked, &state(), &[])
+        .into_iter()
+        .filter(|c| !c.starts_with("etc/systemd"))
+        .collect();
+    assert_eq!(
+        changed,
+        Vec::<String>::new(),
+        "the purge left or changed something in /etc or /usr"
+    );
+    let shadow = std::fs::metadata(sb.path("/etc/shadow")).unwrap();
+    assert_eq!(shadow.uid(), 0, "/etc/shadow changed owner");
     assert!(
         sb.path("/etc/passwd").exists()
             && std::fs::read_to_string(sb.path("/etc/passwd"))

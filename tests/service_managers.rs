@@ -10,10 +10,15 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tasknode_tests::container::{Container, Init};
-use tasknode_tests::sandbox::{require_root, without_shadow_backups};
+use tasknode_tests::sandbox::{
+    ACCOUNT_FILES, require_root, tree_changes, tree_state, without_shadow_backups,
+};
 use tasknode_tests::{Console, build_release, dist_json, static_agent, wait_for};
 
-const SERVERCTL: &str = "/home/admin/tasknode/bin/serverctl";
+/// root's serverctl (root-owned): what operators and root-run scripts use.
+const SERVERCTL: &str = "/usr/sbin/tasknode-serverctl";
+/// The agent user's own serverctl, which hands over to [`SERVERCTL`] when root runs it.
+const ADMIN_SERVERCTL: &str = "/home/admin/tasknode/bin/serverctl";
 
 /// A console over TLS serving the static agent, with user etl and a classic group holding
 /// `hostname`.
@@ -96,6 +101,111 @@ fn private_log_port(c: &Container, config: &str) {
 
 fn user_of(c: &Container, pid: u32) -> String {
     c.sh_ok(&format!("ps -o user= -p {pid}"))
+}
+
+/// As admin (every task's user), replaces bin/tasknode and bin/serverctl with payloads that
+/// record their uid in /payload/uids, and with `links` also points logs/ and run/ at /usr and
+/// /etc. Then root does what root does: its serverctl, the SysV script (`sysv`), a reboot (the
+/// service manager at boot) and, with links, an install re-run, which must refuse naming the
+/// link. No payload may run as root and nothing under /etc and /usr may change. Finally the
+/// links go and a re-run through a fresh link repairs the install.
+fn admin_cannot_reach_root(c: &mut Container, console: &Console, sysv: bool, links: bool) {
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &str, m: u32| {
+            std::fs::set_permissions(c.path(p), std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        std::fs::create_dir_all(c.path("/payload")).unwrap();
+        mode("/payload", 0o777);
+        std::fs::write(c.path("/payload/uids"), "").unwrap();
+        mode("/payload/uids", 0o666);
+        std::fs::write(
+            c.path("/payload/payload.sh"),
+            "#!/bin/sh\necho \"$(id -u) $0 $*\" >>/payload/uids\nexit 0\n",
+        )
+        .unwrap();
+        mode("/payload/payload.sh", 0o755);
+    }
+    let home = "/home/admin/tasknode";
+    let mut plant = format!(
+        "for f in {home}/bin/tasknode {home}/bin/serverctl; do rm -f \"$f\" && cp /payload/payload.sh \"$f\" || exit 1; done"
+    );
+    if links {
+        plant.push_str(&format!(
+            " && cd {home} && mv logs logs.real && mv run run.real && ln -s /usr logs && ln -s /etc run"
+        ));
+    }
+    c.sh_ok(&format!("su -s /bin/sh admin -c '{plant}'"));
+    let skip: Vec<&str> = ACCOUNT_FILES.to_vec();
+    let before = tree_state(&c.root(), &["/etc", "/usr"], &skip);
+    let mut actions: Vec<String> = ["status", "stop", "start", "restart"]
+        .iter()
+        .map(|a| format!("{SERVERCTL} {a}"))
+        .collect();
+    if sysv {
+        actions.extend(["status", "restart"].map(|a| format!("/etc/init.d/tasknode {a}")));
+    }
+    for action in &actions {
+        let out = c.sh(action);
+        assert_eq!(
+            tree_changes(
+                &before,
+                &tree_state(&c.root(), &["/etc", "/usr"], &skip),
+                &[]
+            ),
+            Vec::<String>::new(),
+            "{action}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    if links {
+        let out = c.sh(&install_command(console, ""));
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !out.status.success(),
+            "a re-run went ahead over links:\n{said}"
+        );
+        assert!(
+            said.contains(&format!("{home}/logs is not a directory")),
+            "{said}"
+        );
+        assert_eq!(
+            tree_changes(
+                &before,
+                &tree_state(&c.root(), &["/etc", "/usr"], &skip),
+                &[]
+            ),
+            Vec::<String>::new(),
+            "{said}"
+        );
+    }
+    // At boot the service manager starts the agent (here: the payload) as admin only.
+    c.reboot();
+    let runs = std::fs::read_to_string(c.path("/payload/uids")).unwrap();
+    assert!(
+        !runs.lines().any(|l| l.starts_with("0 ")),
+        "a payload ran as root:\n{runs}"
+    );
+    // Under SysV with logs/ pointing at /usr the agent's output cannot be opened, so the shell
+    // (as admin) never starts the binary: there, nothing running is the right answer.
+    if !(sysv && links) {
+        assert!(
+            !runs.is_empty(),
+            "no payload ran at all, so this proved nothing"
+        );
+    }
+    if links {
+        c.sh_ok(&format!(
+            "su -s /bin/sh admin -c 'cd {home} && rm logs run && mv logs.real logs && mv run.real run'"
+        ));
+    }
+    install(c, &install_command(console, ""));
+    std::fs::remove_dir_all(c.path("/payload")).unwrap();
 }
 
 /// Uninstall keeps the logs and the user; purge leaves the root as it was before the install.
@@ -231,6 +341,15 @@ fn under_systemd_the_unit_is_enabled_restarted_after_a_crash_and_started_at_boot
     let servers = console.servers();
     assert_eq!(servers.len(), 1, "{servers:?}");
 
+    // bin/serverctl run by root hands over to root's own entry point.
+    let status = c.sh_ok(&format!("{ADMIN_SERVERCTL} status"));
+    assert!(status.contains("managed by systemd"), "{status}");
+
+    // What a task (admin) plants never runs as root nor reaches /etc or /usr.
+    admin_cannot_reach_root(&mut c, &console, false, false);
+    admin_cannot_reach_root(&mut c, &console, false, true);
+    console.wait_status(hostname, "available", Duration::from_secs(15));
+
     // --reinstall: the same identity enrolled again, one unit, one server.
     let said = install(&c, &install_command(&console, "--reinstall"));
     assert!(said.contains("starting the agent (systemd)"), "{said}");
@@ -296,7 +415,12 @@ fn under_sysv_init_the_script_is_registered_with_update_rc_d_and_started_at_boot
 
     // serverctl goes through the init script.
     let status = c.sh_ok(&format!("{SERVERCTL} status"));
-    assert!(status.contains("managed by sysv"), "{status}");
+    assert!(
+        status.contains(&format!("tasknode (pid {pid}) is running")),
+        "{status}"
+    );
+    let status = c.sh_ok(&format!("{ADMIN_SERVERCTL} status"));
+    assert!(status.contains("is running"), "{status}");
     c.sh_ok(&format!("{SERVERCTL} restart"));
     let restarted = pidfile_pid(&c).expect("running after serverctl restart");
     assert_ne!(restarted, pid);
@@ -307,6 +431,11 @@ fn under_sysv_init_the_script_is_registered_with_update_rc_d_and_started_at_boot
     let booted = pidfile_pid(&c).expect("the agent started at boot");
     assert_ne!(booted, restarted);
     assert_eq!(user_of(&c, booted), "admin");
+    console.wait_status(hostname, "available", Duration::from_secs(15));
+
+    // What a task (admin) plants never runs as root nor reaches /etc or /usr, at boot included.
+    admin_cannot_reach_root(&mut c, &console, true, false);
+    admin_cannot_reach_root(&mut c, &console, true, true);
     console.wait_status(hostname, "available", Duration::from_secs(15));
 
     // --reinstall: enrolled again, one script, one server.
@@ -552,8 +681,30 @@ fn package_under_systemd(package: &Package, hostname: &str) {
     let log = console.cli_ok(&["task", "log", &id.to_string()]);
     assert!(log.starts_with("admin\n/var/lib/tasknode/work/"), "{log}");
 
+    // A task (admin) plants links in the directories the package gave it: the upgrade and the
+    // removal below follow none of them. Only the package's own files change in /etc and /usr.
+    c.sh_ok(
+        "su -s /bin/sh admin -c 'ln -s /etc/hosts /var/log/tasknode/planted-hosts \
+         && ln -s /etc /var/log/tasknode/planted-etc && ln -s /usr /var/lib/tasknode/planted-usr \
+         && ln -s /etc/shadow /var/lib/tasknode/planted-shadow'",
+    );
+    let skip: Vec<&str> = ACCOUNT_FILES.to_vec();
+    let state = || tree_state(&c.root(), &["/etc", "/usr"], &skip);
+    let not_the_package = |before: &std::collections::BTreeMap<String, String>| -> Vec<String> {
+        tree_changes(before, &state(), &[])
+            .into_iter()
+            .filter(|change| !change.split(':').next().unwrap_or("").contains("tasknode"))
+            .collect()
+    };
+    let planted = state();
+
     // Upgraded: the running agent is restarted on the new version.
     install(&files[1]);
+    assert_eq!(
+        not_the_package(&planted),
+        Vec::<String>::new(),
+        "the upgrade changed /etc or /usr beyond the package"
+    );
     let upgraded = main_pid(&c).expect("active after the upgrade");
     assert_ne!(upgraded, pid);
     console.wait_server(
@@ -572,6 +723,12 @@ fn package_under_systemd(package: &Package, hostname: &str) {
     );
     assert!(c.sh("pgrep -u admin").stdout.is_empty());
     console.wait_status(hostname, "stopped", Duration::from_secs(15));
+    assert_eq!(
+        not_the_package(&planted),
+        Vec::<String>::new(),
+        "removing the package changed /etc or /usr beyond the package"
+    );
+    assert_eq!(c.sh_ok("stat -c %U /etc/shadow"), "root");
     let left: Vec<_> = c
         .files()
         .difference(&before)

@@ -301,7 +301,8 @@ impl Config {
             .mode(0o600)
             .open(&tmp)
             .map_err(err(&tmp))?;
-        if let Ok(old) = fs::metadata(path) {
+        // The old file's own owner, never a link's target's.
+        if let Some(old) = fs::symlink_metadata(path).ok().filter(|m| m.is_file()) {
             let new = f.metadata().map_err(err(&tmp))?;
             if (old.uid(), old.gid()) != (new.uid(), new.gid()) {
                 std::os::unix::fs::fchown(&f, Some(old.uid()), Some(old.gid())).map_err(|e| {

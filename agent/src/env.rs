@@ -19,7 +19,7 @@ pub const INVOCATION_ID: &str = "INVOCATION_ID";
 pub const TEST_EXIT_AFTER_SECS: Option<&str> = option_env!("TASKNODE_TEST_EXIT_AFTER_SECS");
 
 /// Default config path of a script install.
-pub const DEFAULT_CONFIG: &str = "/home/admin/tasknode/conf/tasknode.conf";
+pub const DEFAULT_CONFIG: &str = tasknode_protocol::layout::SCRIPT_CONFIG;
 
 /// The root prefix for host files: `TASKNODE_ROOT`, or `/`.
 pub fn root() -> std::path::PathBuf {

@@ -16,6 +16,7 @@ pub mod passwd;
 pub mod probation;
 pub mod service;
 pub mod tasks;
+pub mod trust;
 pub mod update;
 
 use std::process::ExitCode;

@@ -207,6 +207,8 @@ pub enum RenderCmd {
     Init(Common),
     /// bin/serverctl, the wrapper beside the agent binary.
     Serverctl(Common),
+    /// /usr/sbin/tasknode-serverctl, root's entry point (never runs the agent user's files).
+    RootServerctl(Common),
     /// The agent config before enrollment.
     Config {
         /// Console URL the agent enrolls with.
@@ -247,6 +249,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         RenderCmd::Unit(c) => (c, render::unit(&templates(c)?, &layout(c))?, 0o644),
         RenderCmd::Init(c) => (c, render::init(&templates(c)?, &layout(c))?, 0o755),
         RenderCmd::Serverctl(c) => (c, render::serverctl(&templates(c)?, &layout(c))?, 0o755),
+        RenderCmd::RootServerctl(c) => (
+            c,
+            render::root_serverctl(&templates(c)?, &layout(c))?,
+            0o755,
+        ),
         RenderCmd::Config {
             console,
             install_method,

@@ -17,6 +17,14 @@ pub struct ServiceContext {
     pub log_dir: String,
     /// Pid file the SysV script keeps.
     pub pid_file: String,
+    /// Where the SysV script itself is installed: it runs itself again as the agent user.
+    pub init_path: String,
+    /// The user the agent runs as.
+    pub user: String,
+    /// The unit and service name.
+    pub service: String,
+    /// root's entry point (script installs), which bin/serverctl hands over to under root.
+    pub root_serverctl: String,
 }
 
 impl From<&Layout> for ServiceContext {
@@ -26,6 +34,10 @@ impl From<&Layout> for ServiceContext {
             config: l.config.clone(),
             log_dir: l.log_dir.clone(),
             pid_file: l.pid_file.clone(),
+            init_path: l.init_script.clone(),
+            user: l.user.clone(),
+            service: crate::layout::SERVICE.to_owned(),
+            root_serverctl: crate::layout::ROOT_SERVERCTL.to_owned(),
         }
     }
 }
@@ -91,4 +103,14 @@ pub struct InstallContext {
     pub unit_file: String,
     pub init_script: String,
     pub serverctl_script: String,
+    /// root's entry point, rendered, and where it goes (root-owned, outside the agent's tree).
+    pub root_serverctl_script: String,
+    pub root_serverctl: String,
+    /// The user the agent runs as.
+    pub agent_user: String,
+    /// Where the systemd unit and the SysV script go (root-owned).
+    pub unit_path: String,
+    pub init_path: String,
+    /// install.sh's own records (root-owned).
+    pub install_state_dir: String,
 }

@@ -102,7 +102,7 @@ pub fn build(
         state_dir: STATE_DIR,
         log_dir: &layout.log_dir,
         config: &layout.config,
-        config_dir: "/etc/tasknode",
+        config_dir: crate::layout::PACKAGE_CONFIG_DIR,
         service: "tasknode.service",
     };
     let unit = crate::render::unit(t, &layout).map_err(|e| BuildError::Tool {

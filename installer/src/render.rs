@@ -89,6 +89,11 @@ pub fn serverctl(t: &Templates, layout: &Layout) -> Result<String, RenderError> 
     Ok(t.render(templates::SERVERCTL, &ServiceContext::from(layout))?)
 }
 
+/// root's entry point for `layout` (installed as [`crate::layout::ROOT_SERVERCTL`]).
+pub fn root_serverctl(t: &Templates, layout: &Layout) -> Result<String, RenderError> {
+    Ok(t.render(templates::ROOT_SERVERCTL, &ServiceContext::from(layout))?)
+}
+
 /// The pre-enrollment agent config.
 pub fn config(
     t: &Templates,
@@ -209,6 +214,12 @@ pub fn install_sh(t: &Templates, inputs: &InstallInputs<'_>) -> Result<String, R
         unit_file: unit(t, &layout)?,
         init_script: init(t, &layout)?,
         serverctl_script: serverctl(t, &layout)?,
+        root_serverctl_script: root_serverctl(t, &layout)?,
+        root_serverctl: crate::layout::ROOT_SERVERCTL.to_owned(),
+        agent_user: crate::layout::AGENT_USER.to_owned(),
+        unit_path: crate::layout::SCRIPT_UNIT.to_owned(),
+        init_path: layout.init_script.clone(),
+        install_state_dir: crate::layout::INSTALL_STATE_DIR.to_owned(),
         bin: layout.bin,
         config: layout.config,
         log_dir: layout.log_dir,
@@ -247,6 +258,12 @@ pub fn refused_install_sh(
         unit_file: unit(t, &layout)?,
         init_script: init(t, &layout)?,
         serverctl_script: serverctl(t, &layout)?,
+        root_serverctl_script: root_serverctl(t, &layout)?,
+        root_serverctl: crate::layout::ROOT_SERVERCTL.to_owned(),
+        agent_user: crate::layout::AGENT_USER.to_owned(),
+        unit_path: crate::layout::SCRIPT_UNIT.to_owned(),
+        init_path: layout.init_script.clone(),
+        install_state_dir: crate::layout::INSTALL_STATE_DIR.to_owned(),
         bin: layout.bin,
         config: layout.config,
         log_dir: layout.log_dir,

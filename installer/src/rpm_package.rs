@@ -9,12 +9,12 @@ use crate::target::{Init, RpmTarget, Version};
 use crate::templates::{self, TemplateError, Templates};
 
 pub const PACKAGE_NAME: &str = "tasknode";
-/// Where the SysV script goes on el6 (/etc/init.d is a link to /etc/rc.d/init.d there).
-pub const INIT_SCRIPT: &str = "/etc/rc.d/init.d/tasknode";
+/// Where the SysV script goes on el6.
+pub const INIT_SCRIPT: &str = crate::layout::PACKAGE_INIT;
 /// Where the systemd unit goes.
-pub const SYSTEMD_UNIT: &str = "/usr/lib/systemd/system/tasknode.service";
+pub const SYSTEMD_UNIT: &str = crate::layout::PACKAGE_UNIT;
 /// The agent's working state (its home directory when %pre creates the user).
-pub const STATE_DIR: &str = "/var/lib/tasknode";
+pub const STATE_DIR: &str = crate::layout::PACKAGE_STATE_DIR;
 const SUMMARY: &str = "tasknode agent: runs scheduled data tasks for the tasknode console";
 const DESCRIPTION: &str = "The tasknode agent enrolls this server with a tasknode console,
 heartbeats, and runs the data tasks the console assigns, as the user admin.
@@ -154,8 +154,10 @@ pub fn build(
         }
     }
     b.with_dir_entry(
-        rpm::FileOptions::dir("/etc/tasknode")
-            .user(AGENT_USER)
+        // root's, so the agent user cannot swap the config in it for a link (root enrolls and
+        // rpm writes there); readable by the agent's group.
+        rpm::FileOptions::dir(crate::layout::PACKAGE_CONFIG_DIR)
+            .user("root")
             .group(AGENT_USER)
             .permissions(0o750),
     )

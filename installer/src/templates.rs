@@ -21,6 +21,8 @@ pub const SYSTEMD_UNIT: &str = "tasknode.service";
 pub const SYSV_INIT: &str = "tasknode.init.sh";
 /// bin/serverctl beside the agent binary.
 pub const SERVERCTL: &str = "serverctl.sh";
+/// root's entry point, /usr/sbin/tasknode-serverctl (script installs).
+pub const ROOT_SERVERCTL: &str = "tasknode-serverctl.sh";
 /// The agent config before enrollment.
 pub const AGENT_CONFIG: &str = "tasknode.conf.toml";
 /// The yum repository definition.
@@ -45,6 +47,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ),
     (SYSV_INIT, include_str!("../../templates/tasknode.init.sh")),
     (SERVERCTL, include_str!("../../templates/serverctl.sh")),
+    (
+        ROOT_SERVERCTL,
+        include_str!("../../templates/tasknode-serverctl.sh"),
+    ),
     (
         AGENT_CONFIG,
         include_str!("../../templates/tasknode.conf.toml"),

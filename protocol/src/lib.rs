@@ -4,6 +4,7 @@
 
 pub mod concurrency;
 pub mod identity;
+pub mod layout;
 pub mod logtoken;
 pub mod manifest;
 pub mod tasks;

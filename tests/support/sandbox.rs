@@ -326,6 +326,90 @@ impl Drop for Sandbox {
     }
 }
 
+/// Owner, group, mode and content (a SHA-256, or a link's target) of every entry under each of
+/// `dirs` (paths inside `root`), keyed by path relative to `root`, but for `skip`: for showing
+/// that root changed nothing it should not have.
+pub fn tree_state(
+    root: &Path,
+    dirs: &[&str],
+    skip: &[&str],
+) -> std::collections::BTreeMap<String, String> {
+    use sha2::Digest;
+    use std::os::unix::fs::MetadataExt;
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack: Vec<PathBuf> = dirs
+        .iter()
+        .map(|d| root.join(d.trim_start_matches('/')))
+        .collect();
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            if skip.contains(&rel.as_str()) {
+                continue;
+            }
+            let Ok(m) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let what = if m.file_type().is_symlink() {
+                format!("link {}", std::fs::read_link(&path).unwrap().display())
+            } else if m.is_dir() {
+                stack.push(path.clone());
+                "dir".to_owned()
+            } else if m.is_file() {
+                hex::encode(sha2::Sha256::digest(
+                    std::fs::read(&path).unwrap_or_default(),
+                ))
+            } else {
+                "special".to_owned()
+            };
+            out.insert(
+                rel,
+                format!("{}:{} {:o} {what}", m.uid(), m.gid(), m.mode()),
+            );
+        }
+    }
+    out
+}
+
+/// The entries that differ between two [`tree_state`]s, but for `allowed` (absolute paths).
+pub fn tree_changes(
+    before: &std::collections::BTreeMap<String, String>,
+    after: &std::collections::BTreeMap<String, String>,
+    allowed: &[&str],
+) -> Vec<String> {
+    let keys: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    keys.into_iter()
+        .filter(|k| {
+            !allowed
+                .iter()
+                .any(|a| k.as_str() == a.trim_start_matches('/'))
+        })
+        .filter(|k| before.get(*k) != after.get(*k))
+        .map(|k| format!("{k}: {:?} -> {:?}", before.get(k), after.get(k)))
+        .collect()
+}
+
+/// The account files useradd and userdel change on purpose (and their backups and lock).
+pub const ACCOUNT_FILES: [&str; 13] = [
+    "etc/passwd",
+    "etc/group",
+    "etc/shadow",
+    "etc/gshadow",
+    "etc/passwd-",
+    "etc/group-",
+    "etc/shadow-",
+    "etc/gshadow-",
+    "etc/.pwd.lock",
+    "etc/subuid",
+    "etc/subgid",
+    "etc/subuid-",
+    "etc/subgid-",
+];
+
 /// Copies a dynamically linked program into `root` with the libraries `ldd` names.
 fn copy_with_libs(program: &Path, root: &Path) {
     let out = Command::new("ldd").arg(program).output().unwrap();

@@ -40,6 +40,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
     }
     let path = &args.config.config;
     let (config, node) = Config::load_enrolled(path)?;
+    refuse_root_over_others_paths(path, &config)?;
     fs::create_dir_all(&config.log_dir)
         .with_context(|| format!("creating log directory {}", config.log_dir.display()))?;
     init_logging(&config.log_dir)?;
@@ -444,6 +445,24 @@ impl Heartbeat<'_> {
 }
 
 /// agent.log (rotating) plus standard error; `TASKNODE_LOG` sets the filter, `info` by default.
+/// Root never writes where another user can plant a link, nor takes orders from a config such
+/// a user can edit: as root the agent runs only when its config, log and work directories are
+/// root's alone (docs/architecture.md, Privilege model). The services run it as the agent user.
+fn refuse_root_over_others_paths(path: &Path, config: &Config) -> anyhow::Result<()> {
+    if !rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    for p in [path, config.log_dir.as_path(), config.work_dir().as_path()] {
+        if let Some((part, uid)) = crate::trust::changeable_by_others(p) {
+            anyhow::bail!(
+                "refusing to run as root: {} can be changed by uid {uid}, so root would follow what that user plants there; run the agent as that user (systemctl start tasknode, /etc/init.d/tasknode start or tasknode-serverctl start do)",
+                part.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 fn init_logging(log_dir: &Path) -> anyhow::Result<()> {
     use std::io::IsTerminal;
     use tracing_subscriber::layer::SubscriberExt;

@@ -9,14 +9,12 @@ mod sysv;
 
 use std::path::{Path, PathBuf};
 
-pub use pidfile::Pidfile;
+pub use pidfile::{Pidfile, agent_user};
 pub use systemd::Systemd;
 pub use sysv::Sysv;
 
-/// The unit name and init script name of the agent.
-pub const SERVICE: &str = "tasknode";
-/// The user the agent runs as.
-pub const AGENT_USER: &str = "admin";
+/// The unit name and init script name of the agent, and the user it runs as.
+pub use tasknode_protocol::layout::{AGENT_USER, SERVICE};
 
 /// What `status` found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +47,18 @@ pub enum ServiceError {
         "refusing to run the agent as root and there is no user {user} to run it as: create it (useradd {user}) or run serverctl as that user"
     )]
     NoAgentUser { user: &'static str },
+    #[error(
+        "refusing to touch {path} as root: the agent user can change it; run serverctl as that user, or as root through the root-owned tasknode-serverctl"
+    )]
+    NotAsRoot { path: PathBuf },
+    #[error(
+        "refusing to run as root from {exe}: {path} can be changed by uid {uid}, so this binary is not root's to run; as root use /usr/sbin/tasknode-serverctl (script installs) or the service manager"
+    )]
+    NotRootsBinary {
+        exe: PathBuf,
+        path: PathBuf,
+        uid: u32,
+    },
     #[error("{path}: {source}")]
     PidFile {
         path: PathBuf,

@@ -1,6 +1,8 @@
 //! The agent without a service manager: started in the background by `serverctl start`, found
 //! again through a pid file. Before signalling a pid it checks that the process is this agent,
-//! so a stale pid file never makes serverctl signal an unrelated process.
+//! so a stale pid file never makes serverctl signal an unrelated process. It runs as the agent
+//! user, never as root: the pid file, its directory and the logs are that user's to change, so
+//! root following them could be made to create, chown or signal anything.
 
 use std::fs;
 use std::io::Write;
@@ -53,6 +55,17 @@ impl Pidfile {
         }
     }
 
+    /// Refuses root unless the agent user is root itself: `serverctl` run as root hands over
+    /// to the agent user before it gets here (commands/serverctl.rs).
+    fn not_as_root(&self) -> Result<(), ServiceError> {
+        if rustix::process::geteuid().is_root() && agent_user(&self.root)?.0 != 0 {
+            return Err(ServiceError::NotAsRoot {
+                path: self.pid_file.clone(),
+            });
+        }
+        Ok(())
+    }
+
     /// The pid in the pid file, if it names a live `tasknode run` process.
     fn running_pid(&self) -> Option<u32> {
         let pid: u32 = fs::read_to_string(&self.pid_file)
@@ -65,7 +78,7 @@ impl Pidfile {
 }
 
 /// The uid and gid of the agent user, from `<root>/etc/passwd`.
-fn agent_user(root: &Path) -> Result<(u32, u32), ServiceError> {
+pub fn agent_user(root: &Path) -> Result<(u32, u32), ServiceError> {
     let path = root.join("etc/passwd");
     if let Err(source) = fs::metadata(&path) {
         return Err(ServiceError::PidFile { path, source });
@@ -99,6 +112,7 @@ impl Manager for Pidfile {
     }
 
     fn start(&self) -> Result<(), ServiceError> {
+        self.not_as_root()?;
         if let Some(pid) = self.running_pid() {
             println!("the agent is already running (pid {pid})");
             return Ok(());
@@ -117,22 +131,6 @@ impl Manager for Pidfile {
         let err = out.try_clone().map_err(self.io_err())?;
         let exe = std::env::current_exe().map_err(self.io_err())?;
         let mut command = Command::new(&exe);
-        // As root, the agent runs as its own user, never as root; its files become that user's.
-        if rustix::process::geteuid().is_root() {
-            let (uid, gid) = agent_user(&self.root)?;
-            for path in [self.pid_file.parent(), Some(self.out_file.as_path())]
-                .into_iter()
-                .flatten()
-            {
-                std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|source| {
-                    ServiceError::PidFile {
-                        path: path.to_owned(),
-                        source,
-                    }
-                })?;
-            }
-            command.uid(uid).gid(gid);
-        }
         let mut child = command
             .arg("run")
             .arg("--config")
@@ -174,6 +172,7 @@ impl Manager for Pidfile {
     }
 
     fn stop(&self) -> Result<(), ServiceError> {
+        self.not_as_root()?;
         let Some(pid) = self.running_pid() else {
             let _ = fs::remove_file(&self.pid_file);
             println!("the agent is not running");
@@ -205,6 +204,7 @@ impl Manager for Pidfile {
     }
 
     fn status(&self) -> Result<State, ServiceError> {
+        self.not_as_root()?;
         if let Some(pid) = self.running_pid() {
             return Ok(State::Running { pid: Some(pid) });
         }
@@ -258,6 +258,7 @@ mod tests {
     #[test]
     fn a_stale_pid_naming_another_process_is_not_the_agent() {
         let dir = tempfile::tempdir().unwrap();
+        passwd_with_admin(dir.path(), rustix::process::getuid().as_raw());
         let p = Pidfile::beside(dir.path(), &dir.path().join("tasknode.conf"), dir.path());
         // Our own pid: alive, but a test binary, not `tasknode run`.
         fs::write(&p.pid_file, format!("{}\n", std::process::id())).unwrap();
@@ -265,5 +266,32 @@ mod tests {
         p.stop().unwrap();
         assert!(!p.pid_file.exists());
         assert_eq!(p.status().unwrap(), State::Stopped);
+    }
+
+    fn passwd_with_admin(root: &Path, uid: u32) {
+        fs::create_dir_all(root.join("etc")).unwrap();
+        fs::write(
+            root.join("etc/passwd"),
+            format!("root:x:0:0:root:/root:/bin/sh\nadmin:x:{uid}:{uid}::/home/admin:/bin/sh\n"),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn root_never_follows_the_agent_users_pid_file() {
+        if !rustix::process::geteuid().is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        passwd_with_admin(dir.path(), 4242);
+        let p = Pidfile::beside(dir.path(), &dir.path().join("tasknode.conf"), dir.path());
+        // A pid file naming init: root must not even read it, let alone signal.
+        fs::write(&p.pid_file, "1\n").unwrap();
+        for result in [p.start(), p.stop(), p.status().map(drop)] {
+            let err = result.unwrap_err();
+            assert!(matches!(err, ServiceError::NotAsRoot { .. }), "{err}");
+            assert!(err.to_string().contains("tasknode.pid"), "{err}");
+        }
+        assert!(!dir.path().join("agent.out").exists());
     }
 }
