@@ -26,7 +26,7 @@ ulimit -n "$(ulimit -Hn)"
 WORK=$(mktemp -d)
 CONSOLE_PID=
 cleanup() {
-  [ -n "$CONSOLE_PID" ] && kill "$CONSOLE_PID" 2>/dev/null || true
+  if [ -n "$CONSOLE_PID" ]; then kill "$CONSOLE_PID" 2>/dev/null || true; fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
