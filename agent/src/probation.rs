@@ -81,22 +81,13 @@ pub fn check_at_start(paths: &Paths, running: &str, now: i64) -> StartCheck {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use std::fs;
-    use std::time::Duration;
 
     use super::*;
-    use crate::update::{Prepared, swap};
+    use crate::update::tests::swapped_to_0_2_0;
 
     #[test]
     fn a_version_that_keeps_dying_on_probation_is_put_back_at_its_next_start() {
-        let dir = tempfile::tempdir().unwrap();
-        let paths = Paths::beside(&dir.path().join("tasknode"));
-        fs::write(&paths.exe, b"old").unwrap();
-        fs::write(&paths.new, b"new").unwrap();
-        let prepared = Prepared {
-            to: "0.2.0".into(),
-            sha256: "x".into(),
-        };
-        swap(&paths, &prepared, Duration::from_secs(60)).unwrap();
+        let (_dir, paths) = swapped_to_0_2_0();
         // Another version's start (the previous one, or an unrelated binary) counts nothing.
         assert_eq!(check_at_start(&paths, "0.1.0", 1_000), StartCheck::Run);
         assert_eq!(paths.read_state().unwrap().starts, 0);
@@ -125,15 +116,7 @@ mod tests {
 
     #[test]
     fn a_probation_deadline_passed_across_restarts_puts_the_previous_version_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let paths = Paths::beside(&dir.path().join("tasknode"));
-        fs::write(&paths.exe, b"old").unwrap();
-        fs::write(&paths.new, b"new").unwrap();
-        let prepared = Prepared {
-            to: "0.2.0".into(),
-            sha256: "x".into(),
-        };
-        swap(&paths, &prepared, Duration::from_secs(60)).unwrap();
+        let (_dir, paths) = swapped_to_0_2_0();
         assert_eq!(check_at_start(&paths, "0.2.0", 10_000), StartCheck::Run);
         // Restarted within the minute: runs on.
         assert_eq!(check_at_start(&paths, "0.2.0", 69_000), StartCheck::Run);
