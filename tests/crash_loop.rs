@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
-use tasknode_tests::container::{Container, Init};
+use tasknode_tests::container::{classic_tls_console, installed_under_systemd};
 use tasknode_tests::sandbox::require_root;
 use tasknode_tests::{
-    Agent, Console, build_release, dist_json, hostname, install_binary, static_agent, wait_for,
+    Console, build_release, dist_json, enrolled_own_binary, hostname, install_binary, static_agent,
+    wait_for,
 };
 
 const CRASHING: &str = "0.3.0";
@@ -98,17 +99,7 @@ fn a_release_that_dies_after_its_trial_is_put_back_after_three_starts() {
     let dir = tempfile::tempdir().unwrap();
     let key = releases(dir.path());
     let dist = dir.path().join("dist");
-    let console = Console::start(&[
-        "--dist",
-        dist.to_str().unwrap(),
-        "--heartbeat-interval",
-        "1s",
-    ]);
-    let password = console.create_user("etl");
-    console.cli_ok(&["group", "create", "etl", "--network", "classic"]);
-    console.cli_ok(&["server", "add", "--group", "etl", "--name", &hostname()]);
-    let mut agent = Agent::new().with_own_binary(&static_agent());
-    agent.enroll_ok(&console.url, "etl", &password, false);
+    let (console, mut agent) = enrolled_own_binary(&dist);
     agent.set_config("update", "trusted_keys", vec![key].into());
     // Probation needs 10 heartbeats a second apart: the crashing build dies before.
     agent.set_config("update", "health_heartbeats", 10.into());
@@ -174,31 +165,8 @@ fn under_systemd_a_release_that_keeps_dying_is_put_back_and_the_unit_stays_up() 
     let dir = tempfile::tempdir().unwrap();
     let key = releases(dir.path());
     let dist = dir.path().join("dist");
-    let agents = tasknode_tests::agent_dir();
-    let console = Console::start(&[
-        "--tls",
-        "--heartbeat-interval",
-        "1s",
-        "--dist",
-        dist.to_str().unwrap(),
-        "--agent-dir",
-        agents.path().to_str().unwrap(),
-    ]);
-    console.create_user("etl");
-    console.cli_ok(&["group", "create", "classic", "--network", "classic"]);
-    console.cli_ok(&["server", "add", "--group", "classic", "--name", host]);
-    let c = Container::boot(Init::Systemd, host);
-    let cmd: Value = serde_json::from_str(&console.cli_ok(&[
-        "install-command",
-        "--group",
-        "classic",
-        "--user",
-        "etl",
-        "--json",
-    ]))
-    .unwrap();
-    let out = c.sh(cmd["command"].as_str().unwrap());
-    assert!(out.status.success(), "{}", tasknode_tests::stderr(&out));
+    let (console, _agents) = classic_tls_console(host, &["--dist", dist.to_str().unwrap()]);
+    let c = installed_under_systemd(&console, host);
     console.wait_status(host, "available", Duration::from_secs(15));
     let conf = c.path("/home/admin/tasknode/conf/tasknode.conf");
     let set = |table: &str, k: &str, v: toml::Value| {

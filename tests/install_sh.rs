@@ -19,16 +19,7 @@ const UUIDS: [&str; 3] = [
 
 /// A console serving the static agent, with user etl and a VPC group holding `uuids`.
 fn console(uuids: &[&str], extra: &[&str]) -> (Console, tempfile::TempDir) {
-    let agents = tasknode_tests::agent_dir();
-    let mut flags = vec![
-        "--heartbeat-interval",
-        "1s",
-        "--agent-dir",
-        agents.path().to_str().unwrap(),
-    ];
-    flags.extend_from_slice(extra);
-    let console = Console::start(&flags);
-    console.create_user("etl");
+    let (console, agents) = tasknode_tests::console_serving_agent(extra);
     console.cli_ok(&["group", "create", "vpc", "--network", "vpc"]);
     for uuid in uuids {
         console.cli_ok(&["server", "add", "--group", "vpc", "--name", uuid]);

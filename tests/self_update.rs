@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde_json::Value;
 use tasknode_protocol::manifest::{self, Manifest};
 use tasknode_tests::{
-    Agent, Console, build_release, dist_json, hostname, install_binary, static_agent, update_agent,
-    wait_for,
+    Agent, Console, build_release, dist_json, enrolled_own_binary, hostname, install_binary,
+    static_agent, update_agent, wait_for,
 };
 
 const V1: &str = "0.1.0";
@@ -127,17 +127,7 @@ fn script_release(version: &str, body: &str) -> Vec<u8> {
 /// A console serving `dist`, with a classic group `etl` holding this host, and an agent
 /// running its own copy of 0.1.0 there, trusting the release key, with short health checks.
 fn updating(dist: &Path) -> (Console, Agent) {
-    let console = Console::start(&[
-        "--dist",
-        dist.to_str().unwrap(),
-        "--heartbeat-interval",
-        "1s",
-    ]);
-    let password = console.create_user("etl");
-    console.cli_ok(&["group", "create", "etl", "--network", "classic"]);
-    console.cli_ok(&["server", "add", "--group", "etl", "--name", &hostname()]);
-    let mut agent = Agent::new().with_own_binary(&static_agent());
-    agent.enroll_ok(&console.url, "etl", &password, false);
+    let (console, mut agent) = enrolled_own_binary(dist);
     agent.allow_tasks();
     agent.set_config(
         "update",

@@ -8,8 +8,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use serde_json::Value;
-use tasknode_tests::container::{Container, Init};
+use tasknode_tests::container::{
+    Container, Init, classic_tls_console, install, install_command, installed_under_systemd,
+};
 use tasknode_tests::sandbox::{
     ACCOUNT_FILES, require_root, tree_changes, tree_state, without_shadow_backups,
 };
@@ -19,55 +20,6 @@ use tasknode_tests::{Console, build_release, dist_json, static_agent, wait_for};
 const SERVERCTL: &str = "/usr/sbin/tasknode-serverctl";
 /// The agent user's own serverctl, which hands over to [`SERVERCTL`] when root runs it.
 const ADMIN_SERVERCTL: &str = "/home/admin/tasknode/bin/serverctl";
-
-/// A console over TLS serving the static agent, with user etl and a classic group holding
-/// `hostname`.
-fn console(hostname: &str) -> (Console, tempfile::TempDir) {
-    let agents = tasknode_tests::agent_dir();
-    let console = Console::start(&[
-        "--tls",
-        "--heartbeat-interval",
-        "1s",
-        "--agent-dir",
-        agents.path().to_str().unwrap(),
-    ]);
-    console.create_user("etl");
-    console.cli_ok(&["group", "create", "classic", "--network", "classic"]);
-    console.cli_ok(&["server", "add", "--group", "classic", "--name", hostname]);
-    (console, agents)
-}
-
-/// A fresh one-time install command, as printed, with `args` passed to the script.
-fn install_command(console: &Console, args: &str) -> String {
-    let out = console.cli_ok(&[
-        "install-command",
-        "--group",
-        "classic",
-        "--user",
-        "etl",
-        "--json",
-    ]);
-    let cmd: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(cmd["enable_uuid"], false);
-    let printed = cmd["command"].as_str().unwrap().to_owned();
-    if args.is_empty() {
-        return printed;
-    }
-    let head = printed.strip_suffix(" | sh").unwrap();
-    format!("{head} | sh -s -- {args}")
-}
-
-/// Runs the install command in the container and returns what it said; panics if it failed.
-fn install(c: &Container, command: &str) -> String {
-    let out = c.sh(command);
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "`{command}` failed:\n{said}");
-    said
-}
 
 /// The agent's pid in the container, from its pid file, if that process is alive.
 fn pidfile_pid(c: &Container) -> Option<u32> {
@@ -279,7 +231,7 @@ fn under_systemd_the_unit_is_enabled_restarted_after_a_crash_and_started_at_boot
         return;
     }
     let hostname = "tn-systemd";
-    let (console, _agents) = console(hostname);
+    let (console, _agents) = classic_tls_console(hostname, &[]);
     let mut c = Container::boot(Init::Systemd, hostname);
     let before = c.files();
 
@@ -376,7 +328,7 @@ fn under_sysv_init_the_script_is_registered_with_update_rc_d_and_started_at_boot
         return;
     }
     let hostname = "tn-sysv";
-    let (console, _agents) = console(hostname);
+    let (console, _agents) = classic_tls_console(hostname, &[]);
     let mut c = Container::boot(Init::Sysv, hostname);
     // This host already has the user admin: the install reuses it, and a purge leaves it and
     // its home as they were.
@@ -475,8 +427,7 @@ fn under_systemd_a_self_update_keeps_the_main_pid_and_a_restart_lets_the_running
     console.create_user("etl");
     console.cli_ok(&["group", "create", "classic", "--network", "classic"]);
     console.cli_ok(&["server", "add", "--group", "classic", "--name", hostname]);
-    let c = Container::boot(Init::Systemd, hostname);
-    install(&c, &install_command(&console, ""));
+    let c = installed_under_systemd(&console, hostname);
     let listed = console.wait_status(hostname, "available", Duration::from_secs(15));
     assert_eq!(listed["version"], "0.1.0");
     // The agent trusts the release key from its config (a debug build has no key built in),

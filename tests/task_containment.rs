@@ -6,10 +6,9 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
-use tasknode_tests::container::{Container, Init};
+use tasknode_tests::container::{classic_tls_console, installed_under_systemd};
 use tasknode_tests::sandbox::require_root;
-use tasknode_tests::{Console, enrolled_classic, hostname};
+use tasknode_tests::{enrolled_classic, hostname};
 
 /// Sleeps of unusual lengths, so that they can be told from every other process; the script
 /// detaches each of them from the task in another way.
@@ -99,29 +98,8 @@ fn under_systemd_each_task_runs_in_its_own_cgroup_and_nothing_outlives_it() {
         return;
     }
     let host = "tn-contain";
-    let agents = tasknode_tests::agent_dir();
-    let console = Console::start(&[
-        "--tls",
-        "--heartbeat-interval",
-        "1s",
-        "--agent-dir",
-        agents.path().to_str().unwrap(),
-    ]);
-    console.create_user("etl");
-    console.cli_ok(&["group", "create", "classic", "--network", "classic"]);
-    console.cli_ok(&["server", "add", "--group", "classic", "--name", host]);
-    let c = Container::boot(Init::Systemd, host);
-    let cmd: Value = serde_json::from_str(&console.cli_ok(&[
-        "install-command",
-        "--group",
-        "classic",
-        "--user",
-        "etl",
-        "--json",
-    ]))
-    .unwrap();
-    let out = c.sh(cmd["command"].as_str().unwrap());
-    assert!(out.status.success(), "{}", tasknode_tests::stderr(&out));
+    let (console, _agents) = classic_tls_console(host, &[]);
+    let c = installed_under_systemd(&console, host);
     let conf = c.path("/home/admin/tasknode/conf/tasknode.conf");
     tasknode_tests::set_config_value(&conf, "logs", "listen", "127.0.0.1:0".into());
     c.sh_ok("/home/admin/tasknode/bin/serverctl restart");

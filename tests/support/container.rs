@@ -11,7 +11,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::wait_for;
+use serde_json::Value;
+
+use crate::{Console, wait_for};
 
 /// Which init the container boots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -353,6 +355,53 @@ impl Drop for Container {
         }
         self.shut_down();
     }
+}
+
+/// A console over TLS (heartbeats a second apart) serving the static agent from an agent
+/// directory of its own (returned with it), started with `extra` flags as well, with a user
+/// `etl` and a classic group `classic` holding the server `host`.
+pub fn classic_tls_console(host: &str, extra: &[&str]) -> (Console, tempfile::TempDir) {
+    let (console, agents) = crate::console_serving_agent(&[&["--tls"], extra].concat());
+    console.cli_ok(&["group", "create", "classic", "--network", "classic"]);
+    console.cli_ok(&["server", "add", "--group", "classic", "--name", host]);
+    (console, agents)
+}
+
+/// A fresh one-time install command of group `classic` for user `etl`, as printed, with
+/// `args` passed to the script.
+pub fn install_command(console: &Console, args: &str) -> String {
+    let out = console.cli_ok(&[
+        "install-command",
+        "--group",
+        "classic",
+        "--user",
+        "etl",
+        "--json",
+    ]);
+    let cmd: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(cmd["enable_uuid"], false);
+    let printed = cmd["command"].as_str().unwrap().to_owned();
+    if args.is_empty() {
+        return printed;
+    }
+    let head = printed.strip_suffix(" | sh").unwrap();
+    format!("{head} | sh -s -- {args}")
+}
+
+/// Runs the install command in the container and returns what it said; panics if it failed.
+pub fn install(c: &Container, command: &str) -> String {
+    let out = c.sh(command);
+    let said = text(&out);
+    assert!(out.status.success(), "`{command}` failed:\n{said}");
+    said
+}
+
+/// A container `host` booted under systemd, with the agent installed by the console's install
+/// command (which enrolls it; the caller waits for it to be available).
+pub fn installed_under_systemd(console: &Console, host: &str) -> Container {
+    let c = Container::boot(Init::Systemd, host);
+    install(&c, &install_command(console, ""));
+    c
 }
 
 /// The pid of a child of `parent`, if it has one.

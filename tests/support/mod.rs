@@ -670,6 +670,22 @@ pub fn agent_dir() -> tempfile::TempDir {
     agents
 }
 
+/// A console (heartbeats a second apart) serving the static agent from an [`agent_dir`] of its
+/// own (returned with it), started with `extra` flags as well, with a user `etl`.
+pub fn console_serving_agent(extra: &[&str]) -> (Console, tempfile::TempDir) {
+    let agents = agent_dir();
+    let mut flags = vec![
+        "--heartbeat-interval",
+        "1s",
+        "--agent-dir",
+        agents.path().to_str().unwrap(),
+    ];
+    flags.extend_from_slice(extra);
+    let console = Console::start(&flags);
+    console.create_user("etl");
+    (console, agents)
+}
+
 /// Sets `[table] key = value` in the agent config at `path`, as an operator editing the file
 /// would; the file keeps its owner and mode.
 pub fn set_config_value(path: &Path, table: &str, key: &str, value: toml::Value) {
@@ -705,11 +721,29 @@ pub fn update_agent() -> PathBuf {
 /// A console with `flags`, a user `etl`, a classic group `etl` with this host in it, and an
 /// agent enrolled there (not yet running).
 pub fn enrolled_classic(flags: &[&str]) -> (Console, Agent) {
+    enrolled_classic_with(flags, Agent::new())
+}
+
+/// A console serving the releases in `dist` (heartbeats a second apart), a user `etl`, a
+/// classic group `etl` with this host in it, and an agent enrolled there that runs its own copy
+/// of the static agent, so it can update itself (not yet running).
+pub fn enrolled_own_binary(dist: &Path) -> (Console, Agent) {
+    enrolled_classic_with(
+        &[
+            "--dist",
+            dist.to_str().unwrap(),
+            "--heartbeat-interval",
+            "1s",
+        ],
+        Agent::new().with_own_binary(&static_agent()),
+    )
+}
+
+fn enrolled_classic_with(flags: &[&str], agent: Agent) -> (Console, Agent) {
     let console = Console::start(flags);
     let password = console.create_user("etl");
     console.cli_ok(&["group", "create", "etl", "--network", "classic"]);
     console.cli_ok(&["server", "add", "--group", "etl", "--name", &hostname()]);
-    let agent = Agent::new();
     agent.enroll_ok(&console.url, "etl", &password, false);
     (console, agent)
 }
