@@ -33,8 +33,11 @@ setsid sh -c 'mkdir "$1/nested" && echo 0 > "$1/nested/cgroup.procs" && exec sle
     )
 }
 
-fn marks(seed: u32) -> Vec<String> {
-    (1..=6).map(|i| format!("600.{seed}{i}")).collect()
+/// Sleep lengths of this test process and of test `test`: the tests here run at once, and the
+/// host sees the container's processes, so one test must not count (or kill) the other's.
+fn marks(test: u32) -> Vec<String> {
+    let pid = std::process::id();
+    (1..=6).map(|i| format!("600.{pid}{test}{i}")).collect()
 }
 
 /// Processes on this host whose command line is `sleep MARK` for one of `marks`.
@@ -68,7 +71,7 @@ fn without_systemd_what_a_task_detaches_ends_with_it() {
     agent.allow_tasks();
     agent.run();
     console.wait_status(&hostname(), "available", Duration::from_secs(20));
-    let marks = marks(std::process::id());
+    let marks = marks(1);
     let id = console.submit_script("etl", &script(&marks));
     let done = console.wait_task(id, &["succeeded", "failed"], Duration::from_secs(30));
     assert_eq!(done["state"], "succeeded", "{done:#}");
@@ -124,7 +127,7 @@ fn under_systemd_each_task_runs_in_its_own_cgroup_and_nothing_outlives_it() {
         String::from_utf8_lossy(&cgroups.stderr)
     );
 
-    let marks = marks(std::process::id());
+    let marks = marks(2);
     let id = console.submit_script(
         "classic",
         &format!(
