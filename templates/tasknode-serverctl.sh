@@ -9,6 +9,9 @@ TASKNODE_CONFIG={{ config }}
 TASKNODE_USER={{ user }}
 UNIT_NAME={{ service }}
 INIT_PATH={{ init_path }}
+SCRIPT_UNIT={{ unit_paths[0] }}
+PACKAGE_UNIT={{ unit_paths[1] }}
+DEB_UNIT={{ unit_paths[2] }}
 
 usage() {
     echo "usage: $0 start|stop|restart|status" >&2
@@ -55,8 +58,8 @@ as_agent() {
 
 systemd_unit() {
     [ -d /run/systemd/system ] || return 1
-    for dir in /etc/systemd/system /usr/lib/systemd/system /lib/systemd/system; do
-        [ -f "$dir/$UNIT_NAME.service" ] && return 0
+    for unit in "$SCRIPT_UNIT" "$PACKAGE_UNIT" "$DEB_UNIT"; do
+        [ -f "$unit" ] && return 0
     done
     return 1
 }

@@ -168,6 +168,12 @@ fn the_install_command_installs_under_every_shell_and_uninstalls_without_residue
             conf_text.contains("console_ca = \"/home/admin/tasknode/conf/console-ca.pem\""),
             "{conf_text}"
         );
+        // It records where the pid file and the tasks' work go: nothing guesses them later.
+        assert!(
+            conf_text.contains("pid_file = \"/home/admin/tasknode/run/tasknode.pid\"\n")
+                && conf_text.contains("work_dir = \"/home/admin/tasknode/work\"\n"),
+            "{conf_text}"
+        );
 
         // The link works once.
         let again = run_command(&sb, &cmd, *fetch, shell, "");

@@ -83,6 +83,12 @@ fn the_agent_enrolls_from_the_rendered_config() {
     assert_eq!(agent.config_value("console_url"), console.url);
     assert_eq!(agent.config_value("install_method"), "script");
     assert_eq!(agent.config_value("log_dir"), Layout::script().log_dir);
+    // The config records where the pid file and the tasks' work go, from the layout.
+    assert_eq!(agent.config_value("pid_file"), Layout::script().pid_file);
+    assert_eq!(
+        agent.config_value("tasks.work_dir"),
+        Layout::script().work_dir
+    );
     assert_eq!(agent.config_value("node.server_name"), hostname());
     assert_eq!(mode_of(&agent.config()), 0o600);
 }

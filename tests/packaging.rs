@@ -307,7 +307,7 @@ fn every_rpm_verifies_lints_clean_and_fits_rpm_4_8() {
             "{d}: /etc/tasknode root:admin 0750: {files}"
         );
         if d == "el6" {
-            assert!(scripts.contains("chkconfig --add tasknode"), "{scripts}");
+            assert!(scripts.contains("chkconfig --add 'tasknode'"), "{scripts}");
             assert!(scripts.contains("condrestart"), "{scripts}");
             assert!(files.contains("/etc/rc.d/init.d/tasknode"), "{files}");
             assert!(requires.contains("initscripts"), "{requires}");

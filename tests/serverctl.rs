@@ -125,3 +125,54 @@ fn as_root_serverctl_refuses_without_the_agent_user() {
     );
     assert!(!agent.dir.path().join("tasknode/run/tasknode.pid").exists());
 }
+
+/// serverctl keeps the pid file the config records, and a config from before it was recorded
+/// (no `pid_file`, no `work_dir`) keeps the one its install method always had: a manual
+/// install's, beside its `conf` directory. (Which work directory such a config gets, per
+/// method, is agent/src/config.rs's unit test.)
+#[test]
+fn serverctl_keeps_the_pid_file_the_config_records_and_old_configs_keep_theirs() {
+    let (console, agent) = enrolled_classic(&["--heartbeat-interval", "1s"]);
+    let root = root_without_service_manager(agent.dir.path());
+    let wrapper = serverctl_wrapper(agent.dir.path(), &bin("tasknode"), &agent.config());
+    let serverctl = |action: &str| run_serverctl(&wrapper, &root, action);
+    let text = std::fs::read_to_string(agent.config()).unwrap();
+    let layout_pid = agent.dir.path().join("tasknode/run/tasknode.pid");
+    let work = agent.dir.path().join("tasknode/work");
+    assert!(
+        text.contains(&format!("pid_file = \"{}\"\n", layout_pid.display()))
+            && text.contains(&format!("work_dir = \"{}\"\n", work.display())),
+        "enroll records where the pid file and the tasks' work go: {text}"
+    );
+
+    let recorded = agent.dir.path().join("elsewhere/agent.pid");
+    std::fs::write(
+        agent.config(),
+        text.replace(
+            &format!("pid_file = \"{}\"", layout_pid.display()),
+            &format!("pid_file = \"{}\"", recorded.display()),
+        ),
+    )
+    .unwrap();
+    let out = serverctl("start");
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(recorded.is_file() && !layout_pid.exists());
+    console.wait_status(&hostname(), "available", Duration::from_secs(15));
+    assert_eq!(serverctl("status").status.code(), Some(0));
+    assert!(serverctl("stop").status.success());
+    assert!(!recorded.exists());
+
+    let old: String = text
+        .lines()
+        .filter(|l| !l.starts_with("pid_file =") && !l.starts_with("work_dir ="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(agent.config(), old).unwrap();
+    let out = serverctl("start");
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(layout_pid.is_file(), "an old config keeps its pid file");
+    let out = serverctl("status");
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(serverctl("stop").status.success());
+    assert!(!layout_pid.exists());
+}

@@ -442,6 +442,13 @@ fn releases_and_rollouts_in_the_browser() {
     b.goto(&format!("{}/ui/groups/default/etl/install", console.url));
     b.wait_text("#yum", "yum install tasknode", TIMEOUT);
     assert!(b.text("#yum").contains("--enable-uuid false"));
+    // It enrolls the config the package installed, not the script install's default.
+    assert!(
+        b.text("#yum")
+            .contains("tasknode enroll --config /etc/tasknode/tasknode.conf --console"),
+        "{}",
+        b.text("#yum")
+    );
     b.screenshot("install-yum");
 
     // A user sees releases and rollouts, and gets no rollout form.

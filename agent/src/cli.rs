@@ -68,17 +68,15 @@ pub struct ConfigArg {
     pub config: PathBuf,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum InstallMethod {
-    /// Installed by install.sh under /home/admin/tasknode; updates itself.
-    Script,
-    /// Installed from an RPM; updated by yum.
-    Rpm,
-    /// Installed from a .deb; updated by apt.
-    Deb,
-    /// Placed by hand.
-    Manual,
+/// How the agent was installed (script, rpm, deb or manual), as tasknode-protocol's layout
+/// names it.
+pub use tasknode_protocol::layout::InstallMethod;
+
+/// `--install-method`: one of the layout's install methods.
+fn install_method() -> impl clap::builder::TypedValueParser<Value = InstallMethod> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(InstallMethod::ALL.map(InstallMethod::as_str))
+        .try_map(|s| s.parse::<InstallMethod>())
 }
 
 #[derive(Debug, Args)]
@@ -114,12 +112,13 @@ pub struct EnrollArgs {
     #[arg(long, value_name = "true|false", value_parser = clap::builder::BoolValueParser::new(), action = clap::ArgAction::Set)]
     pub enable_uuid: bool,
     /// Directory for heartbeat.log, agent.log and task logs. [default: the existing config's,
-    /// else ../logs beside a `conf` config directory, else logs/ beside the config]
+    /// else the install method's layout's; for a manual install ../logs beside a `conf` config
+    /// directory, else logs/ beside the config]
     #[arg(long, value_name = "DIR")]
     pub log_dir: Option<PathBuf>,
     /// How the agent was installed, recorded in the config. [default: the existing config's,
     /// else manual]
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = install_method())]
     pub install_method: Option<InstallMethod>,
     /// Refused: a password on the command line is visible to every user of the host.
     #[arg(long, hide = true, value_name = "PASSWORD")]

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tasknode_protocol::NetworkType;
+use tasknode_protocol::layout;
 
 use crate::cli::InstallMethod;
 
@@ -27,6 +28,10 @@ pub struct Config {
     pub install_method: InstallMethod,
     /// Where heartbeat.log, agent.log and task logs go.
     pub log_dir: PathBuf,
+    /// The pid file kept when no service manager runs the agent (`serverctl` alone). [default,
+    /// for configs written before it was recorded: the install method's layout's]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_file: Option<PathBuf>,
     /// How tasks run; every setting has a default.
     #[serde(default, skip_serializing_if = "TaskSettings::is_default")]
     pub tasks: TaskSettings,
@@ -45,7 +50,9 @@ pub struct Config {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSettings {
-    /// Where tasks run, one directory per task. [default: `work` beside the log directory]
+    /// Where tasks run, one directory per task. [default, for configs written before it was
+    /// recorded: the install method's layout's; `work` beside the log directory for a manual
+    /// install]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub work_dir: Option<PathBuf>,
     /// The user tasks run as when the agent runs as root. [default: admin]
@@ -124,13 +131,23 @@ impl UpdateSettings {
 }
 
 impl Config {
-    /// Where task working directories go.
+    /// Where task working directories go: `[tasks] work_dir` (enroll and the installers record
+    /// it), else the install method's layout's, else for a manual install `work` beside the
+    /// log directory.
     pub fn work_dir(&self) -> PathBuf {
-        self.tasks.work_dir.clone().unwrap_or_else(|| {
-            self.log_dir
-                .parent()
-                .map_or_else(|| self.log_dir.join("work"), |p| p.join("work"))
-        })
+        self.tasks
+            .work_dir
+            .clone()
+            .unwrap_or_else(|| default_work_dir(self.install_method, &self.log_dir))
+    }
+
+    /// The pid file kept without a service manager: `pid_file` (enroll and the installers
+    /// record it), else the install method's layout's, else for a manual install the one
+    /// beside the config at `config_path`.
+    pub fn pid_file(&self, config_path: &Path) -> PathBuf {
+        self.pid_file
+            .clone()
+            .unwrap_or_else(|| default_pid_file(self.install_method, config_path))
     }
 
     pub fn task_log_dir(&self) -> PathBuf {
@@ -138,7 +155,7 @@ impl Config {
     }
 
     pub fn task_user(&self) -> &str {
-        self.tasks.user.as_deref().unwrap_or("admin")
+        self.tasks.user.as_deref().unwrap_or(layout::AGENT_USER)
     }
 
     pub fn task_log_max_bytes(&self) -> u64 {
@@ -194,6 +211,7 @@ impl fmt::Debug for Config {
             .field("console_ca", &self.console_ca)
             .field("install_method", &self.install_method)
             .field("log_dir", &self.log_dir)
+            .field("pid_file", &self.pid_file)
             .field("tasks", &self.tasks)
             .field("logs", &self.logs)
             .field("node", &self.node)
@@ -348,13 +366,44 @@ pub fn permission_warning(path: &Path) -> Option<String> {
     })
 }
 
-/// The default log directory for a config path: `../logs` when the config sits in a `conf`
-/// directory (the script layout, /home/admin/tasknode/conf), else `logs` beside the config.
-pub fn default_log_dir(config: &Path) -> PathBuf {
+/// Where a config that names no log directory has it: the install method's layout's, else (a
+/// manual install) `../logs` when the config sits in a `conf` directory, else `logs` beside
+/// the config.
+pub fn default_log_dir(method: InstallMethod, config: &Path) -> PathBuf {
+    match method.layout() {
+        Some(l) => PathBuf::from(l.log_dir),
+        None => beside_config(config, "logs", "logs"),
+    }
+}
+
+/// Where a config that names no work directory has it: the install method's layout's, else
+/// `work` beside the log directory.
+pub fn default_work_dir(method: InstallMethod, log_dir: &Path) -> PathBuf {
+    match method.layout() {
+        Some(l) => PathBuf::from(l.work_dir),
+        None => log_dir
+            .parent()
+            .map_or_else(|| log_dir.join("work"), |p| p.join("work")),
+    }
+}
+
+/// Where a config that names no pid file has it: the install method's layout's, else
+/// `../run/tasknode.pid` when the config sits in a `conf` directory, else `tasknode.pid`
+/// beside the config.
+pub fn default_pid_file(method: InstallMethod, config: &Path) -> PathBuf {
+    match method.layout() {
+        Some(l) => PathBuf::from(l.pid_file),
+        None => beside_config(config, "run/tasknode.pid", "tasknode.pid"),
+    }
+}
+
+/// A manual install's place for `in_home` (below the directory holding a `conf` directory)
+/// or `flat` (beside a config elsewhere).
+fn beside_config(config: &Path, in_home: &str, flat: &str) -> PathBuf {
     let dir = config.parent().unwrap_or(Path::new("."));
     match (dir.file_name(), dir.parent()) {
-        (Some(name), Some(parent)) if name == "conf" => parent.join("logs"),
-        _ => dir.join("logs"),
+        (Some(name), Some(parent)) if name == "conf" => parent.join(in_home),
+        _ => dir.join(flat),
     }
 }
 
@@ -368,6 +417,7 @@ mod tests {
             console_ca: None,
             install_method: InstallMethod::Script,
             log_dir,
+            pid_file: None,
             tasks: TaskSettings::default(),
             logs: LogSettings::default(),
             update: UpdateSettings::default(),
@@ -458,14 +508,74 @@ mod tests {
     }
 
     #[test]
-    fn log_dir_follows_the_script_layout() {
+    fn manual_installs_keep_their_files_beside_the_config() {
+        let m = InstallMethod::Manual;
         assert_eq!(
-            default_log_dir(Path::new("/home/admin/tasknode/conf/tasknode.conf")),
-            Path::new("/home/admin/tasknode/logs")
+            default_log_dir(m, Path::new("/opt/tn/conf/tasknode.conf")),
+            Path::new("/opt/tn/logs")
         );
         assert_eq!(
-            default_log_dir(Path::new("/tmp/x/agent.conf")),
+            default_log_dir(m, Path::new("/tmp/x/agent.conf")),
             Path::new("/tmp/x/logs")
         );
+        assert_eq!(
+            default_pid_file(m, Path::new("/opt/tn/conf/tasknode.conf")),
+            Path::new("/opt/tn/run/tasknode.pid")
+        );
+        assert_eq!(
+            default_pid_file(m, Path::new("/tmp/x/agent.conf")),
+            Path::new("/tmp/x/tasknode.pid")
+        );
+        assert_eq!(
+            default_work_dir(m, Path::new("/tmp/x/logs")),
+            Path::new("/tmp/x/work")
+        );
+    }
+
+    /// Configs written before the pid file and the work directory were recorded: installs of
+    /// every method keep the paths they had.
+    #[test]
+    fn an_old_config_takes_the_paths_of_its_install_method() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasknode.conf");
+        let old = |method: &str, log_dir: &str| {
+            format!(
+                "console_url = \"http://127.0.0.1:8080\"\ninstall_method = \"{method}\"\nlog_dir = \"{log_dir}\"\n"
+            )
+        };
+        fs::write(&path, old("script", "/home/admin/tasknode/logs")).unwrap();
+        let c = Config::load(&path).unwrap();
+        assert_eq!(
+            c.pid_file(&path),
+            Path::new("/home/admin/tasknode/run/tasknode.pid")
+        );
+        assert_eq!(c.work_dir(), Path::new("/home/admin/tasknode/work"));
+        for method in ["rpm", "deb"] {
+            fs::write(&path, old(method, "/var/log/tasknode")).unwrap();
+            let c = Config::load(&path).unwrap();
+            assert_eq!(
+                c.pid_file(&path),
+                Path::new("/var/run/tasknode/tasknode.pid")
+            );
+            assert_eq!(c.work_dir(), Path::new("/var/lib/tasknode/work"));
+        }
+        // A config without install_method was placed by hand: beside the config.
+        fs::write(
+            &path,
+            "console_url = \"http://127.0.0.1:8080\"\nlog_dir = \"/srv/tn/logs\"\n",
+        )
+        .unwrap();
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.install_method, InstallMethod::Manual);
+        assert_eq!(c.pid_file(&path), dir.path().join("tasknode.pid"));
+        assert_eq!(c.work_dir(), Path::new("/srv/tn/work"));
+        // What the config records wins over any layout.
+        let mut c = sample(dir.path().join("logs"));
+        c.pid_file = Some(dir.path().join("p.pid"));
+        c.tasks.work_dir = Some(dir.path().join("w"));
+        c.save(&path).unwrap();
+        let back = Config::load(&path).unwrap();
+        assert_eq!(back.pid_file(&path), dir.path().join("p.pid"));
+        assert_eq!(back.work_dir(), dir.path().join("w"));
     }
 }

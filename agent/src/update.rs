@@ -704,8 +704,7 @@ impl Updater {
             return None;
         }
         let decline = match self.settings.method {
-            InstallMethod::Rpm => Some((UpdateOutcome::Managed, "rpm".to_owned())),
-            InstallMethod::Deb => Some((UpdateOutcome::Managed, "deb".to_owned())),
+            m if m.is_package() => Some((UpdateOutcome::Managed, m.as_str().to_owned())),
             _ if !self.settings.auto => Some((
                 UpdateOutcome::Failed,
                 "automatic updates are off ([update] auto = false in the agent config); run `tasknode update` on the server".to_owned(),

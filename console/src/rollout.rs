@@ -271,13 +271,17 @@ pub fn desired(r: &Rollout, group: &[Facts], desired: &mut HashMap<i64, String>)
 
 /// What a managed install's report means, and what to run instead.
 pub fn managed_reason(manager: &str) -> String {
-    match manager {
-        "rpm" => "installed by rpm; run `yum update tasknode` on the server".to_owned(),
-        "deb" => "installed by a .deb; run `apt-get install --only-upgrade tasknode` on the server"
-            .to_owned(),
-        other => format!(
-            "installed by a package manager ({}); update the tasknode package with it",
-            tasknode_protocol::validate::show(other)
+    use tasknode_protocol::layout::{self, InstallMethod};
+    let method = manager.parse::<InstallMethod>().ok();
+    match (method, method.and_then(layout::package_update_command)) {
+        (Some(InstallMethod::Rpm), Some(update)) => {
+            format!("installed by rpm; run `{update}` on the server")
+        }
+        (Some(_), Some(update)) => format!("installed by a .deb; run `{update}` on the server"),
+        _ => format!(
+            "installed by a package manager ({}); update the {} package with it",
+            tasknode_protocol::validate::show(manager),
+            layout::PACKAGE_NAME
         ),
     }
 }

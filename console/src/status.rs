@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use tasknode_protocol::MAX_CLOCK_OFFSET_MS;
 use tasknode_protocol::wire::ServerStatus;
+use tasknode_protocol::{MAX_CLOCK_OFFSET_MS, layout};
 
 use crate::clock::{human_duration, rfc3339};
 use crate::store::{Liveness, Server};
@@ -76,9 +76,10 @@ pub fn derive(
         return (
             ServerStatus::Stopped,
             format!(
-                "agent shut down cleanly at {} ({}); start it with `serverctl start`",
+                "agent shut down cleanly at {} ({}); start it with {}",
                 rfc3339(stop.at_ms),
-                stop.reason
+                stop.reason,
+                layout::control_command("start")
             ),
         );
     }
@@ -86,8 +87,9 @@ pub fn derive(
         return (
             ServerStatus::Stopped,
             format!(
-                "no heartbeat for {} ({last}); tasks are no longer scheduled here: check `serverctl status` on the server, its agent.log, and that it can reach the console",
-                human_duration(silent_ms)
+                "no heartbeat for {} ({last}); tasks are no longer scheduled here: check {} on the server, its agent.log, and that it can reach the console",
+                human_duration(silent_ms),
+                layout::control_command("status")
             ),
         );
     }
@@ -95,8 +97,9 @@ pub fn derive(
         return (
             ServerStatus::Pending,
             format!(
-                "enrolled {}; waiting for the first heartbeat: start the agent with `serverctl start`",
-                rfc3339(enrollment.enrolled_ms)
+                "enrolled {}; waiting for the first heartbeat: start the agent with {}",
+                rfc3339(enrollment.enrolled_ms),
+                layout::control_command("start")
             ),
         );
     }

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::layout::Layout;
+use crate::layout::{InstallMethod, Layout};
 
 /// The systemd unit and the SysV init script: both start the same agent the same way, so they
 /// share one context.
@@ -25,6 +25,8 @@ pub struct ServiceContext {
     pub service: String,
     /// root's entry point (script installs), which bin/serverctl hands over to under root.
     pub root_serverctl: String,
+    /// Where a systemd unit of the agent can be: install.sh's, the RPM's, the .deb's.
+    pub unit_paths: [String; 3],
 }
 
 impl From<&Layout> for ServiceContext {
@@ -38,6 +40,12 @@ impl From<&Layout> for ServiceContext {
             user: l.user.clone(),
             service: crate::layout::SERVICE.to_owned(),
             root_serverctl: crate::layout::ROOT_SERVERCTL.to_owned(),
+            unit_paths: [
+                crate::layout::SCRIPT_UNIT,
+                crate::layout::PACKAGE_UNIT,
+                crate::layout::DEB_UNIT,
+            ]
+            .map(str::to_owned),
         }
     }
 }
@@ -51,8 +59,24 @@ pub struct ConfigContext {
     pub install_method: String,
     /// Where the agent writes heartbeat.log, agent.log and task logs.
     pub log_dir: String,
+    /// The pid file kept when no service manager runs the agent.
+    pub pid_file: String,
     /// Where the tasks' working directories go.
     pub work_dir: String,
+}
+
+impl ConfigContext {
+    /// The config of an agent installed by `method` into `layout`, enrolling with
+    /// `console_url` (empty: not known yet).
+    pub fn new(console_url: String, method: InstallMethod, layout: &Layout) -> ConfigContext {
+        ConfigContext {
+            console_url,
+            install_method: method.as_str().to_owned(),
+            log_dir: layout.log_dir.clone(),
+            pid_file: layout.pid_file.clone(),
+            work_dir: layout.work_dir.clone(),
+        }
+    }
 }
 
 /// The yum .repo file pointing at the console's repository for one dist.

@@ -29,7 +29,11 @@ struct ScriptContext<'a> {
     log_dir: &'a str,
     config: &'a str,
     config_dir: &'a str,
+    /// The systemd unit (`tasknode.service`).
     service: &'a str,
+    /// The service name, and the package's.
+    name: &'a str,
+    package: &'a str,
 }
 
 #[derive(Serialize)]
@@ -103,13 +107,15 @@ pub fn build(
         log_dir: &layout.log_dir,
         config: &layout.config,
         config_dir: crate::layout::PACKAGE_CONFIG_DIR,
-        service: "tasknode.service",
+        service: &format!("{}.service", crate::layout::SERVICE),
+        name: crate::layout::SERVICE,
+        package: crate::layout::PACKAGE_NAME,
     };
     let unit = crate::render::unit(t, &layout).map_err(|e| BuildError::Tool {
         what: "rendering the systemd unit".to_owned(),
         why: e.to_string(),
     })?;
-    let config = crate::rpm_package::package_config(t, &layout, "deb")?;
+    let config = crate::rpm_package::package_config(t, &layout, crate::layout::InstallMethod::Deb)?;
     let changelog = t.render(
         templates::DEB_CHANGELOG,
         &ChangelogContext {
@@ -251,5 +257,28 @@ mod tests {
         assert_eq!(rfc2822(0), "Thu, 01 Jan 1970 00:00:00 +0000");
         assert_eq!(rfc2822(1_700_000_000), "Tue, 14 Nov 2023 22:13:20 +0000");
         assert_eq!(rfc2822(951_782_400), "Tue, 29 Feb 2000 00:00:00 +0000");
+    }
+
+    /// cargo-deb takes the .deb's file places from agent/Cargo.toml, which cannot be rendered:
+    /// they must be the layout's.
+    #[test]
+    fn the_deb_assets_go_where_the_layout_says() {
+        let manifest: toml::Value = toml::from_str(include_str!("../../agent/Cargo.toml")).unwrap();
+        let assets = manifest["package"]["metadata"]["deb"]["assets"]
+            .as_array()
+            .unwrap();
+        let places: Vec<String> = assets
+            .iter()
+            .map(|a| format!("/{}", a[1].as_str().unwrap()))
+            .collect();
+        let layout = Layout::package();
+        assert_eq!(
+            places,
+            [
+                layout.bin,
+                crate::layout::DEB_UNIT.to_owned(),
+                layout.config
+            ]
+        );
     }
 }

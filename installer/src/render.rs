@@ -5,7 +5,7 @@ use tasknode_protocol::validate::{self, FieldError};
 
 use crate::artifacts::AgentArtifacts;
 use crate::context::{ConfigContext, InstallContext, RepoContext, ServiceContext};
-use crate::layout::Layout;
+use crate::layout::{InstallMethod, Layout};
 use crate::templates::{self, TemplateError, Templates};
 
 #[derive(Debug, thiserror::Error)]
@@ -102,22 +102,10 @@ pub fn config(
     install_method: &str,
 ) -> Result<String, RenderError> {
     let console_url = console_url("--console", console)?;
-    if !matches!(install_method, "script" | "rpm" | "deb" | "manual") {
-        return Err(FieldError::new(
-            "--install-method",
-            format!(
-                "{} is not one of script, rpm, deb, manual",
-                validate::show(install_method)
-            ),
-        )
-        .into());
-    }
-    let ctx = ConfigContext {
-        console_url,
-        install_method: install_method.to_owned(),
-        log_dir: layout.log_dir.clone(),
-        work_dir: layout.work_dir.clone(),
-    };
+    let method: InstallMethod = install_method
+        .parse()
+        .map_err(|e| FieldError::new("--install-method", format!("{e}")))?;
+    let ctx = ConfigContext::new(console_url, method, layout);
     Ok(t.render(templates::AGENT_CONFIG, &ctx)?)
 }
 
@@ -351,7 +339,16 @@ mod tests {
             text.contains("log_dir = \"/home/admin/tasknode/logs\"\n"),
             "{text}"
         );
-        assert!(config(&t, &Layout::script(), "http://x", "curl|sh").is_err());
+        assert!(
+            text.contains("pid_file = \"/home/admin/tasknode/run/tasknode.pid\"\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("work_dir = \"/home/admin/tasknode/work\"\n"),
+            "{text}"
+        );
+        let err = config(&t, &Layout::script(), "http://x", "curl|sh").unwrap_err();
+        assert!(err.to_string().starts_with("--install-method"), "{err}");
     }
 
     #[test]

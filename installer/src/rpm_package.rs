@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::layout::{AGENT_USER, Layout};
+use crate::layout::{AGENT_USER, InstallMethod, Layout};
 use crate::target::{Init, RpmTarget, Version};
 use crate::templates::{self, TemplateError, Templates};
 
@@ -62,7 +62,10 @@ struct ScriptletContext<'a> {
     gecos: &'a str,
     state_dir: &'a str,
     config: &'a str,
+    /// The systemd unit (`tasknode.service`).
     service: &'a str,
+    /// The service name chkconfig and `service` know it by.
+    name: &'a str,
     init_script: &'a str,
 }
 
@@ -93,14 +96,15 @@ pub fn build(
         gecos: "tasknode agent",
         state_dir: STATE_DIR,
         config: &layout.config,
-        service: "tasknode.service",
+        service: &format!("{}.service", crate::layout::SERVICE),
+        name: crate::layout::SERVICE,
         init_script: INIT_SCRIPT,
     };
     let pre = t.render(templates::RPM_PRE, &ctx)?;
     let post = t.render(templates::RPM_POST, &ctx)?;
     let preun = t.render(templates::RPM_PREUN, &ctx)?;
     let postun = t.render(templates::RPM_POSTUN, &ctx)?;
-    let config = package_config(t, &layout, "rpm")?;
+    let config = package_config(t, &layout, InstallMethod::Rpm)?;
 
     let config_build = rpm::BuildConfig::v4()
         // A fast preset: the payload is one compact static binary, and level 9 makes it barely
@@ -225,13 +229,8 @@ fn render_to_template(e: crate::render::RenderError) -> TemplateError {
 pub(crate) fn package_config(
     t: &Templates,
     layout: &Layout,
-    install_method: &str,
+    install_method: InstallMethod,
 ) -> Result<String, TemplateError> {
-    let ctx = crate::context::ConfigContext {
-        console_url: String::new(),
-        install_method: install_method.to_owned(),
-        log_dir: layout.log_dir.clone(),
-        work_dir: layout.work_dir.clone(),
-    };
+    let ctx = crate::context::ConfigContext::new(String::new(), install_method, layout);
     t.render(templates::AGENT_CONFIG, &ctx)
 }

@@ -5,7 +5,7 @@ if [ "$1" -eq 0 ]; then
     systemctl --no-reload disable {{ service }} >/dev/null 2>&1
 {%- else %}
     {{ init_script }} stop >/dev/null 2>&1
-    chkconfig --del tasknode >/dev/null 2>&1
+    chkconfig --del {{ name }} >/dev/null 2>&1
 {%- endif %}
 fi
 exit 0

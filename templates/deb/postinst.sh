@@ -14,7 +14,7 @@ if [ "$1" = configure ]; then
     fi
     for path in {{ config_dir }} {{ log_dir }} {{ state_dir }}; do
         if [ -L "$path" ] || { [ -e "$path" ] && [ ! -d "$path" ]; }; then
-            echo "tasknode: $path is not a directory (a link or a file); remove it and run: dpkg --configure tasknode" >&2
+            echo "tasknode: $path is not a directory (a link or a file); remove it and run: dpkg --configure "{{ package }} >&2
             exit 1
         fi
         mkdir -p "$path"
@@ -23,7 +23,7 @@ if [ "$1" = configure ]; then
     chown -h root:{{ user }} {{ config_dir }}
     chmod 0750 {{ config_dir }}
     if [ -L {{ config }} ] || [ ! -f {{ config }} ]; then
-        echo "tasknode: "{{ config }}" is not a regular file (a link?); remove it and run: dpkg --configure tasknode" >&2
+        echo "tasknode: "{{ config }}" is not a regular file (a link?); remove it and run: dpkg --configure "{{ package }} >&2
         exit 1
     fi
     chown -h {{ user }}:{{ user }} {{ config }} {{ log_dir }} {{ state_dir }}
@@ -32,11 +32,11 @@ if [ "$1" = configure ]; then
     if [ -z "$2" ]; then
         if command -v systemctl >/dev/null 2>&1; then
             systemctl enable {{ service }} >/dev/null 2>&1 \
-                || echo "tasknode: could not enable the service; run: systemctl enable tasknode" >&2
+                || echo "tasknode: could not enable the service; run: systemctl enable "{{ name }} >&2
         fi
         echo "tasknode: enroll this server, then start the agent:" >&2
         echo "  tasknode enroll --config {{ config }} --console URL --user-name NAME --password-stdin --enable-uuid false" >&2
-        echo "  systemctl start tasknode" >&2
+        echo "  systemctl start "{{ name }} >&2
     elif [ -d /run/systemd/system ]; then
         systemctl daemon-reload >/dev/null 2>&1 || true
         systemctl try-restart {{ service }} >/dev/null 2>&1 || true

@@ -412,7 +412,7 @@ fn disk(what: &'static str, dir: &Path) -> Check {
 
 fn service_state(path: &Path, config: &Config) -> Check {
     let host = Host { root: env::root() };
-    let manager = service::detect(&host, path, &config.log_dir);
+    let manager = service::detect(&host, path, &config.pid_file(path), &config.log_dir);
     match manager.status() {
         Ok(State::Running { pid }) => ok(
             "service",

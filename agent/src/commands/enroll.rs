@@ -62,25 +62,38 @@ pub async fn run(args: EnrollArgs) -> anyhow::Result<Exit> {
     drop(request);
     let enrolled = answer.body;
 
-    let log_dir = args
-        .log_dir
-        .clone()
-        .or_else(|| existing.as_ref().map(|c| c.log_dir.clone()))
-        .unwrap_or_else(|| config::default_log_dir(config_path));
     let install_method = args
         .install_method
         .or_else(|| existing.as_ref().map(|c| c.install_method))
         .unwrap_or(InstallMethod::Manual);
+    let log_dir = args
+        .log_dir
+        .clone()
+        .or_else(|| existing.as_ref().map(|c| c.log_dir.clone()))
+        .unwrap_or_else(|| config::default_log_dir(install_method, config_path));
+    // The config records where the agent's files are, so nothing later guesses them: the
+    // existing config's, else the install method's layout's (beside the config when manual).
+    let pid_file = existing
+        .as_ref()
+        .and_then(|c| c.pid_file.clone())
+        .unwrap_or_else(|| config::default_pid_file(install_method, config_path));
+    let mut tasks = existing
+        .as_ref()
+        .map(|c| c.tasks.clone())
+        .unwrap_or_default();
+    tasks.work_dir = Some(
+        tasks
+            .work_dir
+            .unwrap_or_else(|| config::default_work_dir(install_method, &log_dir)),
+    );
     let config = Config {
         console_url: console,
         console_ca,
         install_method,
         log_dir,
+        pid_file: Some(pid_file),
         // Enrolling again keeps how tasks were set up to run.
-        tasks: existing
-            .as_ref()
-            .map(|c| c.tasks.clone())
-            .unwrap_or_default(),
+        tasks,
         logs: existing
             .as_ref()
             .map(|c| c.logs.clone())

@@ -14,11 +14,11 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use tasknode_protocol::wire::HeartbeatRequest;
-use tasknode_protocol::{MAX_CLOCK_OFFSET_MS, NetworkType, concurrency};
+use tasknode_protocol::{MAX_CLOCK_OFFSET_MS, NetworkType, concurrency, layout};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::backoff::Backoff;
-use crate::cli::{InstallMethod, RunArgs};
+use crate::cli::RunArgs;
 use crate::client::ConsoleClient;
 use crate::config::{self, Config, Node};
 use crate::logfile::{DEFAULT_MAX_BYTES, HeartbeatEntry, RotatingFile};
@@ -59,10 +59,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
     let update_settings = update::Settings::from_config(&config)?;
     // Held for the life of the process: `tasknode update` refuses to swap binaries under a
     // running agent.
-    let packaged = matches!(
-        config.install_method,
-        InstallMethod::Rpm | InstallMethod::Deb
-    );
+    let packaged = config.install_method.is_package();
     let _lock = match (!packaged).then(|| update::lock(path)).transpose() {
         Ok(Some(Some(lock))) => Some(lock),
         Ok(None) => None,
@@ -455,8 +452,11 @@ fn refuse_root_over_others_paths(path: &Path, config: &Config) -> anyhow::Result
     for p in [path, config.log_dir.as_path(), config.work_dir().as_path()] {
         if let Some((part, uid)) = crate::trust::changeable_by_others(p) {
             anyhow::bail!(
-                "refusing to run as root: {} can be changed by uid {uid}, so root would follow what that user plants there; run the agent as that user (systemctl start tasknode, /etc/init.d/tasknode start or tasknode-serverctl start do)",
-                part.display()
+                "refusing to run as root: {} can be changed by uid {uid}, so root would follow what that user plants there; run the agent as that user (systemctl start {service}, {init} start or {serverctl} start do)",
+                part.display(),
+                service = layout::SERVICE,
+                init = layout::SCRIPT_INIT,
+                serverctl = layout::ROOT_SERVERCTL,
             );
         }
     }

@@ -25,7 +25,7 @@ pub fn run(args: ServerctlArgs) -> anyhow::Result<ExitCode> {
     }
     let config = Config::load(path)?;
     let host = Host { root: env::root() };
-    let manager = service::detect(&host, path, &config.log_dir);
+    let manager = service::detect(&host, path, &config.pid_file(path), &config.log_dir);
     if root && manager.name() == "pidfile" {
         let (uid, gid) = service::agent_user(&host.root)?;
         if uid != 0 {

@@ -16,6 +16,7 @@ use crate::cli::{InstallMethod, UpdateArgs};
 use crate::client::{ConsoleClient, now_ms};
 use crate::config::Config;
 use crate::update::{self, Paths, Settings};
+use tasknode_protocol::layout::PACKAGE_NAME;
 
 #[derive(Debug, Serialize)]
 struct Report {
@@ -78,10 +79,10 @@ async fn check_and_update(
 ) -> anyhow::Result<()> {
     match config.install_method {
         InstallMethod::Rpm => anyhow::bail!(
-            "this agent was installed by rpm and does not replace its own files; run `yum update tasknode`"
+            "this agent was installed by rpm and does not replace its own files; run `yum update {PACKAGE_NAME}`"
         ),
         InstallMethod::Deb => anyhow::bail!(
-            "this agent was installed by a .deb and does not replace its own files; run `apt-get install --only-upgrade tasknode`"
+            "this agent was installed by a .deb and does not replace its own files; run `apt-get install --only-upgrade {PACKAGE_NAME}`"
         ),
         InstallMethod::Script | InstallMethod::Manual => {}
     }

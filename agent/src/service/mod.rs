@@ -15,6 +15,7 @@ pub use sysv::Sysv;
 
 /// The unit name and init script name of the agent, and the user it runs as.
 pub use tasknode_protocol::layout::{AGENT_USER, SERVICE};
+use tasknode_protocol::layout::{DEB_UNIT, PACKAGE_UNIT, ROOT_SERVERCTL, SCRIPT_INIT, SCRIPT_UNIT};
 
 /// What `status` found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,11 +49,13 @@ pub enum ServiceError {
     )]
     NoAgentUser { user: &'static str },
     #[error(
-        "refusing to touch {path} as root: the agent user can change it; run serverctl as that user, or as root through the root-owned tasknode-serverctl"
+        "refusing to touch {path} as root: the agent user can change it; run serverctl as that user, or as root through the root-owned {root_serverctl}",
+        root_serverctl = ROOT_SERVERCTL
     )]
     NotAsRoot { path: PathBuf },
     #[error(
-        "refusing to run as root from {exe}: {path} can be changed by uid {uid}, so this binary is not root's to run; as root use /usr/sbin/tasknode-serverctl (script installs) or the service manager"
+        "refusing to run as root from {exe}: {path} can be changed by uid {uid}, so this binary is not root's to run; as root use {root_serverctl} (script installs) or the service manager",
+        root_serverctl = ROOT_SERVERCTL
     )]
     NotRootsBinary {
         exe: PathBuf,
@@ -101,30 +104,27 @@ impl Host {
     }
 
     pub fn systemd_unit(&self) -> Option<PathBuf> {
-        [
-            "/etc/systemd/system",
-            "/usr/lib/systemd/system",
-            "/lib/systemd/system",
-        ]
-        .iter()
-        .map(|d| self.path(&format!("{d}/{SERVICE}.service")))
-        .find(|p| p.is_file())
+        [SCRIPT_UNIT, PACKAGE_UNIT, DEB_UNIT]
+            .iter()
+            .map(|u| self.path(u))
+            .find(|p| p.is_file())
     }
 
     pub fn init_script(&self) -> Option<PathBuf> {
-        Some(self.path(&format!("/etc/init.d/{SERVICE}"))).filter(|p| p.is_file())
+        Some(self.path(SCRIPT_INIT)).filter(|p| p.is_file())
     }
 }
 
-/// Picks the manager of the agent with `config` on this host.
-pub fn detect(host: &Host, config: &Path, log_dir: &Path) -> Box<dyn Manager> {
+/// Picks the manager of the agent with `config` on this host; without a service manager, the
+/// agent's pid file is `pid_file` (from the config).
+pub fn detect(host: &Host, config: &Path, pid_file: &Path, log_dir: &Path) -> Box<dyn Manager> {
     if host.systemd_booted() && host.systemd_unit().is_some() {
         return Box::new(Systemd);
     }
     if let Some(script) = host.init_script() {
         return Box::new(Sysv { script });
     }
-    Box::new(Pidfile::beside(&host.root, config, log_dir))
+    Box::new(Pidfile::new(&host.root, config, pid_file, log_dir))
 }
 
 /// Runs a command, turning a failure into an error carrying its output.

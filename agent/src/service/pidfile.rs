@@ -31,17 +31,12 @@ pub struct Pidfile {
 }
 
 impl Pidfile {
-    /// The pid file of the script layout: `run/tasknode.pid` beside a `conf` directory, else
-    /// `tasknode.pid` beside the config.
-    pub fn beside(root: &Path, config: &Path, log_dir: &Path) -> Pidfile {
-        let dir = config.parent().unwrap_or(Path::new("."));
-        let pid_file = match (dir.file_name(), dir.parent()) {
-            (Some(name), Some(parent)) if name == "conf" => parent.join("run/tasknode.pid"),
-            _ => dir.join("tasknode.pid"),
-        };
+    /// The agent with `config`, its pid file `pid_file` (the config's) and its own output in
+    /// `log_dir`/agent.out.
+    pub fn new(root: &Path, config: &Path, pid_file: &Path, log_dir: &Path) -> Pidfile {
         Pidfile {
             root: root.to_owned(),
-            pid_file,
+            pid_file: pid_file.to_owned(),
             config: config.to_owned(),
             out_file: log_dir.join("agent.out"),
             stop_timeout: STOP_TIMEOUT,
@@ -242,30 +237,25 @@ mod tests {
     }
 
     #[test]
-    fn pid_file_follows_the_script_layout() {
-        let p = Pidfile::beside(
-            Path::new("/"),
-            Path::new("/home/admin/tasknode/conf/tasknode.conf"),
-            Path::new("/home/admin/tasknode/logs"),
-        );
-        assert_eq!(
-            p.pid_file,
-            Path::new("/home/admin/tasknode/run/tasknode.pid")
-        );
-        assert_eq!(p.out_file, Path::new("/home/admin/tasknode/logs/agent.out"));
-    }
-
-    #[test]
     fn a_stale_pid_naming_another_process_is_not_the_agent() {
         let dir = tempfile::tempdir().unwrap();
         passwd_with_admin(dir.path(), rustix::process::getuid().as_raw());
-        let p = Pidfile::beside(dir.path(), &dir.path().join("tasknode.conf"), dir.path());
+        let p = pidfile_in(dir.path());
         // Our own pid: alive, but a test binary, not `tasknode run`.
         fs::write(&p.pid_file, format!("{}\n", std::process::id())).unwrap();
         assert_eq!(p.status().unwrap(), State::Dead);
         p.stop().unwrap();
         assert!(!p.pid_file.exists());
         assert_eq!(p.status().unwrap(), State::Stopped);
+    }
+
+    fn pidfile_in(dir: &Path) -> Pidfile {
+        Pidfile::new(
+            dir,
+            &dir.join("tasknode.conf"),
+            &dir.join("tasknode.pid"),
+            dir,
+        )
     }
 
     fn passwd_with_admin(root: &Path, uid: u32) {
@@ -284,7 +274,7 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         passwd_with_admin(dir.path(), 4242);
-        let p = Pidfile::beside(dir.path(), &dir.path().join("tasknode.conf"), dir.path());
+        let p = pidfile_in(dir.path());
         // A pid file naming init: root must not even read it, let alone signal.
         fs::write(&p.pid_file, "1\n").unwrap();
         for result in [p.start(), p.stop(), p.status().map(drop)] {

@@ -7,8 +7,8 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tasknode_dist::render::{self, InstallCredential, InstallInputs};
-use tasknode_protocol::validate;
 use tasknode_protocol::wire::{CreateInstallCommand, InstallCommand};
+use tasknode_protocol::{layout, validate};
 
 use super::error::ApiError;
 use super::json::StrictJson;
@@ -82,9 +82,11 @@ pub(crate) async fn create_command(
     })
 }
 
-/// Where the install command puts the console's CA: the install script's state directory,
-/// which `--uninstall --purge` removes.
-const BOOTSTRAP_CA: &str = "/var/lib/tasknode-install/console-ca.pem";
+/// Where the install command puts the console's CA: in the install script's state directory
+/// ([`layout::INSTALL_STATE_DIR`]), which `--uninstall --purge` removes.
+fn bootstrap_ca() -> String {
+    format!("{}/console-ca.pem", layout::INSTALL_STATE_DIR)
+}
 
 /// The curl and GNU wget commands that fetch the script at `url` and run it. The link reaches
 /// curl and wget on standard input (`echo` is a shell builtin), so it is on no command line.
@@ -97,14 +99,15 @@ fn commands(url: &str, ca: Option<(&str, &str)>) -> (String, String) {
             format!("echo '{url}' | wget -qO- -i - | sh"),
         ),
         Some((ca_url, sha)) => {
-            let dir = BOOTSTRAP_CA.rsplit_once('/').map_or("/", |(d, _)| d);
-            let check = format!("echo '{sha}  {BOOTSTRAP_CA}' | sha256sum -c");
+            let dir = layout::INSTALL_STATE_DIR;
+            let ca = bootstrap_ca();
+            let check = format!("echo '{sha}  {ca}' | sha256sum -c");
             (
                 format!(
-                    "mkdir -p {dir} && curl -fsSk -o {BOOTSTRAP_CA} {ca_url} && {check} && echo 'url = \"{url}\"' | curl -fsSL --cacert {BOOTSTRAP_CA} -K - | sh"
+                    "mkdir -p {dir} && curl -fsSk -o {ca} {ca_url} && {check} && echo 'url = \"{url}\"' | curl -fsSL --cacert {ca} -K - | sh"
                 ),
                 format!(
-                    "mkdir -p {dir} && wget -q --no-check-certificate -O {BOOTSTRAP_CA} {ca_url} && {check} && echo '{url}' | wget -qO- --ca-certificate={BOOTSTRAP_CA} -i - | sh"
+                    "mkdir -p {dir} && wget -q --no-check-certificate -O {ca} {ca_url} && {check} && echo '{url}' | wget -qO- --ca-certificate={ca} -i - | sh"
                 ),
             )
         }

@@ -350,7 +350,8 @@ async fn read_from_agent(
 ) -> Result<(Vec<u8>, u64), ApiError> {
     let unreachable = |detail: String| ApiError::BadGateway {
         message: format!(
-            "server {server} keeps this log and serves it on its log service (classic network), which {detail}; check that the agent runs (serverctl status) and that its log port (8000 by default) is open to the console"
+            "server {server} keeps this log and serves it on its log service (classic network), which {detail}; check that the agent runs ({}) and that its log port (8000 by default) is open to the console",
+            tasknode_protocol::layout::control_command("status")
         ),
     };
     let Some(addr) = state.live.log_addr(node_id) else {

@@ -3,8 +3,8 @@
 use axum::extract::{Path, State};
 use axum::response::Response;
 use minijinja::context;
-use tasknode_protocol::FieldError;
 use tasknode_protocol::wire::{CreateInstallCommand, Validate};
+use tasknode_protocol::{FieldError, layout};
 
 use super::{find_group, group_info};
 use crate::http::AppState;
@@ -63,10 +63,15 @@ async fn install_form(
 ) -> Result<Response, WebError> {
     let g = find_group(state, viewer, project, group).await?;
     let users = install_users(state, viewer, project).await?;
-    // With a release directory, the console also serves the yum repositories.
+    // With a release directory, the console also serves the yum repositories. The host paths
+    // and names come from the layout, the one place that states them.
     let yum = state.dist.as_ref().map(|_| {
         context! {
             repo_url => format!("{}/yum/el7/tasknode.repo", state.public_url),
+            repo_file => layout::YUM_REPO_FILE,
+            package => layout::PACKAGE_NAME,
+            config => layout::Layout::package().config,
+            service => layout::SERVICE,
             console => state.public_url.clone(),
         }
     });
