@@ -98,10 +98,11 @@ bullet = ("- `signin_flood_*`: a valid web sign-in (`POST /ui/login`, answered 3
           "(errors, dropped connections).")
 lines = open(out).read().split("\n")
 lines = [l for l in lines if not l.startswith("| signin_") and not l.startswith("- sign-in rows") and not l.startswith("- `signin_flood_*`")]
-last_row = max(i for i, l in enumerate(lines) if l.startswith("| "))
-lines[last_row + 1:last_row + 1] = new
-header_end = next(i for i, l in enumerate(lines) if l.startswith("| metric"))
-lines.insert(header_end - 1, note)
+# The rows go at the end of the metrics table (the first one), not of later tables.
+header = next(i for i, l in enumerate(lines) if l.startswith("| metric"))
+table_end = next((i for i in range(header, len(lines)) if not lines[i].startswith("| ")), len(lines))
+lines[table_end:table_end] = new
+lines.insert(header - 1, note)
 measures = next(i for i, l in enumerate(lines) if l == "## What each measures")
 end = next((i for i in range(measures + 2, len(lines)) if not lines[i].startswith("- ")), len(lines))
 lines.insert(end, bullet)
