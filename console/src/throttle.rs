@@ -189,15 +189,7 @@ impl Throttle {
         lane: IpAddr,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Refused> {
-        let ticket = Gate::enter(&self.gate, address_key(lane), 0).await?;
-        tokio::task::spawn_blocking(move || {
-            let _held = ticket;
-            f()
-        })
-        .await
-        .map_err(|_| Refused::Busy {
-            retry_after: BUSY_RETRY_AFTER,
-        })
+        Gate::run(&self.gate, address_key(lane), 0, f).await
     }
 
     fn lock_known(&self) -> MutexGuard<'_, HashMap<IpAddr, Instant>> {
@@ -393,8 +385,8 @@ impl Gate {
         }
     }
 
-    /// Runs `f` once it has a hashing place (tests).
-    #[cfg(test)]
+    /// Runs `f` on the blocking pool once it has a hashing place, holding the place until
+    /// `f` returns.
     async fn run<T: Send + 'static>(
         gate: &Arc<Gate>,
         lane: IpAddr,
