@@ -3,14 +3,17 @@
 # static agent into a signed release (tarball, a .deb, RPMs for el6/el7/al7/al8 and their signed
 # yum repositories; release keys made once), starts the console with its embedded store serving
 # that release, creates a user, a classic resource group "demo" with this host in it, enrolls an
-# agent on this host and waits until the console shows it available. Then it keeps both running
-# until Ctrl-C (or exits at once with TASKNODE_RUN_ONCE=1).
+# agent on this host, waits until the console shows it available, submits a task and prints its
+# log. Then it keeps both running until Ctrl-C (or exits at once with TASKNODE_RUN_ONCE=1).
+#
+# Run as root, the agent runs tasks as `nobody` in a working directory under /tmp (tasks never
+# run as root; an installed agent runs as the user admin and its tasks with it).
 #
 # Environment:
 #   TASKNODE_PORT     console port on 127.0.0.1 (default 8080; 0 picks a free one)
 #   TASKNODE_STATE    where data, config and logs go (default .tasknode in the checkout)
 #   TASKNODE_PROFILE  cargo profile to build: release (default) or debug
-#   TASKNODE_RUN_ONCE 1 = stop both and exit once the server is available (used by the tests)
+#   TASKNODE_RUN_ONCE 1 = stop both and exit once the demo task has run (used by the tests)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -73,10 +76,13 @@ unset TASKNODE_CONSOLE TASKNODE_TOKEN_FILE
 
 console_pid=
 agent_pid=
+work_dir=
 stop_all() {
   trap - INT TERM EXIT
   [ -n "$agent_pid" ] && kill -TERM "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null || true
   [ -n "$console_pid" ] && kill -TERM "$console_pid" 2>/dev/null && wait "$console_pid" 2>/dev/null || true
+  [ -n "$work_dir" ] && rm -rf "$work_dir"
+  return 0
 }
 trap stop_all EXIT
 trap 'echo; say "stopping the agent and the console"; stop_all; exit 0' INT TERM
@@ -116,6 +122,25 @@ if ! console server list --group "$group" | awk 'NR > 1 {print $1}' | grep -qx "
   console server add --group "$group" --name "$host"
 fi
 
+if [ "$(id -u)" = 0 ]; then
+  # Tasks never run as root. The agent drops each task to `nobody`, who must reach the task's
+  # working directory: the state directory is private, so tasks work under /tmp instead.
+  work_dir=$(mktemp -d /tmp/tasknode-quickstart.XXXXXX)
+  chmod 711 "$work_dir"
+  say "running as root: tasks run as nobody in $work_dir"
+  # Enrolling keeps the [tasks] table of the config it finds; the rest is enroll's to write.
+  mkdir -p "$(dirname "$agent_conf")"
+  cat >"$agent_conf" <<CONF
+console_url = "$url"
+log_dir = "$state/agent/logs"
+
+[tasks]
+user = "nobody"
+work_dir = "$work_dir"
+CONF
+  chmod 600 "$agent_conf"
+fi
+
 say "enrolling the agent on this host"
 "$bin/tasknode" enroll --console "$url" --console-ca "$data/tls/ca.pem" --user-name demo \
   --password-file "$password_file" --enable-uuid false --config "$agent_conf"
@@ -137,6 +162,20 @@ done
 [ -n "$available" ] || { console server list >&2; die "$host did not become available within 30 s"; }
 
 console server list --group "$group"
+
+say "submitting a task to group $group"
+# shellcheck disable=SC2016 # expanded by the task, on the server
+demo_script='echo "hello from $(uname -n), running as $(id -un) in $(pwd)"'
+task_id=$(printf '%s\n' "$demo_script" | console task submit --group "$group" --script - --json \
+  | sed -n 's/^ *"id": *\([0-9][0-9]*\).*/\1/p' | head -n 1)
+[ -n "$task_id" ] || die "submitting the demo task printed no task id"
+say "task $task_id: its log"
+timeout 60 "$bin/tasknode-console" task log --follow "$task_id" \
+  || { console task show "$task_id" >&2; die "task $task_id did not finish within 60 s; see $state/agent/logs/agent.log"; }
+task_state=$(console task show "$task_id" --json | sed -n 's/^ *"state": *"\([a-z_]*\)".*/\1/p' | head -n 1)
+[ "$task_state" = succeeded ] || { console task show "$task_id" >&2; die "task $task_id ended $task_state"; }
+say "task $task_id succeeded"
+
 cat <<MSG
 
 tasknode is running.
@@ -150,6 +189,10 @@ tasknode is running.
   served agent  $url/dist/agent/tasknode-x86_64 (static; the install scripts download it)
   release       $state/dist (keys: $state/keys); yum repositories under $url/repo/,
                 .repo files at $url/yum/{el6,el7,al7,al8}/tasknode.repo
+
+To run a task on group $group and read its log:
+  echo 'uptime' | TASKNODE_DATA=$data $bin/tasknode-console task submit --group $group --script -
+  TASKNODE_DATA=$data $bin/tasknode-console task log --follow ID
 
 To add another server: add it to a group, then print its one-time install command:
   TASKNODE_DATA=$data $bin/tasknode-console server add --group $group --name OTHER-HOSTNAME
