@@ -70,16 +70,6 @@ impl ApiError {
         ApiError::Invalid(FieldError::new(field, message))
     }
 
-    /// The HTTP status the API answers this error with.
-    pub fn status(&self) -> StatusCode {
-        self.parts().0
-    }
-
-    /// The field at fault, when one is.
-    pub fn field(&self) -> Option<String> {
-        self.parts().2
-    }
-
     fn parts(&self) -> (StatusCode, &'static str, Option<String>) {
         match self {
             ApiError::Invalid(e) => (
