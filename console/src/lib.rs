@@ -1,6 +1,7 @@
 //! tasknode-console: the control plane. `serve` runs the HTTP API over the embedded store; the
 //! other commands are an admin client of a running console.
 
+pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod client;
@@ -11,6 +12,7 @@ pub mod http;
 pub mod liveness;
 pub mod rollout;
 pub mod server;
+pub mod service;
 pub mod status;
 pub mod store;
 pub mod tasks;

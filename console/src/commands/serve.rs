@@ -13,9 +13,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tokio::net::TcpListener;
 
+use crate::app::{self, AppState};
 use crate::cli::{Global, ServeArgs};
 use crate::clock::Clock;
-use crate::http::{self, AppState};
 use crate::liveness::{self, LivenessMap};
 use crate::rollout::{self, RolloutEngine};
 use crate::status::Thresholds;
@@ -180,7 +180,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         args.persist_interval,
     ));
     let rollout_ticker = tokio::spawn(rollout::tick_periodically(rollouts, ROLLOUT_TICK));
-    let router = http::router(state);
+    let router = app::router(state);
     // Long polls end at once when the console stops, so the graceful shutdown does not wait
     // for them.
     let stopping = {

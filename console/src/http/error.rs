@@ -1,4 +1,5 @@
 //! Errors as the API answers them: a status code and an [`ErrorBody`] naming the field at fault.
+//! The service layer's refusals ([`ServiceError`]) map onto them one to one.
 
 use axum::Json;
 use axum::http::header::RETRY_AFTER;
@@ -7,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use tasknode_protocol::FieldError;
 use tasknode_protocol::wire::{ErrorBody, ErrorDetail};
 
-use crate::store::StoreError;
+use crate::service::ServiceError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -19,6 +20,9 @@ pub enum ApiError {
         field: &'static str,
         message: String,
     },
+    /// The caller may not do this (never the admin, who alone uses the API).
+    #[error("{message}")]
+    Forbidden { message: String },
     #[error("{message}")]
     NotFound {
         field: Option<String>,
@@ -66,16 +70,6 @@ impl ApiError {
         ApiError::Invalid(FieldError::new(field, message))
     }
 
-    /// The HTTP status the API answers this error with.
-    pub fn status(&self) -> StatusCode {
-        self.parts().0
-    }
-
-    /// The field at fault, when one is.
-    pub fn field(&self) -> Option<String> {
-        self.parts().2
-    }
-
     fn parts(&self) -> (StatusCode, &'static str, Option<String>) {
         match self {
             ApiError::Invalid(e) => (
@@ -88,6 +82,7 @@ impl ApiError {
                 "unauthorized",
                 Some((*field).to_owned()),
             ),
+            ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden", None),
             ApiError::NotFound { field, .. } => (StatusCode::NOT_FOUND, "not_found", field.clone()),
             ApiError::Conflict { field, .. } => (StatusCode::CONFLICT, "conflict", field.clone()),
             ApiError::Unprocessable { field, .. } => (
@@ -119,66 +114,31 @@ impl ApiError {
     }
 }
 
-impl From<crate::throttle::Refused> for ApiError {
-    fn from(r: crate::throttle::Refused) -> Self {
-        ApiError::TooManyRequests(r)
-    }
-}
-
 impl From<FieldError> for ApiError {
     fn from(e: FieldError) -> Self {
         ApiError::Invalid(e)
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
         match e {
-            StoreError::Exists { kind, .. } => ApiError::Conflict {
-                field: Some(
-                    if kind == "project" || kind == "user" || kind == "resource group" {
-                        "name".to_owned()
-                    } else {
-                        kind.to_owned()
-                    },
-                ),
-                message: e.to_string(),
-            },
-            StoreError::NotFound { kind, .. } => ApiError::NotFound {
-                field: Some(match kind {
-                    "resource group" => "group".to_owned(),
-                    other => other.to_owned(),
-                }),
-                message: e.to_string(),
-            },
-            StoreError::UserNotInProject { .. } => ApiError::NotFound {
-                field: Some("user_name".to_owned()),
-                message: e.to_string(),
-            },
-            StoreError::EnrolledElsewhere => ApiError::Conflict {
-                field: Some("identity.value".to_owned()),
-                message: e.to_string(),
-            },
-            StoreError::TokenSpent => ApiError::Unauthorized {
-                field: "enrollment_token",
-                message: e.to_string(),
-            },
-            StoreError::Conflict { field, .. } => ApiError::Conflict {
-                field: Some(field.to_owned()),
-                message: e.to_string(),
-            },
-            StoreError::NotPublished { .. } => ApiError::NotFound {
-                field: Some("version".to_owned()),
-                message: e.to_string(),
-            },
-            StoreError::ServerTaken { .. } => ApiError::Conflict {
-                field: Some("name".to_owned()),
-                message: e.to_string(),
-            },
-            other => {
-                tracing::error!(error = %other, "store failure");
-                ApiError::Internal(other.to_string())
+            ServiceError::Invalid(e) => ApiError::Invalid(e),
+            ServiceError::Unauthorized { field, message } => {
+                ApiError::Unauthorized { field, message }
             }
+            ServiceError::Forbidden { message } => ApiError::Forbidden { message },
+            ServiceError::NotFound { field, message } => ApiError::NotFound { field, message },
+            ServiceError::Conflict { field, message } => ApiError::Conflict { field, message },
+            ServiceError::Unprocessable { field, message } => {
+                ApiError::Unprocessable { field, message }
+            }
+            ServiceError::LimitReached { field, message } => {
+                ApiError::LimitReached { field, message }
+            }
+            ServiceError::Upstream { message } => ApiError::BadGateway { message },
+            ServiceError::Throttled(r) => ApiError::TooManyRequests(r),
+            ServiceError::Internal(message) => ApiError::Internal(message),
         }
     }
 }

@@ -1,92 +1,30 @@
-//! The HTTP API under `/api/v1`: routes, shared state, authentication and the console-time
-//! header every response carries. docs/api.md documents each endpoint.
+//! The JSON API under `/api/v1` (and the files install scripts and yum fetch): its routes,
+//! authentication (the admin token, a node's secret) and its errors. Each handler parses the
+//! request, calls the service layer and writes the answer. docs/api.md documents each endpoint.
 
-pub(crate) mod admin;
+mod admin;
 mod agent;
-#[cfg(test)]
-mod boundary_tests;
 pub mod error;
-pub(crate) mod install;
+mod install;
 mod json;
-pub(crate) mod releases;
-pub(crate) mod tasks;
-
-use std::sync::Arc;
+mod releases;
+mod tasks;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path};
+use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tasknode_protocol::{MAX_BODY_BYTES, TIME_HEADER};
-use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::services::{ServeDir, ServeFile};
 
-use crate::auth::{self, SecretDigest};
-use crate::clock::Clock;
-use crate::liveness::LivenessMap;
-use crate::status::Thresholds;
-use crate::store::Store;
+use crate::app::AppState;
+use crate::service;
 use error::ApiError;
 
-/// Everything a request handler can reach.
-#[derive(Clone)]
-pub struct AppState {
-    pub store: Arc<dyn Store>,
-    pub live: Arc<LivenessMap>,
-    pub clock: Clock,
-    pub thresholds: Thresholds,
-    pub admin_token: SecretDigest,
-    /// Bounds Argon2 work (19 MiB and tens of milliseconds each): a few hashes at once, a
-    /// bounded queue, and backoff per user name and address after failures.
-    pub credentials: Arc<crate::throttle::Throttle>,
-    /// The URL servers reach this console at; install commands and scripts carry it.
-    pub public_url: String,
-    /// The template environment install scripts are rendered with.
-    pub templates: Arc<tasknode_dist::Templates>,
-    /// The agent binaries install scripts download (none without `--agent-dir`).
-    pub artifacts: Arc<tasknode_dist::artifacts::AgentArtifacts>,
-    /// With `serve --tls`: the console's CA certificate (PEM), which install scripts and agents
-    /// pin.
-    pub console_ca: Option<Arc<str>>,
-    /// With `serve --dist`: the release directory whose repositories and key are served.
-    pub dist: Option<Arc<std::path::Path>>,
-    /// Wakes agents' long polls when their group has work.
-    pub dispatch: Arc<crate::tasks::Dispatch>,
-    /// The task logs agents push.
-    pub task_logs: Arc<crate::tasks::TaskLogs>,
-    /// Signs the tokens the console reads classic servers' logs with.
-    pub log_key: Arc<ed25519_dalek::SigningKey>,
-    /// Its public half, as heartbeat answers carry it.
-    pub log_key_public: Arc<str>,
-    /// Runs rollouts; heartbeat answers carry the version it wants each server to run.
-    pub rollouts: Arc<crate::rollout::RolloutEngine>,
-    /// The web console's sessions and page templates.
-    pub web: Arc<crate::web::Web>,
-}
-
-impl AppState {
-    /// Runs `f` (hashing a new password, for the admin) on the blocking pool through the
-    /// bounded queue of Argon2 work, counted under `peer`'s address.
-    pub async fn password_work<T: Send + 'static>(
-        &self,
-        peer: std::net::IpAddr,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, ApiError> {
-        Ok(self.credentials.work(peer, f).await?)
-    }
-}
-
-pub fn router(state: AppState) -> Router {
-    let routes = routes(&state);
-    with_layers(routes, state)
-}
-
-/// Every route of the console, before [`with_layers`].
-fn routes(state: &AppState) -> Router<AppState> {
+/// Every route of the JSON API and of the files the console serves to hosts.
+pub fn routes(state: &AppState) -> Router<AppState> {
     let mut router = Router::new();
     if let Some(dist) = &state.dist {
         // tower-http serves files under these roots only: it refuses `..` and absolute paths.
@@ -100,7 +38,6 @@ fn routes(state: &AppState) -> Router<AppState> {
             .route("/yum/{dist}/tasknode.repo", get(install::yum_repo));
     }
     router
-        .merge(crate::web::router())
         .route("/api/v1/health", get(agent::health))
         .route("/api/v1/enroll", post(agent::enroll))
         .route("/api/v1/nodes/{node_id}", get(agent::node))
@@ -169,24 +106,9 @@ fn routes(state: &AppState) -> Router<AppState> {
         .route("/ca.pem", get(install::ca_certificate))
 }
 
-/// What every request goes through, whatever its route: the fallbacks, the body limit, the
-/// panic backstop and the console-time header. The layers apply to the routes added before
-/// this call, so it comes last.
-pub(crate) fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
-    routes
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        // A panic in a handler is a bug; it answers that one request with a 500 instead of
-        // dropping the connection, and the console goes on serving.
-        .layer(CatchPanicLayer::custom(panicked))
-        .layer(middleware::from_fn_with_state(state.clone(), console_time))
-        .with_state(state)
-}
-
 /// The answer to a request whose handler panicked. The panic message stays in the log: it may
 /// quote the request.
-fn panicked(payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
+pub fn panicked(payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
     let what = payload
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
@@ -197,24 +119,17 @@ fn panicked(payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
         .into_response()
 }
 
-async fn not_found() -> ApiError {
+/// The answer to a path no route takes.
+pub async fn not_found() -> ApiError {
     ApiError::NotFound {
         field: None,
         message: "no such endpoint; see docs/api.md for the API under /api/v1".to_owned(),
     }
 }
 
-async fn method_not_allowed() -> ApiError {
+/// The answer to a method a route does not take.
+pub async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
-}
-
-/// Stamps every response with the console's clock.
-async fn console_time(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let mut res = next.run(req).await;
-    if let Ok(v) = HeaderValue::from_str(&state.clock.now_ms().to_string()) {
-        res.headers_mut().insert(TIME_HEADER, v);
-    }
-    res
 }
 
 /// The bearer token of a request, or an error naming the header.
@@ -257,18 +172,13 @@ impl FromRequestParts<AppState> for AuthedNode {
             .remove("node_id")
             .ok_or_else(|| ApiError::invalid("node_id", "the path names no node"))?;
         let secret = bearer(&parts.headers, "node secret")?;
-        state
-            .live
-            .authenticate(&node_id, secret)
-            .map_err(|e| ApiError::Unauthorized {
-                field: "authorization",
-                message: e.to_string(),
-            })?;
+        service::nodes::authenticate(state, &node_id, secret)?;
         Ok(AuthedNode(node_id))
     }
 }
 
-/// Proof that a request carries the admin token.
+/// Proof that a request carries the admin token. The API is the admin's: every handler behind
+/// it calls the service layer as [`service::Caller::Admin`].
 pub struct Admin;
 
 impl FromRequestParts<AppState> for Admin {
@@ -276,7 +186,7 @@ impl FromRequestParts<AppState> for Admin {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(&parts.headers, "admin token")?;
-        if auth::digests_equal(&auth::digest(token), &state.admin_token) {
+        if service::projects::is_admin_token(state, token) {
             Ok(Admin)
         } else {
             Err(ApiError::Unauthorized {

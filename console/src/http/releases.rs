@@ -1,176 +1,24 @@
 //! Release endpoints: operators publish signed update manifests and set each group's rollout
 //! (admin token); agents fetch the manifest of the version they are asked to run and report how
-//! their update went (node secret).
-
-use std::cmp::Ordering;
-use std::io::Read;
-use std::path::{Path as FsPath, PathBuf};
+//! their update went (node secret). The rules are in `service::releases`.
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use ed25519_dalek::VerifyingKey;
-use ed25519_dalek::pkcs8::DecodePublicKey;
-use sha2::{Digest, Sha256};
-use tasknode_protocol::manifest::{self, Manifest, ManifestError, compare_versions};
-use tasknode_protocol::updates::{
-    ReleaseView, RolloutView, SetRollout, UpdateOutcome, UpdateReport,
-};
-use tasknode_protocol::validate;
+use tasknode_protocol::manifest;
+use tasknode_protocol::updates::{ReleaseView, RolloutView, SetRollout, UpdateReport};
 
 use super::admin::{NoQuery, ProjectQuery, query};
 use super::error::ApiError;
 use super::json::{StrictJson, require_json};
-use super::tasks::node_server;
-use super::{Admin, AppState, AuthedNode};
-use crate::clock::rfc3339;
-use crate::store::{NewRelease, Published, Release, ServerFilter, StoreError};
+use super::{Admin, AuthedNode};
+use crate::app::AppState;
+use crate::service::{self, Caller};
 
 // ---- operators ----
-
-pub(crate) fn release_view(r: Release) -> ReleaseView {
-    ReleaseView {
-        version: r.version,
-        channel: r.channel,
-        targets: r.targets,
-        rollback: r.rollback,
-        issued_at: rfc3339(r.issued_ms),
-        published_at: rfc3339(r.published_ms),
-        signed_by: r.signed_by,
-    }
-}
-
-/// A manifest that does not read as one, as the API answers it.
-fn unreadable(e: ManifestError) -> ApiError {
-    let field = match &e {
-        ManifestError::Field { field, .. } => (*field).to_owned(),
-        ManifestError::Format(_) => "format".to_owned(),
-        _ => "body".to_owned(),
-    };
-    ApiError::invalid(field, e)
-}
-
-fn bad_signature(message: String) -> ApiError {
-    ApiError::Unprocessable {
-        field: "signature",
-        message,
-    }
-}
-
-/// With `--dist` and its manifest key, checks that the manifest file is signed by that key.
-/// Without them the console takes the file as it is: agents check every signature anyway.
-async fn check_signature(state: &AppState, file: &[u8], signed_by: &str) -> Result<(), ApiError> {
-    let Some(dist) = &state.dist else {
-        return Ok(());
-    };
-    let Some(release_key) = dist_key(dist).await? else {
-        return Ok(());
-    };
-    let key_path = dist.join(tasknode_dist::keys::MANIFEST_PUBLIC);
-    manifest::verify(file, &[release_key]).map_err(|e| match e {
-        ManifestError::Unsigned => bad_signature(format!(
-            "the manifest is unsigned; publish the file `tasknode-dist build` (or `tasknode-dist rollback`) signed with the release key {}",
-            key_path.display()
-        )),
-        ManifestError::UntrustedKey { .. } => bad_signature(format!(
-            "the manifest is signed by key {}, not by this release's key {} ({}); publish manifests signed with the keys the release in --dist was built with",
-            validate::show(signed_by),
-            manifest::encode_key(&release_key),
-            key_path.display()
-        )),
-        ManifestError::BadSignature => bad_signature(
-            "the manifest's signature does not verify: the file was changed after it was signed; publish it exactly as `tasknode-dist` wrote it".to_owned(),
-        ),
-        other => unreadable(other),
-    })?;
-    Ok(())
-}
-
-/// The manifest key of the release in `--dist`, when it has one.
-async fn dist_key(dist: &FsPath) -> Result<Option<VerifyingKey>, ApiError> {
-    let path = dist.join(tasknode_dist::keys::MANIFEST_PUBLIC);
-    let pem = match tokio::fs::read_to_string(&path).await {
-        Ok(pem) => pem,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(ApiError::Internal(format!(
-                "reading the release's manifest key {}: {e}",
-                path.display()
-            )));
-        }
-    };
-    VerifyingKey::from_public_key_pem(&pem).map(Some).map_err(|e| {
-        ApiError::Internal(format!(
-            "{} is not an ed25519 public key in PEM ({e}); `tasknode-dist build --keys` writes it",
-            path.display()
-        ))
-    })
-}
-
-/// Checks that each binary the manifest lists is in `--dist` as the manifest describes it, so
-/// that agents can download it from the console.
-fn check_artifacts(dist: &FsPath, m: &Manifest) -> Result<(), ApiError> {
-    let refuse = |message: String| ApiError::Unprocessable {
-        field: "artifacts",
-        message: format!(
-            "{message}; publish the manifest from the `tasknode-dist build` output this console serves (--dist {})",
-            dist.display()
-        ),
-    };
-    for a in &m.artifacts {
-        if !a.url.starts_with("releases/") {
-            return Err(refuse(format!(
-                "the {} binary's url {} is not under releases/, where the console serves release files from",
-                a.target, a.url
-            )));
-        }
-        let path: PathBuf = dist.join(&a.url);
-        let mut file = std::fs::File::open(&path).map_err(|e| {
-            refuse(format!(
-                "the {} binary {} cannot be read ({e})",
-                a.target,
-                path.display()
-            ))
-        })?;
-        let size = file.metadata().map(|md| md.len()).unwrap_or_default();
-        if size != a.size {
-            return Err(refuse(format!(
-                "the {} binary {} has {size} bytes, the manifest says {}",
-                a.target,
-                path.display(),
-                a.size
-            )));
-        }
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = file.read(&mut buf).map_err(|e| {
-                refuse(format!(
-                    "the {} binary {} cannot be read ({e})",
-                    a.target,
-                    path.display()
-                ))
-            })?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-        let sha = hex::encode(hasher.finalize());
-        if sha != a.sha256 {
-            return Err(refuse(format!(
-                "the {} binary {} has sha256 {sha}, the manifest says {}",
-                a.target,
-                path.display(),
-                a.sha256
-            )));
-        }
-    }
-    Ok(())
-}
 
 pub async fn publish(
     _: Admin,
@@ -188,48 +36,13 @@ pub async fn publish(
             ApiError::invalid("body", rejection.body_text())
         }
     })?;
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|_| {
-            ApiError::invalid(
-                "body",
-                "is not UTF-8 text; publish the manifest file `tasknode-dist` wrote",
-            )
-        })?
-        .to_owned();
-    let (m, envelope) = manifest::read_unverified(&bytes).map_err(unreadable)?;
-    check_signature(&state, &bytes, &envelope.signed_by).await?;
-    if let Some(dist) = state.dist.clone() {
-        let m = m.clone();
-        tokio::task::spawn_blocking(move || check_artifacts(&dist, &m))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))??;
-    }
-    let rollback = m.rollback;
-    let (release, published) = state
-        .store
-        .publish_release(
-            NewRelease {
-                manifest: m,
-                text,
-                signed_by: envelope.signed_by,
-            },
-            state.clock.now_ms(),
-        )
-        .await?;
-    let status = match published {
-        Published::Unchanged => StatusCode::OK,
-        Published::New | Published::Rollback => {
-            tracing::info!(
-                version = %release.version,
-                channel = %release.channel,
-                rollback,
-                signed_by = %release.signed_by,
-                "release published"
-            );
-            StatusCode::CREATED
-        }
+    let (release, new) = service::releases::publish(&state, &bytes).await?;
+    let status = if new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
     };
-    Ok((status, Json(release_view(release))))
+    Ok((status, Json(release)))
 }
 
 pub async fn list(
@@ -238,8 +51,7 @@ pub async fn list(
     q: Result<Query<NoQuery>, QueryRejection>,
 ) -> Result<Json<Vec<ReleaseView>>, ApiError> {
     query(q)?;
-    let releases = state.store.list_releases().await?;
-    Ok(Json(releases.into_iter().map(release_view).collect()))
+    Ok(Json(service::releases::list(&state).await?))
 }
 
 pub async fn set_rollout(
@@ -247,91 +59,9 @@ pub async fn set_rollout(
     State(state): State<AppState>,
     StrictJson(req): StrictJson<SetRollout>,
 ) -> Result<Json<RolloutView>, ApiError> {
-    Ok(Json(start_rollout(&state, req).await?))
-}
-
-/// Sets a group's rollout (`req` already validated), as the API and the web console do.
-pub(crate) async fn start_rollout(
-    state: &AppState,
-    req: SetRollout,
-) -> Result<RolloutView, ApiError> {
-    // The group must exist (NotFound names it) and the version be published.
-    state.store.group_network(&req.project, &req.group).await?;
-    let release = state
-        .store
-        .list_releases()
-        .await?
-        .into_iter()
-        .find(|r| r.version == req.version)
-        .ok_or_else(|| StoreError::NotPublished {
-            version: req.version.clone(),
-        })?;
-    // An expired rollback is no rollback: agents refuse it.
-    let now = state.clock.now_ms();
-    if release.rollback_expires_ms.is_none_or(|e| e <= now) {
-        refuse_downgrade(state, &req, &release).await?;
-    }
-    let view = state.rollouts.set(&req).await?;
-    tracing::info!(
-        group = %req.group,
-        project = %req.project,
-        version = %req.version,
-        batch = %req.batch,
-        max_failures = req.max_failures,
-        reason = %view.reason,
-        "rollout set"
-    );
-    Ok(view)
-}
-
-/// Agents move to an older version only with a signed rollback: refuses a rollout that would
-/// take a server of the group back without one.
-async fn refuse_downgrade(
-    state: &AppState,
-    req: &SetRollout,
-    release: &Release,
-) -> Result<(), ApiError> {
-    let servers = state
-        .store
-        .list_servers(&ServerFilter {
-            project: Some(req.project.clone()),
-            group: Some(req.group.clone()),
-        })
-        .await?;
-    let live = state.live.by_server();
-    let newer: Vec<(String, String)> = servers
-        .iter()
-        .filter_map(|s| {
-            let running = live
-                .get(&s.id)
-                .unwrap_or(&s.liveness)
-                .agent_version
-                .clone()?;
-            (compare_versions(&req.version, &running) == Some(Ordering::Less))
-                .then(|| (s.name.clone(), running))
-        })
-        .collect();
-    let Some((name, running)) = newer.first() else {
-        return Ok(());
-    };
-    let more = match newer.len() {
-        1 => String::new(),
-        n => format!(" (and {} more)", n - 1),
-    };
-    let v = &req.version;
-    let missing = match release.rollback_expires_ms {
-        Some(at) => format!(
-            "the rollback manifest published for {v} expired at {}",
-            rfc3339(at)
-        ),
-        None => format!("no rollback manifest is published for {v}"),
-    };
-    Err(ApiError::Conflict {
-        field: Some("version".to_owned()),
-        message: format!(
-            "version {v} is older than {running}, which server {name}{more} runs, and {missing}: agents move back only with a signed rollback. Sign one with `tasknode-dist rollback --version {v}`, publish it with `tasknode-console release publish FILE`, then set the rollout again"
-        ),
-    })
+    Ok(Json(
+        service::releases::set_rollout(&state, Caller::Admin, req).await?,
+    ))
 }
 
 pub async fn list_rollouts(
@@ -340,13 +70,8 @@ pub async fn list_rollouts(
     q: Result<Query<ProjectQuery>, QueryRejection>,
 ) -> Result<Json<Vec<RolloutView>>, ApiError> {
     let q = query(q)?;
-    let views = state.rollouts.tick().await?.views();
-    Ok(Json(
-        views
-            .into_iter()
-            .filter(|v| q.project.as_ref().is_none_or(|p| p == &v.project))
-            .collect(),
-    ))
+    let views = service::releases::rollouts(&state, Caller::Admin, q.project.as_deref()).await?;
+    Ok(Json(views))
 }
 
 // ---- agents ----
@@ -356,26 +81,8 @@ pub async fn manifest(
     AuthedNode(_): AuthedNode,
     Path((_, version)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    manifest::release_version("version", &version).map_err(|e| match e {
-        ManifestError::Field { why, .. } => ApiError::invalid("version", why),
-        other => ApiError::invalid("version", other),
-    })?;
-    let text = state
-        .store
-        .release_manifest(&version, state.clock.now_ms())
-        .await?
-        .ok_or_else(|| ApiError::NotFound {
-            field: Some("version".to_owned()),
-            message: format!(
-                "version {version} is not published on this console; publish its signed manifest with `tasknode-console release publish FILE`"
-            ),
-        })?;
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    Ok((headers, text).into_response())
+    let text = service::releases::manifest(&state, &version).await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], text).into_response())
 }
 
 pub async fn report(
@@ -383,19 +90,6 @@ pub async fn report(
     AuthedNode(node_id): AuthedNode,
     StrictJson(req): StrictJson<UpdateReport>,
 ) -> Result<StatusCode, ApiError> {
-    let server = node_server(&state, &node_id).await?;
-    state
-        .store
-        .record_update_report(server.id, &req, state.clock.now_ms())
-        .await?;
-    let outcome = req.outcome.as_str();
-    if req.outcome == UpdateOutcome::Failed {
-        tracing::warn!(server = %server.name, version = %req.version, outcome = %outcome, reason = %req.reason, "agent update report");
-    } else {
-        tracing::info!(server = %server.name, version = %req.version, outcome = %outcome, reason = %req.reason, "agent update report");
-    }
-    if let Err(e) = state.rollouts.tick().await {
-        tracing::warn!(error = %e, "advancing rollouts after an update report failed; will retry");
-    }
+    service::releases::report(&state, &node_id, &req).await?;
     Ok(StatusCode::NO_CONTENT)
 }

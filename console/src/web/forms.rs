@@ -8,8 +8,8 @@ use serde::Serialize;
 use tasknode_protocol::FieldError;
 
 use super::WebError;
-use crate::http::AppState;
-use crate::http::error::ApiError;
+use crate::app::AppState;
+use crate::service::ServiceError;
 
 /// The fields of a posted `application/x-www-form-urlencoded` form. A field sent twice keeps
 /// its last value; a missing field reads as empty, so a required field names itself in its
@@ -71,10 +71,10 @@ impl FormErrors {
         self.status.get_or_insert(StatusCode::BAD_REQUEST);
     }
 
-    /// Records what the API logic refused: beside the field it names when the form has it
+    /// Records what the service layer refused: beside the field it names when the form has it
     /// (`known`), else for the whole form.
-    pub fn api(&mut self, e: ApiError, known: &[&str]) {
-        self.status = Some(e.status());
+    pub fn refused(&mut self, e: ServiceError, known: &[&str]) {
+        self.status = Some(super::status(&e));
         match e.field().filter(|f| known.contains(&f.as_str())) {
             Some(f) => {
                 self.fields.insert(f, e.to_string());

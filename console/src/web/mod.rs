@@ -2,8 +2,9 @@
 //! binary), a stylesheet and one small script, behind a sign-in with a user's password or the
 //! admin token.
 //!
-//! Every page goes through the same business logic as the API (`crate::http`), so a form and
-//! its API call accept and refuse the same things with the same messages. Forms post back the
+//! Every page goes through the same service layer as the API (`crate::service`), so a form
+//! and its API call accept and refuse the same things with the same messages; this module
+//! turns the service's refusals into pages and messages beside form fields. Forms post back the
 //! session's CSRF token; cookies are HttpOnly and SameSite=Strict; pages carry a strict
 //! Content-Security-Policy (no inline script or style).
 
@@ -22,7 +23,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use minijinja::{Environment, UndefinedBehavior, Value, context};
 
-use crate::http::AppState;
+use crate::app::AppState;
+use crate::service::{Caller, ServiceError};
 use session::{Current, Principal, Sessions};
 
 /// What the web console keeps beside the API's state.
@@ -216,18 +218,28 @@ impl WebError {
     }
 }
 
-impl From<crate::http::error::ApiError> for WebError {
-    fn from(e: crate::http::error::ApiError) -> WebError {
+impl From<ServiceError> for WebError {
+    fn from(e: ServiceError) -> WebError {
         WebError::Page {
-            status: e.status(),
+            status: status(&e),
             message: e.to_string(),
         }
     }
 }
 
-impl From<crate::store::StoreError> for WebError {
-    fn from(e: crate::store::StoreError) -> WebError {
-        crate::http::error::ApiError::from(e).into()
+/// The status of a page that shows what the service layer refused.
+fn status(e: &ServiceError) -> StatusCode {
+    match e {
+        ServiceError::Invalid(_) => StatusCode::BAD_REQUEST,
+        ServiceError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+        ServiceError::Forbidden { .. } => StatusCode::FORBIDDEN,
+        ServiceError::NotFound { .. } => StatusCode::NOT_FOUND,
+        ServiceError::Conflict { .. } => StatusCode::CONFLICT,
+        ServiceError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        ServiceError::LimitReached { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        ServiceError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+        ServiceError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
+        ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -296,24 +308,11 @@ impl Viewer {
         &self.0.principal
     }
 
-    /// Refuses a project this viewer may not use, as if it did not exist.
-    fn check_project(&self, project: &str) -> Result<(), WebError> {
-        if self.principal().can_use(project) {
-            Ok(())
-        } else {
-            Err(WebError::not_found(format!(
-                "there is no project {project:?} you can see"
-            )))
-        }
-    }
-
-    fn require_admin(&self, what: &str) -> Result<(), WebError> {
-        if self.principal().is_admin() {
-            Ok(())
-        } else {
-            Err(WebError::forbidden(format!(
-                "only the admin can {what}; sign in with the admin token"
-            )))
+    /// The viewer as the service layer's rules see them.
+    pub fn caller(&self) -> Caller<'_> {
+        match self.principal() {
+            Principal::Admin => Caller::Admin,
+            Principal::User { name, project } => Caller::User { name, project },
         }
     }
 }

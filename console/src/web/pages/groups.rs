@@ -11,8 +11,8 @@ use tasknode_protocol::wire::{CreateGroup, ServerView, Validate};
 use tasknode_protocol::{NetworkType, validate};
 
 use super::{find_group, group_info, group_rows, group_url, see_other, visible_groups};
-use crate::http::AppState;
-use crate::http::error::ApiError;
+use crate::app::AppState;
+use crate::service;
 use crate::store::ServerFilter;
 use crate::web::forms::FormErrors;
 use crate::web::{Posted, Viewer, WebError, render};
@@ -89,9 +89,9 @@ pub async fn create_group(
         errors.field(e);
     }
     if errors.is_empty() {
-        match crate::http::admin::create_group_core(&state, req).await {
+        match service::groups::create(&state, viewer.caller(), req).await {
             Ok(g) => return Ok(see_other(&group_url(&g.project, &g.name))),
-            Err(e) => errors.api(e, &["name", "project", "network"]),
+            Err(e) => errors.refused(e, &["name", "project", "network"]),
         }
     }
     groups_page(&state, &viewer, &errors, form.values(), None).await
@@ -110,11 +110,13 @@ struct ServerRow {
 
 async fn server_rows_of(
     state: &AppState,
+    viewer: &Viewer,
     project: &str,
     group: &str,
 ) -> Result<Vec<ServerRow>, WebError> {
-    let views = crate::http::admin::server_views(
+    let views = service::servers::views(
         state,
+        viewer.caller(),
         ServerFilter {
             project: Some(project.to_owned()),
             group: Some(group.to_owned()),
@@ -177,7 +179,7 @@ async fn group_page(
     new_name: &str,
 ) -> Result<Response, WebError> {
     let g = find_group(state, viewer, project, group).await?;
-    let rows = server_rows_of(state, project, group).await?;
+    let rows = server_rows_of(state, viewer, project, group).await?;
     Ok(render(
         state,
         Some(viewer),
@@ -200,7 +202,7 @@ pub async fn server_rows(
     Path((project, group)): Path<(String, String)>,
 ) -> Result<Response, WebError> {
     let g = find_group(&state, &viewer, &project, &group).await?;
-    let rows = server_rows_of(&state, &project, &group).await?;
+    let rows = server_rows_of(&state, &viewer, &project, &group).await?;
     Ok(render(
         &state,
         Some(&viewer),
@@ -223,14 +225,11 @@ pub async fn rename_group(
     match validate::name("new_name", &new_name) {
         Err(e) => errors.field(e),
         Ok(()) => {
-            match crate::http::admin::rename_group_core(&state, &project, &group, &new_name).await {
+            let renamed =
+                service::groups::rename(&state, viewer.caller(), &project, &group, &new_name).await;
+            match renamed {
                 Ok(g) => return Ok(see_other(&group_url(&g.project, &g.name))),
-                Err(mut e) => {
-                    if let ApiError::Conflict { field, .. } = &mut e {
-                        *field = Some("new_name".to_owned());
-                    }
-                    errors.api(e, &["new_name"]);
-                }
+                Err(e) => errors.refused(e, &["new_name"]),
             }
         }
     }
@@ -270,11 +269,11 @@ pub async fn delete_group(
 ) -> Result<Response, WebError> {
     let Posted { viewer, .. } = posted;
     find_group(&state, &viewer, &project, &group).await?;
-    match crate::http::admin::delete_group_core(&state, &project, &group).await {
+    match service::groups::delete(&state, viewer.caller(), &project, &group).await {
         Ok(_) => Ok(see_other(&format!("/ui/groups?deleted={group}"))),
         Err(e) => {
             let mut errors = FormErrors::default();
-            errors.api(e, &[]);
+            errors.refused(e, &[]);
             delete_page(&state, &viewer, &project, &group, &errors).await
         }
     }

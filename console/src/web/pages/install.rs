@@ -7,27 +7,11 @@ use tasknode_protocol::wire::{CreateInstallCommand, Validate};
 use tasknode_protocol::{FieldError, layout};
 
 use super::{find_group, group_info};
-use crate::http::AppState;
+use crate::app::AppState;
+use crate::service;
 use crate::web::forms::FormErrors;
 use crate::web::session::Principal;
 use crate::web::{Posted, Viewer, WebError, render};
-
-async fn install_users(
-    state: &AppState,
-    viewer: &Viewer,
-    project: &str,
-) -> Result<Vec<String>, WebError> {
-    Ok(match viewer.principal() {
-        Principal::User { name, .. } => vec![name.clone()],
-        Principal::Admin => state
-            .store
-            .list_users(Some(project))
-            .await?
-            .into_iter()
-            .map(|u| u.name)
-            .collect(),
-    })
-}
 
 /// How long an install link can be asked to last, as the form offers it.
 const TTLS: [(&str, u64); 4] = [
@@ -62,7 +46,7 @@ async fn install_form(
     created: Option<tasknode_protocol::wire::InstallCommand>,
 ) -> Result<Response, WebError> {
     let g = find_group(state, viewer, project, group).await?;
-    let users = install_users(state, viewer, project).await?;
+    let users = service::install::users(state, viewer.caller(), project).await?;
     // With a release directory, the console also serves the yum repositories. The host paths
     // and names come from the layout, the one place that states them.
     let yum = state.dist.as_ref().map(|_| {
@@ -88,7 +72,7 @@ async fn install_form(
             errors => errors,
             created => created,
             yum => yum,
-            serves_agents => !state.artifacts.binaries.is_empty(),
+            serves_agents => service::install::serves_agents(state),
         },
     ))
 }
@@ -123,12 +107,12 @@ pub async fn create_install(
         errors.field(e);
     }
     if errors.is_empty() {
-        match crate::http::install::create_command(&state, req).await {
+        match service::install::create_command(&state, viewer.caller(), req).await {
             Ok(created) => {
                 return install_form(&state, &viewer, &project, &group, &errors, Some(created))
                     .await;
             }
-            Err(e) => errors.api(e, &["user_name", "ttl_secs"]),
+            Err(e) => errors.refused(e, &["user_name", "ttl_secs"]),
         }
     }
     install_form(&state, &viewer, &project, &group, &errors, None).await

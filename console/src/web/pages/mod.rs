@@ -20,7 +20,8 @@ use serde::Serialize;
 use tasknode_protocol::validate;
 
 use super::{Viewer, WebError};
-use crate::http::AppState;
+use crate::app::AppState;
+use crate::service;
 use crate::store::Group;
 
 fn group_url(project: &str, group: &str) -> String {
@@ -37,18 +38,8 @@ async fn visible_groups(
     state: &AppState,
     viewer: &Viewer,
 ) -> Result<(Vec<Group>, Vec<String>), WebError> {
-    let project = viewer.principal().project();
-    let groups = state.store.list_groups(project).await?;
-    let projects = match project {
-        Some(p) => vec![p.to_owned()],
-        None => state
-            .store
-            .list_projects()
-            .await?
-            .into_iter()
-            .map(|p| p.name)
-            .collect(),
-    };
+    let groups = service::groups::list(state, viewer.caller(), None).await?;
+    let projects = service::groups::projects(state, viewer.caller()).await?;
     Ok((groups, projects))
 }
 
@@ -80,18 +71,7 @@ async fn find_group(
     project: &str,
     group: &str,
 ) -> Result<Group, WebError> {
-    viewer.check_project(project)?;
-    state
-        .store
-        .list_groups(Some(project))
-        .await?
-        .into_iter()
-        .find(|g| g.name == group)
-        .ok_or_else(|| {
-            WebError::not_found(format!(
-                "there is no resource group {group:?} in project {project:?}"
-            ))
-        })
+    Ok(service::groups::find(state, viewer.caller(), project, group).await?)
 }
 
 #[derive(Debug, Serialize)]

@@ -10,7 +10,8 @@ use tasknode_protocol::updates::{Batch, SetRollout};
 use tasknode_protocol::wire::Validate;
 
 use super::{group_rows, group_url, see_other, split_group, visible_groups};
-use crate::http::AppState;
+use crate::app::AppState;
+use crate::service;
 use crate::web::forms::{FormErrors, number};
 use crate::web::{Posted, Viewer, WebError, render};
 
@@ -24,21 +25,10 @@ async fn releases_page(
     errors: &FormErrors,
     values: BTreeMap<String, String>,
 ) -> Result<Response, WebError> {
-    let releases: Vec<_> = state
-        .store
-        .list_releases()
+    let releases = service::releases::list(state).await?;
+    let rollouts: Vec<_> = service::releases::rollouts(state, viewer.caller(), None)
         .await?
         .into_iter()
-        .map(crate::http::releases::release_view)
-        .collect();
-    let project = viewer.principal().project();
-    let rollouts: Vec<_> = state
-        .rollouts
-        .tick()
-        .await?
-        .views()
-        .into_iter()
-        .filter(|r| project.is_none_or(|p| p == r.project))
         .map(|r| {
             context! {
                 url => group_url(&r.project, &r.group),
@@ -70,7 +60,7 @@ pub async fn set_rollout(
     posted: Posted,
 ) -> Result<Response, WebError> {
     let Posted { viewer, form } = posted;
-    viewer.require_admin("start a rollout")?;
+    viewer.caller().require_admin("start a rollout")?;
     let mut errors = FormErrors::default();
     let (project, group) = match split_group(form.get("group")) {
         Some((p, g)) => (p.to_owned(), g.to_owned()),
@@ -109,9 +99,9 @@ pub async fn set_rollout(
         errors.field(e);
     }
     if errors.is_empty() {
-        match crate::http::releases::start_rollout(&state, req).await {
+        match service::releases::set_rollout(&state, viewer.caller(), req).await {
             Ok(_) => return Ok(see_other("/ui/releases")),
-            Err(e) => errors.api(e, &["group", "version", "batch", "max_failures"]),
+            Err(e) => errors.refused(e, &["group", "version", "batch", "max_failures"]),
         }
     }
     releases_page(&state, &viewer, &errors, form.values()).await

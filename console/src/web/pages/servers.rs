@@ -11,7 +11,8 @@ use tasknode_protocol::wire::{AddServer, Validate};
 use tasknode_protocol::{FieldError, concurrency, validate};
 
 use super::{find_group, group_info, group_url, see_other};
-use crate::http::AppState;
+use crate::app::AppState;
+use crate::service;
 use crate::web::forms::{FormErrors, number};
 use crate::web::{Posted, Viewer, WebError, render};
 
@@ -86,9 +87,9 @@ pub async fn add_server(
         errors.field(e);
     }
     if errors.is_empty() {
-        match crate::http::admin::add_server_core(&state, req).await {
+        match service::servers::add(&state, viewer.caller(), req).await {
             Ok(_) => return Ok(see_other(&group_url(&project, &group))),
-            Err(e) => errors.api(e, &["name", "max_concurrency"]),
+            Err(e) => errors.refused(e, &["name", "max_concurrency"]),
         }
     }
     add_server_form(&state, &viewer, &project, &group, &errors, form.values()).await
@@ -116,42 +117,12 @@ pub async fn check_server(
     Path((project, group)): Path<(String, String)>,
     Query(q): Query<CheckQuery>,
 ) -> Result<Json<Check>, WebError> {
-    let g = find_group(&state, &viewer, &project, &group).await?;
-    let name = match g.network.parse_server_name("name", q.name.trim()) {
-        Ok(name) => name,
-        Err(e) => {
-            return Ok(Json(Check {
-                ok: false,
-                message: format!(
-                    "{}; group {} is a {} group, so servers are added by {}",
-                    e.message,
-                    g.name,
-                    g.network,
-                    g.network.identity_kind()
-                ),
-            }));
-        }
-    };
-    let check = match state.store.server_by_name(&g.project, &name).await? {
-        Some(s) if s.group == g.name => Check {
-            ok: false,
-            message: format!("server {name} is already in this group"),
-        },
-        Some(s) => Check {
-            ok: false,
-            message: crate::store::StoreError::ServerTaken {
-                name,
-                group: s.group,
-                project: s.project,
-            }
-            .to_string(),
-        },
-        None => Check {
-            ok: true,
-            message: format!("{name} can be added"),
-        },
-    };
-    Ok(Json(check))
+    let check =
+        service::servers::check_name(&state, viewer.caller(), &project, &group, &q.name).await?;
+    Ok(Json(Check {
+        ok: check.ok,
+        message: check.message,
+    }))
 }
 
 #[derive(Debug, Default, Deserialize)]

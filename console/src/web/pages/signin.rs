@@ -10,7 +10,8 @@ use serde::Deserialize;
 use tasknode_protocol::{FieldError, validate};
 
 use super::see_other;
-use crate::http::AppState;
+use crate::app::AppState;
+use crate::service::{self, ServiceError};
 use crate::web::forms::FormErrors;
 use crate::web::session::{self, Principal};
 use crate::web::{Posted, WebError, render, safe_next, same_origin};
@@ -132,29 +133,19 @@ pub async fn login_user(
         );
         res
     };
-    let attempt = match state.credentials.begin(&user, peer.ip()).await {
-        Ok(attempt) => attempt,
-        Err(refused) => return Ok(throttled(refused, &mut errors)),
-    };
-    let login = state.store.login(&user).await?;
-    let stored = login.as_ref().map(|l| l.password_hash.clone());
-    let ok = match attempt
-        .verify(move || crate::auth::verify_password(&password, stored.as_deref()))
-        .await
-    {
-        Ok(ok) => ok,
-        Err(refused) => return Ok(throttled(refused, &mut errors)),
-    };
-    match login {
-        Some(l) if ok => Ok(signed_in(
+    let checked = service::projects::verify_password(&state, &user, &password, peer.ip()).await;
+    match checked {
+        Err(ServiceError::Throttled(refused)) => Ok(throttled(refused, &mut errors)),
+        Err(e) => Err(e.into()),
+        Ok(Some(project)) => Ok(signed_in(
             &state,
             Principal::User {
                 name: user,
-                project: l.project,
+                project,
             },
             &next,
         )),
-        _ => {
+        Ok(None) => {
             tracing::warn!(user = %user, "web console sign-in refused");
             errors.field(FieldError::new(
                 "password",
@@ -180,7 +171,7 @@ pub async fn login_token(
             "token",
             "must not be empty; the admin token is in the console's data directory (admin.token)",
         ));
-    } else if !crate::auth::digests_equal(&crate::auth::digest(token), &state.admin_token) {
+    } else if !service::projects::is_admin_token(&state, token) {
         tracing::warn!("web console sign-in with a wrong admin token refused");
         errors.field(FieldError::new(
             "token",

@@ -6,12 +6,13 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use minijinja::context;
 use serde::Deserialize;
-use tasknode_protocol::tasks::{MAX_LOG_CHUNK_BYTES, MAX_TIMEOUT_SECS, SubmitTask, TaskView};
+use tasknode_protocol::tasks::{MAX_LOG_CHUNK_BYTES, MAX_TIMEOUT_SECS, SubmitTask};
 use tasknode_protocol::wire::Validate;
 use tasknode_protocol::{FieldError, validate};
 
 use super::{group_rows, group_url, see_other, split_group, visible_groups};
-use crate::http::AppState;
+use crate::app::AppState;
+use crate::service;
 use crate::store::TaskFilter;
 use crate::web::forms::FormErrors;
 use crate::web::{Posted, Viewer, WebError, render};
@@ -40,19 +41,11 @@ async fn tasks_page(
     errors: &FormErrors,
     values: BTreeMap<String, String>,
 ) -> Result<Response, WebError> {
-    let project = viewer.principal().project().map(str::to_owned);
-    let tasks = state
-        .store
-        .list_tasks(&TaskFilter {
-            project: project.clone(),
-            limit: 100,
-            ..TaskFilter::default()
-        })
-        .await?;
-    let views = tasks
-        .iter()
-        .map(|t| crate::http::tasks::task_view(state, t))
-        .collect::<Result<Vec<TaskView>, _>>()?;
+    let filter = TaskFilter {
+        limit: 100,
+        ..TaskFilter::default()
+    };
+    let views = service::tasks::list(state, viewer.caller(), filter).await?;
     let (groups, _) = visible_groups(state, viewer).await?;
     Ok(render(
         state,
@@ -96,7 +89,7 @@ pub async fn submit_task(
     let Posted { viewer, form } = posted;
     let mut errors = FormErrors::default();
     let (project, group) = match split_group(form.get("group")) {
-        Some((p, g)) if viewer.principal().can_use(p) => (p.to_owned(), g.to_owned()),
+        Some((p, g)) if viewer.caller().can_use(p) => (p.to_owned(), g.to_owned()),
         _ => {
             errors.field(FieldError::new(
                 "group",
@@ -125,9 +118,9 @@ pub async fn submit_task(
             errors.field(e);
         }
         if errors.is_empty() {
-            match crate::http::tasks::submit_task(&state, req).await {
+            match service::tasks::submit(&state, viewer.caller(), req).await {
                 Ok(t) => return Ok(see_other(&format!("/ui/tasks/{}", t.id))),
-                Err(e) => errors.api(e, &["group", "script"]),
+                Err(e) => errors.refused(e, &["group", "script"]),
             }
         }
     }
@@ -145,13 +138,10 @@ async fn visible_task(
         .ok()
         .filter(|id| *id > 0)
         .ok_or_else(missing)?;
-    let t = crate::http::tasks::task_or_404(state, id)
+    // Another project's task, a missing one and a failed look-up read alike.
+    service::tasks::get(state, viewer.caller(), id)
         .await
-        .map_err(|_| missing())?;
-    if !viewer.principal().can_use(&t.project) {
-        return Err(missing());
-    }
-    Ok(t)
+        .map_err(|_| missing())
 }
 
 pub async fn task(
@@ -169,7 +159,7 @@ fn task_page(
     t: &crate::store::Task,
     errors: &FormErrors,
 ) -> Result<Response, WebError> {
-    let view = crate::http::tasks::task_view(state, t)?;
+    let view = service::tasks::view(state, t)?;
     Ok(render(
         state,
         Some(viewer),
@@ -192,11 +182,11 @@ pub async fn cancel_task(
 ) -> Result<Response, WebError> {
     let viewer = posted.viewer;
     let t = visible_task(&state, &viewer, &raw).await?;
-    match crate::http::tasks::cancel_task(&state, t.id).await {
+    match service::tasks::cancel(&state, viewer.caller(), t.id).await {
         Ok(_) => Ok(see_other(&format!("/ui/tasks/{}", t.id))),
         Err(e) => {
             let mut errors = FormErrors::default();
-            errors.api(e, &[]);
+            errors.refused(e, &[]);
             let t = visible_task(&state, &viewer, &raw).await?;
             task_page(&state, &viewer, &t, &errors)
         }
@@ -218,8 +208,8 @@ pub async fn task_log(
     Query(q): Query<LogQuery>,
 ) -> Result<Response, WebError> {
     let t = visible_task(&state, &viewer, &raw).await?;
-    let chunk = crate::http::tasks::read_log(&state, &t, q.offset, MAX_LOG_CHUNK_BYTES).await?;
-    Ok(chunk.into_response())
+    let chunk = service::logs::read(&state, &t, q.offset, MAX_LOG_CHUNK_BYTES).await?;
+    Ok((chunk.headers(), chunk.bytes).into_response())
 }
 
 #[cfg(test)]

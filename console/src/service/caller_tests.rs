@@ -1,0 +1,278 @@
+//! The service layer confines a project's user to that project whichever front end calls it:
+//! another project's groups, servers, tasks and rollouts are not listed, read as missing (with
+//! the message a missing one has) and cannot be changed; only the admin starts rollouts; a
+//! user makes install links for themselves only. Against a real SQLite store.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use tasknode_protocol::NetworkType;
+use tasknode_protocol::tasks::SubmitTask;
+use tasknode_protocol::updates::{Batch, SetRollout};
+use tasknode_protocol::wire::{AddServer, CreateGroup, CreateInstallCommand};
+
+use super::{Caller, ServiceError};
+use crate::app::AppState;
+use crate::clock::Clock;
+use crate::liveness::LivenessMap;
+use crate::status::Thresholds;
+use crate::store::{ServerFilter, SqliteStore, Store, TaskFilter};
+use crate::tasks::{Dispatch, LogLimits, TaskLogs};
+
+const USER: Caller<'static> = Caller::User {
+    name: "ops",
+    project: "default",
+};
+
+/// A console with group `etl` (one server) in project `default` and in project `other`.
+async fn console(dir: &std::path::Path) -> AppState {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("t.db")).unwrap());
+    let clock = Clock::default();
+    let thresholds = Thresholds {
+        interval: std::time::Duration::from_secs(10),
+        degraded_after: std::time::Duration::from_secs(30),
+        stopped_after: std::time::Duration::from_secs(600),
+    };
+    let live = Arc::new(LivenessMap::default());
+    let log_key = crate::auth::load_or_create_log_key(&dir.join("log.key")).unwrap();
+    let state = AppState {
+        store: Arc::clone(&store),
+        live: Arc::clone(&live),
+        clock,
+        thresholds,
+        admin_token: crate::auth::digest("admin"),
+        credentials: Arc::new(crate::throttle::Throttle::new(2)),
+        public_url: "http://127.0.0.1:1".into(),
+        templates: Arc::new(tasknode_dist::Templates::embedded().unwrap()),
+        artifacts: Arc::default(),
+        console_ca: None,
+        dist: None,
+        dispatch: Arc::new(Dispatch::default()),
+        task_logs: Arc::new(TaskLogs::open(&dir.join("logs"), LogLimits::default()).unwrap()),
+        log_key_public: tasknode_protocol::logtoken::encode_key(&log_key.verifying_key()).into(),
+        log_key: Arc::new(log_key),
+        rollouts: Arc::new(crate::rollout::RolloutEngine::new(
+            store, live, clock, thresholds,
+        )),
+        web: crate::web::state(false).unwrap(),
+    };
+    super::projects::create_project(&state, "other")
+        .await
+        .unwrap();
+    for (project, host) in [("default", "h1"), ("other", "h2")] {
+        let group = CreateGroup {
+            name: "etl".into(),
+            project: project.into(),
+            network: NetworkType::Classic,
+        };
+        super::groups::create(&state, Caller::Admin, group)
+            .await
+            .unwrap();
+        let server = AddServer {
+            project: project.into(),
+            group: "etl".into(),
+            name: host.into(),
+            max_concurrency: None,
+        };
+        super::servers::add(&state, Caller::Admin, server)
+            .await
+            .unwrap();
+    }
+    state
+}
+
+fn submit(project: &str) -> SubmitTask {
+    SubmitTask {
+        project: project.into(),
+        group: "etl".into(),
+        script: "true".into(),
+        timeout_secs: None,
+    }
+}
+
+fn assert_not_found(e: ServiceError, message: &str) {
+    match e {
+        ServiceError::NotFound { message: m, .. } => assert_eq!(m, message),
+        other => panic!("expected not found ({message}), got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_user_reaches_only_their_own_project() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = console(dir.path()).await;
+    let unseen = "there is no project \"other\" you can see";
+
+    // Lists are confined, whatever project is asked for.
+    let groups = super::groups::list(&state, USER, Some("other"))
+        .await
+        .unwrap();
+    assert_eq!(
+        groups
+            .iter()
+            .map(|g| g.project.as_str())
+            .collect::<Vec<_>>(),
+        ["default"]
+    );
+    let servers = super::servers::views(
+        &state,
+        USER,
+        ServerFilter {
+            project: Some("other".into()),
+            group: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        servers.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["h1"]
+    );
+    assert_eq!(
+        super::groups::projects(&state, USER).await.unwrap(),
+        ["default"]
+    );
+    assert_eq!(
+        super::groups::projects(&state, Caller::Admin)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // Another project's group reads as missing and does not change.
+    assert_not_found(
+        super::groups::find(&state, USER, "other", "etl")
+            .await
+            .unwrap_err(),
+        unseen,
+    );
+    assert_not_found(
+        super::groups::rename(&state, USER, "other", "etl", "x")
+            .await
+            .unwrap_err(),
+        unseen,
+    );
+    assert_not_found(
+        super::groups::delete(&state, USER, "other", "etl")
+            .await
+            .unwrap_err(),
+        unseen,
+    );
+    assert!(
+        super::groups::find(&state, Caller::Admin, "other", "etl")
+            .await
+            .is_ok()
+    );
+    let check = super::servers::check_name(&state, USER, "other", "etl", "h2").await;
+    assert_not_found(check.unwrap_err(), unseen);
+
+    // No task goes into another project's group.
+    assert_not_found(
+        super::tasks::submit(&state, USER, submit("other"))
+            .await
+            .unwrap_err(),
+        unseen,
+    );
+    let all = TaskFilter {
+        limit: 100,
+        ..TaskFilter::default()
+    };
+    assert!(state.store.list_tasks(&all).await.unwrap().is_empty());
+
+    // Another project's task reads exactly like one that does not exist, and stays queued.
+    let theirs = super::tasks::submit(&state, Caller::Admin, submit("other"))
+        .await
+        .unwrap();
+    let own = super::tasks::submit(&state, USER, submit("default"))
+        .await
+        .unwrap();
+    let missing =
+        |id: i64| format!("there is no task {id}; `tasknode-console task list` shows the tasks");
+    assert_not_found(
+        super::tasks::get(&state, USER, theirs.id)
+            .await
+            .unwrap_err(),
+        &missing(theirs.id),
+    );
+    assert_not_found(
+        super::tasks::get(&state, USER, 999).await.unwrap_err(),
+        &missing(999),
+    );
+    assert_not_found(
+        super::tasks::cancel(&state, USER, theirs.id)
+            .await
+            .unwrap_err(),
+        &missing(theirs.id),
+    );
+    let t = state.store.task(theirs.id).await.unwrap().unwrap();
+    assert!(!t.cancel_requested, "{t:?}");
+    let mut asked = all.clone();
+    asked.project = Some("other".into());
+    let listed = super::tasks::list(&state, USER, asked).await.unwrap();
+    assert_eq!(listed.iter().map(|t| t.id).collect::<Vec<_>>(), [own.id]);
+    assert_eq!(
+        super::tasks::list(&state, Caller::Admin, all)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn only_the_admin_starts_rollouts_and_users_make_their_own_install_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = console(dir.path()).await;
+    let rollout = SetRollout {
+        project: "default".into(),
+        group: "etl".into(),
+        version: "0.2.0".into(),
+        batch: Batch::All,
+        max_failures: 0,
+    };
+    match super::releases::set_rollout(&state, USER, rollout.clone()).await {
+        Err(ServiceError::Forbidden { message }) => assert_eq!(
+            message,
+            "only the admin can start a rollout; sign in with the admin token"
+        ),
+        other => panic!("{other:?}"),
+    }
+    // The admin passes the check and meets the next rule: the version is not published.
+    match super::releases::set_rollout(&state, Caller::Admin, rollout).await {
+        Err(e @ ServiceError::NotFound { .. }) => {
+            assert_eq!(e.field().as_deref(), Some("version"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+
+    assert_eq!(
+        super::install::users(&state, USER, "default")
+            .await
+            .unwrap(),
+        ["ops"]
+    );
+    assert_not_found(
+        super::install::users(&state, USER, "other")
+            .await
+            .unwrap_err(),
+        "there is no project \"other\" you can see",
+    );
+    let link = |user: &str| CreateInstallCommand {
+        project: "default".into(),
+        group: "etl".into(),
+        user_name: user.into(),
+        ttl_secs: None,
+    };
+    assert!(matches!(
+        super::install::create_command(&state, USER, link("someone-else")).await,
+        Err(ServiceError::Forbidden { .. })
+    ));
+    // Their own link meets the next rule: this console serves no agent binaries.
+    match super::install::create_command(&state, USER, link("ops")).await {
+        Err(ServiceError::Conflict { message, .. }) => {
+            assert!(message.contains("--agent-dir"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+}

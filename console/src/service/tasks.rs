@@ -1,0 +1,189 @@
+//! Tasks as operators see them: submit, list, look up, cancel, and the view of a task (its
+//! state and why, in words) that the API answers and the web console shows.
+
+use tasknode_protocol::tasks::{DEFAULT_TIMEOUT_SECS, SubmitTask, TaskState, TaskView};
+
+use super::{Caller, ServiceError};
+use crate::app::AppState;
+use crate::clock::{human_duration, rfc3339};
+use crate::store::{ServerFilter, StoreError, Task, TaskFilter};
+use crate::tasks::LogError;
+
+/// Queues a task (`req` already validated) and wakes the polls of its group.
+pub async fn submit(
+    state: &AppState,
+    caller: Caller<'_>,
+    req: SubmitTask,
+) -> Result<TaskView, ServiceError> {
+    caller.check_project(&req.project)?;
+    let timeout = req.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS);
+    // Checks the group exists (NotFound names it) and that something could ever run the task.
+    state.store.group_network(&req.project, &req.group).await?;
+    let servers = state
+        .store
+        .list_servers(&ServerFilter {
+            project: Some(req.project.clone()),
+            group: Some(req.group.clone()),
+        })
+        .await?;
+    if servers.is_empty() {
+        return Err(ServiceError::Conflict {
+            field: Some("group".to_owned()),
+            message: format!(
+                "group {} has no servers, so nothing would run this task; add one first: tasknode-console server add --project {} --group {} --name HOSTNAME_OR_UUID",
+                req.group, req.project, req.group
+            ),
+        });
+    }
+    let t = state
+        .store
+        .submit_task(
+            &req.project,
+            &req.group,
+            &req.script,
+            timeout,
+            state.clock.now_ms(),
+        )
+        .await?;
+    tracing::info!(task = t.id, group = %t.group, project = %t.project, "task submitted");
+    state.dispatch.wake(&t.project, &t.group);
+    view(state, &t)
+}
+
+/// The tasks `filter` selects, newest first; a user's are those of their project only.
+pub async fn list(
+    state: &AppState,
+    caller: Caller<'_>,
+    mut filter: TaskFilter,
+) -> Result<Vec<TaskView>, ServiceError> {
+    if let Some(own) = caller.project() {
+        filter.project = Some(own.to_owned());
+    }
+    let tasks = state.store.list_tasks(&filter).await?;
+    tasks.iter().map(|t| view(state, t)).collect()
+}
+
+fn no_task(id: i64) -> ServiceError {
+    ServiceError::NotFound {
+        field: Some("id".to_owned()),
+        message: format!("there is no task {id}; `tasknode-console task list` shows the tasks"),
+    }
+}
+
+/// Task `id`, if the caller may see it (another project's task is reported as missing).
+pub async fn get(state: &AppState, caller: Caller<'_>, id: i64) -> Result<Task, ServiceError> {
+    state
+        .store
+        .task(id)
+        .await?
+        .filter(|t| caller.can_use(&t.project))
+        .ok_or_else(|| no_task(id))
+}
+
+/// Asks for task `id` to be cancelled and wakes the polls of its group, so the agent running
+/// it hears at once.
+pub async fn cancel(
+    state: &AppState,
+    caller: Caller<'_>,
+    id: i64,
+) -> Result<TaskView, ServiceError> {
+    get(state, caller, id).await?;
+    let t = state
+        .store
+        .cancel_task(id, state.clock.now_ms())
+        .await
+        .map_err(|e| match e {
+            StoreError::TaskIs { .. } => ServiceError::Conflict {
+                field: Some("id".to_owned()),
+                message: e.to_string(),
+            },
+            StoreError::NotFound { .. } => no_task(id),
+            other => other.into(),
+        })?;
+    tracing::info!(task = id, state = %t.state, "task cancel requested");
+    state.dispatch.wake(&t.project, &t.group);
+    view(state, &t)
+}
+
+/// A task log's error, as the rules answer it.
+pub(super) fn log_error(e: LogError) -> ServiceError {
+    match e {
+        LogError::Gap { .. } => ServiceError::Conflict {
+            field: Some("offset".to_owned()),
+            message: e.to_string(),
+        },
+        LogError::TaskFull { .. } | LogError::ServerFull { .. } => ServiceError::LimitReached {
+            field: "offset",
+            message: e.to_string(),
+        },
+        LogError::Io { .. } => {
+            tracing::error!(error = %e, "task log");
+            ServiceError::Internal(e.to_string())
+        }
+    }
+}
+
+/// What a person reads about a task: its state and why, in words.
+pub fn view(state: &AppState, t: &Task) -> Result<TaskView, ServiceError> {
+    // Logs pushed by VPC servers are here; classic servers keep theirs and report the size.
+    let log_bytes = match state.task_logs.size(t.id).map_err(log_error)? {
+        0 => t.log_bytes.unwrap_or(0),
+        held => held,
+    };
+    let server = t.server.as_deref().unwrap_or("?");
+    let duration_ms = match (t.started_ms, t.finished_ms) {
+        (Some(s), Some(f)) if t.state.is_final() => Some(f.saturating_sub(s).max(0)),
+        _ => None,
+    };
+    let took = duration_ms
+        .map(|d| format!(" after {}", human_duration(d)))
+        .unwrap_or_default();
+    let reason = match (&t.reason, t.state) {
+        (Some(r), _) => r.clone(),
+        (None, TaskState::Queued) => format!(
+            "waiting for a free slot on an available server of group {}",
+            t.group
+        ),
+        (None, TaskState::Assigned) => format!("handed to server {server}; starting"),
+        (None, TaskState::Running) if t.cancel_requested => {
+            format!("cancel requested; server {server} is killing it")
+        }
+        (None, TaskState::Running) => format!(
+            "running on server {server} since {}",
+            t.started_ms.map(rfc3339).unwrap_or_default()
+        ),
+        (None, TaskState::Succeeded) => format!("exited 0{took} on server {server}"),
+        (None, TaskState::Failed) => match (t.exit_code, t.signal) {
+            (Some(c), _) => format!("exited with code {c}{took} on server {server}"),
+            (_, Some(s)) => format!("killed by signal {s}{took} on server {server}"),
+            _ => format!("failed on server {server}"),
+        },
+        (None, TaskState::TimedOut) => format!(
+            "ran past its timeout of {} s; server {server} killed its processes",
+            t.timeout_secs
+        ),
+        (None, TaskState::Cancelled) => {
+            format!("cancelled{took}; server {server} killed its processes")
+        }
+        (None, TaskState::Lost) => format!("lost with server {server}"),
+    };
+    Ok(TaskView {
+        id: t.id,
+        project: t.project.clone(),
+        group: t.group.clone(),
+        state: t.state,
+        reason,
+        server: t.server.clone(),
+        timeout_secs: t.timeout_secs,
+        submitted_at: rfc3339(t.submitted_ms),
+        started_at: t.started_ms.map(rfc3339),
+        finished_at: t.finished_ms.map(rfc3339),
+        started_ms: t.started_ms,
+        finished_ms: t.finished_ms,
+        exit_code: t.exit_code,
+        signal: t.signal,
+        duration_ms,
+        log_bytes,
+        cancel_requested: t.cancel_requested,
+    })
+}
