@@ -361,6 +361,23 @@ fn an_older_consoles_token_key_and_ca_move_into_the_database_and_stay() {
         },
     );
     assert!(agent.stop());
+
+    // A new admin token replaces the old one in the database; the old one stops working.
+    console.stop();
+    console.restart_as_another(&["--tls", "--new-admin-token"]);
+    assert_eq!(projects(&pinned, &console), 401);
+    assert_ne!(console.token(), token);
+    assert_eq!(mode(&data.join("admin.token")), 0o600);
+    let res = pinned
+        .get(console.api("/projects"))
+        .bearer_auth(console.token())
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // The next start keeps it.
+    console.stop();
+    console.restart_as_another(&["--tls"]);
+    assert!(console.cli_ok(&["project", "list"]).contains("default"));
 }
 
 #[test]

@@ -6,6 +6,8 @@
 //! console's) takes them from the files that console kept in the data directory, so the admin
 //! token an operator has keeps working and classic servers keep accepting log tokens.
 
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::{Context, bail};
@@ -47,6 +49,36 @@ pub async fn admin_token(
         tracing::info!(path = %token_path.display(), "moved the admin token's digest into the database; the file stays for the admin commands");
     }
     Ok(stored)
+}
+
+/// Makes a new admin token: written to `token_path` (mode 0600, replacing the file), then put
+/// in the store in place of the old one. A crash between the two leaves the old token working
+/// and the next start warning that the file's token is not the database's.
+pub async fn new_admin_token(
+    store: &dyn SecretStore,
+    token_path: &Path,
+    now_ms: i64,
+) -> anyhow::Result<SecretDigest> {
+    let token = auth::generate_secret();
+    let tmp = token_path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| {
+            writeln!(f, "{token}")?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, token_path));
+    written.with_context(|| format!("writing {}", token_path.display()))?;
+    let digest = auth::digest(&token);
+    store
+        .set_secret(secret_names::ADMIN_TOKEN_SHA256, &digest, now_ms)
+        .await?;
+    tracing::info!(path = %token_path.display(), "made a new admin token (mode 0600); the old one no longer works");
+    Ok(digest)
 }
 
 /// The key that signs log tokens: the store's; else the one an older console kept in

@@ -111,3 +111,19 @@ async fn consoles_starting_together_agree_on_the_token_and_key() {
     let token = std::fs::read_to_string(&files[0]).unwrap();
     assert!(auth::digests_equal(&got[0].0, &auth::digest(token.trim())));
 }
+
+#[tokio::test]
+async fn a_new_admin_token_replaces_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+    let path = dir.path().join("admin.token");
+    let old = admin_token(&store, &path, 1).await.unwrap();
+    let new = new_admin_token(&store, &path, 2).await.unwrap();
+    assert_ne!(old, new);
+    let token = std::fs::read_to_string(&path).unwrap();
+    assert!(auth::digests_equal(&new, &auth::digest(token.trim())));
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // The next start keeps the new one.
+    assert_eq!(admin_token(&store, &path, 3).await.unwrap(), new);
+}

@@ -55,8 +55,12 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let clock = Clock::with_offset(args.clock_offset.saturating_mul(1000));
     // The admin token, the log-token key and the TLS material live in the store, shared by
     // every console on it; an older console's files in DATA are moved in once.
-    let admin_token =
-        crate::keys::admin_token(store.as_ref(), &data.join("admin.token"), clock.now_ms()).await?;
+    let token_path = data.join("admin.token");
+    let admin_token = if args.new_admin_token {
+        crate::keys::new_admin_token(store.as_ref(), &token_path, clock.now_ms()).await?
+    } else {
+        crate::keys::admin_token(store.as_ref(), &token_path, clock.now_ms()).await?
+    };
 
     let servers = store.list_servers(&ServerFilter::default()).await?;
     let live = Arc::new(LivenessMap::load(&servers));

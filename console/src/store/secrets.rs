@@ -117,6 +117,8 @@ pub trait SecretStore: Send + Sync {
         value: &[u8],
         now_ms: i64,
     ) -> Result<SecretBytes, StoreError>;
+    /// Stores `value` under `name`, replacing what was there (a new admin token).
+    async fn set_secret(&self, name: &str, value: &[u8], now_ms: i64) -> Result<(), StoreError>;
     /// Deletes the secrets whose names start with `prefix`, except the `keep` newest; returns
     /// how many went.
     async fn prune_secrets(&self, prefix: &str, keep: u32) -> Result<u64, StoreError>;

@@ -173,9 +173,13 @@ async fn consoles_storing_a_secret_at_once_all_get_the_first_one() {
         assert_eq!(&a.secret(&name).await.unwrap().unwrap().0, first);
         assert_eq!(&b.secret(&name).await.unwrap().unwrap().0, first);
     }
-    // A later insert changes nothing.
+    // A later insert changes nothing; setting replaces, for every connection.
     let kept = a.secret("secret-0").await.unwrap().unwrap();
     assert_eq!(b.insert_secret("secret-0", b"late", 2).await.unwrap(), kept);
+    b.set_secret("secret-0", b"new", 3).await.unwrap();
+    assert_eq!(a.secret("secret-0").await.unwrap().unwrap().0, b"new");
+    a.set_secret("fresh", b"f", 3).await.unwrap();
+    assert_eq!(b.secret("fresh").await.unwrap().unwrap().0, b"f");
 }
 
 #[tokio::test]

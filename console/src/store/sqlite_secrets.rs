@@ -255,6 +255,21 @@ impl SecretStore for SqliteStore {
         .await
     }
 
+    async fn set_secret(&self, name: &str, value: &[u8], now_ms: i64) -> Result<(), StoreError> {
+        let (name, value) = (name.to_owned(), value.to_vec());
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT INTO console_secrets (name, value, created_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value,
+                 created_ms = excluded.created_ms",
+                params![name, value, now_ms],
+            )
+            .map_err(sql("replacing a console secret"))?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn prune_secrets(&self, prefix: &str, keep: u32) -> Result<u64, StoreError> {
         let prefix = prefix.to_owned();
         self.call(move |conn| {
