@@ -72,16 +72,18 @@ fn session_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WebSession> {
     })
 }
 
-/// Deletes the least recently used sessions (of `user`, or of everyone with `None`) until
-/// fewer than `cap` are left.
-fn make_room(
-    tx: &rusqlite::Transaction<'_>,
-    user: Option<Option<&str>>,
-    cap: u32,
-) -> Result<(), StoreError> {
-    let (filter, name) = match user {
-        Some(name) => ("WHERE user_name IS ?1", name),
-        None => ("WHERE ?1 IS NULL", None),
+/// Whose sessions a cap counts.
+enum Among<'a> {
+    /// One user's (`None`: the admin's).
+    Principal(Option<&'a str>),
+    All,
+}
+
+/// Deletes the least recently used sessions `among` until fewer than `cap` are left.
+fn make_room(tx: &rusqlite::Transaction<'_>, among: Among<'_>, cap: u32) -> Result<(), StoreError> {
+    let (filter, name) = match among {
+        Among::Principal(name) => ("WHERE user_name IS ?1", name),
+        Among::All => ("WHERE ?1 IS NULL", None),
     };
     let count: i64 = tx
         .query_row(
@@ -122,8 +124,8 @@ impl SessionStore for SqliteStore {
             )
             .map_err(sql("deleting expired web sessions"))?;
             let name = s.user.as_ref().map(|u| u.name.as_str());
-            make_room(&tx, Some(name), caps.per_principal)?;
-            make_room(&tx, None, caps.total)?;
+            make_room(&tx, Among::Principal(name), caps.per_principal)?;
+            make_room(&tx, Among::All, caps.total)?;
             tx.execute(
                 "INSERT INTO web_sessions
                  (token_sha256, user_name, project, csrf, created_ms, seen_ms, expires_ms)
