@@ -18,12 +18,21 @@ fn unix_ms() -> i64 {
         .as_millis() as i64
 }
 
-/// The console's log key, read from its data directory.
+/// The console's log key, read from its database.
 fn console_key(console: &Console) -> SigningKey {
-    let text = std::fs::read_to_string(console.data().join("log-token.key")).unwrap();
-    let mut bytes = [0u8; 32];
-    hex::decode_to_slice(text.trim(), &mut bytes).unwrap();
-    SigningKey::from_bytes(&bytes)
+    let conn = rusqlite::Connection::open_with_flags(
+        console.data().join("tasknode.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let bytes: Vec<u8> = conn
+        .query_row(
+            "SELECT value FROM console_secrets WHERE name = 'log_token_key'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    SigningKey::from_bytes(&bytes.try_into().unwrap())
 }
 
 /// The port the agent's log service said it listens on.

@@ -48,10 +48,15 @@ fn agents_trust_the_pinned_console_ca_and_nothing_else() {
     console.cli_ok(&["group", "create", "etl", "--network", "classic"]);
     console.cli_ok(&["server", "add", "--group", "etl", "--name", &hostname()]);
     {
+        // The CA key is in the database, which no one else can read; not in a file of its own.
         use std::os::unix::fs::PermissionsExt;
-        let key = console.data().join("tls/ca.key");
-        let mode = std::fs::metadata(key).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
+        assert!(!console.data().join("tls/ca.key").exists());
+        let mode = |p: &str| {
+            let path = console.data().join(p);
+            std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+        };
+        assert_eq!(mode("tasknode.db"), 0o600);
+        assert_eq!(mode(""), 0o700);
     }
     let ca = console.ca();
     let ca = ca.to_str().unwrap();

@@ -395,7 +395,7 @@ fn releases_and_rollouts_in_the_browser() {
         &agent,
         "none",
     );
-    let console = Console::start(&["--dist", &p("dist")]);
+    let mut console = Console::start(&["--dist", &p("dist")]);
     console.cli_ok(&[
         "release",
         "publish",
@@ -414,7 +414,16 @@ fn releases_and_rollouts_in_the_browser() {
 
     let b = Browser::start();
     sign_in_as_admin(&b, &console);
+    // The browser stays signed in across a restart of the console (same port, same cookie).
+    console.stop();
+    console.restart();
     b.goto(&format!("{}/ui/releases", console.url));
+    assert!(
+        !b.current_url().contains("/ui/login"),
+        "signed out by a restart: {}",
+        b.current_url()
+    );
+    b.wait_text("#signed-in-as", "admin", TIMEOUT);
     b.wait_text("#releases", "0.1.0", TIMEOUT);
     assert!(b.exists("#no-rollouts"));
     b.select("#group", "default/etl");

@@ -134,13 +134,9 @@ fn write_private(path: &Path, line: &str) -> std::io::Result<()> {
     file.sync_all()
 }
 
-/// Loads the console's ed25519 log key from `path` (hex of its 32 secret bytes), creating it
-/// (mode 0600) on first start.
-pub fn load_or_create_log_key(path: &Path) -> Result<ed25519_dalek::SigningKey, AuthError> {
-    let io_err = |source| AuthError::LogKeyFile {
-        path: path.to_owned(),
-        source,
-    };
+/// Reads the ed25519 log key an older console kept in `path` (hex of its 32 secret bytes), to
+/// move it into the store; `None` when there is no such file.
+pub fn read_log_key(path: &Path) -> Result<Option<ed25519_dalek::SigningKey>, AuthError> {
     match fs::read_to_string(path) {
         Ok(text) => {
             let mut bytes = [0u8; 32];
@@ -149,16 +145,28 @@ pub fn load_or_create_log_key(path: &Path) -> Result<ed25519_dalek::SigningKey, 
                     path: path.to_owned(),
                 }
             })?;
-            Ok(ed25519_dalek::SigningKey::from_bytes(&bytes))
+            Ok(Some(ed25519_dalek::SigningKey::from_bytes(&bytes)))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut bytes = [0u8; 32];
-            OsRng.fill_bytes(&mut bytes);
-            write_private(path, &hex::encode(bytes)).map_err(io_err)?;
-            Ok(ed25519_dalek::SigningKey::from_bytes(&bytes))
-        }
-        Err(e) => Err(io_err(e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(AuthError::LogKeyFile {
+            path: path.to_owned(),
+            source,
+        }),
     }
+}
+
+/// A new ed25519 log key from the OS's random numbers.
+pub fn generate_log_key() -> ed25519_dalek::SigningKey {
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    ed25519_dalek::SigningKey::from_bytes(&bytes)
+}
+
+/// Reads the admin token's digest from `path`, if the file is there and holds a token.
+pub fn read_admin_token(path: &Path) -> Option<SecretDigest> {
+    let text = fs::read_to_string(path).ok()?;
+    let token = text.trim();
+    (token.len() >= 32).then(|| digest(token))
 }
 
 #[cfg(test)]
@@ -166,18 +174,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_log_key_is_made_once_private_and_kept() {
+    fn an_older_consoles_log_key_file_is_read_and_a_damaged_one_named() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log-token.key");
-        let a = load_or_create_log_key(&path).unwrap();
-        assert_eq!(
-            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        let b = load_or_create_log_key(&path).unwrap();
-        assert_eq!(a.to_bytes(), b.to_bytes());
+        assert!(read_log_key(&path).unwrap().is_none());
+        let key = generate_log_key();
+        fs::write(&path, format!("{}\n", hex::encode(key.to_bytes()))).unwrap();
+        let read = read_log_key(&path).unwrap().unwrap();
+        assert_eq!(read.to_bytes(), key.to_bytes());
+        assert_ne!(generate_log_key().to_bytes(), key.to_bytes());
         fs::write(&path, "nonsense").unwrap();
-        assert!(load_or_create_log_key(&path).is_err());
+        let err = read_log_key(&path).unwrap_err();
+        assert!(err.to_string().contains("log-token.key"), "{err}");
     }
 
     #[test]

@@ -275,8 +275,9 @@ pub struct ServeArgs {
     /// file per dist at /yum/DIST/tasknode.repo.
     #[arg(long, value_name = "DIR")]
     pub dist: Option<PathBuf>,
-    /// Serve HTTPS with the console's own CA (created in DATA/tls/ on first start; the key is
-    /// 0600). Install scripts and agents pin that CA and trust nothing else.
+    /// Serve HTTPS with the console's own CA (created in the database on first start, its
+    /// certificate written to DATA/tls/ca.pem). Install scripts and agents pin that CA and
+    /// trust nothing else.
     #[arg(long)]
     pub tls: bool,
     /// With --tls: another name (DNS name or IP address) servers reach the console by, beside
@@ -301,6 +302,11 @@ pub struct ServeArgs {
     /// with their group); pushes past it are refused with 413.
     #[arg(long, default_value = "50G", value_parser = byte_size, value_name = "SIZE")]
     pub max_server_logs: u64,
+    /// Make a new admin token before serving: written to DATA/admin.token (mode 0600), it
+    /// replaces the old one in the database, which then stops working (other consoles of the
+    /// database take the new one when they restart).
+    #[arg(long)]
+    pub new_admin_token: bool,
     /// Shift the console's clock by this many seconds (tests of clock skew).
     #[arg(long, hide = true, default_value_t = 0, allow_negative_numbers = true)]
     pub clock_offset: i64,

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod commands;
 pub mod env;
 pub mod http;
+pub mod keys;
 pub mod liveness;
 pub mod rollout;
 pub mod server;

@@ -189,6 +189,15 @@ impl Console {
         self.spawn(&listen);
     }
 
+    /// Starts another console on this one's data directory (this one stopped), on a new
+    /// port and with `extra` serve flags in place of its own: a second console of the same
+    /// store, taking this handle's place.
+    pub fn restart_as_another(&mut self, extra: &[&str]) {
+        assert!(self.child.is_none(), "stop or kill the console first");
+        self.args = extra.iter().map(|s| (*s).to_owned()).collect();
+        self.spawn("127.0.0.1:0");
+    }
+
     pub fn token(&self) -> String {
         std::fs::read_to_string(self.data().join("admin.token"))
             .unwrap()

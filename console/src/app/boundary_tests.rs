@@ -97,11 +97,17 @@ async fn console_with(
         degraded_after: std::time::Duration::from_secs(30),
         stopped_after: std::time::Duration::from_secs(600),
     };
-    let log_key = auth::load_or_create_log_key(&dir.join("log.key")).unwrap();
-    let web = crate::web::state(false).unwrap();
+    let log_key = auth::generate_log_key();
+    let web = crate::web::state(
+        false,
+        Arc::clone(&store) as Arc<dyn crate::store::SessionStore>,
+    )
+    .unwrap();
     let session = web
         .sessions
-        .create(crate::web::session::Principal::Admin, now);
+        .create(crate::web::session::Principal::Admin, now)
+        .await
+        .unwrap();
     let state = AppState {
         store: Arc::clone(&store),
         live: Arc::clone(&live),

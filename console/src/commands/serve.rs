@@ -52,13 +52,15 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
 
     let db_path = data.join("tasknode.db");
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db_path)?);
+    let clock = Clock::with_offset(args.clock_offset.saturating_mul(1000));
+    // The admin token, the log-token key and the TLS material live in the store, shared by
+    // every console on it; an older console's files in DATA are moved in once.
     let token_path = data.join("admin.token");
-    let (admin_token, created) = crate::auth::load_or_create_admin_token(&token_path)?;
-    if created {
-        tracing::info!(path = %token_path.display(), "wrote a new admin token (mode 0600); admin commands read it from there");
+    let admin_token = if args.new_admin_token {
+        crate::keys::new_admin_token(store.as_ref(), &token_path, clock.now_ms()).await?
     } else {
-        tracing::info!(path = %token_path.display(), "admin token");
-    }
+        crate::keys::admin_token(store.as_ref(), &token_path, clock.now_ms()).await?
+    };
 
     let servers = store.list_servers(&ServerFilter::default()).await?;
     let live = Arc::new(LivenessMap::load(&servers));
@@ -100,7 +102,9 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         .context("reading the listening address")?;
     let tls = if args.tls {
         let names = tls_names(&args, addr, public_url.as_deref());
-        let tls = ConsoleTls::load_or_create(&data.join("tls"), &names)?;
+        let tls =
+            ConsoleTls::load_or_create(store.as_ref(), &data.join("tls"), &names, clock.now_ms())
+                .await?;
         tracing::info!(ca = %tls.ca_path.display(), ca_sha256 = %tls.ca_sha256(), names = ?names, "serving HTTPS");
         Some(tls)
     } else {
@@ -110,20 +114,23 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let url = format!("{scheme}://{}", reachable(addr));
     write_private(&data.join("console.url"), &format!("{url}\n"))?;
     let public_url = public_url.unwrap_or_else(|| url.clone());
-    let log_key = crate::auth::load_or_create_log_key(&data.join("log-token.key"))?;
+    let log_key =
+        crate::keys::log_key(store.as_ref(), &data.join("log-token.key"), clock.now_ms()).await?;
     let log_key_public: Arc<str> = Arc::from(tasknode_protocol::logtoken::encode_key(
         &log_key.verifying_key(),
     ));
     let dispatch = Arc::new(Dispatch::default());
-    let clock = Clock::with_offset(args.clock_offset.saturating_mul(1000));
     let rollouts = Arc::new(RolloutEngine::new(
         Arc::clone(&store),
         Arc::clone(&live),
         clock,
         thresholds,
     ));
-    let web = crate::web::state(tls.is_some() || public_url.starts_with("https://"))
-        .context("loading the web console's templates")?;
+    let web = crate::web::state(
+        tls.is_some() || public_url.starts_with("https://"),
+        Arc::clone(&store) as Arc<dyn crate::store::SessionStore>,
+    )
+    .context("loading the web console's templates")?;
     let state = AppState {
         web,
         store: Arc::clone(&store),

@@ -34,7 +34,7 @@ async fn console(dir: &std::path::Path) -> AppState {
         stopped_after: std::time::Duration::from_secs(600),
     };
     let live = Arc::new(LivenessMap::default());
-    let log_key = crate::auth::load_or_create_log_key(&dir.join("log.key")).unwrap();
+    let log_key = crate::auth::generate_log_key();
     let state = AppState {
         store: Arc::clone(&store),
         live: Arc::clone(&live),
@@ -52,9 +52,12 @@ async fn console(dir: &std::path::Path) -> AppState {
         log_key_public: tasknode_protocol::logtoken::encode_key(&log_key.verifying_key()).into(),
         log_key: Arc::new(log_key),
         rollouts: Arc::new(crate::rollout::RolloutEngine::new(
-            store, live, clock, thresholds,
+            Arc::clone(&store),
+            live,
+            clock,
+            thresholds,
         )),
-        web: crate::web::state(false).unwrap(),
+        web: crate::web::state(false, store as Arc<dyn crate::store::SessionStore>).unwrap(),
     };
     super::projects::create_project(&state, "other")
         .await

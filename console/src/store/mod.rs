@@ -3,6 +3,7 @@
 //! not come through here one request at a time: [`crate::liveness`] keeps it in memory and
 //! writes it in batches with [`Store::record_liveness`].
 
+mod secrets;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -15,6 +16,10 @@ use tasknode_protocol::tasks::{FinishTask, HeldTask, TaskAssignment, TaskState};
 use tasknode_protocol::updates::{Batch, RolloutState, SetRollout, UpdateOutcome, UpdateReport};
 use tasknode_protocol::wire::HostFacts;
 
+pub use secrets::{
+    SecretBytes, SecretStore, SessionCaps, SessionStore, SessionUser, TokenDigest, WebSession,
+    names as secret_names,
+};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +64,9 @@ pub enum StoreError {
         found: i64,
         known: i64,
     },
+    /// The database's file or directory is open to other users and cannot be made private.
+    #[error("{path}: {message}")]
+    Private { path: PathBuf, message: String },
     #[error("migrating database to schema version {version}: {source}")]
     Migrate {
         version: i64,
@@ -332,7 +340,7 @@ pub struct ServerFilter {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: SessionStore + SecretStore + Send + Sync + 'static {
     async fn create_project(&self, name: &str, now_ms: i64) -> Result<Project, StoreError>;
     async fn list_projects(&self) -> Result<Vec<Project>, StoreError>;
 

@@ -30,6 +30,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         6,
         include_str!("migrations/0006_server_names_per_project.sql"),
     ),
+    (7, include_str!("migrations/0007_sessions_secrets.sql")),
 ];
 
 #[path = "sqlite_tasks.rs"]
@@ -37,6 +38,9 @@ mod tasks;
 
 #[path = "sqlite_releases.rs"]
 mod releases;
+
+#[path = "sqlite_secrets.rs"]
+mod secrets;
 
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
@@ -61,6 +65,8 @@ impl SqliteStore {
             path: path.to_owned(),
             source,
         };
+        // Refused before anything is created when the directory is open to others.
+        secrets::make_private(path)?;
         let mut conn = Connection::open(path).map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
@@ -74,6 +80,7 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(open_err)?;
         migrate(&mut conn, path)?;
+        secrets::make_private(path)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
         })

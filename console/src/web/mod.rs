@@ -82,7 +82,11 @@ const STYLESHEET: &str = include_str!("../../web/static/console.css");
 const SCRIPT: &str = include_str!("../../web/static/console.js");
 
 impl Web {
-    pub fn new(secure: bool) -> Result<Web, minijinja::Error> {
+    /// The web console's state, with sessions kept in `sessions`.
+    pub fn new(
+        secure: bool,
+        sessions: Arc<dyn crate::store::SessionStore>,
+    ) -> Result<Web, minijinja::Error> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         // `.html` templates escape every value for HTML (minijinja's default for the name).
@@ -90,7 +94,7 @@ impl Web {
             env.add_template(name, source)?;
         }
         Ok(Web {
-            sessions: Sessions::default(),
+            sessions: Sessions::new(sessions),
             env,
             secure,
         })
@@ -218,6 +222,13 @@ impl WebError {
     }
 }
 
+/// The session store's errors (sessions are the web console's own state, kept in the store).
+impl From<crate::store::StoreError> for WebError {
+    fn from(e: crate::store::StoreError) -> WebError {
+        WebError::from(ServiceError::from(e))
+    }
+}
+
 impl From<ServiceError> for WebError {
     fn from(e: ServiceError) -> WebError {
         WebError::Page {
@@ -324,8 +335,11 @@ impl FromRequestParts<AppState> for Viewer {
     type Rejection = WebError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, WebError> {
-        let token = session::cookie(&parts.headers, session::COOKIE);
-        match token.and_then(|t| state.web.sessions.get(t, state.clock.now_ms())) {
+        let current = match session::cookie(&parts.headers, session::COOKIE) {
+            Some(token) => state.web.sessions.get(token, state.clock.now_ms()).await?,
+            None => None,
+        };
+        match current {
             Some(current) => Ok(Viewer(current)),
             None => Err(WebError::SignIn {
                 next: parts
@@ -430,8 +444,11 @@ fn render(
 }
 
 /// The shared state's web part, for `AppState`.
-pub fn state(secure: bool) -> anyhow::Result<Arc<Web>> {
-    Ok(Arc::new(Web::new(secure)?))
+pub fn state(
+    secure: bool,
+    sessions: Arc<dyn crate::store::SessionStore>,
+) -> anyhow::Result<Arc<Web>> {
+    Ok(Arc::new(Web::new(secure, sessions)?))
 }
 
 #[cfg(test)]
@@ -440,7 +457,9 @@ mod tests {
 
     #[test]
     fn every_template_compiles() {
-        if let Err(e) = Web::new(false) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        if let Err(e) = Web::new(false, Arc::new(store)) {
             panic!("{e:#}");
         }
     }

@@ -26,9 +26,10 @@ pub async fn login_page(
     headers: HeaderMap,
     Query(q): Query<NextQuery>,
 ) -> Response {
-    let signed_in = session::cookie(&headers, session::COOKIE)
-        .and_then(|t| state.web.sessions.get(t, state.clock.now_ms()));
-    if signed_in.is_some() {
+    // A cookie that is no live session (or a store that cannot say) gets the sign-in form.
+    if let Some(token) = session::cookie(&headers, session::COOKIE)
+        && let Ok(Some(_)) = state.web.sessions.get(token, state.clock.now_ms()).await
+    {
         return see_other(safe_next(q.next.as_deref()));
     }
     login_form(
@@ -83,9 +84,18 @@ fn login_csrf(headers: &HeaderMap, form: &crate::web::forms::Fields) -> Result<(
 }
 
 /// Starts a session for `principal` and goes to `next`.
-fn signed_in(state: &AppState, principal: Principal, next: &str) -> Response {
-    tracing::info!(who = %principal.label(), "signed in to the web console");
-    let token = state.web.sessions.create(principal, state.clock.now_ms());
+async fn signed_in(
+    state: &AppState,
+    principal: Principal,
+    next: &str,
+) -> Result<Response, WebError> {
+    let who = principal.label();
+    let token = state
+        .web
+        .sessions
+        .create(principal, state.clock.now_ms())
+        .await?;
+    tracing::info!(%who, "signed in to the web console");
     let mut res = see_other(safe_next(Some(next)));
     let secure = state.web.secure;
     let cookies = [
@@ -97,7 +107,7 @@ fn signed_in(state: &AppState, principal: Principal, next: &str) -> Response {
             res.headers_mut().append(header::SET_COOKIE, v);
         }
     }
-    res
+    Ok(res)
 }
 
 pub async fn login_user(
@@ -137,14 +147,17 @@ pub async fn login_user(
     match checked {
         Err(ServiceError::Throttled(refused)) => Ok(throttled(refused, &mut errors)),
         Err(e) => Err(e.into()),
-        Ok(Some(project)) => Ok(signed_in(
-            &state,
-            Principal::User {
-                name: user,
-                project,
-            },
-            &next,
-        )),
+        Ok(Some(project)) => {
+            signed_in(
+                &state,
+                Principal::User {
+                    name: user,
+                    project,
+                },
+                &next,
+            )
+            .await
+        }
         Ok(None) => {
             tracing::warn!(user = %user, "web console sign-in refused");
             errors.field(FieldError::new(
@@ -182,14 +195,14 @@ pub async fn login_token(
     if !errors.is_empty() {
         return Ok(login_form(&state, &headers, Some(&next), &errors, ""));
     }
-    Ok(signed_in(&state, Principal::Admin, &next))
+    signed_in(&state, Principal::Admin, &next).await
 }
 
-pub async fn logout(State(state): State<AppState>, posted: Posted) -> Response {
-    state.web.sessions.remove(&posted.viewer.0.digest);
+pub async fn logout(State(state): State<AppState>, posted: Posted) -> Result<Response, WebError> {
+    state.web.sessions.remove(&posted.viewer.0.digest).await?;
     let mut res = see_other("/ui/login");
     if let Ok(v) = session::set_cookie(session::COOKIE, "", 0, state.web.secure).parse() {
         res.headers_mut().append(header::SET_COOKIE, v);
     }
-    res
+    Ok(res)
 }
