@@ -2,6 +2,9 @@
 //! enrolling) and of migration 0006, which made that so, on a database of the schema before.
 
 use super::*;
+use crate::store::*;
+use tasknode_protocol::NetworkType;
+use tasknode_protocol::wire::HostFacts;
 
 fn facts() -> HostFacts {
     HostFacts {

@@ -1,6 +1,9 @@
 //! Tests of the SQLite store against throwaway databases.
 
 use super::*;
+use crate::store::*;
+use tasknode_protocol::NetworkType;
+use tasknode_protocol::wire::HostFacts;
 
 fn facts() -> HostFacts {
     HostFacts {
