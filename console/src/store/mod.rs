@@ -4,15 +4,19 @@
 //! database, or a PostgreSQL that several consoles share.
 
 mod liveness;
+mod postgres;
 mod projects;
 mod releases;
 mod servers;
 mod sqlite;
+#[cfg(test)]
+mod suite;
 mod tasks;
 
 use tasknode_protocol::tasks::TaskState;
 
 pub use liveness::{Liveness, LivenessStore, LivenessUpdate, Stop};
+pub use postgres::PostgresStore;
 pub use projects::{DeletedGroup, Group, Login, Project, ProjectStore, User};
 pub use releases::{Advance, NewRelease, Published, Release, ReleaseStore, Rollout, UpdateRecord};
 pub use servers::{Enrollment, EnrollmentToken, Server, ServerFilter, ServerStore, SpendToken};

@@ -249,6 +249,3 @@ fn server_named(
 
 #[cfg(test)]
 mod tests;
-
-#[cfg(test)]
-mod tenancy_tests;
