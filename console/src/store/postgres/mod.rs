@@ -65,8 +65,9 @@ impl PostgresStore {
     /// Connects to the database at `url` (which must not carry a password: give it in
     /// `password`) and brings its schema up to date.
     pub async fn connect(url: &str, password: Option<&str>) -> Result<PostgresStore, StoreError> {
+        let shown = redact(url);
         let open_err = |source: DriverErrorKind| StoreError::Open {
-            database: url.to_owned(),
+            database: shown.clone(),
             source: source.into(),
         };
         let mut config: tokio_postgres::Config = url
@@ -101,7 +102,7 @@ impl PostgresStore {
             .get()
             .await
             .map_err(|e| open_err(DriverErrorKind::Message(e.to_string())))?;
-        migrate(&mut client, url).await?;
+        migrate(&mut client, &shown).await?;
         drop(client);
         Ok(PostgresStore { pool })
     }
@@ -112,6 +113,22 @@ impl PostgresStore {
             op: "getting a database connection",
             source: Box::new(e),
         })
+    }
+}
+
+/// `url` with any password in it replaced by `***`, for messages.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "the database connection string".to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        _ => url.to_owned(),
     }
 }
 
