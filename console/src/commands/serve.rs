@@ -19,7 +19,7 @@ use crate::http::{self, AppState};
 use crate::liveness::{self, LivenessMap};
 use crate::rollout::{self, RolloutEngine};
 use crate::status::Thresholds;
-use crate::store::{ServerFilter, SqliteStore, Store};
+use crate::store::{ServerFilter, Store};
 use crate::tasks::{self, Dispatch, LogLimits, TaskLogs};
 use crate::tls::ConsoleTls;
 
@@ -50,8 +50,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating data directory {}", data.display()))?;
     let _lock = lock_data_dir(&data)?;
 
-    let db_path = data.join("tasknode.db");
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db_path)?);
+    let store: Arc<dyn Store> = super::database::open(&args, &data).await?;
     let token_path = data.join("admin.token");
     let (admin_token, created) = crate::auth::load_or_create_admin_token(&token_path)?;
     if created {

@@ -16,7 +16,7 @@ mod tasks;
 use tasknode_protocol::tasks::TaskState;
 
 pub use liveness::{Liveness, LivenessStore, LivenessUpdate, Stop};
-pub use postgres::PostgresStore;
+pub use postgres::{PostgresStore, redact as redact_url};
 pub use projects::{DeletedGroup, Group, Login, Project, ProjectStore, User};
 pub use releases::{Advance, NewRelease, Published, Release, ReleaseStore, Rollout, UpdateRecord};
 pub use servers::{Enrollment, EnrollmentToken, Server, ServerFilter, ServerStore, SpendToken};
