@@ -6,8 +6,8 @@
 //! `initdb` and `postgres` refuse to run as root, and the tests run as root in CI: then both run
 //! as the `postgres` system user (which Debian's package creates), through `setpriv`, and the
 //! cluster's directory belongs to that user. `postgres` also gets a parent-death signal, so a
-//! test binary that exits (or is killed) takes its cluster with it; directories that such a
-//! binary left behind are removed by the next cluster started.
+//! test binary that exits (or is killed) takes its cluster with it; a small shell left behind
+//! removes the cluster's directory then (and the next cluster started sweeps any it missed).
 //!
 //! [`Cluster::shared`] is the one cluster of a test binary; [`Cluster::database`] makes a fresh
 //! database in it for each test. The superuser signs in over TCP with a password (SCRAM), as a
@@ -143,6 +143,7 @@ impl Cluster {
         cluster.pid = rx
             .recv()
             .map_err(|_| "the thread starting postgres died".to_owned())??;
+        reap_when_gone(&cluster.dir);
         cluster.waiter = Some(waiter);
         cluster.wait_ready()?;
         Ok(cluster)
@@ -290,6 +291,21 @@ fn random_password() -> Result<String, String> {
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
         .map_err(|e| format!("reading /dev/urandom: {e}"))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Leaves a shell behind that removes `dir` once this test binary has exited: the binary's
+/// shared cluster is never dropped (statics are not), and its directory holds some 40 MB.
+fn reap_when_gone(dir: &Path) {
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(r#"while kill -0 "$1" 2>/dev/null; do sleep 1; done; sleep 1; rm -rf -- "$2""#)
+        .arg("sh")
+        .arg(std::process::id().to_string())
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
 }
 
 /// Removes the directories of clusters whose test binary is gone.
