@@ -4,8 +4,9 @@
 //! database sees it, and a password on the command line is refused.
 #![allow(clippy::unwrap_used)]
 
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use tasknode_pgtest::Cluster;
 use tasknode_tests::{Console, bin};
@@ -64,6 +65,35 @@ fn a_console_on_postgres_serves_and_keeps_its_state_there() {
     assert!(other.cli_ok(&["server", "list"]).contains("db-1"));
     other.cli_ok(&["group", "create", "bi", "--network", "vpc"]);
     assert!(console.cli_ok(&["group", "list"]).contains("bi"));
+}
+
+#[test]
+fn the_password_may_come_from_the_environment() {
+    let cluster = Cluster::shared();
+    let db = cluster.database();
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(bin("tasknode-console"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--database", &db.url])
+        .arg("--data")
+        .arg(data.path())
+        .env("TASKNODE_DATABASE_PASSWORD", cluster.password())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.contains("http://127.0.0.1:"), "{line:?}");
+    assert_eq!(
+        cluster
+            .psql(&db.name, "SELECT version FROM schema_version")
+            .unwrap(),
+        "1"
+    );
 }
 
 #[test]

@@ -203,3 +203,34 @@ async fn enrollments_of_one_server_take_generations_in_commit_order() {
     let s = a.server_by_name("default", "db-0").await.unwrap().unwrap();
     assert_eq!(&s.enrollment.unwrap().node_id, last);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_projects_enrolling_one_name_on_two_consoles_bind_it_to_one() {
+    let h = Postgres::new();
+    let a = h.connect().await.unwrap();
+    let b = h.connect().await.unwrap();
+    let mut ids = Vec::new();
+    for p in ["red", "blue"] {
+        a.create_project(p, 1).await.unwrap();
+        a.create_group(p, "etl", NetworkType::Classic, 1)
+            .await
+            .unwrap();
+        ids.push(a.add_server(p, "etl", "db-1", None, 1).await.unwrap().id);
+    }
+    let (er, eb, f) = (enrollment("nr"), enrollment("nb"), facts());
+    let (x, y) = tokio::join!(
+        a.enroll(ids[0], &er, &f, None),
+        b.enroll(ids[1], &eb, &f, None),
+    );
+    assert_eq!(
+        [&x, &y].iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{x:?} {y:?}"
+    );
+    let err = if x.is_err() { x } else { y };
+    assert!(matches!(err, Err(StoreError::EnrolledElsewhere)), "{err:?}");
+    assert_eq!(
+        h.psql("SELECT count(*) FROM servers WHERE node_id IS NOT NULL"),
+        "1"
+    );
+}
