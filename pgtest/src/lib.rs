@@ -68,7 +68,7 @@ impl Cluster {
         }
         sweep_stale();
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!("tasknode-pg-{}-{n}", std::process::id()));
+        let dir = base().join(format!("tasknode-pg-{}-{n}", std::process::id()));
         fs::DirBuilder::new()
             .mode(0o700)
             .create(&dir)
@@ -293,6 +293,16 @@ fn random_password() -> Result<String, String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// Where clusters are made: /tmp when they run as the `postgres` user, who may not reach a
+/// TMPDIR of root's; else the temporary directory.
+fn base() -> PathBuf {
+    if rustix::process::geteuid().is_root() {
+        PathBuf::from("/tmp")
+    } else {
+        std::env::temp_dir()
+    }
+}
+
 /// Leaves a shell behind that removes `dir` once this test binary has exited: the binary's
 /// shared cluster is never dropped (statics are not), and its directory holds some 40 MB.
 fn reap_when_gone(dir: &Path) {
@@ -310,7 +320,7 @@ fn reap_when_gone(dir: &Path) {
 
 /// Removes the directories of clusters whose test binary is gone.
 fn sweep_stale() {
-    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+    let Ok(entries) = fs::read_dir(base()) else {
         return;
     };
     for e in entries.flatten() {

@@ -333,10 +333,11 @@ impl TaskStore for PostgresStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db(op))?;
         // The server's lock: two consoles answering the same agent count its free slots one
-        // after the other.
+        // after the other. NO KEY UPDATE leaves rows that only refer to the server (reports,
+        // rollout members) free to be written meanwhile.
         let Some(server) = tx
             .query_opt(
-                "SELECT group_id FROM servers WHERE id = $1 FOR UPDATE",
+                "SELECT group_id FROM servers WHERE id = $1 FOR NO KEY UPDATE",
                 &[&server_id],
             )
             .await
