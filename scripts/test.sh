@@ -30,6 +30,18 @@ if [ ${#need[@]} -gt 0 ]; then
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"; } \
     || die "could not install ${need[*]} (run as root, or install them yourself)"
 fi
+# The store tests and tests/postgres.rs start throwaway PostgreSQL clusters from Debian's binaries
+# (initdb and postgres in /usr/lib/postgresql/*/bin, not on PATH), run as the postgres user the
+# package creates. Without them those tests fail: they never skip.
+if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || ! id -u postgres >/dev/null 2>&1; then
+  say "installing postgresql (the store tests start throwaway clusters of it)"
+  command -v apt-get >/dev/null || die "PostgreSQL is missing and there is no apt-get to install it"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; } \
+    || die "could not install postgresql (run as root, or install Debian's postgresql package yourself)"
+  compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null \
+    || die "postgresql is installed but /usr/lib/postgresql/*/bin/initdb is not there"
+fi
+command -v setpriv >/dev/null || die "setpriv (util-linux) is missing: the PostgreSQL test clusters run through it"
 
 if ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
   say "installing the rustup target x86_64-unknown-linux-musl"

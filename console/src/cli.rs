@@ -248,6 +248,17 @@ pub struct ServeArgs {
     /// to DATA/console.url).
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
     pub listen: SocketAddr,
+    /// The database: `postgres://USER@HOST:PORT/DATABASE` for a PostgreSQL that several
+    /// consoles share (the schema is created or migrated on start). The URL carries no
+    /// password: give it with --database-password-file or TASKNODE_DATABASE_PASSWORD.
+    /// [default: SQLite in the data directory, DATA/tasknode.db]
+    #[arg(long, env = env::DATABASE, value_name = "URL")]
+    pub database: Option<String>,
+    /// A file whose first line is the PostgreSQL password for --database; it must not be
+    /// readable or writable by group or others (chmod 600). Without it the password, if the
+    /// server asks for one, comes from the environment variable TASKNODE_DATABASE_PASSWORD.
+    #[arg(long, value_name = "FILE", requires = "database")]
+    pub database_password_file: Option<PathBuf>,
     /// How often agents are asked to heartbeat.
     #[arg(long, default_value = "10s", value_parser = duration, value_name = "DURATION")]
     pub heartbeat_interval: Duration,

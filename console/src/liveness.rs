@@ -245,7 +245,7 @@ pub async fn flush_periodically(map: Arc<LivenessMap>, store: Arc<dyn Store>, ev
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{ServerFilter, SqliteStore};
+    use crate::store::{ProjectStore, ServerFilter, ServerStore, SqliteStore};
     use tasknode_protocol::NetworkType;
     use tasknode_protocol::wire::HostFacts;
 

@@ -1,6 +1,7 @@
 //! The subcommands of tasknode-console, one module each, and the small helpers they share.
 
 pub mod admin;
+pub mod database;
 pub mod releases;
 pub mod serve;
 pub mod tasks;

@@ -19,7 +19,7 @@ use crate::clock::Clock;
 use crate::liveness::{self, LivenessMap};
 use crate::rollout::{self, RolloutEngine};
 use crate::status::Thresholds;
-use crate::store::{ServerFilter, SqliteStore, Store};
+use crate::store::{ServerFilter, Store};
 use crate::tasks::{self, Dispatch, LogLimits, TaskLogs};
 use crate::tls::ConsoleTls;
 
@@ -50,8 +50,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating data directory {}", data.display()))?;
     let _lock = lock_data_dir(&data)?;
 
-    let db_path = data.join("tasknode.db");
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db_path)?);
+    let store: Arc<dyn Store> = super::database::open(&args, &data).await?;
     let clock = Clock::with_offset(args.clock_offset.saturating_mul(1000));
     // The admin token, the log-token key and the TLS material live in the store, shared by
     // every console on it; an older console's files in DATA are moved in once.

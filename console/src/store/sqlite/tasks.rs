@@ -7,7 +7,10 @@ use std::collections::HashMap;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use tasknode_protocol::tasks::{FinishTask, HeldTask, Outcome, TaskAssignment, TaskState};
 
-use super::{Fenced, Reconciled, StoreError, Task, TaskFilter, group_of, sql};
+use async_trait::async_trait;
+
+use super::{SqliteStore, group_of, sql};
+use crate::store::{Fenced, Reconciled, StoreError, Task, TaskFilter, TaskStore};
 
 const ACTIVE: &str = "('assigned', 'running')";
 
@@ -50,7 +53,7 @@ fn task_from_row(r: &Row<'_>) -> rusqlite::Result<Task> {
     })
 }
 
-pub(super) fn task(conn: &Connection, id: i64) -> Result<Option<Task>, StoreError> {
+fn task(conn: &Connection, id: i64) -> Result<Option<Task>, StoreError> {
     conn.query_row(
         &format!("SELECT {TASK_COLUMNS} WHERE t.id = ?1"),
         [id],
@@ -67,7 +70,7 @@ fn not_found(id: i64) -> StoreError {
     }
 }
 
-pub(super) fn submit(
+fn submit(
     conn: &mut Connection,
     project: &str,
     group: &str,
@@ -94,7 +97,7 @@ pub(super) fn submit(
     Ok(t)
 }
 
-pub(super) fn list(conn: &Connection, f: &TaskFilter) -> Result<Vec<Task>, StoreError> {
+fn list(conn: &Connection, f: &TaskFilter) -> Result<Vec<Task>, StoreError> {
     let mut stmt = conn
         .prepare(&format!(
             "SELECT {TASK_COLUMNS}
@@ -112,7 +115,7 @@ pub(super) fn list(conn: &Connection, f: &TaskFilter) -> Result<Vec<Task>, Store
     rows.collect::<Result<_, _>>().map_err(sql("listing tasks"))
 }
 
-pub(super) fn cancel(conn: &mut Connection, id: i64, now_ms: i64) -> Result<Task, StoreError> {
+fn cancel(conn: &mut Connection, id: i64, now_ms: i64) -> Result<Task, StoreError> {
     let tx = conn.transaction().map_err(sql("cancelling a task"))?;
     let t = task(&tx, id)?.ok_or_else(|| not_found(id))?;
     match t.state {
@@ -198,7 +201,7 @@ fn let_go(
     Ok(())
 }
 
-pub(super) fn reconcile(
+fn reconcile(
     conn: &mut Connection,
     server_id: i64,
     held: &[HeldTask],
@@ -244,7 +247,7 @@ pub(super) fn reconcile(
     Ok(out)
 }
 
-pub(super) fn assign(
+fn assign(
     conn: &mut Connection,
     server_id: i64,
     max_concurrency: u32,
@@ -334,7 +337,7 @@ fn fence(id: i64, row: Option<&Lease>, server_id: i64, lease: i64) -> Option<Str
     }
 }
 
-pub(super) fn start(
+fn start(
     conn: &mut Connection,
     server_id: i64,
     id: i64,
@@ -372,7 +375,7 @@ fn describe(o: &Outcome) -> Option<String> {
     }
 }
 
-pub(super) fn finish(
+fn finish(
     conn: &mut Connection,
     server_id: i64,
     id: i64,
@@ -423,12 +426,7 @@ pub(super) fn finish(
     Ok(Fenced::Accepted)
 }
 
-pub(super) fn holds_lease(
-    conn: &Connection,
-    server_id: i64,
-    id: i64,
-    lease: i64,
-) -> Result<bool, StoreError> {
+fn holds_lease(conn: &Connection, server_id: i64, id: i64, lease: i64) -> Result<bool, StoreError> {
     conn.query_row(
         "SELECT COUNT(*) FROM tasks WHERE id = ?1 AND server_id = ?2 AND lease = ?3",
         params![id, server_id, lease],
@@ -438,7 +436,7 @@ pub(super) fn holds_lease(
     .map_err(sql("checking a task's lease"))
 }
 
-pub(super) fn server_task_ids(conn: &Connection, server_id: i64) -> Result<Vec<i64>, StoreError> {
+fn server_task_ids(conn: &Connection, server_id: i64) -> Result<Vec<i64>, StoreError> {
     let mut stmt = conn
         .prepare_cached("SELECT id FROM tasks WHERE server_id = ?1")
         .map_err(sql("listing a server's tasks"))?;
@@ -449,7 +447,7 @@ pub(super) fn server_task_ids(conn: &Connection, server_id: i64) -> Result<Vec<i
         .map_err(sql("listing a server's tasks"))
 }
 
-pub(super) fn busy_servers(conn: &Connection) -> Result<Vec<i64>, StoreError> {
+fn busy_servers(conn: &Connection) -> Result<Vec<i64>, StoreError> {
     let mut stmt = conn
         .prepare_cached(&format!(
             "SELECT DISTINCT server_id FROM tasks WHERE state IN {ACTIVE} AND server_id IS NOT NULL"
@@ -462,7 +460,7 @@ pub(super) fn busy_servers(conn: &Connection) -> Result<Vec<i64>, StoreError> {
         .map_err(sql("listing busy servers"))
 }
 
-pub(super) fn abandon(
+fn abandon(
     conn: &mut Connection,
     server_id: i64,
     reason: &str,
@@ -480,4 +478,101 @@ pub(super) fn abandon(
     }
     tx.commit().map_err(sql("abandoning a server's tasks"))?;
     Ok(out)
+}
+
+#[async_trait]
+impl TaskStore for SqliteStore {
+    async fn submit_task(
+        &self,
+        project: &str,
+        group: &str,
+        script: &str,
+        timeout_secs: u64,
+        now_ms: i64,
+    ) -> Result<Task, StoreError> {
+        let (project, group, script) = (project.to_owned(), group.to_owned(), script.to_owned());
+        self.call(move |conn| submit(conn, &project, &group, &script, timeout_secs, now_ms))
+            .await
+    }
+
+    async fn task(&self, id: i64) -> Result<Option<Task>, StoreError> {
+        self.call(move |conn| task(conn, id)).await
+    }
+
+    async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
+        let filter = filter.clone();
+        self.call(move |conn| list(conn, &filter)).await
+    }
+
+    async fn cancel_task(&self, id: i64, now_ms: i64) -> Result<Task, StoreError> {
+        self.call(move |conn| cancel(conn, id, now_ms)).await
+    }
+
+    async fn reconcile(
+        &self,
+        server_id: i64,
+        held: Vec<HeldTask>,
+        now_ms: i64,
+    ) -> Result<Reconciled, StoreError> {
+        self.call(move |conn| reconcile(conn, server_id, &held, now_ms))
+            .await
+    }
+
+    async fn assign(
+        &self,
+        server_id: i64,
+        max_concurrency: u32,
+        now_ms: i64,
+    ) -> Result<Vec<TaskAssignment>, StoreError> {
+        self.call(move |conn| assign(conn, server_id, max_concurrency, now_ms))
+            .await
+    }
+
+    async fn start_task(
+        &self,
+        server_id: i64,
+        id: i64,
+        lease: i64,
+        at_ms: i64,
+        _now_ms: i64,
+    ) -> Result<Fenced, StoreError> {
+        self.call(move |conn| start(conn, server_id, id, lease, at_ms))
+            .await
+    }
+
+    async fn finish_task(
+        &self,
+        server_id: i64,
+        id: i64,
+        report: FinishTask,
+        _now_ms: i64,
+    ) -> Result<Fenced, StoreError> {
+        self.call(move |conn| finish(conn, server_id, id, &report))
+            .await
+    }
+
+    async fn holds_lease(&self, server_id: i64, id: i64, lease: i64) -> Result<bool, StoreError> {
+        self.call(move |conn| holds_lease(conn, server_id, id, lease))
+            .await
+    }
+
+    async fn server_task_ids(&self, server_id: i64) -> Result<Vec<i64>, StoreError> {
+        self.call(move |conn| server_task_ids(conn, server_id))
+            .await
+    }
+
+    async fn busy_servers(&self) -> Result<Vec<i64>, StoreError> {
+        self.call(|conn| busy_servers(conn)).await
+    }
+
+    async fn abandon_server_tasks(
+        &self,
+        server_id: i64,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<Reconciled, StoreError> {
+        let reason = reason.to_owned();
+        self.call(move |conn| abandon(conn, server_id, &reason, now_ms))
+            .await
+    }
 }

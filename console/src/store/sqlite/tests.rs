@@ -1,173 +1,30 @@
-//! Tests of how server names are shared between projects (a name is bound to a project only by
-//! enrolling) and of migration 0006, which made that so, on a database of the schema before.
+//! Tests of what only the SQLite store has: its migrations from older schemas (0006, on a
+//! database of the schema before), its refusal of a newer schema, and its sync mode. What both
+//! backends share is tested by the store suite (`store/suite/`).
 
 use super::*;
+use crate::store::*;
+use tasknode_protocol::wire::HostFacts;
 
 fn facts() -> HostFacts {
-    HostFacts {
-        hostname: "db-1".into(),
-        cpu_cores: 4.0,
-        memory_bytes: 8 << 30,
-        os: "Debian".into(),
-        arch: "x86_64".into(),
-        kernel: "6.1".into(),
-        agent_version: "0.1.0".into(),
-    }
+    crate::store::suite::servers::facts()
 }
 
 fn enrollment(node_id: &str) -> Enrollment {
-    Enrollment {
-        node_id: node_id.into(),
-        secret_sha256: "00".repeat(32),
-        enrolled_ms: 7,
-        cpu_cores: 4.0,
-        memory_bytes: 8 << 30,
-    }
-}
-
-async fn two_projects(store: &SqliteStore) {
-    store.create_project("red", 1).await.unwrap();
-    store.create_project("blue", 1).await.unwrap();
-    for p in ["red", "blue"] {
-        for g in ["etl", "bi"] {
-            store
-                .create_group(p, g, NetworkType::Classic, 1)
-                .await
-                .unwrap();
-        }
-    }
+    crate::store::suite::servers::enrollment(node_id)
 }
 
 #[tokio::test]
-async fn pending_names_do_not_block_other_projects_and_the_first_enrollment_wins() {
+async fn a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
-    two_projects(&store).await;
-    let red = store
-        .add_server("red", "etl", "db-1", None, 2)
-        .await
+    let path = dir.path().join("t.db");
+    drop(SqliteStore::open(&path).unwrap());
+    Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
         .unwrap();
-    let blue = store
-        .add_server("blue", "etl", "db-1", None, 2)
-        .await
-        .unwrap();
-    assert_ne!(red.id, blue.id);
-
-    // Inside one project a name is still in one group, and the refusal names only that
-    // project's group.
-    let err = store
-        .add_server("blue", "bi", "db-1", None, 3)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, StoreError::ServerTaken { group, project, .. } if group == "etl" && project == "blue"),
-        "{err}"
-    );
-    assert!(!err.to_string().contains("red"), "{err}");
-
-    // Each project sees its own server only.
-    let seen = |p: &'static str| {
-        let store = &store;
-        async move {
-            store
-                .list_servers(&ServerFilter {
-                    project: Some(p.into()),
-                    group: None,
-                })
-                .await
-                .unwrap()
-        }
-    };
-    assert_eq!(seen("red").await.len(), 1);
-    assert_eq!(seen("blue").await[0].id, blue.id);
-    assert_eq!(
-        store
-            .server_by_name("red", "db-1")
-            .await
-            .unwrap()
-            .unwrap()
-            .id,
-        red.id
-    );
-    assert!(
-        store
-            .server_by_name("default", "db-1")
-            .await
-            .unwrap()
-            .is_none()
-    );
-
-    // Blue enrolls first and keeps the name; red's enrollment is refused without naming blue.
-    let g1 = store
-        .enroll(blue.id, &enrollment("nb"), &facts(), None)
-        .await
-        .unwrap();
-    let err = store
-        .enroll(red.id, &enrollment("nr"), &facts(), None)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, StoreError::EnrolledElsewhere), "{err}");
-    let text = err.to_string();
-    assert!(text.contains("enrolled elsewhere"), "{text}");
-    assert!(!text.contains("blue") && !text.contains("etl"), "{text}");
-    assert!(
-        store
-            .server_by_name("red", "db-1")
-            .await
-            .unwrap()
-            .unwrap()
-            .enrollment
-            .is_none()
-    );
-    // Red may still add the name elsewhere in red (its pending entry stays pending), and
-    // blue re-enrolls as often as it likes, each time with a newer generation.
-    let g2 = store
-        .enroll(blue.id, &enrollment("nb2"), &facts(), None)
-        .await
-        .unwrap();
-    assert!(g2 > g1, "{g1} then {g2}");
-    assert_eq!(
-        store.server_by_node("nb2").await.unwrap().unwrap().project,
-        "blue"
-    );
-    assert!(store.server_by_node("nb").await.unwrap().is_none());
-}
-
-#[tokio::test]
-async fn a_refused_enrollment_leaves_its_token_unspent() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
-    two_projects(&store).await;
-    store.create_user("red", "ann", "hash", 1).await.unwrap();
-    let red = store
-        .add_server("red", "etl", "db-1", None, 2)
-        .await
-        .unwrap();
-    let blue = store
-        .add_server("blue", "etl", "db-1", None, 2)
-        .await
-        .unwrap();
-    store
-        .create_enrollment_token("red", "etl", "ann", "tok", 1, 1_000)
-        .await
-        .unwrap();
-    store
-        .enroll(blue.id, &enrollment("nb"), &facts(), None)
-        .await
-        .unwrap();
-    let spend = SpendToken {
-        token_sha256: "tok".into(),
-        now_ms: 5,
-    };
-    let err = store
-        .enroll(red.id, &enrollment("nr"), &facts(), Some(spend))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, StoreError::EnrolledElsewhere), "{err}");
-    assert_eq!(
-        store.enrollment_token("tok").await.unwrap().unwrap().used,
-        None
-    );
+    let err = SqliteStore::open(&path).err().unwrap();
+    assert!(matches!(err, StoreError::TooNew { found: 99, .. }), "{err}");
 }
 
 /// Makes a database of schema version 5 (the one before 0006) at `path`, with projects,
@@ -279,4 +136,19 @@ async fn migration_6_keeps_every_server_and_what_refers_to_it() {
         SqliteStore::open(&path),
         Err(StoreError::TooNew { found, known: k, .. }) if found == known + 1 && k == known
     ));
+}
+
+#[test]
+fn every_commit_is_synced_to_disk_before_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+    let conn = store.conn.lock().unwrap();
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    let sync: i64 = conn
+        .query_row("PRAGMA synchronous", [], |r| r.get(0))
+        .unwrap();
+    // 2 is FULL: in WAL mode, NORMAL (1) may lose the last commits on a power loss.
+    assert_eq!((mode.as_str(), sync), ("wal", 2));
 }

@@ -9,8 +9,11 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use tasknode_protocol::manifest::{self, compare_versions};
 use tasknode_protocol::updates::{Batch, RolloutState, SetRollout, UpdateOutcome, UpdateReport};
 
-use super::{
-    Advance, NewRelease, Published, Release, Rollout, StoreError, UpdateRecord, group_of, sql,
+use async_trait::async_trait;
+
+use super::{SqliteStore, group_of, sql};
+use crate::store::{
+    Advance, NewRelease, Published, Release, ReleaseStore, Rollout, StoreError, UpdateRecord,
 };
 
 const RELEASE_COLUMNS: &str = "version, channel, targets, rollback_manifest, issued_ms,
@@ -65,7 +68,7 @@ fn conflict(message: String) -> StoreError {
     }
 }
 
-pub(super) fn publish(
+fn publish(
     conn: &mut Connection,
     new: &NewRelease,
     now_ms: i64,
@@ -175,7 +178,7 @@ pub(super) fn publish(
     Ok((r, published))
 }
 
-pub(super) fn list(conn: &Connection) -> Result<Vec<Release>, StoreError> {
+fn list(conn: &Connection) -> Result<Vec<Release>, StoreError> {
     let op = "listing releases";
     let mut stmt = conn
         .prepare(&format!("SELECT {RELEASE_COLUMNS}"))
@@ -190,7 +193,7 @@ pub(super) fn list(conn: &Connection) -> Result<Vec<Release>, StoreError> {
     Ok(releases)
 }
 
-pub(super) fn manifest_text(
+fn manifest_text(
     conn: &Connection,
     version: &str,
     now_ms: i64,
@@ -277,7 +280,7 @@ fn with_members(conn: &Connection, rollouts: &mut [Rollout]) -> Result<(), Store
     Ok(())
 }
 
-pub(super) fn set_rollout(
+fn set_rollout(
     conn: &mut Connection,
     req: &SetRollout,
     reason: &str,
@@ -314,10 +317,7 @@ pub(super) fn set_rollout(
     Ok(r)
 }
 
-pub(super) fn list_rollouts(
-    conn: &Connection,
-    project: Option<&str>,
-) -> Result<Vec<Rollout>, StoreError> {
+fn list_rollouts(conn: &Connection, project: Option<&str>) -> Result<Vec<Rollout>, StoreError> {
     let op = "listing rollouts";
     let mut stmt = conn
         .prepare_cached(&format!(
@@ -332,11 +332,7 @@ pub(super) fn list_rollouts(
     Ok(rollouts)
 }
 
-pub(super) fn advance(
-    conn: &mut Connection,
-    step: &Advance,
-    now_ms: i64,
-) -> Result<bool, StoreError> {
+fn advance(conn: &mut Connection, step: &Advance, now_ms: i64) -> Result<bool, StoreError> {
     let op = "advancing a rollout";
     let tx = conn.transaction().map_err(sql(op))?;
     let changed = tx
@@ -369,7 +365,7 @@ pub(super) fn advance(
     Ok(true)
 }
 
-pub(super) fn record_report(
+fn record_report(
     conn: &Connection,
     server_id: i64,
     report: &UpdateReport,
@@ -392,7 +388,7 @@ pub(super) fn record_report(
     Ok(())
 }
 
-pub(super) fn reports(conn: &Connection) -> Result<Vec<UpdateRecord>, StoreError> {
+fn reports(conn: &Connection) -> Result<Vec<UpdateRecord>, StoreError> {
     let op = "reading update reports";
     let mut stmt = conn
         .prepare_cached(
@@ -412,4 +408,66 @@ pub(super) fn reports(conn: &Connection) -> Result<Vec<UpdateRecord>, StoreError
         })
         .map_err(sql(op))?;
     rows.collect::<Result<_, _>>().map_err(sql(op))
+}
+
+#[async_trait]
+impl ReleaseStore for SqliteStore {
+    async fn publish_release(
+        &self,
+        release: NewRelease,
+        now_ms: i64,
+    ) -> Result<(Release, Published), StoreError> {
+        self.call(move |conn| publish(conn, &release, now_ms)).await
+    }
+
+    async fn list_releases(&self) -> Result<Vec<Release>, StoreError> {
+        self.call(|conn| list(conn)).await
+    }
+
+    async fn release_manifest(
+        &self,
+        version: &str,
+        now_ms: i64,
+    ) -> Result<Option<String>, StoreError> {
+        let version = version.to_owned();
+        self.call(move |conn| manifest_text(conn, &version, now_ms))
+            .await
+    }
+
+    async fn set_rollout(
+        &self,
+        rollout: &SetRollout,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<Rollout, StoreError> {
+        let (rollout, reason) = (rollout.clone(), reason.to_owned());
+        self.call(move |conn| set_rollout(conn, &rollout, &reason, now_ms))
+            .await
+    }
+
+    async fn list_rollouts(&self, project: Option<&str>) -> Result<Vec<Rollout>, StoreError> {
+        let project = project.map(str::to_owned);
+        self.call(move |conn| list_rollouts(conn, project.as_deref()))
+            .await
+    }
+
+    async fn advance_rollout(&self, step: &Advance, now_ms: i64) -> Result<bool, StoreError> {
+        let step = step.clone();
+        self.call(move |conn| advance(conn, &step, now_ms)).await
+    }
+
+    async fn record_update_report(
+        &self,
+        server_id: i64,
+        report: &UpdateReport,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let report = report.clone();
+        self.call(move |conn| record_report(conn, server_id, &report, now_ms))
+            .await
+    }
+
+    async fn update_reports(&self) -> Result<Vec<UpdateRecord>, StoreError> {
+        self.call(|conn| reports(conn)).await
+    }
 }

@@ -1,14 +1,12 @@
-//! Tests of web sessions and console secrets in the SQLite store: caps, expiry, and the
-//! insert-if-absent that consoles starting together rely on, raced over two connections to one
-//! database file (as two console processes would hold them).
+//! The suite's tests of web sessions and console secrets: caps, expiry, surviving a reopen,
+//! and the insert-if-absent that consoles starting together rely on, raced between two opens of
+//! one database (as two console processes would hold it).
 
-use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
-use super::super::secrets::{
-    SecretStore, SessionCaps, SessionStore, SessionUser, TokenDigest, WebSession,
-};
-use super::super::{SqliteStore, StoreError};
+use crate::store::*;
+
+use super::Harness;
 
 fn digest(n: u32) -> TokenDigest {
     let mut d = [0u8; 32];
@@ -29,20 +27,8 @@ fn session(user: Option<&str>, at: i64) -> WebSession {
     }
 }
 
-async fn count(store: &SqliteStore) -> i64 {
-    store
-        .call(|c| {
-            c.query_row("SELECT count(*) FROM web_sessions", [], |r| r.get(0))
-                .map_err(super::sql("counting"))
-        })
-        .await
-        .unwrap()
-}
-
-#[tokio::test]
-async fn sessions_are_capped_per_principal_and_in_all() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+pub(super) async fn sessions_are_capped_per_principal_and_in_all(h: &dyn Harness) {
+    let store = h.open().await;
     let caps = SessionCaps {
         per_principal: 3,
         total: 5,
@@ -76,7 +62,7 @@ async fn sessions_are_capped_per_principal_and_in_all() {
             .await
             .unwrap();
     }
-    assert_eq!(count(&store).await, 5);
+    assert_eq!(h.rows("web_sessions").await, 5);
     let admin = store.session(&digest(12), 60).await.unwrap().unwrap();
     assert_eq!(admin.user, None);
     assert_eq!(admin.csrf, "csrf-52");
@@ -84,10 +70,8 @@ async fn sessions_are_capped_per_principal_and_in_all() {
     assert_eq!(etl.user.unwrap().name, "etl");
 }
 
-#[tokio::test]
-async fn expired_sessions_are_not_found_and_are_deleted() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+pub(super) async fn expired_sessions_are_not_found_and_are_deleted(h: &dyn Harness) {
+    let store = h.open().await;
     let caps = SessionCaps {
         per_principal: 100,
         total: 100,
@@ -105,7 +89,7 @@ async fn expired_sessions_are_not_found_and_are_deleted() {
         .create_session(&digest(3), &session(Some("etl"), 200), caps)
         .await
         .unwrap();
-    assert_eq!(count(&store).await, 1);
+    assert_eq!(h.rows("web_sessions").await, 1);
     // A use never moves a session back, and sign-out is final.
     store.touch_session(&digest(3), 150, 150).await.unwrap();
     assert_eq!(
@@ -122,12 +106,9 @@ async fn expired_sessions_are_not_found_and_are_deleted() {
     assert!(store.session(&digest(3), 201).await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn sessions_and_secrets_survive_reopening() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t.db");
+pub(super) async fn sessions_and_secrets_survive_reopening(h: &dyn Harness) {
     {
-        let store = SqliteStore::open(&path).unwrap();
+        let store = h.open().await;
         let caps = SessionCaps {
             per_principal: 10,
             total: 10,
@@ -138,7 +119,7 @@ async fn sessions_and_secrets_survive_reopening() {
             .unwrap();
         store.insert_secret("k", b"v", 1).await.unwrap();
     }
-    let store = SqliteStore::open(&path).unwrap();
+    let store = h.open().await;
     assert_eq!(
         store.session(&digest(1), 6).await.unwrap(),
         Some(session(Some("etl"), 5))
@@ -147,13 +128,10 @@ async fn sessions_and_secrets_survive_reopening() {
     assert_eq!(store.secret("other").await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn consoles_storing_a_secret_at_once_all_get_the_first_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t.db");
-    // Two connections to one file, as two console processes would have.
-    let a = Arc::new(SqliteStore::open(&path).unwrap());
-    let b = Arc::new(SqliteStore::open(&path).unwrap());
+pub(super) async fn consoles_storing_a_secret_at_once_all_get_the_first_one(h: &dyn Harness) {
+    // The store opened twice, as two console processes would hold it.
+    let a: Arc<dyn Store> = Arc::from(h.open().await);
+    let b: Arc<dyn Store> = Arc::from(h.open().await);
     for round in 0..5 {
         let name = format!("secret-{round}");
         let mut racers = tokio::task::JoinSet::new();
@@ -182,10 +160,8 @@ async fn consoles_storing_a_secret_at_once_all_get_the_first_one() {
     assert_eq!(b.secret("fresh").await.unwrap().unwrap().0, b"f");
 }
 
-#[tokio::test]
-async fn pruning_keeps_the_newest_of_a_prefix_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+pub(super) async fn pruning_keeps_the_newest_of_a_prefix_only(h: &dyn Harness) {
+    let store = h.open().await;
     for i in 0..5 {
         store
             .insert_secret(&format!("tls_server/{i}"), b"c", i)
@@ -206,48 +182,4 @@ async fn pruning_keeps_the_newest_of_a_prefix_only() {
     ] {
         assert_eq!(store.secret(name).await.unwrap().is_some(), kept, "{name}");
     }
-}
-
-fn mode(path: &std::path::Path) -> u32 {
-    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
-}
-
-#[test]
-fn the_database_and_its_directory_are_kept_private() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let db = data.join("tasknode.db");
-    drop(SqliteStore::open(&db).unwrap());
-    for suffix in ["", "-wal", "-shm"] {
-        let p = data.join(format!("tasknode.db{suffix}"));
-        if p.exists() {
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
-        }
-    }
-    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let store = SqliteStore::open(&db).unwrap();
-    assert_eq!(mode(&data), 0o700);
-    assert_eq!(mode(&db), 0o600);
-    for suffix in ["-wal", "-shm"] {
-        let p = data.join(format!("tasknode.db{suffix}"));
-        if p.exists() {
-            assert_eq!(mode(&p), 0o600, "{}", p.display());
-        }
-    }
-    drop(store);
-
-    // A shared directory (sticky, like /tmp) is refused, not changed.
-    let shared = dir.path().join("shared");
-    std::fs::create_dir(&shared).unwrap();
-    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
-    let err = SqliteStore::open(&shared.join("tasknode.db"))
-        .err()
-        .unwrap();
-    assert!(
-        matches!(&err, StoreError::Private { .. }) && err.to_string().contains("--data"),
-        "{err}"
-    );
-    assert_eq!(mode(&shared), 0o1777);
 }

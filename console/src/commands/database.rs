@@ -1,0 +1,119 @@
+//! Which store `serve` opens: SQLite in the data directory, or with `--database postgres://…`
+//! a PostgreSQL that several consoles share. A password never comes on the command line (the
+//! process list and shell history show it): a URL with one is refused, and the password comes
+//! from a file only its owner can read (`--database-password-file`) or from the environment
+//! (TASKNODE_DATABASE_PASSWORD).
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+
+use crate::cli::ServeArgs;
+use crate::env;
+use crate::store::{PostgresStore, SqliteStore, Store, redact_url};
+
+pub async fn open(args: &ServeArgs, data: &Path) -> anyhow::Result<Arc<dyn Store>> {
+    let Some(url) = &args.database else {
+        return Ok(Arc::new(SqliteStore::open(&data.join("tasknode.db"))?));
+    };
+    check_url(url)?;
+    let password = password(args.database_password_file.as_deref())?;
+    let store = PostgresStore::connect(url, password.as_deref())
+        .await
+        .context("--database")?;
+    tracing::info!(database = %url, "using PostgreSQL");
+    Ok(Arc::new(store))
+}
+
+/// Refuses what is not a PostgreSQL URL, and a URL that carries a password.
+fn check_url(url: &str) -> anyhow::Result<()> {
+    let shown = redact_url(url);
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        bail!(
+            "--database {shown}: give a postgres://USER@HOST:PORT/DATABASE URL, or leave --database out to use SQLite in the data directory"
+        );
+    }
+    let config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--database {shown}: {e}"))?;
+    if config.get_password().is_some() {
+        bail!(
+            "--database {shown}: the URL carries a password, which the process list and shell history would show; \
+             remove it from the URL and put it in a file given with --database-password-file FILE (chmod 600), \
+             or in the environment variable {}",
+            env::DATABASE_PASSWORD
+        );
+    }
+    Ok(())
+}
+
+/// The password from `file` (its first line), else from the environment, else none.
+fn password(file: Option<&Path>) -> anyhow::Result<Option<String>> {
+    let Some(file) = file else {
+        return Ok(std::env::var(env::DATABASE_PASSWORD)
+            .ok()
+            .filter(|p| !p.is_empty()));
+    };
+    let what = || format!("--database-password-file {}", file.display());
+    let meta = fs::metadata(file).with_context(what)?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        bail!(
+            "{}: mode {mode:03o} lets other users read or change the database password; run `chmod 600 {}`",
+            what(),
+            file.display()
+        );
+    }
+    let text = fs::read_to_string(file).with_context(what)?;
+    let password = text.lines().next().unwrap_or_default();
+    if password.is_empty() {
+        bail!(
+            "{}: the file is empty; put the password on its first line",
+            what()
+        );
+    }
+    Ok(Some(password.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn a_url_with_a_password_is_refused_naming_the_fix_and_not_the_password() {
+        let err = check_url("postgres://ann:hunter2@db:5432/tasknode").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("--database-password-file"), "{text}");
+        assert!(text.contains("TASKNODE_DATABASE_PASSWORD"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        let err = check_url("mysql://db/x").unwrap_err().to_string();
+        assert!(err.contains("postgres://USER@HOST:PORT/DATABASE"), "{err}");
+        check_url("postgres://ann@db:5432/tasknode").unwrap();
+        check_url("postgresql://ann@db/tasknode").unwrap();
+    }
+
+    #[test]
+    fn a_password_file_others_can_read_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pw");
+        let mut f = fs::File::create(&path).unwrap();
+        writeln!(f, "s3cret").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let err = password(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(password(Some(&path)).unwrap().as_deref(), Some("s3cret"));
+        fs::write(&path, "").unwrap();
+        assert!(
+            password(Some(&path))
+                .unwrap_err()
+                .to_string()
+                .contains("empty")
+        );
+    }
+}

@@ -1,0 +1,319 @@
+//! The shared store: a PostgreSQL database that several consoles use at once. Connections come
+//! from a pool (deadpool-postgres over tokio-postgres); every transition that checks and then
+//! writes takes row locks (`FOR UPDATE`), and assignment skips rows another console holds
+//! (`FOR UPDATE SKIP LOCKED`), so consoles compete without handing a task out twice. The schema
+//! is migrated by version (table `schema_version`) under an advisory lock, so consoles starting
+//! together migrate once. This file holds the pool and the migrations; each domain's queries are
+//! in the file of its name.
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::FromSql;
+use tokio_postgres::{GenericClient, NoTls, Row};
+
+use super::{Enrollment, Liveness, Server, Stop, StoreError};
+use tasknode_protocol::NetworkType;
+
+mod liveness;
+mod projects;
+mod releases;
+mod secrets;
+mod servers;
+mod tasks;
+
+/// Schema migrations, applied in order; a migration's number is the schema version it makes.
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/0001_init.sql")),
+    (2, include_str!("migrations/0002_sessions_secrets.sql")),
+];
+
+/// The advisory lock migrations run under ("tasknode" in ASCII).
+const MIGRATION_LOCK: i64 = 0x7461_736b_6e6f_6465;
+
+/// Connections one console keeps open at most.
+const POOL_SIZE: usize = 16;
+
+pub struct PostgresStore {
+    pool: Pool,
+}
+
+pub(super) type PgError = tokio_postgres::Error;
+
+fn db(op: &'static str) -> impl FnOnce(PgError) -> StoreError {
+    move |source| StoreError::Database {
+        op,
+        source: Box::new(source),
+    }
+}
+
+fn is_unique_violation(e: &PgError) -> bool {
+    e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+}
+
+/// Column `i` of `r`, or a database error (a column of an unexpected type).
+fn col<'a, T: FromSql<'a>>(r: &'a Row, i: usize) -> Result<T, StoreError> {
+    r.try_get(i).map_err(db("reading a row"))
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn to_u32(n: i64) -> u32 {
+    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (which must not carry a password: give it in
+    /// `password`) and brings its schema up to date.
+    pub async fn connect(url: &str, password: Option<&str>) -> Result<PostgresStore, StoreError> {
+        let shown = redact(url);
+        let open_err = |source: DriverErrorKind| StoreError::Open {
+            database: shown.clone(),
+            source: source.into(),
+        };
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e: PgError| open_err(DriverErrorKind::Pg(e)))?;
+        if config.get_password().is_some() {
+            return Err(open_err(DriverErrorKind::Message(
+                "the URL carries a password; give it separately".into(),
+            )));
+        }
+        if let Some(p) = password {
+            config.password(p);
+        }
+        config
+            .application_name("tasknode-console")
+            .connect_timeout(Duration::from_secs(10));
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .create_timeout(Some(Duration::from_secs(10)))
+            .build()
+            .map_err(|e| open_err(DriverErrorKind::Message(e.to_string())))?;
+        let mut client = pool
+            .get()
+            .await
+            .map_err(|e| open_err(DriverErrorKind::Message(e.to_string())))?;
+        migrate(&mut client, &shown).await?;
+        drop(client);
+        Ok(PostgresStore { pool })
+    }
+
+    /// A pooled connection.
+    async fn client(&self) -> Result<Object, StoreError> {
+        self.pool.get().await.map_err(|e| StoreError::Database {
+            op: "getting a database connection",
+            source: Box::new(e),
+        })
+    }
+}
+
+/// `url` with any password in it replaced by `***`, for messages.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "the database connection string".to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// What can go wrong opening the database, boxed into [`StoreError::Open`].
+enum DriverErrorKind {
+    Pg(PgError),
+    Message(String),
+}
+
+impl From<DriverErrorKind> for super::DriverError {
+    fn from(k: DriverErrorKind) -> Self {
+        match k {
+            DriverErrorKind::Pg(e) => Box::new(e),
+            DriverErrorKind::Message(m) => m.into(),
+        }
+    }
+}
+
+/// Applies the migrations the database lacks, in one transaction under an advisory lock: a
+/// console starting at the same time waits, then finds the schema up to date.
+async fn migrate(client: &mut Object, database: &str) -> Result<(), StoreError> {
+    let known = MIGRATIONS.last().map_or(0, |m| m.0);
+    let open_err = |e: PgError| StoreError::Open {
+        database: database.to_owned(),
+        source: Box::new(e),
+    };
+    let tx = client.transaction().await.map_err(open_err)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(open_err)?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+        .await
+        .map_err(open_err)?;
+    let found: Option<i64> = tx
+        .query_opt("SELECT max(version) FROM schema_version", &[])
+        .await
+        .map_err(open_err)?
+        .and_then(|r| r.get(0));
+    let found = found.unwrap_or(0);
+    if found > known {
+        return Err(StoreError::TooNew {
+            database: database.to_owned(),
+            found,
+            known,
+        });
+    }
+    for &(version, script) in MIGRATIONS.iter().filter(|m| m.0 > found) {
+        let err = |source: PgError| StoreError::Migrate {
+            version,
+            source: Box::new(source),
+        };
+        tx.batch_execute(script).await.map_err(err)?;
+        tx.execute("DELETE FROM schema_version", &[])
+            .await
+            .map_err(err)?;
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES ($1)",
+            &[&version],
+        )
+        .await
+        .map_err(err)?;
+    }
+    tx.commit().await.map_err(open_err)
+}
+
+async fn project_id(c: &impl GenericClient, project: &str) -> Result<i64, StoreError> {
+    c.query_opt("SELECT id FROM projects WHERE name = $1", &[&project])
+        .await
+        .map_err(db("looking up a project"))?
+        .map(|r| col(&r, 0))
+        .transpose()?
+        .ok_or_else(|| StoreError::NotFound {
+            kind: "project",
+            name: project.to_owned(),
+        })
+}
+
+/// The id and network of group `group` of `project`, or `NotFound` naming what is missing.
+async fn group_of(
+    c: &impl GenericClient,
+    project: &str,
+    group: &str,
+) -> Result<(i64, String), StoreError> {
+    let pid = project_id(c, project).await?;
+    let row = c
+        .query_opt(
+            "SELECT id, network FROM resource_groups WHERE project_id = $1 AND name = $2",
+            &[&pid, &group],
+        )
+        .await
+        .map_err(db("looking up a resource group"))?
+        .ok_or_else(|| StoreError::NotFound {
+            kind: "resource group",
+            name: group.to_owned(),
+        })?;
+    Ok((col(&row, 0)?, col(&row, 1)?))
+}
+
+fn parse_network(s: &str) -> NetworkType {
+    // The CHECK constraint admits only these two.
+    if s == "vpc" {
+        NetworkType::Vpc
+    } else {
+        NetworkType::Classic
+    }
+}
+
+const SERVER_COLUMNS: &str = "s.id, s.name, g.name, p.name, g.network, s.max_concurrency, s.created_ms,
+     s.node_id, s.secret_sha256, s.enrolled_ms, s.cpu_cores, s.memory_bytes,
+     s.agent_version, s.last_heartbeat_ms, s.clock_offset_ms, s.running_tasks, s.stopped_ms, s.stop_reason
+     FROM servers s JOIN resource_groups g ON g.id = s.group_id JOIN projects p ON p.id = g.project_id";
+
+fn server_from_row(r: &Row) -> Result<Server, StoreError> {
+    let network: String = col(r, 4)?;
+    let node_id: Option<String> = col(r, 7)?;
+    let enrollment = match node_id {
+        Some(node_id) => Some(Enrollment {
+            node_id,
+            secret_sha256: col::<Option<String>>(r, 8)?.unwrap_or_default(),
+            enrolled_ms: col::<Option<i64>>(r, 9)?.unwrap_or_default(),
+            cpu_cores: col::<Option<f64>>(r, 10)?.unwrap_or_default(),
+            memory_bytes: col::<Option<i64>>(r, 11)?.unwrap_or_default().max(0) as u64,
+        }),
+        None => None,
+    };
+    let stopped = match col::<Option<i64>>(r, 16)? {
+        Some(at_ms) => Some(Stop {
+            at_ms,
+            reason: col::<Option<String>>(r, 17)?.unwrap_or_default(),
+        }),
+        None => None,
+    };
+    Ok(Server {
+        id: col(r, 0)?,
+        name: col(r, 1)?,
+        group: col(r, 2)?,
+        project: col(r, 3)?,
+        network: parse_network(&network),
+        max_concurrency: col::<Option<i64>>(r, 5)?.map(to_u32),
+        created_ms: col(r, 6)?,
+        enrollment,
+        liveness: Liveness {
+            agent_version: col(r, 12)?,
+            last_heartbeat_ms: col(r, 13)?,
+            clock_offset_ms: col(r, 14)?,
+            running_tasks: to_u32(col(r, 15)?),
+            stopped,
+        },
+    })
+}
+
+/// One server with its group and project, by its node id.
+async fn server_by_node(
+    c: &impl GenericClient,
+    node_id: &str,
+) -> Result<Option<Server>, StoreError> {
+    c.query_opt(
+        &format!("SELECT {SERVER_COLUMNS} WHERE s.node_id = $1"),
+        &[&node_id],
+    )
+    .await
+    .map_err(db("looking up a node"))?
+    .map(|r| server_from_row(&r))
+    .transpose()
+}
+
+/// One server of `project` by name (names are unique within a project).
+async fn server_named(
+    c: &impl GenericClient,
+    project: &str,
+    name: &str,
+) -> Result<Option<Server>, StoreError> {
+    c.query_opt(
+        &format!("SELECT {SERVER_COLUMNS} WHERE p.name = $1 AND s.name = $2"),
+        &[&project, &name],
+    )
+    .await
+    .map_err(db("looking up a server"))?
+    .map(|r| server_from_row(&r))
+    .transpose()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,541 @@
+//! Tasks in the shared store. Consoles compete for the same rows, so every check that a write
+//! depends on reads under a row lock: a start or finish locks its task (the lease it checks
+//! cannot change before it writes), an assignment locks the server (its free slots) and takes
+//! queued tasks with `FOR UPDATE SKIP LOCKED` (a task another console is handing out is
+//! skipped, never handed out twice).
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use tasknode_protocol::tasks::{FinishTask, HeldTask, Outcome, TaskAssignment, TaskState};
+use tokio_postgres::{GenericClient, Row};
+
+use super::{PostgresStore, col, db, group_of, to_i64};
+use crate::store::{Fenced, Reconciled, StoreError, Task, TaskFilter, TaskStore};
+
+const ACTIVE: &str = "('assigned', 'running')";
+
+const TASK_COLUMNS: &str = "t.id, p.name, g.name, t.state, t.reason, s.name, t.timeout_secs,
+     t.submitted_ms, t.assigned_ms, t.started_ms, t.finished_ms, t.exit_code, t.signal,
+     t.log_bytes, t.lease, t.cancel_requested
+     FROM tasks t JOIN resource_groups g ON g.id = t.group_id JOIN projects p ON p.id = g.project_id
+     LEFT JOIN servers s ON s.id = t.server_id";
+
+fn state_of(s: &str) -> Result<TaskState, StoreError> {
+    // The CHECK constraint admits only known states.
+    TaskState::parse(s).ok_or_else(|| StoreError::Database {
+        op: "reading a task",
+        source: format!("unknown task state {s:?}").into(),
+    })
+}
+
+fn task_from_row(r: &Row) -> Result<Task, StoreError> {
+    let state: String = col(r, 3)?;
+    Ok(Task {
+        id: col(r, 0)?,
+        project: col(r, 1)?,
+        group: col(r, 2)?,
+        state: state_of(&state)?,
+        reason: col(r, 4)?,
+        server: col(r, 5)?,
+        timeout_secs: col::<i64>(r, 6)?.max(0) as u64,
+        submitted_ms: col(r, 7)?,
+        assigned_ms: col(r, 8)?,
+        started_ms: col(r, 9)?,
+        finished_ms: col(r, 10)?,
+        exit_code: col(r, 11)?,
+        signal: col(r, 12)?,
+        log_bytes: col::<Option<i64>>(r, 13)?.map(|b| b.max(0) as u64),
+        lease: col(r, 14)?,
+        cancel_requested: col(r, 15)?,
+    })
+}
+
+async fn task(c: &impl GenericClient, id: i64) -> Result<Option<Task>, StoreError> {
+    c.query_opt(&format!("SELECT {TASK_COLUMNS} WHERE t.id = $1"), &[&id])
+        .await
+        .map_err(db("looking up a task"))?
+        .map(|r| task_from_row(&r))
+        .transpose()
+}
+
+fn not_found(id: i64) -> StoreError {
+    StoreError::NotFound {
+        kind: "task",
+        name: id.to_string(),
+    }
+}
+
+struct Active {
+    id: i64,
+    state: TaskState,
+    lease: i64,
+}
+
+/// The server's assigned and running tasks, locked.
+async fn active_of(c: &impl GenericClient, server_id: i64) -> Result<Vec<Active>, StoreError> {
+    let op = "reading a server's tasks";
+    let rows = c
+        .query(
+            &format!(
+                "SELECT id, state, lease FROM tasks WHERE server_id = $1 AND state IN {ACTIVE}
+                 ORDER BY id FOR UPDATE"
+            ),
+            &[&server_id],
+        )
+        .await
+        .map_err(db(op))?;
+    rows.iter()
+        .map(|r| {
+            let state: String = col(r, 1)?;
+            Ok(Active {
+                id: col(r, 0)?,
+                state: state_of(&state)?,
+                lease: col(r, 2)?,
+            })
+        })
+        .collect()
+}
+
+/// Puts an assigned task back in the queue, or marks a running one lost.
+async fn let_go(
+    c: &impl GenericClient,
+    a: &Active,
+    requeue_reason: &str,
+    lost_reason: &str,
+    now_ms: i64,
+    out: &mut Reconciled,
+) -> Result<(), StoreError> {
+    if a.state == TaskState::Assigned {
+        c.execute(
+            "UPDATE tasks SET state = 'queued', server_id = NULL, assigned_ms = NULL, reason = $2
+             WHERE id = $1",
+            &[&a.id, &requeue_reason],
+        )
+        .await
+        .map_err(db("queueing a task again"))?;
+        out.requeued.push(a.id);
+    } else {
+        c.execute(
+            "UPDATE tasks SET state = 'lost', finished_ms = $2, reason = $3 WHERE id = $1",
+            &[&a.id, &now_ms, &lost_reason],
+        )
+        .await
+        .map_err(db("marking a task lost"))?;
+        out.lost.push(a.id);
+    }
+    Ok(())
+}
+
+/// The row a start or finish is fenced by, locked.
+struct Lease {
+    server_id: Option<i64>,
+    lease: i64,
+    state: TaskState,
+}
+
+async fn lease_of(c: &impl GenericClient, id: i64) -> Result<Option<Lease>, StoreError> {
+    let row = c
+        .query_opt(
+            "SELECT server_id, lease, state FROM tasks WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )
+        .await
+        .map_err(db("checking a task's lease"))?;
+    let Some(r) = row else { return Ok(None) };
+    let state: String = col(&r, 2)?;
+    Ok(Some(Lease {
+        server_id: col(&r, 0)?,
+        lease: col(&r, 1)?,
+        state: state_of(&state)?,
+    }))
+}
+
+/// Why a report under `lease` from `server_id` does not count, if it does not.
+fn fence(id: i64, row: Option<&Lease>, server_id: i64, lease: i64) -> Option<String> {
+    match row {
+        None => Some(format!("there is no task {id}")),
+        Some(r) if r.server_id != Some(server_id) || r.lease != lease => Some(format!(
+            "task {id} is no longer this server's under lease {lease} (it is {} under lease {})",
+            r.state, r.lease
+        )),
+        Some(_) => None,
+    }
+}
+
+fn describe(o: &Outcome) -> Option<String> {
+    match o {
+        Outcome::Killed { reason } => Some(format!("killed by its agent: {reason}")),
+        Outcome::NotStarted { reason } => Some(format!("could not start: {reason}")),
+        _ => None,
+    }
+}
+
+fn ids(rows: &[Row]) -> Result<Vec<i64>, StoreError> {
+    rows.iter().map(|r| col(r, 0)).collect()
+}
+
+#[async_trait]
+impl TaskStore for PostgresStore {
+    async fn submit_task(
+        &self,
+        project: &str,
+        group: &str,
+        script: &str,
+        timeout_secs: u64,
+        now_ms: i64,
+    ) -> Result<Task, StoreError> {
+        let op = "submitting a task";
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db(op))?;
+        let (gid, _) = group_of(&*tx, project, group).await?;
+        let row = tx
+            .query_one(
+                "INSERT INTO tasks (group_id, script, timeout_secs, state, submitted_ms)
+                 VALUES ($1, $2, $3, 'queued', $4) RETURNING id",
+                &[&gid, &script, &to_i64(timeout_secs), &now_ms],
+            )
+            .await
+            .map_err(db(op))?;
+        let id: i64 = col(&row, 0)?;
+        let t = task(&*tx, id).await?.ok_or_else(|| not_found(id))?;
+        tx.commit().await.map_err(db(op))?;
+        Ok(t)
+    }
+
+    async fn task(&self, id: i64) -> Result<Option<Task>, StoreError> {
+        let c = self.client().await?;
+        task(&**c, id).await
+    }
+
+    async fn list_tasks(&self, f: &TaskFilter) -> Result<Vec<Task>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                &format!(
+                    "SELECT {TASK_COLUMNS}
+                     WHERE ($1::text IS NULL OR p.name = $1) AND ($2::text IS NULL OR g.name = $2)
+                       AND ($3::text IS NULL OR t.state = $3)
+                     ORDER BY t.id DESC LIMIT $4"
+                ),
+                &[
+                    &f.project,
+                    &f.group,
+                    &f.state.map(TaskState::as_str),
+                    &i64::from(f.limit),
+                ],
+            )
+            .await
+            .map_err(db("listing tasks"))?;
+        rows.iter().map(task_from_row).collect()
+    }
+
+    async fn cancel_task(&self, id: i64, now_ms: i64) -> Result<Task, StoreError> {
+        let op = "cancelling a task";
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db(op))?;
+        let state = lease_of(&*tx, id)
+            .await?
+            .ok_or_else(|| not_found(id))?
+            .state;
+        match state {
+            // Never started: nothing runs, so it ends here. An agent that was handed an
+            // assigned task has its start refused.
+            TaskState::Queued | TaskState::Assigned => {
+                tx.execute(
+                    "UPDATE tasks SET state = 'cancelled', finished_ms = $2, cancel_requested = TRUE,
+                            reason = 'cancelled before it started'
+                     WHERE id = $1",
+                    &[&id, &now_ms],
+                )
+                .await
+                .map_err(db(op))?;
+            }
+            TaskState::Running => {
+                tx.execute(
+                    "UPDATE tasks SET cancel_requested = TRUE WHERE id = $1",
+                    &[&id],
+                )
+                .await
+                .map_err(db(op))?;
+            }
+            state => {
+                return Err(StoreError::TaskIs {
+                    id,
+                    state,
+                    what: "there is nothing to cancel",
+                });
+            }
+        }
+        let t = task(&*tx, id).await?.ok_or_else(|| not_found(id))?;
+        tx.commit().await.map_err(db(op))?;
+        Ok(t)
+    }
+
+    async fn reconcile(
+        &self,
+        server_id: i64,
+        held: Vec<HeldTask>,
+        now_ms: i64,
+    ) -> Result<Reconciled, StoreError> {
+        let op = "reconciling tasks";
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db(op))?;
+        let mut out = Reconciled::default();
+        let held_lease: HashMap<i64, i64> = held.iter().map(|h| (h.id, h.lease)).collect();
+        for a in active_of(&*tx, server_id).await? {
+            if held_lease.get(&a.id) != Some(&a.lease) {
+                let_go(
+                    &*tx,
+                    &a,
+                    "its server never received the assignment; queued again",
+                    "its agent no longer runs it (the agent restarted while it ran); it is not run again",
+                    now_ms,
+                    &mut out,
+                )
+                .await?;
+            }
+        }
+        let stmt = tx
+            .prepare("SELECT server_id, lease, state, cancel_requested FROM tasks WHERE id = $1")
+            .await
+            .map_err(db(op))?;
+        for h in &held {
+            let row = tx.query_opt(&stmt, &[&h.id]).await.map_err(db(op))?;
+            let keep = match row {
+                Some(r) => {
+                    let sid: Option<i64> = col(&r, 0)?;
+                    let lease: i64 = col(&r, 1)?;
+                    let state = state_of(&col::<String>(&r, 2)?)?;
+                    let cancel: bool = col(&r, 3)?;
+                    // A lost task's result may still come; a cancelled one must die.
+                    sid == Some(server_id)
+                        && lease == h.lease
+                        && !(cancel || state == TaskState::Cancelled)
+                }
+                None => false,
+            };
+            if !keep {
+                out.cancel.push(h.id);
+            }
+        }
+        tx.commit().await.map_err(db(op))?;
+        Ok(out)
+    }
+
+    async fn assign(
+        &self,
+        server_id: i64,
+        max_concurrency: u32,
+        now_ms: i64,
+    ) -> Result<Vec<TaskAssignment>, StoreError> {
+        let op = "assigning tasks";
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db(op))?;
+        // The server's lock: two consoles answering the same agent count its free slots one
+        // after the other. NO KEY UPDATE leaves rows that only refer to the server (reports,
+        // rollout members) free to be written meanwhile.
+        let Some(server) = tx
+            .query_opt(
+                "SELECT group_id FROM servers WHERE id = $1 FOR NO KEY UPDATE",
+                &[&server_id],
+            )
+            .await
+            .map_err(db(op))?
+        else {
+            return Ok(Vec::new());
+        };
+        let group_id: i64 = col(&server, 0)?;
+        let active: i64 = col(
+            &tx.query_one(
+                &format!("SELECT COUNT(*) FROM tasks WHERE server_id = $1 AND state IN {ACTIVE}"),
+                &[&server_id],
+            )
+            .await
+            .map_err(db(op))?,
+            0,
+        )?;
+        let free = i64::from(max_concurrency).saturating_sub(active);
+        if free <= 0 {
+            return Ok(Vec::new());
+        }
+        let rows = tx
+            .query(
+                "SELECT id, lease, script, timeout_secs FROM tasks
+                 WHERE group_id = $1 AND state = 'queued'
+                 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
+                &[&group_id, &free],
+            )
+            .await
+            .map_err(db(op))?;
+        let mut picked = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let a = TaskAssignment {
+                id: col(r, 0)?,
+                lease: col::<i64>(r, 1)? + 1,
+                script: col(r, 2)?,
+                timeout_secs: col::<i64>(r, 3)?.max(1) as u64,
+            };
+            tx.execute(
+                "UPDATE tasks SET state = 'assigned', server_id = $2, lease = $3, assigned_ms = $4,
+                        reason = NULL
+                 WHERE id = $1",
+                &[&a.id, &server_id, &a.lease, &now_ms],
+            )
+            .await
+            .map_err(db(op))?;
+            picked.push(a);
+        }
+        tx.commit().await.map_err(db(op))?;
+        Ok(picked)
+    }
+
+    async fn start_task(
+        &self,
+        server_id: i64,
+        id: i64,
+        lease: i64,
+        at_ms: i64,
+        _now_ms: i64,
+    ) -> Result<Fenced, StoreError> {
+        let op = "starting a task";
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db(op))?;
+        let row = lease_of(&*tx, id).await?;
+        if let Some(why) = fence(id, row.as_ref(), server_id, lease) {
+            return Ok(Fenced::Refused(why));
+        }
+        let answer = match row.map(|r| r.state) {
+            Some(TaskState::Assigned) => {
+                tx.execute(
+                    "UPDATE tasks SET state = 'running', started_ms = $2 WHERE id = $1",
+                    &[&id, &at_ms],
+                )
+                .await
+                .map_err(db(op))?;
+                Fenced::Accepted
+            }
+            // The agent asks again when it did not hear the first answer.
+            Some(TaskState::Running) => Fenced::Accepted,
+            Some(state) => Fenced::Refused(format!("task {id} is {state}; it must not start")),
+            None => Fenced::Refused(format!("there is no task {id}")),
+        };
+        tx.commit().await.map_err(db(op))?;
+        Ok(answer)
+    }
+
+    async fn finish_task(
+        &self,
+        server_id: i64,
+        id: i64,
+        report: FinishTask,
+        _now_ms: i64,
+    ) -> Result<Fenced, StoreError> {
+        let op = "finishing a task";
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db(op))?;
+        let row = lease_of(&*tx, id).await?;
+        if let Some(why) = fence(id, row.as_ref(), server_id, report.lease) {
+            return Ok(Fenced::Refused(why));
+        }
+        let state = row.map(|r| r.state);
+        if !matches!(
+            state,
+            Some(TaskState::Running | TaskState::Assigned | TaskState::Lost)
+        ) {
+            // Already recorded: the agent did not hear the first answer.
+            return Ok(Fenced::Accepted);
+        }
+        let mut reason = describe(&report.outcome);
+        if state == Some(TaskState::Lost) {
+            reason = Some(format!(
+                "its server came back after it was reported lost and delivered this result{}",
+                reason.map(|r| format!("; {r}")).unwrap_or_default()
+            ));
+        }
+        let (code, signal) = match report.outcome {
+            Outcome::Exited { code } => (Some(code), None),
+            Outcome::Signaled { signal } => (None, Some(signal)),
+            _ => (None, None),
+        };
+        tx.execute(
+            "UPDATE tasks SET state = $2, reason = $3, started_ms = COALESCE($4, started_ms),
+                    finished_ms = $5, exit_code = $6, signal = $7, log_bytes = $8
+             WHERE id = $1",
+            &[
+                &id,
+                &report.outcome.state().as_str(),
+                &reason,
+                &report.started_ms,
+                &report.finished_ms,
+                &code,
+                &signal,
+                &to_i64(report.log_bytes),
+            ],
+        )
+        .await
+        .map_err(db(op))?;
+        tx.commit().await.map_err(db(op))?;
+        Ok(Fenced::Accepted)
+    }
+
+    async fn holds_lease(&self, server_id: i64, id: i64, lease: i64) -> Result<bool, StoreError> {
+        let c = self.client().await?;
+        let r = c
+            .query_one(
+                "SELECT COUNT(*) FROM tasks WHERE id = $1 AND server_id = $2 AND lease = $3",
+                &[&id, &server_id, &lease],
+            )
+            .await
+            .map_err(db("checking a task's lease"))?;
+        Ok(col::<i64>(&r, 0)? > 0)
+    }
+
+    async fn server_task_ids(&self, server_id: i64) -> Result<Vec<i64>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT id FROM tasks WHERE server_id = $1 ORDER BY id",
+                &[&server_id],
+            )
+            .await
+            .map_err(db("listing a server's tasks"))?;
+        ids(&rows)
+    }
+
+    async fn busy_servers(&self) -> Result<Vec<i64>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                &format!(
+                    "SELECT DISTINCT server_id FROM tasks
+                     WHERE state IN {ACTIVE} AND server_id IS NOT NULL ORDER BY server_id"
+                ),
+                &[],
+            )
+            .await
+            .map_err(db("listing busy servers"))?;
+        ids(&rows)
+    }
+
+    async fn abandon_server_tasks(
+        &self,
+        server_id: i64,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<Reconciled, StoreError> {
+        let op = "abandoning a server's tasks";
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db(op))?;
+        let mut out = Reconciled::default();
+        let requeue = format!("{reason} before starting it; queued again");
+        let lost = format!(
+            "{reason} while it ran; it may or may not have finished, and it is not run again"
+        );
+        for a in active_of(&*tx, server_id).await? {
+            let_go(&*tx, &a, &requeue, &lost, now_ms, &mut out).await?;
+        }
+        tx.commit().await.map_err(db(op))?;
+        Ok(out)
+    }
+}

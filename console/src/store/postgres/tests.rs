@@ -1,0 +1,231 @@
+//! Tests of what only the PostgreSQL store has: its migrations (from an empty database, by two
+//! consoles at once; a newer schema refused), its password handling, and consoles competing
+//! for the same rows: a task is handed out once, a server never gets more tasks than its slots,
+//! a token is spent once, enrollments of one server take generations in commit order.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use tasknode_pgtest::Cluster;
+use tasknode_protocol::NetworkType;
+
+use super::{PostgresStore, redact};
+use crate::store::suite::Postgres;
+use crate::store::suite::servers::{enrollment, facts};
+use crate::store::*;
+
+#[tokio::test]
+async fn two_consoles_migrating_an_empty_database_at_once_migrate_it_once() {
+    let h = Postgres::new();
+    let (a, b) = tokio::join!(h.connect(), h.connect());
+    let (a, b) = (a.unwrap(), b.unwrap());
+    // One row: the newest version, written once.
+    assert_eq!(
+        h.psql("SELECT string_agg(version::text, ',') FROM schema_version"),
+        super::MIGRATIONS.len().to_string()
+    );
+    let names = |p: Vec<Project>| p.into_iter().map(|p| p.name).collect::<Vec<_>>();
+    assert_eq!(names(a.list_projects().await.unwrap()), ["default"]);
+    assert_eq!(names(b.list_projects().await.unwrap()), ["default"]);
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused() {
+    let h = Postgres::new();
+    drop(h.connect().await.unwrap());
+    h.psql("UPDATE schema_version SET version = 99");
+    let err = h.connect().await.err().unwrap();
+    let known = super::MIGRATIONS.last().map_or(0, |m| m.0);
+    assert!(
+        matches!(err, StoreError::TooNew { found: 99, known: k, .. } if k == known),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("run a newer tasknode-console"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_password_goes_beside_the_url_never_in_it_or_in_a_message() {
+    let h = Postgres::new();
+    let with_password = h.db.url.replacen(
+        "postgres@",
+        &format!("postgres:{}@", Cluster::shared().password()),
+        1,
+    );
+    let err = PostgresStore::connect(&with_password, None)
+        .await
+        .err()
+        .unwrap();
+    let text = err.to_string();
+    assert!(text.contains("carries a password"), "{text}");
+    assert!(!text.contains(Cluster::shared().password()), "{text}");
+    // Without the password, the server refuses (it asks for SCRAM over TCP).
+    assert!(PostgresStore::connect(&h.db.url, None).await.is_err());
+    assert!(
+        PostgresStore::connect(&h.db.url, Some("wrong"))
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        redact("postgres://ann:s3cret@db:5432/x?sslmode=disable"),
+        "postgres://ann:***@db:5432/x?sslmode=disable"
+    );
+    assert_eq!(redact("postgres://ann@db/x"), "postgres://ann@db/x");
+}
+
+/// Two consoles on one database with a group of `servers` servers of `slots` slots each.
+async fn two_consoles(
+    servers: usize,
+    slots: u32,
+) -> (Postgres, Arc<PostgresStore>, Arc<PostgresStore>, Vec<i64>) {
+    let h = Postgres::new();
+    let a = Arc::new(h.connect().await.unwrap());
+    let b = Arc::new(h.connect().await.unwrap());
+    a.create_group("default", "etl", NetworkType::Classic, 1)
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..servers {
+        let s = a
+            .add_server("default", "etl", &format!("db-{i}"), Some(slots), 1)
+            .await
+            .unwrap();
+        ids.push(s.id);
+    }
+    (h, a, b, ids)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn consoles_competing_hand_each_task_to_one_server_within_its_slots() {
+    let (_h, a, b, servers) = two_consoles(12, 3).await;
+    let mut submitted = BTreeSet::new();
+    for _ in 0..30 {
+        let t = a
+            .submit_task("default", "etl", "true", 60, 2)
+            .await
+            .unwrap();
+        submitted.insert(t.id);
+    }
+    // Every server polls both consoles at once, three times over.
+    let mut polls = Vec::new();
+    for round in 0..3 {
+        for &server in &servers {
+            for store in [&a, &b] {
+                let store = Arc::clone(store);
+                polls.push(tokio::spawn(async move {
+                    let got = store.assign(server, 3, 10 + round).await.unwrap();
+                    (server, got)
+                }));
+            }
+        }
+    }
+    let mut holder: HashMap<i64, i64> = HashMap::new();
+    let mut per_server: HashMap<i64, usize> = HashMap::new();
+    for p in polls {
+        let (server, got) = p.await.unwrap();
+        for t in got {
+            assert_eq!(t.lease, 1, "task {} handed out again", t.id);
+            if let Some(other) = holder.insert(t.id, server) {
+                panic!("task {} handed to servers {other} and {server}", t.id);
+            }
+            *per_server.entry(server).or_default() += 1;
+        }
+    }
+    assert_eq!(holder.keys().copied().collect::<BTreeSet<_>>(), submitted);
+    assert!(per_server.values().all(|&n| n <= 3), "{per_server:?}");
+    let queued = a
+        .list_tasks(&TaskFilter {
+            state: Some(tasknode_protocol::tasks::TaskState::Queued),
+            limit: 100,
+            ..TaskFilter::default()
+        })
+        .await
+        .unwrap();
+    assert!(queued.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_token_raced_by_two_consoles_is_spent_once() {
+    let (_h, a, b, servers) = two_consoles(2, 1).await;
+    a.create_user("default", "ann", "hash", 1).await.unwrap();
+    a.create_enrollment_token("default", "etl", "ann", "tok", 1, 1_000)
+        .await
+        .unwrap();
+    let spend = || {
+        Some(SpendToken {
+            token_sha256: "tok".into(),
+            now_ms: 5,
+        })
+    };
+    let (e0, e1, f) = (enrollment("n0"), enrollment("n1"), facts());
+    let (x, y) = tokio::join!(
+        a.enroll(servers[0], &e0, &f, spend()),
+        b.enroll(servers[1], &e1, &f, spend()),
+    );
+    let oks = [&x, &y].iter().filter(|r| r.is_ok()).count();
+    assert_eq!(oks, 1, "{x:?} {y:?}");
+    let err = if x.is_err() { x } else { y };
+    assert!(matches!(err, Err(StoreError::TokenSpent)), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn enrollments_of_one_server_take_generations_in_commit_order() {
+    let (_h, a, b, servers) = two_consoles(1, 1).await;
+    let server = servers[0];
+    let mut runs = Vec::new();
+    for i in 0..10 {
+        let store = Arc::clone(if i % 2 == 0 { &a } else { &b });
+        runs.push(tokio::spawn(async move {
+            let node = format!("node-{i}");
+            let g = store
+                .enroll(server, &enrollment(&node), &facts(), None)
+                .await
+                .unwrap();
+            (g, node)
+        }));
+    }
+    let mut got = Vec::new();
+    for r in runs {
+        got.push(r.await.unwrap());
+    }
+    got.sort();
+    let generations: Vec<u64> = got.iter().map(|(g, _)| *g).collect();
+    assert_eq!(generations, (1..=10).collect::<Vec<u64>>());
+    // The last to commit is the enrollment that stands.
+    let last = &got[9].1;
+    let s = a.server_by_name("default", "db-0").await.unwrap().unwrap();
+    assert_eq!(&s.enrollment.unwrap().node_id, last);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_projects_enrolling_one_name_on_two_consoles_bind_it_to_one() {
+    let h = Postgres::new();
+    let a = h.connect().await.unwrap();
+    let b = h.connect().await.unwrap();
+    let mut ids = Vec::new();
+    for p in ["red", "blue"] {
+        a.create_project(p, 1).await.unwrap();
+        a.create_group(p, "etl", NetworkType::Classic, 1)
+            .await
+            .unwrap();
+        ids.push(a.add_server(p, "etl", "db-1", None, 1).await.unwrap().id);
+    }
+    let (er, eb, f) = (enrollment("nr"), enrollment("nb"), facts());
+    let (x, y) = tokio::join!(
+        a.enroll(ids[0], &er, &f, None),
+        b.enroll(ids[1], &eb, &f, None),
+    );
+    assert_eq!(
+        [&x, &y].iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{x:?} {y:?}"
+    );
+    let err = if x.is_err() { x } else { y };
+    assert!(matches!(err, Err(StoreError::EnrolledElsewhere)), "{err:?}");
+    assert_eq!(
+        h.psql("SELECT count(*) FROM servers WHERE node_id IS NOT NULL"),
+        "1"
+    );
+}

@@ -1,0 +1,136 @@
+//! The suite's tests of tasks: leases fence stale assignments, slots bound assignment.
+
+use crate::store::*;
+use tasknode_protocol::NetworkType;
+
+use super::Harness;
+
+use tasknode_protocol::tasks::{FinishTask, HeldTask, Outcome, TaskState};
+
+fn done(lease: i64, code: i32) -> FinishTask {
+    FinishTask {
+        lease,
+        outcome: Outcome::Exited { code },
+        started_ms: Some(10),
+        finished_ms: 20,
+        log_bytes: 0,
+    }
+}
+
+/// A store with group `etl` holding two servers; returns it and their ids.
+async fn store(h: &dyn Harness) -> (Box<dyn Store>, i64, i64) {
+    let store = h.open().await;
+    store
+        .create_group("default", "etl", NetworkType::Classic, 1)
+        .await
+        .unwrap();
+    let a = store
+        .add_server("default", "etl", "db-1", Some(2), 1)
+        .await
+        .unwrap();
+    let b = store
+        .add_server("default", "etl", "db-2", Some(2), 1)
+        .await
+        .unwrap();
+    (store, a.id, b.id)
+}
+
+pub(super) async fn a_stale_lease_can_neither_start_nor_finish_a_task(h: &dyn Harness) {
+    let (store, a, b) = store(h).await;
+    let t = store
+        .submit_task("default", "etl", "true", 60, 1)
+        .await
+        .unwrap();
+    let first = store.assign(a, 2, 2).await.unwrap();
+    assert_eq!((first.len(), first[0].lease), (1, 1));
+    // Server a never received it (its next poll holds nothing): queued again.
+    let r = store.reconcile(a, vec![], 3).await.unwrap();
+    assert_eq!(r.requeued, [t.id]);
+    let second = store.assign(b, 2, 4).await.unwrap();
+    assert_eq!(second[0].lease, 2);
+    // The stale assignment is fenced off; the current one starts, once.
+    assert!(matches!(
+        store.start_task(a, t.id, 1, 5, 5).await.unwrap(),
+        Fenced::Refused(_)
+    ));
+    assert_eq!(
+        store.start_task(b, t.id, 2, 5, 5).await.unwrap(),
+        Fenced::Accepted
+    );
+    assert_eq!(
+        store.start_task(b, t.id, 2, 5, 5).await.unwrap(),
+        Fenced::Accepted
+    );
+    assert!(matches!(
+        store.finish_task(a, t.id, done(1, 0), 6).await.unwrap(),
+        Fenced::Refused(_)
+    ));
+    // Held by a under the old lease: a is told to kill it.
+    let r = store
+        .reconcile(a, vec![HeldTask { id: t.id, lease: 1 }], 6)
+        .await
+        .unwrap();
+    assert_eq!(r.cancel, [t.id]);
+    assert_eq!(
+        store.finish_task(b, t.id, done(2, 3), 7).await.unwrap(),
+        Fenced::Accepted
+    );
+    // A repeat of the result changes nothing.
+    assert_eq!(
+        store.finish_task(b, t.id, done(2, 0), 8).await.unwrap(),
+        Fenced::Accepted
+    );
+    let t = store.task(t.id).await.unwrap().unwrap();
+    assert_eq!((t.state, t.exit_code), (TaskState::Failed, Some(3)));
+    let err = store.cancel_task(t.id, 9).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::TaskIs {
+                state: TaskState::Failed,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+pub(super) async fn assignment_stops_at_max_concurrency_and_a_lost_task_is_not_run_again(
+    h: &dyn Harness,
+) {
+    let (store, a, _) = store(h).await;
+    for _ in 0..3 {
+        store
+            .submit_task("default", "etl", "true", 60, 1)
+            .await
+            .unwrap();
+    }
+    let got = store.assign(a, 2, 2).await.unwrap();
+    assert_eq!(got.len(), 2);
+    assert!(store.assign(a, 2, 3).await.unwrap().is_empty());
+    for g in &got {
+        store.start_task(a, g.id, g.lease, 4, 4).await.unwrap();
+    }
+    assert_eq!(store.busy_servers().await.unwrap(), [a]);
+    let r = store
+        .abandon_server_tasks(a, "server db-1 stopped", 5)
+        .await
+        .unwrap();
+    assert_eq!(r.lost.len(), 2);
+    // Lost tasks are not queued again: only the third one is handed out.
+    let next = store.assign(a, 2, 6).await.unwrap();
+    assert_eq!(next.len(), 1);
+    assert!(got.iter().all(|g| g.id != next[0].id));
+    // A lost task's late result is recorded, and says so.
+    let late = &got[0];
+    assert_eq!(
+        store
+            .finish_task(a, late.id, done(late.lease, 0), 7)
+            .await
+            .unwrap(),
+        Fenced::Accepted
+    );
+    let t = store.task(late.id).await.unwrap().unwrap();
+    assert_eq!(t.state, TaskState::Succeeded);
+    assert!(t.reason.unwrap().contains("reported lost"));
+}

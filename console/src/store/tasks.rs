@@ -1,0 +1,123 @@
+//! Tasks: submitted to a group, handed to one of its servers under a lease (the fencing token
+//! every start, log and finish must carry), and squared with what each agent holds.
+
+use async_trait::async_trait;
+use tasknode_protocol::tasks::{FinishTask, HeldTask, TaskAssignment, TaskState};
+
+use super::StoreError;
+
+/// A task as the store holds it (without its script).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    pub id: i64,
+    pub project: String,
+    pub group: String,
+    pub state: TaskState,
+    pub reason: Option<String>,
+    pub server: Option<String>,
+    pub timeout_secs: u64,
+    pub submitted_ms: i64,
+    pub assigned_ms: Option<i64>,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    /// The size of the complete log, once the agent has reported the task finished.
+    pub log_bytes: Option<u64>,
+    pub lease: i64,
+    pub cancel_requested: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    pub project: Option<String>,
+    pub group: Option<String>,
+    pub state: Option<TaskState>,
+    /// Newest first, at most this many.
+    pub limit: u32,
+}
+
+/// What reconciling an agent's held tasks changed and what the agent must stop.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reconciled {
+    /// Held tasks the agent must kill: cancelled by an operator, or no longer its own.
+    pub cancel: Vec<i64>,
+    /// Assigned tasks the agent never received: queued again under a new lease.
+    pub requeued: Vec<i64>,
+    /// Running tasks the agent no longer holds: lost.
+    pub lost: Vec<i64>,
+}
+
+/// The answer to an agent's start or finish.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fenced {
+    Accepted,
+    /// Refused, with why: the agent must not run (or report) the task under that lease.
+    Refused(String),
+}
+
+#[async_trait]
+pub trait TaskStore: Send + Sync {
+    /// Queues a task for a group.
+    async fn submit_task(
+        &self,
+        project: &str,
+        group: &str,
+        script: &str,
+        timeout_secs: u64,
+        now_ms: i64,
+    ) -> Result<Task, StoreError>;
+    async fn task(&self, id: i64) -> Result<Option<Task>, StoreError>;
+    async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError>;
+    /// Cancels a queued task at once; asks the agent of an assigned or running one to kill it.
+    /// A final task is `TaskIs`.
+    async fn cancel_task(&self, id: i64, now_ms: i64) -> Result<Task, StoreError>;
+
+    /// Squares the console's view of a server's tasks with what its agent holds: assigned
+    /// tasks the agent does not hold go back to the queue, running ones it does not hold are
+    /// lost, and held tasks that are cancelled or not the agent's (under that lease) are to be
+    /// killed.
+    async fn reconcile(
+        &self,
+        server_id: i64,
+        held: Vec<HeldTask>,
+        now_ms: i64,
+    ) -> Result<Reconciled, StoreError>;
+    /// Hands queued tasks of the server's group to it, oldest first, until it runs
+    /// `max_concurrency` tasks, each under a new lease. Each queued task is handed to one
+    /// server only, also when several consoles assign at once.
+    async fn assign(
+        &self,
+        server_id: i64,
+        max_concurrency: u32,
+        now_ms: i64,
+    ) -> Result<Vec<TaskAssignment>, StoreError>;
+    async fn start_task(
+        &self,
+        server_id: i64,
+        id: i64,
+        lease: i64,
+        at_ms: i64,
+        now_ms: i64,
+    ) -> Result<Fenced, StoreError>;
+    async fn finish_task(
+        &self,
+        server_id: i64,
+        id: i64,
+        report: FinishTask,
+        now_ms: i64,
+    ) -> Result<Fenced, StoreError>;
+    /// Whether `id` is assigned to `server_id` under `lease` (its log may be pushed).
+    async fn holds_lease(&self, server_id: i64, id: i64, lease: i64) -> Result<bool, StoreError>;
+    /// Ids of the tasks assigned to a server (whose logs it pushed, on a VPC).
+    async fn server_task_ids(&self, server_id: i64) -> Result<Vec<i64>, StoreError>;
+    /// The servers that have assigned or running tasks.
+    async fn busy_servers(&self) -> Result<Vec<i64>, StoreError>;
+    /// A server is gone (stopped): its assigned tasks are queued again, its running ones lost.
+    async fn abandon_server_tasks(
+        &self,
+        server_id: i64,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<Reconciled, StoreError>;
+}
