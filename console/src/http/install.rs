@@ -238,6 +238,7 @@ pub async fn script(State(state): State<AppState>, Path(token): Path<String>) ->
     }
     let inputs = InstallInputs {
         console_url: &state.public_url,
+        agent_urls: &state.agent_urls,
         console_ca: state.console_ca.as_deref(),
         credential: InstallCredential::Token(token),
         group: &t.group,
