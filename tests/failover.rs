@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tasknode_tests::web::WebClient;
 use tasknode_tests::{Agent, Console, bin, free_port, stderr, wait_for};
 
 const UUID: &str = "4c4c4544-0042-3510-8051-b4c04f336401";
@@ -232,5 +233,44 @@ fn bad_agent_urls_are_refused_by_name() {
     assert!(
         !dir.path().join("data/console.url").exists(),
         "a refused serve listened"
+    );
+}
+
+/// The install page's package instructions enroll with every agent URL, in order.
+#[test]
+fn the_install_page_names_every_agent_url() {
+    let dist = tempfile::tempdir().unwrap();
+    for d in ["repo", "agents"] {
+        std::fs::create_dir(dist.path().join(d)).unwrap();
+    }
+    std::fs::write(
+        dist.path().join("agents/tasknode-x86_64"),
+        tasknode_dist::artifacts::stand_in_binary("0.1.0", b"x"),
+    )
+    .unwrap();
+    let port = free_port();
+    let live = format!("http://127.0.0.1:{port}");
+    let spare = format!("http://localhost:{}", free_port());
+    let console = Console::start_at(
+        &format!("127.0.0.1:{port}"),
+        &[
+            "--dist",
+            dist.path().to_str().unwrap(),
+            "--agent-url",
+            &live,
+            "--agent-url",
+            &spare,
+        ],
+    );
+    let password = console.create_user("ops");
+    console.cli_ok(&["group", "create", "batch", "--network", "vpc"]);
+    let session =
+        WebClient::new(&console.url, "127.0.0.1".parse().unwrap()).sign_in("ops", &password);
+    let (status, page) = session.get("/ui/groups/default/batch/install");
+    assert_eq!(status, 200, "{page}");
+    let page = page.replace("&#x2f;", "/");
+    assert!(
+        page.contains(&format!("--console {live} --console {spare} --user-name")),
+        "{page}"
     );
 }

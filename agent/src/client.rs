@@ -87,6 +87,38 @@ impl ClientError {
         }
     }
 
+    /// This failure of the console in use, saying that the `others` failed the request too.
+    fn others_failed_too(self, others: usize) -> ClientError {
+        let also = if others == 1 {
+            " (and the other console failed too)".to_owned()
+        } else {
+            format!(" (and the other {others} consoles failed too)")
+        };
+        match self {
+            ClientError::Unreachable {
+                url,
+                detail,
+                latency,
+            } => ClientError::Unreachable {
+                url,
+                detail: detail + &also,
+                latency,
+            },
+            ClientError::BadAnswer {
+                status,
+                message,
+                latency,
+                offset_ms,
+            } => ClientError::BadAnswer {
+                status,
+                message: message + &also,
+                latency,
+                offset_ms,
+            },
+            other => other,
+        }
+    }
+
     pub fn latency(&self) -> Duration {
         match self {
             ClientError::Unreachable { latency, .. }
@@ -207,22 +239,22 @@ impl ConsoleClient {
 
     /// Runs `go` with `path` under the console in use; when that console fails
     /// ([`ClientError::fails_over`]), under the next one, round-robin, until one answers or
-    /// each has failed once (the last failure is returned). The first console that answers is
-    /// in use from then on.
+    /// each has failed once (then the failure of the console in use is returned, saying that
+    /// the others failed too). The first console that answers is in use from then on.
     async fn each<T, F, Fut>(&self, path: &str, go: F) -> Result<T, ClientError>
     where
         F: Fn(Url) -> Fut,
         Fut: Future<Output = Result<T, ClientError>>,
     {
         let (start, order) = self.consoles.order();
-        let mut last = None;
+        let mut first = None;
         for i in order {
             let mut url = self.consoles.url(i).clone();
             url.set_path(path);
             match go(url).await {
                 Err(e) if e.fails_over() => {
                     self.consoles.failed(i, &e);
-                    last = Some(e);
+                    first.get_or_insert(e);
                 }
                 answer => {
                     self.consoles.answered(start, i);
@@ -230,9 +262,14 @@ impl ConsoleClient {
                 }
             }
         }
-        Err(last.unwrap_or_else(|| ClientError::BadUrl {
-            value: String::new(),
-        }))
+        let others = self.consoles.len() - 1;
+        Err(match first {
+            Some(e) if others > 0 => e.others_failed_too(others),
+            Some(e) => e,
+            None => ClientError::BadUrl {
+                value: String::new(),
+            },
+        })
     }
 
     /// How console `i` alone sees this node, without moving to another (`status` and

@@ -112,12 +112,19 @@ async fn no_answer_or_a_5xx_moves_on_round_robin_and_stays() {
     );
     assert!(views[1].last_error.as_deref().unwrap().contains("503"));
     assert!(views[2].in_use && views[2].last_error.is_none());
-    // When every console fails, the request fails and the console in use stays.
-    let client = ConsoleClient::new(&[dead.clone(), a], None).unwrap();
+    // When every console fails, the request fails with the error of the console in use,
+    // which stays in use.
+    let client = ConsoleClient::new(&[a.clone(), dead.clone()], None).unwrap();
     let err = client
         .finish_task("n1", "s", 9, &finish())
         .await
         .unwrap_err();
-    assert_eq!(err.status(), Some(503));
-    assert_eq!(client.consoles().current_url(), dead);
+    assert_eq!(err.status(), Some(503), "{err}");
+    assert!(
+        err.to_string()
+            .ends_with("(and the other console failed too)"),
+        "{err}"
+    );
+    assert_eq!(client.consoles().current_url(), a);
+    assert!(client.consoles().take_switches().is_empty());
 }
