@@ -108,6 +108,37 @@ fn an_agent_whose_first_console_is_down_enrolls_and_works_with_the_next() {
         last.contains(&format!(" console={} error=-", console.url)),
         "{lines:#?}"
     );
+
+    // doctor: the console in use answers; the other one is a warning with its fix.
+    let out = std::process::Command::new(bin("tasknode"))
+        .args(["doctor", "--json"])
+        .env("TASKNODE_CONFIG", agent.config())
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let checks = report["checks"].as_array().unwrap();
+    let named =
+        |name: &str| -> Vec<&Value> { checks.iter().filter(|c| c["name"] == name).collect() };
+    let console_check = named("console");
+    assert_eq!(console_check.len(), 1, "{report:#}");
+    assert_eq!(console_check[0]["verdict"], "ok", "{report:#}");
+    assert!(
+        console_check[0]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{} answers in", console.url)),
+        "{report:#}"
+    );
+    let other = named("other console");
+    assert_eq!(other.len(), 1, "{report:#}");
+    assert_eq!(other[0]["verdict"], "warn");
+    assert!(
+        other[0]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{dead}: cannot reach")),
+        "{report:#}"
+    );
 }
 
 #[test]
