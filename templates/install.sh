@@ -7,6 +7,7 @@
 # shellcheck disable=SC2016 # single-quoted data, whole files among it: nothing in it expands
 {
 CONSOLE_URL={{ console_url }}
+CONSOLE_URLS={{ console_urls }}
 CONSOLE_CA={{ console_ca }}
 ENROLLMENT_TOKEN={{ enrollment_token }}
 USER_NAME={{ user_name }}
@@ -572,8 +573,11 @@ enrolled() { as_agent '[ -f "$TN_CONF" ] && grep -q "^\[node\]" "$TN_CONF"' </de
 # to the agent on a pipe from printf (a shell builtin), never on a command line or into the
 # environment.
 # shellcheck disable=SC2016
-AGENT_ENROLL='set -- enroll --console "$TN_CONSOLE" --enable-uuid "$TN_ENABLE_UUID" \
+AGENT_ENROLL='set -- enroll --enable-uuid "$TN_ENABLE_UUID" \
     --install-method script --log-dir "$TN_LOG_DIR" --config "$TN_CONF"
+set -f
+for url in $TN_CONSOLES; do set -- "$@" --console "$url"; done
+set +f
 [ -z "$TN_CA" ] || set -- "$@" --console-ca "$TN_CA"
 if [ -n "$TN_USER_NAME" ]; then
     set -- "$@" --user-name "$TN_USER_NAME" --password-stdin
@@ -588,11 +592,11 @@ enroll() {
         return 0
     fi
     step "enrolling with the console (group $GROUP, enable_uuid=$ENABLE_UUID)"
-    TN_CONSOLE=$CONSOLE_URL TN_ENABLE_UUID=$ENABLE_UUID TN_CA='' TN_USER_NAME=$USER_NAME
+    TN_CONSOLES=$CONSOLE_URLS TN_ENABLE_UUID=$ENABLE_UUID TN_CA='' TN_USER_NAME=$USER_NAME
     if [ -n "$CONSOLE_CA" ]; then
         TN_CA=$CONF_CA
     fi
-    export TN_CONSOLE TN_ENABLE_UUID TN_CA TN_USER_NAME
+    export TN_CONSOLES TN_ENABLE_UUID TN_CA TN_USER_NAME
     journal "agent-remove $CONF"
     if [ -n "$ENROLLMENT_TOKEN" ] && [ -z "$USER_NAME" ]; then
         printf '%s\n' "$ENROLLMENT_TOKEN" | as_agent "$AGENT_ENROLL"

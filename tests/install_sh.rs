@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tasknode_tests::sandbox::{Os, Sandbox, require_root, without_shadow_backups};
-use tasknode_tests::{Console, stderr};
+use tasknode_tests::{Console, agent_dir, free_port, stderr};
 
 const UUIDS: [&str; 3] = [
     "4c4c4544-0042-3510-8051-b4c04f333201",
@@ -211,6 +211,59 @@ fn the_install_command_installs_under_every_shell_and_uninstalls_without_residue
             "{shell}: purge left residue"
         );
         console.wait_status(uuid, "stopped", Duration::from_secs(10));
+    }
+}
+
+/// A control plane with two URLs for agents (`serve --agent-url` twice, over HTTPS with the
+/// console's CA): the install command writes both into the agent config, in order, under
+/// dash and busybox ash, and the agent works with the first.
+#[test]
+fn the_install_command_writes_every_agent_url_into_the_config() {
+    if !require_root() {
+        return;
+    }
+    let port = free_port();
+    let live = format!("https://127.0.0.1:{port}");
+    let spare = format!("https://localhost:{}", free_port());
+    let agents = agent_dir();
+    let console = Console::start_at(
+        &format!("127.0.0.1:{port}"),
+        &[
+            "--heartbeat-interval",
+            "1s",
+            "--agent-dir",
+            agents.path().to_str().unwrap(),
+            "--tls",
+            "--agent-url",
+            &live,
+            "--agent-url",
+            &spare,
+        ],
+    );
+    assert_eq!(console.url, live);
+    console.create_user("etl");
+    console.cli_ok(&["group", "create", "vpc", "--network", "vpc"]);
+    for (shell, uuid) in [("/usr/bin/dash", UUIDS[0]), ("/bin/sh", UUIDS[1])] {
+        console.cli_ok(&["server", "add", "--group", "vpc", "--name", uuid]);
+        let sb = Sandbox::new(Os::CentOs6);
+        sb.set_uuid(uuid);
+        let cmd = install_command(&console);
+        let out = run_command(&sb, &cmd, Fetch::Curl, shell, "");
+        assert!(
+            out.status.success(),
+            "{shell}: install failed:\n{}",
+            text(&out)
+        );
+        console.wait_status(uuid, "available", Duration::from_secs(10));
+        let conf_text =
+            std::fs::read_to_string(sb.path("/home/admin/tasknode/conf/tasknode.conf")).unwrap();
+        assert!(
+            conf_text.contains(&format!("console_url = \"{live}\"\n"))
+                && conf_text.contains(&format!("more_console_urls = [\"{spare}\"]\n")),
+            "{shell}: {conf_text}"
+        );
+        let out = run_command(&sb, &cmd, Fetch::Curl, shell, "--uninstall --purge");
+        assert!(out.status.success(), "{}", text(&out));
     }
 }
 

@@ -129,6 +129,7 @@ fn install_script(t: &Templates) -> String {
     let artifacts = tasknode_dist::artifacts::AgentArtifacts::scan(dir.path()).unwrap();
     let inputs = render::InstallInputs {
         console_url: "http://console.example.com:8080",
+        agent_urls: &[],
         console_ca: None,
         credential: render::InstallCredential::Token(format!("tn_{}", "a".repeat(43))),
         group: "etl",
@@ -150,6 +151,10 @@ fn install_script_with_ca(t: &Templates) -> String {
     let pem = "-----BEGIN CERTIFICATE-----\nMIIBdzCCAR2gAwIBAgIU\n-----END CERTIFICATE-----\n";
     let inputs = render::InstallInputs {
         console_url: "https://console.example.com:8443",
+        agent_urls: &[
+            "https://console-a.example.com:8443".to_owned(),
+            "https://console-b.example.com:8443".to_owned(),
+        ],
         console_ca: Some(pem),
         credential: render::InstallCredential::Token(format!("tn_{}", "a".repeat(43))),
         group: "etl",
@@ -161,6 +166,30 @@ fn install_script_with_ca(t: &Templates) -> String {
         script.contains(&format!("CONSOLE_CA='{pem}'")),
         "{script:.600}"
     );
+    assert!(
+        script.contains("\nCONSOLE_URLS='https://console-a.example.com:8443 https://console-b.example.com:8443'\n"),
+        "{script:.600}"
+    );
+    // Every agent URL is checked, by the flag's name: one scheme for all, so the CA pin holds
+    // for each; no credentials, query or shell text.
+    for bad in [
+        "http://console-b.example.com:8080",
+        "https://u:p@console-b.example.com",
+        "https://b.example.com/?x=1",
+        "https://b.example.com/$(touch /tmp/x)",
+        "https://b.example.com a",
+    ] {
+        let urls = [
+            "https://console-a.example.com:8443".to_owned(),
+            bad.to_owned(),
+        ];
+        let inputs = render::InstallInputs {
+            agent_urls: &urls,
+            ..inputs.clone()
+        };
+        let err = render::install_sh(t, &inputs).unwrap_err().to_string();
+        assert!(err.contains("--agent-url"), "{bad}: {err}");
+    }
     // A CA is refused over plain HTTP, and anything but PEM certificates is refused.
     let http = render::InstallInputs {
         console_url: "http://console.example.com:8080",

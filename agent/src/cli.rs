@@ -81,10 +81,12 @@ fn install_method() -> impl clap::builder::TypedValueParser<Value = InstallMetho
 
 #[derive(Debug, Args)]
 pub struct EnrollArgs {
-    /// Console URL, e.g. http://console.example.com:8080. [default: the console_url of an
-    /// existing config, as the installer writes it]
+    /// Console URL, e.g. http://console.example.com:8080. Repeat it for several consoles (or
+    /// name one load balancer): the agent talks to the first and moves on to the next when one
+    /// cannot be reached or answers 5xx. [default: the consoles of an existing config, as the
+    /// installer writes it]
     #[arg(long, value_name = "URL")]
-    pub console: Option<String>,
+    pub console: Vec<String>,
     /// Trust only this CA certificate (PEM) for the console's HTTPS, as install scripts do with
     /// the console's own CA; recorded in the config. [default: the existing config's, else the
     /// system's CAs]

@@ -1,7 +1,10 @@
 //! The agent's client of the console API. Every answer, success or refusal, comes back with its
 //! latency and the clock offset measured from the console-time header (NTP-style: the console's
-//! time minus the agent's time at the midpoint of the round trip).
+//! time minus the agent's time at the midpoint of the round trip). Every request goes to the
+//! console in use and moves on to the next of the config's consoles when that one fails
+//! ([`crate::consoles`]); one CA pin holds for all of them.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -10,6 +13,8 @@ use reqwest::header::AUTHORIZATION;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tasknode_protocol::TIME_HEADER;
+
+use crate::consoles::Consoles;
 use tasknode_protocol::tasks::{FinishTask, LogAck, PollRequest, PollResponse, StartTask};
 use tasknode_protocol::updates::UpdateReport;
 use tasknode_protocol::wire::{
@@ -71,6 +76,49 @@ impl ClientError {
         )
     }
 
+    /// A failure of the console rather than an answer about the request: no answer (a
+    /// connection error or a timeout) or a 5xx. The request then goes to the next console; a
+    /// 4xx, final or not, is the console's word and goes nowhere else.
+    pub fn fails_over(&self) -> bool {
+        match self {
+            ClientError::Unreachable { .. } => true,
+            ClientError::BadAnswer { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+
+    /// This failure of the console in use, saying that the `others` failed the request too.
+    fn others_failed_too(self, others: usize) -> ClientError {
+        let also = if others == 1 {
+            " (and the other console failed too)".to_owned()
+        } else {
+            format!(" (and the other {others} consoles failed too)")
+        };
+        match self {
+            ClientError::Unreachable {
+                url,
+                detail,
+                latency,
+            } => ClientError::Unreachable {
+                url,
+                detail: detail + &also,
+                latency,
+            },
+            ClientError::BadAnswer {
+                status,
+                message,
+                latency,
+                offset_ms,
+            } => ClientError::BadAnswer {
+                status,
+                message: message + &also,
+                latency,
+                offset_ms,
+            },
+            other => other,
+        }
+    }
+
     pub fn latency(&self) -> Duration {
         match self {
             ClientError::Unreachable { latency, .. }
@@ -101,7 +149,7 @@ pub struct Answer<T> {
 
 pub struct ConsoleClient {
     http: reqwest::Client,
-    base: Url,
+    consoles: Consoles,
 }
 
 /// Parses a console URL, accepting only http and https with a host and no credentials.
@@ -147,10 +195,11 @@ pub fn now_ms() -> i64 {
 }
 
 impl ConsoleClient {
-    /// A client for the console at `console_url`. With `ca`, the console's certificate must
-    /// chain to the CA certificates in that PEM file, and to nothing else.
-    pub fn new(console_url: &str, ca: Option<&Path>) -> Result<ConsoleClient, ClientError> {
-        let base = parse_console_url(console_url)?;
+    /// A client for the consoles at `console_urls`, the first in use. With `ca`, every
+    /// console's certificate must chain to the CA certificates in that PEM file, and to
+    /// nothing else.
+    pub fn new(console_urls: &[String], ca: Option<&Path>) -> Result<ConsoleClient, ClientError> {
+        let consoles = Consoles::new(console_urls)?;
         let mut builder = reqwest::Client::builder();
         if let Some(path) = ca {
             let bad = |detail: String| ClientError::BadCa {
@@ -176,27 +225,80 @@ impl ConsoleClient {
             .user_agent(concat!("tasknode/", env!("TASKNODE_AGENT_VERSION")))
             .build()
             .map_err(|e| ClientError::Unreachable {
-                url: console_url.to_owned(),
+                url: consoles.current_url(),
                 detail: describe(e),
                 latency: Duration::ZERO,
             })?;
-        Ok(ConsoleClient { http, base })
+        Ok(ConsoleClient { http, consoles })
     }
 
-    fn url(&self, path: &str) -> Url {
-        let mut url = self.base.clone();
-        url.set_path(path);
-        url
+    /// The consoles, which one is in use and what each last did.
+    pub fn consoles(&self) -> &Consoles {
+        &self.consoles
     }
 
-    /// How the console sees this node.
-    pub async fn node(&self, node_id: &str, secret: &str) -> Result<Answer<NodeView>, ClientError> {
-        let url = self.url(&format!("/api/v1/nodes/{node_id}"));
+    /// Runs `go` with `path` under the console in use; when that console fails
+    /// ([`ClientError::fails_over`]), under the next one, round-robin, until one answers or
+    /// each has failed once (then the failure of the console in use is returned, saying that
+    /// the others failed too). The first console that answers is in use from then on.
+    async fn each<T, F, Fut>(&self, path: &str, go: F) -> Result<T, ClientError>
+    where
+        F: Fn(Url) -> Fut,
+        Fut: Future<Output = Result<T, ClientError>>,
+    {
+        let (start, order) = self.consoles.order();
+        let mut first = None;
+        for i in order {
+            let mut url = self.consoles.url(i).clone();
+            url.set_path(path);
+            match go(url).await {
+                Err(e) if e.fails_over() => {
+                    self.consoles.failed(i, &e);
+                    first.get_or_insert(e);
+                }
+                answer => {
+                    self.consoles.answered(start, i);
+                    return answer;
+                }
+            }
+        }
+        let others = self.consoles.len() - 1;
+        Err(match first {
+            Some(e) if others > 0 => e.others_failed_too(others),
+            Some(e) => e,
+            None => ClientError::BadUrl {
+                value: String::new(),
+            },
+        })
+    }
+
+    /// How console `i` alone sees this node, without moving to another (`status` and
+    /// `doctor` ask each console).
+    pub async fn node_at(
+        &self,
+        i: usize,
+        node_id: &str,
+        secret: &str,
+    ) -> Result<Answer<NodeView>, ClientError> {
+        let mut url = self.consoles.url(i).clone();
+        url.set_path(&format!("/api/v1/nodes/{node_id}"));
         let req = self
             .http
             .get(url.clone())
             .header(AUTHORIZATION, format!("Bearer {secret}"));
         self.send(req, &url).await
+    }
+
+    /// How the console sees this node.
+    pub async fn node(&self, node_id: &str, secret: &str) -> Result<Answer<NodeView>, ClientError> {
+        self.each(&format!("/api/v1/nodes/{node_id}"), |url| {
+            let req = self
+                .http
+                .get(url.clone())
+                .header(AUTHORIZATION, format!("Bearer {secret}"));
+            async move { self.send(req, &url).await }
+        })
+        .await
     }
 
     pub async fn enroll(&self, req: &EnrollRequest) -> Result<Answer<EnrollResponse>, ClientError> {
@@ -234,14 +336,16 @@ impl ConsoleClient {
         secret: &str,
         req: &PollRequest,
     ) -> Result<Answer<PollResponse>, ClientError> {
-        let url = self.url(&format!("/api/v1/nodes/{node_id}/tasks/poll"));
-        let http = self
-            .http
-            .post(url.clone())
-            .header(AUTHORIZATION, format!("Bearer {secret}"))
-            .timeout(REQUEST_TIMEOUT + Duration::from_secs(req.wait_secs))
-            .json(req);
-        self.send(http, &url).await
+        self.each(&format!("/api/v1/nodes/{node_id}/tasks/poll"), |url| {
+            let http = self
+                .http
+                .post(url.clone())
+                .header(AUTHORIZATION, format!("Bearer {secret}"))
+                .timeout(REQUEST_TIMEOUT + Duration::from_secs(req.wait_secs))
+                .json(req);
+            async move { self.send(http, &url).await }
+        })
+        .await
     }
 
     /// Asks to start a task; `Ok` means the console accepted, a 409 refusal that it must not run.
@@ -277,17 +381,23 @@ impl ConsoleClient {
         offset: u64,
         bytes: Vec<u8>,
     ) -> Result<Answer<LogAck>, ClientError> {
-        let mut url = self.url(&format!("/api/v1/nodes/{node_id}/tasks/{id}/log"));
-        url.query_pairs_mut()
-            .append_pair("lease", &lease.to_string())
-            .append_pair("offset", &offset.to_string());
-        let req = self
-            .http
-            .post(url.clone())
-            .header(AUTHORIZATION, format!("Bearer {secret}"))
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .body(bytes);
-        self.send(req, &url).await
+        let bytes = axum::body::Bytes::from(bytes);
+        self.each(
+            &format!("/api/v1/nodes/{node_id}/tasks/{id}/log"),
+            |mut url| {
+                url.query_pairs_mut()
+                    .append_pair("lease", &lease.to_string())
+                    .append_pair("offset", &offset.to_string());
+                let req = self
+                    .http
+                    .post(url.clone())
+                    .header(AUTHORIZATION, format!("Bearer {secret}"))
+                    .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                    .body(bytes.clone());
+                async move { self.send(req, &url).await }
+            },
+        )
+        .await
     }
 
     /// The signed update manifest of `version`, as the console holds it (the caller verifies
@@ -298,21 +408,28 @@ impl ConsoleClient {
         secret: &str,
         version: &str,
     ) -> Result<Vec<u8>, ClientError> {
-        let url = self.url(&format!("/api/v1/nodes/{node_id}/manifest/{version}"));
-        let req = self
-            .http
-            .get(url.clone())
-            .header(AUTHORIZATION, format!("Bearer {secret}"));
-        let res = self.raw(req, &url).await?;
-        let started = Instant::now();
-        res.bytes()
-            .await
-            .map(|b| b.to_vec())
-            .map_err(|e| ClientError::Unreachable {
-                url: url.to_string(),
-                detail: describe(e),
-                latency: started.elapsed(),
-            })
+        self.each(
+            &format!("/api/v1/nodes/{node_id}/manifest/{version}"),
+            |url| {
+                let req = self
+                    .http
+                    .get(url.clone())
+                    .header(AUTHORIZATION, format!("Bearer {secret}"));
+                async move {
+                    let res = self.raw(req, &url).await?;
+                    let started = Instant::now();
+                    res.bytes()
+                        .await
+                        .map(|b| b.to_vec())
+                        .map_err(|e| ClientError::Unreachable {
+                            url: url.to_string(),
+                            detail: describe(e),
+                            latency: started.elapsed(),
+                        })
+                }
+            },
+        )
+        .await
     }
 
     /// Tells the console what happened to an update.
@@ -333,9 +450,11 @@ impl ConsoleClient {
         relative: &str,
         timeout: Duration,
     ) -> Result<reqwest::Response, ClientError> {
-        let url = self.url(&format!("/{}", relative.trim_start_matches('/')));
-        let req = self.http.get(url.clone()).timeout(timeout);
-        self.raw(req, &url).await
+        self.each(&format!("/{}", relative.trim_start_matches('/')), |url| {
+            let req = self.http.get(url.clone()).timeout(timeout);
+            async move { self.raw(req, &url).await }
+        })
+        .await
     }
 
     /// Sends `req`; a non-2xx answer is an error, a 2xx one is handed back unread.
@@ -364,13 +483,15 @@ impl ConsoleClient {
         secret: &str,
         body: &B,
     ) -> Result<(), ClientError> {
-        let url = self.url(path);
-        let req = self
-            .http
-            .post(url.clone())
-            .header(AUTHORIZATION, format!("Bearer {secret}"))
-            .json(body);
-        self.raw(req, &url).await.map(drop)
+        self.each(path, |url| {
+            let req = self
+                .http
+                .post(url.clone())
+                .header(AUTHORIZATION, format!("Bearer {secret}"))
+                .json(body);
+            async move { self.raw(req, &url).await.map(drop) }
+        })
+        .await
     }
 
     async fn post<B: Serialize, T: DeserializeOwned>(
@@ -379,12 +500,14 @@ impl ConsoleClient {
         secret: Option<&str>,
         body: &B,
     ) -> Result<Answer<T>, ClientError> {
-        let url = self.url(path);
-        let mut req = self.http.post(url.clone()).json(body);
-        if let Some(secret) = secret {
-            req = req.header(AUTHORIZATION, format!("Bearer {secret}"));
-        }
-        self.send(req, &url).await
+        self.each(path, |url| {
+            let mut req = self.http.post(url.clone()).json(body);
+            if let Some(secret) = secret {
+                req = req.header(AUTHORIZATION, format!("Bearer {secret}"));
+            }
+            async move { self.send(req, &url).await }
+        })
+        .await
     }
 
     async fn send<T: DeserializeOwned>(
@@ -502,3 +625,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "client_tests.rs"]
+mod failover_tests;

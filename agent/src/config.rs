@@ -17,8 +17,14 @@ use crate::cli::InstallMethod;
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// URL of the console.
+    /// URL of the console: the first one the agent talks to.
     pub console_url: String,
+    /// Consoles the agent moves on to, round-robin after `console_url`, when the one in use
+    /// cannot be reached or answers 5xx. A key of its own (not a list in `console_url`):
+    /// older agents refuse a config with it by name at load, and a config without it is
+    /// exactly what they wrote.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_console_urls: Vec<String>,
     /// The CA certificate (PEM) the console's HTTPS certificate must chain to; when set, it is
     /// the only CA trusted. Without it, the system's CAs are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -131,6 +137,22 @@ impl UpdateSettings {
 }
 
 impl Config {
+    /// Every console, `console_url` first.
+    pub fn console_urls(&self) -> Vec<String> {
+        std::iter::once(&self.console_url)
+            .chain(&self.more_console_urls)
+            .cloned()
+            .collect()
+    }
+
+    /// Records `urls` (at least one), the first in `console_url`.
+    pub fn set_console_urls(&mut self, urls: &[String]) {
+        if let Some((first, rest)) = urls.split_first() {
+            self.console_url.clone_from(first);
+            self.more_console_urls = rest.to_vec();
+        }
+    }
+
     /// Where task working directories go: `[tasks] work_dir` (enroll and the installers record
     /// it), else the install method's layout's, else for a manual install `work` beside the
     /// log directory.
@@ -208,6 +230,7 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("console_url", &self.console_url)
+            .field("more_console_urls", &self.more_console_urls)
             .field("console_ca", &self.console_ca)
             .field("install_method", &self.install_method)
             .field("log_dir", &self.log_dir)
@@ -414,6 +437,7 @@ mod tests {
     fn sample(log_dir: PathBuf) -> Config {
         Config {
             console_url: "http://127.0.0.1:8080".into(),
+            more_console_urls: Vec::new(),
             console_ca: None,
             install_method: InstallMethod::Script,
             log_dir,
@@ -577,5 +601,30 @@ mod tests {
         let back = Config::load(&path).unwrap();
         assert_eq!(back.pid_file(&path), dir.path().join("p.pid"));
         assert_eq!(back.work_dir(), dir.path().join("w"));
+    }
+
+    /// A config with one console is what agents before `more_console_urls` wrote, byte for
+    /// byte in that key; one with several keeps the first where they look for it.
+    #[test]
+    fn several_consoles_keep_the_first_in_the_old_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasknode.conf");
+        let mut c = sample(dir.path().join("logs"));
+        c.save(&path).unwrap();
+        assert!(
+            !fs::read_to_string(&path)
+                .unwrap()
+                .contains("more_console_urls")
+        );
+        c.set_console_urls(&["http://a:1".to_owned(), "http://b:2".to_owned()]);
+        c.save(&path).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.contains("console_url = \"http://a:1\""), "{text}");
+        assert!(
+            text.contains("more_console_urls = [\"http://b:2\"]"),
+            "{text}"
+        );
+        let back = Config::load(&path).unwrap();
+        assert_eq!(back.console_urls(), ["http://a:1", "http://b:2"]);
     }
 }

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod config;
+pub mod consoles;
 pub mod env;
 pub mod facts;
 pub mod identity;

@@ -66,20 +66,27 @@ pub struct HeartbeatEntry {
     pub status: Option<u16>,
     pub latency: Duration,
     pub offset_ms: Option<i64>,
+    /// The console in use, named when the agent has several.
+    pub console: Option<String>,
     pub error: Option<String>,
 }
 
 impl HeartbeatEntry {
-    /// `2026-11-23T21:30:00.123Z status=200 latency_ms=3 offset_ms=-12 error=-`; the error, when
+    /// `2026-11-23T21:30:00.123Z status=200 latency_ms=3 offset_ms=-12 error=-`, with
+    /// `console=URL` before the error when the agent has several consoles; the error, when
     /// there is one, is quoted with its control characters escaped so it stays on one line.
     pub fn line(&self) -> String {
         let dash = || "-".to_owned();
         format!(
-            "{} status={} latency_ms={} offset_ms={} error={}\n",
+            "{} status={} latency_ms={} offset_ms={}{} error={}\n",
             humantime::format_rfc3339_millis(self.at),
             self.status.map_or_else(dash, |s| s.to_string()),
             self.latency.as_millis(),
             self.offset_ms.map_or_else(dash, |o| o.to_string()),
+            self.console
+                .as_ref()
+                .map(|c| format!(" console={c}"))
+                .unwrap_or_default(),
             self.error
                 .as_ref()
                 .map_or_else(dash, |e| format!("\"{}\"", e.escape_debug())),
@@ -90,8 +97,11 @@ impl HeartbeatEntry {
     pub fn parse(line: &str) -> Option<HeartbeatEntry> {
         let (time, rest) = line.trim_end().split_once(' ')?;
         let at = humantime::parse_rfc3339(time).ok()?;
+        // Fields other than the error are looked for before it, never inside it.
+        let head = rest.find(" error=").map_or(rest, |i| &rest[..i]);
         let field = |key: &str| {
-            let start = rest.find(&format!("{key}="))? + key.len() + 1;
+            let within = if key == "error" { rest } else { head };
+            let start = within.find(&format!("{key}="))? + key.len() + 1;
             let tail = &rest[start..];
             Some(if key == "error" {
                 tail
@@ -106,6 +116,7 @@ impl HeartbeatEntry {
             status: num("status").and_then(|s| u16::try_from(s).ok()),
             latency: Duration::from_millis(num("latency_ms")?.max(0).unsigned_abs()),
             offset_ms: num("offset_ms"),
+            console: field("console").map(str::to_owned),
             error: (error != "-").then(|| error.trim_matches('"').to_owned()),
         })
     }
@@ -154,6 +165,7 @@ mod tests {
             status: None,
             latency: Duration::from_millis(5001),
             offset_ms: None,
+            console: None,
             error: Some("connection refused\nretrying".into()),
         };
         let line = e.line();
@@ -171,5 +183,18 @@ mod tests {
             ..e
         };
         assert_eq!(HeartbeatEntry::parse(&ok.line()).unwrap(), ok);
+        let several = HeartbeatEntry {
+            console: Some("http://b:2".into()),
+            error: Some("a console= inside".into()),
+            ..ok
+        };
+        assert!(
+            several
+                .line()
+                .contains(" offset_ms=-12 console=http://b:2 error=")
+        );
+        let back = HeartbeatEntry::parse(&several.line()).unwrap();
+        assert_eq!(back.console.as_deref(), Some("http://b:2"));
+        assert_eq!(back.error.as_deref(), Some("a console= inside"));
     }
 }

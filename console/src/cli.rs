@@ -276,6 +276,14 @@ pub struct ServeArgs {
     /// [default: the URL it listens on]
     #[arg(long, value_name = "URL")]
     pub public_url: Option<String>,
+    /// A URL agents talk to this control plane at: a load balancer in front of the consoles,
+    /// or each console itself. Repeatable; install scripts and commands write them all into
+    /// the agent config, and an agent moves on to the next when the one it uses cannot be
+    /// reached or answers 5xx. Each is http:// or https:// like --public-url (https:// with
+    /// --tls, its CA pinned for every one), without credentials or a query. Give every
+    /// console of one control plane the same list. [default: --public-url]
+    #[arg(long = "agent-url", value_name = "URL")]
+    pub agent_urls: Vec<String>,
     /// Directory of agent binaries to serve to install scripts (tasknode-x86_64,
     /// tasknode-aarch64). Without it the console hands out no install commands.
     /// [default: DIST/agents with --dist]

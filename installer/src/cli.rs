@@ -166,9 +166,13 @@ pub struct Common {
 /// `render install-sh`.
 #[derive(Debug, Args)]
 pub struct InstallShArgs {
-    /// Console URL the agent enrolls with and downloads from.
+    /// Console URL the script checks and downloads from.
     #[arg(long, value_name = "URL")]
     console: String,
+    /// A URL the agent talks to (a load balancer, or each console), written into its config
+    /// in order; repeatable, with the scheme of --console. [default: --console]
+    #[arg(long = "agent-url", value_name = "URL")]
+    agent_urls: Vec<String>,
     /// The console's CA certificate (PEM; a `serve --tls` console keeps it in
     /// DATA/tls/ca.pem): the script and the agent then trust it alone.
     #[arg(long, value_name = "FILE")]
@@ -484,6 +488,7 @@ fn install_sh(args: &InstallShArgs) -> anyhow::Result<String> {
     };
     let inputs = render::InstallInputs {
         console_url: &args.console,
+        agent_urls: &args.agent_urls,
         console_ca: console_ca.as_deref(),
         credential: render::InstallCredential::AccessKey {
             user_name: args.user_name.clone(),

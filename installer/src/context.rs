@@ -92,8 +92,11 @@ pub struct RepoContext {
 /// block, quoted). Empty strings stand for "not given".
 #[derive(Debug, Clone, Serialize)]
 pub struct InstallContext {
-    /// Console URL the agent enrolls with and downloads from.
+    /// Console URL the script checks and downloads from.
     pub console_url: String,
+    /// The URLs the agent talks to, in order, separated by spaces (console URLs hold none):
+    /// each becomes a `--console` of `tasknode enroll`, and so a line of the agent config.
+    pub console_urls: String,
     /// The console's CA (PEM) the script and agent trust alone; empty for the system's CAs.
     pub console_ca: String,
     /// One-time enrollment token; empty when the script carries an access key instead.

@@ -132,7 +132,11 @@ impl std::fmt::Debug for InstallCredential {
 /// Everything install.sh is rendered from.
 #[derive(Debug, Clone)]
 pub struct InstallInputs<'a> {
+    /// The console the script checks and downloads from.
     pub console_url: &'a str,
+    /// The URLs the agent talks to, in order (a load balancer, or each console), written into
+    /// its config; empty: `console_url` alone.
+    pub agent_urls: &'a [String],
     /// The console's own CA certificate (PEM), which the script and the agent then trust
     /// alone; `None` when the console's certificate comes from a CA the system trusts, or for
     /// plain HTTP.
@@ -143,6 +147,37 @@ pub struct InstallInputs<'a> {
     pub enable_uuid: bool,
     /// The agent binaries the script downloads; their version is the one it installs.
     pub artifacts: &'a AgentArtifacts,
+}
+
+/// The URLs an agent is enrolled with: each checked as a console URL (named by `field`) with
+/// the scheme of `console_url`, so that one CA pin, or none, holds for all; duplicates
+/// dropped; `console_url` alone when there are none.
+pub fn agent_urls(
+    field: &str,
+    console_url: &str,
+    urls: &[String],
+) -> Result<Vec<String>, FieldError> {
+    let scheme = console_url.split_once("://").map_or("http", |(s, _)| s);
+    let mut out: Vec<String> = Vec::new();
+    for u in urls {
+        let url = self::console_url(field, u)?;
+        if !url.starts_with(&format!("{scheme}://")) {
+            return Err(FieldError::new(
+                field,
+                format!(
+                    "{} is not {scheme}:// like {console_url}: every URL an agent uses has one scheme, so one CA pin covers them all",
+                    validate::show(&url)
+                ),
+            ));
+        }
+        if !out.contains(&url) {
+            out.push(url);
+        }
+    }
+    if out.is_empty() {
+        out.push(console_url.to_owned());
+    }
+    Ok(out)
 }
 
 /// The URL install.sh downloads the agent for `arch` from.
@@ -166,6 +201,7 @@ pub fn install_sh(t: &Templates, inputs: &InstallInputs<'_>) -> Result<String, R
         )
     })?;
     let console_ca = console_ca_text(&console_url, inputs.console_ca)?;
+    let console_urls = agent_urls("--agent-url", &console_url, inputs.agent_urls)?.join(" ");
     let (enrollment_token, user_name, password) = match &inputs.credential {
         InstallCredential::Token(token) => {
             validate::enrollment_token("enrollment token", token)?;
@@ -213,6 +249,7 @@ pub fn install_sh(t: &Templates, inputs: &InstallInputs<'_>) -> Result<String, R
         log_dir: layout.log_dir,
         work_dir: layout.work_dir,
         pid_file: layout.pid_file,
+        console_urls,
         console_url,
         refused: String::new(),
     };
@@ -257,6 +294,7 @@ pub fn refused_install_sh(
         log_dir: layout.log_dir,
         work_dir: layout.work_dir,
         pid_file: layout.pid_file,
+        console_urls: console_url.clone(),
         console_url,
         refused: if reason.is_empty() {
             "the console refused this install link".to_owned()

@@ -104,6 +104,12 @@ pub struct Console {
 impl Console {
     /// Starts a console on a free loopback port with `extra` serve flags.
     pub fn start(extra: &[&str]) -> Console {
+        Console::start_at("127.0.0.1:0", extra)
+    }
+
+    /// Starts a console listening at `listen` (a port chosen beforehand, for flags that name
+    /// the console's own URL) with `extra` serve flags.
+    pub fn start_at(listen: &str, extra: &[&str]) -> Console {
         let dir = tempfile::tempdir().unwrap();
         let mut console = Console {
             log: dir.path().join("console.log"),
@@ -113,7 +119,7 @@ impl Console {
             args: extra.iter().map(|s| (*s).to_owned()).collect(),
             child: None,
         };
-        console.spawn("127.0.0.1:0");
+        console.spawn(listen);
         console
     }
 
@@ -196,6 +202,18 @@ impl Console {
         assert!(self.child.is_none(), "stop or kill the console first");
         self.args = extra.iter().map(|s| (*s).to_owned()).collect();
         self.spawn("127.0.0.1:0");
+    }
+
+    /// Starts the console again on the same data directory at `listen` (another address
+    /// than before: a second console taking over its state); `url` and `port` follow.
+    pub fn restart_at(&mut self, listen: &str) {
+        assert!(self.child.is_none(), "stop or kill the console first");
+        self.spawn(listen);
+    }
+
+    /// The console's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the console runs").id()
     }
 
     pub fn token(&self) -> String {
@@ -669,6 +687,15 @@ pub fn build_release_at(
         "--source-date-epoch",
         epoch,
     ])
+}
+
+/// A loopback port free at the time of the call, where nothing listens once it returns.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A directory for `serve --agent-dir`: the static agent as `tasknode-x86_64`, stripped (debug

@@ -194,14 +194,15 @@ fn fix_hosts(name: &str) -> String {
 
 async fn console_checks(config: &Config) -> Vec<Check> {
     let mut out = Vec::new();
-    let client = match ConsoleClient::new(&config.console_url, config.console_ca.as_deref()) {
+    let urls = config.console_urls();
+    let client = match ConsoleClient::new(&urls, config.console_ca.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             out.push(bad(
                 "console",
                 Verdict::Fail,
                 e.to_string(),
-                "fix console_url or console_ca in the config",
+                "fix console_url, more_console_urls or console_ca in the config",
             ));
             return out;
         }
@@ -217,14 +218,16 @@ async fn console_checks(config: &Config) -> Vec<Check> {
     } else {
         String::new()
     };
+    let several = client.consoles().len() > 1;
     match client.node(&node.id, &node.secret).await {
         Ok(answer) => {
             out.push(ok(
                 "console",
                 format!(
-                    "{} answers in {} ms{tls}",
-                    config.console_url,
-                    answer.latency.as_millis()
+                    "{} answers in {} ms{tls}{}",
+                    client.consoles().current_url(),
+                    answer.latency.as_millis(),
+                    if several { " (in use)" } else { "" }
                 ),
             ));
             let v = answer.body;
@@ -251,9 +254,9 @@ async fn console_checks(config: &Config) -> Vec<Check> {
                 Some(_) => "see the console's answer above".to_owned(),
                 None if config.console_url.starts_with("https://") => format!(
                     "check that {} is reachable from here (firewall, DNS) and that its certificate chains to the pinned CA",
-                    config.console_url
+                    urls.join(", ")
                 ),
-                None => format!("check that {} is reachable from here (firewall, DNS, proxy)", config.console_url),
+                None => format!("check that {} is reachable from here (firewall, DNS, proxy)", urls.join(", ")),
             };
             out.push(bad("console", Verdict::Fail, e.to_string(), fix));
             // A refusal still carries the console's time.
@@ -261,6 +264,39 @@ async fn console_checks(config: &Config) -> Vec<Check> {
                 out.push(clock(e.offset_ms()));
             }
         }
+    }
+    if several {
+        out.extend(other_consoles(&client, node).await);
+    }
+    out
+}
+
+/// Each console not in use, asked on its own: the agent moves to it when the one in use
+/// fails, so one that fails too is worth a warning.
+async fn other_consoles(client: &ConsoleClient, node: &config::Node) -> Vec<Check> {
+    let current = client.consoles().current();
+    let mut out = Vec::new();
+    for i in (0..client.consoles().len()).filter(|&i| i != current) {
+        let url = client
+            .consoles()
+            .url(i)
+            .as_str()
+            .trim_end_matches('/')
+            .to_owned();
+        out.push(match client.node_at(i, &node.id, &node.secret).await {
+            Ok(a) => ok(
+                "other console",
+                format!("{url} answers in {} ms", a.latency.as_millis()),
+            ),
+            Err(e) => bad(
+                "other console",
+                Verdict::Warn,
+                format!("{url}: {e}"),
+                format!(
+                    "the agent moves to {url} when the console in use fails: check the network path to it, or remove it from the config"
+                ),
+            ),
+        });
     }
     out
 }

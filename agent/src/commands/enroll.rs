@@ -28,10 +28,10 @@ pub async fn run(args: EnrollArgs) -> anyhow::Result<Exit> {
         Err(ConfigError::Missing { .. }) => None,
         Err(e) => return Err(e).context("fix or remove the existing config, then enroll again"),
     };
-    let console = match (&args.console, &existing) {
-        (Some(url), _) => url.clone(),
-        (None, Some(c)) => c.console_url.clone(),
-        (None, None) => bail!(
+    let consoles = match (args.console.is_empty(), &existing) {
+        (false, _) => args.console.clone(),
+        (true, Some(c)) => c.console_urls(),
+        (true, None) => bail!(
             "--console: no console URL; pass --console URL ({} does not exist to name one)",
             config_path.display()
         ),
@@ -40,7 +40,7 @@ pub async fn run(args: EnrollArgs) -> anyhow::Result<Exit> {
         .console_ca
         .clone()
         .or_else(|| existing.as_ref().and_then(|c| c.console_ca.clone()));
-    let client = ConsoleClient::new(&console, console_ca.as_deref()).context("--console")?;
+    let client = ConsoleClient::new(&consoles, console_ca.as_deref()).context("--console")?;
     let credential = read_credential(&args)?;
 
     let root = env::root();
@@ -86,8 +86,9 @@ pub async fn run(args: EnrollArgs) -> anyhow::Result<Exit> {
             .work_dir
             .unwrap_or_else(|| config::default_work_dir(install_method, &log_dir)),
     );
-    let config = Config {
-        console_url: console,
+    let mut config = Config {
+        console_url: String::new(),
+        more_console_urls: Vec::new(),
         console_ca,
         install_method,
         log_dir,
@@ -111,6 +112,7 @@ pub async fn run(args: EnrollArgs) -> anyhow::Result<Exit> {
             network: enrolled.network,
         }),
     };
+    config.set_console_urls(&consoles);
     config.save(config_path).with_context(|| {
         format!(
             "the console enrolled node {} but its credentials could not be saved; fix the problem and enroll again",

@@ -49,7 +49,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
     }
 
     let client = Arc::new(ConsoleClient::new(
-        &config.console_url,
+        &config.console_urls(),
         config.console_ca.as_deref(),
     )?);
     if let Some(n) = args.trial {
@@ -81,7 +81,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
         server = %node.server_name,
         group = %node.group,
         node_id = %node.id,
-        console = %config.console_url,
+        console = %config.console_urls().join(" "),
         slots,
         "agent started"
     );
@@ -303,6 +303,7 @@ async fn trial(
                         status: Some(a.status),
                         latency: a.latency,
                         offset_ms: a.offset_ms,
+                        console: console_field(client),
                         error: None,
                     },
                     interval.min(Duration::from_secs(1)),
@@ -314,6 +315,7 @@ async fn trial(
                     status: e.status(),
                     latency: e.latency(),
                     offset_ms: e.offset_ms(),
+                    console: console_field(client),
                     error: Some(e.to_string()),
                 },
                 backoff.next_delay().min(Duration::from_secs(1)),
@@ -326,6 +328,12 @@ async fn trial(
     }
     tracing::info!(version = crate::version(), "trial passed");
     Ok(Exit::Success)
+}
+
+/// The console heartbeat.log names on each line, when there are several to tell apart.
+fn console_field(client: &ConsoleClient) -> Option<String> {
+    let consoles = client.consoles();
+    (consoles.len() > 1).then(|| consoles.current_url())
 }
 
 struct Heartbeat<'a> {
@@ -364,12 +372,14 @@ impl Heartbeat<'_> {
             .client
             .heartbeat(&self.node.id, &self.node.secret, &req)
             .await;
+        let console = console_field(self.client);
         let entry = match &result {
             Ok(a) => HeartbeatEntry {
                 at,
                 status: Some(a.status),
                 latency: a.latency,
                 offset_ms: a.offset_ms,
+                console,
                 error: None,
             },
             Err(e) => HeartbeatEntry {
@@ -377,10 +387,21 @@ impl Heartbeat<'_> {
                 status: e.status(),
                 latency: e.latency(),
                 offset_ms: e.offset_ms(),
+                console,
                 error: Some(e.to_string()),
             },
         };
-        if let Err(e) = self.log.write_all(entry.line().as_bytes()) {
+        // Moves between consoles (by this heartbeat, polls or task reports) come first, so
+        // the last line stays a heartbeat.
+        let mut lines: String = self
+            .client
+            .consoles()
+            .take_switches()
+            .iter()
+            .map(crate::consoles::Switch::line)
+            .collect();
+        lines.push_str(&entry.line());
+        if let Err(e) = self.log.write_all(lines.as_bytes()) {
             tracing::error!(error = %e, "cannot write heartbeat.log");
         }
         if let Some(offset) = entry.offset_ms {
@@ -518,13 +539,25 @@ async fn start_log_service(
                 return None;
             }
         },
-        None => match console_addresses(&config.console_url).await {
-            Ok(ips) => Allow::from_ips(ips),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot resolve the console's host for the log service's allow list; set [logs] allow; the log service is off");
+        None => {
+            // Every console may read the logs: whichever one the operator asks.
+            let mut ips = Vec::new();
+            let mut failed = Vec::new();
+            for url in config.console_urls() {
+                match console_addresses(&url).await {
+                    Ok(found) => ips.extend(found),
+                    Err(e) => failed.push(format!("{url}: {e:#}")),
+                }
+            }
+            if ips.is_empty() {
+                tracing::error!(error = %failed.join("; "), "cannot resolve the console's host for the log service's allow list; set [logs] allow; the log service is off");
                 return None;
             }
-        },
+            if !failed.is_empty() {
+                tracing::warn!(error = %failed.join("; "), "some consoles' hosts do not resolve: they cannot read task logs; set [logs] allow to name them");
+            }
+            Allow::from_ips(ips)
+        }
     };
     let router = logserver::router(&node.id, config.log_dir.clone(), allow.clone(), key, runner);
     match logserver::spawn(addr, router, allow.clone()).await {

@@ -1,6 +1,9 @@
 //! `tasknode status`: is this server enrolled, can it reach its console, when did it last
-//! heartbeat, and how far is its clock from the console's.
+//! heartbeat, and how far is its clock from the console's. With several consoles it asks the
+//! one the agent last heartbeated to first, names the one that answered as in use, and asks
+//! each of the others too, to show its error.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -10,6 +13,7 @@ use crate::Exit;
 use crate::cli::StatusArgs;
 use crate::client::ConsoleClient;
 use crate::config::{self, Config, Node};
+use crate::consoles::ConsoleView;
 use crate::logfile::{self, HeartbeatEntry};
 
 #[derive(Debug, Serialize)]
@@ -24,7 +28,10 @@ struct Report {
     group: Option<String>,
     project: Option<String>,
     node_id: Option<String>,
+    /// The console in use: the one that answered.
     console_url: Option<String>,
+    /// Every console of the config, the one in use marked, each other's error.
+    consoles: Vec<ConsoleView>,
     console_reachable: bool,
     console_error: Option<String>,
     /// The server's state as the console shows it, and why.
@@ -58,6 +65,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<Exit> {
         project: None,
         node_id: None,
         console_url: None,
+        consoles: Vec::new(),
         console_reachable: false,
         console_error: None,
         console_status: None,
@@ -91,34 +99,42 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<Exit> {
 
 async fn fill(report: &mut Report, cfg: Config, node: Node) {
     report.enrolled = true;
-    report.server_name = Some(node.server_name);
-    report.group = Some(node.group);
-    report.project = Some(node.project);
+    report.server_name = Some(node.server_name.clone());
+    report.group = Some(node.group.clone());
+    report.project = Some(node.project.clone());
     report.node_id = Some(node.id.clone());
     report.console_url = Some(cfg.console_url.clone());
     report.log_dir = Some(cfg.log_dir.display().to_string());
-    match ConsoleClient::new(&cfg.console_url, cfg.console_ca.as_deref()) {
-        Ok(client) => match client.node(&node.id, &node.secret).await {
-            Ok(a) => {
-                report.console_reachable = true;
-                report.clock_offset_ms = a.offset_ms;
-                report.clock_ok = a
-                    .offset_ms
-                    .map(|o| o.unsigned_abs() <= MAX_CLOCK_OFFSET_MS.unsigned_abs());
-                report.console_status = Some(a.body.status.to_string());
-                report.console_reason = Some(a.body.reason);
+    let last = logfile::last_line(&cfg.log_dir.join("heartbeat.log"))
+        .ok()
+        .flatten()
+        .and_then(|l| HeartbeatEntry::parse(&l));
+    match ConsoleClient::new(&cfg.console_urls(), cfg.console_ca.as_deref()) {
+        Ok(client) => {
+            if let Some(url) = last.as_ref().and_then(|e| e.console.as_deref()) {
+                client.consoles().prefer(url);
             }
-            Err(e) => {
-                report.console_reachable = e.status().is_some();
-                report.console_error = Some(e.to_string());
+            match client.node(&node.id, &node.secret).await {
+                Ok(a) => {
+                    report.console_reachable = true;
+                    report.clock_offset_ms = a.offset_ms;
+                    report.clock_ok = a
+                        .offset_ms
+                        .map(|o| o.unsigned_abs() <= MAX_CLOCK_OFFSET_MS.unsigned_abs());
+                    report.console_status = Some(a.body.status.to_string());
+                    report.console_reason = Some(a.body.reason);
+                }
+                Err(e) => {
+                    report.console_reachable = e.status().is_some();
+                    report.console_error = Some(e.to_string());
+                }
             }
-        },
+            report.console_url = Some(client.consoles().current_url());
+            report.consoles = ask_the_others(Arc::new(client), &node).await;
+        }
         Err(e) => report.console_error = Some(e.to_string()),
     }
-    let hb_path = cfg.log_dir.join("heartbeat.log");
-    if let Ok(Some(line)) = logfile::last_line(&hb_path)
-        && let Some(e) = HeartbeatEntry::parse(&line)
-    {
+    if let Some(e) = last {
         report.last_heartbeat = Some(LastHeartbeat {
             time: humantime::format_rfc3339_millis(e.at).to_string(),
             age_secs: SystemTime::now()
@@ -129,6 +145,24 @@ async fn fill(report: &mut Report, cfg: Config, node: Node) {
             error: e.error,
         });
     }
+}
+
+/// Every console's view: the one in use as the failover left it, each other asked on its own
+/// (at once, so consoles that time out cost one timeout).
+async fn ask_the_others(client: Arc<ConsoleClient>, node: &Node) -> Vec<ConsoleView> {
+    let mut views = client.consoles().views();
+    let mut asks = tokio::task::JoinSet::new();
+    let others: Vec<usize> = (0..views.len()).filter(|&i| !views[i].in_use).collect();
+    for i in others {
+        let (client, id, secret) = (Arc::clone(&client), node.id.clone(), node.secret.clone());
+        asks.spawn(async move { (i, client.node_at(i, &id, &secret).await.err()) });
+    }
+    while let Some(Ok((i, error))) = asks.join_next().await {
+        if let Some(v) = views.get_mut(i) {
+            v.last_error = error.map(|e| e.to_string());
+        }
+    }
+    views
 }
 
 fn print_text(r: &Report) {
@@ -158,6 +192,12 @@ fn print_text(r: &Report) {
             (None, None) => println!("console:         {} reachable", or_dash(&r.console_url)),
             (Some(e), _) if r.console_reachable => println!("console:         REFUSED: {e}"),
             (Some(e), _) => println!("console:         UNREACHABLE: {e}"),
+        }
+        for c in r.consoles.iter().filter(|c| !c.in_use) {
+            match &c.last_error {
+                Some(e) => println!("other console:   {}: {e}", c.url),
+                None => println!("other console:   {} reachable", c.url),
+            }
         }
         match (r.clock_offset_ms, r.clock_ok) {
             (Some(o), Some(true)) => println!("clock offset:    {o} ms (within 120 s)"),

@@ -40,7 +40,7 @@ pub async fn run(args: UpdateArgs) -> anyhow::Result<Exit> {
     let (config, node) = Config::load_enrolled(path)?;
     let settings = Settings::from_config(&config)?;
     let client = Arc::new(ConsoleClient::new(
-        &config.console_url,
+        &config.console_urls(),
         config.console_ca.as_deref(),
     )?);
     let mut report = Report {

@@ -116,6 +116,7 @@ async fn console_with(
         admin_token: auth::digest(ADMIN),
         credentials: Arc::new(crate::throttle::Throttle::new(2)),
         public_url: "http://127.0.0.1:1".into(),
+        agent_urls: Arc::from(vec!["http://127.0.0.1:1".to_owned()]),
         templates: Arc::new(tasknode_dist::Templates::embedded().unwrap()),
         artifacts: Arc::default(),
         console_ca: None,

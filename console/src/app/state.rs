@@ -23,6 +23,9 @@ pub struct AppState {
     pub credentials: Arc<crate::throttle::Throttle>,
     /// The URL servers reach this console at; install commands and scripts carry it.
     pub public_url: String,
+    /// The URLs agents talk to (`serve --agent-url`, else `public_url`), in order; install
+    /// scripts and commands write them all into the agent config.
+    pub agent_urls: Arc<[String]>,
     /// The template environment install scripts are rendered with.
     pub templates: Arc<tasknode_dist::Templates>,
     /// The agent binaries install scripts download (none without `--agent-dir`).

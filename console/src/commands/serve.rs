@@ -38,6 +38,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     {
         bail!("--public-url {u}: with --tls the console serves HTTPS only; give an https:// URL");
     }
+    let agent_urls = agent_urls(&args, public_url.as_deref())?;
     // The database holds password hashes and secret digests: nothing the console writes is
     // for other users.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
@@ -100,7 +101,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         .local_addr()
         .context("reading the listening address")?;
     let tls = if args.tls {
-        let names = tls_names(&args, addr, public_url.as_deref());
+        let names = tls_names(&args, addr, public_url.as_deref(), &agent_urls);
         let tls =
             ConsoleTls::load_or_create(store.as_ref(), &data.join("tls"), &names, clock.now_ms())
                 .await?;
@@ -113,6 +114,11 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let url = format!("{scheme}://{}", reachable(addr));
     write_private(&data.join("console.url"), &format!("{url}\n"))?;
     let public_url = public_url.unwrap_or_else(|| url.clone());
+    let agent_urls: Arc<[String]> = if agent_urls.is_empty() {
+        Arc::from(vec![public_url.clone()])
+    } else {
+        Arc::from(agent_urls)
+    };
     let log_key =
         crate::keys::log_key(store.as_ref(), &data.join("log-token.key"), clock.now_ms()).await?;
     let log_key_public: Arc<str> = Arc::from(tasknode_protocol::logtoken::encode_key(
@@ -139,6 +145,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         admin_token,
         credentials: Arc::new(crate::throttle::Throttle::new(password_parallelism())),
         public_url,
+        agent_urls,
         templates: Arc::new(templates),
         artifacts: Arc::new(artifacts),
         console_ca: tls.as_ref().map(|t| Arc::from(t.ca_pem.as_str())),
@@ -214,9 +221,45 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The `--agent-url`s, checked: each a console URL (no credentials, query or fragment) with
+/// the scheme agents must use, https:// with --tls, else that of --public-url (http:// unless
+/// a TLS proxy fronts the console); one scheme for all, so one CA pin covers every URL.
+fn agent_urls(args: &ServeArgs, public_url: Option<&str>) -> anyhow::Result<Vec<String>> {
+    let scheme = if args.tls {
+        "https"
+    } else {
+        public_url
+            .and_then(|u| u.split_once("://"))
+            .map_or("http", |(s, _)| s)
+    };
+    let mut urls: Vec<String> = Vec::new();
+    for u in &args.agent_urls {
+        let url = tasknode_dist::render::console_url("--agent-url", u)?;
+        if !url.starts_with(&format!("{scheme}://")) {
+            bail!(
+                "--agent-url {url}: agents reach this console over {scheme}:// ({}); give a {scheme}:// URL",
+                if args.tls {
+                    "it serves HTTPS only with --tls"
+                } else {
+                    "the scheme of --public-url, so one setting covers every URL"
+                }
+            );
+        }
+        if !urls.contains(&url) {
+            urls.push(url);
+        }
+    }
+    Ok(urls)
+}
+
 /// The names the console's certificate is issued for: loopback, this host's name, the listen
-/// address, the --public-url host, and every --tls-name.
-fn tls_names(args: &ServeArgs, addr: SocketAddr, public_url: Option<&str>) -> Vec<String> {
+/// address, the --public-url and --agent-url hosts, and every --tls-name.
+fn tls_names(
+    args: &ServeArgs,
+    addr: SocketAddr,
+    public_url: Option<&str>,
+    agent_urls: &[String],
+) -> Vec<String> {
     let mut names = vec![
         "localhost".to_owned(),
         "127.0.0.1".to_owned(),
@@ -232,10 +275,14 @@ fn tls_names(args: &ServeArgs, addr: SocketAddr, public_url: Option<&str>) -> Ve
     if !addr.ip().is_unspecified() {
         names.push(addr.ip().to_string());
     }
-    if let Some(url) = public_url.and_then(|u| reqwest::Url::parse(u).ok())
-        && let Some(h) = url.host_str()
+    for url in public_url
+        .into_iter()
+        .chain(agent_urls.iter().map(String::as_str))
+        .filter_map(|u| reqwest::Url::parse(u).ok())
     {
-        names.push(h.trim_start_matches('[').trim_end_matches(']').to_owned());
+        if let Some(h) = url.host_str() {
+            names.push(h.trim_start_matches('[').trim_end_matches(']').to_owned());
+        }
     }
     names.extend(args.tls_names.iter().cloned());
     let mut seen = std::collections::HashSet::new();

@@ -43,6 +43,7 @@ async fn console(dir: &std::path::Path) -> AppState {
         admin_token: crate::auth::digest("admin"),
         credentials: Arc::new(crate::throttle::Throttle::new(2)),
         public_url: "http://127.0.0.1:1".into(),
+        agent_urls: Arc::from(vec!["http://127.0.0.1:1".to_owned()]),
         templates: Arc::new(tasknode_dist::Templates::embedded().unwrap()),
         artifacts: Arc::default(),
         console_ca: None,

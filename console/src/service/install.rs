@@ -247,6 +247,7 @@ pub async fn script(state: &AppState, token: String) -> Script {
     }
     let inputs = InstallInputs {
         console_url: &state.public_url,
+        agent_urls: &state.agent_urls,
         console_ca: state.console_ca.as_deref(),
         credential: InstallCredential::Token(token),
         group: &t.group,

@@ -56,7 +56,7 @@ async fn install_form(
             package => layout::PACKAGE_NAME,
             config => layout::Layout::package().config,
             service => layout::SERVICE,
-            console => state.public_url.clone(),
+            consoles => state.agent_urls.to_vec(),
         }
     });
     Ok(render(

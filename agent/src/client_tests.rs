@@ -1,0 +1,130 @@
+//! Failover of the client against real HTTP servers on loopback: which failures move a request
+//! to the next console and which stay the console's word.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use axum::http::StatusCode;
+use axum::routing::post;
+use tasknode_protocol::tasks::FinishTask;
+
+use super::*;
+
+/// A console that answers every task report with `status` (and a JSON error body), counting
+/// the requests it gets. Returns its URL.
+async fn console(status: StatusCode, hits: Arc<AtomicU32>) -> String {
+    let app = axum::Router::new().route(
+        "/api/v1/nodes/{node}/tasks/{id}/finish",
+        post(move || {
+            let hits = Arc::clone(&hits);
+            async move {
+                hits.fetch_add(1, Ordering::SeqCst);
+                let body = serde_json::json!({"error": {"code": "conflict", "message": "judged"}});
+                (status, axum::Json(body))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+/// A loopback port where nothing listens.
+fn dead_port() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}", l.local_addr().unwrap())
+}
+
+fn finish() -> FinishTask {
+    FinishTask {
+        lease: 1,
+        outcome: tasknode_protocol::tasks::Outcome::Exited { code: 0 },
+        started_ms: Some(1),
+        finished_ms: 2,
+        log_bytes: 0,
+    }
+}
+
+#[tokio::test]
+async fn a_final_refusal_stays_with_the_console_that_gave_it() {
+    let (a_hits, b_hits) = (Arc::default(), Arc::default());
+    let a = console(StatusCode::CONFLICT, Arc::clone(&a_hits)).await;
+    let b = console(StatusCode::NO_CONTENT, Arc::clone(&b_hits)).await;
+    let client = ConsoleClient::new(&[a.clone(), b], None).unwrap();
+    let err = client
+        .finish_task("n1", "s", 7, &finish())
+        .await
+        .unwrap_err();
+    assert!(err.is_final(), "{err}");
+    assert!(!err.fails_over());
+    assert_eq!(a_hits.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        b_hits.load(Ordering::SeqCst),
+        0,
+        "a 409 went to the next console"
+    );
+    assert_eq!(client.consoles().current_url(), a);
+    assert!(client.consoles().take_switches().is_empty());
+    // 401 is not final (a re-enrollment mends it), and still not a console failure.
+    let (c_hits, d_hits) = (Arc::default(), Arc::default());
+    let c = console(StatusCode::UNAUTHORIZED, Arc::clone(&c_hits)).await;
+    let d = console(StatusCode::NO_CONTENT, Arc::clone(&d_hits)).await;
+    let client = ConsoleClient::new(&[c, d], None).unwrap();
+    let err = client
+        .finish_task("n1", "s", 7, &finish())
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(401));
+    assert_eq!(d_hits.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn no_answer_or_a_5xx_moves_on_round_robin_and_stays() {
+    let (a_hits, b_hits) = (Arc::default(), Arc::default());
+    let dead = dead_port();
+    let a = console(StatusCode::SERVICE_UNAVAILABLE, Arc::clone(&a_hits)).await;
+    let b = console(StatusCode::NO_CONTENT, Arc::clone(&b_hits)).await;
+    let client = ConsoleClient::new(&[dead.clone(), a.clone(), b.clone()], None).unwrap();
+    client.finish_task("n1", "s", 7, &finish()).await.unwrap();
+    assert_eq!(a_hits.load(Ordering::SeqCst), 1);
+    assert_eq!(b_hits.load(Ordering::SeqCst), 1);
+    assert_eq!(client.consoles().current_url(), b);
+    let switches = client.consoles().take_switches();
+    assert_eq!(switches.len(), 1);
+    assert_eq!(
+        (switches[0].from.as_str(), switches[0].to.as_str()),
+        (dead.as_str(), b.as_str())
+    );
+    // The next request goes straight to b.
+    client.finish_task("n1", "s", 8, &finish()).await.unwrap();
+    assert_eq!(a_hits.load(Ordering::SeqCst), 1);
+    assert_eq!(b_hits.load(Ordering::SeqCst), 2);
+    let views = client.consoles().views();
+    assert!(
+        views[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("cannot reach")
+    );
+    assert!(views[1].last_error.as_deref().unwrap().contains("503"));
+    assert!(views[2].in_use && views[2].last_error.is_none());
+    // When every console fails, the request fails with the error of the console in use,
+    // which stays in use.
+    let client = ConsoleClient::new(&[a.clone(), dead.clone()], None).unwrap();
+    let err = client
+        .finish_task("n1", "s", 9, &finish())
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(503), "{err}");
+    assert!(
+        err.to_string()
+            .ends_with("(and the other console failed too)"),
+        "{err}"
+    );
+    assert_eq!(client.consoles().current_url(), a);
+    assert!(client.consoles().take_switches().is_empty());
+}
