@@ -46,7 +46,7 @@ pub struct Global {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the console: HTTP API and embedded store.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create and list projects.
     #[command(subcommand)]
     Project(ProjectCmd),

@@ -42,7 +42,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     match cli.command {
-        Command::Serve(args) => runtime.block_on(commands::serve::run(&cli.global, args)),
+        Command::Serve(args) => runtime.block_on(commands::serve::run(&cli.global, *args)),
         Command::Project(cmd) => runtime.block_on(commands::admin::project(&cli.global, cmd)),
         Command::User(cmd) => runtime.block_on(commands::admin::user(&cli.global, cmd)),
         Command::Group(cmd) => runtime.block_on(commands::admin::group(&cli.global, cmd)),
