@@ -304,10 +304,12 @@ impl TaskLogs {
 }
 
 /// Every `every`, takes the tasks of stopped servers back: assigned ones are queued again,
-/// running ones reported lost (never run again).
+/// running ones reported lost (never run again). Of several consoles on one database, only
+/// the one holding `lease` does.
 pub async fn sweep_periodically(
     store: Arc<dyn Store>,
     live: Arc<LivenessMap>,
+    lease: Arc<crate::lease::Lease>,
     dispatch: Arc<Dispatch>,
     clock: Clock,
     thresholds: Thresholds,
@@ -317,6 +319,9 @@ pub async fn sweep_periodically(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if !lease.held() {
+            continue;
+        }
         if let Err(e) = sweep(store.as_ref(), &live, &dispatch, &clock, &thresholds).await {
             tracing::warn!(error = %e, "checking the servers of running tasks failed; will retry");
         }
