@@ -162,7 +162,9 @@ impl LivenessMap {
     }
 
     /// Whether the store may be asked about unknown node `node_id` at `now_ms`: not within
-    /// [`LOOKUP_AGAIN_MS`] of the last time, and not beyond [`LOOKUPS_PER_SEC`]. Counts it.
+    /// [`LOOKUP_AGAIN_MS`] of the last time it did not know it, and not beyond
+    /// [`LOOKUPS_PER_SEC`] in all (which also bounds concurrent lookups of one id: an agent's
+    /// first heartbeat and poll may both come before either lookup returned). Counts it.
     fn may_look_up(&self, node_id: &str, now_ms: i64) -> bool {
         let mut l = self.lookups.lock().unwrap_or_else(|e| e.into_inner());
         if l.last
@@ -187,8 +189,13 @@ impl LivenessMap {
             }
         }
         l.this_second += 1;
-        l.last.insert(node_id.to_owned(), now_ms);
         true
+    }
+
+    /// Remembers that the store did not know `node_id` at `now_ms`.
+    fn missed(&self, node_id: &str, now_ms: i64) {
+        let mut l = self.lookups.lock().unwrap_or_else(|e| e.into_inner());
+        l.last.insert(node_id.to_owned(), now_ms);
     }
 
     /// Checks a node's secret; a node this map does not know (enrolled through another
@@ -208,8 +215,11 @@ impl LivenessMap {
         {
             return Ok(self.authenticate(node_id, secret));
         }
-        if let Some(rec) = store.node_record(node_id).await? {
-            self.merge(vec![rec]);
+        match store.node_record(node_id).await? {
+            Some(rec) => {
+                self.merge(vec![rec]);
+            }
+            None => self.missed(node_id, now_ms),
         }
         Ok(self.authenticate(node_id, secret))
     }
@@ -603,6 +613,9 @@ mod tests {
     fn unknown_node_ids_are_looked_up_rarely() {
         let map = LivenessMap::default();
         assert!(map.may_look_up("x", 10_000));
+        // Looked up again until the store says it does not know it.
+        assert!(map.may_look_up("x", 10_000));
+        map.missed("x", 10_000);
         assert!(!map.may_look_up("x", 10_001));
         assert!(!map.may_look_up("x", 10_000 + LOOKUP_AGAIN_MS - 1));
         assert!(map.may_look_up("x", 10_000 + LOOKUP_AGAIN_MS));
