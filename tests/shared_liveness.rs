@@ -2,17 +2,21 @@
 //! one console heartbeats to the other at once and both list it the same; enrolled again
 //! through the first, its old credentials are refused by the second within the refresh bound;
 //! and the engine lease (rollouts, the stopped-server sweep) moves to the surviving console
-//! when its holder is killed with SIGKILL.
+//! when its holder is killed with SIGKILL, and a rollout in its batches goes on there.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use tasknode_pgtest::{Cluster, Database};
-use tasknode_tests::{Agent, Console, hostname, wait_for};
+use tasknode_tests::{
+    Agent, Console, build_release, dist_json, hostname, install_binary, static_agent, update_agent,
+    wait_for,
+};
 
-/// Two consoles on `db`, heartbeats a second apart, flushed every second.
-fn two_consoles(db: &Database, secrets: &std::path::Path) -> (Console, Console) {
+/// Two consoles on `db`, heartbeats a second apart, flushed every second, with `extra` flags.
+fn two_consoles(db: &Database, secrets: &std::path::Path, extra: &[&str]) -> (Console, Console) {
     let pw = secrets.join("db-password");
     std::fs::write(&pw, format!("{}\n", Cluster::shared().password())).unwrap();
     std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -30,6 +34,7 @@ fn two_consoles(db: &Database, secrets: &std::path::Path) -> (Console, Console) 
         "--stopped-after",
         "20s",
     ];
+    let args: Vec<&str> = args.iter().chain(extra).copied().collect();
     let (a, b) = (Console::start(&args), Console::start(&args));
     // The database keeps only the admin token's digest: the second console's CLI uses the
     // first one's token file.
@@ -59,7 +64,7 @@ fn statuses(agent: &Agent) -> Vec<String> {
 fn an_agent_enrolled_through_one_console_is_known_to_the_other() {
     let db = Cluster::shared().database();
     let secrets = tempfile::tempdir().unwrap();
-    let (a, b) = two_consoles(&db, secrets.path());
+    let (a, b) = two_consoles(&db, secrets.path(), &[]);
     let host = hostname();
     let password = a.create_user("etl");
     a.cli_ok(&["group", "create", "etl", "--network", "classic"]);
@@ -144,7 +149,7 @@ fn holder_pid(db: &Database) -> Option<u32> {
 fn the_engine_lease_moves_to_the_other_console_when_its_holder_is_killed() {
     let db = Cluster::shared().database();
     let secrets = tempfile::tempdir().unwrap();
-    let (a, b) = two_consoles(&db, secrets.path());
+    let (a, b) = two_consoles(&db, secrets.path(), &[]);
     let first = wait_for(Duration::from_secs(10), "a lease holder", || {
         holder_pid(&db)
     });
@@ -166,4 +171,100 @@ fn the_engine_lease_moves_to_the_other_console_when_its_holder_is_killed() {
     assert!(took >= Duration::from_secs(3), "taken over after {took:?}");
     assert!(took < Duration::from_secs(10), "taken over after {took:?}");
     assert!(other.log_text().contains("took the engine lease"));
+}
+
+/// The rollout of `group` as `release list --json` shows it.
+fn rollout_of(console: &Console, group: &str) -> Value {
+    let list: Value =
+        serde_json::from_str(&console.cli_ok(&["release", "list", "--json"])).unwrap();
+    list["rollouts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["group"] == group)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn a_rollout_goes_on_after_the_console_running_it_is_killed() {
+    // Releases 0.1.0 (what the agents run) and 0.2.0, signed with fresh keys.
+    let releases = tempfile::tempdir().unwrap();
+    let p = |s: &str| releases.path().join(s);
+    let keys = dist_json(&["keygen", "--out", p("keys").to_str().unwrap()]);
+    let key_hex = keys["manifest_public_key"].as_str().unwrap().to_owned();
+    install_binary(&static_agent(), &p("tasknode-0.1.0"));
+    build_release(
+        &p("dist"),
+        &p("keys"),
+        "0.1.0",
+        &p("tasknode-0.1.0"),
+        "none",
+    );
+    build_release(&p("dist"), &p("keys"), "0.2.0", &update_agent(), "none");
+
+    let db = Cluster::shared().database();
+    let secrets = tempfile::tempdir().unwrap();
+    let dist = p("dist");
+    let (a, b) = two_consoles(&db, secrets.path(), &["--dist", dist.to_str().unwrap()]);
+    let first = wait_for(Duration::from_secs(10), "a lease holder", || {
+        holder_pid(&db)
+    });
+    let (mut holder, other) = if first == a.pid() { (a, b) } else { (b, a) };
+
+    // Three agents, all talking to the console that does not run the engine.
+    let password = other.create_user("etl");
+    other.cli_ok(&["group", "create", "fleet", "--network", "vpc"]);
+    let mut agents = Vec::new();
+    for i in 1..=3 {
+        let uuid = format!("4c4c4544-0000-4000-8000-00000000001{i}");
+        other.cli_ok(&["server", "add", "--group", "fleet", "--name", &uuid]);
+        let mut agent = Agent::with_uuid(&uuid).with_own_binary(&static_agent());
+        agent.enroll_ok(&other.url, "etl", &password, true);
+        agent.set_config(
+            "update",
+            "trusted_keys",
+            toml::Value::Array(vec![key_hex.clone().into()]),
+        );
+        agent.set_config("update", "health_heartbeats", 2.into());
+        agent.run();
+        other.wait_status(&uuid, "available", Duration::from_secs(30));
+        agents.push(agent);
+    }
+    other.cli_ok(&[
+        "release",
+        "publish",
+        dist.join("releases/0.2.0/manifest.stable.json")
+            .to_str()
+            .unwrap(),
+    ]);
+    other.cli_ok(&[
+        "release",
+        "rollout",
+        "--group",
+        "fleet",
+        "--version",
+        "0.2.0",
+        "--batch",
+        "1",
+        "--max-failures",
+        "0",
+    ]);
+    // The holder admits the first batch; then it dies.
+    let started = wait_for(Duration::from_secs(30), "the first batch", || {
+        let r = rollout_of(&other, "fleet");
+        (r["admitted"].as_u64() >= Some(1)).then_some(r)
+    });
+    holder.kill();
+    assert!(started["admitted"].as_u64() < Some(3), "{started:#}");
+
+    let done = wait_for(Duration::from_secs(120), "the rollout to finish", || {
+        let r = rollout_of(&other, "fleet");
+        (r["state"] == "done" && r["updated"] == 3).then_some(r)
+    });
+    assert_eq!(done["admitted"], 3, "{done:#}");
+    assert!(other.log_text().contains("took the engine lease"));
+    for agent in &mut agents {
+        assert!(agent.is_running());
+    }
 }

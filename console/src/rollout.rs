@@ -11,7 +11,9 @@
 //! The decisions are pure functions of what the console knows ([`plan`], [`update_view`]),
 //! tested without a store or a clock. [`RolloutEngine`] gathers that knowledge, writes the
 //! decisions, and is ticked every second, right after a rollout is set, after every update
-//! report, and before the rollouts or servers are shown.
+//! report, and before the rollouts or servers are shown. Of several consoles on one database,
+//! only the one holding the engine lease ([`crate::lease`]) writes steps, each fenced by it;
+//! the others' ticks only rebuild the desired versions from the store.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
