@@ -196,12 +196,24 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     // With PostgreSQL, other consoles write liveness too: load it, reaching back two flush
     // intervals and a few seconds of clock difference (docs/architecture.md, "Liveness across
     // consoles").
+    let refresh = liveness::REFRESH.min(args.persist_interval);
+    if args.database.is_some()
+        && thresholds.degraded_after <= thresholds.interval + args.persist_interval + refresh
+    {
+        tracing::warn!(
+            degraded_after = ?thresholds.degraded_after,
+            interval = ?thresholds.interval,
+            persist_interval = ?args.persist_interval,
+            refresh = ?refresh,
+            "--degraded-after is not above --heartbeat-interval + --persist-interval + the liveness refresh: another console may show a server that heartbeats here as degraded; raise --degraded-after or lower --persist-interval"
+        );
+    }
     let refresher = args.database.is_some().then(|| {
         tokio::spawn(liveness::refresh_periodically(
             Arc::clone(&live),
             Arc::clone(&store),
             clock,
-            liveness::REFRESH.min(args.persist_interval),
+            refresh,
             args.persist_interval * 2 + liveness::CLOCK_ALLOWANCE,
         ))
     });
