@@ -322,7 +322,17 @@ pub async fn sweep_periodically(
         if !lease.held() {
             continue;
         }
-        if let Err(e) = sweep(store.as_ref(), &live, &dispatch, &clock, &thresholds).await {
+        let fence = lease.fence();
+        if let Err(e) = sweep(
+            store.as_ref(),
+            &live,
+            &dispatch,
+            &clock,
+            &thresholds,
+            &fence,
+        )
+        .await
+        {
             tracing::warn!(error = %e, "checking the servers of running tasks failed; will retry");
         }
     }
@@ -334,6 +344,7 @@ async fn sweep(
     dispatch: &Dispatch,
     clock: &Clock,
     thresholds: &Thresholds,
+    fence: &crate::store::Fence,
 ) -> Result<(), crate::store::StoreError> {
     let busy = store.busy_servers().await?;
     if busy.is_empty() {
@@ -349,7 +360,9 @@ async fn sweep(
             continue;
         }
         let why = format!("server {} stopped ({reason})", s.name);
-        let r = store.abandon_server_tasks(s.id, &why, now).await?;
+        let r = store
+            .abandon_server_tasks(s.id, &why, now, Some(fence))
+            .await?;
         if !r.requeued.is_empty() || !r.lost.is_empty() {
             tracing::warn!(server = %s.name, requeued = ?r.requeued, lost = ?r.lost, "took tasks back from a stopped server");
             dispatch.wake(&s.project, &s.group);
