@@ -10,6 +10,7 @@ pub mod commands;
 pub mod env;
 pub mod http;
 pub mod keys;
+pub mod lease;
 pub mod liveness;
 pub mod rollout;
 pub mod server;

@@ -3,6 +3,13 @@
 //! ones to the store in one transaction every few seconds (and once more at shutdown). A console
 //! killed outright loses at most one flush interval of heartbeat times, never an enrollment or a
 //! clean-shutdown record: those are written through at once.
+//!
+//! Consoles sharing a database each hold such a map for the agents that talk to them, and
+//! each loads what the others wrote every [`REFRESH`] ([`LivenessMap::merge`]: the newest sign of
+//! life wins), so every console shows the same status. A node this console does not know (it
+//! enrolled through another) is looked up in the store when it first calls, at most once per
+//! [`LOOKUP_AGAIN_MS`] per node id and [`LOOKUPS_PER_SEC`] in all, so a stream of made-up
+//! credentials does not become a stream of queries.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -11,7 +18,19 @@ use std::time::Duration;
 use tasknode_protocol::wire::HeartbeatRequest;
 
 use crate::auth::{self, SecretDigest};
-use crate::store::{Liveness, LivenessUpdate, Server, Stop, Store, StoreError};
+use crate::clock::Clock;
+use crate::store::{Liveness, LivenessUpdate, NodeRecord, Server, Stop, Store, StoreError};
+
+/// How often a console loads the liveness other consoles wrote.
+pub const REFRESH: Duration = Duration::from_secs(2);
+/// How far consoles' clocks may differ, as the liveness they load from each other allows for.
+pub const CLOCK_ALLOWANCE: Duration = Duration::from_secs(5);
+/// A node id looked up in the store and not found is not looked up again for this long.
+pub const LOOKUP_AGAIN_MS: i64 = 5_000;
+/// Store lookups of unknown node ids per second, in all.
+pub const LOOKUPS_PER_SEC: u32 = 50;
+/// Node ids remembered as looked up, at most (beyond it, lookups wait for the cache to clear).
+const LOOKUPS_REMEMBERED: usize = 10_000;
 
 #[derive(Debug, Clone)]
 struct Node {
@@ -31,6 +50,28 @@ struct Node {
 #[derive(Debug, Default)]
 pub struct LivenessMap {
     nodes: Mutex<HashMap<String, Node>>,
+    lookups: Mutex<Lookups>,
+}
+
+/// Which unknown node ids were looked up in the store lately, and how many this second.
+#[derive(Debug, Default)]
+struct Lookups {
+    last: HashMap<String, i64>,
+    second: i64,
+    this_second: u32,
+}
+
+/// The moment a node last showed a sign of life: its last heartbeat or its clean shutdown.
+fn last_sign(l: &Liveness) -> i64 {
+    l.last_heartbeat_ms
+        .unwrap_or(i64::MIN)
+        .max(l.stopped.as_ref().map_or(i64::MIN, |s| s.at_ms))
+}
+
+fn decode_secret(hex_digest: &str) -> Option<SecretDigest> {
+    let mut secret = [0u8; 32];
+    hex::decode_to_slice(hex_digest, &mut secret).ok()?;
+    Some(secret)
 }
 
 /// Why a node's credentials were refused. Deliberately one answer for "no such node" and "wrong
@@ -74,6 +115,113 @@ impl LivenessMap {
             }
         }
         map
+    }
+
+    /// Merges what the store holds of these nodes (as other consoles wrote it): a node this map
+    /// knows takes the newer of the two liveness records (by last heartbeat or shutdown; a
+    /// newer one from the store replaces unwritten older data here); a node it does not know
+    /// replaces its server's node unless the map holds one of a later or the same
+    /// enrollment generation. Returns how many entries changed.
+    pub fn merge(&self, records: Vec<NodeRecord>) -> usize {
+        let mut nodes = self.lock();
+        let mut changed = 0;
+        for rec in records {
+            let Some(secret) = decode_secret(&rec.secret_sha256) else {
+                continue;
+            };
+            if let Some(n) = nodes.get_mut(&rec.node_id) {
+                n.generation = n.generation.max(rec.generation);
+                if last_sign(&rec.liveness) > last_sign(&n.live) {
+                    n.live = rec.liveness;
+                    n.dirty = false;
+                    changed += 1;
+                }
+                continue;
+            }
+            if nodes
+                .values()
+                .any(|n| n.server_id == rec.server_id && n.generation >= rec.generation)
+            {
+                continue;
+            }
+            nodes.retain(|_, n| n.server_id != rec.server_id);
+            nodes.insert(
+                rec.node_id,
+                Node {
+                    server_id: rec.server_id,
+                    generation: rec.generation,
+                    secret,
+                    live: rec.liveness,
+                    dirty: false,
+                    log_addr: None,
+                },
+            );
+            changed += 1;
+        }
+        changed
+    }
+
+    /// Whether the store may be asked about unknown node `node_id` at `now_ms`: not within
+    /// [`LOOKUP_AGAIN_MS`] of the last time it did not know it, and not beyond
+    /// [`LOOKUPS_PER_SEC`] in all (which also bounds concurrent lookups of one id: an agent's
+    /// first heartbeat and poll may both come before either lookup returned). Counts it.
+    fn may_look_up(&self, node_id: &str, now_ms: i64) -> bool {
+        let mut l = self.lookups.lock().unwrap_or_else(|e| e.into_inner());
+        if l.last
+            .get(node_id)
+            .is_some_and(|&at| now_ms.saturating_sub(at) < LOOKUP_AGAIN_MS)
+        {
+            return false;
+        }
+        let second = now_ms.div_euclid(1000);
+        if l.second != second {
+            l.second = second;
+            l.this_second = 0;
+        }
+        if l.this_second >= LOOKUPS_PER_SEC {
+            return false;
+        }
+        if l.last.len() >= LOOKUPS_REMEMBERED {
+            l.last
+                .retain(|_, at| now_ms.saturating_sub(*at) < LOOKUP_AGAIN_MS);
+            if l.last.len() >= LOOKUPS_REMEMBERED {
+                return false;
+            }
+        }
+        l.this_second += 1;
+        true
+    }
+
+    /// Remembers that the store did not know `node_id` at `now_ms`.
+    fn missed(&self, node_id: &str, now_ms: i64) {
+        let mut l = self.lookups.lock().unwrap_or_else(|e| e.into_inner());
+        l.last.insert(node_id.to_owned(), now_ms);
+    }
+
+    /// Checks a node's secret; a node this map does not know (enrolled through another
+    /// console) is looked up in the store first, within the bounds of [`Self::may_look_up`].
+    /// A known node id with a wrong secret is not looked up: node ids are never reused, so
+    /// the store cannot hold another secret for it.
+    pub async fn authenticate_shared(
+        &self,
+        store: &dyn Store,
+        node_id: &str,
+        secret: &str,
+        now_ms: i64,
+    ) -> Result<Result<(), BadCredentials>, StoreError> {
+        if self.server_of(node_id).is_some()
+            || uuid::Uuid::parse_str(node_id).is_err()
+            || !self.may_look_up(node_id, now_ms)
+        {
+            return Ok(self.authenticate(node_id, secret));
+        }
+        match store.node_record(node_id).await? {
+            Some(rec) => {
+                self.merge(vec![rec]);
+            }
+            None => self.missed(node_id, now_ms),
+        }
+        Ok(self.authenticate(node_id, secret))
     }
 
     /// Checks a node's secret.
@@ -242,6 +390,39 @@ pub async fn flush_periodically(map: Arc<LivenessMap>, store: Arc<dyn Store>, ev
     }
 }
 
+/// Every `every`, merges into `map` what the store holds of the nodes whose last heartbeat,
+/// shutdown or enrollment is at most `lookback` older than the previous load began (other
+/// consoles write heartbeats up to their flush interval late; the lookback covers that and
+/// the consoles' clock difference). Rows seen twice merge to the same result.
+pub async fn refresh_periodically(
+    map: Arc<LivenessMap>,
+    store: Arc<dyn Store>,
+    clock: Clock,
+    every: Duration,
+    lookback: Duration,
+) {
+    let lookback_ms = i64::try_from(lookback.as_millis()).unwrap_or(i64::MAX);
+    let mut since = clock.now_ms().saturating_sub(lookback_ms);
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let began = clock.now_ms();
+        match store.nodes_changed_since(Some(since)).await {
+            Ok(records) => {
+                let n = map.merge(records);
+                if n > 0 {
+                    tracing::debug!(nodes = n, "merged liveness other consoles wrote");
+                }
+                since = began.saturating_sub(lookback_ms);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "loading liveness other consoles wrote failed; will retry")
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,5 +560,137 @@ mod tests {
         let reloaded = LivenessMap::load(&after);
         assert_eq!(reloaded.by_server(), map.by_server());
         assert!(reloaded.authenticate("n1", "s").is_ok());
+    }
+
+    fn record(server_id: i64, node: &str, generation: u64, beat: Option<i64>) -> NodeRecord {
+        NodeRecord {
+            server_id,
+            node_id: node.into(),
+            secret_sha256: hex::encode(auth::digest(&format!("secret-{node}"))),
+            generation,
+            liveness: Liveness {
+                last_heartbeat_ms: beat,
+                ..Liveness::default()
+            },
+        }
+    }
+
+    #[test]
+    fn merging_keeps_the_newest_sign_of_life_and_the_latest_enrollment() {
+        let map = LivenessMap::default();
+        map.enroll(1, 2, "a", auth::digest("secret-a"), Liveness::default());
+        assert!(map.heartbeat("a", &hb(None), LOOPBACK, 100));
+        // Older than what this console saw: ignored; newer: taken, and nothing is left to
+        // write back over it.
+        assert_eq!(map.merge(vec![record(1, "a", 2, Some(90))]), 0);
+        assert_eq!(map.get("a").unwrap().last_heartbeat_ms, Some(100));
+        assert_eq!(map.merge(vec![record(1, "a", 2, Some(150))]), 1);
+        assert_eq!(map.get("a").unwrap().last_heartbeat_ms, Some(150));
+        assert!(map.take_dirty().is_empty());
+        // A clean shutdown another console recorded after the last heartbeat wins too.
+        let mut stopped = record(1, "a", 2, Some(150));
+        stopped.liveness.stopped = Some(Stop {
+            at_ms: 160,
+            reason: "SIGTERM".into(),
+        });
+        assert_eq!(map.merge(vec![stopped]), 1);
+        assert!(map.get("a").unwrap().stopped.is_some());
+
+        // A node enrolled through another console: known at once, and its server's older node
+        // is retired; an older generation never comes back.
+        assert_eq!(map.merge(vec![record(1, "a3", 3, None)]), 1);
+        assert!(map.authenticate("a3", "secret-a3").is_ok());
+        assert!(map.authenticate("a", "secret-a").is_err());
+        assert_eq!(map.merge(vec![record(1, "a", 2, Some(500))]), 0);
+        assert!(map.authenticate("a", "secret-a").is_err());
+        // A malformed digest is skipped.
+        let mut bad = record(2, "b", 1, None);
+        bad.secret_sha256 = "zz".into();
+        assert_eq!(map.merge(vec![bad]), 0);
+    }
+
+    #[test]
+    fn unknown_node_ids_are_looked_up_rarely() {
+        let map = LivenessMap::default();
+        assert!(map.may_look_up("x", 10_000));
+        // Looked up again until the store says it does not know it.
+        assert!(map.may_look_up("x", 10_000));
+        map.missed("x", 10_000);
+        assert!(!map.may_look_up("x", 10_001));
+        assert!(!map.may_look_up("x", 10_000 + LOOKUP_AGAIN_MS - 1));
+        assert!(map.may_look_up("x", 10_000 + LOOKUP_AGAIN_MS));
+        // At most LOOKUPS_PER_SEC a second, whatever the ids.
+        let t = 100_000;
+        let allowed = (0..200)
+            .filter(|i| map.may_look_up(&format!("n{i}"), t))
+            .count();
+        assert_eq!(allowed, LOOKUPS_PER_SEC as usize);
+        assert!(map.may_look_up("n199", t + 1_000));
+    }
+
+    #[tokio::test]
+    async fn a_node_enrolled_through_another_console_is_found_in_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        store
+            .create_group("default", "g", NetworkType::Classic, 0)
+            .await
+            .unwrap();
+        let s = store
+            .add_server("default", "g", "h1", None, 0)
+            .await
+            .unwrap();
+        let node = uuid::Uuid::new_v4().to_string();
+        let e = crate::store::Enrollment {
+            node_id: node.clone(),
+            secret_sha256: hex::encode(auth::digest("s")),
+            enrolled_ms: 0,
+            cpu_cores: 2.0,
+            memory_bytes: 1 << 30,
+        };
+        let facts = HostFacts {
+            hostname: "h1".into(),
+            cpu_cores: 2.0,
+            memory_bytes: 1 << 30,
+            os: "x".into(),
+            arch: "x86_64".into(),
+            kernel: "k".into(),
+            agent_version: "0.1.0".into(),
+        };
+        store.enroll(s.id, &e, &facts, None).await.unwrap();
+        // This map never saw the enrollment (another console did it).
+        let map = LivenessMap::default();
+        assert!(map.authenticate(&node, "s").is_err());
+        let wrong = map
+            .authenticate_shared(&store, &node, "wrong", 1_000)
+            .await
+            .unwrap();
+        assert!(wrong.is_err());
+        // The lookup put it in the map: the right secret needs no second one.
+        assert_eq!(map.server_of(&node), Some(s.id));
+        let right = map
+            .authenticate_shared(&store, &node, "s", 1_001)
+            .await
+            .unwrap();
+        assert!(right.is_ok());
+        // Made-up ids are looked up once per LOOKUP_AGAIN_MS, and never when not a node id.
+        let other = uuid::Uuid::new_v4().to_string();
+        assert!(
+            map.authenticate_shared(&store, &other, "s", 2_000)
+                .await
+                .unwrap()
+                .is_err()
+        );
+        assert!(!map.may_look_up(&other, 2_001));
+        assert!(
+            map.authenticate_shared(&store, "not-a-uuid", "s", 2_000)
+                .await
+                .unwrap()
+                .is_err()
+        );
+        assert!(
+            map.may_look_up("not-a-uuid", 2_002),
+            "never counted as looked up"
+        );
     }
 }

@@ -11,7 +11,9 @@
 //! The decisions are pure functions of what the console knows ([`plan`], [`update_view`]),
 //! tested without a store or a clock. [`RolloutEngine`] gathers that knowledge, writes the
 //! decisions, and is ticked every second, right after a rollout is set, after every update
-//! report, and before the rollouts or servers are shown.
+//! report, and before the rollouts or servers are shown. Of several consoles on one database,
+//! only the one holding the engine lease ([`crate::lease`]) writes steps, each fenced by it;
+//! the others' ticks only rebuild the desired versions from the store.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -433,6 +435,9 @@ pub struct RolloutEngine {
     desired: Mutex<HashMap<i64, String>>,
     /// One tick (or rollout change) at a time, so no decision is made on stale data.
     ticking: tokio::sync::Mutex<()>,
+    /// With several consoles on one database: rollouts advance only on the console holding
+    /// this lease, their steps fenced by it; the others only rebuild the desired versions.
+    lease: Option<Arc<crate::lease::Lease>>,
 }
 
 impl RolloutEngine {
@@ -449,7 +454,14 @@ impl RolloutEngine {
             thresholds,
             desired: Mutex::new(HashMap::new()),
             ticking: tokio::sync::Mutex::new(()),
+            lease: None,
         }
+    }
+
+    /// Advances rollouts only while `lease` is held, and writes each step under it.
+    pub fn with_lease(mut self, lease: Arc<crate::lease::Lease>) -> RolloutEngine {
+        self.lease = Some(lease);
+        self
     }
 
     fn desired_map(&self) -> MutexGuard<'_, HashMap<i64, String>> {
@@ -491,18 +503,26 @@ impl RolloutEngine {
     async fn tick_locked(&self) -> Result<Snapshot, StoreError> {
         let mut snap = self.snapshot().await?;
         let now = self.clock.now_ms();
+        let fence = match &self.lease {
+            None => Some(None),
+            Some(lease) if lease.held() => Some(Some(lease.fence())),
+            Some(_) => None,
+        };
         let mut desired_now = HashMap::new();
         for i in 0..snap.rollouts.len() {
             let r = &snap.rollouts[i];
             let group = snap.group(r);
             let p = plan(r, group);
-            if !p.admit.is_empty() || p.state != r.state || p.reason != r.reason {
+            if let Some(fence) = &fence
+                && (!p.admit.is_empty() || p.state != r.state || p.reason != r.reason)
+            {
                 let step = Advance {
                     group_id: r.group_id,
                     started_ms: r.started_ms,
                     admit: p.admit.clone(),
                     state: p.state,
                     reason: p.reason.clone(),
+                    fence: fence.clone(),
                 };
                 if self.store.advance_rollout(&step, now).await? {
                     if !p.admit.is_empty() || p.state != r.state {

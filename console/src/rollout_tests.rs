@@ -490,4 +490,65 @@ mod engine {
         assert_eq!(view.state, RolloutState::Done, "{}", view.reason);
         assert_eq!((view.admitted, view.updated), (2, 2));
     }
+
+    #[tokio::test]
+    async fn only_the_console_holding_the_lease_advances_a_rollout() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("t.db")).unwrap());
+        let live = Arc::new(LivenessMap::default());
+        let clock = Clock::default();
+        store
+            .create_group("default", "etl", NetworkType::Classic, 0)
+            .await
+            .unwrap();
+        store
+            .add_server("default", "etl", "a", None, 0)
+            .await
+            .unwrap();
+        store.publish_release(signed(V), 1).await.unwrap();
+        // Another console holds the lease.
+        assert!(
+            store
+                .acquire_lease(crate::lease::NAME, "other", clock.now_ms(), 60_000)
+                .await
+                .unwrap()
+        );
+        let lease = Arc::new(crate::lease::Lease::new(
+            Arc::clone(&store),
+            clock,
+            "this".into(),
+        ));
+        assert!(!lease.renew().await);
+        let engine = RolloutEngine::new(
+            Arc::clone(&store),
+            Arc::clone(&live),
+            clock,
+            Thresholds::default(),
+        )
+        .with_lease(Arc::clone(&lease));
+        let req = SetRollout {
+            project: "default".into(),
+            group: "etl".into(),
+            version: V.into(),
+            batch: Batch::Count(1),
+            max_failures: 0,
+        };
+        // Set here, it waits for the holder: no step is written.
+        let view = engine.set(&req).await.unwrap();
+        assert_eq!(view.admitted, 0, "{}", view.reason);
+        engine.tick().await.unwrap();
+        assert!(
+            store.list_rollouts(None).await.unwrap()[0]
+                .members
+                .is_empty()
+        );
+        // The holder gives it up; this console takes it and advances.
+        store
+            .release_lease(crate::lease::NAME, "other")
+            .await
+            .unwrap();
+        assert!(lease.renew().await);
+        let snap = engine.tick().await.unwrap();
+        assert_eq!(snap.views()[0].admitted, 1, "{}", snap.views()[0].reason);
+    }
 }

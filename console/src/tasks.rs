@@ -304,10 +304,12 @@ impl TaskLogs {
 }
 
 /// Every `every`, takes the tasks of stopped servers back: assigned ones are queued again,
-/// running ones reported lost (never run again).
+/// running ones reported lost (never run again). Of several consoles on one database, only
+/// the one holding `lease` does.
 pub async fn sweep_periodically(
     store: Arc<dyn Store>,
     live: Arc<LivenessMap>,
+    lease: Arc<crate::lease::Lease>,
     dispatch: Arc<Dispatch>,
     clock: Clock,
     thresholds: Thresholds,
@@ -317,7 +319,20 @@ pub async fn sweep_periodically(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if let Err(e) = sweep(store.as_ref(), &live, &dispatch, &clock, &thresholds).await {
+        if !lease.held() {
+            continue;
+        }
+        let fence = lease.fence();
+        if let Err(e) = sweep(
+            store.as_ref(),
+            &live,
+            &dispatch,
+            &clock,
+            &thresholds,
+            &fence,
+        )
+        .await
+        {
             tracing::warn!(error = %e, "checking the servers of running tasks failed; will retry");
         }
     }
@@ -329,6 +344,7 @@ async fn sweep(
     dispatch: &Dispatch,
     clock: &Clock,
     thresholds: &Thresholds,
+    fence: &crate::store::Fence,
 ) -> Result<(), crate::store::StoreError> {
     let busy = store.busy_servers().await?;
     if busy.is_empty() {
@@ -344,7 +360,9 @@ async fn sweep(
             continue;
         }
         let why = format!("server {} stopped ({reason})", s.name);
-        let r = store.abandon_server_tasks(s.id, &why, now).await?;
+        let r = store
+            .abandon_server_tasks(s.id, &why, now, Some(fence))
+            .await?;
         if !r.requeued.is_empty() || !r.lost.is_empty() {
             tracing::warn!(server = %s.name, requeued = ?r.requeued, lost = ?r.lost, "took tasks back from a stopped server");
             dispatch.wake(&s.project, &s.group);

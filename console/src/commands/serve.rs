@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use crate::app::{self, AppState};
 use crate::cli::{Global, ServeArgs};
 use crate::clock::Clock;
+use crate::lease::{self, Lease};
 use crate::liveness::{self, LivenessMap};
 use crate::rollout::{self, RolloutEngine};
 use crate::status::Thresholds;
@@ -125,12 +126,20 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         &log_key.verifying_key(),
     ));
     let dispatch = Arc::new(Dispatch::default());
-    let rollouts = Arc::new(RolloutEngine::new(
-        Arc::clone(&store),
-        Arc::clone(&live),
-        clock,
-        thresholds,
-    ));
+    // One console of those sharing a database runs rollouts and the sweep. A SQLite database
+    // has one console (the data directory's lock says so), which takes the lease over from
+    // its own earlier run at once.
+    let holder = if args.database.is_some() {
+        Lease::holder_name()
+    } else {
+        "the console of this data directory".to_owned()
+    };
+    let lease = Arc::new(Lease::new(Arc::clone(&store), clock, holder));
+    lease.renew().await;
+    let rollouts = Arc::new(
+        RolloutEngine::new(Arc::clone(&store), Arc::clone(&live), clock, thresholds)
+            .with_lease(Arc::clone(&lease)),
+    );
     let web = crate::web::state(
         tls.is_some() || public_url.starts_with("https://"),
         Arc::clone(&store) as Arc<dyn crate::store::SessionStore>,
@@ -184,9 +193,35 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         Arc::clone(&store),
         args.persist_interval,
     ));
+    // With PostgreSQL, other consoles write liveness too: load it, reaching back two flush
+    // intervals and a few seconds of clock difference (docs/architecture.md, "Liveness across
+    // consoles").
+    let refresh = liveness::REFRESH.min(args.persist_interval);
+    if args.database.is_some()
+        && thresholds.degraded_after <= thresholds.interval + args.persist_interval + refresh
+    {
+        tracing::warn!(
+            degraded_after = ?thresholds.degraded_after,
+            interval = ?thresholds.interval,
+            persist_interval = ?args.persist_interval,
+            refresh = ?refresh,
+            "--degraded-after is not above --heartbeat-interval + --persist-interval + the liveness refresh: another console may show a server that heartbeats here as degraded; raise --degraded-after or lower --persist-interval"
+        );
+    }
+    let refresher = args.database.is_some().then(|| {
+        tokio::spawn(liveness::refresh_periodically(
+            Arc::clone(&live),
+            Arc::clone(&store),
+            clock,
+            refresh,
+            args.persist_interval * 2 + liveness::CLOCK_ALLOWANCE,
+        ))
+    });
+    let renewer = tokio::spawn(lease::renew_periodically(Arc::clone(&lease)));
     let sweeper = tokio::spawn(tasks::sweep_periodically(
         Arc::clone(&store),
         Arc::clone(&live),
+        Arc::clone(&lease),
         Arc::clone(&dispatch),
         state.clock,
         thresholds,
@@ -214,6 +249,11 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     flusher.abort();
     sweeper.abort();
     rollout_ticker.abort();
+    renewer.abort();
+    if let Some(r) = refresher {
+        r.abort();
+    }
+    lease.release().await;
     let flushed = live.flush(store.as_ref()).await;
     served?;
     let n = flushed.context("persisting liveness at shutdown")?;

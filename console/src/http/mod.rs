@@ -172,7 +172,7 @@ impl FromRequestParts<AppState> for AuthedNode {
             .remove("node_id")
             .ok_or_else(|| ApiError::invalid("node_id", "the path names no node"))?;
         let secret = bearer(&parts.headers, "node secret")?;
-        service::nodes::authenticate(state, &node_id, secret)?;
+        service::nodes::authenticate(state, &node_id, secret).await?;
         Ok(AuthedNode(node_id))
     }
 }

@@ -9,11 +9,17 @@ use super::ServiceError;
 use crate::app::AppState;
 use crate::store::Server;
 
-/// Checks node `node_id`'s secret (held in the liveness map, not looked up in the store).
-pub fn authenticate(state: &AppState, node_id: &str, secret: &str) -> Result<(), ServiceError> {
+/// Checks node `node_id`'s secret against the liveness map, which looks a node enrolled
+/// through another console up in the store (bounded: see [`crate::liveness`]).
+pub async fn authenticate(
+    state: &AppState,
+    node_id: &str,
+    secret: &str,
+) -> Result<(), ServiceError> {
     state
         .live
-        .authenticate(node_id, secret)
+        .authenticate_shared(state.store.as_ref(), node_id, secret, state.clock.now_ms())
+        .await?
         .map_err(|e| ServiceError::Unauthorized {
             field: "authorization",
             message: e.to_string(),

@@ -3,6 +3,7 @@
 //! holds an `Arc<dyn Store>` and does not know which backend is behind it: the embedded SQLite
 //! database, or a PostgreSQL that several consoles share.
 
+mod leases;
 mod liveness;
 mod postgres;
 mod projects;
@@ -16,7 +17,8 @@ mod tasks;
 
 use tasknode_protocol::tasks::TaskState;
 
-pub use liveness::{Liveness, LivenessStore, LivenessUpdate, Stop};
+pub use leases::{Fence, LeaseStore};
+pub use liveness::{Liveness, LivenessStore, LivenessUpdate, NodeRecord, Stop};
 pub use postgres::{PostgresStore, redact as redact_url};
 pub use projects::{DeletedGroup, Group, Login, Project, ProjectStore, User};
 pub use releases::{Advance, NewRelease, Published, Release, ReleaseStore, Rollout, UpdateRecord};
@@ -36,6 +38,7 @@ pub trait Store:
     ProjectStore
     + ServerStore
     + LivenessStore
+    + LeaseStore
     + TaskStore
     + ReleaseStore
     + SessionStore
@@ -50,6 +53,7 @@ impl<T> Store for T where
     T: ProjectStore
         + ServerStore
         + LivenessStore
+        + LeaseStore
         + TaskStore
         + ReleaseStore
         + SessionStore

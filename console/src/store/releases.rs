@@ -74,6 +74,9 @@ pub struct Advance {
     pub admit: Vec<i64>,
     pub state: RolloutState,
     pub reason: String,
+    /// The lease the deciding console held: with one, the step applies only while that
+    /// console still holds it.
+    pub fence: Option<super::Fence>,
 }
 
 /// A server's latest update report.
@@ -118,7 +121,8 @@ pub trait ReleaseStore: Send + Sync {
     /// `project`.
     async fn list_rollouts(&self, project: Option<&str>) -> Result<Vec<Rollout>, StoreError>;
     /// Admits servers to a rollout and records its state. Returns false (and changes nothing)
-    /// when the group's rollout was set again since the step was decided.
+    /// when the group's rollout was set again since the step was decided, or when the step's
+    /// fence names a lease its holder no longer holds at `now_ms`.
     async fn advance_rollout(&self, step: &Advance, now_ms: i64) -> Result<bool, StoreError>;
 
     /// Keeps `report` as the server's latest.

@@ -114,10 +114,12 @@ pub trait TaskStore: Send + Sync {
     /// The servers that have assigned or running tasks.
     async fn busy_servers(&self) -> Result<Vec<i64>, StoreError>;
     /// A server is gone (stopped): its assigned tasks are queued again, its running ones lost.
+    /// With `fence`, only while that lease is held at `now_ms` (else nothing changes).
     async fn abandon_server_tasks(
         &self,
         server_id: i64,
         reason: &str,
         now_ms: i64,
+        fence: Option<&super::Fence>,
     ) -> Result<Reconciled, StoreError>;
 }

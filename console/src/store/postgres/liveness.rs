@@ -1,10 +1,40 @@
 //! Liveness in the shared store: a batch is one UPDATE joined to the batch's rows (`unnest` of
-//! one array per column), so a batch of thousands of nodes is one round trip.
+//! one array per column), so a batch of thousands of nodes is one round trip. Several consoles
+//! write the same node when its agent moves between them: a write never moves a node's last
+//! heartbeat back, so the newest heartbeat wins whichever console flushes last.
 
 use async_trait::async_trait;
 
-use super::{PostgresStore, db};
-use crate::store::{LivenessStore, LivenessUpdate, StoreError};
+use tokio_postgres::Row;
+
+use super::{PostgresStore, col, db, to_u32};
+use crate::store::{Liveness, LivenessStore, LivenessUpdate, NodeRecord, Stop, StoreError};
+
+const NODE_COLUMNS: &str = "id, node_id, secret_sha256, enroll_generation, agent_version,
+     last_heartbeat_ms, clock_offset_ms, running_tasks, stopped_ms, stop_reason FROM servers";
+
+fn node_from_row(r: &Row) -> Result<NodeRecord, StoreError> {
+    let stopped = match col::<Option<i64>>(r, 8)? {
+        Some(at_ms) => Some(Stop {
+            at_ms,
+            reason: col::<Option<String>>(r, 9)?.unwrap_or_default(),
+        }),
+        None => None,
+    };
+    Ok(NodeRecord {
+        server_id: col(r, 0)?,
+        node_id: col(r, 1)?,
+        secret_sha256: col::<Option<String>>(r, 2)?.unwrap_or_default(),
+        generation: u64::try_from(col::<i64>(r, 3)?).unwrap_or(0),
+        liveness: Liveness {
+            agent_version: col(r, 4)?,
+            last_heartbeat_ms: col(r, 5)?,
+            clock_offset_ms: col(r, 6)?,
+            running_tasks: to_u32(col(r, 7)?),
+            stopped,
+        },
+    })
+}
 
 #[async_trait]
 impl LivenessStore for PostgresStore {
@@ -40,7 +70,8 @@ impl LivenessStore for PostgresStore {
              FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[],
                          $6::bigint[], $7::text[])
                   AS u(node_id, version, heartbeat, clock_offset, running, stopped, reason)
-             WHERE s.node_id = u.node_id",
+             WHERE s.node_id = u.node_id
+               AND coalesce(s.last_heartbeat_ms, 0) <= coalesce(u.heartbeat, 0)",
             &[
                 &node, &version, &heartbeat, &offset, &running, &stopped, &reason,
             ],
@@ -48,5 +79,36 @@ impl LivenessStore for PostgresStore {
         .await
         .map_err(db("persisting liveness"))?;
         Ok(())
+    }
+
+    async fn node_record(&self, node_id: &str) -> Result<Option<NodeRecord>, StoreError> {
+        let c = self.client().await?;
+        c.query_opt(
+            &format!("SELECT {NODE_COLUMNS} WHERE node_id = $1"),
+            &[&node_id],
+        )
+        .await
+        .map_err(db("looking up a node"))?
+        .map(|r| node_from_row(&r))
+        .transpose()
+    }
+
+    async fn nodes_changed_since(
+        &self,
+        since_ms: Option<i64>,
+    ) -> Result<Vec<NodeRecord>, StoreError> {
+        let c = self.client().await?;
+        // GREATEST ignores NULLs.
+        let rows = c
+            .query(
+                &format!(
+                    "SELECT {NODE_COLUMNS} WHERE node_id IS NOT NULL AND ($1::bigint IS NULL
+                       OR GREATEST(last_heartbeat_ms, stopped_ms, enrolled_ms) >= $1)"
+                ),
+                &[&since_ms],
+            )
+            .await
+            .map_err(db("loading liveness"))?;
+        rows.iter().map(node_from_row).collect()
     }
 }

@@ -16,6 +16,7 @@ use tokio_postgres::{GenericClient, NoTls, Row};
 use super::{Enrollment, Liveness, Server, Stop, StoreError};
 use tasknode_protocol::NetworkType;
 
+mod leases;
 mod liveness;
 mod projects;
 mod releases;
@@ -27,6 +28,7 @@ mod tasks;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_init.sql")),
     (2, include_str!("migrations/0002_sessions_secrets.sql")),
+    (3, include_str!("migrations/0003_leases.sql")),
 ];
 
 /// The advisory lock migrations run under ("tasknode" in ASCII).

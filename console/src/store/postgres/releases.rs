@@ -346,6 +346,13 @@ impl ReleaseStore for PostgresStore {
         let op = "advancing a rollout";
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db(op))?;
+        // The lease row stays locked (shared) until this step commits, so a console taking
+        // the lease over waits for it and then sees the step.
+        if let Some(f) = &step.fence
+            && !super::leases::holds(&*tx, f, now_ms).await?
+        {
+            return Ok(false);
+        }
         let changed = tx
             .execute(
                 "UPDATE rollouts SET state = $3, reason = $4 WHERE group_id = $1 AND started_ms = $2",

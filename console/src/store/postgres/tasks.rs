@@ -523,10 +523,16 @@ impl TaskStore for PostgresStore {
         server_id: i64,
         reason: &str,
         now_ms: i64,
+        fence: Option<&crate::store::Fence>,
     ) -> Result<Reconciled, StoreError> {
         let op = "abandoning a server's tasks";
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db(op))?;
+        if let Some(f) = fence
+            && !super::leases::holds(&*tx, f, now_ms).await?
+        {
+            return Ok(Reconciled::default());
+        }
         let mut out = Reconciled::default();
         let requeue = format!("{reason} before starting it; queued again");
         let lost = format!(

@@ -23,8 +23,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("migrations/0006_server_names_per_project.sql"),
     ),
     (7, include_str!("migrations/0007_sessions_secrets.sql")),
+    (8, include_str!("migrations/0008_leases.sql")),
 ];
 
+mod leases;
 mod liveness;
 mod projects;
 mod releases;

@@ -335,6 +335,11 @@ fn list_rollouts(conn: &Connection, project: Option<&str>) -> Result<Vec<Rollout
 fn advance(conn: &mut Connection, step: &Advance, now_ms: i64) -> Result<bool, StoreError> {
     let op = "advancing a rollout";
     let tx = conn.transaction().map_err(sql(op))?;
+    if let Some(f) = &step.fence
+        && !super::leases::holds(&tx, f, now_ms)?
+    {
+        return Ok(false);
+    }
     let changed = tx
         .execute(
             "UPDATE rollouts SET state = ?3, reason = ?4 WHERE group_id = ?1 AND started_ms = ?2",

@@ -570,9 +570,17 @@ impl TaskStore for SqliteStore {
         server_id: i64,
         reason: &str,
         now_ms: i64,
+        fence: Option<&crate::store::Fence>,
     ) -> Result<Reconciled, StoreError> {
-        let reason = reason.to_owned();
-        self.call(move |conn| abandon(conn, server_id, &reason, now_ms))
-            .await
+        let (reason, fence) = (reason.to_owned(), fence.cloned());
+        self.call(move |conn| {
+            if let Some(f) = &fence
+                && !super::leases::holds(conn, f, now_ms)?
+            {
+                return Ok(Reconciled::default());
+            }
+            abandon(conn, server_id, &reason, now_ms)
+        })
+        .await
     }
 }

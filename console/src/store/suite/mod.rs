@@ -4,6 +4,8 @@
 //! migrations from older schemas, its sync mode; PostgreSQL's concurrent consoles) is tested
 //! beside that backend.
 
+mod leases;
+mod liveness;
 mod projects;
 mod releases;
 mod secrets;
@@ -164,4 +166,7 @@ suite!(
     secrets::sessions_and_secrets_survive_reopening,
     secrets::consoles_storing_a_secret_at_once_all_get_the_first_one,
     secrets::pruning_keeps_the_newest_of_a_prefix_only,
+    leases::a_lease_has_one_holder_until_it_expires_or_is_given_up,
+    leases::a_step_fenced_by_a_lapsed_lease_changes_nothing,
+    liveness::nodes_are_loaded_by_id_and_by_change_and_the_newest_heartbeat_wins,
 );

@@ -36,7 +36,7 @@ pub(super) fn signed(m: Manifest) -> NewRelease {
 }
 
 /// A store with a classic group `etl` holding server `a`.
-async fn group_with_server(h: &dyn Harness) -> (Box<dyn Store>, Server) {
+pub(super) async fn group_with_server(h: &dyn Harness) -> (Box<dyn Store>, Server) {
     let store = h.open().await;
     store
         .create_group("default", "etl", NetworkType::Classic, 1)
@@ -49,7 +49,7 @@ async fn group_with_server(h: &dyn Harness) -> (Box<dyn Store>, Server) {
     (store, a)
 }
 
-fn rollout(version: &str) -> SetRollout {
+pub(super) fn rollout(version: &str) -> SetRollout {
     SetRollout {
         project: "default".into(),
         group: "etl".into(),
@@ -186,6 +186,7 @@ pub(super) async fn setting_a_rollout_again_starts_it_over(h: &dyn Harness) {
         admit: vec![a.id],
         state: RolloutState::Running,
         reason: "offered".into(),
+        fence: None,
     };
     assert!(store.advance_rollout(&step, 11).await.unwrap());
     let listed = store.list_rollouts(Some("default")).await.unwrap();

@@ -112,8 +112,25 @@ pub(super) async fn assignment_stops_at_max_concurrency_and_a_lost_task_is_not_r
         store.start_task(a, g.id, g.lease, 4, 4).await.unwrap();
     }
     assert_eq!(store.busy_servers().await.unwrap(), [a]);
+    // Under a lease another console holds, the sweep's step changes nothing.
+    assert!(
+        store
+            .acquire_lease("engine", "other", 0, 100)
+            .await
+            .unwrap()
+    );
+    let fence = Fence {
+        name: "engine".into(),
+        holder: "this".into(),
+    };
     let r = store
-        .abandon_server_tasks(a, "server db-1 stopped", 5)
+        .abandon_server_tasks(a, "server db-1 stopped", 5, Some(&fence))
+        .await
+        .unwrap();
+    assert!(r.lost.is_empty() && r.requeued.is_empty());
+    assert_eq!(store.busy_servers().await.unwrap(), [a]);
+    let r = store
+        .abandon_server_tasks(a, "server db-1 stopped", 5, None)
         .await
         .unwrap();
     assert_eq!(r.lost.len(), 2);
