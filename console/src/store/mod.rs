@@ -4,6 +4,7 @@
 //! database, or a PostgreSQL that several consoles share.
 
 mod liveness;
+pub mod migrate;
 mod postgres;
 mod projects;
 mod releases;
