@@ -213,6 +213,22 @@ fn a_sqlite_console_moves_to_postgres_and_a_console_there_serves_the_same_state(
         "on postgres\n"
     );
 
+    // Without --json the same report is a table, one line per table.
+    let other = cluster.database();
+    let out = migrate(
+        &console.data(),
+        &["--to", &other.url, "--database-password-file", &pw],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("TABLE"), "{text}");
+    let line = text.lines().find(|l| l.starts_with("tasks ")).unwrap();
+    assert!(line.ends_with("same"), "{text}");
+    assert!(
+        text.contains(&format!("next tasks id: {next_task}")),
+        "{text}"
+    );
+
     // A second migration into the database is refused, naming what is there; nothing changes.
     let tasks_there = count(cluster, &db.name, "tasks");
     let out = migrate(&console.data(), &to);
