@@ -68,6 +68,54 @@ pub enum Command {
     /// batches that halt when agents fail to update.
     #[command(subcommand)]
     Release(ReleaseCmd),
+    /// Move this console's state from its SQLite database into an empty PostgreSQL database,
+    /// checking every table's rows and checksum before committing.
+    #[command(long_about = MIGRATE_ABOUT)]
+    Migrate(MigrateArgs),
+}
+
+const MIGRATE_ABOUT: &str =
+    "Move this console's state from its SQLite database (DATA/tasknode.db) into an empty \
+PostgreSQL database, so consoles started with --database share it.
+
+Stop the console first: migrate takes the data directory's lock as serve does and refuses while a \
+console holds it. The SQLite database is first brought to the newest schema; the PostgreSQL \
+schema is created, and the target must hold no state yet (nothing beside its empty default \
+project): a target with projects, users, servers, tasks, releases, sessions or secrets is \
+refused, naming what it holds, and nothing is changed.
+
+What moves, with its ids, in one PostgreSQL transaction: projects, users, resource groups, \
+servers with their enrollments and liveness, install-command tokens, tasks with their scripts \
+and results, releases with their manifests, rollouts and their members, update reports, web \
+sessions (no one is signed out) and the console's secrets (the admin token, the log-token key, \
+the TLS CA and certificates). The id sequences are set past the highest ids ever given out, so \
+no task id is handed out again. Before committing, every table's row count and SHA-256 \
+checksum (its rows in key order, rendered canonically) are computed on both sides and printed; \
+any difference rolls everything back and exits non-zero, naming the table.
+
+What does not move: files in the data directory. Task logs (DATA/task-logs) and --dist trees \
+stay where they are, and the SQLite file is left as it was (start no console on it again: its \
+state would drift from the database's).
+
+Next: start each console with --database URL (and the same password option); keep DATA/admin.token \
+for the admin commands. Classic servers' task logs are read from the servers and need nothing. \
+Task logs VPC servers pushed are files on the console that received them: copy DATA/task-logs to \
+the data directory of each console that must show them (tasknode-console task log reads them \
+from the console it talks to).";
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The PostgreSQL database to move into: `postgres://USER@HOST:PORT/DATABASE`, without a
+    /// password (give it with --database-password-file or TASKNODE_DATABASE_PASSWORD).
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+    /// A file whose first line is the PostgreSQL password; it must not be readable or writable
+    /// by group or others (chmod 600). Without it the password, if the server asks for one,
+    /// comes from the environment variable TASKNODE_DATABASE_PASSWORD.
+    #[arg(long, value_name = "FILE")]
+    pub database_password_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub out: Output,
 }
 
 #[derive(Debug, Subcommand)]

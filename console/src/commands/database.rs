@@ -19,29 +19,42 @@ pub async fn open(args: &ServeArgs, data: &Path) -> anyhow::Result<Arc<dyn Store
     let Some(url) = &args.database else {
         return Ok(Arc::new(SqliteStore::open(&data.join("tasknode.db"))?));
     };
-    check_url(url)?;
-    let password = password(args.database_password_file.as_deref())?;
-    let store = PostgresStore::connect(url, password.as_deref())
-        .await
-        .context("--database")?;
+    let store = connect("--database", url, args.database_password_file.as_deref()).await?;
     tracing::info!(database = %url, "using PostgreSQL");
     Ok(Arc::new(store))
 }
 
+/// Connects to the PostgreSQL database at `url`, given with the flag `flag`, with the password
+/// from `password_file` or the environment, and brings its schema up to date.
+pub async fn connect(
+    flag: &str,
+    url: &str,
+    password_file: Option<&Path>,
+) -> anyhow::Result<PostgresStore> {
+    check_url(flag, url)?;
+    let password = password(password_file)?;
+    PostgresStore::connect(url, password.as_deref())
+        .await
+        .with_context(|| flag.to_owned())
+}
+
 /// Refuses what is not a PostgreSQL URL, and a URL that carries a password.
-fn check_url(url: &str) -> anyhow::Result<()> {
+fn check_url(flag: &str, url: &str) -> anyhow::Result<()> {
     let shown = redact_url(url);
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-        bail!(
-            "--database {shown}: give a postgres://USER@HOST:PORT/DATABASE URL, or leave --database out to use SQLite in the data directory"
-        );
+        let sqlite = if flag == "--database" {
+            ", or leave --database out to use SQLite in the data directory"
+        } else {
+            ""
+        };
+        bail!("{flag} {shown}: give a postgres://USER@HOST:PORT/DATABASE URL{sqlite}");
     }
     let config: tokio_postgres::Config = url
         .parse()
-        .map_err(|e| anyhow::anyhow!("--database {shown}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("{flag} {shown}: {e}"))?;
     if config.get_password().is_some() {
         bail!(
-            "--database {shown}: the URL carries a password, which the process list and shell history would show; \
+            "{flag} {shown}: the URL carries a password, which the process list and shell history would show; \
              remove it from the URL and put it in a file given with --database-password-file FILE (chmod 600), \
              or in the environment variable {}",
             env::DATABASE_PASSWORD
@@ -85,15 +98,16 @@ mod tests {
 
     #[test]
     fn a_url_with_a_password_is_refused_naming_the_fix_and_not_the_password() {
-        let err = check_url("postgres://ann:hunter2@db:5432/tasknode").unwrap_err();
+        let err = check_url("--database", "postgres://ann:hunter2@db:5432/tasknode").unwrap_err();
         let text = err.to_string();
         assert!(text.contains("--database-password-file"), "{text}");
         assert!(text.contains("TASKNODE_DATABASE_PASSWORD"), "{text}");
         assert!(!text.contains("hunter2"), "{text}");
-        let err = check_url("mysql://db/x").unwrap_err().to_string();
+        let err = check_url("--to", "mysql://db/x").unwrap_err().to_string();
         assert!(err.contains("postgres://USER@HOST:PORT/DATABASE"), "{err}");
-        check_url("postgres://ann@db:5432/tasknode").unwrap();
-        check_url("postgresql://ann@db/tasknode").unwrap();
+        assert!(err.starts_with("--to "), "{err}");
+        check_url("--database", "postgres://ann@db:5432/tasknode").unwrap();
+        check_url("--to", "postgresql://ann@db/tasknode").unwrap();
     }
 
     #[test]

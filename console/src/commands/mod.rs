@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod database;
+pub mod migrate;
 pub mod releases;
 pub mod serve;
 pub mod tasks;

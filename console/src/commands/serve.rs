@@ -371,7 +371,7 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
 
 /// Holds an exclusive lock on DATA/console.lock for the life of the process, so two consoles
 /// never share one database.
-fn lock_data_dir(data: &Path) -> anyhow::Result<fs::File> {
+pub(crate) fn lock_data_dir(data: &Path) -> anyhow::Result<fs::File> {
     let path = data.join("console.lock");
     let file = fs::OpenOptions::new()
         .create(true)

@@ -5,6 +5,7 @@
 
 mod leases;
 mod liveness;
+pub mod migrate;
 mod postgres;
 mod projects;
 mod releases;

@@ -114,7 +114,7 @@ impl PostgresStore {
     }
 
     /// A pooled connection.
-    async fn client(&self) -> Result<Object, StoreError> {
+    pub(super) async fn client(&self) -> Result<Object, StoreError> {
         self.pool.get().await.map_err(|e| StoreError::Database {
             op: "getting a database connection",
             source: Box::new(e),
