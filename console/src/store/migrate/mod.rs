@@ -54,8 +54,10 @@ const fn table(name: &'static str, key: &'static [&'static str]) -> Table {
     Table { name, key }
 }
 
-/// Tables of the PostgreSQL schema that are not state: the store's own bookkeeping.
-pub const NOT_MOVED: &[&str] = &["schema_version"];
+/// Tables of the schemas that are not state: the store's own bookkeeping, and the leases of
+/// the console's singletons (held by the running consoles; a stopped console holds none that
+/// matters, and the consoles on PostgreSQL take them afresh).
+pub const NOT_MOVED: &[&str] = &["schema_version", "leases"];
 
 /// Rows a progress report is given after, at most.
 const PROGRESS_EVERY: u64 = 5_000;

@@ -73,8 +73,11 @@ async fn the_table_list_names_every_table_of_both_schemas_with_its_primary_key()
         .unwrap()
         .query_map([], |r| r.get(0))
         .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+        .collect::<Result<BTreeSet<String>, _>>()
+        .unwrap()
+        .into_iter()
+        .filter(|t| !NOT_MOVED.contains(&t.as_str()))
+        .collect();
     assert_eq!(
         lite_tables, listed,
         "a SQLite migration added or removed a table: teach store/migrate.rs's TABLES"
