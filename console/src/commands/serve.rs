@@ -124,7 +124,8 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let log_key_public: Arc<str> = Arc::from(tasknode_protocol::logtoken::encode_key(
         &log_key.verifying_key(),
     ));
-    let dispatch = Arc::new(Dispatch::default());
+    // Follows the store's wake-ups (on PostgreSQL, every console's) to the polls they concern.
+    let dispatch = Dispatch::following(store.wakes());
     let rollouts = Arc::new(RolloutEngine::new(
         Arc::clone(&store),
         Arc::clone(&live),
@@ -187,7 +188,6 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let sweeper = tokio::spawn(tasks::sweep_periodically(
         Arc::clone(&store),
         Arc::clone(&live),
-        Arc::clone(&dispatch),
         state.clock,
         thresholds,
         args.persist_interval,
