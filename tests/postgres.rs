@@ -186,6 +186,10 @@ fn a_task_submitted_on_one_console_wakes_an_agents_poll_on_another_also_after_it
     ];
     let a = Console::start(&args);
     let b = Console::start(&args);
+    // One admin token for both: the one console A made, which B's commands use too.
+    let token = b.data().join("admin.token");
+    std::fs::copy(a.data().join("admin.token"), &token).unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
     let password = a.create_user("etl");
     a.cli_ok(&["group", "create", "etl", "--network", "classic"]);
     a.cli_ok(&["server", "add", "--group", "etl", "--name", &hostname()]);
