@@ -1,15 +1,20 @@
 //! The real console binary on PostgreSQL (`serve --database postgres://…`), against a throwaway
 //! cluster from Debian's binaries: it serves, the admin commands create what they create in the
 //! database (not in a SQLite file), the state outlives a restart, a second console on the same
-//! database sees it, and a password on the command line is refused.
+//! database sees it, and a password on the command line is refused. A task submitted on one
+//! console reaches an agent long-polling another at once (LISTEN/NOTIFY), also after the
+//! listening connection was killed.
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 
+use std::time::Duration;
 use tasknode_pgtest::Cluster;
-use tasknode_tests::{Console, bin};
+
+use serde_json::Value;
+use tasknode_tests::{Agent, Console, bin, hostname, wait_for};
 
 /// A password file only its owner reads, in `dir`.
 fn password_file(dir: &std::path::Path) -> String {
@@ -148,4 +153,94 @@ fn a_password_in_the_database_url_is_refused_and_not_repeated() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("chmod 600"), "{stderr}");
+}
+
+/// How long the agent's long poll waits for work (agent/src/tasks/mod.rs).
+const AGENT_POLL_WAIT_MS: i64 = 25_000;
+
+/// Runs a task on `on` (the console the agent polls) and waits for it to end, then submits one
+/// on `other` and returns both as they ended. The agent's poll that waits when the second is
+/// submitted began after the first was handed out, so without a wake-up the second would start
+/// no sooner than a full poll wait after the first did.
+fn one_here_then_one_there(on: &Console, other: &Console) -> (Value, Value) {
+    let first = on.submit_script("etl", "true");
+    let first = on.wait_task(first, &["succeeded"], Duration::from_secs(60));
+    // The finish of the first woke the poll already; let that look end.
+    std::thread::sleep(Duration::from_secs(1));
+    let second = other.submit_script("etl", "true");
+    let second = other.wait_task(second, &["succeeded"], Duration::from_secs(60));
+    (first, second)
+}
+
+fn assert_started_before_the_poll_timed_out(first: &Value, second: &Value, log: &str) {
+    let gap = second["started_ms"].as_i64().unwrap() - first["started_ms"].as_i64().unwrap();
+    assert!(
+        gap < AGENT_POLL_WAIT_MS - 5_000,
+        "the task submitted on the other console started {gap} ms after the first, as if the agent's poll had waited out its {AGENT_POLL_WAIT_MS} ms; console log:\n{log}"
+    );
+}
+
+#[test]
+fn a_task_submitted_on_one_console_wakes_an_agents_poll_on_another_also_after_its_listener_died() {
+    let cluster = Cluster::shared();
+    let db = cluster.database();
+    let secrets = tempfile::tempdir().unwrap();
+    let pw = password_file(secrets.path());
+    let args = [
+        "--heartbeat-interval",
+        "1s",
+        "--database",
+        db.url.as_str(),
+        "--database-password-file",
+        pw.as_str(),
+    ];
+    let a = Console::start(&args);
+    let b = Console::start(&args);
+    // One admin token for both: the one console A made, which B's commands use too.
+    let token = b.data().join("admin.token");
+    std::fs::copy(a.data().join("admin.token"), &token).unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let password = a.create_user("etl");
+    a.cli_ok(&["group", "create", "etl", "--network", "classic"]);
+    a.cli_ok(&["server", "add", "--group", "etl", "--name", &hostname()]);
+    // The agent talks to console B only.
+    let mut agent = Agent::new();
+    agent.enroll_ok(&b.url, "etl", &password, false);
+    agent.allow_tasks();
+    agent.run();
+    b.wait_status(&hostname(), "available", Duration::from_secs(20));
+    let listeners = || {
+        cluster
+            .psql(
+                &db.name,
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE application_name = 'tasknode-console-listen' AND datname = current_database()",
+            )
+            .unwrap()
+    };
+    wait_for(Duration::from_secs(20), "both consoles to listen", || {
+        (listeners() == "2").then_some(())
+    });
+
+    let (first, second) = one_here_then_one_there(&b, &a);
+    assert_started_before_the_poll_timed_out(&first, &second, &b.log_text());
+
+    // The listening connections die; the consoles connect again, and a submit on A still
+    // reaches the agent on B at once.
+    let killed = cluster
+        .psql(
+            &db.name,
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE application_name = 'tasknode-console-listen' AND datname = current_database()",
+        )
+        .unwrap();
+    assert_eq!(killed, "2");
+    wait_for(
+        Duration::from_secs(20),
+        "both consoles to listen again",
+        || (listeners() == "2").then_some(()),
+    );
+    let (first, second) = one_here_then_one_there(&b, &a);
+    assert_started_before_the_poll_timed_out(&first, &second, &b.log_text());
+    agent.stop();
 }

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod commands;
+pub mod dispatch;
 pub mod env;
 pub mod http;
 pub mod keys;

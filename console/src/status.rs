@@ -144,6 +144,7 @@ mod tests {
             id: 1,
             name: "db-1".into(),
             group: "etl".into(),
+            group_id: 1,
             project: "default".into(),
             network: NetworkType::Classic,
             max_concurrency: None,

@@ -1,117 +1,22 @@
-//! Task dispatch beside the store: waking the agents of a group when there is something for
-//! them, the task logs agents push (one file per task in DATA/task-logs), and the sweep that
-//! takes tasks back from servers that stopped.
+//! Tasks beside the store: the task logs agents push (one file per task in DATA/task-logs),
+//! and the sweep that takes tasks back from servers that stopped. Which polls a change wakes
+//! is `dispatch.rs`.
 
 use std::collections::HashMap;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tasknode_protocol::wire::ServerStatus;
-use tokio::sync::Notify;
 
 use crate::clock::Clock;
 use crate::liveness::LivenessMap;
 use crate::status::{self, Thresholds};
 use crate::store::{ServerFilter, Store};
 
-/// Wakes the long polls of a group's agents. A poll registers for its group's notification
-/// before it looks for work, so nothing submitted in between is missed.
-///
-/// An agent holds one long poll at a time, so when a node's poll arrives, that node's older
-/// polls are from a process that is gone (it restarted, or exec'd its update) whose connection
-/// the console has not yet seen closed. Those must take no work: a task handed to one would sit
-/// assigned to nobody until the live poll next looked.
-#[derive(Debug, Default)]
-pub struct Dispatch {
-    groups: Mutex<HashMap<(String, String), Arc<Notify>>>,
-    /// The newest poll of each node, by the number [`Dispatch::begin_poll`] gave it.
-    newest: Mutex<HashMap<String, u64>>,
-    polls: AtomicU64,
-    closing: AtomicBool,
-    closed: Notify,
-}
-
-impl Dispatch {
-    fn lock(&self) -> MutexGuard<'_, HashMap<(String, String), Arc<Notify>>> {
-        self.groups.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The notification of a group, created on first use.
-    pub fn group(&self, project: &str, group: &str) -> Arc<Notify> {
-        let mut groups = self.lock();
-        Arc::clone(
-            groups
-                .entry((project.to_owned(), group.to_owned()))
-                .or_default(),
-        )
-    }
-
-    /// Wakes every poll waiting on a group.
-    pub fn wake(&self, project: &str, group: &str) {
-        if let Some(n) = self.lock().get(&(project.to_owned(), group.to_owned())) {
-            n.notify_waiters();
-        }
-    }
-
-    /// Moves a renamed group's notification to its new name, so the polls that registered
-    /// under the old name are woken by what is submitted under the new one.
-    pub fn rename(&self, project: &str, from: &str, to: &str) {
-        let mut groups = self.lock();
-        let Some(moved) = groups.remove(&(project.to_owned(), from.to_owned())) else {
-            return;
-        };
-        // A poll that already registered under the new name keeps that notification; the
-        // moved one's polls look once more (and find their work by server, not by name).
-        match groups.entry((project.to_owned(), to.to_owned())) {
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(moved);
-            }
-            std::collections::hash_map::Entry::Occupied(_) => moved.notify_waiters(),
-        }
-    }
-
-    /// Records a new long poll of `node` as its newest; returns the poll's number.
-    pub fn begin_poll(&self, node: &str) -> u64 {
-        let n = self.polls.fetch_add(1, Ordering::SeqCst) + 1;
-        self.newest
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(node.to_owned(), n);
-        n
-    }
-
-    /// Whether poll `n` is still `node`'s newest.
-    pub fn is_newest(&self, node: &str, n: u64) -> bool {
-        self.newest
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(node)
-            == Some(&n)
-    }
-
-    /// Ends every long poll at once and makes new ones answer at once: the console is stopping.
-    pub fn close(&self) {
-        self.closing.store(true, Ordering::SeqCst);
-        self.closed.notify_waiters();
-    }
-
-    pub fn is_closing(&self) -> bool {
-        self.closing.load(Ordering::SeqCst)
-    }
-
-    /// Resolves when [`Dispatch::close`] is called.
-    pub async fn closed(&self) {
-        let notified = self.closed.notified();
-        if self.is_closing() {
-            return;
-        }
-        notified.await;
-    }
-}
+pub use crate::dispatch::Dispatch;
 
 /// How much task log VPC servers may push to the console (`serve --max-task-log`,
 /// `--max-server-logs`).
@@ -310,7 +215,6 @@ pub async fn sweep_periodically(
     store: Arc<dyn Store>,
     live: Arc<LivenessMap>,
     lease: Arc<crate::lease::Lease>,
-    dispatch: Arc<Dispatch>,
     clock: Clock,
     thresholds: Thresholds,
     every: Duration,
@@ -323,16 +227,7 @@ pub async fn sweep_periodically(
             continue;
         }
         let fence = lease.fence();
-        if let Err(e) = sweep(
-            store.as_ref(),
-            &live,
-            &dispatch,
-            &clock,
-            &thresholds,
-            &fence,
-        )
-        .await
-        {
+        if let Err(e) = sweep(store.as_ref(), &live, &clock, &thresholds, &fence).await {
             tracing::warn!(error = %e, "checking the servers of running tasks failed; will retry");
         }
     }
@@ -341,7 +236,6 @@ pub async fn sweep_periodically(
 async fn sweep(
     store: &dyn Store,
     live: &LivenessMap,
-    dispatch: &Dispatch,
     clock: &Clock,
     thresholds: &Thresholds,
     fence: &crate::store::Fence,
@@ -364,8 +258,8 @@ async fn sweep(
             .abandon_server_tasks(s.id, &why, now, Some(fence))
             .await?;
         if !r.requeued.is_empty() || !r.lost.is_empty() {
+            // The store wakes the polls of the requeued tasks' group.
             tracing::warn!(server = %s.name, requeued = ?r.requeued, lost = ?r.lost, "took tasks back from a stopped server");
-            dispatch.wake(&s.project, &s.group);
         }
     }
     Ok(())
@@ -446,36 +340,5 @@ mod tests {
             Err(LogError::ServerFull { .. })
         ));
         assert!(again.counts_server(9));
-    }
-
-    #[test]
-    fn a_nodes_newer_poll_supersedes_its_older_ones_only() {
-        let dispatch = Dispatch::default();
-        let old = dispatch.begin_poll("node-a");
-        let other = dispatch.begin_poll("node-b");
-        assert!(dispatch.is_newest("node-a", old));
-        let new = dispatch.begin_poll("node-a");
-        assert!(!dispatch.is_newest("node-a", old));
-        assert!(dispatch.is_newest("node-a", new));
-        assert!(
-            dispatch.is_newest("node-b", other),
-            "another node's poll is untouched"
-        );
-        assert!(!dispatch.is_newest("node-c", new));
-    }
-
-    #[tokio::test]
-    async fn a_poll_waiting_under_a_renamed_groups_old_name_is_woken_under_the_new_one() {
-        let dispatch = Dispatch::default();
-        let waiting = dispatch.group("default", "etl");
-        let notified = waiting.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        dispatch.rename("default", "etl", "etl-2");
-        dispatch.wake("default", "etl-2");
-        tokio::time::timeout(Duration::from_secs(5), notified)
-            .await
-            .expect("woken under the new name");
-        assert!(Arc::ptr_eq(&waiting, &dispatch.group("default", "etl-2")));
     }
 }

@@ -125,7 +125,8 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let log_key_public: Arc<str> = Arc::from(tasknode_protocol::logtoken::encode_key(
         &log_key.verifying_key(),
     ));
-    let dispatch = Arc::new(Dispatch::default());
+    // Follows the store's wake-ups (on PostgreSQL, every console's) to the polls they concern.
+    let dispatch = Dispatch::following(store.wakes());
     // One console of those sharing a database runs rollouts and the sweep. A SQLite database
     // has one console (the data directory's lock says so), which takes the lease over from
     // its own earlier run at once.
@@ -222,7 +223,6 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         Arc::clone(&store),
         Arc::clone(&live),
         Arc::clone(&lease),
-        Arc::clone(&dispatch),
         state.clock,
         thresholds,
         args.persist_interval,

@@ -79,9 +79,9 @@ pub async fn find(
         })
 }
 
-/// Renames a resource group (names already validated). The long polls of its agents,
-/// registered under the old name, are woken by tasks submitted under the new one. A name that
-/// is taken is blamed on `new_name`, the name asked for.
+/// Renames a resource group (names already validated). Its agents' long polls wait under its
+/// id, which stays, so tasks submitted under the new name wake them. A name that is taken is
+/// blamed on `new_name`, the name asked for.
 pub async fn rename(
     state: &AppState,
     caller: Caller<'_>,
@@ -103,7 +103,6 @@ pub async fn rename(
         }
     };
     if group != g.name {
-        state.dispatch.rename(project, group, &g.name);
         tracing::info!(group = %group, to = %g.name, project = %project, "resource group renamed");
     }
     Ok(view(g))

@@ -17,6 +17,8 @@ pub mod releases;
 pub mod servers;
 pub mod tasks;
 pub mod work;
+#[cfg(test)]
+mod work_tests;
 
 pub use error::ServiceError;
 

@@ -9,7 +9,8 @@ use crate::clock::{human_duration, rfc3339};
 use crate::store::{ServerFilter, StoreError, Task, TaskFilter};
 use crate::tasks::LogError;
 
-/// Queues a task (`req` already validated) and wakes the polls of its group.
+/// Queues a task (`req` already validated); the store wakes a poll of its group (on any
+/// console) that can take it.
 pub async fn submit(
     state: &AppState,
     caller: Caller<'_>,
@@ -46,7 +47,6 @@ pub async fn submit(
         )
         .await?;
     tracing::info!(task = t.id, group = %t.group, project = %t.project, "task submitted");
-    state.dispatch.wake(&t.project, &t.group);
     view(state, &t)
 }
 
@@ -80,8 +80,8 @@ pub async fn get(state: &AppState, caller: Caller<'_>, id: i64) -> Result<Task, 
         .ok_or_else(|| no_task(id))
 }
 
-/// Asks for task `id` to be cancelled and wakes the polls of its group, so the agent running
-/// it hears at once.
+/// Asks for task `id` to be cancelled; the store wakes the poll of the server holding it (on
+/// any console), so its agent hears at once.
 pub async fn cancel(
     state: &AppState,
     caller: Caller<'_>,
@@ -101,7 +101,6 @@ pub async fn cancel(
             other => other.into(),
         })?;
     tracing::info!(task = id, state = %t.state, "task cancel requested");
-    state.dispatch.wake(&t.project, &t.group);
     view(state, &t)
 }
 

@@ -12,7 +12,7 @@ use super::nodes::node_server;
 use super::tasks::log_error;
 use super::{ServiceError, blocking};
 use crate::app::AppState;
-use crate::store::{Fenced, Server};
+use crate::store::{Assigned, Fenced, Server, Wake};
 use crate::tasks::LogError;
 
 /// Tasks a server may run at once: configured, else computed from what its agent reported.
@@ -28,33 +28,30 @@ fn max_concurrency(s: &Server) -> u32 {
 
 /// The long poll of node `node_id`: squares what its agent holds with what the store says,
 /// then answers at once with work or cancellations, or waits (up to `req.wait_secs`) until a
-/// submit, a cancel or a free slot in its group wakes it.
+/// wake-up for it (work it can take, news for its server) makes it look again; see
+/// [`crate::dispatch`] for which polls a wake-up reaches.
 pub async fn poll(
     state: &AppState,
     node_id: &str,
     req: PollRequest,
 ) -> Result<PollResponse, ServiceError> {
     let server = node_server(state, node_id).await?;
-    let wake = state.dispatch.group(&server.project, &server.group);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(req.wait_secs);
     let max = max_concurrency(&server);
-    let this_poll = state.dispatch.begin_poll(node_id);
+    // Registered before the first look, so a change committed after it wakes this poll.
+    let mut ticket = state.dispatch.register(node_id, server.id, server.group_id);
     loop {
-        // Registered before looking, so a submit in between still wakes this poll.
-        let notified = wake.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-
         // A newer poll of this node means this one's agent is gone: it neither squares what
         // it held nor takes work, and answers at once.
-        if !state.dispatch.is_newest(node_id, this_poll) {
+        if ticket.superseded() {
             return Ok(PollResponse {
                 assign: Vec::new(),
                 cancel: Vec::new(),
             });
         }
-
+        ticket.begin_look();
         let now = state.clock.now_ms();
+        // Tasks queued again here wake their group's polls (the store sends the wake-up).
         let rec = state
             .store
             .reconcile(server.id, req.held.clone(), now)
@@ -62,28 +59,29 @@ pub async fn poll(
         if !rec.requeued.is_empty() || !rec.lost.is_empty() {
             tracing::warn!(server = %server.name, requeued = ?rec.requeued, lost = ?rec.lost, "agent does not hold tasks assigned to it");
         }
-        if !rec.requeued.is_empty() {
-            state.dispatch.wake(&server.project, &server.group);
-        }
         // The clock is judged from the last heartbeat: a skewed agent gets no work.
         let skewed = state
             .live
             .get(node_id)
             .and_then(|l| l.clock_offset_ms)
             .is_some_and(|o| o.abs() > MAX_CLOCK_OFFSET_MS);
-        let assign = if req.accepting && !skewed && !state.dispatch.is_closing() {
+        let can_take = req.accepting && !skewed && !state.dispatch.is_closing();
+        let assigned = if can_take {
             state.store.assign(server.id, max, now).await?
         } else {
-            Vec::new()
+            Assigned::default()
         };
+        let assign = assigned.tasks;
         for a in &assign {
             tracing::info!(task = a.id, lease = a.lease, server = %server.name, "task assigned");
         }
+        let superseded = ticket.superseded();
+        ticket.looked(assign.len(), can_take && !assigned.full && !superseded);
         // Superseded while assigning: the newer poll may already have looked and found
         // nothing. Woken, it looks again, queues the work again (its agent does not hold it)
         // and takes it.
-        if !assign.is_empty() && !state.dispatch.is_newest(node_id, this_poll) {
-            state.dispatch.wake(&server.project, &server.group);
+        if !assign.is_empty() && superseded {
+            state.dispatch.wake(Wake::Server { server: server.id });
         }
         if !assign.is_empty()
             || !rec.cancel.is_empty()
@@ -96,9 +94,9 @@ pub async fn poll(
             });
         }
         tokio::select! {
-            _ = &mut notified => {}
-            _ = tokio::time::sleep_until(deadline) => {}
-            _ = state.dispatch.closed() => {}
+            () = ticket.woken() => {}
+            () = tokio::time::sleep_until(deadline) => {}
+            () = state.dispatch.closed() => {}
         }
     }
 }
@@ -136,8 +134,8 @@ pub async fn start(
     fenced(answer)
 }
 
-/// Records how task `id` ended on node `node_id`'s server, under its lease, and wakes the
-/// group's polls: a slot is free.
+/// Records how task `id` ended on node `node_id`'s server, under its lease; the store wakes
+/// that server's poll (on any console): a slot is free.
 pub async fn finish(
     state: &AppState,
     node_id: &str,
@@ -151,7 +149,6 @@ pub async fn finish(
     let answer = state.store.finish_task(server.id, id, req, now).await?;
     if answer == Fenced::Accepted {
         tracing::info!(task = id, server = %server.name, ?outcome, "task finished");
-        state.dispatch.wake(&server.project, &server.group);
     }
     fenced(answer)
 }

@@ -1,5 +1,6 @@
 //! The console's persistent state behind one interface per domain (projects and users, servers
-//! and enrollment, liveness, tasks, releases), with `Store` the sum of them, so the HTTP layer
+//! and enrollment, liveness, tasks, releases) and the wake-ups its changes send, with `Store`
+//! the sum of them, so the HTTP layer
 //! holds an `Arc<dyn Store>` and does not know which backend is behind it: the embedded SQLite
 //! database, or a PostgreSQL that several consoles share.
 
@@ -15,6 +16,7 @@ mod sqlite;
 #[cfg(test)]
 mod suite;
 mod tasks;
+mod wakes;
 
 use tasknode_protocol::tasks::TaskState;
 
@@ -29,7 +31,8 @@ pub use secrets::{
 };
 pub use servers::{Enrollment, EnrollmentToken, Server, ServerFilter, ServerStore, SpendToken};
 pub use sqlite::SqliteStore;
-pub use tasks::{Fenced, Reconciled, Task, TaskFilter, TaskStore};
+pub use tasks::{Assigned, Fenced, Reconciled, Task, TaskFilter, TaskStore};
+pub use wakes::{Wake, WakeStore};
 
 /// A driver's error, kept as the source of a [`StoreError`] without its type reaching callers.
 pub type DriverError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -44,6 +47,7 @@ pub trait Store:
     + ReleaseStore
     + SessionStore
     + SecretStore
+    + WakeStore
     + Send
     + Sync
     + 'static
@@ -59,6 +63,7 @@ impl<T> Store for T where
         + ReleaseStore
         + SessionStore
         + SecretStore
+        + WakeStore
         + Send
         + Sync
         + 'static

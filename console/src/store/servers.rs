@@ -14,6 +14,8 @@ pub struct Server {
     pub id: i64,
     pub name: String,
     pub group: String,
+    /// The group's id, which a rename keeps (wake-ups name groups by it).
+    pub group_id: i64,
     pub project: String,
     pub network: NetworkType,
     pub max_concurrency: Option<u32>,

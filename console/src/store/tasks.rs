@@ -1,5 +1,7 @@
 //! Tasks: submitted to a group, handed to one of its servers under a lease (the fencing token
-//! every start, log and finish must carry), and squared with what each agent holds.
+//! every start, log and finish must carry), and squared with what each agent holds. A submit,
+//! a task queued again, a cancel of a task a server holds and a finish each send a
+//! [`super::Wake`] once committed.
 
 use async_trait::async_trait;
 use tasknode_protocol::tasks::{FinishTask, HeldTask, TaskAssignment, TaskState};
@@ -48,6 +50,15 @@ pub struct Reconciled {
     pub lost: Vec<i64>,
 }
 
+/// What [`TaskStore::assign`] handed a server.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Assigned {
+    pub tasks: Vec<TaskAssignment>,
+    /// The server has no free slot left (or had none): the queue may hold more than it took.
+    /// When false, it took every queued task it could see.
+    pub full: bool,
+}
+
 /// The answer to an agent's start or finish.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fenced {
@@ -91,7 +102,7 @@ pub trait TaskStore: Send + Sync {
         server_id: i64,
         max_concurrency: u32,
         now_ms: i64,
-    ) -> Result<Vec<TaskAssignment>, StoreError>;
+    ) -> Result<Assigned, StoreError>;
     async fn start_task(
         &self,
         server_id: i64,

@@ -3,7 +3,8 @@
 //! writes takes row locks (`FOR UPDATE`), and assignment skips rows another console holds
 //! (`FOR UPDATE SKIP LOCKED`), so consoles compete without handing a task out twice. The schema
 //! is migrated by version (table `schema_version`) under an advisory lock, so consoles starting
-//! together migrate once. This file holds the pool and the migrations; each domain's queries are
+//! together migrate once. Wake-ups travel between consoles with LISTEN/NOTIFY (`wakes.rs`).
+//! This file holds the pool and the migrations; each domain's queries are
 //! in the file of its name.
 
 use std::time::Duration;
@@ -13,7 +14,8 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::FromSql;
 use tokio_postgres::{GenericClient, NoTls, Row};
 
-use super::{Enrollment, Liveness, Server, Stop, StoreError};
+use super::wakes::WakeHub;
+use super::{Enrollment, Liveness, Server, Stop, StoreError, Wake, WakeStore};
 use tasknode_protocol::NetworkType;
 
 mod leases;
@@ -23,6 +25,7 @@ mod releases;
 mod secrets;
 mod servers;
 mod tasks;
+pub(crate) mod wakes;
 
 /// Schema migrations, applied in order; a migration's number is the schema version it makes.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -39,6 +42,48 @@ const POOL_SIZE: usize = 16;
 
 pub struct PostgresStore {
     pool: Pool,
+    /// Where the listening connection connects (as the pool does, outside it).
+    config: tokio_postgres::Config,
+    /// This console among those on the database, so it skips its own notifications.
+    instance: u64,
+    wakes: WakeHub,
+    /// The task holding the listening connection, started by the first [`WakeStore::wakes`].
+    listener: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl WakeStore for PostgresStore {
+    fn wakes(&self) -> tokio::sync::broadcast::Receiver<Wake> {
+        let rx = self.wakes.subscribe();
+        let mut listener = self.listener.lock().unwrap_or_else(|e| e.into_inner());
+        if listener.is_none() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    *listener = Some(rt.spawn(wakes::listen(
+                        self.config.clone(),
+                        self.instance,
+                        self.wakes.clone(),
+                    )));
+                }
+                Err(_) => tracing::warn!(
+                    "no runtime to listen for other consoles' wake-ups on; only this console's reach its polls"
+                ),
+            }
+        }
+        rx
+    }
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        if let Some(l) = self
+            .listener
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            l.abort();
+        }
+    }
 }
 
 pub(super) type PgError = tokio_postgres::Error;
@@ -91,7 +136,7 @@ impl PostgresStore {
             .application_name("tasknode-console")
             .connect_timeout(Duration::from_secs(10));
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -110,7 +155,25 @@ impl PostgresStore {
             .map_err(|e| open_err(DriverErrorKind::Message(e.to_string())))?;
         migrate(&mut client, &shown).await?;
         drop(client);
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore {
+            pool,
+            config,
+            instance: rand::random(),
+            wakes: WakeHub::default(),
+            listener: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// Sends `wakes` to the other consoles with the transaction `c` is in (see [`wakes`]).
+    async fn notify(&self, c: &impl GenericClient, wakes: &[Wake]) -> Result<(), StoreError> {
+        wakes::notify(c, self.instance, wakes).await
+    }
+
+    /// Wakes this console's polls, once the transaction that sent `wakes` committed.
+    fn woke(&self, wakes: &[Wake]) {
+        for w in wakes {
+            self.wakes.send(*w);
+        }
     }
 
     /// A pooled connection.
@@ -244,7 +307,7 @@ fn parse_network(s: &str) -> NetworkType {
 
 const SERVER_COLUMNS: &str = "s.id, s.name, g.name, p.name, g.network, s.max_concurrency, s.created_ms,
      s.node_id, s.secret_sha256, s.enrolled_ms, s.cpu_cores, s.memory_bytes,
-     s.agent_version, s.last_heartbeat_ms, s.clock_offset_ms, s.running_tasks, s.stopped_ms, s.stop_reason
+     s.agent_version, s.last_heartbeat_ms, s.clock_offset_ms, s.running_tasks, s.stopped_ms, s.stop_reason, g.id
      FROM servers s JOIN resource_groups g ON g.id = s.group_id JOIN projects p ON p.id = g.project_id";
 
 fn server_from_row(r: &Row) -> Result<Server, StoreError> {
@@ -271,6 +334,7 @@ fn server_from_row(r: &Row) -> Result<Server, StoreError> {
         id: col(r, 0)?,
         name: col(r, 1)?,
         group: col(r, 2)?,
+        group_id: col(r, 18)?,
         project: col(r, 3)?,
         network: parse_network(&network),
         max_concurrency: col::<Option<i64>>(r, 5)?.map(to_u32),

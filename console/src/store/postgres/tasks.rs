@@ -2,7 +2,8 @@
 //! depends on reads under a row lock: a start or finish locks its task (the lease it checks
 //! cannot change before it writes), an assignment locks the server (its free slots) and takes
 //! queued tasks with `FOR UPDATE SKIP LOCKED` (a task another console is handing out is
-//! skipped, never handed out twice).
+//! skipped, never handed out twice). A change that makes work or news for an agent sends its
+//! wake-up in its transaction.
 
 use std::collections::HashMap;
 
@@ -11,7 +12,8 @@ use tasknode_protocol::tasks::{FinishTask, HeldTask, Outcome, TaskAssignment, Ta
 use tokio_postgres::{GenericClient, Row};
 
 use super::{PostgresStore, col, db, group_of, to_i64};
-use crate::store::{Fenced, Reconciled, StoreError, Task, TaskFilter, TaskStore};
+use crate::store::wakes::requeued;
+use crate::store::{Assigned, Fenced, Reconciled, StoreError, Task, TaskFilter, TaskStore, Wake};
 
 const ACTIVE: &str = "('assigned', 'running')";
 
@@ -70,6 +72,7 @@ struct Active {
     id: i64,
     state: TaskState,
     lease: i64,
+    group: i64,
 }
 
 /// The server's assigned and running tasks, locked.
@@ -78,7 +81,7 @@ async fn active_of(c: &impl GenericClient, server_id: i64) -> Result<Vec<Active>
     let rows = c
         .query(
             &format!(
-                "SELECT id, state, lease FROM tasks WHERE server_id = $1 AND state IN {ACTIVE}
+                "SELECT id, state, lease, group_id FROM tasks WHERE server_id = $1 AND state IN {ACTIVE}
                  ORDER BY id FOR UPDATE"
             ),
             &[&server_id],
@@ -92,6 +95,7 @@ async fn active_of(c: &impl GenericClient, server_id: i64) -> Result<Vec<Active>
                 id: col(r, 0)?,
                 state: state_of(&state)?,
                 lease: col(r, 2)?,
+                group: col(r, 3)?,
             })
         })
         .collect()
@@ -105,6 +109,7 @@ async fn let_go(
     lost_reason: &str,
     now_ms: i64,
     out: &mut Reconciled,
+    groups: &mut Vec<i64>,
 ) -> Result<(), StoreError> {
     if a.state == TaskState::Assigned {
         c.execute(
@@ -115,6 +120,7 @@ async fn let_go(
         .await
         .map_err(db("queueing a task again"))?;
         out.requeued.push(a.id);
+        groups.push(a.group);
     } else {
         c.execute(
             "UPDATE tasks SET state = 'lost', finished_ms = $2, reason = $3 WHERE id = $1",
@@ -199,7 +205,13 @@ impl TaskStore for PostgresStore {
             .map_err(db(op))?;
         let id: i64 = col(&row, 0)?;
         let t = task(&*tx, id).await?.ok_or_else(|| not_found(id))?;
+        let wakes = [Wake::Work {
+            group: gid,
+            tasks: 1,
+        }];
+        self.notify(&*tx, &wakes).await?;
         tx.commit().await.map_err(db(op))?;
+        self.woke(&wakes);
         Ok(t)
     }
 
@@ -234,10 +246,15 @@ impl TaskStore for PostgresStore {
         let op = "cancelling a task";
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db(op))?;
-        let state = lease_of(&*tx, id)
-            .await?
-            .ok_or_else(|| not_found(id))?
-            .state;
+        let row = lease_of(&*tx, id).await?.ok_or_else(|| not_found(id))?;
+        let state = row.state;
+        // The agent holding it must hear (and its slot may be free).
+        let wakes: Vec<Wake> = match (state, row.server_id) {
+            (TaskState::Assigned | TaskState::Running, Some(server)) => {
+                vec![Wake::Server { server }]
+            }
+            _ => Vec::new(),
+        };
         match state {
             // Never started: nothing runs, so it ends here. An agent that was handed an
             // assigned task has its start refused.
@@ -268,7 +285,9 @@ impl TaskStore for PostgresStore {
             }
         }
         let t = task(&*tx, id).await?.ok_or_else(|| not_found(id))?;
+        self.notify(&*tx, &wakes).await?;
         tx.commit().await.map_err(db(op))?;
+        self.woke(&wakes);
         Ok(t)
     }
 
@@ -282,6 +301,7 @@ impl TaskStore for PostgresStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db(op))?;
         let mut out = Reconciled::default();
+        let mut groups = Vec::new();
         let held_lease: HashMap<i64, i64> = held.iter().map(|h| (h.id, h.lease)).collect();
         for a in active_of(&*tx, server_id).await? {
             if held_lease.get(&a.id) != Some(&a.lease) {
@@ -292,6 +312,7 @@ impl TaskStore for PostgresStore {
                     "its agent no longer runs it (the agent restarted while it ran); it is not run again",
                     now_ms,
                     &mut out,
+                    &mut groups,
                 )
                 .await?;
             }
@@ -319,7 +340,10 @@ impl TaskStore for PostgresStore {
                 out.cancel.push(h.id);
             }
         }
+        let wakes = requeued(&groups);
+        self.notify(&*tx, &wakes).await?;
         tx.commit().await.map_err(db(op))?;
+        self.woke(&wakes);
         Ok(out)
     }
 
@@ -328,7 +352,7 @@ impl TaskStore for PostgresStore {
         server_id: i64,
         max_concurrency: u32,
         now_ms: i64,
-    ) -> Result<Vec<TaskAssignment>, StoreError> {
+    ) -> Result<Assigned, StoreError> {
         let op = "assigning tasks";
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db(op))?;
@@ -343,7 +367,7 @@ impl TaskStore for PostgresStore {
             .await
             .map_err(db(op))?
         else {
-            return Ok(Vec::new());
+            return Ok(Assigned::default());
         };
         let group_id: i64 = col(&server, 0)?;
         let active: i64 = col(
@@ -357,7 +381,10 @@ impl TaskStore for PostgresStore {
         )?;
         let free = i64::from(max_concurrency).saturating_sub(active);
         if free <= 0 {
-            return Ok(Vec::new());
+            return Ok(Assigned {
+                tasks: Vec::new(),
+                full: true,
+            });
         }
         let rows = tx
             .query(
@@ -387,7 +414,10 @@ impl TaskStore for PostgresStore {
             picked.push(a);
         }
         tx.commit().await.map_err(db(op))?;
-        Ok(picked)
+        Ok(Assigned {
+            full: i64::try_from(picked.len()).unwrap_or(i64::MAX) >= free,
+            tasks: picked,
+        })
     }
 
     async fn start_task(
@@ -475,7 +505,11 @@ impl TaskStore for PostgresStore {
         )
         .await
         .map_err(db(op))?;
+        // A slot of the server is free.
+        let wakes = [Wake::Server { server: server_id }];
+        self.notify(&*tx, &wakes).await?;
         tx.commit().await.map_err(db(op))?;
+        self.woke(&wakes);
         Ok(Fenced::Accepted)
     }
 
@@ -534,14 +568,18 @@ impl TaskStore for PostgresStore {
             return Ok(Reconciled::default());
         }
         let mut out = Reconciled::default();
+        let mut groups = Vec::new();
         let requeue = format!("{reason} before starting it; queued again");
         let lost = format!(
             "{reason} while it ran; it may or may not have finished, and it is not run again"
         );
         for a in active_of(&*tx, server_id).await? {
-            let_go(&*tx, &a, &requeue, &lost, now_ms, &mut out).await?;
+            let_go(&*tx, &a, &requeue, &lost, now_ms, &mut out, &mut groups).await?;
         }
+        let wakes = requeued(&groups);
+        self.notify(&*tx, &wakes).await?;
         tx.commit().await.map_err(db(op))?;
+        self.woke(&wakes);
         Ok(out)
     }
 }

@@ -1,7 +1,8 @@
 //! Tests of what only the PostgreSQL store has: its migrations (from an empty database, by two
 //! consoles at once; a newer schema refused), its password handling, and consoles competing
 //! for the same rows: a task is handed out once, a server never gets more tasks than its slots,
-//! a token is spent once, enrollments of one server take generations in commit order.
+//! a token is spent once, enrollments of one server take generations in commit order; a change
+//! on one console wakes the other (once), also after its listening connection was killed.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -115,7 +116,7 @@ async fn consoles_competing_hand_each_task_to_one_server_within_its_slots() {
             for store in [&a, &b] {
                 let store = Arc::clone(store);
                 polls.push(tokio::spawn(async move {
-                    let got = store.assign(server, 3, 10 + round).await.unwrap();
+                    let got = store.assign(server, 3, 10 + round).await.unwrap().tasks;
                     (server, got)
                 }));
             }
@@ -228,4 +229,68 @@ async fn two_projects_enrolling_one_name_on_two_consoles_bind_it_to_one() {
         h.psql("SELECT count(*) FROM servers WHERE node_id IS NOT NULL"),
         "1"
     );
+}
+
+/// The next wake-up `rx` receives, within a few seconds.
+async fn next_wake(rx: &mut tokio::sync::broadcast::Receiver<Wake>) -> Wake {
+    tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
+        .await
+        .expect("a wake-up arrives")
+        .unwrap()
+}
+
+async fn nothing_more(rx: &mut tokio::sync::broadcast::Receiver<Wake>) {
+    let more = tokio::time::timeout(std::time::Duration::from_millis(300), rx.recv()).await;
+    assert!(more.is_err(), "{more:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_on_one_console_wakes_the_other_once_also_after_its_listener_is_killed() {
+    let (h, a, b, servers) = two_consoles(1, 1).await;
+    let server = servers[0];
+    let group = b
+        .server_by_name("default", "db-0")
+        .await
+        .unwrap()
+        .unwrap()
+        .group_id;
+    let mut wakes = b.wakes();
+    // Listening: every poll looks once, for what was sent before.
+    assert_eq!(next_wake(&mut wakes).await, Wake::All);
+
+    let t = a
+        .submit_task("default", "etl", "true", 60, 2)
+        .await
+        .unwrap();
+    assert_eq!(next_wake(&mut wakes).await, Wake::Work { group, tasks: 1 });
+    nothing_more(&mut wakes).await;
+    // B's own change reaches B once (locally, its echo skipped); A's cancel of the task B
+    // handed out reaches B as news for that server.
+    assert_eq!(b.assign(server, 1, 3).await.unwrap().tasks.len(), 1);
+    b.reconcile(server, vec![], 4).await.unwrap();
+    assert_eq!(next_wake(&mut wakes).await, Wake::Work { group, tasks: 1 });
+    nothing_more(&mut wakes).await;
+    assert_eq!(b.assign(server, 1, 5).await.unwrap().tasks.len(), 1);
+    a.cancel_task(t.id, 6).await.unwrap();
+    assert_eq!(next_wake(&mut wakes).await, Wake::Server { server });
+
+    // The listening connection is killed: B connects again and wakes every poll once.
+    let killed = h.psql(&format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+         WHERE application_name = '{}' AND datname = current_database()",
+        super::wakes::LISTENER_NAME
+    ));
+    assert_eq!(killed, "1");
+    assert_eq!(next_wake(&mut wakes).await, Wake::All);
+    a.submit_task("default", "etl", "true", 60, 7)
+        .await
+        .unwrap();
+    assert_eq!(next_wake(&mut wakes).await, Wake::Work { group, tasks: 1 });
+    // A rolled-back change wakes no one: a submit to a missing group.
+    assert!(
+        a.submit_task("default", "nope", "true", 60, 8)
+            .await
+            .is_err()
+    );
+    nothing_more(&mut wakes).await;
 }

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use tasknode_protocol::NetworkType;
 
-use super::{Enrollment, Liveness, Server, Stop, StoreError};
+use super::wakes::WakeHub;
+use super::{Enrollment, Liveness, Server, Stop, StoreError, Wake, WakeStore};
 
 /// Schema migrations, applied in order; a migration's number is the schema version it makes.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -36,6 +37,14 @@ mod tasks;
 
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// Wake-ups stay in this process: one console owns the file.
+    wakes: WakeHub,
+}
+
+impl WakeStore for SqliteStore {
+    fn wakes(&self) -> tokio::sync::broadcast::Receiver<Wake> {
+        self.wakes.subscribe()
+    }
 }
 
 fn sql(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
@@ -82,6 +91,7 @@ impl SqliteStore {
         secrets::make_private(path)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
+            wakes: WakeHub::default(),
         })
     }
 
@@ -185,7 +195,7 @@ fn parse_network(s: &str) -> NetworkType {
 
 const SERVER_COLUMNS: &str = "s.id, s.name, g.name, p.name, g.network, s.max_concurrency, s.created_ms,
      s.node_id, s.secret_sha256, s.enrolled_ms, s.cpu_cores, s.memory_bytes,
-     s.agent_version, s.last_heartbeat_ms, s.clock_offset_ms, s.running_tasks, s.stopped_ms, s.stop_reason
+     s.agent_version, s.last_heartbeat_ms, s.clock_offset_ms, s.running_tasks, s.stopped_ms, s.stop_reason, g.id
      FROM servers s JOIN resource_groups g ON g.id = s.group_id JOIN projects p ON p.id = g.project_id";
 
 fn server_from_row(r: &Row<'_>) -> rusqlite::Result<Server> {
@@ -212,6 +222,7 @@ fn server_from_row(r: &Row<'_>) -> rusqlite::Result<Server> {
         id: r.get(0)?,
         name: r.get(1)?,
         group: r.get(2)?,
+        group_id: r.get(18)?,
         project: r.get(3)?,
         network: parse_network(&network),
         max_concurrency: r.get(5)?,

@@ -10,7 +10,8 @@ use tasknode_protocol::tasks::{FinishTask, HeldTask, Outcome, TaskAssignment, Ta
 use async_trait::async_trait;
 
 use super::{SqliteStore, group_of, sql};
-use crate::store::{Fenced, Reconciled, StoreError, Task, TaskFilter, TaskStore};
+use crate::store::wakes::requeued;
+use crate::store::{Assigned, Fenced, Reconciled, StoreError, Task, TaskFilter, TaskStore, Wake};
 
 const ACTIVE: &str = "('assigned', 'running')";
 
@@ -77,7 +78,7 @@ fn submit(
     script: &str,
     timeout_secs: u64,
     now_ms: i64,
-) -> Result<Task, StoreError> {
+) -> Result<(Task, i64), StoreError> {
     let tx = conn.transaction().map_err(sql("submitting a task"))?;
     let (gid, _) = group_of(&tx, project, group)?;
     tx.execute(
@@ -94,7 +95,7 @@ fn submit(
     let id = tx.last_insert_rowid();
     let t = task(&tx, id)?.ok_or_else(|| not_found(id))?;
     tx.commit().map_err(sql("submitting a task"))?;
-    Ok(t)
+    Ok((t, gid))
 }
 
 fn list(conn: &Connection, f: &TaskFilter) -> Result<Vec<Task>, StoreError> {
@@ -115,9 +116,15 @@ fn list(conn: &Connection, f: &TaskFilter) -> Result<Vec<Task>, StoreError> {
     rows.collect::<Result<_, _>>().map_err(sql("listing tasks"))
 }
 
-fn cancel(conn: &mut Connection, id: i64, now_ms: i64) -> Result<Task, StoreError> {
+/// Cancels task `id`; returns it and the server that held it (whose agent must hear).
+fn cancel(conn: &mut Connection, id: i64, now_ms: i64) -> Result<(Task, Option<i64>), StoreError> {
     let tx = conn.transaction().map_err(sql("cancelling a task"))?;
     let t = task(&tx, id)?.ok_or_else(|| not_found(id))?;
+    let holder: Option<i64> = tx
+        .query_row("SELECT server_id FROM tasks WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .map_err(sql("cancelling a task"))?;
     match t.state {
         // Never started: nothing runs, so it ends here. An agent that was handed an assigned
         // task has its start refused.
@@ -144,19 +151,20 @@ fn cancel(conn: &mut Connection, id: i64, now_ms: i64) -> Result<Task, StoreErro
     }
     let t = task(&tx, id)?.ok_or_else(|| not_found(id))?;
     tx.commit().map_err(sql("cancelling a task"))?;
-    Ok(t)
+    Ok((t, holder))
 }
 
 struct Active {
     id: i64,
     state: TaskState,
     lease: i64,
+    group: i64,
 }
 
 fn active_of(tx: &Transaction<'_>, server_id: i64) -> Result<Vec<Active>, StoreError> {
     let mut stmt = tx
         .prepare_cached(&format!(
-            "SELECT id, state, lease FROM tasks WHERE server_id = ?1 AND state IN {ACTIVE}"
+            "SELECT id, state, lease, group_id FROM tasks WHERE server_id = ?1 AND state IN {ACTIVE}"
         ))
         .map_err(sql("reading a server's tasks"))?;
     let rows = stmt
@@ -166,6 +174,7 @@ fn active_of(tx: &Transaction<'_>, server_id: i64) -> Result<Vec<Active>, StoreE
                 id: r.get(0)?,
                 state: state_of(&state)?,
                 lease: r.get(2)?,
+                group: r.get(3)?,
             })
         })
         .map_err(sql("reading a server's tasks"))?;
@@ -181,6 +190,7 @@ fn let_go(
     lost_reason: &str,
     now_ms: i64,
     out: &mut Reconciled,
+    groups: &mut Vec<i64>,
 ) -> Result<(), StoreError> {
     if a.state == TaskState::Assigned {
         tx.execute(
@@ -190,6 +200,7 @@ fn let_go(
         )
         .map_err(sql("queueing a task again"))?;
         out.requeued.push(a.id);
+        groups.push(a.group);
     } else {
         tx.execute(
             "UPDATE tasks SET state = 'lost', finished_ms = ?2, reason = ?3 WHERE id = ?1",
@@ -206,9 +217,10 @@ fn reconcile(
     server_id: i64,
     held: &[HeldTask],
     now_ms: i64,
-) -> Result<Reconciled, StoreError> {
+) -> Result<(Reconciled, Vec<i64>), StoreError> {
     let tx = conn.transaction().map_err(sql("reconciling tasks"))?;
     let mut out = Reconciled::default();
+    let mut groups = Vec::new();
     let held_lease: HashMap<i64, i64> = held.iter().map(|h| (h.id, h.lease)).collect();
     for a in active_of(&tx, server_id)? {
         if held_lease.get(&a.id) != Some(&a.lease) {
@@ -219,6 +231,7 @@ fn reconcile(
                 "its agent no longer runs it (the agent restarted while it ran); it is not run again",
                 now_ms,
                 &mut out,
+                &mut groups,
             )?;
         }
     }
@@ -244,7 +257,7 @@ fn reconcile(
     }
     drop(stmt);
     tx.commit().map_err(sql("reconciling tasks"))?;
-    Ok(out)
+    Ok((out, groups))
 }
 
 fn assign(
@@ -252,7 +265,7 @@ fn assign(
     server_id: i64,
     max_concurrency: u32,
     now_ms: i64,
-) -> Result<Vec<TaskAssignment>, StoreError> {
+) -> Result<Assigned, StoreError> {
     let tx = conn.transaction().map_err(sql("assigning tasks"))?;
     let active: u32 = tx
         .query_row(
@@ -263,7 +276,10 @@ fn assign(
         .map_err(sql("assigning tasks"))?;
     let free = max_concurrency.saturating_sub(active);
     if free == 0 {
-        return Ok(Vec::new());
+        return Ok(Assigned {
+            tasks: Vec::new(),
+            full: true,
+        });
     }
     let mut picked: Vec<TaskAssignment> = {
         let mut stmt = tx
@@ -298,7 +314,10 @@ fn assign(
         .map_err(sql("assigning tasks"))?;
     }
     tx.commit().map_err(sql("assigning tasks"))?;
-    Ok(picked)
+    Ok(Assigned {
+        full: picked.len() >= free as usize,
+        tasks: picked,
+    })
 }
 
 /// The row a start or finish is fenced by.
@@ -465,19 +484,20 @@ fn abandon(
     server_id: i64,
     reason: &str,
     now_ms: i64,
-) -> Result<Reconciled, StoreError> {
+) -> Result<(Reconciled, Vec<i64>), StoreError> {
     let tx = conn
         .transaction()
         .map_err(sql("abandoning a server's tasks"))?;
     let mut out = Reconciled::default();
+    let mut groups = Vec::new();
     let requeue = format!("{reason} before starting it; queued again");
     let lost =
         format!("{reason} while it ran; it may or may not have finished, and it is not run again");
     for a in active_of(&tx, server_id)? {
-        let_go(&tx, &a, &requeue, &lost, now_ms, &mut out)?;
+        let_go(&tx, &a, &requeue, &lost, now_ms, &mut out, &mut groups)?;
     }
     tx.commit().map_err(sql("abandoning a server's tasks"))?;
-    Ok(out)
+    Ok((out, groups))
 }
 
 #[async_trait]
@@ -491,8 +511,11 @@ impl TaskStore for SqliteStore {
         now_ms: i64,
     ) -> Result<Task, StoreError> {
         let (project, group, script) = (project.to_owned(), group.to_owned(), script.to_owned());
-        self.call(move |conn| submit(conn, &project, &group, &script, timeout_secs, now_ms))
-            .await
+        let (t, group) = self
+            .call(move |conn| submit(conn, &project, &group, &script, timeout_secs, now_ms))
+            .await?;
+        self.wakes.send(Wake::Work { group, tasks: 1 });
+        Ok(t)
     }
 
     async fn task(&self, id: i64) -> Result<Option<Task>, StoreError> {
@@ -505,7 +528,11 @@ impl TaskStore for SqliteStore {
     }
 
     async fn cancel_task(&self, id: i64, now_ms: i64) -> Result<Task, StoreError> {
-        self.call(move |conn| cancel(conn, id, now_ms)).await
+        let (t, holder) = self.call(move |conn| cancel(conn, id, now_ms)).await?;
+        if let Some(server) = holder {
+            self.wakes.send(Wake::Server { server });
+        }
+        Ok(t)
     }
 
     async fn reconcile(
@@ -514,8 +541,13 @@ impl TaskStore for SqliteStore {
         held: Vec<HeldTask>,
         now_ms: i64,
     ) -> Result<Reconciled, StoreError> {
-        self.call(move |conn| reconcile(conn, server_id, &held, now_ms))
-            .await
+        let (out, groups) = self
+            .call(move |conn| reconcile(conn, server_id, &held, now_ms))
+            .await?;
+        for w in requeued(&groups) {
+            self.wakes.send(w);
+        }
+        Ok(out)
     }
 
     async fn assign(
@@ -523,7 +555,7 @@ impl TaskStore for SqliteStore {
         server_id: i64,
         max_concurrency: u32,
         now_ms: i64,
-    ) -> Result<Vec<TaskAssignment>, StoreError> {
+    ) -> Result<Assigned, StoreError> {
         self.call(move |conn| assign(conn, server_id, max_concurrency, now_ms))
             .await
     }
@@ -547,8 +579,13 @@ impl TaskStore for SqliteStore {
         report: FinishTask,
         _now_ms: i64,
     ) -> Result<Fenced, StoreError> {
-        self.call(move |conn| finish(conn, server_id, id, &report))
-            .await
+        let answer = self
+            .call(move |conn| finish(conn, server_id, id, &report))
+            .await?;
+        if answer == Fenced::Accepted {
+            self.wakes.send(Wake::Server { server: server_id });
+        }
+        Ok(answer)
     }
 
     async fn holds_lease(&self, server_id: i64, id: i64, lease: i64) -> Result<bool, StoreError> {
@@ -573,14 +610,19 @@ impl TaskStore for SqliteStore {
         fence: Option<&crate::store::Fence>,
     ) -> Result<Reconciled, StoreError> {
         let (reason, fence) = (reason.to_owned(), fence.cloned());
-        self.call(move |conn| {
-            if let Some(f) = &fence
-                && !super::leases::holds(conn, f, now_ms)?
-            {
-                return Ok(Reconciled::default());
-            }
-            abandon(conn, server_id, &reason, now_ms)
-        })
-        .await
+        let (out, groups) = self
+            .call(move |conn| {
+                if let Some(f) = &fence
+                    && !super::leases::holds(conn, f, now_ms)?
+                {
+                    return Ok((Reconciled::default(), Vec::new()));
+                }
+                abandon(conn, server_id, &reason, now_ms)
+            })
+            .await?;
+        for w in requeued(&groups) {
+            self.wakes.send(w);
+        }
+        Ok(out)
     }
 }

@@ -41,12 +41,12 @@ pub(super) async fn a_stale_lease_can_neither_start_nor_finish_a_task(h: &dyn Ha
         .submit_task("default", "etl", "true", 60, 1)
         .await
         .unwrap();
-    let first = store.assign(a, 2, 2).await.unwrap();
+    let first = store.assign(a, 2, 2).await.unwrap().tasks;
     assert_eq!((first.len(), first[0].lease), (1, 1));
     // Server a never received it (its next poll holds nothing): queued again.
     let r = store.reconcile(a, vec![], 3).await.unwrap();
     assert_eq!(r.requeued, [t.id]);
-    let second = store.assign(b, 2, 4).await.unwrap();
+    let second = store.assign(b, 2, 4).await.unwrap().tasks;
     assert_eq!(second[0].lease, 2);
     // The stale assignment is fenced off; the current one starts, once.
     assert!(matches!(
@@ -105,9 +105,9 @@ pub(super) async fn assignment_stops_at_max_concurrency_and_a_lost_task_is_not_r
             .await
             .unwrap();
     }
-    let got = store.assign(a, 2, 2).await.unwrap();
+    let got = store.assign(a, 2, 2).await.unwrap().tasks;
     assert_eq!(got.len(), 2);
-    assert!(store.assign(a, 2, 3).await.unwrap().is_empty());
+    assert!(store.assign(a, 2, 3).await.unwrap().tasks.is_empty());
     for g in &got {
         store.start_task(a, g.id, g.lease, 4, 4).await.unwrap();
     }
@@ -135,7 +135,7 @@ pub(super) async fn assignment_stops_at_max_concurrency_and_a_lost_task_is_not_r
         .unwrap();
     assert_eq!(r.lost.len(), 2);
     // Lost tasks are not queued again: only the third one is handed out.
-    let next = store.assign(a, 2, 6).await.unwrap();
+    let next = store.assign(a, 2, 6).await.unwrap().tasks;
     assert_eq!(next.len(), 1);
     assert!(got.iter().all(|g| g.id != next[0].id));
     // A lost task's late result is recorded, and says so.
