@@ -245,8 +245,10 @@ fn make_it_an_older_consoles(data: &Path) -> Vec<u8> {
         format!("{}\n", hex::encode(&key)),
     )
     .unwrap();
+    // Schema 6: without what migrations 7 (sessions, secrets) and 8 (leases) added.
     conn.execute_batch(
-        "DROP TABLE console_secrets; DROP TABLE web_sessions; PRAGMA user_version = 6;",
+        "DROP TABLE console_secrets; DROP TABLE web_sessions; DROP TABLE leases;
+         PRAGMA user_version = 6;",
     )
     .unwrap();
     key

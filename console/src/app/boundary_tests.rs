@@ -20,9 +20,8 @@ use super::AppState;
 use crate::auth;
 use crate::clock::Clock;
 use crate::liveness::LivenessMap;
-use crate::status::Thresholds;
 use crate::store::{Enrollment, Liveness, SqliteStore, Store};
-use crate::tasks::{Dispatch, LogLimits, TaskLogs};
+use crate::tasks::LogLimits;
 
 const ADMIN: &str = "admin-token-for-tests";
 const NODE: &str = "node-1";
@@ -92,44 +91,19 @@ async fn console_with(
         auth::digest(SECRET),
         Liveness::default(),
     );
-    let thresholds = Thresholds {
-        interval: std::time::Duration::from_secs(10),
-        degraded_after: std::time::Duration::from_secs(30),
-        stopped_after: std::time::Duration::from_secs(600),
-    };
-    let log_key = auth::generate_log_key();
-    let web = crate::web::state(
-        false,
-        Arc::clone(&store) as Arc<dyn crate::store::SessionStore>,
-    )
-    .unwrap();
-    let session = web
+    let state = super::testing::state(super::testing::TestConsole {
+        store,
+        live,
+        dir,
+        admin_token: ADMIN,
+        limits,
+    });
+    let session = state
+        .web
         .sessions
         .create(crate::web::session::Principal::Admin, now)
         .await
         .unwrap();
-    let state = AppState {
-        store: Arc::clone(&store),
-        live: Arc::clone(&live),
-        clock,
-        thresholds,
-        admin_token: auth::digest(ADMIN),
-        credentials: Arc::new(crate::throttle::Throttle::new(2)),
-        public_url: "http://127.0.0.1:1".into(),
-        agent_urls: Arc::from(vec!["http://127.0.0.1:1".to_owned()]),
-        templates: Arc::new(tasknode_dist::Templates::embedded().unwrap()),
-        artifacts: Arc::default(),
-        console_ca: None,
-        dist: None,
-        dispatch: Arc::new(Dispatch::default()),
-        task_logs: Arc::new(TaskLogs::open(&dir.join("logs"), limits).unwrap()),
-        log_key_public: tasknode_protocol::logtoken::encode_key(&log_key.verifying_key()).into(),
-        log_key: Arc::new(log_key),
-        rollouts: Arc::new(crate::rollout::RolloutEngine::new(
-            store, live, clock, thresholds,
-        )),
-        web,
-    };
     (state, session)
 }
 

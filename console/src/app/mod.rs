@@ -6,6 +6,8 @@
 #[cfg(test)]
 mod boundary_tests;
 mod state;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use state::AppState;
 

@@ -13,11 +13,9 @@ use tasknode_protocol::wire::{AddServer, CreateGroup, CreateInstallCommand};
 
 use super::{Caller, ServiceError};
 use crate::app::AppState;
-use crate::clock::Clock;
 use crate::liveness::LivenessMap;
-use crate::status::Thresholds;
 use crate::store::{ServerFilter, SqliteStore, Store, TaskFilter};
-use crate::tasks::{Dispatch, LogLimits, TaskLogs};
+use crate::tasks::LogLimits;
 
 const USER: Caller<'static> = Caller::User {
     name: "ops",
@@ -27,39 +25,13 @@ const USER: Caller<'static> = Caller::User {
 /// A console with group `etl` (one server) in project `default` and in project `other`.
 async fn console(dir: &std::path::Path) -> AppState {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("t.db")).unwrap());
-    let clock = Clock::default();
-    let thresholds = Thresholds {
-        interval: std::time::Duration::from_secs(10),
-        degraded_after: std::time::Duration::from_secs(30),
-        stopped_after: std::time::Duration::from_secs(600),
-    };
-    let live = Arc::new(LivenessMap::default());
-    let log_key = crate::auth::generate_log_key();
-    let state = AppState {
-        store: Arc::clone(&store),
-        live: Arc::clone(&live),
-        clock,
-        thresholds,
-        admin_token: crate::auth::digest("admin"),
-        credentials: Arc::new(crate::throttle::Throttle::new(2)),
-        public_url: "http://127.0.0.1:1".into(),
-        agent_urls: Arc::from(vec!["http://127.0.0.1:1".to_owned()]),
-        templates: Arc::new(tasknode_dist::Templates::embedded().unwrap()),
-        artifacts: Arc::default(),
-        console_ca: None,
-        dist: None,
-        dispatch: Arc::new(Dispatch::default()),
-        task_logs: Arc::new(TaskLogs::open(&dir.join("logs"), LogLimits::default()).unwrap()),
-        log_key_public: tasknode_protocol::logtoken::encode_key(&log_key.verifying_key()).into(),
-        log_key: Arc::new(log_key),
-        rollouts: Arc::new(crate::rollout::RolloutEngine::new(
-            Arc::clone(&store),
-            live,
-            clock,
-            thresholds,
-        )),
-        web: crate::web::state(false, store as Arc<dyn crate::store::SessionStore>).unwrap(),
-    };
+    let state = crate::app::testing::state(crate::app::testing::TestConsole {
+        store,
+        live: Arc::new(LivenessMap::default()),
+        dir,
+        admin_token: "admin",
+        limits: LogLimits::default(),
+    });
     super::projects::create_project(&state, "other")
         .await
         .unwrap();

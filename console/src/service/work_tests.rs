@@ -13,12 +13,9 @@ use tokio::sync::mpsc;
 
 use super::{Caller, ServiceError};
 use crate::app::AppState;
-use crate::clock::Clock;
-use crate::dispatch::Dispatch;
 use crate::liveness::LivenessMap;
-use crate::status::Thresholds;
 use crate::store::{Enrollment, SqliteStore, Store};
-use crate::tasks::{LogLimits, TaskLogs};
+use crate::tasks::LogLimits;
 
 /// Longer than the test takes: a poll that answers did so because it was woken.
 const WAIT_SECS: u64 = 30;
@@ -26,43 +23,13 @@ const WAIT_SECS: u64 = 30;
 /// A console whose group `etl` holds `k` enrolled servers (nodes `node-0`..) of one slot each.
 async fn console(dir: &std::path::Path, k: usize) -> AppState {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("t.db")).unwrap());
-    let clock = Clock::default();
-    let thresholds = Thresholds {
-        interval: Duration::from_secs(10),
-        degraded_after: Duration::from_secs(30),
-        stopped_after: Duration::from_secs(600),
-    };
-    let live = Arc::new(LivenessMap::default());
-    let log_key = crate::auth::generate_log_key();
-    let state = AppState {
+    let state = crate::app::testing::state(crate::app::testing::TestConsole {
         store: Arc::clone(&store),
-        live: Arc::clone(&live),
-        clock,
-        thresholds,
-        admin_token: crate::auth::digest("admin"),
-        credentials: Arc::new(crate::throttle::Throttle::new(2)),
-        public_url: "http://127.0.0.1:1".into(),
-        agent_urls: Arc::from(vec!["http://127.0.0.1:1".to_owned()]),
-        templates: Arc::new(tasknode_dist::Templates::embedded().unwrap()),
-        artifacts: Arc::default(),
-        console_ca: None,
-        dist: None,
-        dispatch: Dispatch::following(store.wakes()),
-        task_logs: Arc::new(TaskLogs::open(&dir.join("logs"), LogLimits::default()).unwrap()),
-        log_key_public: tasknode_protocol::logtoken::encode_key(&log_key.verifying_key()).into(),
-        log_key: Arc::new(log_key),
-        rollouts: Arc::new(crate::rollout::RolloutEngine::new(
-            Arc::clone(&store),
-            live,
-            clock,
-            thresholds,
-        )),
-        web: crate::web::state(
-            false,
-            Arc::clone(&store) as Arc<dyn crate::store::SessionStore>,
-        )
-        .unwrap(),
-    };
+        live: Arc::new(LivenessMap::default()),
+        dir,
+        admin_token: "admin",
+        limits: LogLimits::default(),
+    });
     store
         .create_group("default", "etl", NetworkType::Classic, 1)
         .await
