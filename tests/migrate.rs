@@ -6,7 +6,6 @@
 //! now non-empty database, and bad flags are named.
 #![allow(clippy::unwrap_used)]
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -14,14 +13,6 @@ use std::time::Duration;
 use serde_json::Value;
 use tasknode_pgtest::Cluster;
 use tasknode_tests::{Console, bin, enrolled_classic, hostname, stderr};
-
-/// A password file only its owner reads, in `dir`.
-fn password_file(dir: &Path) -> String {
-    let path = dir.join("db-password");
-    std::fs::write(&path, format!("{}\n", Cluster::shared().password())).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path.display().to_string()
-}
 
 fn migrate(data: &Path, args: &[&str]) -> Output {
     Command::new(bin("tasknode-console"))
@@ -63,7 +54,11 @@ fn a_sqlite_console_moves_to_postgres_and_a_console_there_serves_the_same_state(
     let cluster = Cluster::shared();
     let db = cluster.database();
     let secrets = tempfile::tempdir().unwrap();
-    let pw = password_file(secrets.path());
+    let pw = Cluster::shared()
+        .password_file(secrets.path())
+        .unwrap()
+        .display()
+        .to_string();
     let to = [
         "--to",
         db.url.as_str(),

@@ -16,20 +16,16 @@ use tasknode_pgtest::Cluster;
 use serde_json::Value;
 use tasknode_tests::{Agent, Console, bin, hostname, wait_for};
 
-/// A password file only its owner reads, in `dir`.
-fn password_file(dir: &std::path::Path) -> String {
-    let path = dir.join("db-password");
-    std::fs::write(&path, format!("{}\n", Cluster::shared().password())).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path.display().to_string()
-}
-
 #[test]
 fn a_console_on_postgres_serves_and_keeps_its_state_there() {
     let cluster = Cluster::shared();
     let db = cluster.database();
     let secrets = tempfile::tempdir().unwrap();
-    let pw = password_file(secrets.path());
+    let pw = Cluster::shared()
+        .password_file(secrets.path())
+        .unwrap()
+        .display()
+        .to_string();
     let args = [
         "--database",
         db.url.as_str(),
@@ -141,7 +137,11 @@ fn a_password_in_the_database_url_is_refused_and_not_repeated() {
     );
 
     // A password file others may read is refused too, before the database is reached.
-    let pw = password_file(data.path());
+    let pw = Cluster::shared()
+        .password_file(data.path())
+        .unwrap()
+        .display()
+        .to_string();
     std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = Command::new(bin("tasknode-console"))
         .args(["serve", "--listen", "127.0.0.1:0", "--database", &db.url])
@@ -185,7 +185,11 @@ fn a_task_submitted_on_one_console_wakes_an_agents_poll_on_another_also_after_it
     let cluster = Cluster::shared();
     let db = cluster.database();
     let secrets = tempfile::tempdir().unwrap();
-    let pw = password_file(secrets.path());
+    let pw = Cluster::shared()
+        .password_file(secrets.path())
+        .unwrap()
+        .display()
+        .to_string();
     let args = [
         "--heartbeat-interval",
         "1s",

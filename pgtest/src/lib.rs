@@ -154,6 +154,20 @@ impl Cluster {
         &self.password
     }
 
+    /// Writes the password to `dir/db-password`, readable by its owner alone, as
+    /// `--database-password-file` wants it; returns the file's path.
+    pub fn password_file(&self, dir: &Path) -> Result<PathBuf, String> {
+        let path = dir.join("db-password");
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| writeln!(f, "{}", self.password))
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        Ok(path)
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
