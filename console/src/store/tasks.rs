@@ -134,3 +134,68 @@ pub trait TaskStore: Send + Sync {
         fence: Option<&super::Fence>,
     ) -> Result<Reconciled, StoreError>;
 }
+
+/// A task's row as a start or finish is fenced by it (each backend reads it, locked).
+pub(super) struct LeaseRow {
+    pub server_id: Option<i64>,
+    pub lease: i64,
+    pub state: TaskState,
+}
+
+/// Why a report under `lease` from `server_id` does not count, if it does not: the rule both
+/// backends apply before a start or finish writes anything.
+pub(super) fn fence(id: i64, row: Option<&LeaseRow>, server_id: i64, lease: i64) -> Option<String> {
+    match row {
+        None => Some(format!("there is no task {id}")),
+        Some(r) if r.server_id != Some(server_id) || r.lease != lease => Some(format!(
+            "task {id} is no longer this server's under lease {lease} (it is {} under lease {})",
+            r.state, r.lease
+        )),
+        Some(_) => None,
+    }
+}
+
+/// What a finish that passed its fence writes.
+pub(super) struct Finished {
+    pub state: TaskState,
+    pub reason: Option<String>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub log_bytes: i64,
+}
+
+/// The row a fenced finish writes for a task in `state`, or `None` when the result is recorded
+/// already (the agent did not hear the first answer, and is answered the same again). A result
+/// delivered after the task was reported lost says so in its reason.
+pub(super) fn finished(state: TaskState, report: &FinishTask) -> Option<Finished> {
+    use tasknode_protocol::tasks::Outcome;
+    if !matches!(
+        state,
+        TaskState::Running | TaskState::Assigned | TaskState::Lost
+    ) {
+        return None;
+    }
+    let mut reason = match &report.outcome {
+        Outcome::Killed { reason } => Some(format!("killed by its agent: {reason}")),
+        Outcome::NotStarted { reason } => Some(format!("could not start: {reason}")),
+        _ => None,
+    };
+    if state == TaskState::Lost {
+        reason = Some(format!(
+            "its server came back after it was reported lost and delivered this result{}",
+            reason.map(|r| format!("; {r}")).unwrap_or_default()
+        ));
+    }
+    let (exit_code, signal) = match report.outcome {
+        Outcome::Exited { code } => (Some(code), None),
+        Outcome::Signaled { signal } => (None, Some(signal)),
+        _ => (None, None),
+    };
+    Some(Finished {
+        state: report.outcome.state(),
+        reason,
+        exit_code,
+        signal,
+        log_bytes: i64::try_from(report.log_bytes).unwrap_or(i64::MAX),
+    })
+}

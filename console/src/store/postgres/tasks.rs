@@ -8,10 +8,11 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use tasknode_protocol::tasks::{FinishTask, HeldTask, Outcome, TaskAssignment, TaskState};
+use tasknode_protocol::tasks::{FinishTask, HeldTask, TaskAssignment, TaskState};
 use tokio_postgres::{GenericClient, Row};
 
 use super::{PostgresStore, col, db, group_of, to_i64};
+use crate::store::tasks::{LeaseRow, fence, finished};
 use crate::store::wakes::requeued;
 use crate::store::{Assigned, Fenced, Reconciled, StoreError, Task, TaskFilter, TaskStore, Wake};
 
@@ -133,14 +134,7 @@ async fn let_go(
     Ok(())
 }
 
-/// The row a start or finish is fenced by, locked.
-struct Lease {
-    server_id: Option<i64>,
-    lease: i64,
-    state: TaskState,
-}
-
-async fn lease_of(c: &impl GenericClient, id: i64) -> Result<Option<Lease>, StoreError> {
+async fn lease_of(c: &impl GenericClient, id: i64) -> Result<Option<LeaseRow>, StoreError> {
     let row = c
         .query_opt(
             "SELECT server_id, lease, state FROM tasks WHERE id = $1 FOR UPDATE",
@@ -150,31 +144,11 @@ async fn lease_of(c: &impl GenericClient, id: i64) -> Result<Option<Lease>, Stor
         .map_err(db("checking a task's lease"))?;
     let Some(r) = row else { return Ok(None) };
     let state: String = col(&r, 2)?;
-    Ok(Some(Lease {
+    Ok(Some(LeaseRow {
         server_id: col(&r, 0)?,
         lease: col(&r, 1)?,
         state: state_of(&state)?,
     }))
-}
-
-/// Why a report under `lease` from `server_id` does not count, if it does not.
-fn fence(id: i64, row: Option<&Lease>, server_id: i64, lease: i64) -> Option<String> {
-    match row {
-        None => Some(format!("there is no task {id}")),
-        Some(r) if r.server_id != Some(server_id) || r.lease != lease => Some(format!(
-            "task {id} is no longer this server's under lease {lease} (it is {} under lease {})",
-            r.state, r.lease
-        )),
-        Some(_) => None,
-    }
-}
-
-fn describe(o: &Outcome) -> Option<String> {
-    match o {
-        Outcome::Killed { reason } => Some(format!("killed by its agent: {reason}")),
-        Outcome::NotStarted { reason } => Some(format!("could not start: {reason}")),
-        _ => None,
-    }
 }
 
 fn ids(rows: &[Row]) -> Result<Vec<i64>, StoreError> {
@@ -468,25 +442,9 @@ impl TaskStore for PostgresStore {
         if let Some(why) = fence(id, row.as_ref(), server_id, report.lease) {
             return Ok(Fenced::Refused(why));
         }
-        let state = row.map(|r| r.state);
-        if !matches!(
-            state,
-            Some(TaskState::Running | TaskState::Assigned | TaskState::Lost)
-        ) {
+        let Some(f) = row.and_then(|r| finished(r.state, &report)) else {
             // Already recorded: the agent did not hear the first answer.
             return Ok(Fenced::Accepted);
-        }
-        let mut reason = describe(&report.outcome);
-        if state == Some(TaskState::Lost) {
-            reason = Some(format!(
-                "its server came back after it was reported lost and delivered this result{}",
-                reason.map(|r| format!("; {r}")).unwrap_or_default()
-            ));
-        }
-        let (code, signal) = match report.outcome {
-            Outcome::Exited { code } => (Some(code), None),
-            Outcome::Signaled { signal } => (None, Some(signal)),
-            _ => (None, None),
         };
         tx.execute(
             "UPDATE tasks SET state = $2, reason = $3, started_ms = COALESCE($4, started_ms),
@@ -494,13 +452,13 @@ impl TaskStore for PostgresStore {
              WHERE id = $1",
             &[
                 &id,
-                &report.outcome.state().as_str(),
-                &reason,
+                &f.state.as_str(),
+                &f.reason,
                 &report.started_ms,
                 &report.finished_ms,
-                &code,
-                &signal,
-                &to_i64(report.log_bytes),
+                &f.exit_code,
+                &f.signal,
+                &f.log_bytes,
             ],
         )
         .await

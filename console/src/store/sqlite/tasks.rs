@@ -5,11 +5,12 @@
 use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
-use tasknode_protocol::tasks::{FinishTask, HeldTask, Outcome, TaskAssignment, TaskState};
+use tasknode_protocol::tasks::{FinishTask, HeldTask, TaskAssignment, TaskState};
 
 use async_trait::async_trait;
 
 use super::{SqliteStore, group_of, sql};
+use crate::store::tasks::{LeaseRow, fence, finished};
 use crate::store::wakes::requeued;
 use crate::store::{Assigned, Fenced, Reconciled, StoreError, Task, TaskFilter, TaskStore, Wake};
 
@@ -320,20 +321,13 @@ fn assign(
     })
 }
 
-/// The row a start or finish is fenced by.
-struct Lease {
-    server_id: Option<i64>,
-    lease: i64,
-    state: TaskState,
-}
-
-fn lease_of(tx: &Transaction<'_>, id: i64) -> Result<Option<Lease>, StoreError> {
+fn lease_of(tx: &Transaction<'_>, id: i64) -> Result<Option<LeaseRow>, StoreError> {
     tx.query_row(
         "SELECT server_id, lease, state FROM tasks WHERE id = ?1",
         [id],
         |r| {
             let state: String = r.get(2)?;
-            Ok(Lease {
+            Ok(LeaseRow {
                 server_id: r.get(0)?,
                 lease: r.get(1)?,
                 state: state_of(&state)?,
@@ -342,18 +336,6 @@ fn lease_of(tx: &Transaction<'_>, id: i64) -> Result<Option<Lease>, StoreError> 
     )
     .optional()
     .map_err(sql("checking a task's lease"))
-}
-
-/// Why a report under `lease` from `server_id` does not count, if it does not.
-fn fence(id: i64, row: Option<&Lease>, server_id: i64, lease: i64) -> Option<String> {
-    match row {
-        None => Some(format!("there is no task {id}")),
-        Some(r) if r.server_id != Some(server_id) || r.lease != lease => Some(format!(
-            "task {id} is no longer this server's under lease {lease} (it is {} under lease {})",
-            r.state, r.lease
-        )),
-        Some(_) => None,
-    }
 }
 
 fn start(
@@ -386,14 +368,6 @@ fn start(
     Ok(answer)
 }
 
-fn describe(o: &Outcome) -> Option<String> {
-    match o {
-        Outcome::Killed { reason } => Some(format!("killed by its agent: {reason}")),
-        Outcome::NotStarted { reason } => Some(format!("could not start: {reason}")),
-        _ => None,
-    }
-}
-
 fn finish(
     conn: &mut Connection,
     server_id: i64,
@@ -405,25 +379,9 @@ fn finish(
     if let Some(why) = fence(id, row.as_ref(), server_id, report.lease) {
         return Ok(Fenced::Refused(why));
     }
-    let state = row.map(|r| r.state);
-    if !matches!(
-        state,
-        Some(TaskState::Running | TaskState::Assigned | TaskState::Lost)
-    ) {
+    let Some(f) = row.and_then(|r| finished(r.state, report)) else {
         // Already recorded: the agent did not hear the first answer.
         return Ok(Fenced::Accepted);
-    }
-    let mut reason = describe(&report.outcome);
-    if state == Some(TaskState::Lost) {
-        reason = Some(format!(
-            "its server came back after it was reported lost and delivered this result{}",
-            reason.map(|r| format!("; {r}")).unwrap_or_default()
-        ));
-    }
-    let (code, signal) = match report.outcome {
-        Outcome::Exited { code } => (Some(code), None),
-        Outcome::Signaled { signal } => (None, Some(signal)),
-        _ => (None, None),
     };
     tx.execute(
         "UPDATE tasks SET state = ?2, reason = ?3, started_ms = COALESCE(?4, started_ms),
@@ -431,13 +389,13 @@ fn finish(
          WHERE id = ?1",
         params![
             id,
-            report.outcome.state().as_str(),
-            reason,
+            f.state.as_str(),
+            f.reason,
             report.started_ms,
             report.finished_ms,
-            code,
-            signal,
-            i64::try_from(report.log_bytes).unwrap_or(i64::MAX),
+            f.exit_code,
+            f.signal,
+            f.log_bytes,
         ],
     )
     .map_err(sql("finishing a task"))?;
