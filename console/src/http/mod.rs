@@ -5,6 +5,7 @@
 mod admin;
 mod agent;
 pub mod error;
+mod health;
 mod install;
 mod json;
 mod releases;
@@ -38,6 +39,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
             .route("/yum/{dist}/tasknode.repo", get(install::yum_repo));
     }
     router
+        .route("/healthz", get(health::healthz))
         .route("/api/v1/health", get(agent::health))
         .route("/api/v1/enroll", post(agent::enroll))
         .route("/api/v1/nodes/{node_id}", get(agent::node))

@@ -9,6 +9,7 @@ mod caller_tests;
 pub mod enroll;
 mod error;
 pub mod groups;
+pub mod health;
 pub mod install;
 pub mod logs;
 pub mod nodes;

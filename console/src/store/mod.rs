@@ -4,6 +4,7 @@
 //! holds an `Arc<dyn Store>` and does not know which backend is behind it: the embedded SQLite
 //! database, or a PostgreSQL that several consoles share.
 
+mod health;
 mod leases;
 mod liveness;
 pub mod migrate;
@@ -20,6 +21,7 @@ mod wakes;
 
 use tasknode_protocol::tasks::TaskState;
 
+pub use health::HealthStore;
 pub use leases::{Fence, LeaseStore};
 pub use liveness::{Liveness, LivenessStore, LivenessUpdate, NodeRecord, Stop};
 pub use postgres::{PostgresStore, redact as redact_url};
@@ -48,6 +50,7 @@ pub trait Store:
     + SessionStore
     + SecretStore
     + WakeStore
+    + HealthStore
     + Send
     + Sync
     + 'static
@@ -64,6 +67,7 @@ impl<T> Store for T where
         + SessionStore
         + SecretStore
         + WakeStore
+        + HealthStore
         + Send
         + Sync
         + 'static

@@ -15,7 +15,7 @@ use tokio_postgres::types::FromSql;
 use tokio_postgres::{GenericClient, NoTls, Row};
 
 use super::wakes::WakeHub;
-use super::{Enrollment, Liveness, Server, Stop, StoreError, Wake, WakeStore};
+use super::{Enrollment, HealthStore, Liveness, Server, Stop, StoreError, Wake, WakeStore};
 use tasknode_protocol::NetworkType;
 
 mod leases;
@@ -70,6 +70,18 @@ impl WakeStore for PostgresStore {
             }
         }
         rx
+    }
+}
+
+#[async_trait::async_trait]
+impl HealthStore for PostgresStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .query_one("SELECT 1", &[])
+            .await
+            .map_err(db("answering a health check"))?;
+        Ok(())
     }
 }
 

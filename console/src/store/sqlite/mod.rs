@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use tasknode_protocol::NetworkType;
 
 use super::wakes::WakeHub;
-use super::{Enrollment, Liveness, Server, Stop, StoreError, Wake, WakeStore};
+use super::{Enrollment, HealthStore, Liveness, Server, Stop, StoreError, Wake, WakeStore};
 
 /// Schema migrations, applied in order; a migration's number is the schema version it makes.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -44,6 +44,17 @@ pub struct SqliteStore {
 impl WakeStore for SqliteStore {
     fn wakes(&self) -> tokio::sync::broadcast::Receiver<Wake> {
         self.wakes.subscribe()
+    }
+}
+
+#[async_trait::async_trait]
+impl HealthStore for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.call(|conn| {
+            conn.query_row("SELECT 1", [], |_| Ok(()))
+                .map_err(sql("answering a health check"))
+        })
+        .await
     }
 }
 
