@@ -41,6 +41,15 @@ if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || ! id -u postgre
   compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null \
     || die "postgresql is installed but /usr/lib/postgresql/*/bin/initdb is not there"
 fi
+# tests/load_balancer.rs puts Debian's HAProxy (/usr/sbin/haproxy, off a user's PATH) in front of
+# the consoles, with docs/haproxy.cfg. Without it that test fails: it never skips.
+if [ ! -x /usr/sbin/haproxy ]; then
+  say "installing haproxy (the load-balancer test runs the documented config)"
+  command -v apt-get >/dev/null || die "HAProxy is missing and there is no apt-get to install it"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy; } \
+    || die "could not install haproxy (run as root, or install Debian's haproxy package yourself)"
+  [ -x /usr/sbin/haproxy ] || die "haproxy is installed but /usr/sbin/haproxy is not there"
+fi
 command -v setpriv >/dev/null || die "setpriv (util-linux) is missing: the PostgreSQL test clusters run through it"
 
 if ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then

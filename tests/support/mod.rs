@@ -12,6 +12,7 @@ use serde_json::Value;
 
 pub mod browser;
 pub mod container;
+pub mod haproxy;
 pub mod old_kernel;
 pub mod sandbox;
 pub mod web;

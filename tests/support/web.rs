@@ -73,6 +73,11 @@ pub struct WebSession {
 }
 
 impl WebSession {
+    /// The `Cookie` header this session sends.
+    pub fn cookie(&self) -> &str {
+        &self.cookie
+    }
+
     /// Fetches `path` (and query) as this session; returns the status and body.
     pub fn get(&self, path: &str) -> (u16, String) {
         let res = self
