@@ -5,8 +5,9 @@
 //! install under way and a user signed in, the console holding the engine lease is killed with
 //! SIGKILL. Then: every task ran exactly once and ended, no server was ever stopped, the
 //! rollout finished on another console, the session still works on every console left, and
-//! the install completed with its server available. Needs root (the install's chroot, and tasks
-//! run as `nobody`); CI runs it as root.
+//! the install completed with its server available. Through the balancer the consoles see a
+//! client's own address (`--trusted-proxy`, `X-Forwarded-For`). Needs root (the install's
+//! chroot, and tasks run as `nobody`); CI runs it as root.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -253,6 +254,8 @@ fn a_console_killed_behind_the_load_balancer_loses_nothing() {
         &lb_url,
         "--agent-url",
         &lb_url,
+        "--trusted-proxy",
+        "127.0.0.1",
         "--agent-dir",
         agents_dir.path().to_str().unwrap(),
         "--dist",
@@ -330,6 +333,20 @@ fn a_console_killed_behind_the_load_balancer_loses_nothing() {
             c.wait_status(uuid, "available", Duration::from_secs(60));
         }
     }
+
+    // The consoles see a client's own address through the balancer (`--trusted-proxy`): a
+    // wrong password from 127.0.0.2 is logged as from there, not from the balancer.
+    let wrong = WebClient::new(&lb.url, "127.0.0.2".parse().unwrap())
+        .sign_in_attempt("etl", "not the password")
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    assert!(
+        consoles.iter().any(|c| c
+            .log_text()
+            .lines()
+            .any(|l| l.contains("sign-in refused") && l.contains("peer=127.0.0.2"))),
+        "no console logged the refused sign-in as from 127.0.0.2"
+    );
 
     // A user signed in through the balancer.
     let session = WebClient::new(&lb.url, "127.0.0.1".parse().unwrap()).sign_in("etl", &password);

@@ -332,6 +332,12 @@ pub struct ServeArgs {
     /// console of one control plane the same list. [default: --public-url]
     #[arg(long = "agent-url", value_name = "URL")]
     pub agent_urls: Vec<String>,
+    /// The address of a load balancer in front of this console. Requests from it are taken to
+    /// come from the last address in their X-Forwarded-For header (HAProxy's `option
+    /// forwardfor`): the client address the password throttle, enrollment and a classic
+    /// server's log service go by. Anyone else's X-Forwarded-For is ignored. Repeatable.
+    #[arg(long = "trusted-proxy", value_name = "IP")]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Directory of agent binaries to serve to install scripts (tasknode-x86_64,
     /// tasknode-aarch64). Without it the console hands out no install commands.
     /// [default: DIST/agents with --dist]

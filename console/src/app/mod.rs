@@ -5,10 +5,12 @@
 
 #[cfg(test)]
 mod boundary_tests;
+mod client;
 mod state;
 #[cfg(test)]
 pub(crate) mod testing;
 
+pub use client::ClientAddr;
 pub use state::AppState;
 
 use axum::Router;

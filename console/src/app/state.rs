@@ -45,6 +45,9 @@ pub struct AppState {
     pub log_key_public: Arc<str>,
     /// Runs rollouts; heartbeat answers carry the version it wants each server to run.
     pub rollouts: Arc<crate::rollout::RolloutEngine>,
+    /// Load balancers whose `X-Forwarded-For` names the client (`serve --trusted-proxy`); see
+    /// [`super::ClientAddr`].
+    pub trusted_proxies: Arc<[std::net::IpAddr]>,
     /// The web console's own part (its sessions and page templates), which only `web/` reads.
     pub web: Arc<crate::web::Web>,
 }

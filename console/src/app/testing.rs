@@ -56,6 +56,7 @@ pub(crate) fn state(c: TestConsole<'_>) -> AppState {
             clock,
             thresholds,
         )),
+        trusted_proxies: Arc::from(Vec::new()),
         web: crate::web::state(false, c.store as Arc<dyn SessionStore>).expect("web state"),
     }
 }

@@ -160,6 +160,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         artifacts: Arc::new(artifacts),
         console_ca: tls.as_ref().map(|t| Arc::from(t.ca_pem.as_str())),
         dist: args.dist.clone().map(Arc::from),
+        trusted_proxies: Arc::from(args.trusted_proxies.clone()),
         dispatch: Arc::clone(&dispatch),
         log_key: Arc::new(log_key),
         log_key_public,

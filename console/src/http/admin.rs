@@ -4,7 +4,7 @@
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use tasknode_protocol::validate;
@@ -16,7 +16,7 @@ use tasknode_protocol::wire::{
 use super::Admin;
 use super::error::ApiError;
 use super::json::StrictJson;
-use crate::app::AppState;
+use crate::app::{AppState, ClientAddr};
 use crate::service::{self, Caller};
 use crate::store::ServerFilter;
 
@@ -90,10 +90,10 @@ pub async fn list_projects(
 pub async fn create_user(
     _: Admin,
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    ClientAddr(peer): ClientAddr,
     StrictJson(req): StrictJson<CreateUser>,
 ) -> Result<(StatusCode, Json<CreatedUser>), ApiError> {
-    let user = service::projects::create_user(&state, peer.ip(), &req.project, &req.name).await?;
+    let user = service::projects::create_user(&state, peer, &req.project, &req.name).await?;
     Ok((StatusCode::CREATED, Json(user)))
 }
 

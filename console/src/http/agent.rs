@@ -1,10 +1,8 @@
 //! Endpoints agents call: health (also their clock reference), enroll, heartbeat, the node
 //! view, shutdown. The rules are in `service::enroll` and `service::nodes`.
 
-use std::net::SocketAddr;
-
 use axum::Json;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use tasknode_protocol::wire::{
     EnrollRequest, EnrollResponse, Health, HeartbeatRequest, HeartbeatResponse, NodeView,
@@ -14,7 +12,7 @@ use tasknode_protocol::wire::{
 use super::AuthedNode;
 use super::error::ApiError;
 use super::json::StrictJson;
-use crate::app::AppState;
+use crate::app::{AppState, ClientAddr};
 use crate::service;
 
 pub async fn health(State(state): State<AppState>) -> Json<Health> {
@@ -23,23 +21,20 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
 
 pub async fn enroll(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(peer): ClientAddr,
     StrictJson(req): StrictJson<EnrollRequest>,
 ) -> Result<Json<EnrollResponse>, ApiError> {
-    Ok(Json(service::enroll::enroll(&state, peer.ip(), req).await?))
+    Ok(Json(service::enroll::enroll(&state, peer, req).await?))
 }
 
 pub async fn heartbeat(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(peer): ClientAddr,
     AuthedNode(node_id): AuthedNode,
     StrictJson(req): StrictJson<HeartbeatRequest>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
     Ok(Json(service::nodes::heartbeat(
-        &state,
-        &node_id,
-        peer.ip(),
-        &req,
+        &state, &node_id, peer, &req,
     )?))
 }
 

@@ -1,8 +1,6 @@
 //! Signing in and out: a user with a password, or the admin token.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use minijinja::context;
@@ -10,7 +8,7 @@ use serde::Deserialize;
 use tasknode_protocol::{FieldError, validate};
 
 use super::see_other;
-use crate::app::AppState;
+use crate::app::{AppState, ClientAddr};
 use crate::service::{self, ServiceError};
 use crate::web::forms::FormErrors;
 use crate::web::session::{self, Principal};
@@ -112,7 +110,7 @@ async fn signed_in(
 
 pub async fn login_user(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(peer): ClientAddr,
     headers: HeaderMap,
     form: crate::web::forms::Fields,
 ) -> Result<Response, WebError> {
@@ -133,7 +131,7 @@ pub async fn login_user(
     // Refused at once (before even looking the user up) past the queue or after repeated
     // failures: the form says why, and when to try again.
     let throttled = |refused: crate::throttle::Refused, errors: &mut FormErrors| {
-        tracing::warn!(user = %user, peer = %peer.ip(), "web console sign-in throttled");
+        tracing::warn!(user = %user, peer = %peer, "web console sign-in throttled");
         errors.field(FieldError::new("password", refused.message()));
         errors.status = Some(StatusCode::TOO_MANY_REQUESTS);
         let mut res = login_form(&state, &headers, Some(&next), errors, &user);
@@ -143,7 +141,7 @@ pub async fn login_user(
         );
         res
     };
-    let checked = service::projects::verify_password(&state, &user, &password, peer.ip()).await;
+    let checked = service::projects::verify_password(&state, &user, &password, peer).await;
     match checked {
         Err(ServiceError::Throttled(refused)) => Ok(throttled(refused, &mut errors)),
         Err(e) => Err(e.into()),
@@ -159,7 +157,7 @@ pub async fn login_user(
             .await
         }
         Ok(None) => {
-            tracing::warn!(user = %user, "web console sign-in refused");
+            tracing::warn!(user = %user, peer = %peer, "web console sign-in refused");
             errors.field(FieldError::new(
                 "password",
                 "wrong user name or password; `tasknode-console user create` makes a user and prints its password",
