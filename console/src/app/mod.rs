@@ -6,6 +6,7 @@
 #[cfg(test)]
 mod boundary_tests;
 mod state;
+pub mod status;
 #[cfg(test)]
 pub(crate) mod testing;
 
