@@ -72,6 +72,10 @@ pub enum Command {
     /// checking every table's rows and checksum before committing.
     #[command(long_about = MIGRATE_ABOUT)]
     Migrate(MigrateArgs),
+    /// Print a completion script for bash, zsh or fish (packages install them).
+    Completions(tasknode_clidocs::CompletionsArgs),
+    /// Print the man page, or write every page (one per subcommand too) with --out DIR.
+    Man(tasknode_clidocs::ManArgs),
 }
 
 const MIGRATE_ABOUT: &str =
