@@ -306,6 +306,26 @@ fn every_rpm_verifies_lints_clean_and_fits_rpm_4_8() {
             files.contains("drwxr-x--- root:admin  /etc/tasknode\n"),
             "{d}: /etc/tasknode root:admin 0750: {files}"
         );
+        // The man pages (documentation: `rpm --excludedocs` leaves them out) and the
+        // completions, where this dist's shells look for them.
+        let bash = if d == "el6" {
+            "/etc/bash_completion.d"
+        } else {
+            "/usr/share/bash-completion/completions"
+        };
+        for (flags, path) in [
+            ("d", "/usr/share/man/man1/tasknode.1.gz".to_owned()),
+            ("d", "/usr/share/man/man1/tasknode-enroll.1.gz".to_owned()),
+            ("", format!("{bash}/tasknode")),
+            ("", "/usr/share/zsh/site-functions/_tasknode".to_owned()),
+            (
+                "",
+                "/usr/share/fish/vendor_completions.d/tasknode.fish".to_owned(),
+            ),
+        ] {
+            let line = format!("-rw-r--r-- root:root {flags} {path}\n");
+            assert!(files.contains(&line), "{d}: {line:?} in {files}");
+        }
         if d == "el6" {
             assert!(scripts.contains("chkconfig --add 'tasknode'"), "{scripts}");
             assert!(scripts.contains("condrestart"), "{scripts}");
@@ -766,6 +786,18 @@ fn dnf_installs_upgrades_and_erases_the_agent_from_the_signed_repository() {
         stderr(&o)
     );
     assert_eq!(agent_version_in_root(&sb), format!("tasknode {}", f.v1.0));
+    // The man page renders, and bash completes from the installed script.
+    let page = ok(Command::new(which("man"))
+        .env_remove("MAN_KEEP_FORMATTING")
+        .arg("-l")
+        .arg(sb.path("/usr/share/man/man1/tasknode-enroll.1.gz")));
+    assert!(page.contains("--password-stdin"), "{page}");
+    let offers = ok(Command::new(which("bash"))
+        .args(["--norc", "--noprofile", "-c"])
+        .arg(r#"source "$1"; COMP_WORDS=(tasknode do); COMP_CWORD=1; _tasknode tasknode do tasknode; echo "${COMPREPLY[@]}""#)
+        .arg("bash")
+        .arg(sb.path("/usr/share/bash-completion/completions/tasknode")));
+    assert_eq!(offers.trim(), "doctor");
     // %pre made the user, %post enabled the unit (systemctl works offline in a root).
     let passwd = std::fs::read_to_string(sb.path("/etc/passwd")).unwrap();
     assert!(passwd.contains("admin:x:"), "{passwd}");
@@ -943,6 +975,15 @@ fn the_deb_lints_clean_and_dpkg_installs_and_purges_it() {
         contents.contains("-rw------- 0/0") && contents.contains("./etc/tasknode/tasknode.conf"),
         "{contents}"
     );
+    for path in [
+        "./usr/share/man/man1/tasknode.1.gz",
+        "./usr/share/man/man1/tasknode-enroll.1.gz",
+        "./usr/share/bash-completion/completions/tasknode",
+        "./usr/share/zsh/vendor-completions/_tasknode",
+        "./usr/share/fish/vendor_completions.d/tasknode.fish",
+    ] {
+        assert!(contents.contains(path), "{path} in {contents}");
+    }
 
     // A Debian-like root: the sandbox's busybox, shadow's tools, getent and systemctl, and a
     // dpkg database that records shadow's `passwd` package, which the .deb depends on.

@@ -3,7 +3,8 @@
 //! database (not in a SQLite file), the state outlives a restart, a second console on the same
 //! database sees it, and a password on the command line is refused. A task submitted on one
 //! console reaches an agent long-polling another at once (LISTEN/NOTIFY), also after the
-//! listening connection was killed.
+//! listening connection was killed. The log a VPC server pushed to one console is read whole
+//! through another, also once the first is gone.
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
@@ -247,4 +248,64 @@ fn a_task_submitted_on_one_console_wakes_an_agents_poll_on_another_also_after_it
     let (first, second) = one_here_then_one_there(&b, &a);
     assert_started_before_the_poll_timed_out(&first, &second, &b.log_text());
     agent.stop();
+}
+
+#[test]
+fn the_log_a_vpc_server_pushed_to_one_console_is_read_through_another() {
+    let cluster = Cluster::shared();
+    let db = cluster.database();
+    let secrets = tempfile::tempdir().unwrap();
+    let pw = Cluster::shared()
+        .password_file(secrets.path())
+        .unwrap()
+        .display()
+        .to_string();
+    let args = [
+        "--heartbeat-interval",
+        "1s",
+        "--database",
+        db.url.as_str(),
+        "--database-password-file",
+        pw.as_str(),
+    ];
+    let mut a = Console::start(&args);
+    let b = Console::start(&args);
+    let token = b.data().join("admin.token");
+    std::fs::copy(a.data().join("admin.token"), &token).unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let uuid = "4c4c4544-0042-3510-8051-b4c04f33530a";
+    let password = a.create_user("etl");
+    a.cli_ok(&["group", "create", "batch", "--network", "vpc"]);
+    a.cli_ok(&["server", "add", "--group", "batch", "--name", uuid]);
+    // The agent talks to console A only, so its log is pushed there.
+    let mut agent = Agent::with_uuid(uuid);
+    agent.enroll_ok(&a.url, "etl", &password, true);
+    agent.allow_tasks();
+    agent.run();
+    a.wait_status(uuid, "available", Duration::from_secs(20));
+    // About 2.7 MB: several pushes of at most 1 MiB each.
+    let id = a.submit_script("batch", "seq 1 400000");
+    let done = a.wait_task(id, &["succeeded"], Duration::from_secs(60));
+    let want: String = (1..=400_000).map(|n| format!("{n}\n")).collect();
+    assert_eq!(done["log_bytes"].as_u64().unwrap(), want.len() as u64);
+    let read_on_b = || b.cli_ok(&["task", "log", &id.to_string()]);
+    wait_for(
+        Duration::from_secs(20),
+        "the whole log through console B",
+        || (read_on_b() == want).then_some(()),
+    );
+    let chunks = cluster
+        .psql(
+            &db.name,
+            &format!("SELECT count(*) FROM task_log_chunks WHERE task_id = {id}"),
+        )
+        .unwrap();
+    assert!(chunks.parse::<u32>().unwrap() >= 3, "{chunks} chunks");
+    // Console A is gone; B still shows the log and its size.
+    agent.stop();
+    a.kill();
+    assert_eq!(read_on_b(), want);
+    let shown: Value =
+        serde_json::from_str(&b.cli_ok(&["task", "show", &id.to_string(), "--json"])).unwrap();
+    assert_eq!(shown["log_bytes"].as_u64().unwrap(), want.len() as u64);
 }

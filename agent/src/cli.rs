@@ -39,6 +39,10 @@ pub enum Command {
     /// release; --check only says whether it would. Script installs update themselves while
     /// running; this is for a stopped agent.
     Update(UpdateArgs),
+    /// Print a completion script for bash, zsh or fish (packages install them).
+    Completions(tasknode_clidocs::CompletionsArgs),
+    /// Print the man page, or write every page (one per subcommand too) with --out DIR.
+    Man(tasknode_clidocs::ManArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

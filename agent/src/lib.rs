@@ -20,6 +20,7 @@ pub mod tasks;
 pub mod trust;
 pub mod update;
 
+use clap::CommandFactory;
 use std::process::ExitCode;
 
 /// This binary's version between [`tasknode_protocol::AGENT_VERSION_MARKER`] and a NUL: the
@@ -67,6 +68,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Update(args) => runtime()?.block_on(commands::update::run(args))?,
         // LSB codes rather than the ones above: status exits 0 running, 1 dead, 3 stopped.
         Command::Serverctl(args) => return commands::serverctl::run(args),
+        Command::Completions(args) => {
+            tasknode_clidocs::run_completions(Cli::command(), &args)?;
+            Exit::Success
+        }
+        Command::Man(args) => {
+            tasknode_clidocs::run_man(Cli::command(), &args)?;
+            Exit::Success
+        }
     };
     Ok(exit.into())
 }

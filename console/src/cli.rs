@@ -72,6 +72,10 @@ pub enum Command {
     /// checking every table's rows and checksum before committing.
     #[command(long_about = MIGRATE_ABOUT)]
     Migrate(MigrateArgs),
+    /// Print a completion script for bash, zsh or fish (packages install them).
+    Completions(tasknode_clidocs::CompletionsArgs),
+    /// Print the man page, or write every page (one per subcommand too) with --out DIR.
+    Man(tasknode_clidocs::ManArgs),
 }
 
 const MIGRATE_ABOUT: &str =
@@ -87,21 +91,21 @@ refused, naming what it holds, and nothing is changed.
 What moves, with its ids, in one PostgreSQL transaction: projects, users, resource groups, \
 servers with their enrollments and liveness, install-command tokens, tasks with their scripts \
 and results, releases with their manifests, rollouts and their members, update reports, web \
-sessions (no one is signed out) and the console's secrets (the admin token, the log-token key, \
-the TLS CA and certificates). The id sequences are set past the highest ids ever given out, so \
+sessions (no one is signed out), the console's secrets (the admin token, the log-token key, \
+the TLS CA and certificates), and the task logs VPC servers pushed (DATA/task-logs, read into \
+the database, so every console shows them). The id sequences are set past the highest ids ever given out, so \
 no task id is handed out again. Before committing, every table's row count and SHA-256 \
 checksum (its rows in key order, rendered canonically) are computed on both sides and printed; \
-any difference rolls everything back and exits non-zero, naming the table.
+any difference rolls everything back and exits non-zero, naming the table. The task logs are \
+checked the same way: how many, and a SHA-256 over each log's task, size and bytes.
 
-What does not move: files in the data directory. Task logs (DATA/task-logs) and --dist trees \
-stay where they are, and the SQLite file is left as it was (start no console on it again: its \
-state would drift from the database's).
+What does not move: --dist trees stay where they are; files in DATA/task-logs that are not the \
+log of a task (a deleted task's) are counted and left; the SQLite file and the log files are \
+left as they were (start no console on them again: their state would drift from the \
+database's).
 
 Next: start each console with --database URL (and the same password option); keep DATA/admin.token \
-for the admin commands. Classic servers' task logs are read from the servers and need nothing. \
-Task logs VPC servers pushed are files on the console that received them: copy DATA/task-logs to \
-the data directory of each console that must show them (tasknode-console task log reads them \
-from the console it talks to).";
+for the admin commands. Classic servers' task logs are read from the servers and need nothing.";
 
 #[derive(Debug, Args)]
 pub struct MigrateArgs {

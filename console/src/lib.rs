@@ -23,6 +23,7 @@ pub mod throttle;
 pub mod tls;
 pub mod web;
 
+use clap::CommandFactory;
 use std::process::ExitCode;
 
 use cli::{Cli, Command};
@@ -55,6 +56,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Task(cmd) => runtime.block_on(commands::tasks::run(&cli.global, cmd)),
         Command::Release(cmd) => runtime.block_on(commands::releases::run(&cli.global, cmd)),
         Command::Migrate(args) => runtime.block_on(commands::migrate::run(&cli.global, args)),
+        Command::Completions(args) => Ok(tasknode_clidocs::run_completions(Cli::command(), &args)?),
+        Command::Man(args) => Ok(tasknode_clidocs::run_man(Cli::command(), &args)?),
     }
 }
 

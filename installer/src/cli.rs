@@ -5,7 +5,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::layout::Layout;
 use crate::render;
@@ -46,6 +46,10 @@ pub enum Command {
     /// Render one file offline, from the embedded templates (or --templates DIR).
     #[command(subcommand)]
     Render(RenderCmd),
+    /// Print a completion script for bash, zsh or fish (packages install them).
+    Completions(tasknode_clidocs::CompletionsArgs),
+    /// Print the man page, or write every page (one per subcommand too) with --out DIR.
+    Man(tasknode_clidocs::ManArgs),
 }
 
 #[derive(Debug, Args)]
@@ -243,6 +247,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Build(args) => return build(&args),
         Command::Rollback(args) => return rollback(&args),
         Command::Index(args) => return index(&args),
+        Command::Completions(args) => {
+            return Ok(tasknode_clidocs::run_completions(Cli::command(), &args)?);
+        }
+        Command::Man(args) => return Ok(tasknode_clidocs::run_man(Cli::command(), &args)?),
         Command::Render(cmd) => cmd,
     };
     let (common, text, mode) = match &cmd {
@@ -543,7 +551,6 @@ fn write_atomically(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn cli_is_well_formed() {

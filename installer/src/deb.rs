@@ -65,6 +65,17 @@ pub fn check_tool() -> Result<(), BuildError> {
     }
 }
 
+/// Where Debian's zsh looks for the completions packages install (not site-functions).
+const DEBIAN_ZSH: &str = "/usr/share/zsh/vendor-completions";
+
+/// `path` as Debian places it.
+fn debian_place(path: &str) -> String {
+    match path.strip_prefix("/usr/share/zsh/site-functions") {
+        Some(rest) => format!("{DEBIAN_ZSH}{rest}"),
+        None => path.to_owned(),
+    }
+}
+
 fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
 }
@@ -73,6 +84,7 @@ fn cargo() -> String {
 pub fn build(
     t: &Templates,
     agent: &[u8],
+    docs: &crate::docs::AgentDocs,
     version: &Version,
     source_date: u32,
     workspace: &Path,
@@ -148,6 +160,16 @@ pub fn build(
         write(&staging.join(name), text.as_bytes(), *mode)?;
     }
     write(&staging.join("tasknode"), agent, 0o755)?;
+    // The man pages and completions, at their places under docs/ (agent/Cargo.toml's assets).
+    for (path, bytes) in docs.files(tasknode_clidocs::BASH_COMPLETIONS) {
+        let staged = staging
+            .join("docs")
+            .join(debian_place(&path).trim_start_matches('/'));
+        if let Some(dir) = staged.parent() {
+            fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        write(&staged, bytes, 0o644)?;
+    }
 
     let out = staging.join(file_name(version));
     let status = Command::new(cargo())
@@ -273,12 +295,28 @@ mod tests {
             .collect();
         let layout = Layout::package();
         assert_eq!(
-            places,
+            places[..3],
             [
                 layout.bin,
                 crate::layout::DEB_UNIT.to_owned(),
                 layout.config
             ]
         );
+        // Then the man pages, and each shell's completions where Debian's shells look.
+        let mut docs = vec![format!("{}/", tasknode_clidocs::MAN1)];
+        for shell in tasknode_clidocs::Shell::ALL {
+            let path = shell.package_path("tasknode", tasknode_clidocs::BASH_COMPLETIONS);
+            docs.push(debian_place(&path));
+        }
+        assert_eq!(places[3..], docs);
+        // The staged files are found where the assets read them.
+        for a in &assets[3..] {
+            let from = a[0].as_str().unwrap().trim_end_matches('*');
+            let staged = format!(
+                "../target/tasknode-dist/deb/docs/{}",
+                a[1].as_str().unwrap()
+            );
+            assert_eq!(from, staged);
+        }
     }
 }

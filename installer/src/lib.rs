@@ -6,6 +6,7 @@ pub mod artifacts;
 pub mod cli;
 pub mod context;
 pub mod deb;
+pub mod docs;
 pub mod escape;
 pub mod keys;
 pub mod layout;

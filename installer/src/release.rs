@@ -59,6 +59,8 @@ pub enum BuildError {
     },
     #[error("--agent {path}: {why}")]
     Agent { path: PathBuf, why: String },
+    #[error(transparent)]
+    Docs(#[from] crate::docs::DocsError),
     #[error(
         "{path} already exists with other content: version {version} was released already; build a new version instead of changing it"
     )]
@@ -257,6 +259,11 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
         }
     };
     let agent = read_agent(&opts.agent, &opts.version)?;
+    let docs = if rpm_dists.is_empty() && !opts.targets.contains(&"deb") {
+        crate::docs::AgentDocs::default()
+    } else {
+        crate::docs::AgentDocs::from_agent(&opts.agent, &agent, opts.source_date)?
+    };
     let templates = match &opts.templates_dir {
         Some(d) => Templates::with_overrides(d)?,
         None => Templates::embedded()?,
@@ -356,6 +363,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
                 version: &opts.version,
                 arch: RPM_ARCH,
                 agent: &agent,
+                docs: &docs,
                 source_date: opts.source_date,
                 signature_time,
             },
@@ -378,6 +386,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
         let bytes = crate::deb::build(
             &templates,
             &agent,
+            &docs,
             &opts.version,
             opts.source_date,
             &opts.workspace,

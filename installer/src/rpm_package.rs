@@ -49,6 +49,8 @@ pub struct RpmInputs<'a> {
     pub arch: &'a str,
     /// The static agent binary.
     pub agent: &'a [u8],
+    /// Its man pages and completions.
+    pub docs: &'a crate::docs::AgentDocs,
     /// SOURCE_DATE_EPOCH: build time and file times.
     pub source_date: u32,
     /// When the signature says it was made (see [`crate::keys::ReleaseKeys::signature_time`]).
@@ -176,6 +178,13 @@ pub fn build(
             .noreplace(),
     )
     .map_err(err)?;
+    for (path, bytes) in inputs.docs.files(&target.bash_completions) {
+        // Man pages are documentation (`rpm --excludedocs` leaves them out); completions are not.
+        let page = path.starts_with(tasknode_clidocs::MAN1);
+        let options = rpm::FileOptions::new(path).permissions(0o644);
+        let options = if page { options.doc() } else { options };
+        b.with_file_contents(bytes.to_vec(), options).map_err(err)?;
+    }
     for dir in [layout.log_dir.as_str(), STATE_DIR] {
         b.with_dir_entry(
             rpm::FileOptions::dir(dir)

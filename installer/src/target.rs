@@ -41,6 +41,8 @@ pub struct RpmTarget {
     pub init: Init,
     /// Capabilities the package requires from the base system.
     pub requires: Vec<String>,
+    /// Where bash completions go on this dist.
+    pub bash_completions: String,
 }
 
 /// The RPM dists, by name.

@@ -20,8 +20,8 @@ use super::AppState;
 use crate::auth;
 use crate::clock::Clock;
 use crate::liveness::LivenessMap;
+use crate::store::LogLimits;
 use crate::store::{Enrollment, Liveness, SqliteStore, Store};
-use crate::tasks::LogLimits;
 
 const ADMIN: &str = "admin-token-for-tests";
 const NODE: &str = "node-1";
@@ -94,7 +94,6 @@ async fn console_with(
     let state = super::testing::state(super::testing::TestConsole {
         store,
         live,
-        dir,
         admin_token: ADMIN,
         limits,
     });
@@ -566,7 +565,10 @@ fn pushed_logs_stop_at_the_task_and_server_limits_with_413_naming_them() {
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
         refused(&body, "--max-server-logs");
         // Nothing refused was kept, and everything else goes on.
-        assert_eq!(state.task_logs.size(second).unwrap(), 500);
+        assert_eq!(
+            state.store.log_sizes(&[second]).await.unwrap().get(&second),
+            Some(&500)
+        );
         views_answer(&router, &session, second, "a full server").await;
         fresh_task(&router, &state).await;
     });

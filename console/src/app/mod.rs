@@ -7,6 +7,7 @@
 mod boundary_tests;
 mod client;
 mod state;
+pub mod status;
 #[cfg(test)]
 pub(crate) mod testing;
 

@@ -37,8 +37,8 @@ pub struct AppState {
     pub dist: Option<Arc<std::path::Path>>,
     /// Wakes agents' long polls when their group has work.
     pub dispatch: Arc<crate::tasks::Dispatch>,
-    /// The task logs agents push.
-    pub task_logs: Arc<crate::tasks::TaskLogs>,
+    /// How much task log VPC servers may push (the store keeps it).
+    pub log_limits: crate::store::LogLimits,
     /// Signs the tokens the console reads classic servers' logs with.
     pub log_key: Arc<ed25519_dalek::SigningKey>,
     /// Its public half, as heartbeat answers carry it.

@@ -1,8 +1,6 @@
 //! A console's state for unit tests: the test's own store and liveness map, everything else as
-//! `serve` builds it without flags (plain HTTP, no dist, no agent binaries), task logs under a
-//! directory of the test's.
+//! `serve` builds it without flags (plain HTTP, no dist, no agent binaries).
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,14 +10,13 @@ use crate::clock::Clock;
 use crate::dispatch::Dispatch;
 use crate::liveness::LivenessMap;
 use crate::status::Thresholds;
+use crate::store::LogLimits;
 use crate::store::{SessionStore, Store};
-use crate::tasks::{LogLimits, TaskLogs};
 
-/// What the state is made of; `dir` holds the task logs.
+/// What the state is made of.
 pub(crate) struct TestConsole<'a> {
     pub store: Arc<dyn Store>,
     pub live: Arc<LivenessMap>,
-    pub dir: &'a Path,
     pub admin_token: &'a str,
     pub limits: LogLimits,
 }
@@ -47,7 +44,7 @@ pub(crate) fn state(c: TestConsole<'_>) -> AppState {
         console_ca: None,
         dist: None,
         dispatch: Dispatch::following(c.store.wakes()),
-        task_logs: Arc::new(TaskLogs::open(&c.dir.join("logs"), c.limits).expect("task logs")),
+        log_limits: c.limits,
         log_key_public: tasknode_protocol::logtoken::encode_key(&log_key.verifying_key()).into(),
         log_key: Arc::new(log_key),
         rollouts: Arc::new(crate::rollout::RolloutEngine::new(

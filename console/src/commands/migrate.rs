@@ -61,9 +61,15 @@ pub async fn run(global: &Global, args: MigrateArgs) -> anyhow::Result<()> {
     match migrate::migrate(&db, &target, &progress).await {
         Ok(report) => {
             print(&report, args.out.json, true)?;
+            if report.log_files_left > 0 {
+                eprintln!(
+                    "migrate: {} file(s) in {} are not the log of a task (a deleted task's, or other) and were left there",
+                    report.log_files_left,
+                    data.join("task-logs").display()
+                );
+            }
             eprintln!(
-                "migrate: done; every table has the same rows and checksum in {shown}. Start the consoles with --database {shown}; copy {} to them if pushed VPC task logs must stay readable",
-                data.join("task-logs").display()
+                "migrate: done; every table and the task logs have the same rows and checksum in {shown}. Start the consoles with --database {shown}"
             );
             Ok(())
         }
@@ -85,6 +91,7 @@ fn print(report: &Report, json: bool, migrated: bool) -> anyhow::Result<()> {
                 v
             }).collect::<Vec<_>>(),
             "next_ids": report.next_ids,
+            "log_files_left": report.log_files_left,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());

@@ -20,8 +20,9 @@ use crate::lease::{self, Lease};
 use crate::liveness::{self, LivenessMap};
 use crate::rollout::{self, RolloutEngine};
 use crate::status::Thresholds;
+use crate::store::LogLimits;
 use crate::store::{ServerFilter, Store};
-use crate::tasks::{self, Dispatch, LogLimits, TaskLogs};
+use crate::tasks::{self, Dispatch};
 use crate::tls::ConsoleTls;
 
 /// How often rollouts advance (they also do at once when set and when an agent reports).
@@ -165,16 +166,10 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         log_key: Arc::new(log_key),
         log_key_public,
         rollouts: Arc::clone(&rollouts),
-        task_logs: Arc::new(
-            TaskLogs::open(
-                &data.join("task-logs"),
-                LogLimits {
-                    per_task: args.max_task_log,
-                    per_server: args.max_server_logs,
-                },
-            )
-            .with_context(|| format!("creating {}", data.join("task-logs").display()))?,
-        ),
+        log_limits: LogLimits {
+            per_task: args.max_task_log,
+            per_server: args.max_server_logs,
+        },
     };
 
     println!(

@@ -21,7 +21,7 @@ use axum::routing::{get, post};
 use tower_http::services::{ServeDir, ServeFile};
 
 use crate::app::AppState;
-use crate::service;
+use crate::service::{self, ServiceError};
 use error::ApiError;
 
 /// Every route of the JSON API and of the files the console serves to hosts.
@@ -117,16 +117,18 @@ pub fn panicked(payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_default();
     tracing::error!(panic = %what, "a request handler panicked; answered 500");
-    ApiError::Internal("the console failed on this request; its log says why".to_owned())
-        .into_response()
+    ApiError::Service(ServiceError::Internal(
+        "the console failed on this request; its log says why".to_owned(),
+    ))
+    .into_response()
 }
 
 /// The answer to a path no route takes.
 pub async fn not_found() -> ApiError {
-    ApiError::NotFound {
+    ApiError::Service(ServiceError::NotFound {
         field: None,
         message: "no such endpoint; see docs/api.md for the API under /api/v1".to_owned(),
-    }
+    })
 }
 
 /// The answer to a method a route does not take.
@@ -136,12 +138,12 @@ pub async fn method_not_allowed() -> ApiError {
 
 /// The bearer token of a request, or an error naming the header.
 fn bearer<'h>(headers: &'h HeaderMap, what: &str) -> Result<&'h str, ApiError> {
-    let value = headers
-        .get(AUTHORIZATION)
-        .ok_or_else(|| ApiError::Unauthorized {
+    let value = headers.get(AUTHORIZATION).ok_or_else(|| {
+        ApiError::Service(ServiceError::Unauthorized {
             field: "authorization",
             message: format!("missing Authorization header; send `Authorization: Bearer <{what}>`"),
-        })?;
+        })
+    })?;
     // The scheme is case-insensitive (RFC 9110, section 11.1).
     value
         .to_str()
@@ -150,11 +152,13 @@ fn bearer<'h>(headers: &'h HeaderMap, what: &str) -> Result<&'h str, ApiError> {
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim())
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| ApiError::Unauthorized {
-            field: "authorization",
-            message: format!(
-                "malformed Authorization header; send `Authorization: Bearer <{what}>`"
-            ),
+        .ok_or_else(|| {
+            ApiError::Service(ServiceError::Unauthorized {
+                field: "authorization",
+                message: format!(
+                    "malformed Authorization header; send `Authorization: Bearer <{what}>`"
+                ),
+            })
         })
 }
 
@@ -191,12 +195,12 @@ impl FromRequestParts<AppState> for Admin {
         if service::projects::is_admin_token(state, token) {
             Ok(Admin)
         } else {
-            Err(ApiError::Unauthorized {
+            Err(ApiError::Service(ServiceError::Unauthorized {
                 field: "authorization",
                 message:
                     "wrong admin token; use the one in the console's data directory (admin.token)"
                         .to_owned(),
-            })
+            }))
         }
     }
 }

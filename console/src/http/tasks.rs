@@ -111,7 +111,7 @@ pub async fn show(
     Path(raw): Path<String>,
 ) -> Result<Json<TaskView>, ApiError> {
     let t = service::tasks::get(&state, Caller::Admin, task_id(&raw)?).await?;
-    Ok(Json(service::tasks::view(&state, &t)?))
+    Ok(Json(service::tasks::view(&state, &t).await?))
 }
 
 pub async fn cancel(

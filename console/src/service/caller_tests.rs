@@ -14,8 +14,8 @@ use tasknode_protocol::wire::{AddServer, CreateGroup, CreateInstallCommand};
 use super::{Caller, ServiceError};
 use crate::app::AppState;
 use crate::liveness::LivenessMap;
+use crate::store::LogLimits;
 use crate::store::{ServerFilter, SqliteStore, Store, TaskFilter};
-use crate::tasks::LogLimits;
 
 const USER: Caller<'static> = Caller::User {
     name: "ops",
@@ -28,7 +28,6 @@ async fn console(dir: &std::path::Path) -> AppState {
     let state = crate::app::testing::state(crate::app::testing::TestConsole {
         store,
         live: Arc::new(LivenessMap::default()),
-        dir,
         admin_token: "admin",
         limits: LogLimits::default(),
     });

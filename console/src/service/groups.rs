@@ -1,11 +1,9 @@
 //! Resource groups: create, list, find, rename and delete. A user reaches only the groups of
 //! their project; another project's group is reported as missing.
 
-use std::sync::Arc;
-
 use tasknode_protocol::wire::{CreateGroup, GroupView};
 
-use super::{Caller, ServiceError, blocking};
+use super::{Caller, ServiceError};
 use crate::app::AppState;
 use crate::clock::rfc3339;
 use crate::store::{DeletedGroup, Group};
@@ -119,18 +117,8 @@ pub async fn delete(
     let deleted = state.store.delete_group(project, group).await?;
     tracing::info!(group = %deleted.name, project = %deleted.project, tasks = deleted.tasks.len(), "resource group deleted");
     // The rows are gone: a log that cannot be removed is told, and does not undo the delete.
-    let logs = Arc::clone(&state.task_logs);
-    let ids = deleted.tasks.clone();
-    let removed = blocking(move || {
-        for id in ids {
-            if let Err(e) = logs.remove(id) {
-                tracing::warn!(task = id, error = %e, "a deleted task's log was not removed; remove it by hand");
-            }
-        }
-    })
-    .await;
-    if let Err(e) = removed {
-        tracing::warn!(error = %e, "removing the logs of a deleted group's tasks failed");
+    if let Err(e) = state.store.remove_logs(&deleted.tasks).await {
+        tracing::warn!(error = %e, "the logs of a deleted group's tasks were not all removed; remove them by hand");
     }
     Ok(deleted)
 }

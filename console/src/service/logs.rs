@@ -2,14 +2,12 @@
 //! log service of the classic server that ran it, with a token signed for that node and file.
 //! A log service is untrusted: the client is bounded in time and bytes and follows no redirect.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tasknode_protocol::tasks::{TaskState, log_headers};
 use tasknode_protocol::validate;
 
-use super::tasks::log_error;
-use super::{ServiceError, blocking};
+use super::ServiceError;
 use crate::app::AppState;
 use crate::store::Task;
 
@@ -52,13 +50,7 @@ pub async fn read(
         Some((server, node_id)) => {
             read_from_agent(state, &server, &node_id, t.id, offset, limit).await?
         }
-        None => {
-            let logs = Arc::clone(&state.task_logs);
-            let id = t.id;
-            blocking(move || logs.read(id, offset, limit))
-                .await?
-                .map_err(log_error)?
-        }
+        None => state.store.read_log(t.id, offset, limit).await?,
     };
     let complete = t.state.is_final() && t.log_bytes.is_none_or(|want| size >= want);
     Ok(LogChunk {

@@ -7,7 +7,6 @@ use super::{Caller, ServiceError};
 use crate::app::AppState;
 use crate::clock::{human_duration, rfc3339};
 use crate::store::{ServerFilter, StoreError, Task, TaskFilter};
-use crate::tasks::LogError;
 
 /// Queues a task (`req` already validated); the store wakes a poll of its group (on any
 /// console) that can take it.
@@ -47,7 +46,7 @@ pub async fn submit(
         )
         .await?;
     tracing::info!(task = t.id, group = %t.group, project = %t.project, "task submitted");
-    view(state, &t)
+    Ok(render(&t, 0))
 }
 
 /// The tasks `filter` selects, newest first; a user's are those of their project only.
@@ -60,7 +59,12 @@ pub async fn list(
         filter.project = Some(own.to_owned());
     }
     let tasks = state.store.list_tasks(&filter).await?;
-    tasks.iter().map(|t| view(state, t)).collect()
+    let ids: Vec<i64> = tasks.iter().map(|t| t.id).collect();
+    let held = state.store.log_sizes(&ids).await?;
+    Ok(tasks
+        .iter()
+        .map(|t| render(t, held.get(&t.id).copied().unwrap_or(0)))
+        .collect())
 }
 
 fn no_task(id: i64) -> ServiceError {
@@ -101,31 +105,20 @@ pub async fn cancel(
             other => other.into(),
         })?;
     tracing::info!(task = id, state = %t.state, "task cancel requested");
-    view(state, &t)
-}
-
-/// A task log's error, as the rules answer it.
-pub(super) fn log_error(e: LogError) -> ServiceError {
-    match e {
-        LogError::Gap { .. } => ServiceError::Conflict {
-            field: Some("offset".to_owned()),
-            message: e.to_string(),
-        },
-        LogError::TaskFull { .. } | LogError::ServerFull { .. } => ServiceError::LimitReached {
-            field: "offset",
-            message: e.to_string(),
-        },
-        LogError::Io { .. } => {
-            tracing::error!(error = %e, "task log");
-            ServiceError::Internal(e.to_string())
-        }
-    }
+    view(state, &t).await
 }
 
 /// What a person reads about a task: its state and why, in words.
-pub fn view(state: &AppState, t: &Task) -> Result<TaskView, ServiceError> {
-    // Logs pushed by VPC servers are here; classic servers keep theirs and report the size.
-    let log_bytes = match state.task_logs.size(t.id).map_err(log_error)? {
+pub async fn view(state: &AppState, t: &Task) -> Result<TaskView, ServiceError> {
+    let held = state.store.log_sizes(&[t.id]).await?;
+    Ok(render(t, held.get(&t.id).copied().unwrap_or(0)))
+}
+
+/// [`view`] of a task whose pushed log holds `held` bytes.
+fn render(t: &Task, held: u64) -> TaskView {
+    // Logs pushed by VPC servers are in the store; classic servers keep theirs and report the
+    // size.
+    let log_bytes = match held {
         0 => t.log_bytes.unwrap_or(0),
         held => held,
     };
@@ -166,7 +159,7 @@ pub fn view(state: &AppState, t: &Task) -> Result<TaskView, ServiceError> {
         }
         (None, TaskState::Lost) => format!("lost with server {server}"),
     };
-    Ok(TaskView {
+    TaskView {
         id: t.id,
         project: t.project.clone(),
         group: t.group.clone(),
@@ -184,5 +177,5 @@ pub fn view(state: &AppState, t: &Task) -> Result<TaskView, ServiceError> {
         duration_ms,
         log_bytes,
         cancel_requested: t.cancel_requested,
-    })
+    }
 }

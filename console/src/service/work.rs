@@ -2,18 +2,15 @@
 //! finishing a task under its lease, and pushing its log (VPC servers). Every call comes from a
 //! node already authenticated by its secret; what it sends is fenced by the task's lease.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tasknode_protocol::tasks::{FinishTask, LogAck, PollRequest, PollResponse, StartTask};
 use tasknode_protocol::{MAX_CLOCK_OFFSET_MS, concurrency};
 
+use super::ServiceError;
 use super::nodes::node_server;
-use super::tasks::log_error;
-use super::{ServiceError, blocking};
 use crate::app::AppState;
-use crate::store::{Assigned, Fenced, Server, Wake};
-use crate::tasks::LogError;
+use crate::store::{Appended, Assigned, Fenced, Server, Wake};
 
 /// Tasks a server may run at once: configured, else computed from what its agent reported.
 fn max_concurrency(s: &Server) -> u32 {
@@ -162,7 +159,7 @@ pub async fn push_log(
     id: i64,
     lease: i64,
     offset: u64,
-    body: impl AsRef<[u8]> + Send + 'static,
+    body: bytes::Bytes,
 ) -> Result<LogAck, ServiceError> {
     let server = node_server(state, node_id).await?;
     if !state.store.holds_lease(server.id, id, lease).await? {
@@ -171,26 +168,23 @@ pub async fn push_log(
             message: format!("task {id} is not this server's under lease {lease}"),
         });
     }
-    // The first push of a server since the console started counts what its tasks hold.
-    let server_tasks = if state.task_logs.counts_server(server.id) {
-        None
-    } else {
-        Some(state.store.server_task_ids(server.id).await?)
-    };
-    let logs = Arc::clone(&state.task_logs);
-    let server_id = server.id;
-    let appended = blocking(move || {
-        logs.append(
-            id,
-            server_id,
-            server_tasks.as_deref(),
-            offset,
-            body.as_ref(),
-        )
-    })
-    .await?;
+    let appended = state
+        .store
+        .append_log(id, server.id, offset, body, state.log_limits)
+        .await?;
     match appended {
-        Ok(size) | Err(LogError::Gap { size }) => Ok(LogAck { size }),
-        Err(e) => Err(log_error(e)),
+        Appended::Size(size) | Appended::Gap { size } => Ok(LogAck { size }),
+        Appended::TaskFull { limit } => Err(ServiceError::LimitReached {
+            field: "offset",
+            message: format!(
+                "this task's log would pass the console's limit of {limit} bytes per task (serve --max-task-log); the rest stays on the server"
+            ),
+        }),
+        Appended::ServerFull { limit } => Err(ServiceError::LimitReached {
+            field: "offset",
+            message: format!(
+                "this server's task logs on the console would pass its limit of {limit} bytes per server (serve --max-server-logs); delete groups whose old tasks are no longer needed, or raise the limit"
+            ),
+        }),
     }
 }

@@ -14,8 +14,8 @@ use tokio::sync::mpsc;
 use super::{Caller, ServiceError};
 use crate::app::AppState;
 use crate::liveness::LivenessMap;
+use crate::store::LogLimits;
 use crate::store::{Enrollment, SqliteStore, Store};
-use crate::tasks::LogLimits;
 
 /// Longer than the test takes: a poll that answers did so because it was woken.
 const WAIT_SECS: u64 = 30;
@@ -26,7 +26,6 @@ async fn console(dir: &std::path::Path, k: usize) -> AppState {
     let state = crate::app::testing::state(crate::app::testing::TestConsole {
         store: Arc::clone(&store),
         live: Arc::new(LivenessMap::default()),
-        dir,
         admin_token: "admin",
         limits: LogLimits::default(),
     });

@@ -1,5 +1,5 @@
 //! The console's persistent state behind one interface per domain (projects and users, servers
-//! and enrollment, liveness, tasks, releases) and the wake-ups its changes send, with `Store`
+//! and enrollment, liveness, tasks and their pushed logs, releases) and the wake-ups its changes send, with `Store`
 //! the sum of them, so the HTTP layer
 //! holds an `Arc<dyn Store>` and does not know which backend is behind it: the embedded SQLite
 //! database, or a PostgreSQL that several consoles share.
@@ -7,6 +7,7 @@
 mod health;
 mod leases;
 mod liveness;
+mod logs;
 pub mod migrate;
 mod postgres;
 mod projects;
@@ -24,6 +25,7 @@ use tasknode_protocol::tasks::TaskState;
 pub use health::HealthStore;
 pub use leases::{Fence, LeaseStore};
 pub use liveness::{Liveness, LivenessStore, LivenessUpdate, NodeRecord, Stop};
+pub use logs::{Appended, LogLimits, TaskLogStore};
 pub use postgres::{PostgresStore, redact as redact_url};
 pub use projects::{DeletedGroup, Group, Login, Project, ProjectStore, User};
 pub use releases::{Advance, NewRelease, Published, Release, ReleaseStore, Rollout, UpdateRecord};
@@ -46,6 +48,7 @@ pub trait Store:
     + LivenessStore
     + LeaseStore
     + TaskStore
+    + TaskLogStore
     + ReleaseStore
     + SessionStore
     + SecretStore
@@ -63,6 +66,7 @@ impl<T> Store for T where
         + LivenessStore
         + LeaseStore
         + TaskStore
+        + TaskLogStore
         + ReleaseStore
         + SessionStore
         + SecretStore

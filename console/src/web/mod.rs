@@ -240,18 +240,7 @@ impl From<ServiceError> for WebError {
 
 /// The status of a page that shows what the service layer refused.
 fn status(e: &ServiceError) -> StatusCode {
-    match e {
-        ServiceError::Invalid(_) => StatusCode::BAD_REQUEST,
-        ServiceError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-        ServiceError::Forbidden { .. } => StatusCode::FORBIDDEN,
-        ServiceError::NotFound { .. } => StatusCode::NOT_FOUND,
-        ServiceError::Conflict { .. } => StatusCode::CONFLICT,
-        ServiceError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-        ServiceError::LimitReached { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        ServiceError::Upstream { .. } => StatusCode::BAD_GATEWAY,
-        ServiceError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
-        ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-    }
+    crate::app::status::of(e).0
 }
 
 impl IntoResponse for WebError {

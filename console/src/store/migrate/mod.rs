@@ -23,7 +23,10 @@ use tokio_postgres::types::{ToSql, Type};
 
 use super::{PostgresStore, SqliteStore, StoreError};
 
+mod logs;
 mod values;
+
+pub use logs::TABLES as LOG_TABLES;
 
 use values::{Checksum, Kind, Value, from_postgres, from_sqlite, param};
 
@@ -104,11 +107,13 @@ pub struct NextId {
     pub next_id: i64,
 }
 
-/// What a migration found: every table's check, and the sequences it set.
+/// What a migration found: every table's check (the pushed task logs' last), the sequences
+/// it set, and how many files in `task-logs/` were not the log of a task and stayed.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
     pub tables: Vec<TableCheck>,
     pub next_ids: Vec<NextId>,
+    pub log_files_left: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +150,12 @@ pub enum MigrateError {
         op: String,
         #[source]
         source: tokio_postgres::Error,
+    },
+    #[error("{path}: {source}; nothing was changed")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
     },
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -208,6 +219,8 @@ async fn run(
         .await
         .map_err(pg("starting a PostgreSQL transaction"))?;
     lock_and_check_empty(&tx).await?;
+    let log_dir = source.parent().unwrap_or(Path::new(".")).join("task-logs");
+    let found = logs::find(&snapshot, &log_dir)?;
 
     let mut columns = Vec::with_capacity(TABLES.len());
     for table in TABLES {
@@ -220,6 +233,7 @@ async fn run(
         copy_table(&snapshot, &tx, table, cols, progress).await?;
     }
     let next_ids = set_sequences(&snapshot, &tx, &columns).await?;
+    logs::copy(&tx, &found, progress).await?;
     if let Some(sql) = tamper {
         tx.batch_execute(sql).await.map_err(pg("tampering"))?;
     }
@@ -236,7 +250,12 @@ async fn run(
             postgres_sha256,
         });
     }
-    let report = Report { tables, next_ids };
+    tables.push(logs::check(&tx, &found).await?);
+    let report = Report {
+        tables,
+        next_ids,
+        log_files_left: found.left,
+    };
     let differ: Vec<String> = report
         .tables
         .iter()

@@ -6,8 +6,8 @@
 use std::collections::BTreeSet;
 
 use super::*;
-use crate::store::ProjectStore;
 use crate::store::suite::Postgres;
+use crate::store::{ProjectStore, TaskLogStore};
 
 /// Rows in every table, with NULLs, a real number, booleans, non-ASCII text, blobs and a task
 /// deleted after a newer id was given out.
@@ -42,14 +42,27 @@ INSERT INTO console_secrets VALUES ('admin_token_sha256', randomblob(32), 31),
                                    ('tls_server/ü', X'00FF', 32);
 "#;
 
-/// A SQLite database at the newest schema holding [`FIXTURE`], in a directory of its own.
+/// A SQLite database at the newest schema holding [`FIXTURE`], in a directory of its own,
+/// with the pushed logs of tasks 1 (2.5 MiB: several chunks) and 2, and two files that are not
+/// the log of a task (deleted task 7's, and a note).
 fn populated() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tasknode.db");
     drop(SqliteStore::open(&path).unwrap());
     let conn = Connection::open(&path).unwrap();
     conn.execute_batch(FIXTURE).unwrap();
+    let logs = dir.path().join("task-logs");
+    std::fs::create_dir(&logs).unwrap();
+    std::fs::write(logs.join("1.log"), long_log()).unwrap();
+    std::fs::write(logs.join("2.log"), "started\n").unwrap();
+    std::fs::write(logs.join("7.log"), "a deleted task's\n").unwrap();
+    std::fs::write(logs.join("notes.txt"), "not a log\n").unwrap();
     (dir, path)
+}
+
+/// Task 1's log: 2.5 MiB that differ from chunk to chunk.
+fn long_log() -> Vec<u8> {
+    (0..5 * 512 * 1024u32).map(|i| (i % 251) as u8).collect()
 }
 
 fn quiet(_: Progress) {}
@@ -100,7 +113,7 @@ async fn the_table_list_names_every_table_of_both_schemas_with_its_primary_key()
     let pg_tables: BTreeSet<String> = h
         .psql("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
         .lines()
-        .filter(|t| !NOT_MOVED.contains(t))
+        .filter(|t| !NOT_MOVED.contains(t) && !LOG_TABLES.contains(t))
         .map(str::to_owned)
         .collect();
     assert_eq!(
@@ -110,7 +123,7 @@ async fn the_table_list_names_every_table_of_both_schemas_with_its_primary_key()
     // Both schemas have the same columns, of types the copy knows: an empty migration succeeds.
     let store = h.connect().await.unwrap();
     let report = migrate(&path, &store, &quiet).await.unwrap();
-    assert_eq!(report.tables.len(), TABLES.len());
+    assert_eq!(report.tables.len(), TABLES.len() + 1);
 }
 
 #[tokio::test]
@@ -125,14 +138,29 @@ async fn every_row_of_every_table_moves_with_its_id_and_checks_the_same() {
     for t in &report.tables {
         assert!(t.same(), "{t:?}");
         assert!(t.sqlite_rows > 0, "the fixture fills {}", t.table);
+        let files = (t.table == "task_logs").then_some(2);
         assert_eq!(
             t.postgres_rows as i64,
-            lite_rows(&path, t.table),
+            files.unwrap_or_else(|| lite_rows(&path, t.table)),
             "{}",
             t.table
         );
         assert_eq!(t.sqlite_sha256.len(), 64);
     }
+    // The pushed logs of tasks that exist moved, byte for byte; the other files stayed.
+    assert_eq!(report.log_files_left, 2);
+    assert_eq!(
+        store.read_log(1, 0, 4 << 20).await.unwrap(),
+        (long_log(), 5 * 512 * 1024)
+    );
+    assert_eq!(
+        store.read_log(2, 0, 100).await.unwrap(),
+        (b"started\n".to_vec(), 8)
+    );
+    assert_eq!(
+        h.psql("SELECT count(*) FROM task_log_chunks WHERE task_id = 1"),
+        "3"
+    );
     assert!(seen.lock().unwrap().contains(&"tasks"));
     // The ids are the SQLite ones; values of every type arrive unchanged.
     assert_eq!(
@@ -242,6 +270,23 @@ async fn a_copy_altered_before_the_check_is_caught_and_rolled_back() {
         .find(|t| t.table == "web_sessions")
         .unwrap();
     assert_eq!((s.sqlite_rows, s.postgres_rows), (2, 1));
+
+    // And a byte of a pushed log changed in the copy.
+    let err = run(
+        &path,
+        &store,
+        &quiet,
+        Some(
+            "UPDATE task_log_chunks SET data = decode('537461727465640a', 'hex') WHERE task_id = 2",
+        ),
+    )
+    .await
+    .unwrap_err();
+    let MigrateError::Mismatch { tables, .. } = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(tables, &["task_logs"]);
+    assert_eq!(h.psql("SELECT count(*) FROM task_logs"), "0");
 
     // Untouched, the same source moves.
     migrate(&path, &store, &quiet).await.unwrap();

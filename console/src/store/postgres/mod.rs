@@ -20,6 +20,7 @@ use tasknode_protocol::NetworkType;
 
 mod leases;
 mod liveness;
+mod logs;
 mod projects;
 mod releases;
 mod secrets;
@@ -32,6 +33,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_init.sql")),
     (2, include_str!("migrations/0002_sessions_secrets.sql")),
     (3, include_str!("migrations/0003_leases.sql")),
+    (4, include_str!("migrations/0004_task_logs.sql")),
 ];
 
 /// The advisory lock migrations run under ("tasknode" in ASCII).

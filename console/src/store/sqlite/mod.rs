@@ -29,6 +29,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
 
 mod leases;
 mod liveness;
+mod logs;
 mod projects;
 mod releases;
 mod secrets;
@@ -39,6 +40,8 @@ pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     /// Wake-ups stay in this process: one console owns the file.
     wakes: WakeHub,
+    /// Task logs, as files beside the database.
+    logs: Arc<logs::FileLogs>,
 }
 
 impl WakeStore for SqliteStore {
@@ -103,6 +106,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             wakes: WakeHub::default(),
+            logs: Arc::new(logs::FileLogs::beside(path)),
         })
     }
 

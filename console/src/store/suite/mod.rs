@@ -6,6 +6,7 @@
 
 mod leases;
 mod liveness;
+mod logs;
 mod projects;
 mod releases;
 mod secrets;
@@ -169,4 +170,6 @@ suite!(
     leases::a_lease_has_one_holder_until_it_expires_or_is_given_up,
     leases::a_step_fenced_by_a_lapsed_lease_changes_nothing,
     liveness::nodes_are_loaded_by_id_and_by_change_and_the_newest_heartbeat_wins,
+    logs::a_pushed_log_is_kept_in_order_once_and_read_from_any_offset,
+    logs::pushed_logs_stop_at_the_limits_per_task_and_per_server,
 );

@@ -150,16 +150,16 @@ pub async fn task(
     Path(raw): Path<String>,
 ) -> Result<Response, WebError> {
     let t = visible_task(&state, &viewer, &raw).await?;
-    task_page(&state, &viewer, &t, &FormErrors::default())
+    task_page(&state, &viewer, &t, &FormErrors::default()).await
 }
 
-fn task_page(
+async fn task_page(
     state: &AppState,
     viewer: &Viewer,
     t: &crate::store::Task,
     errors: &FormErrors,
 ) -> Result<Response, WebError> {
-    let view = service::tasks::view(state, t)?;
+    let view = service::tasks::view(state, t).await?;
     Ok(render(
         state,
         Some(viewer),
@@ -188,7 +188,7 @@ pub async fn cancel_task(
             let mut errors = FormErrors::default();
             errors.refused(e, &[]);
             let t = visible_task(&state, &viewer, &raw).await?;
-            task_page(&state, &viewer, &t, &errors)
+            task_page(&state, &viewer, &t, &errors).await
         }
     }
 }
