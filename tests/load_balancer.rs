@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tasknode_pgtest::{Cluster, Database};
 use tasknode_tests::haproxy::LoadBalancer;
+use tasknode_tests::postgres::SharedDatabase;
 use tasknode_tests::sandbox::{Os, Sandbox, require_root};
 use tasknode_tests::web::WebClient;
 use tasknode_tests::{
@@ -165,14 +165,6 @@ fn marks(markers: &Path) -> Vec<(i64, String)> {
         .collect()
 }
 
-/// The console whose process holds the engine lease, by the pid in the holder's name.
-fn holder_pid(db: &Database) -> Option<u32> {
-    let holder = Cluster::shared()
-        .psql(&db.name, "SELECT holder FROM leases WHERE name = 'engine'")
-        .ok()?;
-    holder.split(':').nth(1)?.parse().ok()
-}
-
 /// Releases 0.1.0 (what the fleet runs) and 0.2.0 in `dir/dist`, signed with fresh keys in
 /// `dir/keys`; returns the manifest key agents trust.
 fn releases(dir: &Path) -> String {
@@ -241,15 +233,10 @@ fn a_console_killed_behind_the_load_balancer_loses_nothing() {
 
     // Three consoles on one database, each telling agents and install commands the
     // balancer's URL.
-    let db = Cluster::shared().database();
-    let pw = Cluster::shared().password_file(scratch.path()).unwrap();
+    let db = SharedDatabase::new();
     let lb_port = free_port();
     let lb_url = format!("http://127.0.0.1:{lb_port}");
     let args = [
-        "--database",
-        db.url.as_str(),
-        "--database-password-file",
-        pw.to_str().unwrap(),
         "--public-url",
         &lb_url,
         "--agent-url",
@@ -269,14 +256,7 @@ fn a_console_killed_behind_the_load_balancer_loses_nothing() {
         "--stopped-after",
         "20s",
     ];
-    let mut consoles: Vec<Console> = (0..3).map(|_| Console::start(&args)).collect();
-    for c in &consoles[1..] {
-        std::fs::copy(
-            consoles[0].data().join("admin.token"),
-            c.data().join("admin.token"),
-        )
-        .unwrap();
-    }
+    let mut consoles = db.consoles(3, &args);
     let ports: Vec<u16> = consoles.iter().map(|c| c.port).collect();
     let lb = LoadBalancer::start(lb_port, &ports);
     assert_eq!(lb.url, lb_url);
@@ -472,7 +452,9 @@ fn a_console_killed_behind_the_load_balancer_loses_nothing() {
             );
 
             // Kill the console running the rollout engine.
-            let pid = holder_pid(&db).expect("a holder of the engine lease");
+            let pid = db
+                .engine_holder_pid()
+                .expect("a holder of the engine lease");
             let idx = consoles
                 .iter()
                 .position(|c| c.pid() == pid)

@@ -15,6 +15,7 @@ use std::time::Duration;
 use tasknode_pgtest::Cluster;
 
 use serde_json::Value;
+use tasknode_tests::postgres::SharedDatabase;
 use tasknode_tests::{Agent, Console, bin, hostname, wait_for};
 
 #[test]
@@ -184,27 +185,10 @@ fn assert_started_before_the_poll_timed_out(first: &Value, second: &Value, log: 
 #[test]
 fn a_task_submitted_on_one_console_wakes_an_agents_poll_on_another_also_after_its_listener_died() {
     let cluster = Cluster::shared();
-    let db = cluster.database();
-    let secrets = tempfile::tempdir().unwrap();
-    let pw = Cluster::shared()
-        .password_file(secrets.path())
-        .unwrap()
-        .display()
-        .to_string();
-    let args = [
-        "--heartbeat-interval",
-        "1s",
-        "--database",
-        db.url.as_str(),
-        "--database-password-file",
-        pw.as_str(),
-    ];
-    let a = Console::start(&args);
-    let b = Console::start(&args);
-    // One admin token for both: the one console A made, which B's commands use too.
-    let token = b.data().join("admin.token");
-    std::fs::copy(a.data().join("admin.token"), &token).unwrap();
-    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let shared = SharedDatabase::new();
+    let db = &shared.db;
+    let mut consoles = shared.consoles(2, &["--heartbeat-interval", "1s"]);
+    let (b, a) = (consoles.pop().unwrap(), consoles.pop().unwrap());
     let password = a.create_user("etl");
     a.cli_ok(&["group", "create", "etl", "--network", "classic"]);
     a.cli_ok(&["server", "add", "--group", "etl", "--name", &hostname()]);
@@ -252,27 +236,9 @@ fn a_task_submitted_on_one_console_wakes_an_agents_poll_on_another_also_after_it
 
 #[test]
 fn the_log_a_vpc_server_pushed_to_one_console_is_read_through_another() {
-    let cluster = Cluster::shared();
-    let db = cluster.database();
-    let secrets = tempfile::tempdir().unwrap();
-    let pw = Cluster::shared()
-        .password_file(secrets.path())
-        .unwrap()
-        .display()
-        .to_string();
-    let args = [
-        "--heartbeat-interval",
-        "1s",
-        "--database",
-        db.url.as_str(),
-        "--database-password-file",
-        pw.as_str(),
-    ];
-    let mut a = Console::start(&args);
-    let b = Console::start(&args);
-    let token = b.data().join("admin.token");
-    std::fs::copy(a.data().join("admin.token"), &token).unwrap();
-    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let shared = SharedDatabase::new();
+    let mut consoles = shared.consoles(2, &["--heartbeat-interval", "1s"]);
+    let (b, mut a) = (consoles.pop().unwrap(), consoles.pop().unwrap());
     let uuid = "4c4c4544-0042-3510-8051-b4c04f33530a";
     let password = a.create_user("etl");
     a.cli_ok(&["group", "create", "batch", "--network", "vpc"]);
@@ -294,12 +260,9 @@ fn the_log_a_vpc_server_pushed_to_one_console_is_read_through_another() {
         "the whole log through console B",
         || (read_on_b() == want).then_some(()),
     );
-    let chunks = cluster
-        .psql(
-            &db.name,
-            &format!("SELECT count(*) FROM task_log_chunks WHERE task_id = {id}"),
-        )
-        .unwrap();
+    let chunks = shared.psql(&format!(
+        "SELECT count(*) FROM task_log_chunks WHERE task_id = {id}"
+    ));
     assert!(chunks.parse::<u32>().unwrap() >= 3, "{chunks} chunks");
     // Console A is gone; B still shows the log and its size.
     agent.stop();

@@ -5,26 +5,18 @@
 //! when its holder is killed with SIGKILL, and a rollout in its batches goes on there.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tasknode_pgtest::{Cluster, Database};
+use tasknode_tests::postgres::SharedDatabase;
 use tasknode_tests::{
     Agent, Console, build_release, dist_json, hostname, install_binary, static_agent, update_agent,
     wait_for,
 };
 
 /// Two consoles on `db`, heartbeats a second apart, flushed every second, with `extra` flags.
-fn two_consoles(db: &Database, secrets: &std::path::Path, extra: &[&str]) -> (Console, Console) {
-    let pw = secrets.join("db-password");
-    std::fs::write(&pw, format!("{}\n", Cluster::shared().password())).unwrap();
-    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+fn two_consoles(db: &SharedDatabase, extra: &[&str]) -> (Console, Console) {
     let args = [
-        "--database",
-        db.url.as_str(),
-        "--database-password-file",
-        pw.to_str().unwrap(),
         "--heartbeat-interval",
         "1s",
         "--persist-interval",
@@ -35,11 +27,9 @@ fn two_consoles(db: &Database, secrets: &std::path::Path, extra: &[&str]) -> (Co
         "20s",
     ];
     let args: Vec<&str> = args.iter().chain(extra).copied().collect();
-    let (a, b) = (Console::start(&args), Console::start(&args));
-    // The database keeps only the admin token's digest: the second console's CLI uses the
-    // first one's token file.
-    std::fs::copy(a.data().join("admin.token"), b.data().join("admin.token")).unwrap();
-    (a, b)
+    let mut consoles = db.consoles(2, &args);
+    let b = consoles.pop().unwrap();
+    (consoles.pop().unwrap(), b)
 }
 
 /// Points the agent's heartbeats at `url` alone, as an operator editing its config would.
@@ -62,9 +52,8 @@ fn statuses(agent: &Agent) -> Vec<String> {
 
 #[test]
 fn an_agent_enrolled_through_one_console_is_known_to_the_other() {
-    let db = Cluster::shared().database();
-    let secrets = tempfile::tempdir().unwrap();
-    let (a, b) = two_consoles(&db, secrets.path(), &[]);
+    let db = SharedDatabase::new();
+    let (a, b) = two_consoles(&db, &[]);
     let host = hostname();
     let password = a.create_user("etl");
     a.cli_ok(&["group", "create", "etl", "--network", "classic"]);
@@ -137,32 +126,23 @@ fn an_agent_enrolled_through_one_console_is_known_to_the_other() {
     a.wait_status(&host, "available", Duration::from_secs(10));
 }
 
-/// The console whose process holds the engine lease, by the pid in the holder's name.
-fn holder_pid(db: &Database) -> Option<u32> {
-    let holder = Cluster::shared()
-        .psql(&db.name, "SELECT holder FROM leases WHERE name = 'engine'")
-        .ok()?;
-    holder.split(':').nth(1)?.parse().ok()
-}
-
 #[test]
 fn the_engine_lease_moves_to_the_other_console_when_its_holder_is_killed() {
-    let db = Cluster::shared().database();
-    let secrets = tempfile::tempdir().unwrap();
-    let (a, b) = two_consoles(&db, secrets.path(), &[]);
+    let db = SharedDatabase::new();
+    let (a, b) = two_consoles(&db, &[]);
     let first = wait_for(Duration::from_secs(10), "a lease holder", || {
-        holder_pid(&db)
+        db.engine_holder_pid()
     });
     let (mut holder, other) = if first == a.pid() { (a, b) } else { (b, a) };
     assert_eq!(first, holder.pid(), "the holder is one of the two consoles");
     // Held, not passed back and forth.
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(holder_pid(&db), Some(first));
+    assert_eq!(db.engine_holder_pid(), Some(first));
 
     holder.kill();
     let killed = Instant::now();
     let next = wait_for(Duration::from_secs(15), "the lease taken over", || {
-        holder_pid(&db).filter(|&p| p != first)
+        db.engine_holder_pid().filter(|&p| p != first)
     });
     assert_eq!(next, other.pid());
     // Not before the killed holder's lease ran out (5 s after its last renewal, which came at
@@ -203,12 +183,11 @@ fn a_rollout_goes_on_after_the_console_running_it_is_killed() {
     );
     build_release(&p("dist"), &p("keys"), "0.2.0", &update_agent(), "none");
 
-    let db = Cluster::shared().database();
-    let secrets = tempfile::tempdir().unwrap();
+    let db = SharedDatabase::new();
     let dist = p("dist");
-    let (a, b) = two_consoles(&db, secrets.path(), &["--dist", dist.to_str().unwrap()]);
+    let (a, b) = two_consoles(&db, &["--dist", dist.to_str().unwrap()]);
     let first = wait_for(Duration::from_secs(10), "a lease holder", || {
-        holder_pid(&db)
+        db.engine_holder_pid()
     });
     let (mut holder, other) = if first == a.pid() { (a, b) } else { (b, a) };
 

@@ -14,6 +14,7 @@ pub mod browser;
 pub mod container;
 pub mod haproxy;
 pub mod old_kernel;
+pub mod postgres;
 pub mod sandbox;
 pub mod web;
 
