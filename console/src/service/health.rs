@@ -39,8 +39,8 @@ mod tests {
     use super::ready;
     use crate::app::testing::{TestConsole, state};
     use crate::liveness::LivenessMap;
+    use crate::store::LogLimits;
     use crate::store::{SqliteStore, Store};
-    use crate::tasks::LogLimits;
 
     #[tokio::test]
     async fn ready_while_the_store_answers_and_not_once_closing() {
@@ -49,7 +49,6 @@ mod tests {
         let state = state(TestConsole {
             store,
             live: Arc::new(LivenessMap::default()),
-            dir: dir.path(),
             admin_token: "t",
             limits: LogLimits::default(),
         });
