@@ -458,17 +458,19 @@ async fn heartbeat(
     let http = client(connections)?;
     let empty = histogram()?;
     let inflight = Arc::new(tokio::sync::Semaphore::new(connections));
+    // One tally for all agents: a histogram each would take gigabytes at 100,000 agents.
+    let shared = Arc::new(std::sync::Mutex::new((Tally::new(&empty), empty.clone())));
     let started = tokio::time::Instant::now();
     let deadline = started + duration;
     let count = nodes.len();
     let mut workers = Vec::with_capacity(count);
     for (i, node) in nodes.into_iter().enumerate() {
-        let (http, console, inflight) = (
+        let (http, console, inflight, shared) = (
             http.clone(),
             consoles[i % consoles.len()].clone(),
             Arc::clone(&inflight),
+            Arc::clone(&shared),
         );
-        let (mut tally, mut lag) = (Tally::new(&empty), empty.clone());
         let phase = rand::thread_rng().gen_range(Duration::ZERO..interval);
         workers.push(tokio::spawn(async move {
             // Open loop: each agent's sends are due on its own schedule, whatever the answers.
@@ -483,21 +485,29 @@ async fn heartbeat(
                     break;
                 };
                 let late = tokio::time::Instant::now().duration_since(due);
+                let t0 = Instant::now();
+                let ok = match heartbeat_request(&http, &console, &node).send().await {
+                    Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                    _ => false,
+                };
+                let took = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
+                let mut guard = shared.lock().unwrap_or_else(|e| e.into_inner());
+                let (tally, lag) = &mut *guard;
                 let _ = lag.record(u64::try_from(late.as_micros()).unwrap_or(u64::MAX).max(1));
-                tally.send(heartbeat_request(&http, &console, &node)).await;
+                if ok {
+                    tally.ok += 1;
+                    let _ = tally.latencies.record(took.max(1));
+                } else {
+                    tally.errors += 1;
+                }
             }
-            (tally, lag)
         }));
     }
-    let mut all = Tally::new(&empty);
-    let mut lag = empty.clone();
     for w in workers {
-        let (t, l) = w.await?;
-        all.latencies.add(t.latencies)?;
-        all.ok += t.ok;
-        all.errors += t.errors;
-        lag.add(l)?;
+        w.await?;
     }
+    let guard = shared.lock().unwrap_or_else(|e| e.into_inner());
+    let (all, lag) = &*guard;
     let mut out = all.summary(duration);
     out["agents"] = json!(count);
     out["consoles"] = json!(consoles.len());
