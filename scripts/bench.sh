@@ -497,7 +497,7 @@ for (m, _), _v in rows.items():
         targets[m] = ("0", lambda v: v == 0)
     if m.startswith("ha_dispatch_") and m.endswith("_started_per_s"):
         targets[m] = (">= 1000 tasks/s", lambda v: v >= 1000)
-    if m.startswith("ha_dispatch_") and (m.endswith("_lost") or m.endswith("_twice")):
+    if m.startswith("ha_dispatch_") and (m.endswith("_lost") or m.endswith("_twice") or m.endswith("_unfinished")):
         targets[m] = ("0", lambda v: v == 0)
     if m.startswith("ha_failover_") and m.endswith("_all_back_s"):
         targets[m] = ("< 10 s", lambda v: v < 10)

@@ -230,10 +230,22 @@ pub async fn run(args: FleetArgs) -> anyhow::Result<()> {
         .iter()
         .filter_map(|t| Some((t["id"].as_i64()?, t["state"].as_str()?.to_owned())))
         .collect();
+    // Lost: ended other than succeeded, or gone from the list; unfinished: still queued,
+    // assigned or running when the run timed out.
+    let unfinished = ids
+        .iter()
+        .filter(|id| {
+            matches!(
+                states.get(id).map(String::as_str),
+                Some("queued" | "assigned" | "running")
+            )
+        })
+        .count();
     let lost = ids
         .iter()
         .filter(|id| states.get(id).map(String::as_str) != Some("succeeded"))
-        .count();
+        .count()
+        - unfinished;
     let starts = seen.starts.lock().await;
     let twice = starts.values().filter(|(n, _)| *n > 1).count();
     // Dispatch latency: from each task's submit to its first accepted start.
@@ -263,6 +275,7 @@ pub async fn run(args: FleetArgs) -> anyhow::Result<()> {
             "dispatch_p50_ms": ms(0.5),
             "dispatch_p99_ms": ms(0.99),
             "lost": lost,
+            "unfinished": unfinished,
             "twice": twice,
             "refused_starts": seen.refused.load(Ordering::SeqCst),
             "poll_errors": seen.poll_errors.load(Ordering::SeqCst),
