@@ -491,7 +491,7 @@ targets = {
 for (m, _), _v in rows.items():
     if m.endswith("_10s_p99_ms"):
         targets[m] = ("< 20 ms", lambda v: v < 20)
-    if m.startswith("ha_heartbeat_") and m.endswith("_p99_ms"):
+    if m.startswith("ha_heartbeat_") and m.endswith("_p99_ms") and not m.endswith("_lag_p99_ms"):
         targets[m] = ("< 20 ms", lambda v: v < 20)
     if m.startswith("ha_heartbeat_") and m.endswith("_errors"):
         targets[m] = ("0", lambda v: v == 0)
