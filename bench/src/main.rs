@@ -5,7 +5,8 @@
 //! submits tasks to a group served by a real agent and measures submit-to-start latency and log
 //! streaming, `rollout` starts a staged rollout to the enrolled agents and measures how long
 //! they take to converge on the new version, `signin` times a valid web sign-in during a flood
-//! of wrong passwords. Each prints one JSON line.
+//! of wrong passwords, `fleet` dispatches tasks to thousands of simulated servers at once, and
+//! `failover` kills one of several consoles under heartbeat load. Each prints one JSON line.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,6 +19,8 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+mod failover;
+mod fleet;
 mod signin;
 
 #[derive(Debug, Parser)]
@@ -52,17 +55,28 @@ enum Command {
         /// Requests in flight at once.
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
+        /// The group they go in (a VPC group, created if missing).
+        #[arg(long, default_value = "bench")]
+        group: String,
+        /// Servers are named by UUIDs counted from this one (so groups in one database differ).
+        #[arg(long, default_value_t = 0)]
+        first: usize,
     },
     /// Run the enrolled agents: each heartbeats every INTERVAL, starting at a random phase.
+    /// Latency is from send to answer; `lag` is how late the sends left against their schedule
+    /// (this process falling behind). With several consoles, agent i talks to console i mod n.
     Heartbeat {
-        #[arg(long)]
-        console: String,
+        #[arg(long, required = true)]
+        console: Vec<String>,
         #[arg(long)]
         state: PathBuf,
         #[arg(long, value_parser = duration, default_value = "10s")]
         interval: Duration,
         #[arg(long, value_parser = duration, default_value = "30s")]
         duration: Duration,
+        /// Heartbeats in flight at once, at most (the connection pool's size).
+        #[arg(long, default_value_t = 512)]
+        connections: usize,
     },
     /// Back-to-back requests over C connections for DURATION.
     Saturate {
@@ -119,6 +133,10 @@ enum Command {
     },
     /// Time valid web sign-ins while a flood of wrong passwords is in flight.
     Signin(signin::SigninArgs),
+    /// Queue tasks to a group of simulated servers, each long polling, and time the dispatch.
+    Fleet(fleet::FleetArgs),
+    /// Heartbeat to several consoles, kill one, and time until every agent is answered again.
+    Failover(failover::FailoverArgs),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -140,13 +158,24 @@ fn main() -> anyhow::Result<()> {
                 agents,
                 state,
                 concurrency,
-            } => enroll(&console, &token_file, agents, &state, concurrency).await,
+                group,
+                first,
+            } => {
+                let batch = Batch {
+                    agents,
+                    concurrency,
+                    group,
+                    first,
+                };
+                enroll(&console, &token_file, &batch, &state).await
+            }
             Command::Heartbeat {
                 console,
                 state,
                 interval,
                 duration,
-            } => heartbeat(&console, &state, interval, duration).await,
+                connections,
+            } => heartbeat(&console, &state, interval, duration, connections).await,
             Command::Saturate {
                 url,
                 console,
@@ -181,6 +210,8 @@ fn main() -> anyhow::Result<()> {
                 rollout(&console, &token_file, &state, plan).await
             }
             Command::Signin(args) => signin::run(args).await,
+            Command::Fleet(args) => fleet::run(args).await,
+            Command::Failover(args) => failover::run(args).await,
         }
     })
 }
@@ -207,13 +238,38 @@ async fn post(
     Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
 }
 
+/// Lifts the soft limit on open files to the hard one: every simulated server holds a long poll.
+fn raise_open_files() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            eprintln!("could not raise the open-file limit: {e}");
+        }
+    }
+}
+
+/// Which servers `enroll` adds.
+struct Batch {
+    agents: usize,
+    concurrency: usize,
+    group: String,
+    first: usize,
+}
+
 async fn enroll(
     console: &str,
     token_file: &PathBuf,
-    agents: usize,
+    batch: &Batch,
     state: &PathBuf,
-    concurrency: usize,
 ) -> anyhow::Result<()> {
+    let Batch {
+        agents,
+        concurrency,
+        ref group,
+        first,
+    } = *batch;
     let token = std::fs::read_to_string(token_file)
         .with_context(|| format!("--token-file {}", token_file.display()))?
         .trim()
@@ -231,7 +287,7 @@ async fn enroll(
         &http,
         &api("/groups"),
         &token,
-        &json!({"name": "bench", "project": "default", "network": "vpc"}),
+        &json!({"name": group, "project": "default", "network": "vpc"}),
     )
     .await?;
 
@@ -239,15 +295,20 @@ async fn enroll(
     let semaphore = Arc::new(tokio::sync::Semaphore::new(concurrency));
     let mut tasks = Vec::with_capacity(agents);
     for i in 0..agents {
-        let (http, token, console) = (http.clone(), token.clone(), console.to_owned());
+        let (http, token, console, group) = (
+            http.clone(),
+            token.clone(),
+            console.to_owned(),
+            group.clone(),
+        );
         let permit = Arc::clone(&semaphore).acquire_owned().await?;
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
             let api = |p: &str| format!("{console}/api/v1{p}");
-            let uuid = uuid::Uuid::from_u128(0x4c4c_4544_0000_0000_0000_0000_0000_0000 | (i as u128 + 1)).to_string();
-            post(&http, &api("/servers"), &token, &json!({"project": "default", "group": "bench", "name": uuid})).await?;
+            let uuid = uuid::Uuid::from_u128(0x4c4c_4544_0000_0000_0000_0000_0000_0000 | ((first + i) as u128 + 1)).to_string();
+            post(&http, &api("/servers"), &token, &json!({"project": "default", "group": group, "name": uuid})).await?;
             let cmd = post(&http, &api("/install-commands"), &token,
-                &json!({"project": "default", "group": "bench", "user_name": "bench"})).await?;
+                &json!({"project": "default", "group": group, "user_name": "bench"})).await?;
             let url = cmd["url"].as_str().context("install command without a url")?;
             let one_time = url.rsplit('/').next().context("install url without a token")?.to_owned();
             let body = json!({
@@ -386,38 +447,74 @@ fn heartbeat_request(
 }
 
 async fn heartbeat(
-    console: &str,
+    consoles: &[String],
     state: &PathBuf,
     interval: Duration,
     duration: Duration,
+    connections: usize,
 ) -> anyhow::Result<()> {
+    raise_open_files();
     let nodes = load_nodes(state)?;
-    let http = client(256)?;
+    let http = client(connections)?;
     let empty = histogram()?;
-    let deadline = Instant::now() + duration;
+    let inflight = Arc::new(tokio::sync::Semaphore::new(connections));
+    // One tally for all agents: a histogram each would take gigabytes at 100,000 agents.
+    let shared = Arc::new(std::sync::Mutex::new((Tally::new(&empty), empty.clone())));
+    let started = tokio::time::Instant::now();
+    let deadline = started + duration;
     let count = nodes.len();
     let mut workers = Vec::with_capacity(count);
-    for node in nodes {
-        let (http, console, mut tally) = (http.clone(), console.to_owned(), Tally::new(&empty));
+    for (i, node) in nodes.into_iter().enumerate() {
+        let (http, console, inflight, shared) = (
+            http.clone(),
+            consoles[i % consoles.len()].clone(),
+            Arc::clone(&inflight),
+            Arc::clone(&shared),
+        );
         let phase = rand::thread_rng().gen_range(Duration::ZERO..interval);
         workers.push(tokio::spawn(async move {
-            let mut ticker =
-                tokio::time::interval_at(tokio::time::Instant::now() + phase, interval);
+            // Open loop: each agent's sends are due on its own schedule, whatever the answers.
+            let mut ticker = tokio::time::interval_at(started + phase, interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                ticker.tick().await;
-                if Instant::now() >= deadline {
+                let due = ticker.tick().await;
+                if due >= deadline {
                     break;
                 }
-                tally.send(heartbeat_request(&http, &console, &node)).await;
+                let Ok(_permit) = inflight.acquire().await else {
+                    break;
+                };
+                let late = tokio::time::Instant::now().duration_since(due);
+                let t0 = Instant::now();
+                let ok = match heartbeat_request(&http, &console, &node).send().await {
+                    Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                    _ => false,
+                };
+                let took = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
+                let mut guard = shared.lock().unwrap_or_else(|e| e.into_inner());
+                let (tally, lag) = &mut *guard;
+                let _ = lag.record(u64::try_from(late.as_micros()).unwrap_or(u64::MAX).max(1));
+                if ok {
+                    tally.ok += 1;
+                    let _ = tally.latencies.record(took.max(1));
+                } else {
+                    tally.errors += 1;
+                }
             }
-            tally
         }));
     }
-    let all = collect(workers, &empty).await?;
+    for w in workers {
+        w.await?;
+    }
+    let guard = shared.lock().unwrap_or_else(|e| e.into_inner());
+    let (all, lag) = &*guard;
     let mut out = all.summary(duration);
     out["agents"] = json!(count);
+    out["consoles"] = json!(consoles.len());
     out["interval_s"] = json!(interval.as_secs_f64());
+    out["planned_per_s"] = json!(count as f64 / interval.as_secs_f64());
+    out["lag_p99_ms"] = json!(lag.value_at_quantile(0.99) as f64 / 1000.0);
+    out["lag_max_ms"] = json!(lag.max() as f64 / 1000.0);
     println!("{out}");
     Ok(())
 }

@@ -9,7 +9,7 @@ use tasknode_protocol::wire::ServerStatus;
 use crate::clock::Clock;
 use crate::liveness::LivenessMap;
 use crate::status::{self, Thresholds};
-use crate::store::{ServerFilter, Store};
+use crate::store::Store;
 
 pub use crate::dispatch::Dispatch;
 
@@ -49,12 +49,17 @@ async fn sweep(
     if busy.is_empty() {
         return Ok(());
     }
-    let servers = store.list_servers(&ServerFilter::default()).await?;
-    let lives = live.by_server();
+    // Only the busy servers: at 100,000 servers, listing them all every few seconds (and
+    // copying every node's liveness) held the store while tasks ran.
+    let servers = store.servers_by_id(&busy).await?;
     let now = clock.now_ms();
-    for s in servers.iter().filter(|s| busy.contains(&s.id)) {
-        let l = lives.get(&s.id).unwrap_or(&s.liveness);
-        let (st, reason) = status::derive(s, l, now, thresholds);
+    for s in &servers {
+        let l = s
+            .enrollment
+            .as_ref()
+            .and_then(|e| live.get(&e.node_id))
+            .unwrap_or_else(|| s.liveness.clone());
+        let (st, reason) = status::derive(s, &l, now, thresholds);
         if st != ServerStatus::Stopped {
             continue;
         }

@@ -79,6 +79,8 @@ pub trait ServerStore: Send + Sync {
     -> Result<Option<Server>, StoreError>;
     /// The server a node id is enrolled as.
     async fn server_by_node(&self, node_id: &str) -> Result<Option<Server>, StoreError>;
+    /// The servers with these ids (those that exist), in no particular order.
+    async fn servers_by_id(&self, ids: &[i64]) -> Result<Vec<Server>, StoreError>;
 
     /// Records an enrollment, replacing any earlier one of the same server (its old node id
     /// and secret stop working) and clearing a recorded shutdown. With `spend`, the token is

@@ -386,7 +386,11 @@ async fn server_named(
     name: &str,
 ) -> Result<Option<Server>, StoreError> {
     c.query_opt(
-        &format!("SELECT {SERVER_COLUMNS} WHERE p.name = $1 AND s.name = $2"),
+        // By the servers' own (project_id, name) key, not by walking the group's servers.
+        &format!(
+            "SELECT {SERVER_COLUMNS}
+             WHERE s.project_id = (SELECT id FROM projects WHERE name = $1) AND s.name = $2"
+        ),
         &[&project, &name],
     )
     .await

@@ -93,6 +93,18 @@ impl ServerStore for PostgresStore {
         server_by_node(&**c, node_id).await
     }
 
+    async fn servers_by_id(&self, ids: &[i64]) -> Result<Vec<Server>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                &format!("SELECT {SERVER_COLUMNS} WHERE s.id = ANY($1)"),
+                &[&ids],
+            )
+            .await
+            .map_err(db("looking up servers"))?;
+        rows.iter().map(server_from_row).collect()
+    }
+
     async fn enroll(
         &self,
         server_id: i64,

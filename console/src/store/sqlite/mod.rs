@@ -271,8 +271,13 @@ fn server_named(
     project: &str,
     name: &str,
 ) -> Result<Option<Server>, StoreError> {
+    // By the servers' own (project_id, name) key: joined through the group, SQLite walks every
+    // server of the group, which made each enrollment cost the group's size.
     conn.query_row(
-        &format!("SELECT {SERVER_COLUMNS} WHERE p.name = ?1 AND s.name = ?2"),
+        &format!(
+            "SELECT {SERVER_COLUMNS}
+             WHERE s.project_id = (SELECT id FROM projects WHERE name = ?1) AND s.name = ?2"
+        ),
         [project, name],
         server_from_row,
     )

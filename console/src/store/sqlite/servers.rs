@@ -86,6 +86,27 @@ impl ServerStore for SqliteStore {
         self.call(move |conn| server_by_node(conn, &node_id)).await
     }
 
+    async fn servers_by_id(&self, ids: &[i64]) -> Result<Vec<Server>, StoreError> {
+        let ids = ids.to_vec();
+        self.call(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!("SELECT {SERVER_COLUMNS} WHERE s.id = ?1"))
+                .map_err(sql("looking up servers"))?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(s) = stmt
+                    .query_row([id], server_from_row)
+                    .optional()
+                    .map_err(sql("looking up servers"))?
+                {
+                    out.push(s);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn enroll(
         &self,
         server_id: i64,

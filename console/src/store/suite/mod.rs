@@ -154,6 +154,7 @@ suite!(
     projects::a_group_with_servers_or_unfinished_tasks_is_not_deleted,
     projects::deleting_a_group_takes_its_tokens_finished_tasks_and_rollout,
     servers::a_server_is_in_at_most_one_group,
+    servers::servers_are_found_by_id_and_unknown_ids_are_skipped,
     servers::a_token_is_spent_once_with_its_enrollment_and_not_after_expiry,
     servers::pending_names_do_not_block_other_projects_and_the_first_enrollment_wins,
     servers::a_refused_enrollment_leaves_its_token_unspent,

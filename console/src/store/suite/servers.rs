@@ -66,6 +66,36 @@ pub(super) async fn a_server_is_in_at_most_one_group(h: &dyn Harness) {
     assert_eq!(groups.iter().map(|g| g.servers).collect::<Vec<_>>(), [0, 1]);
 }
 
+pub(super) async fn servers_are_found_by_id_and_unknown_ids_are_skipped(h: &dyn Harness) {
+    let store = h.open().await;
+    store
+        .create_group("default", "etl", NetworkType::Classic, 1)
+        .await
+        .unwrap();
+    let a = store
+        .add_server("default", "etl", "db-1", None, 2)
+        .await
+        .unwrap();
+    let b = store
+        .add_server("default", "etl", "db-2", None, 2)
+        .await
+        .unwrap();
+    store
+        .add_server("default", "etl", "db-3", None, 2)
+        .await
+        .unwrap();
+    let mut found: Vec<String> = store
+        .servers_by_id(&[b.id, a.id + b.id + 1000, a.id])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    found.sort();
+    assert_eq!(found, ["db-1", "db-2"]);
+    assert!(store.servers_by_id(&[]).await.unwrap().is_empty());
+}
+
 pub(super) async fn a_token_is_spent_once_with_its_enrollment_and_not_after_expiry(
     h: &dyn Harness,
 ) {
