@@ -6,7 +6,7 @@ use tasknode_protocol::tasks::{DEFAULT_TIMEOUT_SECS, SubmitTask, TaskState, Task
 use super::{Caller, ServiceError};
 use crate::app::AppState;
 use crate::clock::{human_duration, rfc3339};
-use crate::store::{ServerFilter, StoreError, Task, TaskFilter};
+use crate::store::{StoreError, Task, TaskFilter};
 
 /// Queues a task (`req` already validated); the store wakes a poll of its group (on any
 /// console) that can take it.
@@ -17,16 +17,10 @@ pub async fn submit(
 ) -> Result<TaskView, ServiceError> {
     caller.check_project(&req.project)?;
     let timeout = req.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS);
-    // Checks the group exists (NotFound names it) and that something could ever run the task.
-    state.store.group_network(&req.project, &req.group).await?;
-    let servers = state
-        .store
-        .list_servers(&ServerFilter {
-            project: Some(req.project.clone()),
-            group: Some(req.group.clone()),
-        })
-        .await?;
-    if servers.is_empty() {
+    // Checks the group exists (NotFound names it) and that something could ever run the task:
+    // a count, not a list (a group may have thousands of servers, and this is every submit).
+    let group = state.store.group(&req.project, &req.group).await?;
+    if group.servers == 0 {
         return Err(ServiceError::Conflict {
             field: Some("group".to_owned()),
             message: format!(

@@ -172,10 +172,24 @@ impl ProjectStore for PostgresStore {
             .collect()
     }
 
-    async fn group_network(&self, project: &str, group: &str) -> Result<NetworkType, StoreError> {
+    async fn group(&self, project: &str, group: &str) -> Result<Group, StoreError> {
         let c = self.client().await?;
-        let (_, network) = group_of(&**c, project, group).await?;
-        Ok(parse_network(&network))
+        let (id, network) = group_of(&**c, project, group).await?;
+        let r = c
+            .query_one(
+                "SELECT g.created_ms, (SELECT COUNT(*) FROM servers s WHERE s.group_id = g.id)
+                 FROM resource_groups g WHERE g.id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(db("looking up a resource group"))?;
+        Ok(Group {
+            name: group.to_owned(),
+            project: project.to_owned(),
+            network: parse_network(&network),
+            created_ms: col(&r, 0)?,
+            servers: to_u32(col(&r, 1)?),
+        })
     }
 
     async fn rename_group(

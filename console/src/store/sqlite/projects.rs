@@ -181,24 +181,34 @@ impl ProjectStore for SqliteStore {
         .await
     }
 
-    async fn group_network(&self, project: &str, group: &str) -> Result<NetworkType, StoreError> {
+    async fn group(&self, project: &str, group: &str) -> Result<Group, StoreError> {
         let (project, group) = (project.to_owned(), group.to_owned());
         self.call(move |conn| {
             let pid = project_id(conn, &project)?;
-            let network: Option<String> = conn
+            let found = conn
                 .query_row(
-                    "SELECT network FROM resource_groups WHERE project_id = ?1 AND name = ?2",
+                    "SELECT g.network, g.created_ms,
+                            (SELECT COUNT(*) FROM servers s WHERE s.group_id = g.id)
+                     FROM resource_groups g WHERE g.project_id = ?1 AND g.name = ?2",
                     params![pid, group],
-                    |r| r.get(0),
+                    |r| {
+                        let network: String = r.get(0)?;
+                        Ok((parse_network(&network), r.get(1)?, r.get(2)?))
+                    },
                 )
                 .optional()
                 .map_err(sql("looking up a resource group"))?;
-            network
-                .map(|n| parse_network(&n))
-                .ok_or(StoreError::NotFound {
-                    kind: "resource group",
-                    name: group,
-                })
+            let (network, created_ms, servers) = found.ok_or_else(|| StoreError::NotFound {
+                kind: "resource group",
+                name: group.clone(),
+            })?;
+            Ok(Group {
+                name: group,
+                project,
+                network,
+                servers,
+                created_ms,
+            })
         })
         .await
     }

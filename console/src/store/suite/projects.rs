@@ -176,6 +176,24 @@ pub(super) async fn a_group_with_servers_or_unfinished_tasks_is_not_deleted(h: &
             .await
             .unwrap();
     }
+    // A group is found with its servers counted; a missing one, or one in a missing project,
+    // is NotFound.
+    let g = store.group("default", "etl").await.unwrap();
+    assert_eq!(
+        (g.name.as_str(), g.network, g.servers),
+        ("etl", NetworkType::Classic, 2)
+    );
+    assert!(matches!(
+        store.group("default", "nope").await,
+        Err(StoreError::NotFound {
+            kind: "resource group",
+            ..
+        })
+    ));
+    assert!(matches!(
+        store.group("nope", "etl").await,
+        Err(StoreError::NotFound { .. })
+    ));
     let err = store.delete_group("default", "etl").await.unwrap_err();
     assert!(
         matches!(&err, StoreError::Conflict { field: "group", .. }),
