@@ -522,6 +522,8 @@ struct Package {
     install: &'static str,
     /// The shell command that removes it.
     remove: &'static str,
+    /// The shell command that lists the paths the installed package owns.
+    owns: &'static str,
     /// Besides the user in /etc: what the package manager keeps after removing the package.
     kept: fn(&str) -> bool,
 }
@@ -531,6 +533,7 @@ const DEB: Package = Package {
     path: |v| format!("releases/{v}/tasknode_{v}-1_amd64.deb"),
     install: "dpkg -i {}",
     remove: "dpkg --purge tasknode",
+    owns: "dpkg -L tasknode",
     // dpkg's records and log; a purge removes the logs and /var/lib/tasknode.
     kept: |f| f.starts_with("var/lib/dpkg/") || f == "var/log/dpkg.log",
 };
@@ -543,6 +546,7 @@ const EL7: Package = Package {
     path: |v| format!("repo/el7/x86_64/tasknode-{v}-1.el7.x86_64.rpm"),
     install: "rpm --checksig {} && rpm -U --nodeps {}",
     remove: "rpm -e --nodeps tasknode",
+    owns: "rpm -ql tasknode",
     // The rpm database (Debian's rpm keeps it in ~/.rpmdb), and what the agent wrote, which no
     // package owns: rpm leaves the logs and the tasks' working directories, as on el7.
     kept: |f| {
@@ -641,10 +645,22 @@ fn package_under_systemd(package: &Package, hostname: &str) {
     );
     let skip: Vec<&str> = ACCOUNT_FILES.to_vec();
     let state = || tree_state(&c.root(), &["/etc", "/usr"], &skip);
+    // What the package owns is its own to change: its files, and the directories it brings
+    // (a shell's completion directory the host lacked), which it removes with it.
+    let owned: Vec<String> = c
+        .sh_ok(package.owns)
+        .lines()
+        .map(|l| l.trim_start_matches('/').to_owned())
+        // Not /usr, /usr/share or /etc themselves, which every package lists.
+        .filter(|p| p.matches('/').count() >= 2)
+        .collect();
     let not_the_package = |before: &std::collections::BTreeMap<String, String>| -> Vec<String> {
         tree_changes(before, &state(), &[])
             .into_iter()
-            .filter(|change| !change.split(':').next().unwrap_or("").contains("tasknode"))
+            .filter(|change| {
+                let path = change.split(':').next().unwrap_or("");
+                !path.contains("tasknode") && !owned.iter().any(|o| o == path)
+            })
             .collect()
     };
     let planted = state();

@@ -90,6 +90,11 @@ impl AgentDocs {
         Ok(AgentDocs { pages, completions })
     }
 
+    /// Whether there is nothing (a build of no package).
+    pub fn is_empty(&self) -> bool {
+        self.pages.is_empty() && self.completions.is_empty()
+    }
+
     /// Every file, by the path a package installs it at (bash's completions in `bash_dir`),
     /// all 0644.
     pub fn files(&self, bash_dir: &str) -> Vec<(String, &[u8])> {
@@ -103,6 +108,25 @@ impl AgentDocs {
             .map(|(shell, text)| (shell.package_path(PACKAGE_NAME, bash_dir), text.as_slice()));
         pages.chain(completions).collect()
     }
+}
+
+/// The directories above the completion scripts a package brings, up to `/usr/share` or
+/// `/etc`: a host without the shell lacks them, and a package that made them owns them, so
+/// removing it removes them when empty.
+pub fn completion_dirs(bash_dir: &str) -> Vec<String> {
+    let mut dirs = std::collections::BTreeSet::new();
+    for shell in Shell::ALL {
+        let path = shell.package_path(PACKAGE_NAME, bash_dir);
+        let mut dir = Path::new(&path).parent();
+        while let Some(d) = dir {
+            if d == Path::new("/usr/share") || d == Path::new("/etc") || d == Path::new("/") {
+                break;
+            }
+            dirs.insert(d.to_string_lossy().into_owned());
+            dir = d.parent();
+        }
+    }
+    dirs.into_iter().collect()
 }
 
 fn write_executable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -123,4 +147,28 @@ fn gzip(name: &str, bytes: &[u8], mtime: u32) -> std::io::Result<Vec<u8>> {
         .write(Vec::new(), flate2::Compression::best());
     gz.write_all(bytes)?;
     gz.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_package_owns_the_completion_directories_but_no_shared_parent() {
+        assert_eq!(
+            completion_dirs(tasknode_clidocs::BASH_COMPLETIONS),
+            [
+                "/usr/share/bash-completion",
+                "/usr/share/bash-completion/completions",
+                "/usr/share/fish",
+                "/usr/share/fish/vendor_completions.d",
+                "/usr/share/zsh",
+                "/usr/share/zsh/site-functions",
+            ]
+        );
+        assert!(
+            completion_dirs(tasknode_clidocs::BASH_COMPLETIONS_OLD)
+                .contains(&"/etc/bash_completion.d".to_owned())
+        );
+    }
 }

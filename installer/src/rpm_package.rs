@@ -178,6 +178,12 @@ pub fn build(
             .noreplace(),
     )
     .map_err(err)?;
+    if !inputs.docs.is_empty() {
+        for dir in crate::docs::completion_dirs(&target.bash_completions) {
+            b.with_dir_entry(rpm::FileOptions::dir(dir).permissions(0o755))
+                .map_err(err)?;
+        }
+    }
     for (path, bytes) in inputs.docs.files(&target.bash_completions) {
         // Man pages are documentation (`rpm --excludedocs` leaves them out); completions are not.
         let page = path.starts_with(tasknode_clidocs::MAN1);
