@@ -31,6 +31,8 @@ pub const LOOKUP_AGAIN_MS: i64 = 5_000;
 pub const LOOKUPS_PER_SEC: u32 = 50;
 /// Node ids remembered as looked up, at most (beyond it, lookups wait for the cache to clear).
 const LOOKUPS_REMEMBERED: usize = 10_000;
+/// Loaded records merged per hold of the map's lock; heartbeats wait at most that long.
+const MERGE_SLICE: usize = 1_000;
 
 #[derive(Debug, Clone)]
 struct Node {
@@ -159,7 +161,21 @@ impl LivenessMap {
     /// replaces its server's node unless the map holds one of a later or the same
     /// enrollment generation. Returns how many entries changed.
     pub fn merge(&self, records: Vec<NodeRecord>) -> usize {
-        let mut nodes = self.lock();
+        let mut changed = 0;
+        let mut records = records.into_iter().peekable();
+        // A refresh brings every node another console saw lately (all of them, on a busy
+        // fleet): the lock every heartbeat takes is held for a slice of them at a time.
+        while records.peek().is_some() {
+            let nodes = self.lock();
+            changed += Self::merge_some(nodes, records.by_ref().take(MERGE_SLICE));
+        }
+        changed
+    }
+
+    fn merge_some(
+        mut nodes: MutexGuard<'_, Nodes>,
+        records: impl Iterator<Item = NodeRecord>,
+    ) -> usize {
         let mut changed = 0;
         for rec in records {
             if let Some(n) = nodes.get_mut(&rec.node_id) {
@@ -637,6 +653,23 @@ mod tests {
         let mut bad = record(2, "b", 1, None);
         bad.secret_sha256 = "zz".into();
         assert_eq!(map.merge(vec![bad]), 0);
+    }
+
+    #[test]
+    fn a_load_larger_than_a_slice_merges_whole_and_in_order() {
+        let map = LivenessMap::default();
+        let n = MERGE_SLICE * 2 + 7;
+        let mut records: Vec<NodeRecord> = (0..n)
+            .map(|i| record(i as i64 + 1, &format!("n{i}"), 1, Some(10)))
+            .collect();
+        // A later record of the first node, in the last slice, is the one kept.
+        records.push(record(1, "n0", 1, Some(20)));
+        assert_eq!(map.merge(records), n + 1);
+        assert!(
+            map.authenticate(&format!("n{}", n - 1), &format!("secret-n{}", n - 1))
+                .is_ok()
+        );
+        assert_eq!(map.get("n0").unwrap().last_heartbeat_ms, Some(20));
     }
 
     #[test]
