@@ -223,7 +223,7 @@ pub async fn set_rollout(
 ) -> Result<RolloutView, ServiceError> {
     caller.require_admin("start a rollout")?;
     // The group must exist (NotFound names it) and the version be published.
-    state.store.group(&req.project, &req.group).await?;
+    state.store.group_network(&req.project, &req.group).await?;
     let release = state
         .store
         .list_releases()

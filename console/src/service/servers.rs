@@ -18,7 +18,7 @@ pub async fn add(
     req: AddServer,
 ) -> Result<ServerView, ServiceError> {
     caller.check_project(&req.project)?;
-    let network = state.store.group(&req.project, &req.group).await?.network;
+    let network = state.store.group_network(&req.project, &req.group).await?;
     let name = network
         .parse_server_name("name", &req.name)
         .map_err(|mut e| {

@@ -67,7 +67,10 @@ pub trait ProjectStore: Send + Sync {
         now_ms: i64,
     ) -> Result<Group, StoreError>;
     async fn list_groups(&self, project: Option<&str>) -> Result<Vec<Group>, StoreError>;
-    /// A group, with how many servers it has, or `NotFound`.
+    /// The network type of a group, or `NotFound`.
+    async fn group_network(&self, project: &str, group: &str) -> Result<NetworkType, StoreError>;
+    /// A group, with how many servers it has (a count: a submit's check, not every
+    /// enrollment's), or `NotFound`.
     async fn group(&self, project: &str, group: &str) -> Result<Group, StoreError>;
     /// Renames a group (`Exists` when the project has a group of that name already).
     async fn rename_group(

@@ -172,6 +172,12 @@ impl ProjectStore for PostgresStore {
             .collect()
     }
 
+    async fn group_network(&self, project: &str, group: &str) -> Result<NetworkType, StoreError> {
+        let c = self.client().await?;
+        let (_, network) = group_of(&**c, project, group).await?;
+        Ok(parse_network(&network))
+    }
+
     async fn group(&self, project: &str, group: &str) -> Result<Group, StoreError> {
         let c = self.client().await?;
         let (id, network) = group_of(&**c, project, group).await?;

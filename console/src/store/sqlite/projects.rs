@@ -181,6 +181,28 @@ impl ProjectStore for SqliteStore {
         .await
     }
 
+    async fn group_network(&self, project: &str, group: &str) -> Result<NetworkType, StoreError> {
+        let (project, group) = (project.to_owned(), group.to_owned());
+        self.call(move |conn| {
+            let pid = project_id(conn, &project)?;
+            let network: Option<String> = conn
+                .query_row(
+                    "SELECT network FROM resource_groups WHERE project_id = ?1 AND name = ?2",
+                    params![pid, group],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(sql("looking up a resource group"))?;
+            network
+                .map(|n| parse_network(&n))
+                .ok_or(StoreError::NotFound {
+                    kind: "resource group",
+                    name: group,
+                })
+        })
+        .await
+    }
+
     async fn group(&self, project: &str, group: &str) -> Result<Group, StoreError> {
         let (project, group) = (project.to_owned(), group.to_owned());
         self.call(move |conn| {
