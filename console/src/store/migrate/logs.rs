@@ -75,7 +75,7 @@ pub(super) async fn copy(
     let total = found.logs.len() as u64;
     let mut buf = vec![0u8; MAX_LOG_CHUNK_BYTES];
     for (done, (id, path)) in found.logs.iter().enumerate() {
-        let mut f = fs::File::open(path).map_err(io(path))?;
+        let mut f = open_log(path).map_err(io(path))?;
         let mut size = 0i64;
         tx.execute(
             "INSERT INTO task_logs (task_id, size) VALUES ($1, 0)",
@@ -112,6 +112,17 @@ pub(super) async fn copy(
     Ok(())
 }
 
+/// Opens a log file without following a link: the directory is the console user's, and
+/// `migrate` may run as root, so a file swapped for a link after it was listed must not make
+/// it copy what the link points to into the database.
+fn open_log(path: &Path) -> std::io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+}
+
 /// Fills `buf` from `f` unless the file ends first; the bytes read.
 fn read_full(f: &mut fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
@@ -135,7 +146,7 @@ fn record(sum: &mut Sha256, id: i64, size: u64, content: [u8; 32]) {
 pub(super) async fn check(tx: &Transaction<'_>, found: &Found) -> Result<TableCheck, MigrateError> {
     let mut files = Sha256::new();
     for (id, path) in &found.logs {
-        let mut f = fs::File::open(path).map_err(io(path))?;
+        let mut f = open_log(path).map_err(io(path))?;
         let mut content = Sha256::new();
         let size = std::io::copy(&mut f, &mut content).map_err(io(path))?;
         record(&mut files, *id, size, content.finalize().into());
