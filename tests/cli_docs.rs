@@ -5,21 +5,12 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
+use tasknode_tests::releases::{ok, run};
 use tasknode_tests::{bin, stderr, which};
 
 const BINARIES: [&str; 3] = ["tasknode", "tasknode-console", "tasknode-dist"];
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().unwrap()
-}
-
-fn ok(cmd: &mut Command) -> String {
-    let out = run(cmd);
-    assert!(out.status.success(), "{cmd:?}: {}", stderr(&out));
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn completions(binary: &str, shell: &str, dir: &Path) -> std::path::PathBuf {
     let text = ok(Command::new(bin(binary)).args(["completions", shell]));

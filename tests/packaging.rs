@@ -1,20 +1,18 @@
 //! `tasknode-dist keygen` and `build`, checked with the real tools of the field: rpm -K against
-//! the imported key, rpmlint, rpm -qp, gpg, and dnf (gpgcheck and repo_gpgcheck on) installing,
-//! upgrading and erasing the agent from the repository a real console serves with --dist, in a
-//! throwaway root where the scriptlets run.
+//! the imported key, rpmlint, rpm -qp, gpg, lintian and dpkg; and the release directory a real
+//! console serves with --dist. dnf installing from that repository is in tests/yum.rs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 use std::sync::OnceLock;
 
 use serde_json::Value;
+use tasknode_tests::releases::{EPOCH, agent_version_in_root, dist, fixture, ok, rpm_path, run};
 use tasknode_tests::sandbox::{Os, Sandbox, require_root};
-use tasknode_tests::{Console, bin, build_release_at, static_agent, stderr, which};
+use tasknode_tests::{Console, build_release_at, stderr, which};
 
-/// A source date older than any key made here: signatures must still verify.
-const EPOCH: &str = "1700000000";
 const DISTS: [&str; 4] = ["el6", "el7", "al7", "al8"];
 /// The rpmlib() features rpm 4.8 (CentOS 6) provides; a package may need no other.
 const RPM_48_RPMLIB: &[&str] = &[
@@ -34,78 +32,6 @@ const RPM_48_RPMLIB: &[&str] = &[
     "VersionedDependencies",
 ];
 
-/// Release keys and two agent versions, made once for every test here.
-struct Fixture {
-    _dir: tempfile::TempDir,
-    keys: PathBuf,
-    other_keys: PathBuf,
-    /// (version, stripped static agent carrying it)
-    v1: (String, PathBuf),
-    v2: (String, PathBuf),
-}
-
-fn fixture() -> &'static Fixture {
-    static F: OnceLock<Fixture> = OnceLock::new();
-    F.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let keys = dir.path().join("keys");
-        let out = dist(&["keygen", "--out", keys.to_str().unwrap(), "--json"]);
-        assert!(out.status.success(), "keygen: {}", stderr(&out));
-        let other_keys = dir.path().join("other-keys");
-        let out = dist(&["keygen", "--out", other_keys.to_str().unwrap()]);
-        assert!(out.status.success(), "keygen: {}", stderr(&out));
-
-        // The real static agent, stripped as a release build is, and a copy that reports the
-        // next patch version (its version marker rewritten in place: same length).
-        let v1_path = dir.path().join("agent-v1");
-        std::fs::copy(static_agent(), &v1_path).unwrap();
-        let st = Command::new("strip").arg(&v1_path).status().unwrap();
-        assert!(st.success());
-        let bytes = std::fs::read(&v1_path).unwrap();
-        let v1 = tasknode_protocol::agent_version_in(&bytes)
-            .unwrap()
-            .to_owned();
-        let (head, last) = v1.split_at(v1.len() - 1);
-        let next: u8 = last.parse::<u8>().unwrap() + 1;
-        assert!(
-            next < 10,
-            "agent version {v1}: its last digit cannot be bumped in place"
-        );
-        let v2 = format!("{head}{next}");
-        let mut marker = tasknode_protocol::AGENT_VERSION_MARKER.to_vec();
-        marker.extend_from_slice(v1.as_bytes());
-        marker.push(0);
-        let at = bytes
-            .windows(marker.len())
-            .position(|w| w == marker)
-            .unwrap();
-        let mut patched = bytes.clone();
-        let start = at + tasknode_protocol::AGENT_VERSION_MARKER.len();
-        patched[start..start + v2.len()].copy_from_slice(v2.as_bytes());
-        let v2_path = dir.path().join("agent-v2");
-        std::fs::write(&v2_path, &patched).unwrap();
-        assert_eq!(
-            tasknode_protocol::agent_version_in(&patched),
-            Some(v2.as_str())
-        );
-        Fixture {
-            keys,
-            other_keys,
-            v1: (v1, v1_path),
-            v2: (v2, v2_path),
-            _dir: dir,
-        }
-    })
-}
-
-fn dist(args: &[&str]) -> Output {
-    Command::new(bin("tasknode-dist"))
-        .args(args)
-        .env_remove("SOURCE_DATE_EPOCH")
-        .output()
-        .unwrap()
-}
-
 /// A release of the first version for every dist, built once.
 fn release() -> &'static Path {
     static R: OnceLock<tempfile::TempDir> = OnceLock::new();
@@ -123,27 +49,6 @@ fn release() -> &'static Path {
         dir
     })
     .path()
-}
-
-fn rpm_path(out: &Path, dist: &str, version: &str) -> PathBuf {
-    out.join(format!(
-        "repo/{dist}/x86_64/tasknode-{version}-1.{dist}.x86_64.rpm"
-    ))
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
-}
-
-fn ok(cmd: &mut Command) -> String {
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        stderr(&out)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// An rpm database holding only the release's public key.
@@ -704,224 +609,6 @@ fn raw_get_status(port: u16, path: &str) -> u16 {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("no status line: {answer}"))
-}
-
-/// A throwaway root for dnf: the sandbox's busybox system, with shadow's tools and systemctl,
-/// recorded in its rpm database as one package providing what the agent's RPM requires.
-fn dnf_root(os: Os) -> Sandbox {
-    let sb = Sandbox::new(os);
-    sb.add_program("groupadd");
-    sb.add_program("systemctl");
-    let spec_dir = tempfile::tempdir().unwrap();
-    let spec = spec_dir.path().join("base.spec");
-    std::fs::write(
-        &spec,
-        "Name: sandbox-base\nVersion: 1\nRelease: 1\nSummary: the sandbox's base system\n\
-         License: MIT\nBuildArch: noarch\n\
-         Provides: /bin/sh shadow-utils systemd chkconfig initscripts\n\
-         %description\nbusybox, shadow's user tools and systemctl, copied from the host\n%files\n",
-    )
-    .unwrap();
-    ok(Command::new(which("rpmbuild"))
-        .arg("--define")
-        .arg(format!("_topdir {}", spec_dir.path().display()))
-        .arg("-bb")
-        .arg(&spec));
-    let base = spec_dir
-        .path()
-        .join("RPMS/noarch/sandbox-base-1-1.noarch.rpm");
-    ok(Command::new("rpm")
-        .arg("--root")
-        .arg(sb.root())
-        .args(["-i", "--justdb", "--nodeps"])
-        .arg(&base));
-    sb
-}
-
-fn dnf(sb: &Sandbox, console: &Console, args: &[&str]) -> Output {
-    let reposd = sb.path("/tmp/reposd");
-    std::fs::create_dir_all(&reposd).unwrap();
-    let repo = console
-        .http()
-        .get(format!("{}/yum/al8/tasknode.repo", console.url))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    std::fs::write(reposd.join("tasknode.repo"), repo).unwrap();
-    run(Command::new(which("dnf"))
-        .arg("-y")
-        .arg(format!("--installroot={}", sb.root().display()))
-        .args(["--releasever=8", "--setopt=install_weak_deps=False"])
-        .arg(format!("--setopt=reposdir={}", reposd.display()))
-        .arg(format!(
-            "--setopt=cachedir={}",
-            sb.path("/tmp/dnf-cache").display()
-        ))
-        .args(args))
-}
-
-fn agent_version_in_root(sb: &Sandbox) -> String {
-    let out = sb.sh("/bin/sh", "/usr/bin/tasknode --version");
-    assert!(out.status.success(), "{}", stderr(&out));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-#[test]
-fn dnf_installs_upgrades_and_erases_the_agent_from_the_signed_repository() {
-    if !require_root() {
-        return;
-    }
-    let f = fixture();
-    let out = tempfile::tempdir().unwrap();
-    build_release_at(out.path(), &f.keys, &f.v1.0, &f.v1.1, "al8", EPOCH);
-    let console = Console::start(&["--dist", out.path().to_str().unwrap()]);
-    let sb = dnf_root(Os::Alinux3);
-
-    let o = dnf(&sb, &console, &["install", "tasknode"]);
-    assert!(
-        o.status.success(),
-        "dnf install: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        stderr(&o)
-    );
-    assert_eq!(agent_version_in_root(&sb), format!("tasknode {}", f.v1.0));
-    // The man page renders, and bash completes from the installed script.
-    let page = ok(Command::new(which("man"))
-        .env_remove("MAN_KEEP_FORMATTING")
-        .arg("-l")
-        .arg(sb.path("/usr/share/man/man1/tasknode-enroll.1.gz")));
-    assert!(page.contains("--password-stdin"), "{page}");
-    let offers = ok(Command::new(which("bash"))
-        .args(["--norc", "--noprofile", "-c"])
-        .arg(r#"source "$1"; COMP_WORDS=(tasknode do); COMP_CWORD=1; _tasknode tasknode do tasknode; echo "${COMPREPLY[@]}""#)
-        .arg("bash")
-        .arg(sb.path("/usr/share/bash-completion/completions/tasknode")));
-    assert_eq!(offers.trim(), "doctor");
-    // %pre made the user, %post enabled the unit (systemctl works offline in a root).
-    let passwd = std::fs::read_to_string(sb.path("/etc/passwd")).unwrap();
-    assert!(passwd.contains("admin:x:"), "{passwd}");
-    let wants = sb.path("/etc/systemd/system/multi-user.target.wants/tasknode.service");
-    assert!(
-        wants.is_symlink(),
-        "the service was not enabled: {}",
-        stderr(&o)
-    );
-    let conf = sb.path("/etc/tasknode/tasknode.conf");
-    assert_eq!(tasknode_tests::mode_of(&conf), 0o600);
-    let admin_uid = passwd
-        .lines()
-        .find(|l| l.starts_with("admin:"))
-        .and_then(|l| l.split(':').nth(2))
-        .unwrap()
-        .parse::<u32>()
-        .unwrap();
-    use std::os::unix::fs::MetadataExt;
-    assert_eq!(std::fs::metadata(&conf).unwrap().uid(), admin_uid);
-    let rpm_q =
-        ok(Command::new("rpm")
-            .arg("--root")
-            .arg(sb.root())
-            .args(["-q", "gpg-pubkey", "tasknode"]));
-    assert!(
-        rpm_q.contains("gpg-pubkey-"),
-        "dnf imported the key: {rpm_q}"
-    );
-
-    // The operator's change to the config survives an upgrade.
-    let mut text = std::fs::read_to_string(&conf).unwrap();
-    text.push_str("# kept across upgrades\n");
-    std::fs::write(&conf, &text).unwrap();
-    build_release_at(out.path(), &f.keys, &f.v2.0, &f.v2.1, "al8", EPOCH);
-    let o = dnf(&sb, &console, &["upgrade", "tasknode"]);
-    assert!(
-        o.status.success(),
-        "dnf upgrade: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        stderr(&o)
-    );
-    assert_eq!(agent_version_in_root(&sb), format!("tasknode {}", f.v2.0));
-    assert_eq!(std::fs::read_to_string(&conf).unwrap(), text);
-    assert!(wants.is_symlink(), "an upgrade keeps the service enabled");
-
-    let o = dnf(&sb, &console, &["remove", "tasknode"]);
-    assert!(o.status.success(), "dnf remove: {}", stderr(&o));
-    assert!(!sb.path("/usr/bin/tasknode").exists());
-    assert!(!sb.path("/usr/lib/systemd/system/tasknode.service").exists());
-    assert!(
-        !wants.exists() && !wants.is_symlink(),
-        "%preun disabled the service"
-    );
-    // An edited config is kept as .rpmsave, as rpm does for every changed config file.
-    assert!(sb.path("/etc/tasknode/tasknode.conf.rpmsave").exists());
-}
-
-#[test]
-fn dnf_refuses_a_tampered_package_repomd_or_a_package_signed_by_another_key() {
-    if !require_root() {
-        return;
-    }
-    let f = fixture();
-
-    // A package changed after it was indexed.
-    let out = tempfile::tempdir().unwrap();
-    build_release_at(out.path(), &f.keys, &f.v1.0, &f.v1.1, "al8", EPOCH);
-    let rpm = rpm_path(out.path(), "al8", &f.v1.0);
-    let mut bytes = std::fs::read(&rpm).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0xff;
-    std::fs::write(&rpm, &bytes).unwrap();
-    let console = Console::start(&["--dist", out.path().to_str().unwrap()]);
-    let sb = dnf_root(Os::Alinux3);
-    let o = dnf(&sb, &console, &["install", "tasknode"]);
-    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
-    assert!(!o.status.success(), "{text}");
-    assert!(text.contains("checksum doesn't match"), "{text}");
-    assert!(!sb.path("/usr/bin/tasknode").exists());
-
-    // repomd.xml changed after it was signed.
-    let out = tempfile::tempdir().unwrap();
-    build_release_at(out.path(), &f.keys, &f.v1.0, &f.v1.1, "al8", EPOCH);
-    let repomd = out.path().join("repo/al8/x86_64/repodata/repomd.xml");
-    let text = std::fs::read_to_string(&repomd).unwrap();
-    std::fs::write(&repomd, text.replace("<revision>", "<revision>1")).unwrap();
-    let console = Console::start(&["--dist", out.path().to_str().unwrap()]);
-    let sb = dnf_root(Os::Alinux3);
-    let o = dnf(&sb, &console, &["install", "tasknode"]);
-    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
-    assert!(!o.status.success(), "{text}");
-    assert!(text.contains("GPG signature verification error"), "{text}");
-    assert!(!sb.path("/usr/bin/tasknode").exists());
-
-    // A package signed by another key, dropped into the repository before the right key
-    // indexed and signed it.
-    let foreign = tempfile::tempdir().unwrap();
-    build_release_at(
-        foreign.path(),
-        &f.other_keys,
-        &f.v1.0,
-        &f.v1.1,
-        "al8",
-        EPOCH,
-    );
-    let out = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(out.path().join("repo/al8/x86_64")).unwrap();
-    std::fs::copy(
-        rpm_path(foreign.path(), "al8", &f.v1.0),
-        rpm_path(out.path(), "al8", &f.v1.0),
-    )
-    .unwrap();
-    build_release_at(out.path(), &f.keys, &f.v2.0, &f.v2.1, "al8", EPOCH);
-    let console = Console::start(&["--dist", out.path().to_str().unwrap()]);
-    let sb = dnf_root(Os::Alinux3);
-    let o = dnf(&sb, &console, &["install", &format!("tasknode-{}", f.v1.0)]);
-    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
-    assert!(!o.status.success(), "{text}");
-    assert!(
-        text.contains("Public key for") && text.contains("GPG check FAILED"),
-        "{text}"
-    );
-    assert!(!sb.path("/usr/bin/tasknode").exists());
 }
 
 #[test]

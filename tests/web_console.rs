@@ -451,6 +451,15 @@ fn releases_and_rollouts_in_the_browser() {
     b.goto(&format!("{}/ui/groups/default/etl/install", console.url));
     b.wait_text("#yum", "yum install tasknode", TIMEOUT);
     assert!(b.text("#yum").contains("--enable-uuid false"));
+    // The same command `tasknode-console yum-command` prints (tests/yum.rs runs it).
+    assert!(
+        b.text("#yum").contains(&format!(
+            "curl -fsS -o /etc/yum.repos.d/tasknode.repo {}/yum/el7/tasknode.repo",
+            console.url
+        )),
+        "{}",
+        b.text("#yum")
+    );
     // It enrolls the config the package installed, not the script install's default.
     assert!(
         b.text("#yum")

@@ -61,6 +61,9 @@ pub enum Command {
     Server(ServerCmd),
     /// Print a one-time install command for a group: run it as root on the server.
     InstallCommand(InstallCommandArgs),
+    /// Print the command that points a host's yum at this console's signed repository (with
+    /// `serve --dist`); for a console with its own CA it also fetches and checks that CA.
+    YumCommand(YumCommandArgs),
     /// Submit shell-script tasks to a group, follow them, read their logs, cancel them.
     #[command(subcommand)]
     Task(TaskCmd),
@@ -252,6 +255,16 @@ pub struct InstallCommandArgs {
     /// How long the command works (at most 7 days).
     #[arg(long, default_value = "24h", value_parser = duration, value_name = "DURATION")]
     pub ttl: Duration,
+    #[command(flatten)]
+    pub out: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct YumCommandArgs {
+    /// The host's dist: el6 (CentOS 6), el7 (CentOS 7), al7 (Alibaba Cloud Linux 2) or al8
+    /// (Alibaba Cloud Linux 3).
+    #[arg(long, default_value = "el7")]
+    pub dist: String,
     #[command(flatten)]
     pub out: Output,
 }

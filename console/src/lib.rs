@@ -53,6 +53,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::InstallCommand(args) => {
             runtime.block_on(commands::admin::install_command(&cli.global, args))
         }
+        Command::YumCommand(args) => runtime.block_on(commands::yum::run(&cli.global, args)),
         Command::Task(cmd) => runtime.block_on(commands::tasks::run(&cli.global, cmd)),
         Command::Release(cmd) => runtime.block_on(commands::releases::run(&cli.global, cmd)),
         Command::Migrate(args) => runtime.block_on(commands::migrate::run(&cli.global, args)),

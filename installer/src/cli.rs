@@ -236,6 +236,10 @@ pub enum RenderCmd {
         /// el6, el7, al7 or al8.
         #[arg(long)]
         dist: String,
+        /// The CA file on the host that yum trusts for this repository alone (`sslcacert`),
+        /// for an https:// console with its own CA.
+        #[arg(long, value_name = "PATH")]
+        sslcacert: Option<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -278,8 +282,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         RenderCmd::Repo {
             console,
             dist,
+            sslcacert,
             common: c,
-        } => (c, render::repo(&templates(c)?, console, dist)?, 0o644),
+        } => (
+            c,
+            render::repo(&templates(c)?, console, dist, sslcacert.as_deref())?,
+            0o644,
+        ),
     };
     match &common.out {
         Some(path) => write_atomically(path, &text, mode),

@@ -86,6 +86,9 @@ pub struct RepoContext {
     pub base_url: String,
     /// `el6`, `el7`, `al7` or `al8`.
     pub dist: String,
+    /// Where the host keeps the CA yum trusts for this repository (`sslcacert`); empty: the
+    /// system's CAs.
+    pub ca_file: String,
 }
 
 /// install.sh: everything the script needs, as strings (it prints them into a shell variables

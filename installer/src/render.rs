@@ -52,6 +52,25 @@ pub fn console_url(field: &str, value: &str) -> Result<String, FieldError> {
     Ok(value.trim_end_matches('/').to_owned())
 }
 
+/// An absolute path on the host, as a line of a .repo file carries it: no whitespace, control
+/// characters or `$` (yum would expand it as a variable).
+fn host_path(field: &str, value: &str) -> Result<String, FieldError> {
+    if !value.starts_with('/')
+        || value
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '$')
+    {
+        return Err(FieldError::new(
+            field,
+            format!(
+                "{} is not a path yum can use: give an absolute path without spaces or '$'",
+                validate::show(value)
+            ),
+        ));
+    }
+    Ok(value.to_owned())
+}
+
 /// PEM certificates, and nothing else: the text a script writes to a file and hands to curl.
 pub fn ca_pem(field: &str, pem: &str) -> Result<String, FieldError> {
     let bad = |why: &str| FieldError::new(field, format!("not a PEM CA certificate: {why}"));
@@ -317,9 +336,26 @@ fn console_ca_text(console_url: &str, pem: Option<&str>) -> Result<String, Field
     }
 }
 
-/// The yum .repo file for `dist`.
-pub fn repo(t: &Templates, console: &str, dist: &str) -> Result<String, RenderError> {
+/// The yum .repo file for `dist`. With `ca_file` (an absolute path on the host), yum trusts
+/// only that CA for the repository; it needs an https:// console.
+pub fn repo(
+    t: &Templates,
+    console: &str,
+    dist: &str,
+    ca_file: Option<&str>,
+) -> Result<String, RenderError> {
     let base_url = console_url("--console", console)?;
+    let ca_file = match ca_file {
+        None => String::new(),
+        Some(_) if !base_url.starts_with("https://") => {
+            return Err(FieldError::new(
+                "--sslcacert",
+                format!("a CA is only used over HTTPS, and {base_url} is not https://"),
+            )
+            .into());
+        }
+        Some(path) => host_path("--sslcacert", path)?,
+    };
     if !DISTS.contains(&dist) {
         return Err(FieldError::new(
             "--dist",
@@ -334,6 +370,7 @@ pub fn repo(t: &Templates, console: &str, dist: &str) -> Result<String, RenderEr
     let ctx = RepoContext {
         base_url,
         dist: dist.to_owned(),
+        ca_file,
     };
     Ok(t.render(templates::YUM_REPO, &ctx)?)
 }
@@ -392,20 +429,56 @@ mod tests {
     #[test]
     fn repo_points_at_the_dist_and_key() {
         let t = Templates::embedded().unwrap();
-        let text = repo(&t, "https://c.example.com", "el6").unwrap();
+        let text = repo(&t, "https://c.example.com", "el6", None).unwrap();
         assert!(
             text.contains("baseurl=https://c.example.com/repo/el6/$basearch/\n"),
             "{text}"
         );
         assert!(text.contains("gpgcheck=1\nrepo_gpgcheck=1\n"), "{text}");
+        assert!(!text.contains("sslcacert"), "{text}");
         assert_eq!(
-            repo(&t, "https://c", "el9")
+            repo(&t, "https://c", "el9", None)
                 .unwrap_err()
                 .to_string()
                 .split(':')
                 .next(),
             Some("--dist")
         );
+    }
+
+    #[test]
+    fn repo_of_a_console_with_its_own_ca_trusts_that_ca() {
+        let t = Templates::embedded().unwrap();
+        let ca = tasknode_protocol::layout::YUM_CA_FILE;
+        let text = repo(&t, "https://c.example.com", "al8", Some(ca)).unwrap();
+        assert!(
+            text.ends_with(&format!("sslverify=1\nsslcacert={ca}\n")),
+            "{text}"
+        );
+        let field = |r: Result<String, RenderError>| {
+            r.unwrap_err()
+                .to_string()
+                .split(':')
+                .next()
+                .map(str::to_owned)
+        };
+        // Plain HTTP has no certificate to check.
+        assert_eq!(
+            field(repo(&t, "http://c.example.com", "al8", Some(ca))).as_deref(),
+            Some("--sslcacert")
+        );
+        for bad in [
+            "relative.pem",
+            "/etc/pki/$basearch.pem",
+            "/a b.pem",
+            "/a\nsslverify=0",
+        ] {
+            assert_eq!(
+                field(repo(&t, "https://c", "al8", Some(bad))).as_deref(),
+                Some("--sslcacert"),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

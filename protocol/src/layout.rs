@@ -130,6 +130,10 @@ pub fn package_update_command(method: InstallMethod) -> Option<String> {
 
 /// Where the yum instructions put the console's .repo file.
 pub const YUM_REPO_FILE: &str = "/etc/yum.repos.d/tasknode.repo";
+/// Where the yum instructions of a console with its own CA (`serve --tls`) put that CA, and
+/// where its .repo's `sslcacert` points: yum trusts it for that repository alone. Root-owned,
+/// outside every directory the agent user can write.
+pub const YUM_CA_FILE: &str = "/etc/pki/tasknode/console-ca.pem";
 
 /// Paths of one installation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -572,6 +572,29 @@ pub struct InstallCommand {
     pub expires_at: String,
 }
 
+/// `GET /api/v1/yum/{dist}`: how a host points yum at this console's signed repository.
+/// Everything in it is public; it carries no credential.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct YumSetup {
+    /// `el6`, `el7`, `al7` or `al8`.
+    pub dist: String,
+    /// The .repo file to fetch.
+    pub repo_url: String,
+    /// Where the host keeps it.
+    pub repo_file: String,
+    /// With the console's own CA: where it is served, its SHA-256 (PEM), and where the host
+    /// keeps it for yum (the .repo's `sslcacert`) and for `tasknode enroll --console-ca`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// The command to run as root: with a CA it downloads the CA without checking the server,
+    /// checks the file against `ca_sha256`, and fetches the .repo trusting only that CA.
+    pub command: String,
+}
+
 impl fmt::Debug for InstallCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("InstallCommand")

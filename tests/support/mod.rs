@@ -15,6 +15,7 @@ pub mod container;
 pub mod haproxy;
 pub mod old_kernel;
 pub mod postgres;
+pub mod releases;
 pub mod sandbox;
 pub mod web;
 

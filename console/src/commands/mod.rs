@@ -6,6 +6,7 @@ pub mod migrate;
 pub mod releases;
 pub mod serve;
 pub mod tasks;
+pub mod yum;
 
 use std::path::PathBuf;
 

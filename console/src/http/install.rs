@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tasknode_protocol::wire::{CreateInstallCommand, InstallCommand};
+use tasknode_protocol::wire::{CreateInstallCommand, InstallCommand, YumSetup};
 
 use super::Admin;
 use super::error::ApiError;
@@ -23,6 +23,15 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<InstallCommand>), ApiError> {
     let command = service::install::create_command(&state, Caller::Admin, req).await?;
     Ok((StatusCode::CREATED, Json(command)))
+}
+
+/// `GET /api/v1/yum/{dist}`: the command that points a host's yum at this console.
+pub async fn yum_setup(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(dist): Path<String>,
+) -> Result<Json<YumSetup>, ApiError> {
+    Ok(Json(service::install::yum_setup(&state, &dist)?))
 }
 
 /// `GET /ca.pem`: the console's CA certificate.

@@ -103,6 +103,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         )
         .route("/api/v1/nodes/{node_id}/update", post(releases::report))
         .route("/api/v1/install-commands", post(install::create))
+        .route("/api/v1/yum/{dist}", get(install::yum_setup))
         .route("/install/{token}", get(install::script))
         .route("/dist/agent/{file}", get(install::agent_binary))
         .route("/ca.pem", get(install::ca_certificate))

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tasknode_dist::artifacts::AgentBinary;
 use tasknode_dist::render::{self, InstallCredential, InstallInputs};
-use tasknode_protocol::wire::{CreateInstallCommand, InstallCommand};
+use tasknode_protocol::wire::{CreateInstallCommand, InstallCommand, YumSetup};
 use tasknode_protocol::{layout, validate};
 
 use super::{Caller, ServiceError};
@@ -268,8 +268,10 @@ pub async fn script(state: &AppState, token: String) -> Script {
 }
 
 /// The .repo file pointing yum at this console's repository for `dist` (with `serve --dist`).
+/// A console with its own CA names it as the repository's `sslcacert`.
 pub fn yum_repo(state: &AppState, dist: &str) -> Result<String, ServiceError> {
-    render::repo(&state.templates, &state.public_url, dist).map_err(|e| match e {
+    let ca_file = state.console_ca.as_ref().map(|_| layout::YUM_CA_FILE);
+    render::repo(&state.templates, &state.public_url, dist, ca_file).map_err(|e| match e {
         render::RenderError::Field(_) => ServiceError::NotFound {
             field: Some("dist".to_owned()),
             message: format!(
@@ -279,6 +281,50 @@ pub fn yum_repo(state: &AppState, dist: &str) -> Result<String, ServiceError> {
             ),
         },
         other => ServiceError::Internal(other.to_string()),
+    })
+}
+
+/// How a host points yum at this console's repository for `dist`: the command that fetches the
+/// .repo and, for a console with its own CA, first the CA, checked against its SHA-256 (as the
+/// install command does) and kept where the .repo's `sslcacert` points.
+pub fn yum_setup(state: &AppState, dist: &str) -> Result<YumSetup, ServiceError> {
+    if state.dist.is_none() {
+        return Err(ServiceError::NotFound {
+            field: None,
+            message: "this console serves no yum repository; start it with --dist DIR".to_owned(),
+        });
+    }
+    // The same check and message as the .repo itself.
+    yum_repo(state, dist)?;
+    let repo_url = format!("{}/yum/{dist}/tasknode.repo", state.public_url);
+    let repo_file = layout::YUM_REPO_FILE;
+    let ca = state
+        .console_ca
+        .as_deref()
+        .map(|pem| hex::encode(auth::digest(pem)));
+    let (command, ca_url, ca_file) = match &ca {
+        None => (format!("curl -fsS -o {repo_file} {repo_url}"), None, None),
+        Some(sha) => {
+            let ca_url = format!("{}/ca.pem", state.public_url);
+            let ca_file = layout::YUM_CA_FILE;
+            let dir = ca_file.rsplit_once('/').map_or("/", |(d, _)| d);
+            (
+                format!(
+                    "mkdir -p {dir} && curl -fsSk -o {ca_file} {ca_url} && echo '{sha}  {ca_file}' | sha256sum -c && curl -fsS --cacert {ca_file} -o {repo_file} {repo_url}"
+                ),
+                Some(ca_url),
+                Some(ca_file.to_owned()),
+            )
+        }
+    };
+    Ok(YumSetup {
+        dist: dist.to_owned(),
+        repo_url,
+        repo_file: repo_file.to_owned(),
+        ca_url,
+        ca_sha256: ca,
+        ca_file,
+        command,
     })
 }
 

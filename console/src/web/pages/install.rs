@@ -49,10 +49,10 @@ async fn install_form(
     let users = service::install::users(state, viewer.caller(), project).await?;
     // With a release directory, the console also serves the yum repositories. The host paths
     // and names come from the layout, the one place that states them.
-    let yum = state.dist.as_ref().map(|_| {
+    let yum = service::install::yum_setup(state, "el7").ok().map(|setup| {
         context! {
-            repo_url => format!("{}/yum/el7/tasknode.repo", state.public_url),
-            repo_file => layout::YUM_REPO_FILE,
+            setup => setup.command,
+            ca_file => setup.ca_file,
             package => layout::PACKAGE_NAME,
             config => layout::Layout::package().config,
             service => layout::SERVICE,
