@@ -1,6 +1,6 @@
 //! tasknode: the agent that makes a server an execution node of a tasknode console. `enroll`
-//! trades a user's access key for node credentials, `run` heartbeats (and, later, runs tasks),
-//! `status` tells an operator where things stand.
+//! trades a user's access key or a one-time token for node credentials, `run` heartbeats, runs
+//! tasks and updates itself, `status` and `doctor` tell an operator where things stand.
 
 pub mod backoff;
 pub mod cli;

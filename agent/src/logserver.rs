@@ -8,7 +8,8 @@
 //! Every connection is bounded before any of that: a peer outside the allow list is closed at
 //! accept, before a byte is read; a connection has [`HEAD_TIMEOUT`] to send each request head
 //! (16 KiB at most); requests carry no body (one that announces a body is answered 413 and the
-//! connection closed); and at most [`MAX_CONNECTIONS`] are served at once, so a flood of
+//! connection closed); at most [`MAX_CONNECTIONS`] are served at once (past that the one longest
+//! without a request in flight makes room); and none lives past five minutes. So a flood of
 //! half-open sockets can neither shut the console out nor take the file descriptors that
 //! heartbeats, task pipes and logs need.
 

@@ -1,5 +1,6 @@
-//! tasknode-console: the control plane. `serve` runs the HTTP API over the embedded store; the
-//! other commands are an admin client of a running console.
+//! tasknode-console: the control plane. `serve` runs the HTTP API and the web console over the
+//! store (SQLite, or a PostgreSQL several consoles share); `migrate` moves a stopped console's
+//! SQLite state into PostgreSQL; the other commands are an admin client of a running console.
 
 pub mod app;
 pub mod auth;

@@ -1,6 +1,7 @@
-//! tasknode-dist: renders the files that put an agent on a host (service units, init script,
-//! agent config, yum .repo) from the templates in templates/, through one environment that the
-//! CLI and the console share.
+//! tasknode-dist: renders the files that put an agent on a host (install.sh, service units, init
+//! script, agent config, yum .repo) from the templates in templates/, through one environment
+//! that the CLI and the console share; and makes releases (keys, the static agent, signed RPMs
+//! and repodata, the .deb, signed update manifests).
 
 pub mod artifacts;
 pub mod cli;

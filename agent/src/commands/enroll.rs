@@ -1,6 +1,8 @@
-//! `tasknode enroll`: detects this server's identity, trades the user's access key for node
-//! credentials, and writes them to the config (0600). The password is read from standard input
-//! or a file, sent once over the wire, and never stored.
+//! `tasknode enroll`: detects this server's identity, trades a user's access key or a one-time
+//! enrollment token for node credentials, and writes them to the config (0600). The password or
+//! token is read from standard input or a file, sent once over the wire, and never stored.
+//! The config also records where the logs, the pid file and the tasks' work go: an existing
+//! config's values, else the layout of `--install-method` (for `manual`, beside the config).
 
 use std::io::BufRead;
 use std::os::unix::fs::PermissionsExt;

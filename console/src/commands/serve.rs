@@ -1,6 +1,8 @@
 //! `tasknode-console serve`: opens the data directory, the store and the admin token, then runs
 //! the HTTP API until SIGTERM or Ctrl-C, persisting liveness in batches and once more on exit,
-//! and advancing rollouts every second.
+//! and advancing rollouts every second. It runs with umask 077, raises its soft open-file limit
+//! to the hard one (every agent holds a long poll beside its heartbeats), and lowers
+//! `--max-connections` to what that limit allows.
 
 use std::fs;
 use std::io::Write;

@@ -5,7 +5,9 @@
 //! is migrated by version (table `schema_version`) under an advisory lock, so consoles starting
 //! together migrate once. Wake-ups travel between consoles with LISTEN/NOTIFY (`wakes.rs`).
 //! This file holds the pool and the migrations; each domain's queries are
-//! in the file of its name.
+//! in the file of its name. Connections are not encrypted yet (`NoTls`): the database must be
+//! on a trusted network. Durability is the server's: a commit returns when its
+//! `synchronous_commit` says the change is durable.
 
 use std::time::Duration;
 
