@@ -51,6 +51,15 @@ if [ ! -x /usr/sbin/haproxy ]; then
     || die "could not install haproxy (run as root, or install Debian's haproxy package yourself)"
   [ -x /usr/sbin/haproxy ] || die "haproxy is installed but /usr/sbin/haproxy is not there"
 fi
+# tests/metrics.rs lints the console's /metrics with Prometheus' own promtool, which Debian ships
+# in its prometheus package (without the recommended exporters). Without it that test fails.
+if ! command -v promtool >/dev/null; then
+  say "installing prometheus (its promtool checks the console's metrics)"
+  command -v apt-get >/dev/null || die "promtool is missing and there is no apt-get to install it"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; } \
+    || die "could not install prometheus (run as root, or install Debian's prometheus package yourself)"
+  command -v promtool >/dev/null || die "prometheus is installed but promtool is not on PATH"
+fi
 command -v setpriv >/dev/null || die "setpriv (util-linux) is missing: the PostgreSQL test clusters run through it"
 
 if ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then

@@ -200,6 +200,14 @@ fn an_agent_moves_to_a_new_version_without_killing_its_task_and_rolls_back_when_
     let listed = wait_update(&console, "current", Duration::from_secs(60));
     assert_eq!(listed["version"], V2);
     assert_eq!(listed["status"], "available");
+    // The rollout's progress, as the metrics show it.
+    let m = console.metrics();
+    let current = [("group", "etl"), ("version", V2), ("state", "current")];
+    assert_eq!(
+        tasknode_tests::metric(&m, "tasknode_rollout_servers", &current),
+        Some(1.0),
+        "{m}"
+    );
 
     let t = console.task(id);
     assert_eq!(t["state"], "succeeded", "{t:#}");

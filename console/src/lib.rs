@@ -14,6 +14,7 @@ pub mod http;
 pub mod keys;
 pub mod lease;
 pub mod liveness;
+pub mod metrics;
 pub mod rollout;
 pub mod server;
 pub mod service;

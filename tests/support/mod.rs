@@ -368,6 +368,18 @@ impl Console {
     pub fn api(&self, path: &str) -> String {
         format!("{}/api/v1{path}", self.url)
     }
+
+    /// `GET /metrics` with the admin token, as Prometheus scrapes it.
+    pub fn metrics(&self) -> String {
+        let r = self
+            .http()
+            .get(format!("{}/metrics", self.url))
+            .bearer_auth(self.token())
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().unwrap()
+    }
 }
 
 impl Drop for Console {
@@ -843,4 +855,22 @@ pub fn stderr(out: &Output) -> String {
 pub fn mode_of(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// The value of the sample of metric `name` (Prometheus text format) whose labels include every
+/// pair of `labels`; the first such sample.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| {
+            let Some(rest) = l.strip_prefix(name) else {
+                return false;
+            };
+            (rest.starts_with('{') || rest.starts_with(' '))
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
 }

@@ -48,6 +48,8 @@ pub struct AppState {
     /// Load balancers whose `X-Forwarded-For` names the client (`serve --trusted-proxy`); see
     /// [`super::ClientAddr`].
     pub trusted_proxies: Arc<[std::net::IpAddr]>,
+    /// What the console counts as it happens (`GET /metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// The web console's own part (its sessions and page templates), which only `web/` reads.
     pub web: Arc<crate::web::Web>,
 }

@@ -54,6 +54,7 @@ pub(crate) fn state(c: TestConsole<'_>) -> AppState {
             thresholds,
         )),
         trusted_proxies: Arc::from(Vec::new()),
+        metrics: Arc::new(crate::metrics::Metrics::new().expect("metrics")),
         web: crate::web::state(false, c.store as Arc<dyn SessionStore>).expect("web state"),
     }
 }

@@ -164,6 +164,9 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         console_ca: tls.as_ref().map(|t| Arc::from(t.ca_pem.as_str())),
         dist: args.dist.clone().map(Arc::from),
         trusted_proxies: Arc::from(args.trusted_proxies.clone()),
+        metrics: Arc::new(
+            crate::metrics::Metrics::new().context("registering the console's metrics")?,
+        ),
         dispatch: Arc::clone(&dispatch),
         log_key: Arc::new(log_key),
         log_key_public,

@@ -8,6 +8,7 @@ pub mod error;
 mod health;
 mod install;
 mod json;
+mod metrics;
 mod releases;
 mod tasks;
 
@@ -40,6 +41,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
     }
     router
         .route("/healthz", get(health::healthz))
+        .route("/metrics", get(metrics::metrics))
         .route("/api/v1/health", get(agent::health))
         .route("/api/v1/enroll", post(agent::enroll))
         .route("/api/v1/nodes/{node_id}", get(agent::node))

@@ -16,7 +16,10 @@ pub async fn ready(state: &AppState) -> bool {
     if state.dispatch.is_closing() {
         return false;
     }
-    match tokio::time::timeout(STORE_TIMEOUT, state.store.ping()).await {
+    let began = std::time::Instant::now();
+    let answer = tokio::time::timeout(STORE_TIMEOUT, state.store.ping()).await;
+    state.metrics.store_call("ping", began.elapsed());
+    match answer {
         Ok(Ok(())) => true,
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "health check: the store did not answer; answering 503");

@@ -12,6 +12,7 @@ pub mod groups;
 pub mod health;
 pub mod install;
 pub mod logs;
+pub mod metrics;
 pub mod nodes;
 pub mod projects;
 pub mod releases;

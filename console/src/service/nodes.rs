@@ -69,6 +69,7 @@ pub fn heartbeat(
         // Re-enrolled between the check and here.
         return Err(enrolled_again());
     }
+    state.metrics.heartbeats.inc();
     let desired_version = state
         .live
         .server_of(node_id)

@@ -29,6 +29,7 @@ pub async fn submit(
             ),
         });
     }
+    let began = std::time::Instant::now();
     let t = state
         .store
         .submit_task(
@@ -39,6 +40,7 @@ pub async fn submit(
             state.clock.now_ms(),
         )
         .await?;
+    state.metrics.store_call("submit", began.elapsed());
     tracing::info!(task = t.id, group = %t.group, project = %t.project, "task submitted");
     Ok(render(&t, 0))
 }

@@ -64,7 +64,13 @@ pub async fn poll(
             .is_some_and(|o| o.abs() > MAX_CLOCK_OFFSET_MS);
         let can_take = req.accepting && !skewed && !state.dispatch.is_closing();
         let assigned = if can_take {
-            state.store.assign(server.id, max, now).await?
+            let began = std::time::Instant::now();
+            let assigned = state.store.assign(server.id, max, now).await?;
+            state.metrics.store_call("assign", began.elapsed());
+            for created in &assigned.submitted_ms {
+                state.metrics.dispatched(now - created);
+            }
+            assigned
         } else {
             Assigned::default()
         };

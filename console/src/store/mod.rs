@@ -35,7 +35,7 @@ pub use secrets::{
 };
 pub use servers::{Enrollment, EnrollmentToken, Server, ServerFilter, ServerStore, SpendToken};
 pub use sqlite::SqliteStore;
-pub use tasks::{Assigned, Fenced, Reconciled, Task, TaskFilter, TaskStore};
+pub use tasks::{Assigned, Fenced, Reconciled, Task, TaskCount, TaskFilter, TaskStore};
 pub use wakes::{Wake, WakeStore};
 
 /// A driver's error, kept as the source of a [`StoreError`] without its type reaching callers.

@@ -8,6 +8,15 @@ use tasknode_protocol::tasks::{FinishTask, HeldTask, TaskAssignment, TaskState};
 
 use super::StoreError;
 
+/// How many tasks one group holds in one state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskCount {
+    pub project: String,
+    pub group: String,
+    pub state: TaskState,
+    pub count: i64,
+}
+
 /// A task as the store holds it (without its script).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Task {
@@ -54,6 +63,8 @@ pub struct Reconciled {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Assigned {
     pub tasks: Vec<TaskAssignment>,
+    /// When each of `tasks` was submitted, in the same order (the dispatch-latency metric).
+    pub submitted_ms: Vec<i64>,
     /// The server has no free slot left (or had none): the queue may hold more than it took.
     /// When false, it took every queued task it could see.
     pub full: bool,
@@ -124,6 +135,8 @@ pub trait TaskStore: Send + Sync {
     async fn server_task_ids(&self, server_id: i64) -> Result<Vec<i64>, StoreError>;
     /// The servers that have assigned or running tasks.
     async fn busy_servers(&self) -> Result<Vec<i64>, StoreError>;
+    /// How many tasks each group holds in each state; a state a group has none in is absent.
+    async fn task_counts(&self) -> Result<Vec<TaskCount>, StoreError>;
     /// A server is gone (stopped): its assigned tasks are queued again, its running ones lost.
     /// With `fence`, only while that lease is held at `now_ms` (else nothing changes).
     async fn abandon_server_tasks(

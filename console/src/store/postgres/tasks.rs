@@ -14,7 +14,9 @@ use tokio_postgres::{GenericClient, Row};
 use super::{PostgresStore, col, db, group_of, to_i64};
 use crate::store::tasks::{LeaseRow, fence, finished};
 use crate::store::wakes::requeued;
-use crate::store::{Assigned, Fenced, Reconciled, StoreError, Task, TaskFilter, TaskStore, Wake};
+use crate::store::{
+    Assigned, Fenced, Reconciled, StoreError, Task, TaskCount, TaskFilter, TaskStore, Wake,
+};
 
 const ACTIVE: &str = "('assigned', 'running')";
 
@@ -356,8 +358,8 @@ impl TaskStore for PostgresStore {
         let free = i64::from(max_concurrency).saturating_sub(active);
         if free <= 0 {
             return Ok(Assigned {
-                tasks: Vec::new(),
                 full: true,
+                ..Assigned::default()
             });
         }
         // One statement claims and assigns them all: a round trip per task was most of an
@@ -370,25 +372,28 @@ impl TaskStore for PostgresStore {
                  UPDATE tasks t SET state = 'assigned', server_id = $3, lease = t.lease + 1,
                         assigned_ms = $4, reason = NULL
                  FROM picked WHERE t.id = picked.id
-                 RETURNING t.id, t.lease, t.script, t.timeout_secs",
+                 RETURNING t.id, t.lease, t.script, t.timeout_secs, t.submitted_ms",
                 &[&group_id, &free, &server_id, &now_ms],
             )
             .await
             .map_err(db(op))?;
         let mut picked = Vec::with_capacity(rows.len());
         for r in &rows {
-            picked.push(TaskAssignment {
+            let task = TaskAssignment {
                 id: col(r, 0)?,
                 lease: col(r, 1)?,
                 script: col(r, 2)?,
                 timeout_secs: col::<i64>(r, 3)?.max(1) as u64,
-            });
+            };
+            picked.push((task, col::<i64>(r, 4)?));
         }
-        picked.sort_by_key(|a| a.id);
+        picked.sort_by_key(|(a, _)| a.id);
         tx.commit().await.map_err(db(op))?;
+        let (tasks, submitted_ms): (Vec<_>, Vec<_>) = picked.into_iter().unzip();
         Ok(Assigned {
-            full: i64::try_from(picked.len()).unwrap_or(i64::MAX) >= free,
-            tasks: picked,
+            full: i64::try_from(tasks.len()).unwrap_or(i64::MAX) >= free,
+            tasks,
+            submitted_ms,
         })
     }
 
@@ -491,6 +496,29 @@ impl TaskStore for PostgresStore {
             .await
             .map_err(db("listing a server's tasks"))?;
         ids(&rows)
+    }
+
+    async fn task_counts(&self) -> Result<Vec<TaskCount>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT p.name, g.name, t.state, COUNT(*)
+     FROM tasks t JOIN resource_groups g ON g.id = t.group_id JOIN projects p ON p.id = g.project_id
+     GROUP BY p.name, g.name, t.state ORDER BY p.name, g.name, t.state",
+                &[],
+            )
+            .await
+            .map_err(db("counting tasks"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(TaskCount {
+                    project: col(r, 0)?,
+                    group: col(r, 1)?,
+                    state: state_of(&col::<String>(r, 2)?)?,
+                    count: col(r, 3)?,
+                })
+            })
+            .collect()
     }
 
     async fn busy_servers(&self) -> Result<Vec<i64>, StoreError> {

@@ -12,7 +12,9 @@ use async_trait::async_trait;
 use super::{SqliteStore, group_of, sql};
 use crate::store::tasks::{LeaseRow, fence, finished};
 use crate::store::wakes::requeued;
-use crate::store::{Assigned, Fenced, Reconciled, StoreError, Task, TaskFilter, TaskStore, Wake};
+use crate::store::{
+    Assigned, Fenced, Reconciled, StoreError, Task, TaskCount, TaskFilter, TaskStore, Wake,
+};
 
 const ACTIVE: &str = "('assigned', 'running')";
 
@@ -278,14 +280,14 @@ fn assign(
     let free = max_concurrency.saturating_sub(active);
     if free == 0 {
         return Ok(Assigned {
-            tasks: Vec::new(),
             full: true,
+            ..Assigned::default()
         });
     }
-    let mut picked: Vec<TaskAssignment> = {
+    let (mut picked, submitted_ms): (Vec<TaskAssignment>, Vec<i64>) = {
         let mut stmt = tx
             .prepare_cached(
-                "SELECT t.id, t.lease, t.script, t.timeout_secs FROM tasks t
+                "SELECT t.id, t.lease, t.script, t.timeout_secs, t.submitted_ms FROM tasks t
                  WHERE t.group_id = (SELECT group_id FROM servers WHERE id = ?1)
                    AND t.state = 'queued'
                  ORDER BY t.id LIMIT ?2",
@@ -293,16 +295,21 @@ fn assign(
             .map_err(sql("assigning tasks"))?;
         let rows = stmt
             .query_map(params![server_id, free], |r| {
-                Ok(TaskAssignment {
-                    id: r.get(0)?,
-                    lease: r.get(1)?,
-                    script: r.get(2)?,
-                    timeout_secs: r.get::<_, i64>(3)?.max(1) as u64,
-                })
+                Ok((
+                    TaskAssignment {
+                        id: r.get(0)?,
+                        lease: r.get(1)?,
+                        script: r.get(2)?,
+                        timeout_secs: r.get::<_, i64>(3)?.max(1) as u64,
+                    },
+                    r.get::<_, i64>(4)?,
+                ))
             })
             .map_err(sql("assigning tasks"))?;
-        rows.collect::<Result<_, _>>()
+        rows.collect::<Result<Vec<_>, _>>()
             .map_err(sql("assigning tasks"))?
+            .into_iter()
+            .unzip()
     };
     for a in &mut picked {
         a.lease += 1;
@@ -318,6 +325,7 @@ fn assign(
     Ok(Assigned {
         full: picked.len() >= free as usize,
         tasks: picked,
+        submitted_ms,
     })
 }
 
@@ -435,6 +443,29 @@ fn busy_servers(conn: &Connection) -> Result<Vec<i64>, StoreError> {
         .map_err(sql("listing busy servers"))?;
     rows.collect::<Result<_, _>>()
         .map_err(sql("listing busy servers"))
+}
+
+/// Tasks per group and state, for the metrics.
+const TASK_COUNTS: &str = "SELECT p.name, g.name, t.state, COUNT(*)
+     FROM tasks t JOIN resource_groups g ON g.id = t.group_id JOIN projects p ON p.id = g.project_id
+     GROUP BY p.name, g.name, t.state ORDER BY p.name, g.name, t.state";
+
+fn task_counts(conn: &Connection) -> Result<Vec<TaskCount>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(TASK_COUNTS)
+        .map_err(sql("counting tasks"))?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok(TaskCount {
+                project: r.get(0)?,
+                group: r.get(1)?,
+                state: state_of(&r.get::<_, String>(2)?)?,
+                count: r.get(3)?,
+            })
+        })
+        .map_err(sql("counting tasks"))?;
+    rows.collect::<Result<_, _>>()
+        .map_err(sql("counting tasks"))
 }
 
 fn abandon(
@@ -558,6 +589,10 @@ impl TaskStore for SqliteStore {
 
     async fn busy_servers(&self) -> Result<Vec<i64>, StoreError> {
         self.call(|conn| busy_servers(conn)).await
+    }
+
+    async fn task_counts(&self) -> Result<Vec<TaskCount>, StoreError> {
+        self.call(|conn| task_counts(conn)).await
     }
 
     async fn abandon_server_tasks(

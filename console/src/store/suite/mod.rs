@@ -160,6 +160,7 @@ suite!(
     servers::a_refused_enrollment_leaves_its_token_unspent,
     tasks::a_stale_lease_can_neither_start_nor_finish_a_task,
     tasks::assignment_stops_at_max_concurrency_and_a_lost_task_is_not_run_again,
+    tasks::tasks_are_counted_per_group_and_state,
     releases::a_published_version_never_changes_but_may_gain_a_rollback,
     releases::setting_a_rollout_again_starts_it_over,
     releases::only_the_latest_update_report_is_kept,

@@ -41,7 +41,10 @@ pub(super) async fn a_stale_lease_can_neither_start_nor_finish_a_task(h: &dyn Ha
         .submit_task("default", "etl", "true", 60, 1)
         .await
         .unwrap();
-    let first = store.assign(a, 2, 2).await.unwrap().tasks;
+    let assigned = store.assign(a, 2, 2).await.unwrap();
+    // When it was submitted comes with it (the dispatch-latency metric).
+    assert_eq!(assigned.submitted_ms, [1]);
+    let first = assigned.tasks;
     assert_eq!((first.len(), first[0].lease), (1, 1));
     // Server a never received it (its next poll holds nothing): queued again.
     let r = store.reconcile(a, vec![], 3).await.unwrap();
@@ -150,4 +153,37 @@ pub(super) async fn assignment_stops_at_max_concurrency_and_a_lost_task_is_not_r
     let t = store.task(late.id).await.unwrap().unwrap();
     assert_eq!(t.state, TaskState::Succeeded);
     assert!(t.reason.unwrap().contains("reported lost"));
+}
+
+pub(super) async fn tasks_are_counted_per_group_and_state(h: &dyn Harness) {
+    let (store, a, _) = store(h).await;
+    store
+        .create_group("default", "web", NetworkType::Classic, 1)
+        .await
+        .unwrap();
+    assert_eq!(store.task_counts().await.unwrap(), []);
+    for group in ["etl", "etl", "etl", "web"] {
+        store
+            .submit_task("default", group, "true", 60, 1)
+            .await
+            .unwrap();
+    }
+    let taken = store.assign(a, 1, 2).await.unwrap().tasks;
+    assert_eq!(taken.len(), 1);
+    let count = |group: &str, state: TaskState, count: i64| TaskCount {
+        project: "default".to_owned(),
+        group: group.to_owned(),
+        state,
+        count,
+    };
+    let mut counts = store.task_counts().await.unwrap();
+    counts.sort_by_key(|c| (c.group.clone(), c.state.as_str()));
+    assert_eq!(
+        counts,
+        [
+            count("etl", TaskState::Assigned, 1),
+            count("etl", TaskState::Queued, 2),
+            count("web", TaskState::Queued, 1),
+        ]
+    );
 }
