@@ -47,6 +47,9 @@ pub struct Config {
     /// Self-update; every setting has a default.
     #[serde(default, skip_serializing_if = "UpdateSettings::is_default")]
     pub update: UpdateSettings,
+    /// The metrics endpoint: off unless `listen` is set.
+    #[serde(default, skip_serializing_if = "MetricsSettings::is_default")]
+    pub metrics: MetricsSettings,
     /// The node credentials, added by `tasknode enroll`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<Node>,
@@ -98,6 +101,24 @@ pub struct LogSettings {
 impl LogSettings {
     fn is_default(&self) -> bool {
         self == &LogSettings::default()
+    }
+}
+
+/// The `[metrics]` table: an endpoint Prometheus scrapes, off by default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Address `GET /metrics` is served on, e.g. 127.0.0.1:9465. [default: none, off]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// Addresses (IPs or CIDR blocks) that may scrape. [default: 127.0.0.1 and ::1]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Vec<String>>,
+}
+
+impl MetricsSettings {
+    fn is_default(&self) -> bool {
+        self == &MetricsSettings::default()
     }
 }
 
@@ -237,6 +258,7 @@ impl fmt::Debug for Config {
             .field("pid_file", &self.pid_file)
             .field("tasks", &self.tasks)
             .field("logs", &self.logs)
+            .field("metrics", &self.metrics)
             .field("node", &self.node)
             .finish()
     }
@@ -445,6 +467,7 @@ mod tests {
             tasks: TaskSettings::default(),
             logs: LogSettings::default(),
             update: UpdateSettings::default(),
+            metrics: MetricsSettings::default(),
             node: Some(Node {
                 id: "n1".into(),
                 secret: "s3cr3t-value".into(),

@@ -13,6 +13,7 @@ pub mod facts;
 pub mod identity;
 pub mod logfile;
 pub mod logserver;
+pub mod metrics;
 pub mod passwd;
 pub mod probation;
 pub mod service;

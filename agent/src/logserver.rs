@@ -37,8 +37,13 @@ use crate::tasks::Runner;
 pub struct Allow(Vec<(IpAddr, u8)>);
 
 impl Allow {
-    /// Parses `10.0.0.5`, `192.168.0.0/24`, `::1`, `fd00::/8`.
+    /// Parses `10.0.0.5`, `192.168.0.0/24`, `::1`, `fd00::/8` (the `[logs] allow` list).
     pub fn parse(entries: &[String]) -> Result<Allow, String> {
+        Allow::parse_setting("[logs] allow", entries)
+    }
+
+    /// The same for the setting `field`, which errors name.
+    pub fn parse_setting(field: &str, entries: &[String]) -> Result<Allow, String> {
         let mut out = Vec::new();
         for e in entries {
             let (ip, bits) = match e.split_once('/') {
@@ -46,7 +51,7 @@ impl Allow {
                 None => (e.as_str(), None),
             };
             let ip: IpAddr = ip.trim().parse().map_err(|_| {
-                format!("[logs] allow: {e:?} is not an IP address or CIDR block (e.g. 10.0.0.5 or 10.0.0.0/24)")
+                format!("{field}: {e:?} is not an IP address or CIDR block (e.g. 10.0.0.5 or 10.0.0.0/24)")
             })?;
             let max = if ip.is_ipv4() { 32 } else { 128 };
             let bits = match bits {
@@ -56,7 +61,7 @@ impl Allow {
                     .ok()
                     .filter(|b| *b <= max)
                     .ok_or_else(|| {
-                        format!("[logs] allow: {e:?} has a bad prefix length (0 to {max})")
+                        format!("{field}: {e:?} has a bad prefix length (0 to {max})")
                     })?,
                 None => max,
             };

@@ -105,6 +105,10 @@ pub async fn run(args: EnrollArgs) -> anyhow::Result<Exit> {
             .as_ref()
             .map(|c| c.update.clone())
             .unwrap_or_default(),
+        metrics: existing
+            .as_ref()
+            .map(|c| c.metrics.clone())
+            .unwrap_or_default(),
         node: Some(Node {
             id: enrolled.node_id.clone(),
             secret: enrolled.node_secret,

@@ -23,6 +23,7 @@ use crate::client::ConsoleClient;
 use crate::config::{self, Config, Node};
 use crate::logfile::{DEFAULT_MAX_BYTES, HeartbeatEntry, RotatingFile};
 use crate::logserver::{self, Allow, LogKey};
+use crate::metrics::AgentMetrics;
 use crate::tasks::{Runner, Settings};
 use crate::update::{self, Updater};
 use crate::{Exit, env, facts};
@@ -113,6 +114,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
         runner.set_paused(true);
     }
     let poller = tokio::spawn(Arc::clone(&runner).poll_loop());
+    let metrics = Arc::new(AgentMetrics::new(slots));
+    if let Some(listen) = &config.metrics.listen {
+        start_metrics(listen, &config, Arc::clone(&metrics), Arc::clone(&runner)).await;
+    }
     let log_key: LogKey = Arc::default();
     let log_port = if node.network == NetworkType::Classic {
         start_log_service(&config, &node, Arc::clone(&log_key), Arc::clone(&runner)).await
@@ -137,6 +142,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
         log_port,
         log_key: &log_key,
         desired: None,
+        metrics: &metrics,
     };
     let mut next = Duration::ZERO;
     let mut preparing: Option<(String, update::Preparing)> = None;
@@ -350,6 +356,7 @@ struct Heartbeat<'a> {
     slots: u32,
     /// The version the console last asked for.
     desired: Option<String>,
+    metrics: &'a AgentMetrics,
 }
 
 impl Heartbeat<'_> {
@@ -407,6 +414,12 @@ impl Heartbeat<'_> {
         if let Some(offset) = entry.offset_ms {
             self.observe_offset(offset);
         }
+        self.metrics.heartbeat(
+            result.is_ok(),
+            crate::client::now_ms(),
+            entry.offset_ms,
+            self.skewed,
+        );
         match result {
             Ok(answer) => {
                 if self.backoff.failures() > 0 {
@@ -568,6 +581,43 @@ async fn start_log_service(
         Err(e) => {
             tracing::error!(%addr, error = %e, "cannot listen for the log service; the console cannot show this server's task logs until it can (is the port taken?)");
             None
+        }
+    }
+}
+
+/// Starts the metrics endpoint `[metrics] listen` names. A bad setting or a taken port is said
+/// in agent.log and leaves it off: metrics never keep the agent from running tasks.
+async fn start_metrics(
+    listen: &str,
+    config: &Config,
+    metrics: Arc<AgentMetrics>,
+    runner: Arc<Runner>,
+) {
+    let Ok(addr) = listen.parse::<std::net::SocketAddr>() else {
+        tracing::error!(
+            listen,
+            "[metrics] listen is not an address like 127.0.0.1:9465; metrics are off"
+        );
+        return;
+    };
+    let allow = match &config.metrics.allow {
+        Some(list) => match Allow::parse_setting("[metrics] allow", list) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!("{e}; metrics are off");
+                return;
+            }
+        },
+        None => Allow::from_ips([
+            std::net::IpAddr::from([127, 0, 0, 1]),
+            std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        ]),
+    };
+    let router = crate::metrics::router(metrics, runner);
+    match logserver::spawn(addr, router, allow.clone()).await {
+        Ok(port) => tracing::info!(%addr, port, allow = %allow.describe(), "metrics listening"),
+        Err(e) => {
+            tracing::error!(%addr, error = %e, "cannot listen for metrics (is the port taken?); metrics are off")
         }
     }
 }
