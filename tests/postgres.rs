@@ -4,7 +4,8 @@
 //! database sees it, and a password on the command line is refused. A task submitted on one
 //! console reaches an agent long-polling another at once (LISTEN/NOTIFY), also after the
 //! listening connection was killed. The log a VPC server pushed to one console is read whole
-//! through another, also once the first is gone.
+//! through another, also once the first is gone. While the database hangs, `/healthz` answers
+//! 503 within its 1 s budget, and 200 again once it is back.
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
@@ -271,4 +272,59 @@ fn the_log_a_vpc_server_pushed_to_one_console_is_read_through_another() {
     let shown: Value =
         serde_json::from_str(&b.cli_ok(&["task", "show", &id.to_string(), "--json"])).unwrap();
     assert_eq!(shown["log_bytes"].as_u64().unwrap(), want.len() as u64);
+}
+
+/// Sends `signal` to every backend serving `db` but the one asking.
+fn signal_backends(db: &SharedDatabase, signal: &str) -> Vec<String> {
+    let pids: Vec<String> = db
+        .psql("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    if !pids.is_empty() {
+        let st = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .args(&pids)
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill -{signal} {pids:?}");
+    }
+    pids
+}
+
+#[test]
+fn healthz_answers_503_while_the_database_hangs_and_200_once_it_is_back() {
+    let db = SharedDatabase::new();
+    let console = db.consoles(1, &[]).remove(0);
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let healthz = || {
+        let r = http.get(format!("{}/healthz", console.url)).send().unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    };
+    assert_eq!(healthz(), (200, "ok\n".to_owned()));
+
+    // Every connection the console holds to its database stops answering, as when the
+    // database host freezes or the network drops its packets.
+    struct Resume<'a>(&'a SharedDatabase);
+    impl Drop for Resume<'_> {
+        fn drop(&mut self) {
+            signal_backends(self.0, "CONT");
+        }
+    }
+    let stopped = signal_backends(&db, "STOP");
+    assert!(!stopped.is_empty(), "the console holds no connection");
+    let resume = Resume(&db);
+    // Answered while the database is still stopped: the check gives the store 1 s, it does
+    // not wait for the database to come back.
+    assert_eq!(healthz(), (503, "unavailable\n".to_owned()));
+
+    drop(resume);
+    wait_for(
+        Duration::from_secs(20),
+        "/healthz to answer 200 again",
+        || (healthz().0 == 200).then_some(()),
+    );
 }
