@@ -4,6 +4,8 @@
 //! holds an `Arc<dyn Store>` and does not know which backend is behind it: the embedded SQLite
 //! database, or a PostgreSQL that several consoles share.
 
+mod access;
+mod audit;
 mod health;
 mod leases;
 mod liveness;
@@ -22,6 +24,8 @@ mod wakes;
 
 use tasknode_protocol::tasks::TaskState;
 
+pub use access::{AccessStore, DeletedUser, InstallLink};
+pub use audit::{AuditEntry, AuditStore, NewAuditEntry};
 pub use health::HealthStore;
 pub use leases::{Fence, LeaseStore};
 pub use liveness::{Liveness, LivenessStore, LivenessUpdate, NodeRecord, Stop};
@@ -44,6 +48,8 @@ pub type DriverError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// Every domain of the store; what the console holds.
 pub trait Store:
     ProjectStore
+    + AccessStore
+    + AuditStore
     + ServerStore
     + LivenessStore
     + LeaseStore
@@ -62,6 +68,8 @@ pub trait Store:
 
 impl<T> Store for T where
     T: ProjectStore
+        + AccessStore
+        + AuditStore
         + ServerStore
         + LivenessStore
         + LeaseStore

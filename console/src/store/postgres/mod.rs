@@ -20,6 +20,8 @@ use super::wakes::WakeHub;
 use super::{Enrollment, HealthStore, Liveness, Server, Stop, StoreError, Wake, WakeStore};
 use tasknode_protocol::NetworkType;
 
+mod access;
+mod audit;
 mod leases;
 mod liveness;
 mod logs;
@@ -36,6 +38,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/0002_sessions_secrets.sql")),
     (3, include_str!("migrations/0003_leases.sql")),
     (4, include_str!("migrations/0004_task_logs.sql")),
+    (6, include_str!("migrations/0006_audit_log.sql")),
 ];
 
 /// The advisory lock migrations run under ("tasknode" in ASCII).

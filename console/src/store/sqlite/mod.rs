@@ -25,8 +25,11 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (7, include_str!("migrations/0007_sessions_secrets.sql")),
     (8, include_str!("migrations/0008_leases.sql")),
+    (10, include_str!("migrations/0010_audit_log.sql")),
 ];
 
+mod access;
+mod audit;
 mod leases;
 mod liveness;
 mod logs;

@@ -4,6 +4,7 @@
 //! migrations from older schemas, its sync mode; PostgreSQL's concurrent consoles) is tested
 //! beside that backend.
 
+mod access;
 mod leases;
 mod liveness;
 mod logs;
@@ -174,4 +175,8 @@ suite!(
     liveness::nodes_are_loaded_by_id_and_by_change_and_the_newest_heartbeat_wins,
     logs::a_pushed_log_is_kept_in_order_once_and_read_from_any_offset,
     logs::pushed_logs_stop_at_the_limits_per_task_and_per_server,
+    access::a_deleted_user_takes_its_links_and_sessions_with_it,
+    access::a_new_password_replaces_the_old_and_ends_the_users_sessions,
+    access::only_unspent_unexpired_links_are_listed_and_revoked,
+    access::the_audit_log_pages_newest_first_and_by_project,
 );
