@@ -40,6 +40,8 @@ INSERT INTO web_sessions VALUES (randomblob(32), NULL, NULL, 'csrf-1', 25, 26, 2
                                 (zeroblob(32), 'ann', 'finance', 'csrf-2', 28, 29, 30);
 INSERT INTO console_secrets VALUES ('admin_token_sha256', randomblob(32), 31),
                                    ('tls_server/ü', X'00FF', 32);
+INSERT INTO audit_log VALUES (1, 33, 'admin', 'user.create', 'user ann', 'finance'),
+                             (2, 34, 'user:ann', 'release.publish', 'release 1.2.0', NULL);
 "#;
 
 /// A SQLite database at the newest schema holding [`FIXTURE`], in a directory of its own,
