@@ -61,6 +61,11 @@ pub enum Command {
     Server(ServerCmd),
     /// Print a one-time install command for a group: run it as root on the server.
     InstallCommand(InstallCommandArgs),
+    /// List and revoke the install links not used yet.
+    #[command(subcommand)]
+    InstallLink(InstallLinkCmd),
+    /// Show the audit log: who changed what, newest first.
+    Audit(AuditArgs),
     /// Print the command that points a host's yum at this console's signed repository (with
     /// `serve --dist`); for a console with its own CA it also fetches and checks that CA.
     YumCommand(YumCommandArgs),
@@ -442,6 +447,49 @@ pub enum UserCmd {
         #[command(flatten)]
         out: Output,
     },
+    /// Delete a user, its install links and its web sessions. Servers it enrolled keep
+    /// running: their credentials are their own.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Give a user a new password and print it once. The old one stops working at once, on
+    /// every console, and the user's web sessions end.
+    Password {
+        name: String,
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InstallLinkCmd {
+    /// List the install links that still work (not used, not expired).
+    List {
+        #[arg(long)]
+        project: Option<String>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Revoke an install link by its id (from `list`): its script is refused from then on.
+    Revoke {
+        id: i64,
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Entries older than this id (the `next_before` a page ends with).
+    #[arg(long, value_name = "ID")]
+    pub before: Option<i64>,
+    /// Entries per page (1 to 500).
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+    #[command(flatten)]
+    pub out: Output,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

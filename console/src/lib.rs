@@ -55,6 +55,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::InstallCommand(args) => {
             runtime.block_on(commands::admin::install_command(&cli.global, args))
         }
+        Command::InstallLink(cmd) => runtime.block_on(commands::access::links(&cli.global, cmd)),
+        Command::Audit(args) => runtime.block_on(commands::access::audit(&cli.global, args)),
         Command::YumCommand(args) => runtime.block_on(commands::yum::run(&cli.global, args)),
         Command::Task(cmd) => runtime.block_on(commands::tasks::run(&cli.global, cmd)),
         Command::Release(cmd) => runtime.block_on(commands::releases::run(&cli.global, cmd)),

@@ -2,6 +2,7 @@
 //! to it: identity (hostname or DMI UUID), field validation, server states and the formula that
 //! turns a host's size into its default max concurrency.
 
+pub mod access;
 pub mod concurrency;
 pub mod identity;
 pub mod layout;

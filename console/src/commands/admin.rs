@@ -75,6 +75,10 @@ pub async fn user(global: &Global, cmd: UserCmd) -> anyhow::Result<()> {
                 .collect();
             print_table(&["USER", "PROJECT", "CREATED"], &rows);
         }
+        UserCmd::Delete { name, out } => super::access::delete_user(&client, &name, out).await?,
+        UserCmd::Password { name, out } => {
+            super::access::replace_password(&client, &name, out).await?;
+        }
     }
     Ok(())
 }

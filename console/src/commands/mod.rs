@@ -1,5 +1,6 @@
 //! The subcommands of tasknode-console, one module each, and the small helpers they share.
 
+pub mod access;
 pub mod admin;
 pub mod database;
 pub mod migrate;

@@ -2,6 +2,7 @@
 //! authentication (the admin token, a node's secret) and its errors. Each handler parses the
 //! request, calls the service layer and writes the answer. docs/api.md documents each endpoint.
 
+mod access;
 mod admin;
 mod agent;
 pub mod error;
@@ -105,6 +106,17 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         )
         .route("/api/v1/nodes/{node_id}/update", post(releases::report))
         .route("/api/v1/install-commands", post(install::create))
+        .route("/api/v1/install-links", get(access::links))
+        .route(
+            "/api/v1/install-links/{id}/revoke",
+            post(access::revoke_link),
+        )
+        .route("/api/v1/users/{name}/delete", post(access::delete_user))
+        .route(
+            "/api/v1/users/{name}/password",
+            post(access::replace_password),
+        )
+        .route("/api/v1/audit", get(access::audit))
         .route("/api/v1/yum/{dist}", get(install::yum_setup))
         .route("/install/{token}", get(install::script))
         .route("/dist/agent/{file}", get(install::agent_binary))

@@ -30,6 +30,14 @@ pub async fn create(
         .create_group(&req.project, &req.name, req.network, state.clock.now_ms())
         .await?;
     tracing::info!(group = %g.name, project = %g.project, network = %g.network, "resource group created");
+    super::audit::record(
+        state,
+        caller,
+        "group.create",
+        format!("group {} ({})", g.name, g.network),
+        Some(&g.project),
+    )
+    .await;
     Ok(view(g))
 }
 
@@ -102,6 +110,14 @@ pub async fn rename(
     };
     if group != g.name {
         tracing::info!(group = %group, to = %g.name, project = %project, "resource group renamed");
+        super::audit::record(
+            state,
+            caller,
+            "group.rename",
+            format!("group {group} to {}", g.name),
+            Some(project),
+        )
+        .await;
     }
     Ok(view(g))
 }
@@ -116,6 +132,14 @@ pub async fn delete(
     caller.check_project(project)?;
     let deleted = state.store.delete_group(project, group).await?;
     tracing::info!(group = %deleted.name, project = %deleted.project, tasks = deleted.tasks.len(), "resource group deleted");
+    super::audit::record(
+        state,
+        caller,
+        "group.delete",
+        format!("group {}", deleted.name),
+        Some(&deleted.project),
+    )
+    .await;
     // The rows are gone: a log that cannot be removed is told, and does not undo the delete.
     if let Err(e) = state.store.remove_logs(&deleted.tasks).await {
         tracing::warn!(error = %e, "the logs of a deleted group's tasks were not all removed; remove them by hand");

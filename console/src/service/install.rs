@@ -78,6 +78,19 @@ pub async fn create_command(
         .await?;
     let url = format!("{}/install/{token}", state.public_url);
     tracing::info!(group = %t.group, user = %t.user, expires = %rfc3339(expires), "install command created");
+    super::audit::record(
+        state,
+        caller,
+        "install_link.create",
+        format!(
+            "install link for user {} in group {}, until {}",
+            t.user,
+            t.group,
+            rfc3339(expires)
+        ),
+        Some(&t.project),
+    )
+    .await;
     let ca = state.console_ca.as_deref().map(|pem| {
         (
             format!("{}/ca.pem", state.public_url),

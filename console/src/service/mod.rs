@@ -4,6 +4,8 @@
 //! answers with plain values or a [`ServiceError`]; none knows HTTP, so the API and the pages
 //! accept and refuse the same things with the same messages.
 
+pub mod access;
+pub mod audit;
 #[cfg(test)]
 mod caller_tests;
 pub mod enroll;

@@ -14,6 +14,14 @@ pub async fn create_project(state: &AppState, name: &str) -> Result<ProjectView,
         .store
         .create_project(name, state.clock.now_ms())
         .await?;
+    super::audit::record(
+        state,
+        super::Caller::Admin,
+        "project.create",
+        format!("project {}", p.name),
+        Some(&p.name),
+    )
+    .await;
     Ok(ProjectView {
         name: p.name,
         created_at: rfc3339(p.created_ms),
@@ -60,6 +68,14 @@ pub async fn create_user(
         .create_user(project, name, &hash, state.clock.now_ms())
         .await?;
     tracing::info!(user = %user.name, project = %user.project, "user created");
+    super::audit::record(
+        state,
+        super::Caller::Admin,
+        "user.create",
+        format!("user {}", user.name),
+        Some(&user.project),
+    )
+    .await;
     Ok(CreatedUser {
         user_name: user.name,
         password,

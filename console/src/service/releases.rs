@@ -204,6 +204,19 @@ pub async fn publish(state: &AppState, bytes: &[u8]) -> Result<(ReleaseView, boo
                 signed_by = %release.signed_by,
                 "release published"
             );
+            super::audit::record(
+                state,
+                super::Caller::Admin,
+                "release.publish",
+                format!(
+                    "release {} ({}{})",
+                    release.version,
+                    release.channel,
+                    if rollback { ", rollback" } else { "" }
+                ),
+                None,
+            )
+            .await;
             true
         }
     };
@@ -248,6 +261,17 @@ pub async fn set_rollout(
         reason = %view.reason,
         "rollout set"
     );
+    super::audit::record(
+        state,
+        caller,
+        "rollout.set",
+        format!(
+            "rollout of {} to group {} (batch {}, max failures {})",
+            req.version, req.group, req.batch, req.max_failures
+        ),
+        Some(&req.project),
+    )
+    .await;
     Ok(view)
 }
 

@@ -41,6 +41,14 @@ pub async fn add(
         )
         .await?;
     tracing::info!(server = %server.name, group = %server.group, "server added");
+    super::audit::record(
+        state,
+        caller,
+        "server.add",
+        format!("server {} in group {}", server.name, server.group),
+        Some(&server.project),
+    )
+    .await;
     let mut view = view(state, &server, &server.liveness, state.clock.now_ms());
     view.update = state
         .rollouts

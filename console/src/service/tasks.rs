@@ -42,6 +42,14 @@ pub async fn submit(
         .await?;
     state.metrics.store_call("submit", began.elapsed());
     tracing::info!(task = t.id, group = %t.group, project = %t.project, "task submitted");
+    super::audit::record(
+        state,
+        caller,
+        "task.submit",
+        format!("task {} in group {}", t.id, t.group),
+        Some(&t.project),
+    )
+    .await;
     Ok(render(&t, 0))
 }
 
@@ -101,6 +109,14 @@ pub async fn cancel(
             other => other.into(),
         })?;
     tracing::info!(task = id, state = %t.state, "task cancel requested");
+    super::audit::record(
+        state,
+        caller,
+        "task.cancel",
+        format!("task {id} in group {}", t.group),
+        Some(&t.project),
+    )
+    .await;
     view(state, &t).await
 }
 

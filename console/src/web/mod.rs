@@ -76,6 +76,7 @@ const TEMPLATES: &[(&str, &str)] = &[
         "releases.html",
         include_str!("../../web/templates/releases.html"),
     ),
+    ("audit.html", include_str!("../../web/templates/audit.html")),
 ];
 
 const STYLESHEET: &str = include_str!("../../web/static/console.css");
@@ -150,6 +151,7 @@ pub fn router() -> Router<AppState> {
         .route("/ui/tasks/{id}/cancel", post(pages::cancel_task))
         .route("/ui/tasks/{id}/log", get(pages::task_log))
         .route("/ui/releases", get(pages::releases))
+        .route("/ui/audit", get(pages::audit))
         .route("/ui/releases/rollout", post(pages::set_rollout))
         .layer(middleware::from_fn(page_headers))
 }

@@ -1,6 +1,7 @@
 //! The web console's pages and the forms they post, one module per part of the console, and
 //! what they share: finding a group the viewer may see, and the links between pages.
 
+mod audit;
 mod groups;
 mod install;
 mod releases;
@@ -8,6 +9,7 @@ mod servers;
 mod signin;
 mod tasks;
 
+pub use audit::*;
 pub use groups::*;
 pub use install::*;
 pub use releases::*;
