@@ -38,7 +38,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/0002_sessions_secrets.sql")),
     (3, include_str!("migrations/0003_leases.sql")),
     (4, include_str!("migrations/0004_task_logs.sql")),
-    (6, include_str!("migrations/0006_audit_log.sql")),
+    (7, include_str!("migrations/0007_audit_log.sql")),
 ];
 
 /// The advisory lock migrations run under ("tasknode" in ASCII).
