@@ -13,6 +13,7 @@ pub mod http;
 pub mod keys;
 pub mod lease;
 pub mod liveness;
+pub mod removed;
 pub mod rollout;
 pub mod server;
 pub mod service;

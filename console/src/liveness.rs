@@ -19,7 +19,10 @@ use tasknode_protocol::wire::HeartbeatRequest;
 
 use crate::auth::{self, SecretDigest};
 use crate::clock::Clock;
-use crate::store::{Liveness, LivenessUpdate, NodeRecord, Server, Stop, Store, StoreError};
+use crate::removed::RemovedNodes;
+use crate::store::{
+    Liveness, LivenessUpdate, NodeRecord, RemovedNode, Server, Stop, Store, StoreError,
+};
 
 /// How often a console loads the liveness other consoles wrote.
 pub const REFRESH: Duration = Duration::from_secs(2);
@@ -89,6 +92,7 @@ impl Nodes {
 pub struct LivenessMap {
     nodes: Mutex<Nodes>,
     lookups: Mutex<Lookups>,
+    removed: RemovedNodes,
 }
 
 /// Which unknown node ids were looked up in the store lately, and how many this second.
@@ -313,6 +317,29 @@ impl LivenessMap {
         true
     }
 
+    /// Drops the nodes of removed servers and remembers them as removed.
+    pub fn forget_removed(&self, removed: &[RemovedNode]) {
+        self.removed.remember(removed);
+        let mut nodes = self.lock();
+        for r in removed {
+            if let Some(n) = nodes.by_id.remove(&r.node_id)
+                && nodes.by_server.get(&n.server_id) == Some(&r.node_id)
+            {
+                nodes.by_server.remove(&n.server_id);
+            }
+        }
+    }
+
+    /// The removed server node `node_id` was enrolled as, when `secret` is its secret.
+    pub fn removed_server(&self, node_id: &str, secret: &str) -> Option<String> {
+        self.removed.check(node_id, secret)
+    }
+
+    /// The removed server node `node_id` was enrolled as (its secret checked before).
+    pub fn was_removed(&self, node_id: &str) -> Option<String> {
+        self.removed.contains(node_id)
+    }
+
     /// Where a node's log service is, as its last heartbeat said.
     pub fn log_addr(&self, node_id: &str) -> Option<std::net::SocketAddr> {
         self.lock().get(node_id).and_then(|n| n.log_addr)
@@ -449,6 +476,7 @@ pub async fn refresh_periodically(
 ) {
     let lookback_ms = i64::try_from(lookback.as_millis()).unwrap_or(i64::MAX);
     let mut since = clock.now_ms().saturating_sub(lookback_ms);
+    let mut removed_since = since;
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -464,6 +492,16 @@ pub async fn refresh_periodically(
             }
             Err(e) => {
                 tracing::warn!(error = %e, "loading liveness other consoles wrote failed; will retry")
+            }
+        }
+        // Servers other consoles removed: their nodes stop authenticating here too.
+        match store.removed_nodes_since(Some(removed_since)).await {
+            Ok(removed) => {
+                map.forget_removed(&removed);
+                removed_since = began.saturating_sub(lookback_ms);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "loading the servers other consoles removed failed; will retry")
             }
         }
     }

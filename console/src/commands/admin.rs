@@ -4,14 +4,17 @@ use serde::Serialize;
 use tasknode_protocol::updates::UpdateView;
 use tasknode_protocol::wire::{
     AddServer, CreateGroup, CreateInstallCommand, CreateProject, CreateUser, CreatedUser,
-    DeleteGroup, DeletedGroupView, GroupView, InstallCommand, ProjectView, RenameGroup, ServerView,
-    UserView,
+    DeleteGroup, DeletedGroupView, GroupView, InstallCommand, MoveServer, ProjectView, RemoveMode,
+    RemoveServer, RemovedServerView, RenameGroup, ServerView, UserView,
 };
 use tasknode_protocol::{NetworkType, validate};
 
 use super::print_table;
 use crate::cli::{Global, GroupCmd, InstallCommandArgs, Network, ProjectCmd, ServerCmd, UserCmd};
 use crate::client::AdminClient;
+
+/// How often `server remove --drain` asks whether the server is gone.
+const DRAIN_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
@@ -213,6 +216,65 @@ pub async fn server(global: &Global, cmd: ServerCmd) -> anyhow::Result<()> {
             println!(
                 "added server {} to {} group {} ({}): {}",
                 s.name, s.network, s.group, s.status, s.reason
+            );
+        }
+        ServerCmd::Remove {
+            name,
+            project,
+            drain,
+            no_wait,
+            force,
+            out,
+        } => {
+            validate::name("--project", &project)?;
+            let mode = match (drain, force) {
+                (true, _) => RemoveMode::Drain,
+                (_, true) => RemoveMode::Force,
+                _ => RemoveMode::Refuse,
+            };
+            let body = RemoveServer {
+                project,
+                name,
+                mode,
+            };
+            let mut said: Option<Vec<i64>> = None;
+            let r = loop {
+                let r: RemovedServerView = client.post("/api/v1/servers/remove", &body).await?;
+                if r.state != "draining" || no_wait {
+                    break r;
+                }
+                // Draining: say so when what it holds changes, and ask again until it is gone.
+                if !out.json && said.as_ref() != Some(&r.holding) {
+                    eprintln!("{}", r.message);
+                    said = Some(r.holding.clone());
+                }
+                tokio::time::sleep(DRAIN_POLL).await;
+            };
+            if out.json {
+                return print_json(&r);
+            }
+            println!("{}", r.message);
+        }
+        ServerCmd::Move {
+            name,
+            to,
+            project,
+            out,
+        } => {
+            validate::name("--project", &project)?;
+            validate::name("--to", &to)?;
+            let body = MoveServer {
+                project,
+                name,
+                group: to,
+            };
+            let s: ServerView = client.post("/api/v1/servers/move", &body).await?;
+            if out.json {
+                return print_json(&s);
+            }
+            println!(
+                "moved server {} to group {} of project {} ({}): {}",
+                s.name, s.group, s.project, s.status, s.reason
             );
         }
         ServerCmd::List {

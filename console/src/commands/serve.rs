@@ -66,6 +66,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
 
     let servers = store.list_servers(&ServerFilter::default()).await?;
     let live = Arc::new(LivenessMap::load(&servers));
+    live.forget_removed(&store.removed_nodes_since(None).await?);
     if let Some(dist) = &args.dist
         && !dist.join("repo").is_dir()
         && !dist.join("releases").is_dir()

@@ -63,6 +63,8 @@ pub fn routes(state: &AppState) -> Router<AppState> {
             "/api/v1/servers",
             get(admin::list_servers).post(admin::add_server),
         )
+        .route("/api/v1/servers/remove", post(admin::remove_server))
+        .route("/api/v1/servers/move", post(admin::move_server))
         .route(
             "/api/v1/tasks",
             get(tasks::list)

@@ -15,6 +15,7 @@ pub mod logs;
 pub mod nodes;
 pub mod projects;
 pub mod releases;
+pub mod removal;
 pub mod servers;
 pub mod tasks;
 pub mod work;

@@ -1,0 +1,78 @@
+//! The nodes of removed servers, in memory: a request that proves a removed node's secret is
+//! answered "removed" (410 Gone, code `server_removed`) rather than "unknown node", so its
+//! agent stops knocking and says how to enroll again, while its credentials open nothing.
+//! Every console loads them from the store at start and, when consoles share a database, with
+//! each liveness refresh. Node ids are never reused, so an entry never goes stale.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::auth::{self, SecretDigest};
+use crate::store::RemovedNode;
+
+#[derive(Debug, Clone)]
+struct Tombstone {
+    secret: SecretDigest,
+    server: String,
+}
+
+/// Removed nodes by node id.
+#[derive(Debug, Default)]
+pub struct RemovedNodes {
+    by_id: Mutex<HashMap<String, Tombstone>>,
+}
+
+impl RemovedNodes {
+    /// Remembers these removed nodes (ones with an unreadable digest are skipped: no secret
+    /// could match them).
+    pub fn remember(&self, nodes: &[RemovedNode]) {
+        let mut map = self.by_id.lock().unwrap_or_else(|e| e.into_inner());
+        for n in nodes {
+            let mut secret = [0u8; 32];
+            if hex::decode_to_slice(&n.secret_sha256, &mut secret).is_ok() {
+                map.insert(
+                    n.node_id.clone(),
+                    Tombstone {
+                        secret,
+                        server: n.server_name.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// The name of the removed server whose node this is, when `secret` is its secret.
+    pub fn check(&self, node_id: &str, secret: &str) -> Option<String> {
+        let presented = auth::digest(secret);
+        let map = self.by_id.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(node_id)
+            .filter(|t| auth::digests_equal(&t.secret, &presented))
+            .map(|t| t.server.clone())
+    }
+
+    /// Whether node `node_id` was removed (its secret already checked).
+    pub fn contains(&self, node_id: &str) -> Option<String> {
+        let map = self.by_id.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(node_id).map(|t| t.server.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_removed_nodes_own_secret_is_told_it_was_removed() {
+        let removed = RemovedNodes::default();
+        removed.remember(&[RemovedNode {
+            node_id: "n1".into(),
+            secret_sha256: hex::encode(auth::digest("s3cret")),
+            server_name: "db-1".into(),
+            project: "default".into(),
+            removed_ms: 1,
+        }]);
+        assert_eq!(removed.check("n1", "s3cret").as_deref(), Some("db-1"));
+        assert_eq!(removed.check("n1", "guess"), None);
+        assert_eq!(removed.check("n2", "s3cret"), None);
+    }
+}
