@@ -11,7 +11,7 @@ use tasknode_protocol::{NetworkType, validate};
 
 use super::print_table;
 use crate::cli::{Global, GroupCmd, InstallCommandArgs, Network, ProjectCmd, ServerCmd, UserCmd};
-use crate::client::AdminClient;
+use crate::client::{AdminClient, ClientError};
 
 /// How often `server remove --drain` asks whether the server is gone.
 const DRAIN_POLL: std::time::Duration = std::time::Duration::from_secs(2);
@@ -237,17 +237,41 @@ pub async fn server(global: &Global, cmd: ServerCmd) -> anyhow::Result<()> {
                 name,
                 mode,
             };
-            let mut said: Option<Vec<i64>> = None;
+            let mut said: Option<RemovedServerView> = None;
             let r = loop {
-                let r: RemovedServerView = client.post("/api/v1/servers/remove", &body).await?;
+                let answer: Result<RemovedServerView, _> =
+                    client.post("/api/v1/servers/remove", &body).await;
+                let r: RemovedServerView = match (answer, said.take()) {
+                    (Ok(r), last) => {
+                        // Draining: say so when what it holds changes, and ask again until
+                        // it is gone.
+                        if r.state == "draining"
+                            && !no_wait
+                            && !out.json
+                            && last.as_ref().map(|l| &l.holding) != Some(&r.holding)
+                        {
+                            eprintln!("{}", r.message);
+                        }
+                        r
+                    }
+                    // Its agent's last task report removed it between two looks.
+                    (Err(ClientError::Refused { status: 404, .. }), Some(last)) => {
+                        break RemovedServerView {
+                            state: "removed".to_owned(),
+                            holding: Vec::new(),
+                            message: format!(
+                                "server {} was removed from group {} of project {} once its tasks finished; its agent is told at its next call and stops asking for work",
+                                last.name, last.group, last.project
+                            ),
+                            ..last
+                        };
+                    }
+                    (Err(e), _) => return Err(e.into()),
+                };
                 if r.state != "draining" || no_wait {
                     break r;
                 }
-                // Draining: say so when what it holds changes, and ask again until it is gone.
-                if !out.json && said.as_ref() != Some(&r.holding) {
-                    eprintln!("{}", r.message);
-                    said = Some(r.holding.clone());
-                }
+                said = Some(r);
                 tokio::time::sleep(DRAIN_POLL).await;
             };
             if out.json {

@@ -169,6 +169,9 @@ pub async fn move_to(
         .await
         .map_err(|e| server_error(&req.project, &req.name, e))?;
     tracing::info!(server = %moved.name, group = %moved.group, project = %moved.project, "server moved");
+    // Its agent's poll here waits on its old group's wake-ups: it ends, and the next waits on
+    // the new group's.
+    state.dispatch.end_polls_of(moved.id);
     let live = state
         .live
         .by_server()
