@@ -4,6 +4,7 @@
 mod groups;
 mod install;
 mod releases;
+mod server_manage;
 mod servers;
 mod signin;
 mod tasks;
@@ -11,6 +12,7 @@ mod tasks;
 pub use groups::*;
 pub use install::*;
 pub use releases::*;
+pub use server_manage::*;
 pub use servers::*;
 pub use signin::*;
 pub use tasks::*;
