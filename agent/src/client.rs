@@ -367,6 +367,18 @@ impl ConsoleClient {
         self.post_no_content(&path, secret, &body).await
     }
 
+    /// Asks the console to remove the server this node is enrolled as.
+    pub async fn leave(
+        &self,
+        node_id: &str,
+        secret: &str,
+        mode: tasknode_protocol::wire::RemoveMode,
+    ) -> Result<Answer<tasknode_protocol::wire::RemovedServerView>, ClientError> {
+        let path = format!("/api/v1/nodes/{node_id}/leave");
+        let body = tasknode_protocol::wire::LeaveRequest { mode };
+        self.post(&path, Some(secret), &body).await
+    }
+
     /// Asks for work; the console answers within `req.wait_secs`, so this request may take
     /// that much longer than others.
     pub async fn poll(

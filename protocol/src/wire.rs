@@ -566,6 +566,21 @@ pub struct RemovedServerView {
     pub message: String,
 }
 
+/// `POST /api/v1/nodes/{node_id}/leave`: the node's agent asks the console to remove the
+/// server it is enrolled as (install.sh --uninstall does), and no other.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaveRequest {
+    #[serde(default)]
+    pub mode: RemoveMode,
+}
+
+impl Validate for LeaveRequest {
+    fn validate(&self) -> Result<(), FieldError> {
+        Ok(())
+    }
+}
+
 /// `POST /api/v1/servers/move`: move a server to another group of its project.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

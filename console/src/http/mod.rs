@@ -45,6 +45,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/api/v1/nodes/{node_id}", get(agent::node))
         .route("/api/v1/nodes/{node_id}/heartbeat", post(agent::heartbeat))
         .route("/api/v1/nodes/{node_id}/shutdown", post(agent::shutdown))
+        .route("/api/v1/nodes/{node_id}/leave", post(agent::leave))
         .route(
             "/api/v1/projects",
             get(admin::list_projects).post(admin::create_project),

@@ -46,6 +46,23 @@ pub async fn remove(
     Ok(settle(state, removal, mode))
 }
 
+/// Removes the server node `node_id` is enrolled as, at its agent's request (install.sh
+/// --uninstall): the node's own credentials were checked, and name no other server.
+pub async fn leave(
+    state: &AppState,
+    node_id: &str,
+    mode: RemoveMode,
+) -> Result<RemovedServerView, ServiceError> {
+    let server = super::nodes::node_server(state, node_id).await?;
+    let removal = state
+        .store
+        .remove_server(&server.project, &server.name, mode, state.clock.now_ms())
+        .await
+        .map_err(|e| server_error(&server.project, &server.name, e))?;
+    tracing::info!(server = %server.name, group = %server.group, %mode, "the server's agent asked to leave the console");
+    Ok(settle(state, removal, mode))
+}
+
 /// Removes draining server `s` once it holds no task (its agent's polls and finishes call
 /// this). Returns whether it is gone.
 pub(super) async fn finish_drain(state: &AppState, s: &Server) -> Result<bool, ServiceError> {
