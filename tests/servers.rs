@@ -281,3 +281,34 @@ fn a_moved_server_runs_its_new_groups_tasks_and_a_forced_removal_kills_the_runni
     assert!(out.contains("deleted resource group batch"), "{out}");
     assert_eq!(console.server(U2)["status"], "available");
 }
+
+/// Two consoles on one throwaway PostgreSQL: a server removed through one is answered
+/// "removed" by the other, which its agent talks to, within the liveness refresh.
+#[test]
+fn a_server_removed_through_one_console_is_refused_by_the_other() {
+    let db = tasknode_tests::postgres::SharedDatabase::new();
+    let mut consoles = db.consoles(
+        2,
+        &["--heartbeat-interval", "1s", "--persist-interval", "1s"],
+    );
+    let b = consoles.pop().unwrap();
+    let a = consoles.pop().unwrap();
+    let password = a.create_user("ops");
+    a.cli_ok(&["group", "create", "batch", "--network", "vpc"]);
+    a.cli_ok(&["server", "add", "--group", "batch", "--name", U1]);
+    let mut agent = Agent::with_uuid(U1);
+    agent.enroll_ok(&b.url, "ops", &password, true);
+    agent.run();
+    b.wait_status(U1, "available", Duration::from_secs(20));
+    a.wait_status(U1, "available", Duration::from_secs(20));
+
+    let out = a.cli_ok(&["server", "remove", "--name", U1]);
+    assert!(out.contains("was removed from group batch"), "{out}");
+    wait_removed_logged(&agent);
+    assert_stopped_knocking(&mut agent);
+    let node = agent.config_value("node.id");
+    let secret = agent.config_value("node.secret");
+    for console in [&a, &b] {
+        assert_eq!(beat(console, &node, &secret).status().as_u16(), 410);
+    }
+}
