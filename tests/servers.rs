@@ -171,8 +171,19 @@ fn a_busy_server_is_refused_then_drained_and_its_agent_stops_knocking() {
     // Stopped, the idle agent exits cleanly.
     assert!(agents[0].stop());
 
-    // The group that had a server is deleted once its queue is empty.
-    console.cli_ok(&["task", "cancel", &queued.to_string()]);
+    // Enrolled again as its log says (added to a group, then enrolled anew): a new node,
+    // which takes the task that waited in the group's queue.
+    console.cli_ok(&["server", "add", "--group", "batch", "--name", U1]);
+    let password = console.create_user("ops2");
+    agents[0].enroll_ok(&console.url, "ops2", &password, true);
+    assert_ne!(agents[0].config_value("node.id"), node);
+    agents[0].run();
+    let t = console.wait_task(queued, &["succeeded"], Duration::from_secs(20));
+    assert_eq!(t["server"], U1);
+    assert_eq!(beat(&console, &node, &secret).status().as_u16(), 410);
+
+    // The group that had servers is deleted once they are gone.
+    console.cli_ok(&["server", "remove", "--name", U1]);
     let out = console.cli_ok(&["group", "delete", "--group", "batch"]);
     assert!(out.contains("deleted resource group batch"), "{out}");
 }

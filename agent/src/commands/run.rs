@@ -265,8 +265,9 @@ async fn idle_removed(
         "this server was removed from the console, which answered: {said}. The agent no longer \
          asks the console for anything and stays idle until it is stopped. To enroll this host \
          again: add it to a resource group in the console, then run that group's install \
-         command on this host (it enrolls anew and restarts the agent); to remove the agent, \
-         run install.sh --uninstall"
+         command on this host with --reinstall (`... | sh -s -- --reinstall`), which enrolls \
+         it anew and restarts the agent (or run `tasknode enroll` and restart the agent); to \
+         remove the agent, run the install command with --uninstall"
     );
     notify(&[sd_notify::NotifyState::Status(
         "removed from the console; idle (see agent.log for how to enroll again)",

@@ -38,7 +38,7 @@ pub async fn authenticate(
 pub fn removed(server: &str) -> ServiceError {
     ServiceError::Removed {
         message: format!(
-            "server {server} was removed from its resource group on the console; this agent's node credentials no longer work and it runs no tasks. To use this host again, add it to a group (`tasknode-console server add --project P --group G --name NAME`, or the web console) and run a new install command on it"
+            "server {server} was removed from its resource group on the console; this agent's node credentials no longer work and it runs no tasks. To use this host again, add it to a group (`tasknode-console server add --project P --group G --name NAME`, or the web console) and run that group's install command on it with --reinstall"
         ),
     }
 }
