@@ -35,7 +35,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/0002_sessions_secrets.sql")),
     (3, include_str!("migrations/0003_leases.sql")),
     (4, include_str!("migrations/0004_task_logs.sql")),
-    (5, include_str!("migrations/0005_server_removal.sql")),
+    (6, include_str!("migrations/0006_server_removal.sql")),
 ];
 
 /// The advisory lock migrations run under ("tasknode" in ASCII).
