@@ -476,7 +476,6 @@ pub async fn refresh_periodically(
 ) {
     let lookback_ms = i64::try_from(lookback.as_millis()).unwrap_or(i64::MAX);
     let mut since = clock.now_ms().saturating_sub(lookback_ms);
-    let mut removed_since = since;
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -492,16 +491,6 @@ pub async fn refresh_periodically(
             }
             Err(e) => {
                 tracing::warn!(error = %e, "loading liveness other consoles wrote failed; will retry")
-            }
-        }
-        // Servers other consoles removed: their nodes stop authenticating here too.
-        match store.removed_nodes_since(Some(removed_since)).await {
-            Ok(removed) => {
-                map.forget_removed(&removed);
-                removed_since = began.saturating_sub(lookback_ms);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "loading the servers other consoles removed failed; will retry")
             }
         }
     }

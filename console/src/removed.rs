@@ -5,10 +5,13 @@
 //! each liveness refresh. Node ids are never reused, so an entry never goes stale.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::auth::{self, SecretDigest};
-use crate::store::RemovedNode;
+use crate::clock::Clock;
+use crate::liveness::LivenessMap;
+use crate::store::{RemovedNode, Store};
 
 #[derive(Debug, Clone)]
 struct Tombstone {
@@ -54,6 +57,35 @@ impl RemovedNodes {
     pub fn contains(&self, node_id: &str) -> Option<String> {
         let map = self.by_id.lock().unwrap_or_else(|e| e.into_inner());
         map.get(node_id).map(|t| t.server.clone())
+    }
+}
+
+/// Every `every`, drops from `map` the nodes of servers removed (through any console) at most
+/// `lookback` before the previous load began (the consoles' clocks may differ that much), so
+/// their credentials stop working here too. Rows seen twice change nothing.
+pub async fn refresh_periodically(
+    map: Arc<LivenessMap>,
+    store: Arc<dyn Store>,
+    clock: Clock,
+    every: Duration,
+    lookback: Duration,
+) {
+    let lookback_ms = i64::try_from(lookback.as_millis()).unwrap_or(i64::MAX);
+    let mut since = clock.now_ms().saturating_sub(lookback_ms);
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let began = clock.now_ms();
+        match store.removed_nodes_since(Some(since)).await {
+            Ok(removed) => {
+                map.forget_removed(&removed);
+                since = began.saturating_sub(lookback_ms);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "loading the servers other consoles removed failed; will retry")
+            }
+        }
     }
 }
 
