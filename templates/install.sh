@@ -81,6 +81,9 @@ Usage: sh install.sh [OPTIONS]        (or: curl -sSL LINK | sh -s -- [OPTIONS])
                          working directories are kept)
   --purge                with --uninstall: also remove the logs, the tasks' working
                          directories and the user it created
+  --remove-from-console  with --uninstall: also remove this server from its group on the
+                         console (asked on the terminal when neither this nor the next is given)
+  --keep-in-console      with --uninstall: leave the server in its group on the console
   --fix-hosts            add this host's name to /etc/hosts when `hostname -i` fails
   --force-os             install on an operating system that is not supported
   -h, --help             show this help
@@ -94,6 +97,7 @@ EOF
 
 ACTION=install
 PURGE=0
+REMOVE_FROM_CONSOLE=ask
 FIX_HOSTS=0
 FORCE_OS=0
 PASSWORD_FILE=
@@ -122,6 +126,8 @@ parse_args() {
         --reinstall) ACTION=reinstall ;;
         --uninstall) ACTION=uninstall ;;
         --purge) PURGE=1 ;;
+        --remove-from-console) REMOVE_FROM_CONSOLE=yes ;;
+        --keep-in-console) REMOVE_FROM_CONSOLE=no ;;
         --fix-hosts) FIX_HOSTS=1 ;;
         --force-os) FORCE_OS=1 ;;
         -h | --help) ACTION=help ;;
@@ -135,6 +141,9 @@ parse_args() {
     esac
     if [ "$PURGE" = 1 ] && [ "$ACTION" != uninstall ]; then
         die "$E_USAGE" "--purge goes with --uninstall"
+    fi
+    if [ "$REMOVE_FROM_CONSOLE" != ask ] && [ "$ACTION" != uninstall ]; then
+        die "$E_USAGE" "--remove-from-console and --keep-in-console go with --uninstall"
     fi
 }
 
@@ -689,6 +698,39 @@ wait_available() {
 
 # ---- removing -------------------------------------------------------------------------------
 
+# Whether to remove this server from the console too: the option given, else the operator's
+# answer on the terminal (the script itself may be arriving on standard input), else no.
+want_console_removal() {
+    case $REMOVE_FROM_CONSOLE in
+    yes) return 0 ;;
+    no) return 1 ;;
+    esac
+    if ! (: </dev/tty) 2>/dev/null; then
+        say "this server stays in its group on the console (--remove-from-console removes it there too)"
+        return 1
+    fi
+    printf 'Remove this server from its group on the console too? [y/N] ' >/dev/tty
+    read -r answer </dev/tty || return 1
+    case $answer in
+    y | Y | yes | YES) return 0 ;;
+    esac
+    return 1
+}
+
+# Asks the console to remove this server, with this node's own credentials (its 0600 config,
+# read by the agent user): they name this server alone, so nothing else can be removed. A
+# refusal or an unreachable console is told and does not stop the uninstall.
+leave_console() {
+    # shellcheck disable=SC2016
+    as_agent '[ -x "$TN_BIN" ] && [ -f "$TN_CONF" ] || exit 5; exec "$TN_BIN" leave --config "$TN_CONF"' </dev/null
+    case $? in
+    0) return 0 ;;
+    5) say "this host holds no enrollment: there is nothing to remove on the console" ;;
+    *) warn "the console kept this server (see above); remove it there: tasknode-console server remove --name NAME [--drain | --force], or its page in the web console" ;;
+    esac
+    return 0
+}
+
 uninstall() {
     have_user=0
     if id "$AGENT_USER" >/dev/null 2>&1; then
@@ -698,6 +740,11 @@ uninstall() {
     fi
     step "stopping the agent"
     stop_service
+    # Once stopped (its tasks drained and reported), before its credentials go.
+    if [ "$have_user" = 1 ] && want_console_removal; then
+        step "removing this server from the console"
+        leave_console
+    fi
     step "removing the agent"
     rm -f "$UNIT_PATH" "$INIT_PATH" "$ROOT_SERVERCTL"
     [ "$INIT" = systemd ] && systemctl daemon-reload 2>/dev/null

@@ -412,6 +412,21 @@ fn a_node_secret_cannot_act_for_another_node() {
             .json(&json!({"reason": "evil"})),
     );
     assert_refused(&res, 401, "authorization");
+    // Nor remove another node's server from the console: its own secret names its own
+    // server alone, and no field of the body names another.
+    let res = call(
+        http.post(console.api(&format!("/nodes/{}/leave", b.0)))
+            .bearer_auth(&a.1)
+            .json(&json!({"mode": "force"})),
+    );
+    assert_refused(&res, 401, "authorization");
+    let res = call(
+        http.post(console.api(&format!("/nodes/{}/leave", a.0)))
+            .bearer_auth(&a.1)
+            .json(&json!({"name": uuids[1]})),
+    );
+    assert_refused(&res, 400, "name");
+    assert_eq!(console.servers().len(), 2);
     assert_eq!(console.server(uuids[0])["status"], "available");
     assert_eq!(
         console.server(uuids[1])["status"],

@@ -185,10 +185,31 @@ fn the_install_command_installs_under_every_shell_and_uninstalls_without_residue
         );
 
         // The spent link still uninstalls. Uninstall keeps the logs; purge leaves the sandbox
-        // as it was.
-        let out = run_command(&sb, &cmd, *fetch, shell, "--uninstall");
+        // as it was. Asked to, it removes the server from the console too (with the node's
+        // own credentials); without a terminal to ask on, it leaves it there.
+        let remove = *shell == "/usr/bin/dash";
+        let args = if remove {
+            "--uninstall --remove-from-console"
+        } else {
+            "--uninstall"
+        };
+        let out = run_command(&sb, &cmd, *fetch, shell, args);
         assert!(out.status.success(), "{}", text(&out));
         assert!(!agent_running(&sb));
+        if remove {
+            assert!(
+                text(&out).contains(&format!("server {uuid} was removed from group vpc")),
+                "{}",
+                text(&out)
+            );
+            assert!(!console.servers().iter().any(|s| s["name"] == uuid));
+        } else {
+            assert!(
+                text(&out).contains("stays in its group on the console"),
+                "{}",
+                text(&out)
+            );
+        }
         let after: BTreeSet<String> = sb.files();
         let extra: Vec<_> = after.difference(&before).collect();
         assert!(
@@ -210,7 +231,9 @@ fn the_install_command_installs_under_every_shell_and_uninstalls_without_residue
             Vec::<&String>::new(),
             "{shell}: purge left residue"
         );
-        console.wait_status(uuid, "stopped", Duration::from_secs(10));
+        if !remove {
+            console.wait_status(uuid, "stopped", Duration::from_secs(10));
+        }
     }
 }
 

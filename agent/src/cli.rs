@@ -39,6 +39,10 @@ pub enum Command {
     /// release; --check only says whether it would. Script installs update themselves while
     /// running; this is for a stopped agent.
     Update(UpdateArgs),
+    /// Ask the console to remove this server from its resource group (install.sh
+    /// --uninstall offers it). Refused while the console sees it holding tasks, unless
+    /// --mode says to drain or force.
+    Leave(LeaveArgs),
     /// Print a completion script for bash, zsh or fish (packages install them).
     Completions(tasknode_clidocs::CompletionsArgs),
     /// Print the man page, or write every page (one per subcommand too) with --out DIR.
@@ -150,6 +154,34 @@ pub struct StatusArgs {
     pub json: bool,
     #[command(flatten)]
     pub config: ConfigArg,
+}
+
+#[derive(Debug, Args)]
+pub struct LeaveArgs {
+    /// What the console does with tasks it still sees on this server: refuse, drain (no new
+    /// tasks; removed when they finish) or force (cancel them).
+    #[arg(long, value_enum, default_value = "refuse")]
+    pub mode: LeaveMode,
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LeaveMode {
+    Refuse,
+    Drain,
+    Force,
+}
+
+impl From<LeaveMode> for tasknode_protocol::wire::RemoveMode {
+    fn from(m: LeaveMode) -> Self {
+        use tasknode_protocol::wire::RemoveMode;
+        match m {
+            LeaveMode::Refuse => RemoveMode::Refuse,
+            LeaveMode::Drain => RemoveMode::Drain,
+            LeaveMode::Force => RemoveMode::Force,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -76,6 +76,12 @@ impl ClientError {
         )
     }
 
+    /// The console answered that this node's server was removed from its group (410 Gone,
+    /// code `server_removed`): its credentials will not work again.
+    pub fn is_removed(&self) -> bool {
+        matches!(self, ClientError::Refused { status: 410, .. })
+    }
+
     /// A failure of the console rather than an answer about the request: no answer (a
     /// connection error or a timeout) or a 5xx. The request then goes to the next console; a
     /// 4xx, final or not, is the console's word and goes nowhere else.
@@ -150,6 +156,9 @@ pub struct Answer<T> {
 pub struct ConsoleClient {
     http: reqwest::Client,
     consoles: Consoles,
+    /// Set, with the console's words, when a console answered that this node's server was
+    /// removed (410): nothing this node asks will be granted again.
+    removed: tokio::sync::watch::Sender<Option<String>>,
 }
 
 /// Parses a console URL, accepting only http and https with a host and no credentials.
@@ -229,12 +238,31 @@ impl ConsoleClient {
                 detail: describe(e),
                 latency: Duration::ZERO,
             })?;
-        Ok(ConsoleClient { http, consoles })
+        Ok(ConsoleClient {
+            http,
+            consoles,
+            removed: tokio::sync::watch::Sender::new(None),
+        })
     }
 
     /// The consoles, which one is in use and what each last did.
     pub fn consoles(&self) -> &Consoles {
         &self.consoles
+    }
+
+    /// Waits until a console answers that this node's server was removed (any request's
+    /// answer, a heartbeat's or a poll's), and returns what it said.
+    pub async fn removed(&self) -> String {
+        let mut rx = self.removed.subscribe();
+        loop {
+            if let Some(message) = rx.borrow_and_update().clone() {
+                return message;
+            }
+            if rx.changed().await.is_err() {
+                // The sender lives as long as this client: never reached.
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// Runs `go` with `path` under the console in use; when that console fails
@@ -258,6 +286,17 @@ impl ConsoleClient {
                 }
                 answer => {
                     self.consoles.answered(start, i);
+                    // A 410 is the console's word on this node, not a failure of that
+                    // console: it goes to no other console, and nothing is asked again.
+                    if let Err(e @ ClientError::Refused { status: 410, .. }) = &answer {
+                        let said = e.to_string();
+                        self.removed.send_if_modified(|r| {
+                            r.is_none() && {
+                                *r = Some(said);
+                                true
+                            }
+                        });
+                    }
                     return answer;
                 }
             }
@@ -326,6 +365,18 @@ impl ConsoleClient {
             reason: reason.to_owned(),
         };
         self.post_no_content(&path, secret, &body).await
+    }
+
+    /// Asks the console to remove the server this node is enrolled as.
+    pub async fn leave(
+        &self,
+        node_id: &str,
+        secret: &str,
+        mode: tasknode_protocol::wire::RemoveMode,
+    ) -> Result<Answer<tasknode_protocol::wire::RemovedServerView>, ClientError> {
+        let path = format!("/api/v1/nodes/{node_id}/leave");
+        let body = tasknode_protocol::wire::LeaveRequest { mode };
+        self.post(&path, Some(secret), &body).await
     }
 
     /// Asks for work; the console answers within `req.wait_secs`, so this request may take

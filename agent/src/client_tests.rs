@@ -128,3 +128,34 @@ async fn no_answer_or_a_5xx_moves_on_round_robin_and_stays() {
     assert_eq!(client.consoles().current_url(), a);
     assert!(client.consoles().take_switches().is_empty());
 }
+
+#[tokio::test]
+async fn a_removed_answer_stays_with_its_console_and_tells_the_agent_once() {
+    let (a_hits, b_hits) = (Arc::default(), Arc::default());
+    let a = console(StatusCode::GONE, Arc::clone(&a_hits)).await;
+    let b = console(StatusCode::NO_CONTENT, Arc::clone(&b_hits)).await;
+    let client = ConsoleClient::new(&[a.clone(), b], None).unwrap();
+    // Nothing said yet: waiting for it does not end.
+    let waiting =
+        tokio::time::timeout(std::time::Duration::from_millis(50), client.removed()).await;
+    assert!(waiting.is_err());
+    let err = client
+        .finish_task("n1", "s", 7, &finish())
+        .await
+        .unwrap_err();
+    assert!(err.is_removed() && !err.fails_over(), "{err}");
+    // It is the console's word on this node, not a failure of that console: no other console
+    // is asked, none is switched to.
+    assert_eq!(a_hits.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        b_hits.load(Ordering::SeqCst),
+        0,
+        "a 410 went to the next console"
+    );
+    assert_eq!(client.consoles().current_url(), a);
+    assert!(client.consoles().take_switches().is_empty());
+    let said = tokio::time::timeout(std::time::Duration::from_secs(1), client.removed())
+        .await
+        .unwrap();
+    assert!(said.contains("HTTP 410"), "{said}");
+}

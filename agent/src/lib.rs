@@ -67,6 +67,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => runtime()?.block_on(commands::status::run(args))?,
         Command::Doctor(args) => runtime()?.block_on(commands::doctor::run(args))?,
         Command::Update(args) => runtime()?.block_on(commands::update::run(args))?,
+        Command::Leave(args) => runtime()?.block_on(commands::leave::run(args))?,
         // LSB codes rather than the ones above: status exits 0 running, 1 dead, 3 stopped.
         Command::Serverctl(args) => return commands::serverctl::run(args),
         Command::Completions(args) => {

@@ -563,6 +563,44 @@ pub enum ServerCmd {
         #[command(flatten)]
         out: Output,
     },
+    /// Remove a server from its resource group. Refused while it holds tasks (or is the
+    /// last server of a group with queued tasks) unless --drain or --force says what to do
+    /// with them. Its agent is told at its next call, logs how to enroll again and stops
+    /// asking for work.
+    Remove {
+        /// Hostname or UUID, as `server list` shows it.
+        #[arg(long, value_name = "HOSTNAME_OR_UUID")]
+        name: String,
+        #[arg(long, default_value = "default")]
+        project: String,
+        /// Give it no new tasks and remove it when the ones it holds have finished (waits for
+        /// that unless --no-wait).
+        #[arg(long, conflicts_with = "force")]
+        drain: bool,
+        /// With --drain: return at once; the server is removed when its tasks finish.
+        #[arg(long, requires = "drain")]
+        no_wait: bool,
+        /// Remove it now: its running tasks are cancelled, tasks it has not started are
+        /// queued again for its group.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Move a server to another resource group of its project (of the same network type). It
+    /// keeps its enrollment and history; its new group's tasks go to it.
+    Move {
+        /// Hostname or UUID, as `server list` shows it.
+        #[arg(long, value_name = "HOSTNAME_OR_UUID")]
+        name: String,
+        /// The group it moves to.
+        #[arg(long, value_name = "GROUP")]
+        to: String,
+        #[arg(long, default_value = "default")]
+        project: String,
+        #[command(flatten)]
+        out: Output,
+    },
     /// List servers with their state and the reason for it.
     List {
         #[arg(long)]

@@ -166,6 +166,23 @@ impl Dispatch {
         }
     }
 
+    /// Ends the polls of server `server` at once, empty-handed (it moved to another group: its
+    /// agent's next poll waits under the new one).
+    pub fn end_polls_of(&self, server: i64) {
+        let mut polls = self.lock();
+        let ids: Vec<u64> = polls
+            .servers
+            .get(&server)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        for id in ids {
+            if let Some(e) = polls.all.get_mut(&id) {
+                e.superseded = true;
+                e.wake.notify_one();
+            }
+        }
+    }
+
     /// Registers a long poll of `node`, whose server is `server` in group `group`; a poll of
     /// the same node registered before is superseded and ends.
     pub fn register(self: &Arc<Self>, node: &str, server: i64, group: i64) -> PollTicket {

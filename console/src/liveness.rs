@@ -19,7 +19,10 @@ use tasknode_protocol::wire::HeartbeatRequest;
 
 use crate::auth::{self, SecretDigest};
 use crate::clock::Clock;
-use crate::store::{Liveness, LivenessUpdate, NodeRecord, Server, Stop, Store, StoreError};
+use crate::removed::RemovedNodes;
+use crate::store::{
+    Liveness, LivenessUpdate, NodeRecord, RemovedNode, Server, Stop, Store, StoreError,
+};
 
 /// How often a console loads the liveness other consoles wrote.
 pub const REFRESH: Duration = Duration::from_secs(2);
@@ -89,6 +92,7 @@ impl Nodes {
 pub struct LivenessMap {
     nodes: Mutex<Nodes>,
     lookups: Mutex<Lookups>,
+    removed: RemovedNodes,
 }
 
 /// Which unknown node ids were looked up in the store lately, and how many this second.
@@ -311,6 +315,29 @@ impl LivenessMap {
             },
         );
         true
+    }
+
+    /// Drops the nodes of removed servers and remembers them as removed.
+    pub fn forget_removed(&self, removed: &[RemovedNode]) {
+        self.removed.remember(removed);
+        let mut nodes = self.lock();
+        for r in removed {
+            if let Some(n) = nodes.by_id.remove(&r.node_id)
+                && nodes.by_server.get(&n.server_id) == Some(&r.node_id)
+            {
+                nodes.by_server.remove(&n.server_id);
+            }
+        }
+    }
+
+    /// The removed server node `node_id` was enrolled as, when `secret` is its secret.
+    pub fn removed_server(&self, node_id: &str, secret: &str) -> Option<String> {
+        self.removed.check(node_id, secret)
+    }
+
+    /// The removed server node `node_id` was enrolled as (its secret checked before).
+    pub fn was_removed(&self, node_id: &str) -> Option<String> {
+        self.removed.contains(node_id)
     }
 
     /// Where a node's log service is, as its last heartbeat said.

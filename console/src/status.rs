@@ -157,6 +157,7 @@ mod tests {
                 memory_bytes: 16 << 30,
             }),
             liveness: Liveness::default(),
+            draining_ms: None,
         }
     }
 

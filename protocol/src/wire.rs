@@ -485,6 +485,120 @@ impl Validate for AddServer {
     }
 }
 
+/// What a removal does with the tasks the server holds (assigned or running).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemoveMode {
+    /// Refuse while it holds tasks (or is the last server of a group with queued tasks).
+    #[default]
+    Refuse,
+    /// Hand it no new tasks, and remove it once the ones it holds have finished.
+    Drain,
+    /// Remove it now: tasks it has not started are queued again for its group, running ones
+    /// are cancelled with a reason.
+    Force,
+}
+
+impl fmt::Display for RemoveMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RemoveMode::Refuse => "refuse",
+            RemoveMode::Drain => "drain",
+            RemoveMode::Force => "force",
+        })
+    }
+}
+
+/// Longest server name a removal or move accepts (a host name is at most 253 characters).
+const MAX_SERVER_NAME: usize = 253;
+
+fn server_name(field: &str, name: &str) -> Result<(), FieldError> {
+    if name.is_empty() || name.len() > MAX_SERVER_NAME || name.chars().any(char::is_control) {
+        return Err(FieldError::new(
+            field,
+            format!(
+                "must be the server's host name or UUID as `server list` shows it (1 to {MAX_SERVER_NAME} characters)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `POST /api/v1/servers/remove`: remove a server from its group (see [`RemoveMode`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveServer {
+    pub project: String,
+    pub name: String,
+    #[serde(default)]
+    pub mode: RemoveMode,
+}
+
+impl Validate for RemoveServer {
+    fn validate(&self) -> Result<(), FieldError> {
+        validate::name("project", &self.project)?;
+        server_name("name", &self.name)
+    }
+}
+
+/// What a removal did: `removed`, or `draining` (it is removed when the tasks it holds finish;
+/// asking again with `drain` removes it once they have).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RemovedServerView {
+    pub name: String,
+    pub group: String,
+    pub project: String,
+    /// `removed` or `draining`.
+    pub state: String,
+    /// Tasks it still holds (draining).
+    #[serde(default)]
+    pub holding: Vec<i64>,
+    /// Running tasks cancelled (force).
+    #[serde(default)]
+    pub cancelled: Vec<i64>,
+    /// Tasks it had not started, queued again for its group (force).
+    #[serde(default)]
+    pub requeued: Vec<i64>,
+    /// Tasks queued to its group that now have no server to run them.
+    #[serde(default)]
+    pub stranded: u64,
+    /// What happened, in a sentence, with what to do next.
+    pub message: String,
+}
+
+/// `POST /api/v1/nodes/{node_id}/leave`: the node's agent asks the console to remove the
+/// server it is enrolled as (install.sh --uninstall does), and no other.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaveRequest {
+    #[serde(default)]
+    pub mode: RemoveMode,
+}
+
+impl Validate for LeaveRequest {
+    fn validate(&self) -> Result<(), FieldError> {
+        Ok(())
+    }
+}
+
+/// `POST /api/v1/servers/move`: move a server to another group of its project.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoveServer {
+    pub project: String,
+    pub name: String,
+    /// The group it moves to.
+    pub group: String,
+}
+
+impl Validate for MoveServer {
+    fn validate(&self) -> Result<(), FieldError> {
+        validate::name("project", &self.project)?;
+        server_name("name", &self.name)?;
+        validate::name("group", &self.group)
+    }
+}
+
 /// One server as `GET /api/v1/servers` and `server list --json` show it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServerView {

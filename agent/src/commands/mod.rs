@@ -2,6 +2,7 @@
 
 pub mod doctor;
 pub mod enroll;
+pub mod leave;
 pub mod run;
 pub mod serverctl;
 pub mod status;

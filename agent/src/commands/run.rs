@@ -146,11 +146,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
     };
     let mut next = Duration::ZERO;
     let mut preparing: Option<(String, update::Preparing)> = None;
+    let mut removed = None;
     let reason = loop {
         let probation = updater.probation_deadline();
         tokio::select! {
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
+            said = client.removed() => {
+                removed = Some(said);
+                break "removed";
+            }
             (delay, answered) = async { tokio::time::sleep(next).await; beat.once().await } => {
                 next = delay;
                 let on_probation = updater.probation_deadline().is_some();
@@ -199,6 +204,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
         }
     };
 
+    if let Some(said) = removed {
+        poller.abort();
+        // The last line of heartbeat.log says it (`status` reads it), whichever call was told.
+        let entry = HeartbeatEntry {
+            at: SystemTime::now(),
+            status: Some(410),
+            latency: Duration::ZERO,
+            offset_ms: None,
+            console: console_field(&client),
+            error: Some(format!("server removed from the console: {said}")),
+        };
+        if let Err(e) = beat.log.write_all(entry.line().as_bytes()) {
+            tracing::error!(error = %e, "cannot write heartbeat.log");
+        }
+        return idle_removed(&said, &runner, &mut term, &mut int).await;
+    }
     notify(&[sd_notify::NotifyState::Stopping]);
     let drain = config.drain_timeout();
     tracing::info!(
@@ -233,6 +254,38 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
             "the console did not answer within 5 s; it will mark this server stopped when heartbeats stay away"
         ),
     }
+    Ok(Exit::Success)
+}
+
+/// After the console said this server was removed: says so once, with how to enroll again,
+/// stops the tasks it still runs (the console let them go), and idles until stopped. Idle
+/// rather than exit: every service manager the agent runs under restarts an agent that exits
+/// (systemd's unit has Restart=always), and each restart would knock again.
+async fn idle_removed(
+    said: &str,
+    runner: &Runner,
+    term: &mut tokio::signal::unix::Signal,
+    int: &mut tokio::signal::unix::Signal,
+) -> anyhow::Result<Exit> {
+    tracing::error!(
+        "this server was removed from the console, which answered: {said}. The agent no longer \
+         asks the console for anything and stays idle until it is stopped. To enroll this host \
+         again: add it to a resource group in the console, then run that group's install \
+         command on this host with --reinstall (`... | sh -s -- --reinstall`), which enrolls \
+         it anew and restarts the agent (or run `tasknode enroll` and restart the agent); to \
+         remove the agent, run the install command with --uninstall"
+    );
+    notify(&[sd_notify::NotifyState::Status(
+        "removed from the console; idle (see agent.log for how to enroll again)",
+    )]);
+    if runner.running() > 0 {
+        runner.drain(Duration::ZERO, Duration::from_secs(1)).await;
+    }
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("agent stopped (this server is removed from the console)");
     Ok(Exit::Success)
 }
 

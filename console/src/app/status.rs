@@ -16,6 +16,7 @@ pub fn of(e: &ServiceError) -> (StatusCode, &'static str) {
         ServiceError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
         ServiceError::Unprocessable { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
         ServiceError::LimitReached { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "limit_reached"),
+        ServiceError::Removed { .. } => (StatusCode::GONE, "server_removed"),
         ServiceError::Upstream { .. } => (StatusCode::BAD_GATEWAY, "bad_gateway"),
         ServiceError::Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
         ServiceError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),

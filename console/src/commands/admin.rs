@@ -4,14 +4,17 @@ use serde::Serialize;
 use tasknode_protocol::updates::UpdateView;
 use tasknode_protocol::wire::{
     AddServer, CreateGroup, CreateInstallCommand, CreateProject, CreateUser, CreatedUser,
-    DeleteGroup, DeletedGroupView, GroupView, InstallCommand, ProjectView, RenameGroup, ServerView,
-    UserView,
+    DeleteGroup, DeletedGroupView, GroupView, InstallCommand, MoveServer, ProjectView, RemoveMode,
+    RemoveServer, RemovedServerView, RenameGroup, ServerView, UserView,
 };
 use tasknode_protocol::{NetworkType, validate};
 
 use super::print_table;
 use crate::cli::{Global, GroupCmd, InstallCommandArgs, Network, ProjectCmd, ServerCmd, UserCmd};
-use crate::client::AdminClient;
+use crate::client::{AdminClient, ClientError};
+
+/// How often `server remove --drain` asks whether the server is gone.
+const DRAIN_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
@@ -217,6 +220,89 @@ pub async fn server(global: &Global, cmd: ServerCmd) -> anyhow::Result<()> {
             println!(
                 "added server {} to {} group {} ({}): {}",
                 s.name, s.network, s.group, s.status, s.reason
+            );
+        }
+        ServerCmd::Remove {
+            name,
+            project,
+            drain,
+            no_wait,
+            force,
+            out,
+        } => {
+            validate::name("--project", &project)?;
+            let mode = match (drain, force) {
+                (true, _) => RemoveMode::Drain,
+                (_, true) => RemoveMode::Force,
+                _ => RemoveMode::Refuse,
+            };
+            let body = RemoveServer {
+                project,
+                name,
+                mode,
+            };
+            let mut said: Option<RemovedServerView> = None;
+            let r = loop {
+                let answer: Result<RemovedServerView, _> =
+                    client.post("/api/v1/servers/remove", &body).await;
+                let r: RemovedServerView = match (answer, said.take()) {
+                    (Ok(r), last) => {
+                        // Draining: say so when what it holds changes, and ask again until
+                        // it is gone.
+                        if r.state == "draining"
+                            && !no_wait
+                            && !out.json
+                            && last.as_ref().map(|l| &l.holding) != Some(&r.holding)
+                        {
+                            eprintln!("{}", r.message);
+                        }
+                        r
+                    }
+                    // Its agent's last task report removed it between two looks.
+                    (Err(ClientError::Refused { status: 404, .. }), Some(last)) => {
+                        break RemovedServerView {
+                            state: "removed".to_owned(),
+                            holding: Vec::new(),
+                            message: format!(
+                                "server {} was removed from group {} of project {} once its tasks finished; its agent is told at its next call and stops asking for work",
+                                last.name, last.group, last.project
+                            ),
+                            ..last
+                        };
+                    }
+                    (Err(e), _) => return Err(e.into()),
+                };
+                if r.state != "draining" || no_wait {
+                    break r;
+                }
+                said = Some(r);
+                tokio::time::sleep(DRAIN_POLL).await;
+            };
+            if out.json {
+                return print_json(&r);
+            }
+            println!("{}", r.message);
+        }
+        ServerCmd::Move {
+            name,
+            to,
+            project,
+            out,
+        } => {
+            validate::name("--project", &project)?;
+            validate::name("--to", &to)?;
+            let body = MoveServer {
+                project,
+                name,
+                group: to,
+            };
+            let s: ServerView = client.post("/api/v1/servers/move", &body).await?;
+            if out.json {
+                return print_json(&s);
+            }
+            println!(
+                "moved server {} to group {} of project {} ({}): {}",
+                s.name, s.group, s.project, s.status, s.reason
             );
         }
         ServerCmd::List {

@@ -68,6 +68,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
 
     let servers = store.list_servers(&ServerFilter::default()).await?;
     let live = Arc::new(LivenessMap::load(&servers));
+    live.forget_removed(&store.removed_nodes_since(None).await?);
     if let Some(dist) = &args.dist
         && !dist.join("repo").is_dir()
         && !dist.join("releases").is_dir()
@@ -219,6 +220,16 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
             args.persist_interval * 2 + liveness::CLOCK_ALLOWANCE,
         ))
     });
+    // Servers removed through another console: their nodes stop authenticating here too.
+    let removals = args.database.is_some().then(|| {
+        tokio::spawn(crate::removed::refresh_periodically(
+            Arc::clone(&live),
+            Arc::clone(&store),
+            clock,
+            refresh,
+            liveness::CLOCK_ALLOWANCE,
+        ))
+    });
     let renewer = tokio::spawn(lease::renew_periodically(Arc::clone(&lease)));
     let sweeper = tokio::spawn(tasks::sweep_periodically(
         Arc::clone(&store),
@@ -251,7 +262,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     sweeper.abort();
     rollout_ticker.abort();
     renewer.abort();
-    if let Some(r) = refresher {
+    for r in [refresher, removals].into_iter().flatten() {
         r.abort();
     }
     lease.release().await;

@@ -1,6 +1,6 @@
 //! Admin endpoints (admin token): projects, users, resource groups and servers (with where
 //! each stands in its group's rollout). The rules are in `service::projects`,
-//! `service::groups` and `service::servers`.
+//! `service::groups`, `service::servers` and `service::removal`.
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -10,7 +10,8 @@ use serde::Deserialize;
 use tasknode_protocol::validate;
 use tasknode_protocol::wire::{
     AddServer, CreateGroup, CreateProject, CreateUser, CreatedUser, DeleteGroup, DeletedGroupView,
-    GroupView, ProjectView, RenameGroup, ServerView, UserView, Validate,
+    GroupView, MoveServer, ProjectView, RemoveServer, RemovedServerView, RenameGroup, ServerView,
+    UserView, Validate,
 };
 
 use super::Admin;
@@ -164,6 +165,32 @@ pub async fn add_server(
 ) -> Result<(StatusCode, Json<ServerView>), ApiError> {
     let view = service::servers::add(&state, Caller::Admin, req).await?;
     Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// `POST /servers/remove`: 200 when removed, 202 while it drains.
+pub async fn remove_server(
+    _: Admin,
+    State(state): State<AppState>,
+    StrictJson(req): StrictJson<RemoveServer>,
+) -> Result<(StatusCode, Json<RemovedServerView>), ApiError> {
+    let view =
+        service::removal::remove(&state, Caller::Admin, &req.project, &req.name, req.mode).await?;
+    let status = if view.state == "draining" {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(view)))
+}
+
+pub async fn move_server(
+    _: Admin,
+    State(state): State<AppState>,
+    StrictJson(req): StrictJson<MoveServer>,
+) -> Result<Json<ServerView>, ApiError> {
+    Ok(Json(
+        service::removal::move_to(&state, Caller::Admin, req).await?,
+    ))
 }
 
 pub async fn list_servers(

@@ -5,8 +5,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use tasknode_protocol::wire::{
-    EnrollRequest, EnrollResponse, Health, HeartbeatRequest, HeartbeatResponse, NodeView,
-    ShutdownRequest,
+    EnrollRequest, EnrollResponse, Health, HeartbeatRequest, HeartbeatResponse, LeaveRequest,
+    NodeView, RemovedServerView, ShutdownRequest,
 };
 
 use super::AuthedNode;
@@ -44,6 +44,21 @@ pub async fn node(
     AuthedNode(node_id): AuthedNode,
 ) -> Result<Json<NodeView>, ApiError> {
     Ok(Json(service::nodes::view(&state, &node_id).await?))
+}
+
+/// `POST /nodes/{node_id}/leave`: 200 when removed, 202 while it drains.
+pub async fn leave(
+    State(state): State<AppState>,
+    AuthedNode(node_id): AuthedNode,
+    StrictJson(req): StrictJson<LeaveRequest>,
+) -> Result<(StatusCode, Json<RemovedServerView>), ApiError> {
+    let view = service::removal::leave(&state, &node_id, req.mode).await?;
+    let status = if view.state == "draining" {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(view)))
 }
 
 pub async fn shutdown(

@@ -48,6 +48,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/api/v1/nodes/{node_id}", get(agent::node))
         .route("/api/v1/nodes/{node_id}/heartbeat", post(agent::heartbeat))
         .route("/api/v1/nodes/{node_id}/shutdown", post(agent::shutdown))
+        .route("/api/v1/nodes/{node_id}/leave", post(agent::leave))
         .route(
             "/api/v1/projects",
             get(admin::list_projects).post(admin::create_project),
@@ -66,6 +67,8 @@ pub fn routes(state: &AppState) -> Router<AppState> {
             "/api/v1/servers",
             get(admin::list_servers).post(admin::add_server),
         )
+        .route("/api/v1/servers/remove", post(admin::remove_server))
+        .route("/api/v1/servers/move", post(admin::move_server))
         .route(
             "/api/v1/tasks",
             get(tasks::list)

@@ -251,3 +251,50 @@ async fn only_the_admin_starts_rollouts_and_users_make_their_own_install_links()
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_user_removes_and_moves_only_their_own_projects_servers_and_learns_of_no_other() {
+    use tasknode_protocol::wire::{MoveServer, RemoveMode};
+    let dir = tempfile::tempdir().unwrap();
+    let state = console(dir.path()).await;
+    // Another project's server, named through that project or through one's own, reads as
+    // missing, exactly as a server that exists nowhere does.
+    let unseen = "there is no project \"other\" you can see";
+    for mode in [RemoveMode::Refuse, RemoveMode::Drain, RemoveMode::Force] {
+        let e = super::removal::remove(&state, USER, "other", "h2", mode)
+            .await
+            .unwrap_err();
+        assert_not_found(e, unseen);
+        let theirs = super::removal::remove(&state, USER, "default", "h2", mode)
+            .await
+            .unwrap_err();
+        let nowhere = super::removal::remove(&state, USER, "default", "h9", mode)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            theirs.to_string().replace("h2", "h9"),
+            nowhere.to_string(),
+            "the same answer as for a server that does not exist"
+        );
+    }
+    let moving = |project: &str, name: &str| MoveServer {
+        project: project.into(),
+        name: name.into(),
+        group: "etl".into(),
+    };
+    let e = super::removal::move_to(&state, USER, moving("other", "h2"))
+        .await
+        .unwrap_err();
+    assert_not_found(e, unseen);
+    let e = super::removal::move_to(&state, USER, moving("default", "h2"))
+        .await
+        .unwrap_err();
+    assert_not_found(e, "there is no server \"h2\" in project \"default\"");
+    // Their server is where it was; one's own goes.
+    let theirs = state.store.server_by_name("other", "h2").await.unwrap();
+    assert_eq!(theirs.map(|s| s.group), Some("etl".to_owned()));
+    let r = super::removal::remove(&state, USER, "default", "h1", RemoveMode::Refuse)
+        .await
+        .unwrap();
+    assert_eq!(r.state, "removed");
+}

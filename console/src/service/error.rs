@@ -45,6 +45,10 @@ pub enum ServiceError {
         field: &'static str,
         message: String,
     },
+    /// The calling node's server was removed from its group: its credentials prove who it
+    /// was, and no longer open anything. Its agent stops knocking.
+    #[error("{message}")]
+    Removed { message: String },
     /// Something the console relies on (an agent's log service) failed.
     #[error("{message}")]
     Upstream { message: String },
@@ -71,6 +75,7 @@ impl ServiceError {
                 field.clone()
             }
             ServiceError::Forbidden { .. }
+            | ServiceError::Removed { .. }
             | ServiceError::Upstream { .. }
             | ServiceError::Throttled(_)
             | ServiceError::Internal(_) => None,

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod nodes;
 pub mod projects;
 pub mod releases;
+pub mod removal;
 pub mod servers;
 pub mod tasks;
 pub mod work;

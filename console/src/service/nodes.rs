@@ -16,14 +16,31 @@ pub async fn authenticate(
     node_id: &str,
     secret: &str,
 ) -> Result<(), ServiceError> {
-    state
+    let checked = state
         .live
         .authenticate_shared(state.store.as_ref(), node_id, secret, state.clock.now_ms())
-        .await?
-        .map_err(|e| ServiceError::Unauthorized {
-            field: "authorization",
-            message: e.to_string(),
-        })
+        .await?;
+    match checked {
+        Ok(()) => Ok(()),
+        // A removed server's own secret is told so (and nothing else); any other is refused
+        // as unknown.
+        Err(e) => Err(match state.live.removed_server(node_id, secret) {
+            Some(server) => removed(&server),
+            None => ServiceError::Unauthorized {
+                field: "authorization",
+                message: e.to_string(),
+            },
+        }),
+    }
+}
+
+/// The answer to a removed server's agent: what happened and how to enroll again.
+pub fn removed(server: &str) -> ServiceError {
+    ServiceError::Removed {
+        message: format!(
+            "server {server} was removed from its resource group on the console; this agent's node credentials no longer work and it runs no tasks. To use this host again, add it to a group (`tasknode-console server add --project P --group G --name NAME`, or the web console) and run that group's install command on it with --reinstall"
+        ),
+    }
 }
 
 fn enrolled_again() -> ServiceError {
@@ -35,11 +52,14 @@ fn enrolled_again() -> ServiceError {
 
 /// The server node `node_id` is enrolled as.
 pub(super) async fn node_server(state: &AppState, node_id: &str) -> Result<Server, ServiceError> {
-    state
-        .store
-        .server_by_node(node_id)
-        .await?
-        .ok_or_else(enrolled_again)
+    match state.store.server_by_node(node_id).await? {
+        Some(server) => Ok(server),
+        // Authenticated by a console that had not yet heard of the removal.
+        None => Err(match state.live.was_removed(node_id) {
+            Some(server) => removed(&server),
+            None => enrolled_again(),
+        }),
+    }
 }
 
 pub fn health(state: &AppState) -> Health {

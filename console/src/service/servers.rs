@@ -84,7 +84,12 @@ pub async fn views(
 
 /// Server `s` with liveness `live` as people read it at `now_ms` (without its rollout).
 pub fn view(state: &AppState, s: &Server, live: &Liveness, now_ms: i64) -> ServerView {
-    let (status, reason) = status::derive(s, live, now_ms, &state.thresholds);
+    let (status, mut reason) = status::derive(s, live, now_ms, &state.thresholds);
+    if s.draining_ms.is_some() {
+        reason = format!(
+            "draining: takes no new tasks and is removed when the tasks it holds finish ({reason})"
+        );
+    }
     let computed = s
         .enrollment
         .as_ref()

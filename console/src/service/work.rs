@@ -33,6 +33,10 @@ pub async fn poll(
     req: PollRequest,
 ) -> Result<PollResponse, ServiceError> {
     let server = node_server(state, node_id).await?;
+    // A draining server that holds nothing more is removed here, and its agent told so.
+    if super::removal::finish_drain(state, &server).await? {
+        return Err(super::nodes::removed(&server.name));
+    }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(req.wait_secs);
     let max = max_concurrency(&server);
     // Registered before the first look, so a change committed after it wakes this poll.
@@ -152,6 +156,10 @@ pub async fn finish(
     let answer = state.store.finish_task(server.id, id, req, now).await?;
     if answer == Fenced::Accepted {
         tracing::info!(task = id, server = %server.name, ?outcome, "task finished");
+        // The result is kept either way; a draining server's last one removes it.
+        if let Err(e) = super::removal::finish_drain(state, &server).await {
+            tracing::warn!(server = %server.name, error = %e, "completing a drain failed; the next poll tries again");
+        }
     }
     fenced(answer)
 }

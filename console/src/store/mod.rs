@@ -37,7 +37,10 @@ pub use secrets::{
     SecretBytes, SecretStore, SessionCaps, SessionStore, SessionUser, TokenDigest, WebSession,
     names as secret_names,
 };
-pub use servers::{Enrollment, EnrollmentToken, Server, ServerFilter, ServerStore, SpendToken};
+pub use servers::{
+    Enrollment, EnrollmentToken, Removal, RemoveMode, RemovedNode, Server, ServerFilter,
+    ServerStore, SpendToken,
+};
 pub use sqlite::SqliteStore;
 pub use tasks::{Assigned, Fenced, Reconciled, Task, TaskCount, TaskFilter, TaskStore};
 pub use wakes::{Wake, WakeStore};

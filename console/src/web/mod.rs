@@ -63,6 +63,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../web/templates/group_delete.html"),
     ),
     (
+        "server.html",
+        include_str!("../../web/templates/server.html"),
+    ),
+    (
         "add_server.html",
         include_str!("../../web/templates/add_server.html"),
     ),
@@ -129,6 +133,18 @@ pub fn router() -> Router<AppState> {
         .route(
             "/ui/groups/{project}/{group}/add-server",
             get(pages::add_server_page).post(pages::add_server),
+        )
+        .route(
+            "/ui/groups/{project}/{group}/servers/{name}",
+            get(pages::server_page),
+        )
+        .route(
+            "/ui/groups/{project}/{group}/servers/{name}/remove",
+            post(pages::remove_server),
+        )
+        .route(
+            "/ui/groups/{project}/{group}/servers/{name}/move",
+            post(pages::move_server),
         )
         .route(
             "/ui/groups/{project}/{group}/check-server",

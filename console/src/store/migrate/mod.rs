@@ -51,6 +51,7 @@ pub const TABLES: &[Table] = &[
     table("update_reports", &["server_id"]),
     table("web_sessions", &["token_sha256"]),
     table("console_secrets", &["name"]),
+    table("removed_nodes", &["node_id"]),
     table("audit_log", &["id"]),
 ];
 

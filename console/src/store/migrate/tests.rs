@@ -40,6 +40,12 @@ INSERT INTO web_sessions VALUES (randomblob(32), NULL, NULL, 'csrf-1', 25, 26, 2
                                 (zeroblob(32), 'ann', 'finance', 'csrf-2', 28, 29, 30);
 INSERT INTO console_secrets VALUES ('admin_token_sha256', randomblob(32), 31),
                                    ('tls_server/ü', X'00FF', 32);
+INSERT INTO tasks (id, group_id, script, timeout_secs, state, reason, submitted_ms, server_id,
+    lease, assigned_ms, started_ms, finished_ms, exit_code, signal, log_bytes, cancel_requested,
+    server_name)
+VALUES (3, 1, 'true', 1, 'succeeded', NULL, 33, NULL, 1, 34, 35, 36, 0, NULL, 0, 0, 'db-old');
+INSERT INTO removed_nodes VALUES ('node-0', 'cd34', 'db-old', 2, 37);
+UPDATE servers SET draining_ms = 38 WHERE id = 1;
 INSERT INTO audit_log VALUES (1, 33, 'admin', 'user.create', 'user ann', 'finance'),
                              (2, 34, 'user:ann', 'release.publish', 'release 1.2.0', NULL);
 "#;
@@ -171,7 +177,11 @@ async fn every_row_of_every_table_moves_with_its_id_and_checks_the_same() {
     );
     assert_eq!(
         h.psql("SELECT script || ' ' || cancel_requested FROM tasks ORDER BY id"),
-        "echo héllo ✓ false\nsleep 99 true"
+        "echo héllo ✓ false\nsleep 99 true\ntrue false"
+    );
+    assert_eq!(
+        h.psql("SELECT server_name FROM tasks WHERE id = 3"),
+        "db-old"
     );
     assert_eq!(
         h.psql("SELECT cpu_cores || ' ' || memory_bytes || ' ' || clock_offset_ms FROM servers WHERE id = 1"),
@@ -217,7 +227,7 @@ async fn every_row_of_every_table_moves_with_its_id_and_checks_the_same() {
         other => panic!("{other}"),
     }
     let text = err.to_string();
-    assert!(text.contains("tasks: 2 rows"), "{text}");
+    assert!(text.contains("tasks: 3 rows"), "{text}");
     assert!(text.contains("nothing was changed"), "{text}");
     assert_eq!(
         h.psql("SELECT count(*) || ' ' || max(id) FROM tasks"),

@@ -27,6 +27,7 @@ mod liveness;
 mod logs;
 mod projects;
 mod releases;
+mod removal;
 mod secrets;
 mod servers;
 mod tasks;
@@ -38,6 +39,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/0002_sessions_secrets.sql")),
     (3, include_str!("migrations/0003_leases.sql")),
     (4, include_str!("migrations/0004_task_logs.sql")),
+    (6, include_str!("migrations/0006_server_removal.sql")),
     (7, include_str!("migrations/0007_audit_log.sql")),
 ];
 
@@ -326,7 +328,8 @@ fn parse_network(s: &str) -> NetworkType {
 
 const SERVER_COLUMNS: &str = "s.id, s.name, g.name, p.name, g.network, s.max_concurrency, s.created_ms,
      s.node_id, s.secret_sha256, s.enrolled_ms, s.cpu_cores, s.memory_bytes,
-     s.agent_version, s.last_heartbeat_ms, s.clock_offset_ms, s.running_tasks, s.stopped_ms, s.stop_reason, g.id
+     s.agent_version, s.last_heartbeat_ms, s.clock_offset_ms, s.running_tasks, s.stopped_ms, s.stop_reason, g.id,
+     s.draining_ms
      FROM servers s JOIN resource_groups g ON g.id = s.group_id JOIN projects p ON p.id = g.project_id";
 
 fn server_from_row(r: &Row) -> Result<Server, StoreError> {
@@ -366,6 +369,7 @@ fn server_from_row(r: &Row) -> Result<Server, StoreError> {
             running_tasks: to_u32(col(r, 15)?),
             stopped,
         },
+        draining_ms: col(r, 19)?,
     })
 }
 

@@ -11,7 +11,8 @@ use super::{
     project_id, server_by_node, server_from_row, server_named, to_i64,
 };
 use crate::store::{
-    Enrollment, EnrollmentToken, Server, ServerFilter, ServerStore, SpendToken, StoreError,
+    Enrollment, EnrollmentToken, Removal, RemoveMode, RemovedNode, Server, ServerFilter,
+    ServerStore, SpendToken, StoreError,
 };
 
 #[async_trait]
@@ -184,6 +185,27 @@ impl ServerStore for PostgresStore {
         let generation: i64 = col(&row, 0)?;
         tx.commit().await.map_err(db(op))?;
         Ok(u64::try_from(generation).unwrap_or(0))
+    }
+
+    async fn remove_server(
+        &self,
+        project: &str,
+        name: &str,
+        mode: RemoveMode,
+        now_ms: i64,
+    ) -> Result<Removal, StoreError> {
+        self.remove(project, name, mode, now_ms).await
+    }
+
+    async fn move_server(&self, project: &str, name: &str, to: &str) -> Result<Server, StoreError> {
+        self.move_to(project, name, to).await
+    }
+
+    async fn removed_nodes_since(
+        &self,
+        since_ms: Option<i64>,
+    ) -> Result<Vec<RemovedNode>, StoreError> {
+        self.removed_since(since_ms).await
     }
 
     async fn create_enrollment_token(

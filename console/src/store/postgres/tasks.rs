@@ -20,7 +20,8 @@ use crate::store::{
 
 const ACTIVE: &str = "('assigned', 'running')";
 
-const TASK_COLUMNS: &str = "t.id, p.name, g.name, t.state, t.reason, s.name, t.timeout_secs,
+const TASK_COLUMNS: &str =
+    "t.id, p.name, g.name, t.state, t.reason, COALESCE(s.name, t.server_name), t.timeout_secs,
      t.submitted_ms, t.assigned_ms, t.started_ms, t.finished_ms, t.exit_code, t.signal,
      t.log_bytes, t.lease, t.cancel_requested
      FROM tasks t JOIN resource_groups g ON g.id = t.group_id JOIN projects p ON p.id = g.project_id
@@ -337,7 +338,9 @@ impl TaskStore for PostgresStore {
         // rollout members) free to be written meanwhile.
         let Some(server) = tx
             .query_opt(
-                "SELECT group_id FROM servers WHERE id = $1 FOR NO KEY UPDATE",
+                // A draining server takes no new tasks.
+                "SELECT group_id FROM servers WHERE id = $1 AND draining_ms IS NULL
+                 FOR NO KEY UPDATE",
                 &[&server_id],
             )
             .await

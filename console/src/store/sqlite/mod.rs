@@ -25,6 +25,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (7, include_str!("migrations/0007_sessions_secrets.sql")),
     (8, include_str!("migrations/0008_leases.sql")),
+    (9, include_str!("migrations/0009_server_removal.sql")),
     (10, include_str!("migrations/0010_audit_log.sql")),
 ];
 
@@ -35,6 +36,7 @@ mod liveness;
 mod logs;
 mod projects;
 mod releases;
+mod removal;
 mod secrets;
 mod servers;
 mod tasks;
@@ -213,7 +215,8 @@ fn parse_network(s: &str) -> NetworkType {
 
 const SERVER_COLUMNS: &str = "s.id, s.name, g.name, p.name, g.network, s.max_concurrency, s.created_ms,
      s.node_id, s.secret_sha256, s.enrolled_ms, s.cpu_cores, s.memory_bytes,
-     s.agent_version, s.last_heartbeat_ms, s.clock_offset_ms, s.running_tasks, s.stopped_ms, s.stop_reason, g.id
+     s.agent_version, s.last_heartbeat_ms, s.clock_offset_ms, s.running_tasks, s.stopped_ms, s.stop_reason, g.id,
+     s.draining_ms
      FROM servers s JOIN resource_groups g ON g.id = s.group_id JOIN projects p ON p.id = g.project_id";
 
 fn server_from_row(r: &Row<'_>) -> rusqlite::Result<Server> {
@@ -253,6 +256,7 @@ fn server_from_row(r: &Row<'_>) -> rusqlite::Result<Server> {
             running_tasks: r.get(15)?,
             stopped,
         },
+        draining_ms: r.get(19)?,
     })
 }
 

@@ -9,8 +9,10 @@ use super::{
     SERVER_COLUMNS, SqliteStore, group_of, is_unique_violation, parse_network, project_id,
     server_by_node, server_from_row, server_named, sql,
 };
+use crate::store::wakes::requeued;
 use crate::store::{
-    Enrollment, EnrollmentToken, Server, ServerFilter, ServerStore, SpendToken, StoreError,
+    Enrollment, EnrollmentToken, Removal, RemoveMode, RemovedNode, Server, ServerFilter,
+    ServerStore, SpendToken, StoreError, Wake,
 };
 
 #[async_trait]
@@ -182,6 +184,46 @@ impl ServerStore for SqliteStore {
             Ok(u64::try_from(generation).unwrap_or(0))
         })
         .await
+    }
+
+    async fn remove_server(
+        &self,
+        project: &str,
+        name: &str,
+        mode: RemoveMode,
+        now_ms: i64,
+    ) -> Result<Removal, StoreError> {
+        let (project, name) = (project.to_owned(), name.to_owned());
+        let (removal, groups) = self
+            .call(move |conn| super::removal::remove(conn, &project, &name, mode, now_ms))
+            .await?;
+        let server = match &removal {
+            Removal::Removed { server, .. } | Removal::Draining { server, .. } => server.id,
+        };
+        // Its polls look again (and find it gone or draining); tasks queued again wake their
+        // group.
+        self.wakes.send(Wake::Server { server });
+        for w in requeued(&groups) {
+            self.wakes.send(w);
+        }
+        Ok(removal)
+    }
+
+    async fn move_server(&self, project: &str, name: &str, to: &str) -> Result<Server, StoreError> {
+        let (project, name, to) = (project.to_owned(), name.to_owned(), to.to_owned());
+        let moved = self
+            .call(move |conn| super::removal::move_to(conn, &project, &name, &to))
+            .await?;
+        self.wakes.send(Wake::Server { server: moved.id });
+        Ok(moved)
+    }
+
+    async fn removed_nodes_since(
+        &self,
+        since_ms: Option<i64>,
+    ) -> Result<Vec<RemovedNode>, StoreError> {
+        self.call(move |conn| super::removal::removed_since(conn, since_ms))
+            .await
     }
 
     async fn create_enrollment_token(

@@ -18,7 +18,8 @@ use crate::store::{
 
 const ACTIVE: &str = "('assigned', 'running')";
 
-const TASK_COLUMNS: &str = "t.id, p.name, g.name, t.state, t.reason, s.name, t.timeout_secs,
+const TASK_COLUMNS: &str =
+    "t.id, p.name, g.name, t.state, t.reason, COALESCE(s.name, t.server_name), t.timeout_secs,
      t.submitted_ms, t.assigned_ms, t.started_ms, t.finished_ms, t.exit_code, t.signal,
      t.log_bytes, t.lease, t.cancel_requested
      FROM tasks t JOIN resource_groups g ON g.id = t.group_id JOIN projects p ON p.id = g.project_id
@@ -288,7 +289,8 @@ fn assign(
         let mut stmt = tx
             .prepare_cached(
                 "SELECT t.id, t.lease, t.script, t.timeout_secs, t.submitted_ms FROM tasks t
-                 WHERE t.group_id = (SELECT group_id FROM servers WHERE id = ?1)
+                 WHERE t.group_id = (SELECT group_id FROM servers
+                                     WHERE id = ?1 AND draining_ms IS NULL)
                    AND t.state = 'queued'
                  ORDER BY t.id LIMIT ?2",
             )

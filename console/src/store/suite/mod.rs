@@ -10,6 +10,7 @@ mod liveness;
 mod logs;
 mod projects;
 mod releases;
+mod removal;
 mod secrets;
 pub(crate) mod servers;
 mod tasks;
@@ -159,6 +160,9 @@ suite!(
     servers::a_token_is_spent_once_with_its_enrollment_and_not_after_expiry,
     servers::pending_names_do_not_block_other_projects_and_the_first_enrollment_wins,
     servers::a_refused_enrollment_leaves_its_token_unspent,
+    removal::a_busy_server_is_removed_only_by_drain_or_force,
+    removal::an_idle_last_server_is_refused_while_its_group_has_queued_tasks,
+    removal::a_moved_server_keeps_its_identity_within_its_project_and_network,
     tasks::a_stale_lease_can_neither_start_nor_finish_a_task,
     tasks::assignment_stops_at_max_concurrency_and_a_lost_task_is_not_run_again,
     tasks::tasks_are_counted_per_group_and_state,

@@ -154,11 +154,28 @@ async fn server_rows_of(
         .collect())
 }
 
+/// `?removed=NAME`: the notice after a server was removed from the group.
+#[derive(Debug, Default, Deserialize)]
+pub struct GroupQuery {
+    removed: Option<String>,
+}
+
 pub async fn group(
     State(state): State<AppState>,
     viewer: Viewer,
     Path((project, group)): Path<(String, String)>,
+    Query(q): Query<GroupQuery>,
 ) -> Result<Response, WebError> {
+    let notice = q
+        .removed
+        .filter(|r| {
+            r.len() <= 253
+                && r.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+        })
+        .map(|r| {
+            format!("Server {r} was removed from {group}; its agent is told at its next call.")
+        });
     group_page(
         &state,
         &viewer,
@@ -166,6 +183,7 @@ pub async fn group(
         &group,
         &FormErrors::default(),
         "",
+        notice,
     )
     .await
 }
@@ -177,6 +195,7 @@ async fn group_page(
     group: &str,
     errors: &FormErrors,
     new_name: &str,
+    notice: Option<String>,
 ) -> Result<Response, WebError> {
     let g = find_group(state, viewer, project, group).await?;
     let rows = server_rows_of(state, viewer, project, group).await?;
@@ -191,6 +210,7 @@ async fn group_page(
             servers => rows,
             errors => errors,
             new_name => new_name,
+            notice => notice,
         },
     ))
 }
@@ -233,7 +253,7 @@ pub async fn rename_group(
             }
         }
     }
-    group_page(&state, &viewer, &project, &group, &errors, &new_name).await
+    group_page(&state, &viewer, &project, &group, &errors, &new_name, None).await
 }
 
 pub async fn delete_group_page(
