@@ -26,8 +26,19 @@ pub async fn record(
     object: String,
     project: Option<&str>,
 ) {
+    record_as(state, actor(caller), action, object, project).await;
+}
+
+/// The same for an actor that is not an operator: `node:ID`, a server's own agent.
+pub async fn record_as(
+    state: &AppState,
+    actor: String,
+    action: &'static str,
+    object: String,
+    project: Option<&str>,
+) {
     let entry = NewAuditEntry {
-        actor: actor(caller),
+        actor,
         action,
         object,
         project: project.map(str::to_owned),

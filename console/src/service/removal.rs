@@ -35,15 +35,29 @@ pub async fn remove(
     mode: RemoveMode,
 ) -> Result<RemovedServerView, ServiceError> {
     caller.check_project(project)?;
+    let now = state.clock.now_ms();
     let removal = state
         .store
-        .remove_server(project, name, mode, state.clock.now_ms())
+        .remove_server(project, name, mode, now)
         .await
         .map_err(|e| server_error(project, name, e))?;
+    // A drain asked again (the CLI asks until it is done) is recorded once, when it starts.
+    let started_draining =
+        matches!(&removal, Removal::Draining { server, .. } if server.draining_ms == Some(now));
     if let Removal::Draining { server, holding } = &removal {
         tracing::info!(server = %server.name, group = %server.group, ?holding, "server draining");
     }
-    Ok(settle(state, removal, mode))
+    let view = settle(state, removal, mode);
+    if view.state == "removed" || started_draining {
+        let action = if started_draining {
+            "server.drain"
+        } else {
+            "server.remove"
+        };
+        let object = format!("server {} in group {} ({mode})", view.name, view.group);
+        super::audit::record(state, caller, action, object, Some(&view.project)).await;
+    }
+    Ok(view)
 }
 
 /// Removes the server node `node_id` is enrolled as, at its agent's request (install.sh
@@ -60,7 +74,20 @@ pub async fn leave(
         .await
         .map_err(|e| server_error(&server.project, &server.name, e))?;
     tracing::info!(server = %server.name, group = %server.group, %mode, "the server's agent asked to leave the console");
-    Ok(settle(state, removal, mode))
+    let view = settle(state, removal, mode);
+    super::audit::record_as(
+        state,
+        format!("node:{node_id}"),
+        if view.state == "removed" {
+            "server.leave"
+        } else {
+            "server.drain"
+        },
+        format!("server {} in group {} ({mode})", view.name, view.group),
+        Some(&view.project),
+    )
+    .await;
+    Ok(view)
 }
 
 /// Removes draining server `s` once it holds no task (its agent's polls and finishes call
@@ -186,6 +213,14 @@ pub async fn move_to(
         .await
         .map_err(|e| server_error(&req.project, &req.name, e))?;
     tracing::info!(server = %moved.name, group = %moved.group, project = %moved.project, "server moved");
+    super::audit::record(
+        state,
+        caller,
+        "server.move",
+        format!("server {} to group {}", moved.name, moved.group),
+        Some(&moved.project),
+    )
+    .await;
     // Its agent's poll here waits on its old group's wake-ups: it ends, and the next waits on
     // the new group's.
     state.dispatch.end_polls_of(moved.id);
