@@ -291,6 +291,30 @@ fn a_moved_server_runs_its_new_groups_tasks_and_a_forced_removal_kills_the_runni
     let out = console.cli_ok(&["group", "delete", "--group", "batch"]);
     assert!(out.contains("deleted resource group batch"), "{out}");
     assert_eq!(console.server(U2)["status"], "available");
+
+    // The audit log has the move, the removal and the group's deletion, newest first.
+    let audit = json_of(&console.cli_ok(&["audit", "--json"]));
+    let server_changes: Vec<(&str, &str)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["object"].as_str().unwrap()))
+        .filter(|(a, _)| a.starts_with("server.") && *a != "server.add" || *a == "group.delete")
+        .collect();
+    assert_eq!(
+        server_changes,
+        [
+            ("group.delete", "group batch"),
+            (
+                "server.remove",
+                format!("server {U1} in group batch (force)").as_str()
+            ),
+            (
+                "server.move",
+                format!("server {U2} to group nightly").as_str()
+            ),
+        ]
+    );
 }
 
 /// Two consoles on one throwaway PostgreSQL: a server removed through one is answered
