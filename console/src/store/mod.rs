@@ -24,7 +24,9 @@ use tasknode_protocol::tasks::TaskState;
 
 pub use health::HealthStore;
 pub use leases::{Fence, LeaseStore};
-pub use liveness::{Liveness, LivenessStore, LivenessUpdate, NodeRecord, Stop};
+pub use liveness::{
+    ChangeCursor, Liveness, LivenessStore, LivenessUpdate, NodeChanges, NodeRecord, Stop,
+};
 pub use logs::{Appended, LogLimits, TaskLogStore};
 pub use postgres::{PostgresStore, redact as redact_url};
 pub use projects::{DeletedGroup, Group, Login, Project, ProjectStore, User};

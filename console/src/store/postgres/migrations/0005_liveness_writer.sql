@@ -1,0 +1,6 @@
+-- Which transaction last wrote a node's liveness or enrollment, and which console: each
+-- console's periodic load of liveness takes only the rows other consoles wrote in
+-- transactions its previous load could not see (liveness.rs). PostgreSQL only: SQLite has
+-- one console, and `migrate` leaves these columns to their defaults.
+ALTER TABLE servers ADD COLUMN live_xid BIGINT NOT NULL DEFAULT txid_current();
+ALTER TABLE servers ADD COLUMN live_writer BIGINT;
