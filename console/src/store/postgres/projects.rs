@@ -183,7 +183,10 @@ impl ProjectStore for PostgresStore {
         let c = self.client().await?;
         let row = c
             .q_opt(
-                "SELECT EXISTS (SELECT 1 FROM servers s WHERE s.group_id = g.id)
+                // Not EXISTS: its plan (a scan that stops at the first match) walked most of
+                // the servers table when the group's rows were not near its start.
+                "SELECT (SELECT s.id FROM servers s WHERE s.group_id = g.id ORDER BY s.id LIMIT 1)
+                        IS NOT NULL
                  FROM resource_groups g JOIN projects p ON p.id = g.project_id
                  WHERE p.name = $1 AND g.name = $2",
                 &[&project, &group],

@@ -205,7 +205,10 @@ pub(super) async fn a_group_with_servers_or_unfinished_tasks_is_not_deleted(h: &
     ));
     assert!(matches!(
         store.group_has_servers("nope", "etl").await,
-        Err(StoreError::NotFound { kind: "project", .. })
+        Err(StoreError::NotFound {
+            kind: "project",
+            ..
+        })
     ));
     let err = store.delete_group("default", "etl").await.unwrap_err();
     assert!(
