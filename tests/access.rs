@@ -163,3 +163,50 @@ fn passwords_links_and_users_are_taken_away_at_once_and_the_audit_log_says_who()
     assert!(!bad.status.success());
     assert!(stderr(&bad).contains("limit"), "{}", stderr(&bad));
 }
+
+#[test]
+fn the_web_audit_log_pages_and_shows_a_user_their_own_project_only() {
+    let (console, _agents) = console_serving_agent(&[]);
+    let password = json(&console.cli_ok(&["user", "password", "etl", "--json"]));
+    let password = password["password"].as_str().unwrap().to_owned();
+    console.cli_ok(&["project", "create", "other"]);
+    console.cli_ok(&["group", "create", "theirs", "--project", "other"]);
+    // More of the user's project's entries than a page holds (50).
+    let http = console.http();
+    for i in 0..55 {
+        let res = http
+            .post(console.api("/groups"))
+            .bearer_auth(console.token())
+            .json(&serde_json::json!({"name": format!("g{i}"), "project": "default", "network": "vpc"}))
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), 201);
+    }
+    let user = WebClient::new(&console.url, LOCAL).sign_in("etl", &password);
+    let (status, first) = user.get("/ui/audit");
+    assert_eq!(status, 200);
+    assert_eq!(first.matches("<tr id=\"audit-").count(), 50, "{first}");
+    assert!(first.contains("group g54 (vpc)") && !first.contains("group g4 (vpc)"));
+    assert!(
+        !first.contains("theirs") && !first.contains("project other"),
+        "{first}"
+    );
+    // The page links to the older one, which goes on where the first stopped.
+    let older = first
+        .split("href=\"/ui/audit?before=")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no link to older entries: {first}"))
+        .to_owned();
+    let (status, second) = user.get(&format!("/ui/audit?before={older}"));
+    assert_eq!(status, 200);
+    assert!(
+        second.contains("group g4 (vpc)") && second.contains("user etl"),
+        "{second}"
+    );
+    assert!(!second.contains("group g5 (vpc)"), "{second}");
+    assert!(!second.contains("href=\"/ui/audit?before="), "{second}");
+    // A cursor that is not a number shows the newest page.
+    let (status, again) = user.get("/ui/audit?before=x");
+    assert_eq!((status, again.contains("group g54 (vpc)")), (200, true));
+}

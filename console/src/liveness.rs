@@ -18,7 +18,6 @@ use std::time::Duration;
 use tasknode_protocol::wire::HeartbeatRequest;
 
 use crate::auth::{self, SecretDigest};
-use crate::clock::Clock;
 use crate::removed::RemovedNodes;
 use crate::store::{
     Liveness, LivenessUpdate, NodeRecord, RemovedNode, Server, Stop, Store, StoreError,
@@ -26,8 +25,6 @@ use crate::store::{
 
 /// How often a console loads the liveness other consoles wrote.
 pub const REFRESH: Duration = Duration::from_secs(2);
-/// How far consoles' clocks may differ, as the liveness they load from each other allows for.
-pub const CLOCK_ALLOWANCE: Duration = Duration::from_secs(5);
 /// A node id looked up in the store and not found is not looked up again for this long.
 pub const LOOKUP_AGAIN_MS: i64 = 5_000;
 /// Store lookups of unknown node ids per second, in all.
@@ -463,31 +460,23 @@ pub async fn flush_periodically(map: Arc<LivenessMap>, store: Arc<dyn Store>, ev
     }
 }
 
-/// Every `every`, merges into `map` what the store holds of the nodes whose last heartbeat,
-/// shutdown or enrollment is at most `lookback` older than the previous load began (other
-/// consoles write heartbeats up to their flush interval late; the lookback covers that and
-/// the consoles' clock difference). Rows seen twice merge to the same result.
-pub async fn refresh_periodically(
-    map: Arc<LivenessMap>,
-    store: Arc<dyn Store>,
-    clock: Clock,
-    every: Duration,
-    lookback: Duration,
-) {
-    let lookback_ms = i64::try_from(lookback.as_millis()).unwrap_or(i64::MAX);
-    let mut since = clock.now_ms().saturating_sub(lookback_ms);
+/// Every `every`, merges into `map` what other consoles wrote to the store since the previous
+/// load ([`Store::nodes_changed`]: the store keeps the cursor exact, so no heartbeat written
+/// between two loads is missed, and rows this console wrote itself are not loaded back). Rows
+/// seen twice merge to the same result.
+pub async fn refresh_periodically(map: Arc<LivenessMap>, store: Arc<dyn Store>, every: Duration) {
+    let mut after = None;
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let began = clock.now_ms();
-        match store.nodes_changed_since(Some(since)).await {
-            Ok(records) => {
-                let n = map.merge(records);
+        match store.nodes_changed(after).await {
+            Ok(changes) => {
+                let n = map.merge(changes.nodes);
                 if n > 0 {
                     tracing::debug!(nodes = n, "merged liveness other consoles wrote");
                 }
-                since = began.saturating_sub(lookback_ms);
+                after = Some(changes.next);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "loading liveness other consoles wrote failed; will retry")

@@ -13,6 +13,10 @@ use crate::clock::Clock;
 use crate::liveness::LivenessMap;
 use crate::store::{RemovedNode, Store};
 
+/// How far consoles' clocks may differ: a removal is loaded from this long before the last
+/// load, by the removing console's clock.
+pub const CLOCK_ALLOWANCE: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Clone)]
 struct Tombstone {
     secret: SecretDigest,

@@ -196,9 +196,8 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         Arc::clone(&store),
         args.persist_interval,
     ));
-    // With PostgreSQL, other consoles write liveness too: load it, reaching back two flush
-    // intervals and a few seconds of clock difference (docs/architecture.md, "Liveness across
-    // consoles").
+    // With PostgreSQL, other consoles write liveness too: load what they wrote since the last
+    // load (docs/architecture.md, "Liveness across consoles").
     let refresh = liveness::REFRESH.min(args.persist_interval);
     if args.database.is_some()
         && thresholds.degraded_after <= thresholds.interval + args.persist_interval + refresh
@@ -215,9 +214,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(liveness::refresh_periodically(
             Arc::clone(&live),
             Arc::clone(&store),
-            clock,
             refresh,
-            args.persist_interval * 2 + liveness::CLOCK_ALLOWANCE,
         ))
     });
     // Servers removed through another console: their nodes stop authenticating here too.
@@ -227,7 +224,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
             Arc::clone(&store),
             clock,
             refresh,
-            liveness::CLOCK_ALLOWANCE,
+            crate::removed::CLOCK_ALLOWANCE,
         ))
     });
     let renewer = tokio::spawn(lease::renew_periodically(Arc::clone(&lease)));

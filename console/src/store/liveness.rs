@@ -42,17 +42,28 @@ pub struct NodeRecord {
     pub liveness: Liveness,
 }
 
+/// Where a console's loads of liveness have got to, as the store that returned it counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangeCursor(pub(crate) i64);
+
+/// What [`LivenessStore::nodes_changed`] found, and where the next load starts.
+#[derive(Debug, Clone)]
+pub struct NodeChanges {
+    pub nodes: Vec<NodeRecord>,
+    pub next: ChangeCursor,
+}
+
 #[async_trait]
 pub trait LivenessStore: Send + Sync {
     /// Persists a batch of liveness updates in one transaction.
     async fn record_liveness(&self, batch: Vec<LivenessUpdate>) -> Result<(), StoreError>;
     /// The enrolled node `node_id`, if it is the current enrollment of a server.
     async fn node_record(&self, node_id: &str) -> Result<Option<NodeRecord>, StoreError>;
-    /// Every enrolled node whose last heartbeat, clean shutdown or enrollment is at or after
-    /// `since_ms` (all of them without it): what other consoles wrote since a console's last
-    /// load, give or take the lookback the caller allows for.
-    async fn nodes_changed_since(
-        &self,
-        since_ms: Option<i64>,
-    ) -> Result<Vec<NodeRecord>, StoreError>;
+    /// The enrolled nodes whose liveness or enrollment may have changed since `after` was
+    /// returned (every node without it), and where the next load starts. What this store
+    /// itself wrote last is left out where the backend can tell: on PostgreSQL a row carries
+    /// the transaction and the console that last wrote it, and a load returns only the rows
+    /// other consoles wrote (or enrollments, which any console wrote) in transactions its
+    /// previous load could not see. SQLite, which one console uses, returns every node.
+    async fn nodes_changed(&self, after: Option<ChangeCursor>) -> Result<NodeChanges, StoreError>;
 }

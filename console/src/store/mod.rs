@@ -28,7 +28,9 @@ pub use access::{AccessStore, DeletedUser, InstallLink};
 pub use audit::{AuditEntry, AuditStore, NewAuditEntry};
 pub use health::HealthStore;
 pub use leases::{Fence, LeaseStore};
-pub use liveness::{Liveness, LivenessStore, LivenessUpdate, NodeRecord, Stop};
+pub use liveness::{
+    ChangeCursor, Liveness, LivenessStore, LivenessUpdate, NodeChanges, NodeRecord, Stop,
+};
 pub use logs::{Appended, LogLimits, TaskLogStore};
 pub use postgres::{PostgresStore, redact as redact_url};
 pub use projects::{DeletedGroup, Group, Login, Project, ProjectStore, User};

@@ -64,6 +64,10 @@ const fn table(name: &'static str, key: &'static [&'static str]) -> Table {
 /// matters, and the consoles on PostgreSQL take them afresh).
 pub const NOT_MOVED: &[&str] = &["schema_version", "leases"];
 
+/// Columns only the PostgreSQL schema has: bookkeeping of the consoles sharing it, which a
+/// migrated row takes from the column's default.
+pub const POSTGRES_ONLY: &[(&str, &str)] = &[("servers", "live_xid"), ("servers", "live_writer")];
+
 /// Rows a progress report is given after, at most.
 const PROGRESS_EVERY: u64 = 5_000;
 
@@ -342,6 +346,9 @@ async fn columns_of(
     for r in &rows {
         let name: String = r.get(0);
         let data_type: String = r.get(1);
+        if POSTGRES_ONLY.contains(&(table.name, name.as_str())) {
+            continue;
+        }
         let kind = Kind::of(&data_type).ok_or_else(|| {
             MigrateError::Schema(format!(
                 "column {}.{name} has PostgreSQL type {data_type}, which migrate does not know",

@@ -2,13 +2,20 @@
 //! one array per column), so a batch of thousands of nodes is one round trip. Several consoles
 //! write the same node when its agent moves between them: a write never moves a node's last
 //! heartbeat back, so the newest heartbeat wins whichever console flushes last.
+//!
+//! Each write stamps its rows with its transaction id and its console (`live_xid`,
+//! `live_writer`), so a console's periodic load takes only what other consoles wrote since its
+//! last one: about a refresh interval of the others' heartbeats, not every node seen lately.
 
 use async_trait::async_trait;
 
 use tokio_postgres::Row;
 
-use super::{PostgresStore, col, db, to_u32};
-use crate::store::{Liveness, LivenessStore, LivenessUpdate, NodeRecord, Stop, StoreError};
+use super::{Cached, PostgresStore, col, db, to_u32};
+use crate::store::{
+    ChangeCursor, Liveness, LivenessStore, LivenessUpdate, NodeChanges, NodeRecord, Stop,
+    StoreError,
+};
 
 const NODE_COLUMNS: &str = "id, node_id, secret_sha256, enroll_generation, agent_version,
      last_heartbeat_ms, clock_offset_ms, running_tasks, stopped_ms, stop_reason FROM servers";
@@ -63,17 +70,25 @@ impl LivenessStore for PostgresStore {
             .map(|u| u.liveness.stopped.as_ref().map(|s| s.reason.as_str()))
             .collect();
         let c = self.client().await?;
-        c.execute(
+        c.exec(
             "UPDATE servers s SET agent_version = u.version, last_heartbeat_ms = u.heartbeat,
                     clock_offset_ms = u.clock_offset, running_tasks = u.running,
-                    stopped_ms = u.stopped, stop_reason = u.reason
+                    stopped_ms = u.stopped, stop_reason = u.reason,
+                    live_xid = txid_current(), live_writer = $8
              FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[],
                          $6::bigint[], $7::text[])
                   AS u(node_id, version, heartbeat, clock_offset, running, stopped, reason)
              WHERE s.node_id = u.node_id
                AND coalesce(s.last_heartbeat_ms, 0) <= coalesce(u.heartbeat, 0)",
             &[
-                &node, &version, &heartbeat, &offset, &running, &stopped, &reason,
+                &node,
+                &version,
+                &heartbeat,
+                &offset,
+                &running,
+                &stopped,
+                &reason,
+                &self.writer(),
             ],
         )
         .await
@@ -83,7 +98,7 @@ impl LivenessStore for PostgresStore {
 
     async fn node_record(&self, node_id: &str) -> Result<Option<NodeRecord>, StoreError> {
         let c = self.client().await?;
-        c.query_opt(
+        c.q_opt(
             &format!("SELECT {NODE_COLUMNS} WHERE node_id = $1"),
             &[&node_id],
         )
@@ -93,22 +108,39 @@ impl LivenessStore for PostgresStore {
         .transpose()
     }
 
-    async fn nodes_changed_since(
-        &self,
-        since_ms: Option<i64>,
-    ) -> Result<Vec<NodeRecord>, StoreError> {
+    async fn nodes_changed(&self, after: Option<ChangeCursor>) -> Result<NodeChanges, StoreError> {
+        let op = "loading liveness";
         let c = self.client().await?;
-        // GREATEST ignores NULLs.
-        let rows = c
-            .query(
-                &format!(
-                    "SELECT {NODE_COLUMNS} WHERE node_id IS NOT NULL AND ($1::bigint IS NULL
-                       OR GREATEST(last_heartbeat_ms, stopped_ms, enrolled_ms) >= $1)"
-                ),
-                &[&since_ms],
-            )
-            .await
-            .map_err(db("loading liveness"))?;
-        rows.iter().map(node_from_row).collect()
+        // Every transaction this load does not see has an id at or above the oldest one its
+        // snapshot found running; taken before the load, it is at or below the load's own.
+        let next: i64 = col(
+            &c.q_one("SELECT txid_snapshot_xmin(txid_current_snapshot())", &[])
+                .await
+                .map_err(db(op))?,
+            0,
+        )?;
+        let rows = match after {
+            None => c
+                .query(
+                    &format!("SELECT {NODE_COLUMNS} WHERE node_id IS NOT NULL"),
+                    &[],
+                )
+                .await
+                .map_err(db(op))?,
+            Some(ChangeCursor(after)) => c
+                .q(
+                    &format!(
+                        "SELECT {NODE_COLUMNS} WHERE node_id IS NOT NULL AND live_xid >= $1
+                           AND live_writer IS DISTINCT FROM $2"
+                    ),
+                    &[&after, &self.writer()],
+                )
+                .await
+                .map_err(db(op))?,
+        };
+        Ok(NodeChanges {
+            nodes: rows.iter().map(node_from_row).collect::<Result<_, _>>()?,
+            next: ChangeCursor(next),
+        })
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::FromSql;
+use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{GenericClient, NoTls, Row};
 
 use super::wakes::WakeHub;
@@ -39,6 +39,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/0002_sessions_secrets.sql")),
     (3, include_str!("migrations/0003_leases.sql")),
     (4, include_str!("migrations/0004_task_logs.sql")),
+    (5, include_str!("migrations/0005_liveness_writer.sql")),
     (6, include_str!("migrations/0006_server_removal.sql")),
     (7, include_str!("migrations/0007_audit_log.sql")),
 ];
@@ -108,6 +109,36 @@ impl Drop for PostgresStore {
 }
 
 pub(super) type PgError = tokio_postgres::Error;
+
+/// Statements run on the hot paths (a task's submit, assignment, start and finish, a node's
+/// lookup, liveness) are prepared once per pooled connection and kept there (deadpool's
+/// statement cache): a statement given as text costs a round trip to prepare it every time it
+/// runs, which doubled the round trips of every task. Only fixed statement texts go through
+/// it (the cache keeps every text it saw for the connection's life).
+#[async_trait::async_trait]
+trait Cached: deadpool_postgres::GenericClient {
+    async fn q(&self, sql: &str, p: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, PgError> {
+        let st = self.prepare_cached(sql).await?;
+        self.query(&st, p).await
+    }
+
+    async fn q_opt(&self, sql: &str, p: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>, PgError> {
+        let st = self.prepare_cached(sql).await?;
+        self.query_opt(&st, p).await
+    }
+
+    async fn q_one(&self, sql: &str, p: &[&(dyn ToSql + Sync)]) -> Result<Row, PgError> {
+        let st = self.prepare_cached(sql).await?;
+        self.query_one(&st, p).await
+    }
+
+    async fn exec(&self, sql: &str, p: &[&(dyn ToSql + Sync)]) -> Result<u64, PgError> {
+        let st = self.prepare_cached(sql).await?;
+        self.execute(&st, p).await
+    }
+}
+
+impl<C: deadpool_postgres::GenericClient + ?Sized> Cached for C {}
 
 fn db(op: &'static str) -> impl FnOnce(PgError) -> StoreError {
     move |source| StoreError::Database {
@@ -186,8 +217,17 @@ impl PostgresStore {
     }
 
     /// Sends `wakes` to the other consoles with the transaction `c` is in (see [`wakes`]).
-    async fn notify(&self, c: &impl GenericClient, wakes: &[Wake]) -> Result<(), StoreError> {
+    async fn notify(
+        &self,
+        c: &impl deadpool_postgres::GenericClient,
+        wakes: &[Wake],
+    ) -> Result<(), StoreError> {
         wakes::notify(c, self.instance, wakes).await
+    }
+
+    /// This console as the rows it writes name it (`servers.live_writer`).
+    fn writer(&self) -> i64 {
+        i64::from_ne_bytes(self.instance.to_ne_bytes())
     }
 
     /// Wakes this console's polls, once the transaction that sent `wakes` committed.
@@ -284,8 +324,11 @@ async fn migrate(client: &mut Object, database: &str) -> Result<(), StoreError> 
     tx.commit().await.map_err(open_err)
 }
 
-async fn project_id(c: &impl GenericClient, project: &str) -> Result<i64, StoreError> {
-    c.query_opt("SELECT id FROM projects WHERE name = $1", &[&project])
+async fn project_id(
+    c: &impl deadpool_postgres::GenericClient,
+    project: &str,
+) -> Result<i64, StoreError> {
+    c.q_opt("SELECT id FROM projects WHERE name = $1", &[&project])
         .await
         .map_err(db("looking up a project"))?
         .map(|r| col(&r, 0))
@@ -298,13 +341,13 @@ async fn project_id(c: &impl GenericClient, project: &str) -> Result<i64, StoreE
 
 /// The id and network of group `group` of `project`, or `NotFound` naming what is missing.
 async fn group_of(
-    c: &impl GenericClient,
+    c: &impl deadpool_postgres::GenericClient,
     project: &str,
     group: &str,
 ) -> Result<(i64, String), StoreError> {
     let pid = project_id(c, project).await?;
     let row = c
-        .query_opt(
+        .q_opt(
             "SELECT id, network FROM resource_groups WHERE project_id = $1 AND name = $2",
             &[&pid, &group],
         )
@@ -375,10 +418,10 @@ fn server_from_row(r: &Row) -> Result<Server, StoreError> {
 
 /// One server with its group and project, by its node id.
 async fn server_by_node(
-    c: &impl GenericClient,
+    c: &impl deadpool_postgres::GenericClient,
     node_id: &str,
 ) -> Result<Option<Server>, StoreError> {
-    c.query_opt(
+    c.q_opt(
         &format!("SELECT {SERVER_COLUMNS} WHERE s.node_id = $1"),
         &[&node_id],
     )

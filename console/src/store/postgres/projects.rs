@@ -5,7 +5,8 @@ use async_trait::async_trait;
 use tasknode_protocol::NetworkType;
 
 use super::{
-    PostgresStore, col, db, group_of, is_unique_violation, parse_network, project_id, to_u32,
+    Cached, PostgresStore, col, db, group_of, is_unique_violation, parse_network, project_id,
+    to_u32,
 };
 use crate::store::{DeletedGroup, Group, Login, Project, ProjectStore, StoreError, User};
 
@@ -67,7 +68,7 @@ impl ProjectStore for PostgresStore {
         now_ms: i64,
     ) -> Result<User, StoreError> {
         let c = self.client().await?;
-        let pid = project_id(&**c, project).await?;
+        let pid = project_id(&c, project).await?;
         c.execute(
             "INSERT INTO users (project_id, name, password_hash, created_ms) VALUES ($1, $2, $3, $4)",
             &[&pid, &name, &password_hash, &now_ms],
@@ -129,7 +130,7 @@ impl ProjectStore for PostgresStore {
         now_ms: i64,
     ) -> Result<Group, StoreError> {
         let c = self.client().await?;
-        let pid = project_id(&**c, project).await?;
+        let pid = project_id(&c, project).await?;
         c.execute(
             "INSERT INTO resource_groups (project_id, name, network, created_ms) VALUES ($1, $2, $3, $4)",
             &[&pid, &name, &network.as_str(), &now_ms],
@@ -174,13 +175,34 @@ impl ProjectStore for PostgresStore {
 
     async fn group_network(&self, project: &str, group: &str) -> Result<NetworkType, StoreError> {
         let c = self.client().await?;
-        let (_, network) = group_of(&**c, project, group).await?;
+        let (_, network) = group_of(&c, project, group).await?;
         Ok(parse_network(&network))
+    }
+
+    async fn group_has_servers(&self, project: &str, group: &str) -> Result<bool, StoreError> {
+        let c = self.client().await?;
+        let row = c
+            .q_opt(
+                // Not EXISTS: its plan (a scan that stops at the first match) walked most of
+                // the servers table when the group's rows were not near its start.
+                "SELECT (SELECT s.id FROM servers s WHERE s.group_id = g.id ORDER BY s.id LIMIT 1)
+                        IS NOT NULL
+                 FROM resource_groups g JOIN projects p ON p.id = g.project_id
+                 WHERE p.name = $1 AND g.name = $2",
+                &[&project, &group],
+            )
+            .await
+            .map_err(db("looking up a resource group"))?;
+        match row {
+            Some(r) => col(&r, 0),
+            // Which is missing, named as every other lookup names it.
+            None => group_of(&c, project, group).await.map(|_| false),
+        }
     }
 
     async fn group(&self, project: &str, group: &str) -> Result<Group, StoreError> {
         let c = self.client().await?;
-        let (id, network) = group_of(&**c, project, group).await?;
+        let (id, network) = group_of(&c, project, group).await?;
         let r = c
             .query_one(
                 "SELECT g.created_ms, (SELECT COUNT(*) FROM servers s WHERE s.group_id = g.id)
@@ -205,7 +227,7 @@ impl ProjectStore for PostgresStore {
         new_name: &str,
     ) -> Result<Group, StoreError> {
         let c = self.client().await?;
-        let (id, _) = group_of(&**c, project, group).await?;
+        let (id, _) = group_of(&c, project, group).await?;
         c.execute(
             "UPDATE resource_groups SET name = $1 WHERE id = $2",
             &[&new_name, &id],
@@ -238,7 +260,7 @@ impl ProjectStore for PostgresStore {
         let op = "deleting a resource group";
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db(op))?;
-        let (id, _) = group_of(&*tx, project, group).await?;
+        let (id, _) = group_of(&tx, project, group).await?;
         // Holds off servers and tasks added to the group meanwhile (their inserts lock it too).
         tx.execute(
             "SELECT id FROM resource_groups WHERE id = $1 FOR UPDATE",

@@ -273,7 +273,7 @@ impl ReleaseStore for PostgresStore {
         let op = "setting a rollout";
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db(op))?;
-        let (gid, _) = group_of(&*tx, &req.project, &req.group).await?;
+        let (gid, _) = group_of(&tx, &req.project, &req.group).await?;
         if release(&*tx, &req.version).await?.is_none() {
             return Err(StoreError::NotPublished {
                 version: req.version.clone(),

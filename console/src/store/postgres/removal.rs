@@ -93,7 +93,7 @@ impl PostgresStore {
                 .await
                 .map_err(db(op))?;
                 let wakes = [Wake::Server { server: server.id }];
-                self.notify(&*tx, &wakes).await?;
+                self.notify(&tx, &wakes).await?;
                 tx.commit().await.map_err(db(op))?;
                 self.woke(&wakes);
                 let draining_ms = server.draining_ms.or(Some(now_ms));
@@ -138,7 +138,7 @@ impl PostgresStore {
         .await
         .map_err(db(op))?;
         if let Some(e) = &server.enrollment {
-            let pid = project_id(&*tx, project).await?;
+            let pid = project_id(&tx, project).await?;
             tx.execute(
                 "INSERT INTO removed_nodes (node_id, secret_sha256, server_name, project_id, removed_ms)
                  VALUES ($1, $2, $3, $4, $5)",
@@ -152,7 +152,7 @@ impl PostgresStore {
             .map_err(db(op))?;
         let mut wakes = requeued(&groups);
         wakes.push(Wake::Server { server: server.id });
-        self.notify(&*tx, &wakes).await?;
+        self.notify(&tx, &wakes).await?;
         tx.commit().await.map_err(db(op))?;
         self.woke(&wakes);
         Ok(Removal::Removed {
@@ -173,7 +173,7 @@ impl PostgresStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db(op))?;
         let server = locked(&*tx, project, name).await?;
-        let (gid, network) = group_of(&*tx, project, to).await?;
+        let (gid, network) = group_of(&tx, project, to).await?;
         if let Some(refused) =
             crate::store::servers::refuse_move(&server, gid, to, parse_network(&network))
         {
@@ -196,7 +196,7 @@ impl PostgresStore {
             .await?
             .ok_or_else(|| not_found(name))?;
         let wakes = [Wake::Server { server: moved.id }];
-        self.notify(&*tx, &wakes).await?;
+        self.notify(&tx, &wakes).await?;
         tx.commit().await.map_err(db(op))?;
         self.woke(&wakes);
         Ok(moved)

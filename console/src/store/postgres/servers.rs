@@ -28,7 +28,7 @@ impl ServerStore for PostgresStore {
         let op = "adding a server";
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db(op))?;
-        let (gid, _) = group_of(&*tx, project, group).await?;
+        let (gid, _) = group_of(&tx, project, group).await?;
         let taken = |existing: Server| StoreError::ServerTaken {
             name: name.to_owned(),
             group: existing.group,
@@ -91,7 +91,7 @@ impl ServerStore for PostgresStore {
 
     async fn server_by_node(&self, node_id: &str) -> Result<Option<Server>, StoreError> {
         let c = self.client().await?;
-        server_by_node(&**c, node_id).await
+        server_by_node(&c, node_id).await
     }
 
     async fn servers_by_id(&self, ids: &[i64]) -> Result<Vec<Server>, StoreError> {
@@ -153,7 +153,8 @@ impl ServerStore for PostgresStore {
                         cpu_cores = $6, memory_bytes = $7, os = $8, arch = $9, kernel = $10,
                         agent_version = $11, clock_offset_ms = NULL, running_tasks = 0,
                         stopped_ms = NULL, stop_reason = NULL,
-                        enroll_generation = enroll_generation + 1
+                        enroll_generation = enroll_generation + 1,
+                        live_xid = txid_current(), live_writer = NULL
                  WHERE id = $1
                  RETURNING enroll_generation",
                 &[
@@ -220,8 +221,8 @@ impl ServerStore for PostgresStore {
         let op = "creating an enrollment token";
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db(op))?;
-        let pid = project_id(&*tx, project).await?;
-        let (gid, network) = group_of(&*tx, project, group).await?;
+        let pid = project_id(&tx, project).await?;
+        let (gid, network) = group_of(&tx, project, group).await?;
         let uid: i64 = tx
             .query_opt(
                 "SELECT id FROM users WHERE name = $1 AND project_id = $2",

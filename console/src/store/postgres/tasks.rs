@@ -8,10 +8,11 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
+use deadpool_postgres::GenericClient;
 use tasknode_protocol::tasks::{FinishTask, HeldTask, TaskAssignment, TaskState};
-use tokio_postgres::{GenericClient, Row};
+use tokio_postgres::Row;
 
-use super::{PostgresStore, col, db, group_of, to_i64};
+use super::{Cached, PostgresStore, col, db, group_of, to_i64};
 use crate::store::tasks::{LeaseRow, fence, finished};
 use crate::store::wakes::requeued;
 use crate::store::{
@@ -58,7 +59,7 @@ fn task_from_row(r: &Row) -> Result<Task, StoreError> {
 }
 
 async fn task(c: &impl GenericClient, id: i64) -> Result<Option<Task>, StoreError> {
-    c.query_opt(&format!("SELECT {TASK_COLUMNS} WHERE t.id = $1"), &[&id])
+    c.q_opt(&format!("SELECT {TASK_COLUMNS} WHERE t.id = $1"), &[&id])
         .await
         .map_err(db("looking up a task"))?
         .map(|r| task_from_row(&r))
@@ -83,7 +84,7 @@ struct Active {
 async fn active_of(c: &impl GenericClient, server_id: i64) -> Result<Vec<Active>, StoreError> {
     let op = "reading a server's tasks";
     let rows = c
-        .query(
+        .q(
             &format!(
                 "SELECT id, state, lease, group_id FROM tasks WHERE server_id = $1 AND state IN {ACTIVE}
                  ORDER BY id FOR UPDATE"
@@ -116,7 +117,7 @@ async fn let_go(
     groups: &mut Vec<i64>,
 ) -> Result<(), StoreError> {
     if a.state == TaskState::Assigned {
-        c.execute(
+        c.exec(
             "UPDATE tasks SET state = 'queued', server_id = NULL, assigned_ms = NULL, reason = $2
              WHERE id = $1",
             &[&a.id, &requeue_reason],
@@ -126,7 +127,7 @@ async fn let_go(
         out.requeued.push(a.id);
         groups.push(a.group);
     } else {
-        c.execute(
+        c.exec(
             "UPDATE tasks SET state = 'lost', finished_ms = $2, reason = $3 WHERE id = $1",
             &[&a.id, &now_ms, &lost_reason],
         )
@@ -139,7 +140,7 @@ async fn let_go(
 
 async fn lease_of(c: &impl GenericClient, id: i64) -> Result<Option<LeaseRow>, StoreError> {
     let row = c
-        .query_opt(
+        .q_opt(
             "SELECT server_id, lease, state FROM tasks WHERE id = $1 FOR UPDATE",
             &[&id],
         )
@@ -171,9 +172,9 @@ impl TaskStore for PostgresStore {
         let op = "submitting a task";
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db(op))?;
-        let (gid, _) = group_of(&*tx, project, group).await?;
+        let (gid, _) = group_of(&tx, project, group).await?;
         let row = tx
-            .query_one(
+            .q_one(
                 "INSERT INTO tasks (group_id, script, timeout_secs, state, submitted_ms)
                  VALUES ($1, $2, $3, 'queued', $4) RETURNING id",
                 &[&gid, &script, &to_i64(timeout_secs), &now_ms],
@@ -181,12 +182,12 @@ impl TaskStore for PostgresStore {
             .await
             .map_err(db(op))?;
         let id: i64 = col(&row, 0)?;
-        let t = task(&*tx, id).await?.ok_or_else(|| not_found(id))?;
+        let t = task(&tx, id).await?.ok_or_else(|| not_found(id))?;
         let wakes = [Wake::Work {
             group: gid,
             tasks: 1,
         }];
-        self.notify(&*tx, &wakes).await?;
+        self.notify(&tx, &wakes).await?;
         tx.commit().await.map_err(db(op))?;
         self.woke(&wakes);
         Ok(t)
@@ -194,13 +195,13 @@ impl TaskStore for PostgresStore {
 
     async fn task(&self, id: i64) -> Result<Option<Task>, StoreError> {
         let c = self.client().await?;
-        task(&**c, id).await
+        task(&c, id).await
     }
 
     async fn list_tasks(&self, f: &TaskFilter) -> Result<Vec<Task>, StoreError> {
         let c = self.client().await?;
         let rows = c
-            .query(
+            .q(
                 &format!(
                     "SELECT {TASK_COLUMNS}
                      WHERE ($1::text IS NULL OR p.name = $1) AND ($2::text IS NULL OR g.name = $2)
@@ -223,7 +224,7 @@ impl TaskStore for PostgresStore {
         let op = "cancelling a task";
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db(op))?;
-        let row = lease_of(&*tx, id).await?.ok_or_else(|| not_found(id))?;
+        let row = lease_of(&tx, id).await?.ok_or_else(|| not_found(id))?;
         let state = row.state;
         // The agent holding it must hear (and its slot may be free).
         let wakes: Vec<Wake> = match (state, row.server_id) {
@@ -236,7 +237,7 @@ impl TaskStore for PostgresStore {
             // Never started: nothing runs, so it ends here. An agent that was handed an
             // assigned task has its start refused.
             TaskState::Queued | TaskState::Assigned => {
-                tx.execute(
+                tx.exec(
                     "UPDATE tasks SET state = 'cancelled', finished_ms = $2, cancel_requested = TRUE,
                             reason = 'cancelled before it started'
                      WHERE id = $1",
@@ -246,7 +247,7 @@ impl TaskStore for PostgresStore {
                 .map_err(db(op))?;
             }
             TaskState::Running => {
-                tx.execute(
+                tx.exec(
                     "UPDATE tasks SET cancel_requested = TRUE WHERE id = $1",
                     &[&id],
                 )
@@ -261,8 +262,8 @@ impl TaskStore for PostgresStore {
                 });
             }
         }
-        let t = task(&*tx, id).await?.ok_or_else(|| not_found(id))?;
-        self.notify(&*tx, &wakes).await?;
+        let t = task(&tx, id).await?.ok_or_else(|| not_found(id))?;
+        self.notify(&tx, &wakes).await?;
         tx.commit().await.map_err(db(op))?;
         self.woke(&wakes);
         Ok(t)
@@ -280,10 +281,10 @@ impl TaskStore for PostgresStore {
         let mut out = Reconciled::default();
         let mut groups = Vec::new();
         let held_lease: HashMap<i64, i64> = held.iter().map(|h| (h.id, h.lease)).collect();
-        for a in active_of(&*tx, server_id).await? {
+        for a in active_of(&tx, server_id).await? {
             if held_lease.get(&a.id) != Some(&a.lease) {
                 let_go(
-                    &*tx,
+                    &tx,
                     &a,
                     "its server never received the assignment; queued again",
                     "its agent no longer runs it (the agent restarted while it ran); it is not run again",
@@ -318,7 +319,7 @@ impl TaskStore for PostgresStore {
             }
         }
         let wakes = requeued(&groups);
-        self.notify(&*tx, &wakes).await?;
+        self.notify(&tx, &wakes).await?;
         tx.commit().await.map_err(db(op))?;
         self.woke(&wakes);
         Ok(out)
@@ -337,7 +338,7 @@ impl TaskStore for PostgresStore {
         // after the other. NO KEY UPDATE leaves rows that only refer to the server (reports,
         // rollout members) free to be written meanwhile.
         let Some(server) = tx
-            .query_opt(
+            .q_opt(
                 // A draining server takes no new tasks.
                 "SELECT group_id FROM servers WHERE id = $1 AND draining_ms IS NULL
                  FOR NO KEY UPDATE",
@@ -350,7 +351,7 @@ impl TaskStore for PostgresStore {
         };
         let group_id: i64 = col(&server, 0)?;
         let active: i64 = col(
-            &tx.query_one(
+            &tx.q_one(
                 &format!("SELECT COUNT(*) FROM tasks WHERE server_id = $1 AND state IN {ACTIVE}"),
                 &[&server_id],
             )
@@ -368,7 +369,7 @@ impl TaskStore for PostgresStore {
         // One statement claims and assigns them all: a round trip per task was most of an
         // assign's time at thousands of tasks a second.
         let rows = tx
-            .query(
+            .q(
                 "WITH picked AS (
                      SELECT id FROM tasks WHERE group_id = $1 AND state = 'queued'
                      ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)
@@ -410,14 +411,27 @@ impl TaskStore for PostgresStore {
     ) -> Result<Fenced, StoreError> {
         let op = "starting a task";
         let mut c = self.client().await?;
+        // The usual case in one statement, its fence in its WHERE: the task is this server's,
+        // under this lease, and assigned. Anything else is answered under the row lock below.
+        let started = c
+            .exec(
+                "UPDATE tasks SET state = 'running', started_ms = $2
+                 WHERE id = $1 AND server_id = $3 AND lease = $4 AND state = 'assigned'",
+                &[&id, &at_ms, &server_id, &lease],
+            )
+            .await
+            .map_err(db(op))?;
+        if started == 1 {
+            return Ok(Fenced::Accepted);
+        }
         let tx = c.transaction().await.map_err(db(op))?;
-        let row = lease_of(&*tx, id).await?;
+        let row = lease_of(&tx, id).await?;
         if let Some(why) = fence(id, row.as_ref(), server_id, lease) {
             return Ok(Fenced::Refused(why));
         }
         let answer = match row.map(|r| r.state) {
             Some(TaskState::Assigned) => {
-                tx.execute(
+                tx.exec(
                     "UPDATE tasks SET state = 'running', started_ms = $2 WHERE id = $1",
                     &[&id, &at_ms],
                 )
@@ -443,8 +457,46 @@ impl TaskStore for PostgresStore {
     ) -> Result<Fenced, StoreError> {
         let op = "finishing a task";
         let mut c = self.client().await?;
+        // A slot of the server is free.
+        let wakes = [Wake::Server { server: server_id }];
+        // The usual case (the task is this server's under this lease, and assigned or
+        // running: both finish alike) in one statement, which also sends the wake-up when it
+        // commits; anything else is answered under the row lock below.
+        if let Some(f) = finished(TaskState::Running, &report) {
+            let done = c
+                .q(
+                    "WITH f AS (
+                         UPDATE tasks SET state = $2, reason = $3,
+                                started_ms = COALESCE($4, started_ms), finished_ms = $5,
+                                exit_code = $6, signal = $7, log_bytes = $8
+                         WHERE id = $1 AND server_id = $9 AND lease = $10
+                           AND state IN ('assigned', 'running')
+                         RETURNING id)
+                     SELECT pg_notify($11, $12) FROM f",
+                    &[
+                        &id,
+                        &f.state.as_str(),
+                        &f.reason,
+                        &report.started_ms,
+                        &report.finished_ms,
+                        &f.exit_code,
+                        &f.signal,
+                        &f.log_bytes,
+                        &server_id,
+                        &report.lease,
+                        &super::wakes::CHANNEL,
+                        &super::wakes::payload(self.instance, wakes[0]),
+                    ],
+                )
+                .await
+                .map_err(db(op))?;
+            if !done.is_empty() {
+                self.woke(&wakes);
+                return Ok(Fenced::Accepted);
+            }
+        }
         let tx = c.transaction().await.map_err(db(op))?;
-        let row = lease_of(&*tx, id).await?;
+        let row = lease_of(&tx, id).await?;
         if let Some(why) = fence(id, row.as_ref(), server_id, report.lease) {
             return Ok(Fenced::Refused(why));
         }
@@ -452,7 +504,7 @@ impl TaskStore for PostgresStore {
             // Already recorded: the agent did not hear the first answer.
             return Ok(Fenced::Accepted);
         };
-        tx.execute(
+        tx.exec(
             "UPDATE tasks SET state = $2, reason = $3, started_ms = COALESCE($4, started_ms),
                     finished_ms = $5, exit_code = $6, signal = $7, log_bytes = $8
              WHERE id = $1",
@@ -469,9 +521,7 @@ impl TaskStore for PostgresStore {
         )
         .await
         .map_err(db(op))?;
-        // A slot of the server is free.
-        let wakes = [Wake::Server { server: server_id }];
-        self.notify(&*tx, &wakes).await?;
+        self.notify(&tx, &wakes).await?;
         tx.commit().await.map_err(db(op))?;
         self.woke(&wakes);
         Ok(Fenced::Accepted)
@@ -480,7 +530,7 @@ impl TaskStore for PostgresStore {
     async fn holds_lease(&self, server_id: i64, id: i64, lease: i64) -> Result<bool, StoreError> {
         let c = self.client().await?;
         let r = c
-            .query_one(
+            .q_one(
                 "SELECT COUNT(*) FROM tasks WHERE id = $1 AND server_id = $2 AND lease = $3",
                 &[&id, &server_id, &lease],
             )
@@ -492,7 +542,7 @@ impl TaskStore for PostgresStore {
     async fn server_task_ids(&self, server_id: i64) -> Result<Vec<i64>, StoreError> {
         let c = self.client().await?;
         let rows = c
-            .query(
+            .q(
                 "SELECT id FROM tasks WHERE server_id = $1 ORDER BY id",
                 &[&server_id],
             )
@@ -527,7 +577,7 @@ impl TaskStore for PostgresStore {
     async fn busy_servers(&self) -> Result<Vec<i64>, StoreError> {
         let c = self.client().await?;
         let rows = c
-            .query(
+            .q(
                 &format!(
                     "SELECT DISTINCT server_id FROM tasks
                      WHERE state IN {ACTIVE} AND server_id IS NOT NULL ORDER BY server_id"
@@ -560,11 +610,11 @@ impl TaskStore for PostgresStore {
         let lost = format!(
             "{reason} while it ran; it may or may not have finished, and it is not run again"
         );
-        for a in active_of(&*tx, server_id).await? {
-            let_go(&*tx, &a, &requeue, &lost, now_ms, &mut out, &mut groups).await?;
+        for a in active_of(&tx, server_id).await? {
+            let_go(&tx, &a, &requeue, &lost, now_ms, &mut out, &mut groups).await?;
         }
         let wakes = requeued(&groups);
-        self.notify(&*tx, &wakes).await?;
+        self.notify(&tx, &wakes).await?;
         tx.commit().await.map_err(db(op))?;
         self.woke(&wakes);
         Ok(out)

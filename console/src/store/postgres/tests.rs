@@ -294,3 +294,138 @@ async fn a_change_on_one_console_wakes_the_other_once_also_after_its_listener_is
     );
     nothing_more(&mut wakes).await;
 }
+
+fn beat(node: &str, at_ms: i64) -> LivenessUpdate {
+    LivenessUpdate {
+        node_id: node.into(),
+        liveness: Liveness {
+            agent_version: Some("0.1.0".into()),
+            last_heartbeat_ms: Some(at_ms),
+            ..Liveness::default()
+        },
+    }
+}
+
+fn beats(changes: &NodeChanges) -> Vec<(String, Option<i64>)> {
+    let mut v: Vec<_> = changes
+        .nodes
+        .iter()
+        .map(|r| (r.node_id.clone(), r.liveness.last_heartbeat_ms))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Loads until a load finds nothing (the cluster is shared with other tests, whose running
+/// transactions may keep a load reaching back a little): where the next load starts.
+async fn settled(store: &PostgresStore, mut at: ChangeCursor) -> ChangeCursor {
+    for _ in 0..100 {
+        let c = store.nodes_changed(Some(at)).await.unwrap();
+        if c.nodes.is_empty() {
+            return c.next;
+        }
+        at = c.next;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("every load found the same nodes again");
+}
+
+#[tokio::test]
+async fn a_console_loads_only_what_others_wrote_since_its_last_load() {
+    let h = Postgres::new();
+    let (a, b) = (h.connect().await.unwrap(), h.connect().await.unwrap());
+    a.create_group("default", "etl", NetworkType::Classic, 1)
+        .await
+        .unwrap();
+    for (name, node) in [("x", "node-x"), ("y", "node-y")] {
+        let s = a.add_server("default", "etl", name, None, 1).await.unwrap();
+        a.enroll(s.id, &enrollment(node), &facts(), None)
+            .await
+            .unwrap();
+    }
+    // The first load takes every node; then loads settle to nothing.
+    let first = a.nodes_changed(None).await.unwrap();
+    assert_eq!(
+        beats(&first),
+        [("node-x".into(), None), ("node-y".into(), None)]
+    );
+    let mut at_a = settled(&a, first.next).await;
+    let mut at_b = settled(&b, b.nodes_changed(None).await.unwrap().next).await;
+
+    // What a wrote, a does not load back; b loads it, and not again.
+    a.record_liveness(vec![beat("node-x", 1_000)])
+        .await
+        .unwrap();
+    let own = a.nodes_changed(Some(at_a)).await.unwrap();
+    assert!(
+        !beats(&own).contains(&("node-x".into(), Some(1_000))),
+        "a console loaded back its own write: {:?}",
+        beats(&own)
+    );
+    let seen = b.nodes_changed(Some(at_b)).await.unwrap();
+    assert!(beats(&seen).contains(&("node-x".into(), Some(1_000))));
+    at_b = settled(&b, seen.next).await;
+
+    // A row a wrote and b wrote over comes back to a.
+    b.record_liveness(vec![beat("node-x", 2_000)])
+        .await
+        .unwrap();
+    let back = a.nodes_changed(Some(own.next)).await.unwrap();
+    assert!(beats(&back).contains(&("node-x".into(), Some(2_000))));
+    at_a = settled(&a, back.next).await;
+
+    // A write whose transaction was running while a load looked is found by the load after
+    // its commit, though a load in between began after it.
+    let mut c = b.client().await.unwrap();
+    let tx = c.transaction().await.unwrap();
+    tx.execute(
+        "UPDATE servers SET last_heartbeat_ms = 3000, live_xid = txid_current(), live_writer = $1
+         WHERE node_id = 'node-y'",
+        &[&b.writer()],
+    )
+    .await
+    .unwrap();
+    let during = a.nodes_changed(Some(at_a)).await.unwrap();
+    b.record_liveness(vec![beat("node-x", 2_500)])
+        .await
+        .unwrap();
+    let later = a.nodes_changed(Some(during.next)).await.unwrap();
+    assert!(beats(&later).contains(&("node-x".into(), Some(2_500))));
+    assert!(!beats(&later).contains(&("node-y".into(), Some(3_000))));
+    tx.commit().await.unwrap();
+    let committed = a.nodes_changed(Some(later.next)).await.unwrap();
+    assert!(
+        beats(&committed).contains(&("node-y".into(), Some(3_000))),
+        "{:?}",
+        beats(&committed)
+    );
+    drop(c);
+    assert!(
+        b.nodes_changed(Some(at_b))
+            .await
+            .unwrap()
+            .nodes
+            .iter()
+            .all(|n| n.node_id != "node-y"),
+        "b wrote node-y last"
+    );
+
+    // An enrollment is news to every console, the one it went through too.
+    let y = a
+        .list_servers(&ServerFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.name == "y")
+        .unwrap();
+    let quiet = settled(&a, committed.next).await;
+    a.enroll(y.id, &enrollment("node-y2"), &facts(), None)
+        .await
+        .unwrap();
+    let enrolled = a.nodes_changed(Some(quiet)).await.unwrap();
+    assert!(
+        enrolled.nodes.iter().any(|n| n.node_id == "node-y2"),
+        "{:?}",
+        beats(&enrolled)
+    );
+}

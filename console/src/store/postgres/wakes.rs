@@ -10,9 +10,9 @@
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, GenericClient, NoTls};
+use tokio_postgres::{AsyncMessage, NoTls};
 
-use super::db;
+use super::{Cached, db};
 use crate::store::wakes::WakeHub;
 use crate::store::{StoreError, Wake};
 
@@ -30,7 +30,7 @@ const FIRST_RETRY: Duration = Duration::from_millis(100);
 const LAST_RETRY: Duration = Duration::from_secs(5);
 
 /// `INSTANCE KIND ID [TASKS]`: the sending console's instance, then the wake-up.
-fn payload(instance: u64, wake: Wake) -> String {
+pub(super) fn payload(instance: u64, wake: Wake) -> String {
     match wake {
         Wake::Work { group, tasks } => format!("{instance:x} w {group} {tasks}"),
         Wake::Server { server } => format!("{instance:x} s {server}"),
@@ -59,12 +59,12 @@ fn parse(payload: &str) -> Option<(u64, Wake)> {
 
 /// Sends `wakes` to every listening console when the transaction `c` is in commits.
 pub(super) async fn notify(
-    c: &impl GenericClient,
+    c: &impl deadpool_postgres::GenericClient,
     instance: u64,
     wakes: &[Wake],
 ) -> Result<(), StoreError> {
     for w in wakes {
-        c.execute(
+        c.exec(
             "SELECT pg_notify($1, $2)",
             &[&CHANNEL, &payload(instance, *w)],
         )

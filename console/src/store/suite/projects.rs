@@ -194,6 +194,22 @@ pub(super) async fn a_group_with_servers_or_unfinished_tasks_is_not_deleted(h: &
         store.group("nope", "etl").await,
         Err(StoreError::NotFound { .. })
     ));
+    // Whether it has a server (a submit's check) answers alike.
+    assert!(store.group_has_servers("default", "etl").await.unwrap());
+    assert!(matches!(
+        store.group_has_servers("default", "nope").await,
+        Err(StoreError::NotFound {
+            kind: "resource group",
+            ..
+        })
+    ));
+    assert!(matches!(
+        store.group_has_servers("nope", "etl").await,
+        Err(StoreError::NotFound {
+            kind: "project",
+            ..
+        })
+    ));
     let err = store.delete_group("default", "etl").await.unwrap_err();
     assert!(
         matches!(&err, StoreError::Conflict { field: "group", .. }),
@@ -209,6 +225,7 @@ pub(super) async fn a_group_with_servers_or_unfinished_tasks_is_not_deleted(h: &
         .create_group("default", "idle", NetworkType::Classic, 1)
         .await
         .unwrap();
+    assert!(!store.group_has_servers("default", "idle").await.unwrap());
     let t = store
         .submit_task("default", "idle", "true", 60, 2)
         .await
