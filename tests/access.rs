@@ -170,7 +170,15 @@ fn the_web_audit_log_pages_and_shows_a_user_their_own_project_only() {
     let password = json(&console.cli_ok(&["user", "password", "etl", "--json"]));
     let password = password["password"].as_str().unwrap().to_owned();
     console.cli_ok(&["project", "create", "other"]);
-    console.cli_ok(&["group", "create", "theirs", "--project", "other"]);
+    console.cli_ok(&[
+        "group",
+        "create",
+        "theirs",
+        "--project",
+        "other",
+        "--network",
+        "vpc",
+    ]);
     // More of the user's project's entries than a page holds (50).
     let http = console.http();
     for i in 0..55 {
