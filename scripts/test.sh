@@ -93,7 +93,8 @@ cargo build --workspace --bins --locked
 say "cargo test (unit and end-to-end)"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-cargo test --workspace --locked 2>&1 | tee "$work/test.log"
+# Every test binary runs even after one fails, so a run names every failure at once.
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$work/test.log"
 say "quick start: scripts/run.sh"
 TASKNODE_STATE=$work/state TASKNODE_PORT=0 TASKNODE_PROFILE=debug TASKNODE_RUN_ONCE=1 scripts/run.sh
 say "all checks passed"

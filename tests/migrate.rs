@@ -133,8 +133,8 @@ fn a_sqlite_console_moves_to_postgres_and_a_console_there_serves_the_same_state(
     let tables = report["tables"].as_array().unwrap();
     // Every table, then the task logs VPC servers pushed (none here: the tasks ran on a
     // classic server, which keeps its logs).
-    assert_eq!(tables.len(), 13, "{report:#}");
-    assert_eq!(tables[12]["table"], "task_logs", "{report:#}");
+    assert_eq!(tables.len(), 15, "{report:#}");
+    assert_eq!(tables[14]["table"], "task_logs", "{report:#}");
     for t in tables {
         assert_eq!(t["same"], true, "{t}");
         assert_eq!(t["sqlite_rows"], t["postgres_rows"], "{t}");
