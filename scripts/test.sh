@@ -22,7 +22,7 @@ for pair in shellcheck:shellcheck dash:dash busybox:busybox-static systemd-analy
   rpm:rpm rpmbuild:rpm rpmlint:rpmlint dnf:dnf createrepo_c:createrepo-c gpg:gnupg \
   lintian:lintian dpkg-deb:dpkg chromium:chromium chromedriver:chromium-driver \
   systemd-nspawn:systemd-container debootstrap:debootstrap nsenter:util-linux \
-  bash:bash zsh:zsh fish:fish man:man-db; do
+  bash:bash zsh:zsh fish:fish man:man-db script:bsdutils; do
   command -v "${pair%%:*}" >/dev/null || need+=("${pair##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tasknode_tests::sandbox::{Os, Sandbox, require_root, without_shadow_backups};
-use tasknode_tests::{Console, agent_dir, free_port, stderr};
+use tasknode_tests::{Console, agent_dir, free_port, stderr, which};
 
 const UUIDS: [&str; 3] = [
     "4c4c4544-0042-3510-8051-b4c04f333201",
@@ -72,6 +72,42 @@ fn run_command(
         format!("{head} | {shell} -s -- {args}")
     };
     sb.sh(shell, &pipe)
+}
+
+/// [`run_command`] with a terminal, as an operator's ssh session gives one: the pipeline runs
+/// under util-linux `script` on a pseudo-terminal, and `typed` is what the operator types at
+/// it (while the script itself still arrives through the pipe).
+fn run_command_on_a_terminal(
+    sb: &Sandbox,
+    cmd: &Value,
+    shell: &str,
+    args: &str,
+    typed: &str,
+) -> std::process::Output {
+    use std::io::Write;
+    sb.add_program("curl");
+    let printed = cmd["command"].as_str().unwrap();
+    let head = printed.strip_suffix(" | sh").unwrap();
+    let pipe = format!("{head} | {shell} -s -- {args}");
+    let quoted = format!("'{}'", pipe.replace('\'', "'\\''"));
+    let inner = format!("chroot {} {shell} -c {quoted}", sb.root().display());
+    let mut child = std::process::Command::new(which("script"))
+        .args(["-qec", &inner, "/dev/null"])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("HOME", "/root")
+        .env("SHELL", "/bin/sh")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kept open until the pipeline ends: an end of input would reach it as ^D.
+    let mut keyboard = child.stdin.take().unwrap();
+    keyboard.write_all(typed.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    drop(keyboard);
+    out
 }
 
 fn text(out: &std::process::Output) -> String {
@@ -185,15 +221,30 @@ fn the_install_command_installs_under_every_shell_and_uninstalls_without_residue
         );
 
         // The spent link still uninstalls. Uninstall keeps the logs; purge leaves the sandbox
-        // as it was. Asked to, it removes the server from the console too (with the node's
-        // own credentials); without a terminal to ask on, it leaves it there.
-        let remove = *shell == "/usr/bin/dash";
-        let args = if remove {
-            "--uninstall --remove-from-console"
-        } else {
-            "--uninstall"
+        // as it was. Asked to, by option (dash) or on the terminal (busybox ash), it removes
+        // the server from the console too (with the node's own credentials); without a
+        // terminal to ask on (bash), it leaves it there.
+        let remove = *shell != "/usr/bin/bash";
+        let out = match *shell {
+            "/usr/bin/dash" => run_command(
+                &sb,
+                &cmd,
+                *fetch,
+                shell,
+                "--uninstall --remove-from-console",
+            ),
+            "/bin/sh" => {
+                let out = run_command_on_a_terminal(&sb, &cmd, shell, "--uninstall", "y\n");
+                assert!(
+                    text(&out)
+                        .contains("Remove this server from its group on the console too? [y/N]"),
+                    "{}",
+                    text(&out)
+                );
+                out
+            }
+            _ => run_command(&sb, &cmd, *fetch, shell, "--uninstall"),
         };
-        let out = run_command(&sb, &cmd, *fetch, shell, args);
         assert!(out.status.success(), "{}", text(&out));
         assert!(!agent_running(&sb));
         if remove {
