@@ -8,7 +8,6 @@ use tasknode_protocol::wire::CreatedUser;
 
 use super::{Caller, ServiceError, audit};
 use crate::app::AppState;
-use crate::auth;
 use crate::clock::rfc3339;
 use crate::store::InstallLink;
 
@@ -64,13 +63,7 @@ pub async fn replace_password(
         }
         .into());
     }
-    let password = auth::generate_password();
-    let to_hash = password.clone();
-    let hash = state
-        .credentials
-        .work(peer, move || auth::hash_password(&to_hash))
-        .await?
-        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+    let (password, hash) = super::projects::new_password(state, peer).await?;
     let project = state.store.set_password(name, None, &hash).await?;
     tracing::info!(user = name, project = %project, "password replaced");
     audit::record(

@@ -56,13 +56,7 @@ pub async fn create_user(
         }
         .into());
     }
-    let password = auth::generate_password();
-    let to_hash = password.clone();
-    let hash = state
-        .credentials
-        .work(peer, move || auth::hash_password(&to_hash))
-        .await?
-        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+    let (password, hash) = new_password(state, peer).await?;
     let user = state
         .store
         .create_user(project, name, &hash, state.clock.now_ms())
@@ -81,6 +75,22 @@ pub async fn create_user(
         password,
         project: user.project,
     })
+}
+
+/// A new random password and its Argon2id hash, the hashing counted under `peer`'s address by
+/// the credential throttle.
+pub(super) async fn new_password(
+    state: &AppState,
+    peer: std::net::IpAddr,
+) -> Result<(String, String), ServiceError> {
+    let password = auth::generate_password();
+    let to_hash = password.clone();
+    let hash = state
+        .credentials
+        .work(peer, move || auth::hash_password(&to_hash))
+        .await?
+        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+    Ok((password, hash))
 }
 
 /// The users of `project`, or of every project.
