@@ -5,14 +5,9 @@ use tasknode_protocol::access::{AuditPage, DeletedUserView, InstallLinkView};
 use tasknode_protocol::validate;
 use tasknode_protocol::wire::CreatedUser;
 
-use super::print_table;
+use super::{print_json, print_table};
 use crate::cli::{AuditArgs, Global, InstallLinkCmd, Output};
 use crate::client::AdminClient;
-
-fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
-}
 
 /// No body: the path names what is changed.
 fn empty() -> serde_json::Value {

@@ -1,6 +1,5 @@
 //! The admin commands: clients of a running console's API.
 
-use serde::Serialize;
 use tasknode_protocol::updates::UpdateView;
 use tasknode_protocol::wire::{
     AddServer, CreateGroup, CreateInstallCommand, CreateProject, CreateUser, CreatedUser,
@@ -9,17 +8,12 @@ use tasknode_protocol::wire::{
 };
 use tasknode_protocol::{NetworkType, validate};
 
-use super::print_table;
+use super::{print_json, print_table};
 use crate::cli::{Global, GroupCmd, InstallCommandArgs, Network, ProjectCmd, ServerCmd, UserCmd};
 use crate::client::{AdminClient, ClientError};
 
 /// How often `server remove --drain` asks whether the server is gone.
 const DRAIN_POLL: std::time::Duration = std::time::Duration::from_secs(2);
-
-fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
-}
 
 pub async fn project(global: &Global, cmd: ProjectCmd) -> anyhow::Result<()> {
     let client = AdminClient::resolve(global)?;

@@ -25,6 +25,12 @@ pub fn default_data_dir() -> PathBuf {
 }
 
 /// Prints rows under a header, columns padded to their widest cell.
+/// Prints `value` as pretty JSON (the `--json` of every command).
+pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {

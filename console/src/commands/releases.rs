@@ -10,14 +10,9 @@ use tasknode_protocol::manifest::{self, MAX_MANIFEST_BYTES};
 use tasknode_protocol::updates::{Batch, ReleaseView, RolloutView, SetRollout};
 use tasknode_protocol::validate;
 
-use super::print_table;
+use super::{print_json, print_table};
 use crate::cli::{Global, ReleaseCmd};
 use crate::client::AdminClient;
-
-fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
-}
 
 /// What `release list --json` prints.
 #[derive(Serialize)]

@@ -4,20 +4,14 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use anyhow::Context;
-use serde::Serialize;
 use tasknode_protocol::tasks::{
     MAX_SCRIPT_BYTES, MAX_TIMEOUT_SECS, SubmitTask, TaskState, TaskView, log_headers,
 };
 use tasknode_protocol::validate;
 
-use super::print_table;
+use super::{print_json, print_table};
 use crate::cli::{Global, TaskCmd};
 use crate::client::AdminClient;
-
-fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
-}
 
 pub async fn run(global: &Global, cmd: TaskCmd) -> anyhow::Result<()> {
     match cmd {

@@ -13,8 +13,7 @@ pub async fn run(global: &Global, args: YumCommandArgs) -> anyhow::Result<()> {
         .get(&format!("/api/v1/yum/{}", args.dist), &[])
         .await?;
     if args.out.json {
-        println!("{}", serde_json::to_string_pretty(&setup)?);
-        return Ok(());
+        return super::print_json(&setup);
     }
     println!(
         "Run this as root on a {} host to use this console's signed repository:",

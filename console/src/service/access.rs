@@ -50,13 +50,7 @@ pub async fn replace_password(
     caller.require_admin("replace a password")?;
     validate::name("user_name", name)?;
     // An unknown user is refused before Argon2 time is spent on it.
-    if !state
-        .store
-        .list_users(None)
-        .await?
-        .iter()
-        .any(|u| u.name == name)
-    {
+    if state.store.login(name).await?.is_none() {
         return Err(crate::store::StoreError::NotFound {
             kind: "user",
             name: name.to_owned(),
