@@ -78,7 +78,7 @@ fn metrics_pass_promtool_and_count_what_happened() {
         metric(&text, "tasknode_dispatch_seconds_count", &[]),
         Some(1.0)
     );
-    for op in ["assign", "submit", "ping"] {
+    for op in ["look", "submit", "ping"] {
         let n = metric(&text, "tasknode_store_seconds_count", &[("op", op)]).unwrap();
         assert!(n >= 1.0, "{op}: {text}");
     }

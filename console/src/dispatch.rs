@@ -5,8 +5,13 @@
 //! - work for a group (n tasks queued) wakes at most n of its polls that can take work: the
 //!   oldest waiting ones whose last look found a free slot (and that were accepting, with their
 //!   clock in bounds), or that are looking right now. A poll at capacity is not woken for work.
-//! - news for a server (a cancel, a freed slot) wakes that server's polls only;
+//! - news for a server (a cancel) wakes that server's polls only; a freed slot wakes them only
+//!   if their last look found them full (or they are looking now);
 //! - "all" (wake-ups may have been lost) wakes every poll once.
+//!
+//! A wake-up of this console's own change that its polls cannot act on (work beyond what they
+//! can take, news for a server whose poll is not here) goes on to the other consoles through
+//! the store's pass-on (see `store/wakes.rs`); one passed on from elsewhere goes no further.
 //!
 //! No wake-up for work is lost: a poll woken for work that then takes nothing, and not because
 //! the queue was empty (it was full, not accepting, superseded, or it ended or failed before
@@ -24,13 +29,15 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, broadcast, mpsc};
 
-use crate::store::Wake;
+use crate::store::{Origin, Wake, WakeFeed};
 
 #[derive(Debug, Default)]
 pub struct Dispatch {
     polls: Mutex<Polls>,
+    /// Where what this console's polls cannot act on goes (to the other consoles).
+    pass_on: Option<mpsc::UnboundedSender<Wake>>,
     next: AtomicU64,
     /// Looks for work, all polls together (each costs the store a reconcile and an assign).
     looks: AtomicU64,
@@ -57,21 +64,22 @@ struct Entry {
     looking: bool,
     /// Its last look found room for more work (a new poll counts as ready: it is about to look).
     ready: bool,
-    /// Woken for work it has not looked for yet.
-    unit: bool,
+    /// Woken for work it has not looked for yet, by a wake-up made where.
+    unit: Option<Origin>,
     superseded: bool,
     wake: Arc<Notify>,
 }
 
 impl Entry {
     fn can_take_a_unit(&self) -> bool {
-        !self.superseded && !self.unit && (self.ready || self.looking)
+        !self.superseded && self.unit.is_none() && (self.ready || self.looking)
     }
 }
 
 impl Polls {
-    /// Gives up to `n` polls of `group` a unit of work, waiting ones before looking ones.
-    fn work(&mut self, group: i64, n: u32) -> u32 {
+    /// Gives up to `n` polls of `group` a unit of work, waiting ones before looking ones;
+    /// answers how many it gave.
+    fn work(&mut self, group: i64, n: u32, origin: Origin) -> u32 {
         let Some(ids) = self.groups.get(&group) else {
             return 0;
         };
@@ -100,7 +108,7 @@ impl Polls {
         }
         for id in &chosen {
             if let Some(e) = self.all.get_mut(id) {
-                e.unit = true;
+                e.unit = Some(origin);
                 e.wake.notify_one();
             }
         }
@@ -121,17 +129,20 @@ impl Dispatch {
         self.polls.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A dispatch that follows `wakes` (the store's) until the store goes.
-    pub fn following(wakes: broadcast::Receiver<Wake>) -> Arc<Dispatch> {
-        let dispatch = Arc::new(Dispatch::default());
-        tokio::spawn(Arc::clone(&dispatch).follow(wakes));
+    /// A dispatch that follows `feed` (the store's wake-ups) until the store goes.
+    pub fn following(feed: WakeFeed) -> Arc<Dispatch> {
+        let dispatch = Arc::new(Dispatch {
+            pass_on: feed.pass_on,
+            ..Dispatch::default()
+        });
+        tokio::spawn(Arc::clone(&dispatch).follow(feed.rx));
         dispatch
     }
 
-    async fn follow(self: Arc<Self>, mut wakes: broadcast::Receiver<Wake>) {
+    async fn follow(self: Arc<Self>, mut wakes: broadcast::Receiver<(Wake, Origin)>) {
         loop {
             match wakes.recv().await {
-                Ok(w) => self.wake(w),
+                Ok((w, origin)) => self.deliver(w, origin),
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::warn!(
                         missed,
@@ -144,25 +155,64 @@ impl Dispatch {
         }
     }
 
-    /// Hands a wake-up to the polls it concerns.
+    /// Hands a wake-up of this console's own to the polls it concerns.
     pub fn wake(&self, wake: Wake) {
+        self.deliver(wake, Origin::Here);
+    }
+
+    /// Hands a wake-up to the polls it concerns; what they cannot act on goes on to the other
+    /// consoles when it was made here.
+    fn deliver(&self, wake: Wake, origin: Origin) {
         let mut polls = self.lock();
-        match wake {
+        let left = match wake {
             Wake::Work { group, tasks } => {
-                polls.work(group, tasks);
+                let given = polls.work(group, tasks, origin);
+                (given < tasks).then_some(Wake::Work {
+                    group,
+                    tasks: tasks - given,
+                })
             }
-            Wake::Server { server } => {
+            Wake::Server { server } | Wake::Slot { server } => {
+                let slot = matches!(wake, Wake::Slot { .. });
                 let ids: Vec<u64> = polls
                     .servers
                     .get(&server)
                     .map(|s| s.iter().copied().collect())
                     .unwrap_or_default();
-                polls.kick(ids);
+                // A poll that had room is not held back by the slot: work wakes it anyway.
+                let concerned: Vec<u64> = ids
+                    .iter()
+                    .copied()
+                    .filter(|id| !slot || polls.all.get(id).is_some_and(|e| e.looking || !e.ready))
+                    .collect();
+                polls.kick(concerned);
+                ids.is_empty().then_some(wake)
             }
             Wake::All => {
                 let ids: Vec<u64> = polls.all.keys().copied().collect();
                 polls.kick(ids);
+                None
             }
+        };
+        drop(polls);
+        if let (Some(w), Origin::Here) = (left, origin) {
+            self.send_on(w);
+        }
+    }
+
+    /// Passes `wake` on to the other consoles (none on SQLite).
+    fn send_on(&self, wake: Wake) {
+        if let Some(tx) = &self.pass_on {
+            // Closed only when the store is gone.
+            let _ = tx.send(wake);
+        }
+    }
+
+    /// Gives a unit of work of `group` that a poll could not act on to another poll here, or
+    /// passes it on when it was made here and no poll here can take it.
+    fn hand_on(&self, polls: &mut Polls, group: i64, origin: Origin) {
+        if polls.work(group, 1, origin) == 0 && origin == Origin::Here {
+            self.send_on(Wake::Work { group, tasks: 1 });
         }
     }
 
@@ -203,7 +253,7 @@ impl Dispatch {
                 server,
                 looking: false,
                 ready: true,
-                unit: false,
+                unit: None,
                 superseded: false,
                 wake: Arc::clone(&wake),
             },
@@ -214,7 +264,7 @@ impl Dispatch {
             dispatch: Arc::clone(self),
             id,
             wake,
-            carrying: false,
+            carrying: None,
         }
     }
 
@@ -257,8 +307,8 @@ pub struct PollTicket {
     dispatch: Arc<Dispatch>,
     id: u64,
     wake: Arc<Notify>,
-    /// The current look was woken for work.
-    carrying: bool,
+    /// The current look was woken for work, by a wake-up made where.
+    carrying: Option<Origin>,
 }
 
 impl PollTicket {
@@ -277,7 +327,9 @@ impl PollTicket {
         let mut polls = self.dispatch.lock();
         if let Some(e) = polls.all.get_mut(&self.id) {
             e.looking = true;
-            self.carrying |= std::mem::take(&mut e.unit);
+            if let Some(origin) = e.unit.take() {
+                self.carrying = Some(origin);
+            }
         }
     }
 
@@ -292,8 +344,11 @@ impl PollTicket {
         e.looking = false;
         e.ready = ready;
         let group = e.group;
-        if std::mem::take(&mut self.carrying) && took == 0 && !ready {
-            polls.work(group, 1);
+        if let Some(origin) = self.carrying.take()
+            && took == 0
+            && !ready
+        {
+            self.dispatch.hand_on(&mut polls, group, origin);
         }
     }
 
@@ -322,8 +377,8 @@ impl Drop for PollTicket {
             polls.newest.remove(&e.node);
         }
         // Woken for work it never looked for (it ended, failed or was superseded first).
-        if e.unit || self.carrying {
-            polls.work(e.group, 1);
+        if let Some(origin) = e.unit.or(self.carrying) {
+            self.dispatch.hand_on(polls, e.group, origin);
         }
     }
 }

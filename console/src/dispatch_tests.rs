@@ -132,3 +132,90 @@ async fn a_poll_looking_when_work_comes_is_woken_for_it() {
     a.looked(0, true);
     assert!(woken(&a).await, "a looks again and finds the task");
 }
+
+/// A dispatch whose polls' leftovers go to the returned queue, as on PostgreSQL.
+fn passing_on() -> (Arc<Dispatch>, mpsc::UnboundedReceiver<Wake>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let d = Arc::new(Dispatch {
+        pass_on: Some(tx),
+        ..Dispatch::default()
+    });
+    (d, rx)
+}
+
+fn passed(rx: &mut mpsc::UnboundedReceiver<Wake>) -> Vec<Wake> {
+    std::iter::from_fn(|| rx.try_recv().ok()).collect()
+}
+
+#[tokio::test]
+async fn work_no_poll_here_can_take_goes_on_once_and_never_back() {
+    let (d, mut rx) = passing_on();
+    let polls: Vec<PollTicket> = (1..=2)
+        .map(|i| idle(&d, &format!("n{i}"), i, true))
+        .collect();
+    let _full = idle(&d, "n3", 3, false);
+    d.wake(Wake::Work { group: 1, tasks: 5 });
+    assert_eq!(futures_woken(&polls).await, [true, true]);
+    assert_eq!(passed(&mut rx), [Wake::Work { group: 1, tasks: 3 }]);
+    // Work for a group with no poll here goes on whole; what fits here goes nowhere.
+    d.wake(Wake::Work { group: 7, tasks: 2 });
+    let _other = d.register("m", 70, 2);
+    d.wake(Wake::Work { group: 2, tasks: 1 });
+    assert_eq!(passed(&mut rx), [Wake::Work { group: 7, tasks: 2 }]);
+    // Passed on from elsewhere, what finds no poll here is dropped there.
+    d.deliver(Wake::Work { group: 9, tasks: 4 }, Origin::Elsewhere);
+    d.deliver(Wake::Server { server: 99 }, Origin::Elsewhere);
+    assert_eq!(passed(&mut rx), []);
+}
+
+#[tokio::test]
+async fn a_unit_made_here_that_no_poll_here_takes_goes_on_and_one_from_elsewhere_does_not() {
+    let (d, mut rx) = passing_on();
+    let gone = idle(&d, "n1", 1, true);
+    d.wake(Wake::Work { group: 1, tasks: 1 });
+    assert!(passed(&mut rx).is_empty());
+    // Its poll ends before it looked, and no other poll here can take it.
+    drop(gone);
+    assert_eq!(passed(&mut rx), [Wake::Work { group: 1, tasks: 1 }]);
+    let mut full_after = idle(&d, "n2", 2, true);
+    d.deliver(Wake::Work { group: 1, tasks: 1 }, Origin::Elsewhere);
+    full_after.begin_look();
+    full_after.looked(0, false);
+    assert!(passed(&mut rx).is_empty());
+    // Made here, the same goes on.
+    let mut again = idle(&d, "n3", 3, true);
+    d.wake(Wake::Work { group: 1, tasks: 1 });
+    again.begin_look();
+    again.looked(0, false);
+    assert_eq!(passed(&mut rx), [Wake::Work { group: 1, tasks: 1 }]);
+}
+
+#[tokio::test]
+async fn a_freed_slot_wakes_a_full_poll_or_a_looking_one_only() {
+    let (d, mut rx) = passing_on();
+    let room = idle(&d, "n1", 1, true);
+    let full = idle(&d, "n2", 2, false);
+    let mut looking = idle(&d, "n3", 3, true);
+    looking.begin_look();
+    for server in [1, 2, 3] {
+        d.wake(Wake::Slot { server });
+    }
+    assert!(
+        !woken(&room).await,
+        "a poll with room looks when work comes"
+    );
+    assert!(woken(&full).await);
+    assert!(
+        woken(&looking).await,
+        "its look may have counted the slot taken"
+    );
+    // A freed slot or news for a server whose poll is not here goes on.
+    d.wake(Wake::Slot { server: 4 });
+    d.wake(Wake::Server { server: 5 });
+    d.wake(Wake::Server { server: 1 });
+    assert!(woken(&room).await);
+    assert_eq!(
+        passed(&mut rx),
+        [Wake::Slot { server: 4 }, Wake::Server { server: 5 }]
+    );
+}

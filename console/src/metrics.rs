@@ -11,7 +11,7 @@ use std::time::Duration;
 use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, Opts, Registry};
 
 /// Store calls whose time is measured, by the name they carry in `op`.
-pub const STORE_OPS: [&str; 3] = ["assign", "submit", "ping"];
+pub const STORE_OPS: [&str; 3] = ["look", "submit", "ping"];
 
 /// The instruments, registered once in their own registry.
 pub struct Metrics {

@@ -10,7 +10,7 @@ use tasknode_protocol::{MAX_CLOCK_OFFSET_MS, concurrency};
 use super::ServiceError;
 use super::nodes::node_server;
 use crate::app::AppState;
-use crate::store::{Appended, Assigned, Fenced, Server, Wake};
+use crate::store::{Appended, Fenced, Server, Wake};
 
 /// Tasks a server may run at once: configured, else computed from what its agent reported.
 fn max_concurrency(s: &Server) -> u32 {
@@ -52,14 +52,6 @@ pub async fn poll(
         }
         ticket.begin_look();
         let now = state.clock.now_ms();
-        // Tasks queued again here wake their group's polls (the store sends the wake-up).
-        let rec = state
-            .store
-            .reconcile(server.id, req.held.clone(), now)
-            .await?;
-        if !rec.requeued.is_empty() || !rec.lost.is_empty() {
-            tracing::warn!(server = %server.name, requeued = ?rec.requeued, lost = ?rec.lost, "agent does not hold tasks assigned to it");
-        }
         // The clock is judged from the last heartbeat: a skewed agent gets no work.
         let skewed = state
             .live
@@ -67,17 +59,19 @@ pub async fn poll(
             .and_then(|l| l.clock_offset_ms)
             .is_some_and(|o| o.abs() > MAX_CLOCK_OFFSET_MS);
         let can_take = req.accepting && !skewed && !state.dispatch.is_closing();
-        let assigned = if can_take {
-            let began = std::time::Instant::now();
-            let assigned = state.store.assign(server.id, max, now).await?;
-            state.metrics.store_call("assign", began.elapsed());
-            for created in &assigned.submitted_ms {
-                state.metrics.dispatched(now - created);
-            }
-            assigned
-        } else {
-            Assigned::default()
-        };
+        // Tasks queued again here wake their group's polls (the store sends the wake-up).
+        let began = std::time::Instant::now();
+        let (rec, assigned) = state
+            .store
+            .look(server.id, req.held.clone(), can_take.then_some(max), now)
+            .await?;
+        state.metrics.store_call("look", began.elapsed());
+        if !rec.requeued.is_empty() || !rec.lost.is_empty() {
+            tracing::warn!(server = %server.name, requeued = ?rec.requeued, lost = ?rec.lost, "agent does not hold tasks assigned to it");
+        }
+        for created in &assigned.submitted_ms {
+            state.metrics.dispatched(now - created);
+        }
         let assign = assigned.tasks;
         for a in &assign {
             tracing::info!(task = a.id, lease = a.lease, server = %server.name, "task assigned");

@@ -45,7 +45,7 @@ pub use servers::{
 };
 pub use sqlite::SqliteStore;
 pub use tasks::{Assigned, Fenced, Reconciled, Task, TaskCount, TaskFilter, TaskStore};
-pub use wakes::{Wake, WakeStore};
+pub use wakes::{Origin, Wake, WakeFeed, WakeStore};
 
 /// A driver's error, kept as the source of a [`StoreError`] without its type reaching callers.
 pub type DriverError = Box<dyn std::error::Error + Send + Sync + 'static>;

@@ -114,6 +114,17 @@ pub trait TaskStore: Send + Sync {
         max_concurrency: u32,
         now_ms: i64,
     ) -> Result<Assigned, StoreError>;
+    /// A long poll's look: [`TaskStore::reconcile`], then (with `take`, the server's max
+    /// concurrency, when its agent may take work) [`TaskStore::assign`], both under the same
+    /// guarantees as apart. On PostgreSQL it is one transaction under the server's lock: the
+    /// look is most of what dispatch costs the database.
+    async fn look(
+        &self,
+        server_id: i64,
+        held: Vec<HeldTask>,
+        take: Option<u32>,
+        now_ms: i64,
+    ) -> Result<(Reconciled, Assigned), StoreError>;
     async fn start_task(
         &self,
         server_id: i64,

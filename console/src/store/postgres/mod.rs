@@ -17,7 +17,9 @@ use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{GenericClient, NoTls, Row};
 
 use super::wakes::WakeHub;
-use super::{Enrollment, HealthStore, Liveness, Server, Stop, StoreError, Wake, WakeStore};
+use super::{
+    Enrollment, HealthStore, Liveness, Server, Stop, StoreError, Wake, WakeFeed, WakeStore,
+};
 use tasknode_protocol::NetworkType;
 
 mod access;
@@ -25,6 +27,7 @@ mod audit;
 mod leases;
 mod liveness;
 mod logs;
+mod look;
 mod projects;
 mod releases;
 mod removal;
@@ -57,29 +60,47 @@ pub struct PostgresStore {
     /// This console among those on the database, so it skips its own notifications.
     instance: u64,
     wakes: WakeHub,
-    /// The task holding the listening connection, started by the first [`WakeStore::wakes`].
-    listener: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The tasks that exchange wake-ups with the other consoles, started by the first
+    /// [`WakeStore::wakes`].
+    wake_tasks: std::sync::Mutex<Option<WakeTasks>>,
+}
+
+/// The listening connection's task, and the task (with its queue) that passes wake-ups on.
+struct WakeTasks {
+    listener: tokio::task::JoinHandle<()>,
+    sender: tokio::task::JoinHandle<()>,
+    pass_on: tokio::sync::mpsc::UnboundedSender<Wake>,
 }
 
 impl WakeStore for PostgresStore {
-    fn wakes(&self) -> tokio::sync::broadcast::Receiver<Wake> {
+    fn wakes(&self) -> WakeFeed {
         let rx = self.wakes.subscribe();
-        let mut listener = self.listener.lock().unwrap_or_else(|e| e.into_inner());
-        if listener.is_none() {
+        let mut tasks = self.wake_tasks.lock().unwrap_or_else(|e| e.into_inner());
+        if tasks.is_none() {
             match tokio::runtime::Handle::try_current() {
                 Ok(rt) => {
-                    *listener = Some(rt.spawn(wakes::listen(
+                    let (tx, out) = tokio::sync::mpsc::unbounded_channel();
+                    let listener = rt.spawn(wakes::listen(
                         self.config.clone(),
                         self.instance,
                         self.wakes.clone(),
-                    )));
+                    ));
+                    let sender = rt.spawn(wakes::pass_on(self.pool.clone(), self.instance, out));
+                    *tasks = Some(WakeTasks {
+                        listener,
+                        sender,
+                        pass_on: tx,
+                    });
                 }
                 Err(_) => tracing::warn!(
-                    "no runtime to listen for other consoles' wake-ups on; only this console's reach its polls"
+                    "no runtime to exchange wake-ups with other consoles on; their changes reach this console's agents at their next poll"
                 ),
             }
         }
-        rx
+        WakeFeed {
+            rx,
+            pass_on: tasks.as_ref().map(|t| t.pass_on.clone()),
+        }
     }
 }
 
@@ -97,13 +118,14 @@ impl HealthStore for PostgresStore {
 
 impl Drop for PostgresStore {
     fn drop(&mut self) {
-        if let Some(l) = self
-            .listener
+        if let Some(t) = self
+            .wake_tasks
             .get_mut()
             .unwrap_or_else(|e| e.into_inner())
             .take()
         {
-            l.abort();
+            t.listener.abort();
+            t.sender.abort();
         }
     }
 }
@@ -212,17 +234,8 @@ impl PostgresStore {
             config,
             instance: rand::random(),
             wakes: WakeHub::default(),
-            listener: std::sync::Mutex::new(None),
+            wake_tasks: std::sync::Mutex::new(None),
         })
-    }
-
-    /// Sends `wakes` to the other consoles with the transaction `c` is in (see [`wakes`]).
-    async fn notify(
-        &self,
-        c: &impl deadpool_postgres::GenericClient,
-        wakes: &[Wake],
-    ) -> Result<(), StoreError> {
-        wakes::notify(c, self.instance, wakes).await
     }
 
     /// This console as the rows it writes name it (`servers.live_writer`).

@@ -93,7 +93,6 @@ impl PostgresStore {
                 .await
                 .map_err(db(op))?;
                 let wakes = [Wake::Server { server: server.id }];
-                self.notify(&tx, &wakes).await?;
                 tx.commit().await.map_err(db(op))?;
                 self.woke(&wakes);
                 let draining_ms = server.draining_ms.or(Some(now_ms));
@@ -152,7 +151,6 @@ impl PostgresStore {
             .map_err(db(op))?;
         let mut wakes = requeued(&groups);
         wakes.push(Wake::Server { server: server.id });
-        self.notify(&tx, &wakes).await?;
         tx.commit().await.map_err(db(op))?;
         self.woke(&wakes);
         Ok(Removal::Removed {
@@ -196,7 +194,6 @@ impl PostgresStore {
             .await?
             .ok_or_else(|| not_found(name))?;
         let wakes = [Wake::Server { server: moved.id }];
-        self.notify(&tx, &wakes).await?;
         tx.commit().await.map_err(db(op))?;
         self.woke(&wakes);
         Ok(moved)

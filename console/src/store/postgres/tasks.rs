@@ -3,23 +3,21 @@
 //! cannot change before it writes), an assignment locks the server (its free slots) and takes
 //! queued tasks with `FOR UPDATE SKIP LOCKED` (a task another console is handing out is
 //! skipped, never handed out twice). A change that makes work or news for an agent sends its
-//! wake-up in its transaction.
-
-use std::collections::HashMap;
+//! wake-up to this console's polls once it commits (see `store/wakes.rs`).
 
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
-use tasknode_protocol::tasks::{FinishTask, HeldTask, TaskAssignment, TaskState};
+use tasknode_protocol::tasks::{FinishTask, HeldTask, TaskState};
 use tokio_postgres::Row;
 
-use super::{Cached, PostgresStore, col, db, group_of, to_i64};
+use super::{Cached, PostgresStore, col, db, group_of, look, to_i64};
 use crate::store::tasks::{LeaseRow, fence, finished};
 use crate::store::wakes::requeued;
 use crate::store::{
     Assigned, Fenced, Reconciled, StoreError, Task, TaskCount, TaskFilter, TaskStore, Wake,
 };
 
-const ACTIVE: &str = "('assigned', 'running')";
+pub(super) const ACTIVE: &str = "('assigned', 'running')";
 
 const TASK_COLUMNS: &str =
     "t.id, p.name, g.name, t.state, t.reason, COALESCE(s.name, t.server_name), t.timeout_secs,
@@ -28,7 +26,7 @@ const TASK_COLUMNS: &str =
      FROM tasks t JOIN resource_groups g ON g.id = t.group_id JOIN projects p ON p.id = g.project_id
      LEFT JOIN servers s ON s.id = t.server_id";
 
-fn state_of(s: &str) -> Result<TaskState, StoreError> {
+pub(super) fn state_of(s: &str) -> Result<TaskState, StoreError> {
     // The CHECK constraint admits only known states.
     TaskState::parse(s).ok_or_else(|| StoreError::Database {
         op: "reading a task",
@@ -73,71 +71,6 @@ fn not_found(id: i64) -> StoreError {
     }
 }
 
-struct Active {
-    id: i64,
-    state: TaskState,
-    lease: i64,
-    group: i64,
-}
-
-/// The server's assigned and running tasks, locked.
-async fn active_of(c: &impl GenericClient, server_id: i64) -> Result<Vec<Active>, StoreError> {
-    let op = "reading a server's tasks";
-    let rows = c
-        .q(
-            &format!(
-                "SELECT id, state, lease, group_id FROM tasks WHERE server_id = $1 AND state IN {ACTIVE}
-                 ORDER BY id FOR UPDATE"
-            ),
-            &[&server_id],
-        )
-        .await
-        .map_err(db(op))?;
-    rows.iter()
-        .map(|r| {
-            let state: String = col(r, 1)?;
-            Ok(Active {
-                id: col(r, 0)?,
-                state: state_of(&state)?,
-                lease: col(r, 2)?,
-                group: col(r, 3)?,
-            })
-        })
-        .collect()
-}
-
-/// Puts an assigned task back in the queue, or marks a running one lost.
-async fn let_go(
-    c: &impl GenericClient,
-    a: &Active,
-    requeue_reason: &str,
-    lost_reason: &str,
-    now_ms: i64,
-    out: &mut Reconciled,
-    groups: &mut Vec<i64>,
-) -> Result<(), StoreError> {
-    if a.state == TaskState::Assigned {
-        c.exec(
-            "UPDATE tasks SET state = 'queued', server_id = NULL, assigned_ms = NULL, reason = $2
-             WHERE id = $1",
-            &[&a.id, &requeue_reason],
-        )
-        .await
-        .map_err(db("queueing a task again"))?;
-        out.requeued.push(a.id);
-        groups.push(a.group);
-    } else {
-        c.exec(
-            "UPDATE tasks SET state = 'lost', finished_ms = $2, reason = $3 WHERE id = $1",
-            &[&a.id, &now_ms, &lost_reason],
-        )
-        .await
-        .map_err(db("marking a task lost"))?;
-        out.lost.push(a.id);
-    }
-    Ok(())
-}
-
 async fn lease_of(c: &impl GenericClient, id: i64) -> Result<Option<LeaseRow>, StoreError> {
     let row = c
         .q_opt(
@@ -171,6 +104,30 @@ impl TaskStore for PostgresStore {
     ) -> Result<Task, StoreError> {
         let op = "submitting a task";
         let mut c = self.client().await?;
+        // The usual case in one statement, the task read back as `task` reads it (the names
+        // matched are the ones given); a missing project or group is told apart below.
+        let row = c
+            .q_opt(
+                "WITH g AS (
+                     SELECT g.id FROM resource_groups g JOIN projects p ON p.id = g.project_id
+                     WHERE p.name = $1 AND g.name = $2)
+                 INSERT INTO tasks (group_id, script, timeout_secs, state, submitted_ms)
+                 SELECT g.id, $3, $4, 'queued', $5 FROM g
+                 RETURNING id, $1::text, $2::text, state, reason, server_name, timeout_secs,
+                           submitted_ms, assigned_ms, started_ms, finished_ms, exit_code, signal,
+                           log_bytes, lease, cancel_requested, group_id",
+                &[&project, &group, &script, &to_i64(timeout_secs), &now_ms],
+            )
+            .await
+            .map_err(db(op))?;
+        if let Some(row) = row {
+            let t = task_from_row(&row)?;
+            self.woke(&[Wake::Work {
+                group: col(&row, 16)?,
+                tasks: 1,
+            }]);
+            return Ok(t);
+        }
         let tx = c.transaction().await.map_err(db(op))?;
         let (gid, _) = group_of(&tx, project, group).await?;
         let row = tx
@@ -187,7 +144,6 @@ impl TaskStore for PostgresStore {
             group: gid,
             tasks: 1,
         }];
-        self.notify(&tx, &wakes).await?;
         tx.commit().await.map_err(db(op))?;
         self.woke(&wakes);
         Ok(t)
@@ -263,7 +219,6 @@ impl TaskStore for PostgresStore {
             }
         }
         let t = task(&tx, id).await?.ok_or_else(|| not_found(id))?;
-        self.notify(&tx, &wakes).await?;
         tx.commit().await.map_err(db(op))?;
         self.woke(&wakes);
         Ok(t)
@@ -278,51 +233,11 @@ impl TaskStore for PostgresStore {
         let op = "reconciling tasks";
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db(op))?;
-        let mut out = Reconciled::default();
-        let mut groups = Vec::new();
-        let held_lease: HashMap<i64, i64> = held.iter().map(|h| (h.id, h.lease)).collect();
-        for a in active_of(&tx, server_id).await? {
-            if held_lease.get(&a.id) != Some(&a.lease) {
-                let_go(
-                    &tx,
-                    &a,
-                    "its server never received the assignment; queued again",
-                    "its agent no longer runs it (the agent restarted while it ran); it is not run again",
-                    now_ms,
-                    &mut out,
-                    &mut groups,
-                )
-                .await?;
-            }
-        }
-        let stmt = tx
-            .prepare("SELECT server_id, lease, state, cancel_requested FROM tasks WHERE id = $1")
-            .await
-            .map_err(db(op))?;
-        for h in &held {
-            let row = tx.query_opt(&stmt, &[&h.id]).await.map_err(db(op))?;
-            let keep = match row {
-                Some(r) => {
-                    let sid: Option<i64> = col(&r, 0)?;
-                    let lease: i64 = col(&r, 1)?;
-                    let state = state_of(&col::<String>(&r, 2)?)?;
-                    let cancel: bool = col(&r, 3)?;
-                    // A lost task's result may still come; a cancelled one must die.
-                    sid == Some(server_id)
-                        && lease == h.lease
-                        && !(cancel || state == TaskState::Cancelled)
-                }
-                None => false,
-            };
-            if !keep {
-                out.cancel.push(h.id);
-            }
-        }
-        let wakes = requeued(&groups);
-        self.notify(&tx, &wakes).await?;
+        let squared = look::reconcile(&tx, server_id, &held, now_ms).await?;
+        let wakes = requeued(&squared.groups);
         tx.commit().await.map_err(db(op))?;
         self.woke(&wakes);
-        Ok(out)
+        Ok(squared.out)
     }
 
     async fn assign(
@@ -334,71 +249,38 @@ impl TaskStore for PostgresStore {
         let op = "assigning tasks";
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db(op))?;
-        // The server's lock: two consoles answering the same agent count its free slots one
-        // after the other. NO KEY UPDATE leaves rows that only refer to the server (reports,
-        // rollout members) free to be written meanwhile.
-        let Some(server) = tx
-            .q_opt(
-                // A draining server takes no new tasks.
-                "SELECT group_id FROM servers WHERE id = $1 AND draining_ms IS NULL
-                 FOR NO KEY UPDATE",
-                &[&server_id],
-            )
-            .await
-            .map_err(db(op))?
-        else {
+        let Some(server) = look::lock_server(&tx, server_id).await? else {
             return Ok(Assigned::default());
         };
-        let group_id: i64 = col(&server, 0)?;
-        let active: i64 = col(
-            &tx.q_one(
-                &format!("SELECT COUNT(*) FROM tasks WHERE server_id = $1 AND state IN {ACTIVE}"),
-                &[&server_id],
-            )
-            .await
-            .map_err(db(op))?,
-            0,
-        )?;
-        let free = i64::from(max_concurrency).saturating_sub(active);
-        if free <= 0 {
-            return Ok(Assigned {
-                full: true,
-                ..Assigned::default()
-            });
-        }
-        // One statement claims and assigns them all: a round trip per task was most of an
-        // assign's time at thousands of tasks a second.
-        let rows = tx
-            .q(
-                "WITH picked AS (
-                     SELECT id FROM tasks WHERE group_id = $1 AND state = 'queued'
-                     ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)
-                 UPDATE tasks t SET state = 'assigned', server_id = $3, lease = t.lease + 1,
-                        assigned_ms = $4, reason = NULL
-                 FROM picked WHERE t.id = picked.id
-                 RETURNING t.id, t.lease, t.script, t.timeout_secs, t.submitted_ms",
-                &[&group_id, &free, &server_id, &now_ms],
-            )
-            .await
-            .map_err(db(op))?;
-        let mut picked = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let task = TaskAssignment {
-                id: col(r, 0)?,
-                lease: col(r, 1)?,
-                script: col(r, 2)?,
-                timeout_secs: col::<i64>(r, 3)?.max(1) as u64,
-            };
-            picked.push((task, col::<i64>(r, 4)?));
-        }
-        picked.sort_by_key(|(a, _)| a.id);
+        let active = look::active_count(&tx, server_id).await?;
+        let assigned = look::assign(&tx, &server, max_concurrency, active, now_ms).await?;
         tx.commit().await.map_err(db(op))?;
-        let (tasks, submitted_ms): (Vec<_>, Vec<_>) = picked.into_iter().unzip();
-        Ok(Assigned {
-            full: i64::try_from(tasks.len()).unwrap_or(i64::MAX) >= free,
-            tasks,
-            submitted_ms,
-        })
+        Ok(assigned)
+    }
+
+    async fn look(
+        &self,
+        server_id: i64,
+        held: Vec<HeldTask>,
+        take: Option<u32>,
+        now_ms: i64,
+    ) -> Result<(Reconciled, Assigned), StoreError> {
+        let op = "looking for work";
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db(op))?;
+        // The server's lock first, as an assign alone takes it, then its tasks'.
+        let server = look::lock_server(&tx, server_id).await?;
+        let squared = look::reconcile(&tx, server_id, &held, now_ms).await?;
+        let assigned = match (take, &server) {
+            (Some(max), Some(server)) => {
+                look::assign(&tx, server, max, squared.still_active, now_ms).await?
+            }
+            _ => Assigned::default(),
+        };
+        let wakes = requeued(&squared.groups);
+        tx.commit().await.map_err(db(op))?;
+        self.woke(&wakes);
+        Ok((squared.out, assigned))
     }
 
     async fn start_task(
@@ -458,21 +340,18 @@ impl TaskStore for PostgresStore {
         let op = "finishing a task";
         let mut c = self.client().await?;
         // A slot of the server is free.
-        let wakes = [Wake::Server { server: server_id }];
+        let wakes = [Wake::Slot { server: server_id }];
         // The usual case (the task is this server's under this lease, and assigned or
-        // running: both finish alike) in one statement, which also sends the wake-up when it
-        // commits; anything else is answered under the row lock below.
+        // running: both finish alike) in one statement; anything else is answered under the
+        // row lock below.
         if let Some(f) = finished(TaskState::Running, &report) {
             let done = c
-                .q(
-                    "WITH f AS (
-                         UPDATE tasks SET state = $2, reason = $3,
-                                started_ms = COALESCE($4, started_ms), finished_ms = $5,
-                                exit_code = $6, signal = $7, log_bytes = $8
-                         WHERE id = $1 AND server_id = $9 AND lease = $10
-                           AND state IN ('assigned', 'running')
-                         RETURNING id)
-                     SELECT pg_notify($11, $12) FROM f",
+                .exec(
+                    "UPDATE tasks SET state = $2, reason = $3,
+                            started_ms = COALESCE($4, started_ms), finished_ms = $5,
+                            exit_code = $6, signal = $7, log_bytes = $8
+                     WHERE id = $1 AND server_id = $9 AND lease = $10
+                       AND state IN ('assigned', 'running')",
                     &[
                         &id,
                         &f.state.as_str(),
@@ -484,13 +363,11 @@ impl TaskStore for PostgresStore {
                         &f.log_bytes,
                         &server_id,
                         &report.lease,
-                        &super::wakes::CHANNEL,
-                        &super::wakes::payload(self.instance, wakes[0]),
                     ],
                 )
                 .await
                 .map_err(db(op))?;
-            if !done.is_empty() {
+            if done == 1 {
                 self.woke(&wakes);
                 return Ok(Fenced::Accepted);
             }
@@ -521,7 +398,6 @@ impl TaskStore for PostgresStore {
         )
         .await
         .map_err(db(op))?;
-        self.notify(&tx, &wakes).await?;
         tx.commit().await.map_err(db(op))?;
         self.woke(&wakes);
         Ok(Fenced::Accepted)
@@ -610,11 +486,10 @@ impl TaskStore for PostgresStore {
         let lost = format!(
             "{reason} while it ran; it may or may not have finished, and it is not run again"
         );
-        for a in active_of(&tx, server_id).await? {
-            let_go(&tx, &a, &requeue, &lost, now_ms, &mut out, &mut groups).await?;
+        for a in look::active_of(&tx, server_id).await? {
+            look::let_go(&tx, &a, &requeue, &lost, now_ms, &mut out, &mut groups).await?;
         }
         let wakes = requeued(&groups);
-        self.notify(&tx, &wakes).await?;
         tx.commit().await.map_err(db(op))?;
         self.woke(&wakes);
         Ok(out)

@@ -231,21 +231,30 @@ async fn two_projects_enrolling_one_name_on_two_consoles_bind_it_to_one() {
     );
 }
 
-/// The next wake-up `rx` receives, within a few seconds.
-async fn next_wake(rx: &mut tokio::sync::broadcast::Receiver<Wake>) -> Wake {
-    tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
+/// The next wake-up `feed` hears, within a few seconds.
+async fn next_wake(feed: &mut WakeFeed) -> (Wake, Origin) {
+    tokio::time::timeout(std::time::Duration::from_secs(10), feed.rx.recv())
         .await
         .expect("a wake-up arrives")
         .unwrap()
 }
 
-async fn nothing_more(rx: &mut tokio::sync::broadcast::Receiver<Wake>) {
-    let more = tokio::time::timeout(std::time::Duration::from_millis(300), rx.recv()).await;
+async fn nothing_more(feed: &mut WakeFeed) {
+    let more = tokio::time::timeout(std::time::Duration::from_millis(300), feed.rx.recv()).await;
     assert!(more.is_err(), "{more:?}");
 }
 
+fn pass_on(feed: &WakeFeed, wake: Wake) {
+    feed.pass_on
+        .as_ref()
+        .expect("PostgreSQL passes wake-ups on")
+        .send(wake)
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_change_on_one_console_wakes_the_other_once_also_after_its_listener_is_killed() {
+async fn a_change_wakes_its_own_console_and_what_it_passes_on_reaches_the_other_once() {
+    use Origin::{Elsewhere, Here};
     let (h, a, b, servers) = two_consoles(1, 1).await;
     let server = servers[0];
     let group = b
@@ -254,25 +263,68 @@ async fn a_change_on_one_console_wakes_the_other_once_also_after_its_listener_is
         .unwrap()
         .unwrap()
         .group_id;
-    let mut wakes = b.wakes();
+    let mut at_a = a.wakes();
+    let mut at_b = b.wakes();
     // Listening: every poll looks once, for what was sent before.
-    assert_eq!(next_wake(&mut wakes).await, Wake::All);
+    assert_eq!(next_wake(&mut at_a).await, (Wake::All, Here));
+    assert_eq!(next_wake(&mut at_b).await, (Wake::All, Here));
 
+    // A submit wakes the submitting console's polls only, until it passes the work on.
     let t = a
         .submit_task("default", "etl", "true", 60, 2)
         .await
         .unwrap();
-    assert_eq!(next_wake(&mut wakes).await, Wake::Work { group, tasks: 1 });
-    nothing_more(&mut wakes).await;
-    // B's own change reaches B once (locally, its echo skipped); A's cancel of the task B
-    // handed out reaches B as news for that server.
+    let work = Wake::Work { group, tasks: 1 };
+    assert_eq!(next_wake(&mut at_a).await, (work, Here));
+    nothing_more(&mut at_b).await;
+    pass_on(&at_a, work);
+    assert_eq!(next_wake(&mut at_b).await, (work, Elsewhere));
+    nothing_more(&mut at_a).await;
+    // What is passed on together arrives whole: work for one group summed.
+    for _ in 0..3 {
+        pass_on(&at_a, work);
+    }
+    let mut arrived = 0;
+    while arrived < 3 {
+        match next_wake(&mut at_b).await {
+            (Wake::Work { group: g, tasks }, Elsewhere) if g == group => arrived += tasks,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(arrived, 3);
+    nothing_more(&mut at_b).await;
+
+    // B's own changes reach B, and A only when B passes them on.
     assert_eq!(b.assign(server, 1, 3).await.unwrap().tasks.len(), 1);
     b.reconcile(server, vec![], 4).await.unwrap();
-    assert_eq!(next_wake(&mut wakes).await, Wake::Work { group, tasks: 1 });
-    nothing_more(&mut wakes).await;
-    assert_eq!(b.assign(server, 1, 5).await.unwrap().tasks.len(), 1);
+    assert_eq!(next_wake(&mut at_b).await, (work, Here));
+    nothing_more(&mut at_a).await;
+    let given = b.assign(server, 1, 5).await.unwrap().tasks;
+    assert_eq!(
+        b.start_task(server, t.id, given[0].lease, 5, 5)
+            .await
+            .unwrap(),
+        Fenced::Accepted
+    );
     a.cancel_task(t.id, 6).await.unwrap();
-    assert_eq!(next_wake(&mut wakes).await, Wake::Server { server });
+    assert_eq!(next_wake(&mut at_a).await, (Wake::Server { server }, Here));
+    pass_on(&at_a, Wake::Server { server });
+    assert_eq!(
+        next_wake(&mut at_b).await,
+        (Wake::Server { server }, Elsewhere)
+    );
+    let done = tasknode_protocol::tasks::FinishTask {
+        lease: given[0].lease,
+        outcome: tasknode_protocol::tasks::Outcome::Cancelled,
+        started_ms: Some(5),
+        finished_ms: 7,
+        log_bytes: 0,
+    };
+    assert_eq!(
+        b.finish_task(server, t.id, done, 7).await.unwrap(),
+        Fenced::Accepted
+    );
+    assert_eq!(next_wake(&mut at_b).await, (Wake::Slot { server }, Here));
 
     // The listening connection is killed: B connects again and wakes every poll once.
     let killed = h.psql(&format!(
@@ -280,19 +332,19 @@ async fn a_change_on_one_console_wakes_the_other_once_also_after_its_listener_is
          WHERE application_name = '{}' AND datname = current_database()",
         super::wakes::LISTENER_NAME
     ));
-    assert_eq!(killed, "1");
-    assert_eq!(next_wake(&mut wakes).await, Wake::All);
-    a.submit_task("default", "etl", "true", 60, 7)
-        .await
-        .unwrap();
-    assert_eq!(next_wake(&mut wakes).await, Wake::Work { group, tasks: 1 });
+    assert_eq!(killed, "2");
+    assert_eq!(next_wake(&mut at_b).await, (Wake::All, Here));
+    assert_eq!(next_wake(&mut at_a).await, (Wake::All, Here));
+    pass_on(&at_a, work);
+    assert_eq!(next_wake(&mut at_b).await, (work, Elsewhere));
     // A rolled-back change wakes no one: a submit to a missing group.
     assert!(
         a.submit_task("default", "nope", "true", 60, 8)
             .await
             .is_err()
     );
-    nothing_more(&mut wakes).await;
+    nothing_more(&mut at_a).await;
+    nothing_more(&mut at_b).await;
 }
 
 fn beat(node: &str, at_ms: i64) -> LivenessUpdate {

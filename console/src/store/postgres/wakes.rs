@@ -1,20 +1,22 @@
-//! Wake-ups across consoles. A change that makes work for a group or news for a server's agent
-//! sends `NOTIFY tasknode_wake` in its own transaction, so PostgreSQL delivers it to every
-//! listening console when (and only if) the change commits. Each console keeps one connection
-//! of its own, outside the pool, that `LISTEN`s and hands what arrives to the local wake-ups;
-//! its own notifications it already delivered locally, right after the commit, and skips.
-//! When that connection drops, it reconnects with backoff and, once listening again, wakes
-//! every local poll once: what was sent meanwhile is lost, and a poll that looks again finds
-//! it in the tables.
+//! Wake-ups across consoles. What a console's own polls cannot act on (see `store/wakes.rs`)
+//! goes out with `NOTIFY tasknode_wake` from a task of its own ([`pass_on`]), which gathers
+//! what queued up meanwhile into one statement. Each console keeps one connection, outside the
+//! pool, that `LISTEN`s and hands what arrives to the local wake-ups, skipping its own. When
+//! that connection drops, it reconnects with backoff and, once listening again, wakes every
+//! local poll once: what was sent meanwhile is lost, and a poll that looks again finds it in
+//! the tables.
 
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
+use deadpool_postgres::Pool;
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
 
-use super::{Cached, db};
+use super::Cached;
+use crate::store::Wake;
 use crate::store::wakes::WakeHub;
-use crate::store::{StoreError, Wake};
 
 /// The one channel every wake-up travels on.
 pub(super) const CHANNEL: &str = "tasknode_wake";
@@ -34,6 +36,7 @@ pub(super) fn payload(instance: u64, wake: Wake) -> String {
     match wake {
         Wake::Work { group, tasks } => format!("{instance:x} w {group} {tasks}"),
         Wake::Server { server } => format!("{instance:x} s {server}"),
+        Wake::Slot { server } => format!("{instance:x} f {server}"),
         Wake::All => format!("{instance:x} a"),
     }
 }
@@ -51,27 +54,54 @@ fn parse(payload: &str) -> Option<(u64, Wake)> {
         ("s", Some(s), None) => Wake::Server {
             server: s.parse().ok()?,
         },
+        ("f", Some(s), None) => Wake::Slot {
+            server: s.parse().ok()?,
+        },
         ("a", None, None) => Wake::All,
         _ => return None,
     };
     f.next().is_none().then_some((instance, wake))
 }
 
-/// Sends `wakes` to every listening console when the transaction `c` is in commits.
-pub(super) async fn notify(
-    c: &impl deadpool_postgres::GenericClient,
-    instance: u64,
-    wakes: &[Wake],
-) -> Result<(), StoreError> {
-    for w in wakes {
-        c.exec(
-            "SELECT pg_notify($1, $2)",
-            &[&CHANNEL, &payload(instance, *w)],
-        )
-        .await
-        .map_err(db("sending a wake-up"))?;
+/// Sends what this console's polls could not act on to every other console, until `rx`
+/// closes. Each send takes what has queued up by then, work for one group summed into one
+/// wake-up, in one statement. A send that fails is dropped with a warning: the other consoles'
+/// polls find the change at their next look.
+pub(super) async fn pass_on(pool: Pool, instance: u64, mut rx: mpsc::UnboundedReceiver<Wake>) {
+    while let Some(first) = rx.recv().await {
+        let mut work: BTreeMap<i64, u32> = BTreeMap::new();
+        let mut other = Vec::new();
+        let mut next = Some(first);
+        while let Some(w) = next {
+            match w {
+                Wake::Work { group, tasks } => {
+                    let n = work.entry(group).or_default();
+                    *n = n.saturating_add(tasks);
+                }
+                w if !other.contains(&w) => other.push(w),
+                _ => {}
+            }
+            next = rx.try_recv().ok();
+        }
+        let payloads: Vec<String> = work
+            .into_iter()
+            .map(|(group, tasks)| Wake::Work { group, tasks })
+            .chain(other)
+            .map(|w| payload(instance, w))
+            .collect();
+        let sent = async {
+            let c = pool.get().await.map_err(|e| e.to_string())?;
+            c.exec(
+                "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p",
+                &[&CHANNEL, &payloads],
+            )
+            .await
+            .map_err(|e| e.to_string())
+        };
+        if let Err(error) = sent.await {
+            tracing::warn!(%error, wakes = payloads.len(), "could not pass wake-ups on to the other consoles; their polls find the change at their next look");
+        }
     }
-    Ok(())
 }
 
 /// Listens for the other consoles' wake-ups until the task is aborted, reconnecting with
@@ -139,7 +169,7 @@ async fn listen_once(
                     let Some(n) = n else { return String::new() };
                     match parse(n.payload()) {
                         Some((from, _)) if from == instance => {}
-                        Some((_, wake)) => hub.send(wake),
+                        Some((_, wake)) => hub.send_from_elsewhere(wake),
                         None => tracing::debug!(payload = n.payload(), "ignoring a wake-up this console does not understand"),
                     }
                 }
@@ -172,6 +202,7 @@ mod tests {
         for w in [
             Wake::Work { group: 7, tasks: 3 },
             Wake::Server { server: 42 },
+            Wake::Slot { server: 43 },
             Wake::All,
         ] {
             assert_eq!(parse(&payload(0xabc, w)), Some((0xabc, w)));

@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use tasknode_protocol::NetworkType;
 
 use super::wakes::WakeHub;
-use super::{Enrollment, HealthStore, Liveness, Server, Stop, StoreError, Wake, WakeStore};
+use super::{Enrollment, HealthStore, Liveness, Server, Stop, StoreError, WakeFeed, WakeStore};
 
 /// Schema migrations, applied in order; a migration's number is the schema version it makes.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -50,8 +50,11 @@ pub struct SqliteStore {
 }
 
 impl WakeStore for SqliteStore {
-    fn wakes(&self) -> tokio::sync::broadcast::Receiver<Wake> {
-        self.wakes.subscribe()
+    fn wakes(&self) -> WakeFeed {
+        WakeFeed {
+            rx: self.wakes.subscribe(),
+            pass_on: None,
+        }
     }
 }
 

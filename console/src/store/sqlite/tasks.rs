@@ -551,6 +551,30 @@ impl TaskStore for SqliteStore {
             .await
     }
 
+    async fn look(
+        &self,
+        server_id: i64,
+        held: Vec<HeldTask>,
+        take: Option<u32>,
+        now_ms: i64,
+    ) -> Result<(Reconciled, Assigned), StoreError> {
+        // One trip to the store's thread; each step its own transaction, as apart.
+        let (out, groups, assigned) = self
+            .call(move |conn| {
+                let (out, groups) = reconcile(conn, server_id, &held, now_ms)?;
+                let assigned = match take {
+                    Some(max) => assign(conn, server_id, max, now_ms)?,
+                    None => Assigned::default(),
+                };
+                Ok((out, groups, assigned))
+            })
+            .await?;
+        for w in requeued(&groups) {
+            self.wakes.send(w);
+        }
+        Ok((out, assigned))
+    }
+
     async fn start_task(
         &self,
         server_id: i64,
@@ -574,7 +598,7 @@ impl TaskStore for SqliteStore {
             .call(move |conn| finish(conn, server_id, id, &report))
             .await?;
         if answer == Fenced::Accepted {
-            self.wakes.send(Wake::Server { server: server_id });
+            self.wakes.send(Wake::Slot { server: server_id });
         }
         Ok(answer)
     }

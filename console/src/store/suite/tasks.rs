@@ -155,6 +155,67 @@ pub(super) async fn assignment_stops_at_max_concurrency_and_a_lost_task_is_not_r
     assert!(t.reason.unwrap().contains("reported lost"));
 }
 
+pub(super) async fn a_look_squares_what_the_agent_holds_then_fills_its_free_slots(h: &dyn Harness) {
+    let (store, a, b) = store(h).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let t = store
+            .submit_task("default", "etl", "true", 60, 1)
+            .await
+            .unwrap();
+        // A submit answers the task as it is stored.
+        assert_eq!(Some(&t), store.task(t.id).await.unwrap().as_ref());
+        ids.push(t.id);
+    }
+    for (project, group) in [("default", "nope"), ("nope", "etl")] {
+        let err = store
+            .submit_task(project, group, "true", 60, 1)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
+    }
+    let (r, got) = store.look(a, vec![], Some(2), 2).await.unwrap();
+    assert_eq!(r, Reconciled::default());
+    let first: Vec<(i64, i64)> = got.tasks.iter().map(|t| (t.id, t.lease)).collect();
+    assert_eq!(first, [(ids[0], 1), (ids[1], 1)]);
+    assert_eq!((got.submitted_ms, got.full), (vec![1, 1], true));
+    // The agent holds only the first: the second goes back to the queue, and the slot it
+    // frees takes the oldest queued task, which is that one again, under a new lease.
+    let held = vec![HeldTask {
+        id: ids[0],
+        lease: 1,
+    }];
+    let (r, got) = store.look(a, held, Some(2), 3).await.unwrap();
+    assert_eq!(
+        (r.requeued, r.lost, r.cancel),
+        (vec![ids[1]], vec![], vec![])
+    );
+    let again: Vec<(i64, i64)> = got.tasks.iter().map(|t| (t.id, t.lease)).collect();
+    assert_eq!((again, got.full), (vec![(ids[1], 2)], true));
+    // Without `take` nothing is handed out; a cancelled task and one the store does not know
+    // are to be killed, and the stale lease of a task is too.
+    store.cancel_task(ids[0], 4).await.unwrap();
+    let held = vec![
+        HeldTask {
+            id: ids[0],
+            lease: 1,
+        },
+        HeldTask {
+            id: ids[1],
+            lease: 1,
+        },
+        HeldTask { id: 999, lease: 1 },
+    ];
+    let (r, got) = store.look(a, held, None, 5).await.unwrap();
+    assert_eq!(r.cancel, [ids[0], ids[1], 999]);
+    assert_eq!(r.requeued, [ids[1]]);
+    assert!(got.tasks.is_empty() && !got.full);
+    // Another server's look takes what is queued, the third task among it.
+    let (_, got) = store.look(b, vec![], Some(2), 6).await.unwrap();
+    let theirs: Vec<i64> = got.tasks.iter().map(|t| t.id).collect();
+    assert_eq!(theirs, [ids[1], ids[2]]);
+}
+
 pub(super) async fn tasks_are_counted_per_group_and_state(h: &dyn Harness) {
     let (store, a, _) = store(h).await;
     store

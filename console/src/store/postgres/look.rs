@@ -1,0 +1,257 @@
+//! A long poll's look on PostgreSQL: square what the agent holds with the tasks table, then
+//! hand the server queued tasks of its group. `TaskStore::look` runs both in one transaction
+//! under the server's row lock (`FOR NO KEY UPDATE`: rows that only refer to the server stay
+//! free to write), and reconcile and assign alone reuse the same steps. A look is most of what
+//! dispatch costs the database, so each step is one statement in the usual case: the server
+//! lock, its active tasks, the held tasks' rows, and the claim.
+
+use std::collections::HashMap;
+
+use deadpool_postgres::GenericClient;
+use tasknode_protocol::tasks::{HeldTask, TaskAssignment, TaskState};
+
+use super::tasks::{ACTIVE, state_of};
+use super::{Cached, col, db};
+use crate::store::{Assigned, Reconciled, StoreError};
+
+pub(super) struct Active {
+    id: i64,
+    state: TaskState,
+    lease: i64,
+    group: i64,
+}
+
+/// The server's assigned and running tasks, locked.
+pub(super) async fn active_of(
+    c: &impl GenericClient,
+    server_id: i64,
+) -> Result<Vec<Active>, StoreError> {
+    let op = "reading a server's tasks";
+    let rows = c
+        .q(
+            &format!(
+                "SELECT id, state, lease, group_id FROM tasks WHERE server_id = $1 AND state IN {ACTIVE}
+                 ORDER BY id FOR UPDATE"
+            ),
+            &[&server_id],
+        )
+        .await
+        .map_err(db(op))?;
+    rows.iter()
+        .map(|r| {
+            let state: String = col(r, 1)?;
+            Ok(Active {
+                id: col(r, 0)?,
+                state: state_of(&state)?,
+                lease: col(r, 2)?,
+                group: col(r, 3)?,
+            })
+        })
+        .collect()
+}
+
+/// How many tasks the server runs or is handed now.
+pub(super) async fn active_count(
+    c: &impl GenericClient,
+    server_id: i64,
+) -> Result<u32, StoreError> {
+    let row = c
+        .q_one(
+            &format!("SELECT COUNT(*) FROM tasks WHERE server_id = $1 AND state IN {ACTIVE}"),
+            &[&server_id],
+        )
+        .await
+        .map_err(db("counting a server's tasks"))?;
+    Ok(u32::try_from(col::<i64>(&row, 0)?).unwrap_or(u32::MAX))
+}
+
+/// Puts an assigned task back in the queue, or marks a running one lost.
+pub(super) async fn let_go(
+    c: &impl GenericClient,
+    a: &Active,
+    requeue_reason: &str,
+    lost_reason: &str,
+    now_ms: i64,
+    out: &mut Reconciled,
+    groups: &mut Vec<i64>,
+) -> Result<(), StoreError> {
+    if a.state == TaskState::Assigned {
+        c.exec(
+            "UPDATE tasks SET state = 'queued', server_id = NULL, assigned_ms = NULL, reason = $2
+             WHERE id = $1",
+            &[&a.id, &requeue_reason],
+        )
+        .await
+        .map_err(db("queueing a task again"))?;
+        out.requeued.push(a.id);
+        groups.push(a.group);
+    } else {
+        c.exec(
+            "UPDATE tasks SET state = 'lost', finished_ms = $2, reason = $3 WHERE id = $1",
+            &[&a.id, &now_ms, &lost_reason],
+        )
+        .await
+        .map_err(db("marking a task lost"))?;
+        out.lost.push(a.id);
+    }
+    Ok(())
+}
+
+/// What reconciling changed, for the caller's transaction to finish.
+pub(super) struct Squared {
+    pub(super) out: Reconciled,
+    /// The groups of the tasks queued again (their wake-ups go with the commit).
+    pub(super) groups: Vec<i64>,
+    /// The server's tasks still assigned or running afterwards.
+    pub(super) still_active: u32,
+}
+
+/// Squares the server's active tasks with what its agent holds (see `TaskStore::reconcile`).
+pub(super) async fn reconcile(
+    c: &impl GenericClient,
+    server_id: i64,
+    held: &[HeldTask],
+    now_ms: i64,
+) -> Result<Squared, StoreError> {
+    let mut out = Reconciled::default();
+    let mut groups = Vec::new();
+    let held_lease: HashMap<i64, i64> = held.iter().map(|h| (h.id, h.lease)).collect();
+    let active = active_of(c, server_id).await?;
+    let mut still_active = 0u32;
+    for a in &active {
+        if held_lease.get(&a.id) == Some(&a.lease) {
+            still_active += 1;
+        } else {
+            let_go(
+                c,
+                a,
+                "its server never received the assignment; queued again",
+                "its agent no longer runs it (the agent restarted while it ran); it is not run again",
+                now_ms,
+                &mut out,
+                &mut groups,
+            )
+            .await?;
+        }
+    }
+    if !held.is_empty() {
+        let ids: Vec<i64> = held.iter().map(|h| h.id).collect();
+        let rows = c
+            .q(
+                "SELECT id, server_id, lease, state, cancel_requested FROM tasks WHERE id = ANY($1)",
+                &[&ids],
+            )
+            .await
+            .map_err(db("reading the tasks an agent holds"))?;
+        let mut known = HashMap::with_capacity(rows.len());
+        for r in &rows {
+            let sid: Option<i64> = col(r, 1)?;
+            let lease: i64 = col(r, 2)?;
+            let state = state_of(&col::<String>(r, 3)?)?;
+            let cancel: bool = col(r, 4)?;
+            known.insert(col::<i64>(r, 0)?, (sid, lease, state, cancel));
+        }
+        for h in held {
+            // A lost task's result may still come; a cancelled one must die.
+            let keep = known
+                .get(&h.id)
+                .is_some_and(|&(sid, lease, state, cancel)| {
+                    sid == Some(server_id)
+                        && lease == h.lease
+                        && !(cancel || state == TaskState::Cancelled)
+                });
+            if !keep {
+                out.cancel.push(h.id);
+            }
+        }
+    }
+    Ok(Squared {
+        out,
+        groups,
+        still_active,
+    })
+}
+
+/// The server a look assigns to, under its lock.
+pub(super) struct Locked {
+    id: i64,
+    group_id: i64,
+    draining: bool,
+}
+
+/// Locks the server's row: two consoles answering the same agent count its free slots one
+/// after the other. `None` when the server is gone.
+pub(super) async fn lock_server(
+    c: &impl GenericClient,
+    server_id: i64,
+) -> Result<Option<Locked>, StoreError> {
+    let row = c
+        .q_opt(
+            "SELECT group_id, draining_ms IS NOT NULL FROM servers WHERE id = $1
+             FOR NO KEY UPDATE",
+            &[&server_id],
+        )
+        .await
+        .map_err(db("locking a server"))?;
+    row.map(|r| {
+        Ok(Locked {
+            id: server_id,
+            group_id: col(&r, 0)?,
+            draining: col(&r, 1)?,
+        })
+    })
+    .transpose()
+}
+
+/// Hands the locked server queued tasks of its group, oldest first, until it runs
+/// `max_concurrency` (it runs `active` now). A draining server takes none.
+pub(super) async fn assign(
+    c: &impl GenericClient,
+    server: &Locked,
+    max_concurrency: u32,
+    active: u32,
+    now_ms: i64,
+) -> Result<Assigned, StoreError> {
+    if server.draining {
+        return Ok(Assigned::default());
+    }
+    let free = i64::from(max_concurrency.saturating_sub(active));
+    if free == 0 {
+        return Ok(Assigned {
+            full: true,
+            ..Assigned::default()
+        });
+    }
+    // One statement claims and assigns them all: a round trip per task was most of an
+    // assign's time at thousands of tasks a second.
+    let rows = c
+        .q(
+            "WITH picked AS (
+                 SELECT id FROM tasks WHERE group_id = $1 AND state = 'queued'
+                 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)
+             UPDATE tasks t SET state = 'assigned', server_id = $3, lease = t.lease + 1,
+                    assigned_ms = $4, reason = NULL
+             FROM picked WHERE t.id = picked.id
+             RETURNING t.id, t.lease, t.script, t.timeout_secs, t.submitted_ms",
+            &[&server.group_id, &free, &server.id, &now_ms],
+        )
+        .await
+        .map_err(db("assigning tasks"))?;
+    let mut picked = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let task = TaskAssignment {
+            id: col(r, 0)?,
+            lease: col(r, 1)?,
+            script: col(r, 2)?,
+            timeout_secs: col::<i64>(r, 3)?.max(1) as u64,
+        };
+        picked.push((task, col::<i64>(r, 4)?));
+    }
+    picked.sort_by_key(|(a, _)| a.id);
+    let (tasks, submitted_ms): (Vec<_>, Vec<_>) = picked.into_iter().unzip();
+    Ok(Assigned {
+        full: i64::try_from(tasks.len()).unwrap_or(i64::MAX) >= free,
+        tasks,
+        submitted_ms,
+    })
+}
