@@ -19,7 +19,8 @@ use sha2::{Digest, Sha256};
 use tasknode_dist::arch::Arch;
 use tasknode_tests::releases::{EPOCH, fixture, ok};
 use tasknode_tests::{
-    Agent, Console, aarch64, dist_json, hostname, install_binary, stderr, wait_for, which,
+    Agent, Console, aarch64, dist_json, hostname, install_binary, static_agent, stderr,
+    update_agent, wait_for, which,
 };
 
 const V2: &str = "0.2.0";
@@ -327,8 +328,12 @@ fn the_aarch64_agent_under_qemu_updates_itself_to_the_next_aarch64_release() {
     let v2_agent = dir.path().join("tasknode-aarch64-v2");
     install_binary(&aarch64::update_agent(), &v2_agent);
     assert_eq!(version_in(&v2_agent), V2);
-    build(&dist, &keys, &v1, &[&arm], "none");
-    build(&dist, &keys, V2, &[&v2_agent], "none");
+    // Both releases for both architectures: the agent must take its own target's binary.
+    let x86_v1 = dir.path().join("tasknode-x86_64-v1");
+    install_binary(&static_agent(), &x86_v1);
+    assert_eq!(version_in(&x86_v1), v1);
+    build(&dist, &keys, &v1, &[&x86_v1, &arm], "none");
+    build(&dist, &keys, V2, &[&update_agent(), &v2_agent], "none");
 
     let (console, mut agent) = enrolled_aarch64(Some(&dist), &arm);
     agent.set_config(
@@ -364,6 +369,12 @@ fn the_aarch64_agent_under_qemu_updates_itself_to_the_next_aarch64_release() {
     assert_eq!(version_in(&agent.exe()), V2);
     let bytes = std::fs::read(agent.exe()).unwrap();
     assert_eq!(Arch::of_elf(&bytes), Some(Arch::Aarch64));
+    assert_eq!(
+        bytes,
+        std::fs::read(dist.join(format!("releases/{V2}/tasknode-aarch64-unknown-linux-musl")))
+            .unwrap(),
+        "the agent took the aarch64 binary of the release"
+    );
     let out = Command::new(agent.exe()).arg("--version").output().unwrap();
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
