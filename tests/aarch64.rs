@@ -395,3 +395,72 @@ fn the_aarch64_agent_under_qemu_updates_itself_to_the_next_aarch64_release() {
         "after-update\n"
     );
 }
+
+#[test]
+fn install_sh_on_an_aarch64_host_installs_the_aarch64_agent_the_console_serves() {
+    if !tasknode_tests::sandbox::require_root() || !aarch64::require_binfmt() {
+        return;
+    }
+    use tasknode_tests::sandbox::{Os, Sandbox};
+    // The console serves both architectures' agents.
+    let agents = tempfile::tempdir().unwrap();
+    install_binary(&static_agent(), &agents.path().join("tasknode-x86_64"));
+    let arm = agents.path().join("tasknode-aarch64");
+    install_binary(&aarch64::static_agent(), &arm);
+    let console = Console::start(&[
+        "--heartbeat-interval",
+        "1s",
+        "--agent-dir",
+        agents.path().to_str().unwrap(),
+    ]);
+    console.create_user("etl");
+    console.cli_ok(&["group", "create", "vpc", "--network", "vpc"]);
+    let uuid = "4c4c4544-0042-3510-8051-b4c04f3332a6";
+    console.cli_ok(&["server", "add", "--group", "vpc", "--name", uuid]);
+
+    // A host whose `uname -m` says aarch64; the kernel runs the aarch64 agent through qemu
+    // (binfmt_misc's F flag opened qemu already, so it runs inside the chroot too).
+    let sb = Sandbox::new(Os::Alinux3);
+    sb.set_uuid(uuid);
+    sb.add_program("curl");
+    let uname = sb.path("/usr/bin/uname");
+    std::fs::write(
+        &uname,
+        "#!/bin/sh\n[ \"$1\" = -m ] && { echo aarch64; exit 0; }\nexec /bin/busybox uname \"$@\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&uname, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let made = console.cli_ok(&[
+        "install-command",
+        "--group",
+        "vpc",
+        "--user",
+        "etl",
+        "--json",
+    ]);
+    let cmd: Value = serde_json::from_str(&made).unwrap();
+    // Under dash: Debian's busybox ash runs its own applets (uname too) before PATH.
+    let head = cmd["command"]
+        .as_str()
+        .unwrap()
+        .strip_suffix(" | sh")
+        .unwrap();
+    let out = sb.sh("/usr/bin/dash", &format!("{head} | /usr/bin/dash"));
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(out.status.success(), "install failed:\n{said}");
+    assert!(said.contains("arch aarch64"), "{said}");
+    console.wait_status(uuid, "available", Duration::from_secs(60));
+    let installed = std::fs::read(sb.path("/home/admin/tasknode/bin/tasknode")).unwrap();
+    assert_eq!(
+        installed,
+        std::fs::read(&arm).unwrap(),
+        "install.sh took the aarch64 agent"
+    );
+    let out = sb.sh(
+        "/usr/bin/dash",
+        &format!("{head} | /usr/bin/dash -s -- --uninstall --purge"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!sb.path("/home/admin/tasknode/bin/tasknode").exists());
+}
