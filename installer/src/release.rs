@@ -618,6 +618,7 @@ fn artifact(kind: &str, path: &Path, bytes: &[u8]) -> Artifact {
 }
 
 /// One agent of the release, read and checked.
+#[derive(Debug)]
 struct ReleaseAgent {
     arch: Arch,
     path: PathBuf,
@@ -873,6 +874,58 @@ mod tests {
         );
         assert_eq!(entry.header().mode().unwrap(), 0o755);
         assert_eq!(entry.header().mtime().unwrap(), 1_700_000_000);
+    }
+
+    fn fake_agent(dir: &Path, name: &str, machine: u8, version: &str) -> PathBuf {
+        let mut elf = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x02\0".to_vec();
+        elf.extend_from_slice(&[machine, 0]);
+        elf.extend_from_slice(tasknode_protocol::AGENT_VERSION_MARKER);
+        elf.extend_from_slice(version.as_bytes());
+        elf.push(0);
+        let path = dir.join(name);
+        fs::write(&path, &elf).unwrap();
+        path
+    }
+
+    #[test]
+    fn agents_are_one_per_architecture_and_read_in_build_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = Version::parse("1.0.0").unwrap();
+        let arm = fake_agent(dir.path(), "arm", 0xb7, "1.0.0");
+        let x86 = fake_agent(dir.path(), "x86", 0x3e, "1.0.0");
+        let x86_again = fake_agent(dir.path(), "x86-again", 0x3e, "1.0.0");
+        let agents = read_agents(&[arm.clone(), x86.clone()], &v).unwrap();
+        let arches: Vec<Arch> = agents.iter().map(|a| a.arch).collect();
+        assert_eq!(arches, [Arch::X86_64, Arch::Aarch64]);
+        let e = read_agents(&[x86, arm, x86_again], &v)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is the x86_64 agent already"), "{e}");
+    }
+
+    #[test]
+    fn a_release_leaving_out_an_architecture_install_scripts_serve_is_refused() {
+        let out = tempfile::tempdir().unwrap();
+        let agents_dir = out.path().join("agents");
+        fs::create_dir_all(&agents_dir).unwrap();
+        let x86 = fake_agent(out.path(), "x86", 0x3e, "1.1.0");
+        let v = Version::parse("1.1.0").unwrap();
+        let agents = read_agents(&[x86], &v).unwrap();
+        // No aarch64 agent served yet: fine.
+        check_published_arches(out.path(), &agents, &v).unwrap();
+        // An aarch64 agent of an older version is served: this build would mix versions.
+        fake_agent(&agents_dir, "tasknode-aarch64", 0xb7, "1.0.0");
+        let e = check_published_arches(out.path(), &agents, &v).unwrap_err();
+        assert!(
+            matches!(&e, BuildError::ArchMissing { arch: Arch::Aarch64, found, .. } if found == "1.0.0"),
+            "{e}"
+        );
+        // Of this version (a second build of it): fine; of a newer one: nothing is published.
+        fake_agent(&agents_dir, "tasknode-aarch64", 0xb7, "1.1.0");
+        check_published_arches(out.path(), &agents, &v).unwrap();
+        fake_agent(&agents_dir, "tasknode-aarch64", 0xb7, "1.2.0");
+        assert!(!publishes_agents(out.path(), &v));
+        check_published_arches(out.path(), &agents, &v).unwrap();
     }
 
     #[test]
