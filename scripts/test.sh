@@ -22,7 +22,9 @@ for pair in shellcheck:shellcheck dash:dash busybox:busybox-static systemd-analy
   rpm:rpm rpmbuild:rpm rpmlint:rpmlint dnf:dnf createrepo_c:createrepo-c gpg:gnupg \
   lintian:lintian dpkg-deb:dpkg chromium:chromium chromedriver:chromium-driver \
   systemd-nspawn:systemd-container debootstrap:debootstrap nsenter:util-linux \
-  bash:bash zsh:zsh fish:fish man:man-db script:bsdutils; do
+  bash:bash zsh:zsh fish:fish man:man-db script:bsdutils \
+  aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu aarch64-linux-gnu-strip:binutils-aarch64-linux-gnu \
+  qemu-aarch64-static:qemu-user-static; do
   command -v "${pair%%:*}" >/dev/null || need+=("${pair##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -62,9 +64,22 @@ if ! command -v promtool >/dev/null; then
 fi
 command -v setpriv >/dev/null || die "setpriv (util-linux) is missing: the PostgreSQL test clusters run through it"
 
-if ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
-  say "installing the rustup target x86_64-unknown-linux-musl"
-  rustup target add x86_64-unknown-linux-musl || die "could not add the rustup target x86_64-unknown-linux-musl"
+for target in x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
+  if ! rustup target list --installed | grep -qx "$target"; then
+    say "installing the rustup target $target"
+    rustup target add "$target" || die "could not add the rustup target $target"
+  fi
+done
+# tests/aarch64.rs runs the aarch64 agent under qemu-user. An agent updating itself starts and
+# execs its new binary, which the kernel runs through qemu only when qemu-aarch64 is registered
+# with binfmt_misc: register Debian's entry (F: qemu is opened now, so it works in chroots too).
+binfmt=/proc/sys/fs/binfmt_misc
+if [ ! -e "$binfmt/qemu-aarch64" ]; then
+  say "registering qemu-aarch64 with binfmt_misc (the aarch64 agent updates itself under it)"
+  [ -e "$binfmt/register" ] || mount -t binfmt_misc binfmt_misc "$binfmt" || true
+  /usr/lib/systemd/systemd-binfmt /usr/lib/binfmt.d/qemu-aarch64.conf || true
+  [ -e "$binfmt/qemu-aarch64" ] \
+    || die "could not register qemu-aarch64 with binfmt_misc (run as root on a VM or a privileged container, or register it on the host: systemd-binfmt /usr/lib/binfmt.d/qemu-aarch64.conf)"
 fi
 
 if ! cargo deb --version >/dev/null 2>&1; then
@@ -88,6 +103,13 @@ export TASKNODE_CRASH_AGENT=$PWD/target/update-test/tasknode-0.3.0-exits
 say "building the static agent the install tests serve"
 cargo build --locked --target x86_64-unknown-linux-musl -p tasknode
 export TASKNODE_STATIC_AGENT=$PWD/target/x86_64-unknown-linux-musl/debug/tasknode
+say "building static aarch64 agents 0.2.0 and the current version (debug, stripped): the qemu tests run them"
+TASKNODE_VERSION=0.2.0 cargo build --locked --target aarch64-unknown-linux-musl -p tasknode
+aarch64-linux-gnu-strip -o target/update-test/tasknode-0.2.0-aarch64 target/aarch64-unknown-linux-musl/debug/tasknode
+export TASKNODE_UPDATE_AGENT_AARCH64=$PWD/target/update-test/tasknode-0.2.0-aarch64
+cargo build --locked --target aarch64-unknown-linux-musl -p tasknode
+aarch64-linux-gnu-strip -o target/update-test/tasknode-aarch64 target/aarch64-unknown-linux-musl/debug/tasknode
+export TASKNODE_STATIC_AGENT_AARCH64=$PWD/target/update-test/tasknode-aarch64
 say "building the workspace binaries the end-to-end tests run"
 cargo build --workspace --bins --locked
 say "cargo test (unit and end-to-end)"

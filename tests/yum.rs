@@ -8,9 +8,12 @@
 use std::process::{Command, Output};
 
 use serde_json::Value;
+use tasknode_dist::arch::Arch;
 use tasknode_tests::releases::{EPOCH, agent_version_in_root, fixture, ok, rpm_path, run};
 use tasknode_tests::sandbox::{Os, Sandbox, require_root};
-use tasknode_tests::{Console, build_release_at, stderr, which};
+use tasknode_tests::{
+    Console, aarch64, build_release_at, dist_json, install_binary, stderr, which,
+};
 
 /// A throwaway root for dnf: the sandbox's busybox system, with shadow's tools and systemctl,
 /// recorded in its rpm database as one package providing what the agent's RPM requires.
@@ -159,6 +162,83 @@ fn dnf_installs_upgrades_and_erases_the_agent_from_the_signed_repository() {
     );
     // An edited config is kept as .rpmsave, as rpm does for every changed config file.
     assert!(sb.path("/etc/tasknode/tasknode.conf.rpmsave").exists());
+}
+
+#[test]
+fn dnf_installs_the_aarch64_agent_from_the_signed_repository_with_forcearch() {
+    if !require_root() {
+        return;
+    }
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let arm = dir.path().join("tasknode-aarch64");
+    install_binary(&aarch64::static_agent(), &arm);
+    let out = dir.path().join("dist");
+    dist_json(&[
+        "build",
+        "--out",
+        out.to_str().unwrap(),
+        "--version",
+        &f.v1.0,
+        "--targets",
+        "al8",
+        "--keys",
+        f.keys.to_str().unwrap(),
+        "--agent",
+        f.v1.1.to_str().unwrap(),
+        "--agent",
+        arm.to_str().unwrap(),
+        "--source-date-epoch",
+        EPOCH,
+    ]);
+    let console = Console::start(&["--dist", out.to_str().unwrap()]);
+    let sb = dnf_root(Os::Alinux3);
+
+    // The .repo's $basearch is aarch64 under --forcearch: dnf takes repo/al8/aarch64/, checks
+    // its signed metadata and the package's signature, and runs the scriptlets.
+    let o = dnf(
+        &sb,
+        &console,
+        &["--forcearch", "aarch64", "install", "tasknode"],
+    );
+    assert!(
+        o.status.success(),
+        "dnf install: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+    let q = ok(Command::new("rpm").arg("--root").arg(sb.root()).args([
+        "-q",
+        "--qf",
+        "%{NAME}-%{VERSION}-%{RELEASE}.%{ARCH}",
+        "tasknode",
+    ]));
+    assert_eq!(q, format!("tasknode-{}-1.al8.aarch64", f.v1.0));
+    let installed = std::fs::read(sb.path("/usr/bin/tasknode")).unwrap();
+    assert_eq!(Arch::of_elf(&installed), Some(Arch::Aarch64));
+    assert_eq!(std::fs::read(&arm).unwrap(), installed);
+    let version = aarch64::command(&sb.path("/usr/bin/tasknode"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("tasknode {}", f.v1.0),
+        "{}",
+        stderr(&version)
+    );
+    let passwd = std::fs::read_to_string(sb.path("/etc/passwd")).unwrap();
+    assert!(passwd.contains("admin:x:"), "%pre made the user: {passwd}");
+    assert!(
+        sb.path("/etc/systemd/system/multi-user.target.wants/tasknode.service")
+            .is_symlink(),
+        "%post enabled the service"
+    );
+    let keys = ok(Command::new("rpm")
+        .arg("--root")
+        .arg(sb.root())
+        .args(["-q", "gpg-pubkey"]));
+    assert!(keys.contains("gpg-pubkey-"), "dnf imported the key: {keys}");
 }
 
 #[test]

@@ -119,10 +119,12 @@ pub struct BuildArgs {
     /// Directory of the release keys (from `keygen`); needed for RPM targets.
     #[arg(long, value_name = "DIR")]
     pub keys: Option<PathBuf>,
-    /// A static x86_64 agent built with TASKNODE_VERSION=VERSION, instead of building it here
-    /// (`cargo build --release --target x86_64-unknown-linux-musl -p tasknode`).
+    /// A static agent built with TASKNODE_VERSION=VERSION, instead of building them here
+    /// (`cargo build --release --target x86_64-unknown-linux-musl -p tasknode`, and
+    /// aarch64-unknown-linux-musl). Repeatable, one per architecture (read from the file); the
+    /// release is made for the architectures given.
     #[arg(long, value_name = "FILE")]
-    pub agent: Option<PathBuf>,
+    pub agent: Vec<PathBuf>,
     /// The workspace to build the agent (and the .deb) in.
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub workspace: PathBuf,
@@ -370,28 +372,36 @@ fn build(args: &BuildArgs) -> anyhow::Result<()> {
         }
         trusted.push(hex.trim().to_ascii_lowercase());
     }
-    let agent = match &args.agent {
-        Some(path) => path.clone(),
-        None => {
-            if let Some(dir) = &args.keys {
-                let mut keys = crate::keys::ReleaseKeys::load(dir)?.trusted_hex(dir)?;
-                keys.retain(|k| !trusted.contains(k));
-                trusted.splice(0..0, keys);
-            }
+    let agents = if args.agent.is_empty() {
+        if let Some(dir) = &args.keys {
+            let mut keys = crate::keys::ReleaseKeys::load(dir)?.trusted_hex(dir)?;
+            keys.retain(|k| !trusted.contains(k));
+            trusted.splice(0..0, keys);
+        }
+        let mut built = Vec::new();
+        for arch in crate::arch::Arch::ALL {
             eprintln!(
                 "building the static agent {version} ({}), trusting {} update key(s)",
-                release::RUST_TARGET,
+                arch.rust_target(),
                 trusted.len()
             );
-            release::compile_agent(&args.workspace, &version, &trusted)?
+            built.push(release::compile_agent(
+                &args.workspace,
+                &version,
+                &trusted,
+                arch,
+            )?);
         }
+        built
+    } else {
+        args.agent.clone()
     };
     let opts = release::BuildOptions {
         out: args.out.clone(),
         version,
         targets,
         keys: args.keys.clone(),
-        agent,
+        agents,
         source_date,
         templates_dir: args.templates.clone(),
         workspace: args.workspace.clone(),

@@ -10,6 +10,7 @@ use std::process::Command;
 
 use serde::Serialize;
 
+use crate::arch::Arch;
 use crate::layout::{AGENT_USER, Layout};
 use crate::release::BuildError;
 use crate::rpm_package::STATE_DIR;
@@ -43,9 +44,9 @@ struct ChangelogContext<'a> {
     date: String,
 }
 
-/// The .deb's file name for `version`.
-pub fn file_name(version: &Version) -> String {
-    format!("tasknode_{version}-1_amd64.deb")
+/// The .deb's file name for `version` on `arch`.
+pub fn file_name(version: &Version, arch: Arch) -> String {
+    format!("tasknode_{version}-1_{}.deb", arch.deb())
 }
 
 /// Says how to get cargo-deb when it is missing.
@@ -80,10 +81,12 @@ fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
 }
 
-/// Builds the .deb of `version` in `workspace` and returns its bytes.
+/// Builds the .deb of `version` for the `arch` agent in `workspace` and returns its bytes.
+/// cargo-deb takes the Debian architecture from the Rust target.
 pub fn build(
     t: &Templates,
     agent: &[u8],
+    arch: Arch,
     docs: &crate::docs::AgentDocs,
     version: &Version,
     source_date: u32,
@@ -171,7 +174,7 @@ pub fn build(
         write(&staged, bytes, 0o644)?;
     }
 
-    let out = staging.join(file_name(version));
+    let out = staging.join(file_name(version, arch));
     let status = Command::new(cargo())
         .args([
             "deb",
@@ -181,7 +184,7 @@ pub fn build(
             "--no-strip",
             "--quiet",
             "--target",
-            crate::release::RUST_TARGET,
+            arch.rust_target(),
             "--deb-version",
         ])
         .arg(format!("{version}-1"))

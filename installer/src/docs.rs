@@ -1,6 +1,7 @@
 //! The agent's man pages and shell completions, for its packages. They are made by the very
 //! bytes being packaged, run from a private copy (`tasknode man --out DIR`, `tasknode
-//! completions SHELL`), so they describe that build; it is a static x86_64 binary and runs on
+//! completions SHELL`), so they describe that build; `build` runs the agent of the build host's
+//! architecture (the pages are the same for every architecture), a static binary that runs on
 //! the build host.
 
 use std::io::Write;
@@ -13,7 +14,7 @@ use crate::layout::PACKAGE_NAME;
 
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "--agent {path}: running it to make its man pages and completions ({what}) failed: {why}; the agent must run on this host (a static x86_64 build of this workspace)"
+    "--agent {path}: running it to make its man pages and completions ({what}) failed: {why}; the agent must run on this host (give the static build of this workspace for this host's architecture too, or register qemu-user with binfmt_misc)"
 )]
 pub struct DocsError {
     path: PathBuf,

@@ -3,6 +3,7 @@
 //! that the CLI and the console share; and makes releases (keys, the static agent, signed RPMs
 //! and repodata, the .deb, signed update manifests).
 
+pub mod arch;
 pub mod artifacts;
 pub mod cli;
 pub mod context;

@@ -2,15 +2,20 @@
 //!
 //! ```text
 //! OUT/RPM-GPG-KEY-tasknode                      the package key, as yum imports it
-//! OUT/agents/tasknode-x86_64                    the newest agent, as install scripts fetch it
-//! OUT/releases/VERSION/tasknode-VERSION-x86_64-linux-musl.tar.gz
-//! OUT/releases/VERSION/tasknode_VERSION-1_amd64.deb
-//! OUT/releases/VERSION/tasknode-x86_64-unknown-linux-musl    the agent, as self-updates fetch it
+//! OUT/agents/tasknode-ARCH                      the newest agent, as install scripts fetch it
+//! OUT/releases/VERSION/tasknode-VERSION-ARCH-linux-musl.tar.gz
+//! OUT/releases/VERSION/tasknode_VERSION-1_DEBARCH.deb
+//! OUT/releases/VERSION/tasknode-RUST_TARGET    the agent, as self-updates fetch it
 //! OUT/releases/VERSION/manifest.CHANNEL.json   the signed update manifest (with --keys)
 //! OUT/manifest-signing.public.pem               the key manifests are signed with
-//! OUT/releases/VERSION/SHA256SUMS               of the tarball and RPMs, paths relative to OUT
-//! OUT/repo/DIST/x86_64/tasknode-VERSION-1.DIST.x86_64.rpm + repodata/ (+ repomd.xml.asc)
+//! OUT/releases/VERSION/SHA256SUMS               of the release's files, paths relative to OUT
+//! OUT/repo/DIST/ARCH/tasknode-VERSION-1.DIST.ARCH.rpm + repodata/ (+ repomd.xml.asc)
 //! ```
+//!
+//! ARCH is each architecture of the agents built ([`Arch`]: x86_64, aarch64), DEBARCH its
+//! Debian name (amd64, arm64). One manifest lists every architecture's binary, one SHA256SUMS
+//! every file of the release; each dist gets the RPMs of the architectures rpm/targets.toml
+//! gives it, each in a repository of its own, as yum's `$basearch` finds it.
 //!
 //! Everything is checked before anything is written; every file is written under a temporary
 //! name and renamed into place; a version already built is never changed (building it again
@@ -25,17 +30,13 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::arch::Arch;
 use crate::keys::{self, KeyError, ReleaseKeys};
 use crate::repo::{self, Indexed, RepoError};
 use crate::rpm_package::{self, RpmError, RpmInputs};
 use crate::target::{self, RpmTarget, TargetError, Version};
 use crate::templates::{TemplateError, Templates};
 use tasknode_protocol::manifest::{self, Manifest};
-
-/// The architectures built, as rpm names them.
-pub const RPM_ARCH: &str = "x86_64";
-/// The Rust target of the agent.
-pub const RUST_TARGET: &str = "x86_64-unknown-linux-musl";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -59,6 +60,14 @@ pub enum BuildError {
     },
     #[error("--agent {path}: {why}")]
     Agent { path: PathBuf, why: String },
+    #[error(
+        "{path} is agent {found} and this release has no {arch} agent: install scripts are served one version for every architecture; give an --agent for {arch} too (or build without --agent, which builds them all)"
+    )]
+    ArchMissing {
+        path: PathBuf,
+        found: String,
+        arch: Arch,
+    },
     #[error(transparent)]
     Docs(#[from] crate::docs::DocsError),
     #[error(
@@ -111,8 +120,9 @@ pub struct BuildOptions {
     pub version: Version,
     pub targets: Vec<&'static str>,
     pub keys: Option<PathBuf>,
-    /// The static x86_64 agent; it must carry `version`. When absent, the workspace builds it.
-    pub agent: PathBuf,
+    /// The static agents, one per architecture (read from each ELF header); each must carry
+    /// `version`.
+    pub agents: Vec<PathBuf>,
     /// Seconds since the epoch: build time, file times, signature times.
     pub source_date: u32,
     /// Templates (embedded unless overridden).
@@ -144,6 +154,7 @@ pub struct BuildReport {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RepoReport {
     pub dist: String,
+    pub arch: Arch,
     pub path: PathBuf,
     #[serde(flatten)]
     pub indexed: Indexed,
@@ -191,13 +202,16 @@ pub fn source_date(explicit: Option<u32>, dir: &Path) -> Result<u32, BuildError>
         .map_err(|_| BuildError::NoSourceDate)
 }
 
-/// Compiles the static agent with `version` embedded, trusting the update-manifest keys
-/// `trusted` (hex), in the workspace at `workspace`, and returns the path of the binary.
+/// Compiles the static agent for `arch` with `version` embedded, trusting the update-manifest
+/// keys `trusted` (hex), in the workspace at `workspace`, and returns the path of the binary.
+/// The C compiler and linker of each target are set in the workspace's .cargo/config.toml.
 pub fn compile_agent(
     workspace: &Path,
     version: &Version,
     trusted: &[String],
+    arch: Arch,
 ) -> Result<PathBuf, BuildError> {
+    let target = arch.rust_target();
     let status = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
         .args([
             "build",
@@ -206,7 +220,7 @@ pub fn compile_agent(
             "-p",
             "tasknode",
             "--target",
-            RUST_TARGET,
+            target,
         ])
         .env("TASKNODE_VERSION", version.as_str())
         .env("TASKNODE_TRUSTED_KEYS", trusted.join(","))
@@ -220,13 +234,17 @@ pub fn compile_agent(
         return Err(BuildError::Tool {
             what: "cargo build of the agent".to_owned(),
             why: format!(
-                "failed ({status}); it needs `rustup target add {RUST_TARGET}` and musl-tools"
+                "failed ({status}); it needs `rustup target add {target}` and {}",
+                match arch {
+                    Arch::X86_64 => "musl-gcc (Debian: musl-tools)",
+                    Arch::Aarch64 => "aarch64-linux-gnu-gcc (Debian: gcc-aarch64-linux-gnu)",
+                }
             ),
         });
     }
     Ok(workspace
         .join("target")
-        .join(RUST_TARGET)
+        .join(target)
         .join("release")
         .join("tasknode"))
 }
@@ -258,11 +276,17 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
             });
         }
     };
-    let agent = read_agent(&opts.agent, &opts.version)?;
+    let agents = read_agents(&opts.agents, &opts.version)?;
     let docs = if rpm_dists.is_empty() && !opts.targets.contains(&"deb") {
         crate::docs::AgentDocs::default()
     } else {
-        crate::docs::AgentDocs::from_agent(&opts.agent, &agent, opts.source_date)?
+        // The pages describe the command line, the same on every architecture: made by the
+        // agent that runs on this host.
+        let runs_here = agents
+            .iter()
+            .find(|a| Some(a.arch) == Arch::host())
+            .unwrap_or(&agents[0]);
+        crate::docs::AgentDocs::from_agent(&runs_here.path, &runs_here.bytes, opts.source_date)?
     };
     let templates = match &opts.templates_dir {
         Some(d) => Templates::with_overrides(d)?,
@@ -270,6 +294,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
     };
     let facts = target::rpm_targets()?;
     check_writable(&opts.out)?;
+    check_published_arches(&opts.out, &agents, &opts.version)?;
     let with_deb = opts.targets.contains(&"deb");
     if with_deb {
         crate::deb::check_tool()?;
@@ -287,30 +312,42 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
             }
         }
     }
+    // Each dist's RPMs: one per architecture both the dist and this build have.
+    let mut rpms: Vec<(&RpmTarget, Arch)> = Vec::new();
+    for dist in &rpm_dists {
+        let target: &RpmTarget = facts
+            .get(*dist)
+            .ok_or_else(|| TargetError::Unknown((*dist).to_owned()))?;
+        for a in &agents {
+            if target.arches.contains(&a.arch) {
+                rpms.push((target, a.arch));
+            }
+        }
+    }
 
-    let steps = 2 + rpm_dists.len() as u64 * 2 + u64::from(with_deb);
+    let per_arch = 1 + u64::from(with_deb);
+    let steps = 1 + agents.len() as u64 * per_arch + rpms.len() as u64 * 2;
     progress.start(steps);
     let version = opts.version.as_str();
     let release_dir = opts.out.join("releases").join(version);
     let mut planned = Vec::new();
 
     // -- Build in memory.
-    progress.step("agent tarball");
-    let tarball = agent_tarball(&agent, &opts.version, opts.source_date)?;
-    planned.push(Planned {
-        kind: "tarball",
-        path: release_dir.join(format!("tasknode-{version}-{RPM_ARCH}-linux-musl.tar.gz")),
-        bytes: tarball,
-        mode: 0o644,
-    });
-
-    let binary_name = update_binary_name();
-    planned.push(Planned {
-        kind: "binary",
-        path: release_dir.join(&binary_name),
-        bytes: agent.clone(),
-        mode: 0o755,
-    });
+    for a in &agents {
+        progress.step(&format!("{} agent tarball", a.arch));
+        planned.push(Planned {
+            kind: "tarball",
+            path: release_dir.join(format!("tasknode-{version}-{}-linux-musl.tar.gz", a.arch)),
+            bytes: agent_tarball(&a.bytes, &opts.version, opts.source_date)?,
+            mode: 0o644,
+        });
+        planned.push(Planned {
+            kind: "binary",
+            path: release_dir.join(update_binary_name(a.arch)),
+            bytes: a.bytes.clone(),
+            mode: 0o755,
+        });
+    }
     if let Some(keys) = &keys {
         let manifest = Manifest {
             format: manifest::FORMAT,
@@ -319,7 +356,10 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
             rollback: false,
             issued_ms: i64::from(opts.source_date) * 1000,
             expires_ms: None,
-            artifacts: vec![update_artifact(version, &agent)],
+            artifacts: agents
+                .iter()
+                .map(|a| update_artifact(version, a.arch, &a.bytes))
+                .collect(),
         };
         planned.push(Planned {
             kind: "manifest",
@@ -348,21 +388,23 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
             })
         })?);
     }
-    for dist in &rpm_dists {
-        progress.step(&format!("{dist} RPM"));
-        let target: &RpmTarget = facts
-            .get(*dist)
-            .ok_or_else(|| TargetError::Unknown((*dist).to_owned()))?;
+    for (target, arch) in &rpms {
+        progress.step(&format!("{} {arch} RPM", target.dist));
         let Some(signer) = &signer else {
             continue;
         };
+        let agent = agents
+            .iter()
+            .find(|a| a.arch == *arch)
+            .map(|a| a.bytes.as_slice())
+            .unwrap_or_default();
         let bytes = rpm_package::build(
             &templates,
             &RpmInputs {
                 target,
                 version: &opts.version,
-                arch: RPM_ARCH,
-                agent: &agent,
+                arch: arch.uname(),
+                agent,
                 docs: &docs,
                 source_date: opts.source_date,
                 signature_time,
@@ -371,10 +413,10 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
         )?;
         planned.push(Planned {
             kind: "rpm",
-            path: repo_dir(&opts.out, dist).join(rpm_package::file_name(
+            path: repo_dir(&opts.out, &target.dist, *arch).join(rpm_package::file_name(
                 &opts.version,
                 target,
-                RPM_ARCH,
+                arch.uname(),
             )),
             bytes,
             mode: 0o644,
@@ -382,21 +424,24 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
     }
 
     if with_deb {
-        progress.step("deb");
-        let bytes = crate::deb::build(
-            &templates,
-            &agent,
-            &docs,
-            &opts.version,
-            opts.source_date,
-            &opts.workspace,
-        )?;
-        planned.push(Planned {
-            kind: "deb",
-            path: release_dir.join(crate::deb::file_name(&opts.version)),
-            bytes,
-            mode: 0o644,
-        });
+        for a in &agents {
+            progress.step(&format!("{} deb", a.arch.deb()));
+            let bytes = crate::deb::build(
+                &templates,
+                &a.bytes,
+                a.arch,
+                &docs,
+                &opts.version,
+                opts.source_date,
+                &opts.workspace,
+            )?;
+            planned.push(Planned {
+                kind: "deb",
+                path: release_dir.join(crate::deb::file_name(&opts.version, a.arch)),
+                bytes,
+                mode: 0o644,
+            });
+        }
     }
 
     // -- Refuse to change a released version, before writing anything.
@@ -426,9 +471,16 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
         write_atomic(&p.path, &p.bytes, p.mode)?;
         artifacts.push(artifact(p.kind, &p.path, &p.bytes));
     }
-    progress.step("agent for install scripts");
-    if let Some(a) = publish_agent(&opts.out, &agent, &opts.version)? {
-        artifacts.push(a);
+    progress.step("agents for install scripts");
+    if publishes_agents(&opts.out, &opts.version) {
+        for a in &agents {
+            let path = opts
+                .out
+                .join("agents")
+                .join(crate::artifacts::file_name(a.arch.uname()));
+            write_atomic(&path, &a.bytes, 0o755)?;
+            artifacts.push(artifact("agent", &path, &a.bytes));
+        }
     }
 
     // SHA256SUMS of the release's own files, by their path in OUT: `sha256sum -c
@@ -448,12 +500,13 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
     // -- Index each repository the build added to.
     let mut repositories = Vec::new();
     if let Some(signer) = &signer {
-        for dist in &rpm_dists {
-            progress.step(&format!("{dist} repodata"));
-            let dir = repo_dir(&opts.out, dist);
+        for (target, arch) in &rpms {
+            progress.step(&format!("{} {arch} repodata", target.dist));
+            let dir = repo_dir(&opts.out, &target.dist, *arch);
             let indexed = repo::index(&dir, opts.source_date, signature_time, signer)?;
             repositories.push(RepoReport {
-                dist: (*dist).to_owned(),
+                dist: target.dist.clone(),
+                arch: *arch,
                 path: dir,
                 indexed,
             });
@@ -468,9 +521,9 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
     })
 }
 
-/// The file name of the agent binary self-updates download.
-pub fn update_binary_name() -> String {
-    format!("tasknode-{RUST_TARGET}")
+/// The file name of the agent binary for `arch` that self-updates download.
+pub fn update_binary_name(arch: Arch) -> String {
+    format!("tasknode-{}", arch.rust_target())
 }
 
 /// The file name of a release's manifest for `channel` (a rollback manifest, or the one
@@ -483,10 +536,10 @@ pub fn manifest_name(channel: &str, rollback: bool) -> String {
     }
 }
 
-fn update_artifact(version: &str, agent: &[u8]) -> manifest::Artifact {
+fn update_artifact(version: &str, arch: Arch, agent: &[u8]) -> manifest::Artifact {
     manifest::Artifact {
-        target: RUST_TARGET.to_owned(),
-        url: format!("releases/{version}/{}", update_binary_name()),
+        target: arch.rust_target().to_owned(),
+        url: format!("releases/{version}/{}", update_binary_name(arch)),
         size: agent.len() as u64,
         sha256: hex::encode(Sha256::digest(agent)),
     }
@@ -513,12 +566,21 @@ pub fn sign_rollback(
 ) -> Result<RollbackReport, BuildError> {
     let keys = ReleaseKeys::load(keys_dir)?;
     let release_dir = out.join("releases").join(version.as_str());
-    let binary_path = release_dir.join(update_binary_name());
-    let agent = fs::read(&binary_path).map_err(|_| BuildError::NotBuilt {
-        version: version.to_string(),
-        out: out.to_owned(),
-        path: binary_path.clone(),
-    })?;
+    // Every architecture the release was built for.
+    let mut artifacts = Vec::new();
+    for arch in Arch::ALL {
+        let path = release_dir.join(update_binary_name(arch));
+        if let Ok(agent) = fs::read(&path) {
+            artifacts.push(update_artifact(version.as_str(), arch, &agent));
+        }
+    }
+    if artifacts.is_empty() {
+        return Err(BuildError::NotBuilt {
+            version: version.to_string(),
+            out: out.to_owned(),
+            path: release_dir.join(update_binary_name(Arch::X86_64)),
+        });
+    }
     let manifest = Manifest {
         format: manifest::FORMAT,
         channel: channel.to_owned(),
@@ -526,7 +588,7 @@ pub fn sign_rollback(
         rollback: true,
         issued_ms: now_ms,
         expires_ms: Some(now_ms.saturating_add(life_ms)),
-        artifacts: vec![update_artifact(version.as_str(), &agent)],
+        artifacts,
     };
     let text = manifest
         .sign(&keys.manifest)
@@ -542,8 +604,8 @@ pub fn sign_rollback(
 }
 
 /// OUT/repo/DIST/ARCH.
-pub fn repo_dir(out: &Path, dist: &str) -> PathBuf {
-    out.join("repo").join(dist).join(RPM_ARCH)
+pub fn repo_dir(out: &Path, dist: &str, arch: Arch) -> PathBuf {
+    out.join("repo").join(dist).join(arch.uname())
 }
 
 fn artifact(kind: &str, path: &Path, bytes: &[u8]) -> Artifact {
@@ -555,20 +617,60 @@ fn artifact(kind: &str, path: &Path, bytes: &[u8]) -> Artifact {
     }
 }
 
-/// Reads the agent and checks it is a static x86_64 ELF carrying `version`.
-fn read_agent(path: &Path, version: &Version) -> Result<Vec<u8>, BuildError> {
+/// One agent of the release, read and checked.
+#[derive(Debug)]
+struct ReleaseAgent {
+    arch: Arch,
+    path: PathBuf,
+    bytes: Vec<u8>,
+}
+
+/// Reads every agent, one per architecture, in the order of [`Arch::ALL`].
+fn read_agents(paths: &[PathBuf], version: &Version) -> Result<Vec<ReleaseAgent>, BuildError> {
+    if paths.is_empty() {
+        return Err(BuildError::Agent {
+            path: PathBuf::new(),
+            why: "no agent given; pass --agent, or leave it out to have the agents built"
+                .to_owned(),
+        });
+    }
+    let mut agents: Vec<ReleaseAgent> = Vec::new();
+    for path in paths {
+        let (arch, bytes) = read_agent(path, version)?;
+        if let Some(other) = agents.iter().find(|a| a.arch == arch) {
+            return Err(BuildError::Agent {
+                path: path.clone(),
+                why: format!(
+                    "{} is the {arch} agent already; give one agent per architecture",
+                    other.path.display()
+                ),
+            });
+        }
+        agents.push(ReleaseAgent {
+            arch,
+            path: path.clone(),
+            bytes,
+        });
+    }
+    agents.sort_by_key(|a| a.arch);
+    Ok(agents)
+}
+
+/// Reads an agent and checks it is a static ELF of an architecture agents are built for,
+/// carrying `version`.
+fn read_agent(path: &Path, version: &Version) -> Result<(Arch, Vec<u8>), BuildError> {
     let bad = |why: String| BuildError::Agent {
         path: path.to_owned(),
         why,
     };
     let bytes = fs::read(path).map_err(|e| bad(format!("{e}")))?;
-    if bytes.len() < 20 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 || bytes[18] != 62 {
+    let Some(arch) = Arch::of_elf(&bytes) else {
         return Err(bad(
-            "not an x86_64 ELF executable; build it with `cargo build --release --target x86_64-unknown-linux-musl -p tasknode`".to_owned(),
+            "not an x86_64 or aarch64 ELF executable; build it with `cargo build --release --target x86_64-unknown-linux-musl -p tasknode` (or aarch64-unknown-linux-musl)".to_owned(),
         ));
-    }
+    };
     match tasknode_protocol::agent_version_in(&bytes) {
-        Some(v) if v == version.as_str() => Ok(bytes),
+        Some(v) if v == version.as_str() => Ok((arch, bytes)),
         Some(v) => Err(bad(format!(
             "it is agent version {v}, not {version}; build it with TASKNODE_VERSION={version}, or leave out --agent to have it built"
         ))),
@@ -638,23 +740,50 @@ fn agent_tarball(agent: &[u8], version: &Version, source_date: u32) -> Result<Ve
     gz.finish().map_err(err)
 }
 
-/// Puts the agent in OUT/agents/ for install scripts, unless a newer version is there.
-fn publish_agent(
+/// Whether `version` goes to OUT/agents/ for install scripts: unless a newer version is there.
+fn publishes_agents(out: &Path, version: &Version) -> bool {
+    !Arch::ALL.into_iter().any(|arch| {
+        let path = out
+            .join("agents")
+            .join(crate::artifacts::file_name(arch.uname()));
+        fs::read(&path).ok().is_some_and(|existing| {
+            tasknode_protocol::agent_version_in(&existing)
+                .and_then(|v| Version::parse(v).ok())
+                .is_some_and(|v| v > *version)
+        })
+    })
+}
+
+/// A console serves its install scripts one version for every architecture: a build that
+/// publishes its agents must bring every architecture OUT/agents/ holds at another version.
+fn check_published_arches(
     out: &Path,
-    agent: &[u8],
+    agents: &[ReleaseAgent],
     version: &Version,
-) -> Result<Option<Artifact>, BuildError> {
-    let path = out
-        .join("agents")
-        .join(crate::artifacts::file_name(RPM_ARCH));
-    if let Ok(existing) = fs::read(&path)
-        && let Some(v) = tasknode_protocol::agent_version_in(&existing)
-        && Version::parse(v).is_ok_and(|v| v > *version)
-    {
-        return Ok(None);
+) -> Result<(), BuildError> {
+    if !publishes_agents(out, version) {
+        return Ok(());
     }
-    write_atomic(&path, agent, 0o755)?;
-    Ok(Some(artifact("agent", &path, agent)))
+    for arch in Arch::ALL {
+        if agents.iter().any(|a| a.arch == arch) {
+            continue;
+        }
+        let path = out
+            .join("agents")
+            .join(crate::artifacts::file_name(arch.uname()));
+        let Ok(existing) = fs::read(&path) else {
+            continue;
+        };
+        let found = tasknode_protocol::agent_version_in(&existing).unwrap_or("of no version");
+        if found != version.as_str() {
+            return Err(BuildError::ArchMissing {
+                path,
+                found: found.to_owned(),
+                arch,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A short table of what was built, for people.
@@ -698,14 +827,14 @@ pub fn summary(report: &BuildReport, out: &Path) -> String {
         text.push_str(line.trim_end());
         text.push('\n');
     }
-    let repos: BTreeMap<&str, &RepoReport> = report
+    let repos: BTreeMap<(&str, Arch), &RepoReport> = report
         .repositories
         .iter()
-        .map(|r| (r.dist.as_str(), r))
+        .map(|r| ((r.dist.as_str(), r.arch), r))
         .collect();
-    for (dist, r) in repos {
+    for ((dist, arch), r) in repos {
         text.push_str(&format!(
-            "repo {dist}: {} package(s), {} newly indexed, signed repomd.xml ({})\n",
+            "repo {dist} {arch}: {} package(s), {} newly indexed, signed repomd.xml ({})\n",
             r.indexed.packages,
             r.indexed.hashed,
             r.path.strip_prefix(out).unwrap_or(&r.path).display()
@@ -747,6 +876,58 @@ mod tests {
         assert_eq!(entry.header().mtime().unwrap(), 1_700_000_000);
     }
 
+    fn fake_agent(dir: &Path, name: &str, machine: u8, version: &str) -> PathBuf {
+        let mut elf = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x02\0".to_vec();
+        elf.extend_from_slice(&[machine, 0]);
+        elf.extend_from_slice(tasknode_protocol::AGENT_VERSION_MARKER);
+        elf.extend_from_slice(version.as_bytes());
+        elf.push(0);
+        let path = dir.join(name);
+        fs::write(&path, &elf).unwrap();
+        path
+    }
+
+    #[test]
+    fn agents_are_one_per_architecture_and_read_in_build_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = Version::parse("1.0.0").unwrap();
+        let arm = fake_agent(dir.path(), "arm", 0xb7, "1.0.0");
+        let x86 = fake_agent(dir.path(), "x86", 0x3e, "1.0.0");
+        let x86_again = fake_agent(dir.path(), "x86-again", 0x3e, "1.0.0");
+        let agents = read_agents(&[arm.clone(), x86.clone()], &v).unwrap();
+        let arches: Vec<Arch> = agents.iter().map(|a| a.arch).collect();
+        assert_eq!(arches, [Arch::X86_64, Arch::Aarch64]);
+        let e = read_agents(&[x86, arm, x86_again], &v)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is the x86_64 agent already"), "{e}");
+    }
+
+    #[test]
+    fn a_release_leaving_out_an_architecture_install_scripts_serve_is_refused() {
+        let out = tempfile::tempdir().unwrap();
+        let agents_dir = out.path().join("agents");
+        fs::create_dir_all(&agents_dir).unwrap();
+        let x86 = fake_agent(out.path(), "x86", 0x3e, "1.1.0");
+        let v = Version::parse("1.1.0").unwrap();
+        let agents = read_agents(&[x86], &v).unwrap();
+        // No aarch64 agent served yet: fine.
+        check_published_arches(out.path(), &agents, &v).unwrap();
+        // An aarch64 agent of an older version is served: this build would mix versions.
+        fake_agent(&agents_dir, "tasknode-aarch64", 0xb7, "1.0.0");
+        let e = check_published_arches(out.path(), &agents, &v).unwrap_err();
+        assert!(
+            matches!(&e, BuildError::ArchMissing { arch: Arch::Aarch64, found, .. } if found == "1.0.0"),
+            "{e}"
+        );
+        // Of this version (a second build of it): fine; of a newer one: nothing is published.
+        fake_agent(&agents_dir, "tasknode-aarch64", 0xb7, "1.1.0");
+        check_published_arches(out.path(), &agents, &v).unwrap();
+        fake_agent(&agents_dir, "tasknode-aarch64", 0xb7, "1.2.0");
+        assert!(!publishes_agents(out.path(), &v));
+        check_published_arches(out.path(), &agents, &v).unwrap();
+    }
+
     #[test]
     fn an_agent_of_another_version_is_refused_with_the_fix() {
         let dir = tempfile::tempdir().unwrap();
@@ -765,6 +946,9 @@ mod tests {
         read_agent(&path, &Version::parse("1.0.0").unwrap()).unwrap();
         fs::write(&path, b"#!/bin/sh\n").unwrap();
         let e = read_agent(&path, &Version::parse("1.0.0").unwrap()).unwrap_err();
-        assert!(e.to_string().contains("not an x86_64 ELF"), "{e}");
+        assert!(
+            e.to_string().contains("not an x86_64 or aarch64 ELF"),
+            "{e}"
+        );
     }
 }

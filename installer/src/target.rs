@@ -1,10 +1,12 @@
-//! Release targets: the four RPM dists (facts in rpm/targets.toml) and the .deb, and the
-//! version strings a release may carry.
+//! Release targets: the four RPM dists (facts in rpm/targets.toml, their architectures
+//! included) and the .deb, and the version strings a release may carry.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Deserialize;
+
+use crate::arch::Arch;
 
 /// rpm/targets.toml, embedded.
 const TARGETS_TOML: &str = include_str!("../../rpm/targets.toml");
@@ -38,6 +40,8 @@ pub struct RpmTarget {
     pub description: String,
     /// The RPM release, e.g. `1.el6`.
     pub release: String,
+    /// The architectures it is built for.
+    pub arches: Vec<Arch>,
     pub init: Init,
     /// Capabilities the package requires from the base system.
     pub requires: Vec<String>,
@@ -164,6 +168,11 @@ mod tests {
         for d in ["el7", "al7", "al8"] {
             assert_eq!(t[d].init, Init::Systemd);
             assert_eq!(t[d].release, format!("1.{d}"));
+        }
+        assert_eq!(t["el6"].arches, [Arch::X86_64]);
+        assert_eq!(t["al7"].arches, [Arch::X86_64]);
+        for d in ["el7", "al8"] {
+            assert_eq!(t[d].arches, [Arch::X86_64, Arch::Aarch64]);
         }
     }
 

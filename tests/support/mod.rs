@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod aarch64;
 pub mod browser;
 pub mod container;
 pub mod haproxy;
@@ -397,6 +398,8 @@ pub struct Agent {
     old_kernel: Option<std::sync::Arc<old_kernel::Linux2632>>,
     /// A binary of this agent's own (which it may replace), instead of the debug build.
     exe: Option<PathBuf>,
+    /// A user-mode emulator every command of the agent runs under (qemu-aarch64-static).
+    emulator: Option<PathBuf>,
 }
 
 impl Agent {
@@ -408,6 +411,7 @@ impl Agent {
             child: None,
             old_kernel: None,
             exe: None,
+            emulator: None,
         }
     }
 
@@ -419,6 +423,13 @@ impl Agent {
         let exe = bin.join("tasknode");
         install_binary(binary, &exe);
         self.exe = Some(exe);
+        self
+    }
+
+    /// Runs every command of this agent as `emulator AGENT ARGS` (an aarch64 agent under
+    /// qemu-user where binfmt_misc does not run it).
+    pub fn under_emulator(mut self, emulator: &Path) -> Agent {
+        self.emulator = Some(emulator.to_owned());
         self
     }
 
@@ -463,7 +474,14 @@ impl Agent {
                 kernel.apply_on_exec(&mut cmd);
                 cmd
             }
-            None => Command::new(self.exe()),
+            None => match &self.emulator {
+                Some(emulator) => {
+                    let mut cmd = Command::new(emulator);
+                    cmd.arg(self.exe());
+                    cmd
+                }
+                None => Command::new(self.exe()),
+            },
         };
         cmd.env("TASKNODE_CONFIG", self.config())
             .env_remove("NOTIFY_SOCKET")
@@ -643,9 +661,14 @@ impl Drop for Agent {
 }
 
 /// Copies `from` to `to` without its debug information (a debug agent is 100 MB, stripped
-/// 20 MB), executable.
+/// 20 MB), executable; an aarch64 binary with binutils for aarch64.
 pub fn install_binary(from: &Path, to: &Path) {
-    let out = Command::new(which("strip"))
+    let head = std::fs::read(from).unwrap();
+    let strip = match tasknode_dist::arch::Arch::of_elf(&head) {
+        Some(tasknode_dist::arch::Arch::Aarch64) => "aarch64-linux-gnu-strip",
+        _ => "strip",
+    };
+    let out = Command::new(which(strip))
         .arg("-o")
         .arg(to)
         .arg(from)
