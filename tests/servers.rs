@@ -347,3 +347,33 @@ fn a_server_removed_through_one_console_is_refused_by_the_other() {
         assert_eq!(beat(console, &node, &secret).status().as_u16(), 410);
     }
 }
+
+#[test]
+fn a_server_moved_through_one_console_takes_its_new_groups_work_through_the_other() {
+    let db = tasknode_tests::postgres::SharedDatabase::new();
+    let mut consoles = db.consoles(
+        2,
+        &["--heartbeat-interval", "1s", "--persist-interval", "1s"],
+    );
+    let b = consoles.pop().unwrap();
+    let a = consoles.pop().unwrap();
+    let password = a.create_user("ops");
+    a.cli_ok(&["group", "create", "batch", "--network", "vpc"]);
+    a.cli_ok(&["group", "create", "nightly", "--network", "vpc"]);
+    a.cli_ok(&["server", "add", "--group", "batch", "--name", U1]);
+    let mut agent = Agent::with_uuid(U1);
+    agent.enroll_ok(&b.url, "ops", &password, true);
+    agent.allow_tasks();
+    agent.run();
+    b.wait_status(U1, "available", Duration::from_secs(20));
+    // Its poll waits on console b for the old group's work.
+    let first = a.submit_script("batch", "true\n");
+    a.wait_task(first, &["succeeded"], Duration::from_secs(20));
+
+    // Moved through a, it takes the new group's task through b well within the 25 s its old
+    // poll on b would have waited: a's move ends that poll on b.
+    a.cli_ok(&["server", "move", "--name", U1, "--to", "nightly"]);
+    let id = a.submit_script("nightly", "echo moved\n");
+    let t = a.wait_task(id, &["succeeded"], Duration::from_secs(10));
+    assert_eq!(t["server"], U1);
+}

@@ -6,7 +6,8 @@
 //!   oldest waiting ones whose last look found a free slot (and that were accepting, with their
 //!   clock in bounds), or that are looking right now. A poll at capacity is not woken for work.
 //! - news for a server (a cancel) wakes that server's polls only; a freed slot wakes them only
-//!   if their last look found them full (or they are looking now);
+//!   if their last look found them full (or they are looking now); a move to another group ends
+//!   them (the agent's next poll waits on the new group's work);
 //! - "all" (wake-ups may have been lost) wakes every poll once.
 //!
 //! A wake-up of this console's own change that its polls cannot act on (work beyond what they
@@ -115,6 +116,23 @@ impl Polls {
         chosen.len() as u32
     }
 
+    /// Ends the polls of server `server` at once, empty-handed (it moved to another group:
+    /// its agent's next poll waits under the new one); answers how many there were.
+    fn end_polls_of(&mut self, server: i64) -> usize {
+        let ids: Vec<u64> = self
+            .servers
+            .get(&server)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        for id in &ids {
+            if let Some(e) = self.all.get_mut(id) {
+                e.superseded = true;
+                e.wake.notify_one();
+            }
+        }
+        ids.len()
+    }
+
     fn kick(&self, ids: impl IntoIterator<Item = u64>) {
         for id in ids {
             if let Some(e) = self.all.get(&id) {
@@ -188,6 +206,10 @@ impl Dispatch {
                 polls.kick(concerned);
                 ids.is_empty().then_some(wake)
             }
+            Wake::Moved { server } => {
+                let ids = polls.end_polls_of(server);
+                (ids == 0).then_some(wake)
+            }
             Wake::All => {
                 let ids: Vec<u64> = polls.all.keys().copied().collect();
                 polls.kick(ids);
@@ -213,23 +235,6 @@ impl Dispatch {
     fn hand_on(&self, polls: &mut Polls, group: i64, origin: Origin) {
         if polls.work(group, 1, origin) == 0 && origin == Origin::Here {
             self.send_on(Wake::Work { group, tasks: 1 });
-        }
-    }
-
-    /// Ends the polls of server `server` at once, empty-handed (it moved to another group: its
-    /// agent's next poll waits under the new one).
-    pub fn end_polls_of(&self, server: i64) {
-        let mut polls = self.lock();
-        let ids: Vec<u64> = polls
-            .servers
-            .get(&server)
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default();
-        for id in ids {
-            if let Some(e) = polls.all.get_mut(&id) {
-                e.superseded = true;
-                e.wake.notify_one();
-            }
         }
     }
 

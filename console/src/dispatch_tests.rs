@@ -219,3 +219,18 @@ async fn a_freed_slot_wakes_a_full_poll_or_a_looking_one_only() {
         [Wake::Slot { server: 4 }, Wake::Server { server: 5 }]
     );
 }
+
+#[tokio::test]
+async fn a_move_ends_the_servers_polls_here_or_goes_on_to_find_them() {
+    let (d, mut rx) = passing_on();
+    let moved = idle(&d, "n1", 1, true);
+    let other = idle(&d, "n2", 2, true);
+    d.wake(Wake::Moved { server: 1 });
+    assert!(woken(&moved).await && moved.superseded());
+    assert!(!woken(&other).await && !other.superseded());
+    assert!(passed(&mut rx).is_empty());
+    d.wake(Wake::Moved { server: 3 });
+    assert_eq!(passed(&mut rx), [Wake::Moved { server: 3 }]);
+    d.deliver(Wake::Moved { server: 4 }, Origin::Elsewhere);
+    assert!(passed(&mut rx).is_empty());
+}

@@ -221,9 +221,8 @@ pub async fn move_to(
         Some(&moved.project),
     )
     .await;
-    // Its agent's poll here waits on its old group's wake-ups: it ends, and the next waits on
-    // the new group's.
-    state.dispatch.end_polls_of(moved.id);
+    // Its agent's poll, on whichever console, waits on its old group's wake-ups: the store's
+    // `Moved` wake-up ends it, and the next waits on the new group's.
     let live = state
         .live
         .by_server()

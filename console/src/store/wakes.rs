@@ -23,6 +23,9 @@ pub enum Wake {
     Server { server: i64 },
     /// A task of server `server` ended: a slot is free (its poll looks only if it was full).
     Slot { server: i64 },
+    /// Server `server` moved to another group: its polls end, and its agent's next one waits
+    /// on the new group's work.
+    Moved { server: i64 },
     /// Every poll should look again: wake-ups of a while may have been lost.
     All,
 }

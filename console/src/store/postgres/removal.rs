@@ -193,7 +193,7 @@ impl PostgresStore {
         let moved = server_named(&*tx, project, name)
             .await?
             .ok_or_else(|| not_found(name))?;
-        let wakes = [Wake::Server { server: moved.id }];
+        let wakes = [Wake::Moved { server: moved.id }];
         tx.commit().await.map_err(db(op))?;
         self.woke(&wakes);
         Ok(moved)

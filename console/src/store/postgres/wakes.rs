@@ -37,6 +37,7 @@ pub(super) fn payload(instance: u64, wake: Wake) -> String {
         Wake::Work { group, tasks } => format!("{instance:x} w {group} {tasks}"),
         Wake::Server { server } => format!("{instance:x} s {server}"),
         Wake::Slot { server } => format!("{instance:x} f {server}"),
+        Wake::Moved { server } => format!("{instance:x} m {server}"),
         Wake::All => format!("{instance:x} a"),
     }
 }
@@ -55,6 +56,9 @@ fn parse(payload: &str) -> Option<(u64, Wake)> {
             server: s.parse().ok()?,
         },
         ("f", Some(s), None) => Wake::Slot {
+            server: s.parse().ok()?,
+        },
+        ("m", Some(s), None) => Wake::Moved {
             server: s.parse().ok()?,
         },
         ("a", None, None) => Wake::All,
@@ -203,6 +207,7 @@ mod tests {
             Wake::Work { group: 7, tasks: 3 },
             Wake::Server { server: 42 },
             Wake::Slot { server: 43 },
+            Wake::Moved { server: 44 },
             Wake::All,
         ] {
             assert_eq!(parse(&payload(0xabc, w)), Some((0xabc, w)));

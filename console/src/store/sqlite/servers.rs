@@ -214,7 +214,7 @@ impl ServerStore for SqliteStore {
         let moved = self
             .call(move |conn| super::removal::move_to(conn, &project, &name, &to))
             .await?;
-        self.wakes.send(Wake::Server { server: moved.id });
+        self.wakes.send(Wake::Moved { server: moved.id });
         Ok(moved)
     }
 
