@@ -123,6 +123,15 @@ pub struct BuildArgs {
     /// (`cargo build --release --target x86_64-unknown-linux-musl -p tasknode`).
     #[arg(long, value_name = "FILE")]
     pub agent: Option<PathBuf>,
+    /// A static x86_64 console to package as tasknode-console (RPMs for el7 and al8, a .deb)
+    /// instead of building it here (`cargo build --release --target x86_64-unknown-linux-musl
+    /// -p tasknode-console`). Without it, the console is built here when the agent is (no
+    /// --agent), and a release of a given --agent holds no console packages.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_console")]
+    pub console: Option<PathBuf>,
+    /// Build no console packages, even when the agent is built here.
+    #[arg(long)]
+    pub no_console: bool,
     /// The workspace to build the agent (and the .deb) in.
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub workspace: PathBuf,
@@ -386,12 +395,25 @@ fn build(args: &BuildArgs) -> anyhow::Result<()> {
             release::compile_agent(&args.workspace, &version, &trusted)?
         }
     };
+    let packages = targets.iter().any(|t| {
+        *t == "deb"
+            || crate::target::rpm_targets().is_ok_and(|f| f.get(*t).is_some_and(|f| f.console))
+    });
+    let console = match (&args.console, args.no_console || args.agent.is_some()) {
+        (Some(path), _) => Some(path.clone()),
+        (None, false) if packages => {
+            eprintln!("building the static console ({})", release::RUST_TARGET);
+            Some(crate::console_package::compile(&args.workspace)?)
+        }
+        (None, _) => None,
+    };
     let opts = release::BuildOptions {
         out: args.out.clone(),
         version,
         targets,
         keys: args.keys.clone(),
         agent,
+        console,
         source_date,
         templates_dir: args.templates.clone(),
         workspace: args.workspace.clone(),

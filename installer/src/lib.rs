@@ -5,6 +5,7 @@
 
 pub mod artifacts;
 pub mod cli;
+pub mod console_package;
 pub mod context;
 pub mod deb;
 pub mod docs;

@@ -10,6 +10,8 @@
 //! OUT/manifest-signing.public.pem               the key manifests are signed with
 //! OUT/releases/VERSION/SHA256SUMS               of the tarball and RPMs, paths relative to OUT
 //! OUT/repo/DIST/x86_64/tasknode-VERSION-1.DIST.x86_64.rpm + repodata/ (+ repomd.xml.asc)
+//! OUT/repo/DIST/x86_64/tasknode-console-VERSION-1.DIST.x86_64.rpm   (el7, al8; with a console)
+//! OUT/releases/VERSION/tasknode-console_VERSION-1_amd64.deb          (with a console)
 //! ```
 //!
 //! Everything is checked before anything is written; every file is written under a temporary
@@ -59,6 +61,8 @@ pub enum BuildError {
     },
     #[error("--agent {path}: {why}")]
     Agent { path: PathBuf, why: String },
+    #[error("--console {path}: {why}")]
+    Console { path: PathBuf, why: String },
     #[error(transparent)]
     Docs(#[from] crate::docs::DocsError),
     #[error(
@@ -113,6 +117,9 @@ pub struct BuildOptions {
     pub keys: Option<PathBuf>,
     /// The static x86_64 agent; it must carry `version`. When absent, the workspace builds it.
     pub agent: PathBuf,
+    /// The static x86_64 console, packaged as tasknode-console (see [`crate::console_package`]);
+    /// without it the release holds no console packages.
+    pub console: Option<PathBuf>,
     /// Seconds since the epoch: build time, file times, signature times.
     pub source_date: u32,
     /// Templates (embedded unless overridden).
@@ -259,6 +266,10 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
         }
     };
     let agent = read_agent(&opts.agent, &opts.version)?;
+    let console = match &opts.console {
+        Some(path) => Some(crate::console_package::read(path)?),
+        None => None,
+    };
     let docs = if rpm_dists.is_empty() && !opts.targets.contains(&"deb") {
         crate::docs::AgentDocs::default()
     } else {
@@ -379,6 +390,30 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
             bytes,
             mode: 0o644,
         });
+        if let Some(console) = console.as_deref().filter(|_| target.console) {
+            let bytes = crate::console_package::build_rpm(
+                &templates,
+                &crate::console_package::RpmInputs {
+                    target,
+                    version: &opts.version,
+                    arch: RPM_ARCH,
+                    console,
+                    source_date: opts.source_date,
+                    signature_time,
+                },
+                signer,
+            )?;
+            planned.push(Planned {
+                kind: "console-rpm",
+                path: repo_dir(&opts.out, dist).join(crate::console_package::rpm_file_name(
+                    &opts.version,
+                    target,
+                    RPM_ARCH,
+                )),
+                bytes,
+                mode: 0o644,
+            });
+        }
     }
 
     if with_deb {
@@ -397,6 +432,21 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
             bytes,
             mode: 0o644,
         });
+        if let Some(console) = &console {
+            let bytes = crate::console_package::build_deb(
+                &templates,
+                console,
+                &opts.version,
+                opts.source_date,
+                &opts.workspace,
+            )?;
+            planned.push(Planned {
+                kind: "console-deb",
+                path: release_dir.join(crate::console_package::deb_file_name(&opts.version)),
+                bytes,
+                mode: 0o644,
+            });
+        }
     }
 
     // -- Refuse to change a released version, before writing anything.
