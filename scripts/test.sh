@@ -88,6 +88,9 @@ export TASKNODE_CRASH_AGENT=$PWD/target/update-test/tasknode-0.3.0-exits
 say "building the static agent the install tests serve"
 cargo build --locked --target x86_64-unknown-linux-musl -p tasknode
 export TASKNODE_STATIC_AGENT=$PWD/target/x86_64-unknown-linux-musl/debug/tasknode
+say "building the static console the console-package tests put in packages"
+cargo build --locked --target x86_64-unknown-linux-musl -p tasknode-console
+export TASKNODE_STATIC_CONSOLE=$PWD/target/x86_64-unknown-linux-musl/debug/tasknode-console
 say "building the workspace binaries the end-to-end tests run"
 cargo build --workspace --bins --locked
 say "cargo test (unit and end-to-end)"
