@@ -202,6 +202,56 @@ fn console_packages_verify_lint_clean_and_hold_a_sandboxed_service() {
         .arg(&deb)
         .arg("conffiles"));
     assert_eq!(conffiles.trim(), "/etc/tasknode-console/console.env");
+
+    // A released version never changes, so building it again must give the same bytes: the
+    // console packages are as reproducible as the agent's.
+    let f = fixture();
+    let again = tasknode_tests::releases::dist(&[
+        "build",
+        "--out",
+        r.out().to_str().unwrap(),
+        "--version",
+        &r.v1,
+        "--targets",
+        "el7,al8,deb",
+        "--keys",
+        f.keys.to_str().unwrap(),
+        "--agent",
+        f.v1.1.to_str().unwrap(),
+        "--console",
+        r.dir.path().join("tasknode-console").to_str().unwrap(),
+        "--source-date-epoch",
+        EPOCH,
+    ]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    // A console that is not static is refused, naming the flag and the fix, before anything
+    // is written.
+    let dynamic = r.dir.path().join("dynamic");
+    std::fs::copy("/bin/true", &dynamic).unwrap();
+    let refused = tasknode_tests::releases::dist(&[
+        "build",
+        "--out",
+        r.dir.path().join("refused").to_str().unwrap(),
+        "--version",
+        &r.v1,
+        "--targets",
+        "deb",
+        "--agent",
+        f.v1.1.to_str().unwrap(),
+        "--console",
+        dynamic.to_str().unwrap(),
+        "--source-date-epoch",
+        EPOCH,
+    ]);
+    let said = stderr(&refused);
+    assert_eq!(refused.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("--console")
+            && said.contains("dynamically linked")
+            && said.contains("--target x86_64-unknown-linux-musl"),
+        "{said}"
+    );
+    assert!(!r.dir.path().join("refused").join("releases").exists());
 }
 
 #[test]
