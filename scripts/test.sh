@@ -110,6 +110,9 @@ export TASKNODE_UPDATE_AGENT_AARCH64=$PWD/target/update-test/tasknode-0.2.0-aarc
 cargo build --locked --target aarch64-unknown-linux-musl -p tasknode
 aarch64-linux-gnu-strip -o target/update-test/tasknode-aarch64 target/aarch64-unknown-linux-musl/debug/tasknode
 export TASKNODE_STATIC_AGENT_AARCH64=$PWD/target/update-test/tasknode-aarch64
+say "building the static console the console-package tests put in packages"
+cargo build --locked --target x86_64-unknown-linux-musl -p tasknode-console
+export TASKNODE_STATIC_CONSOLE=$PWD/target/x86_64-unknown-linux-musl/debug/tasknode-console
 say "building the workspace binaries the end-to-end tests run"
 cargo build --workspace --bins --locked
 say "cargo test (unit and end-to-end)"

@@ -40,7 +40,7 @@ impl Arch {
     }
 
     /// The Rust target of the static agent (what update manifests key binaries by).
-    pub fn rust_target(self) -> &'static str {
+    pub const fn rust_target(self) -> &'static str {
         match self {
             Arch::X86_64 => "x86_64-unknown-linux-musl",
             Arch::Aarch64 => "aarch64-unknown-linux-musl",

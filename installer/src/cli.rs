@@ -125,6 +125,15 @@ pub struct BuildArgs {
     /// release is made for the architectures given.
     #[arg(long, value_name = "FILE")]
     pub agent: Vec<PathBuf>,
+    /// A static x86_64 console to package as tasknode-console (RPMs for el7 and al8, a .deb)
+    /// instead of building it here (`cargo build --release --target x86_64-unknown-linux-musl
+    /// -p tasknode-console`). Without it, the console is built here when the agents are (no
+    /// --agent), and a release of given --agent files holds no console packages.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_console")]
+    pub console: Option<PathBuf>,
+    /// Build no console packages, even when the agents are built here.
+    #[arg(long)]
+    pub no_console: bool,
     /// The workspace to build the agent (and the .deb) in.
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub workspace: PathBuf,
@@ -396,12 +405,28 @@ fn build(args: &BuildArgs) -> anyhow::Result<()> {
     } else {
         args.agent.clone()
     };
+    let packages = targets.iter().any(|t| {
+        *t == "deb"
+            || crate::target::rpm_targets().is_ok_and(|f| f.get(*t).is_some_and(|f| f.console))
+    });
+    let console = match (&args.console, args.no_console || !args.agent.is_empty()) {
+        (Some(path), _) => Some(path.clone()),
+        (None, false) if packages => {
+            eprintln!(
+                "building the static console ({})",
+                crate::arch::Arch::X86_64.rust_target()
+            );
+            Some(crate::console_package::compile(&args.workspace)?)
+        }
+        (None, _) => None,
+    };
     let opts = release::BuildOptions {
         out: args.out.clone(),
         version,
         targets,
         keys: args.keys.clone(),
         agents,
+        console,
         source_date,
         templates_dir: args.templates.clone(),
         workspace: args.workspace.clone(),

@@ -212,7 +212,7 @@ pub fn build(
 }
 
 /// The root of the cargo workspace `dir` is in.
-fn workspace_root(dir: &Path) -> Result<PathBuf, BuildError> {
+pub(crate) fn workspace_root(dir: &Path) -> Result<PathBuf, BuildError> {
     let out = Command::new(cargo())
         .args(["locate-project", "--workspace", "--message-format", "plain"])
         .current_dir(dir)
@@ -243,7 +243,7 @@ fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), BuildError> {
 }
 
 /// `Tue, 14 Nov 2023 22:13:20 +0000`, as Debian changelogs date entries.
-fn rfc2822(secs: u32) -> String {
+pub(crate) fn rfc2822(secs: u32) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",

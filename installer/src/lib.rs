@@ -6,6 +6,7 @@
 pub mod arch;
 pub mod artifacts;
 pub mod cli;
+pub mod console_package;
 pub mod context;
 pub mod deb;
 pub mod docs;

@@ -10,6 +10,8 @@
 //! OUT/manifest-signing.public.pem               the key manifests are signed with
 //! OUT/releases/VERSION/SHA256SUMS               of the release's files, paths relative to OUT
 //! OUT/repo/DIST/ARCH/tasknode-VERSION-1.DIST.ARCH.rpm + repodata/ (+ repomd.xml.asc)
+//! OUT/repo/DIST/x86_64/tasknode-console-VERSION-1.DIST.x86_64.rpm   (el7, al8; with a console)
+//! OUT/releases/VERSION/tasknode-console_VERSION-1_amd64.deb          (with a console)
 //! ```
 //!
 //! ARCH is each architecture of the agents built ([`Arch`]: x86_64, aarch64), DEBARCH its
@@ -68,6 +70,8 @@ pub enum BuildError {
         found: String,
         arch: Arch,
     },
+    #[error("--console {path}: {why}")]
+    Console { path: PathBuf, why: String },
     #[error(transparent)]
     Docs(#[from] crate::docs::DocsError),
     #[error(
@@ -123,6 +127,9 @@ pub struct BuildOptions {
     /// The static agents, one per architecture (read from each ELF header); each must carry
     /// `version`.
     pub agents: Vec<PathBuf>,
+    /// The static x86_64 console, packaged as tasknode-console (see [`crate::console_package`]);
+    /// without it the release holds no console packages.
+    pub console: Option<PathBuf>,
     /// Seconds since the epoch: build time, file times, signature times.
     pub source_date: u32,
     /// Templates (embedded unless overridden).
@@ -277,6 +284,10 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
         }
     };
     let agents = read_agents(&opts.agents, &opts.version)?;
+    let console = match &opts.console {
+        Some(path) => Some(crate::console_package::read(path)?),
+        None => None,
+    };
     let docs = if rpm_dists.is_empty() && !opts.targets.contains(&"deb") {
         crate::docs::AgentDocs::default()
     } else {
@@ -421,6 +432,32 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
             bytes,
             mode: 0o644,
         });
+        // The console is packaged for x86_64 only.
+        if let Some(console) = console
+            .as_deref()
+            .filter(|_| target.console && *arch == Arch::X86_64)
+        {
+            let bytes = crate::console_package::build_rpm(
+                &templates,
+                &crate::console_package::RpmInputs {
+                    target,
+                    version: &opts.version,
+                    arch: arch.uname(),
+                    console,
+                    source_date: opts.source_date,
+                    signature_time,
+                },
+                signer,
+            )?;
+            planned.push(Planned {
+                kind: "console-rpm",
+                path: repo_dir(&opts.out, &target.dist, *arch).join(
+                    crate::console_package::rpm_file_name(&opts.version, target, arch.uname()),
+                ),
+                bytes,
+                mode: 0o644,
+            });
+        }
     }
 
     if with_deb {
@@ -438,6 +475,21 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
             planned.push(Planned {
                 kind: "deb",
                 path: release_dir.join(crate::deb::file_name(&opts.version, a.arch)),
+                bytes,
+                mode: 0o644,
+            });
+        }
+        if let Some(console) = &console {
+            let bytes = crate::console_package::build_deb(
+                &templates,
+                console,
+                &opts.version,
+                opts.source_date,
+                &opts.workspace,
+            )?;
+            planned.push(Planned {
+                kind: "console-deb",
+                path: release_dir.join(crate::console_package::deb_file_name(&opts.version)),
                 bytes,
                 mode: 0o644,
             });

@@ -47,6 +47,9 @@ pub struct RpmTarget {
     pub requires: Vec<String>,
     /// Where bash completions go on this dist.
     pub bash_completions: String,
+    /// Whether the tasknode-console package is built for this dist.
+    #[serde(default)]
+    pub console: bool,
 }
 
 /// The RPM dists, by name.

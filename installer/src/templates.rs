@@ -37,6 +37,18 @@ pub const DEB_POSTINST: &str = "deb-postinst.sh";
 pub const DEB_PRERM: &str = "deb-prerm.sh";
 pub const DEB_POSTRM: &str = "deb-postrm.sh";
 pub const DEB_CHANGELOG: &str = "deb.changelog";
+/// The tasknode-console package (templates/console/): its systemd unit, its settings
+/// (an EnvironmentFile), RPM scriptlets, .deb maintainer scripts and changelog.
+pub const CONSOLE_UNIT: &str = "console/tasknode-console.service";
+pub const CONSOLE_ENV: &str = "console/tasknode-console.env";
+pub const CONSOLE_RPM_PRE: &str = "console/rpm-pre.sh";
+pub const CONSOLE_RPM_POST: &str = "console/rpm-post.sh";
+pub const CONSOLE_RPM_PREUN: &str = "console/rpm-preun.sh";
+pub const CONSOLE_RPM_POSTUN: &str = "console/rpm-postun.sh";
+pub const CONSOLE_DEB_POSTINST: &str = "console/deb-postinst.sh";
+pub const CONSOLE_DEB_PRERM: &str = "console/deb-prerm.sh";
+pub const CONSOLE_DEB_POSTRM: &str = "console/deb-postrm.sh";
+pub const CONSOLE_DEB_CHANGELOG: &str = "console/deb.changelog";
 
 /// Every template, by name, as embedded at build time.
 pub const EMBEDDED: &[(&str, &str)] = &[
@@ -67,6 +79,46 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     (DEB_PRERM, include_str!("../../templates/deb/prerm.sh")),
     (DEB_POSTRM, include_str!("../../templates/deb/postrm.sh")),
     (DEB_CHANGELOG, include_str!("../../templates/deb/changelog")),
+    (
+        CONSOLE_UNIT,
+        include_str!("../../templates/console/tasknode-console.service"),
+    ),
+    (
+        CONSOLE_ENV,
+        include_str!("../../templates/console/tasknode-console.env"),
+    ),
+    (
+        CONSOLE_RPM_PRE,
+        include_str!("../../templates/console/rpm-pre.sh"),
+    ),
+    (
+        CONSOLE_RPM_POST,
+        include_str!("../../templates/console/rpm-post.sh"),
+    ),
+    (
+        CONSOLE_RPM_PREUN,
+        include_str!("../../templates/console/rpm-preun.sh"),
+    ),
+    (
+        CONSOLE_RPM_POSTUN,
+        include_str!("../../templates/console/rpm-postun.sh"),
+    ),
+    (
+        CONSOLE_DEB_POSTINST,
+        include_str!("../../templates/console/deb-postinst.sh"),
+    ),
+    (
+        CONSOLE_DEB_PRERM,
+        include_str!("../../templates/console/deb-prerm.sh"),
+    ),
+    (
+        CONSOLE_DEB_POSTRM,
+        include_str!("../../templates/console/deb-postrm.sh"),
+    ),
+    (
+        CONSOLE_DEB_CHANGELOG,
+        include_str!("../../templates/console/deb.changelog"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +144,8 @@ pub fn format_of(name: &str) -> Option<Format> {
         "repo" => Some(Format::Ini),
         // A Debian changelog line takes values as literal text on one line, as INI does.
         "changelog" => Some(Format::Ini),
+        // systemd's EnvironmentFile reads values quoted as a shell would.
+        "env" => Some(Format::Shell),
         _ => None,
     }
 }
