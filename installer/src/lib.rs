@@ -12,6 +12,7 @@ pub mod docs;
 pub mod escape;
 pub mod keys;
 pub mod layout;
+pub mod parallel;
 pub mod release;
 pub mod render;
 pub mod repo;
