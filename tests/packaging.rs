@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use serde_json::Value;
 use tasknode_tests::releases::{EPOCH, agent_version_in_root, dist, fixture, ok, rpm_path, run};
 use tasknode_tests::sandbox::{Os, Sandbox, require_root};
-use tasknode_tests::{Console, build_release_at, stderr, which};
+use tasknode_tests::{Console, build_release_at, dist_json, stderr, which};
 
 const DISTS: [&str; 4] = ["el6", "el7", "al7", "al8"];
 /// The rpmlib() features rpm 4.8 (CentOS 6) provides; a package may need no other.
@@ -349,12 +349,32 @@ fn the_repository_is_signed_and_lists_what_it_holds() {
 }
 
 #[test]
-fn two_builds_of_a_version_are_byte_identical() {
+fn two_builds_of_a_version_are_byte_identical_on_any_number_of_threads() {
     let f = fixture();
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
-    build_release_at(a.path(), &f.keys, &f.v1.0, &f.v1.1, "el6,al8,deb", EPOCH);
-    build_release_at(b.path(), &f.keys, &f.v1.0, &f.v1.1, "el6,al8,deb", EPOCH);
+    // Four at once (more than the packages of a dist, whatever the cores), and one at a time.
+    let build = |out: &Path, jobs: &str| {
+        dist_json(&[
+            "build",
+            "--out",
+            out.to_str().unwrap(),
+            "--version",
+            &f.v1.0,
+            "--targets",
+            "el6,el7,al8,deb",
+            "--keys",
+            f.keys.to_str().unwrap(),
+            "--agent",
+            f.v1.1.to_str().unwrap(),
+            "--source-date-epoch",
+            EPOCH,
+            "--jobs",
+            jobs,
+        ])
+    };
+    build(a.path(), "4");
+    build(b.path(), "1");
     let files_a = tree(a.path());
     let files_b = tree(b.path());
     assert_eq!(
@@ -823,10 +843,11 @@ fn index_reindexes_one_directory_and_reads_only_new_packages() {
         (Some(1), Some(0)),
         "{v}"
     );
-    // Without metadata every package is read; the result is the metadata `build` wrote.
+    // Without metadata every package is read; the result is the metadata `build` wrote (on
+    // as many threads as there are cores), on one thread too.
     let before = std::fs::read(repo.join("repodata/repomd.xml")).unwrap();
     std::fs::remove_dir_all(repo.join("repodata")).unwrap();
-    let o = index(&["--json"]);
+    let o = index(&["--json", "--jobs", "1"]);
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["hashed"], 1, "{v}");
     assert_eq!(

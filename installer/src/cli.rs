@@ -89,6 +89,10 @@ pub struct IndexArgs {
     /// Print what was indexed as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Threads to read packages and compress metadata on; any number gives the same bytes.
+    /// [default: one per core]
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<std::num::NonZeroUsize>,
 }
 
 #[derive(Debug, Args)]
@@ -154,6 +158,10 @@ pub struct BuildArgs {
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// How many packages, signatures and repository indexes to make at once; any number gives
+    /// the same bytes (1 builds one thing after another). [default: one per core]
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<std::num::NonZeroUsize>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -431,6 +439,7 @@ fn build(args: &BuildArgs) -> anyhow::Result<()> {
         templates_dir: args.templates.clone(),
         workspace: args.workspace.clone(),
         channel: args.channel.clone(),
+        jobs: args.jobs.unwrap_or_else(crate::parallel::default_jobs),
     };
     let bar = indicatif::ProgressBar::new(0).with_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
@@ -501,11 +510,12 @@ fn index(args: &IndexArgs) -> anyhow::Result<()> {
     let signer = keys
         .package_signer()
         .context("--keys: loading the package key")?;
-    let indexed = crate::repo::index(
+    let indexed = crate::repo::index_with_jobs(
         &args.repo,
         source_date,
         keys.signature_time(source_date),
         &signer,
+        args.jobs.unwrap_or_else(crate::parallel::default_jobs),
     )?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&indexed)?);

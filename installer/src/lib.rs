@@ -13,6 +13,7 @@ pub mod docs;
 pub mod escape;
 pub mod keys;
 pub mod layout;
+pub mod parallel;
 pub mod release;
 pub mod render;
 pub mod repo;

@@ -138,6 +138,9 @@ pub struct BuildOptions {
     pub workspace: PathBuf,
     /// The update channel the manifest is signed for.
     pub channel: String,
+    /// How many packages, signatures and indexes are made at once; any number gives the same
+    /// bytes.
+    pub jobs: std::num::NonZeroUsize,
 }
 
 /// One file the build wrote (or found identical).
@@ -167,8 +170,9 @@ pub struct RepoReport {
     pub indexed: Indexed,
 }
 
-/// Observes the steps of a build (progress bars in the CLI; nothing in the library).
-pub trait Progress {
+/// Observes the steps of a build (progress bars in the CLI; nothing in the library). Steps
+/// that run at once report from their own threads, each when it is done.
+pub trait Progress: Sync {
     fn start(&self, steps: u64);
     fn step(&self, what: &str);
     fn finish(&self);
@@ -343,13 +347,65 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
     let release_dir = opts.out.join("releases").join(version);
     let mut planned = Vec::new();
 
-    // -- Build in memory.
-    for a in &agents {
-        progress.step(&format!("{} agent tarball", a.arch));
+    // -- Build in memory, the independent parts at once (see crate::parallel).
+    // The tarballs (gzip at its best, slow) are made beside the RPMs.
+    let tarballs = || {
+        crate::parallel::map(opts.jobs, &agents, |a| {
+            let bytes = agent_tarball(&a.bytes, &opts.version, opts.source_date)?;
+            progress.step(&format!("{} agent tarball", a.arch));
+            Ok::<_, BuildError>(bytes)
+        })
+    };
+    let signature_time = keys
+        .as_ref()
+        .map_or(opts.source_date, |k| k.signature_time(opts.source_date));
+    let mut signer = None;
+    if let Some(keys) = &keys {
+        signer = Some(keys.package_signer().map_err(|e| {
+            BuildError::Key(KeyError::WrongKey {
+                path: opts
+                    .keys
+                    .clone()
+                    .unwrap_or_default()
+                    .join(keys::PACKAGE_SECRET),
+                why: e.to_string(),
+            })
+        })?);
+    }
+    let rpms_built = || {
+        crate::parallel::map(opts.jobs, &rpms, |(target, arch)| {
+            let Some(signer) = &signer else {
+                return Ok(None);
+            };
+            let agent = agents
+                .iter()
+                .find(|a| a.arch == *arch)
+                .map(|a| a.bytes.as_slice())
+                .unwrap_or_default();
+            let bytes = rpm_package::build(
+                &templates,
+                &RpmInputs {
+                    target,
+                    version: &opts.version,
+                    arch: arch.uname(),
+                    agent,
+                    docs: &docs,
+                    source_date: opts.source_date,
+                    signature_time,
+                },
+                signer,
+            )?;
+            progress.step(&format!("{} {arch} RPM", target.dist));
+            Ok::<_, BuildError>(Some(bytes))
+        })
+    };
+    let (tarballs, built) = crate::parallel::join(opts.jobs, tarballs, rpms_built);
+    let (tarballs, built) = (tarballs?, built?);
+    for (a, tarball) in agents.iter().zip(tarballs) {
         planned.push(Planned {
             kind: "tarball",
             path: release_dir.join(format!("tasknode-{version}-{}-linux-musl.tar.gz", a.arch)),
-            bytes: agent_tarball(&a.bytes, &opts.version, opts.source_date)?,
+            bytes: tarball,
             mode: 0o644,
         });
         planned.push(Planned {
@@ -383,45 +439,10 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
         });
     }
 
-    let signature_time = keys
-        .as_ref()
-        .map_or(opts.source_date, |k| k.signature_time(opts.source_date));
-    let mut signer = None;
-    if let Some(keys) = &keys {
-        signer = Some(keys.package_signer().map_err(|e| {
-            BuildError::Key(KeyError::WrongKey {
-                path: opts
-                    .keys
-                    .clone()
-                    .unwrap_or_default()
-                    .join(keys::PACKAGE_SECRET),
-                why: e.to_string(),
-            })
-        })?);
-    }
-    for (target, arch) in &rpms {
-        progress.step(&format!("{} {arch} RPM", target.dist));
-        let Some(signer) = &signer else {
+    for ((target, arch), bytes) in rpms.iter().zip(built) {
+        let Some(bytes) = bytes else {
             continue;
         };
-        let agent = agents
-            .iter()
-            .find(|a| a.arch == *arch)
-            .map(|a| a.bytes.as_slice())
-            .unwrap_or_default();
-        let bytes = rpm_package::build(
-            &templates,
-            &RpmInputs {
-                target,
-                version: &opts.version,
-                arch: arch.uname(),
-                agent,
-                docs: &docs,
-                source_date: opts.source_date,
-                signature_time,
-            },
-            signer,
-        )?;
         planned.push(Planned {
             kind: "rpm",
             path: repo_dir(&opts.out, &target.dist, *arch).join(rpm_package::file_name(
@@ -432,11 +453,13 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
             bytes,
             mode: 0o644,
         });
-        // The console is packaged for x86_64 only.
-        if let Some(console) = console
-            .as_deref()
-            .filter(|_| target.console && *arch == Arch::X86_64)
-        {
+        // The console is packaged for x86_64 only (an RPM was built: there is a signer).
+        if let (Some(console), Some(signer)) = (
+            console
+                .as_deref()
+                .filter(|_| target.console && *arch == Arch::X86_64),
+            signer.as_ref(),
+        ) {
             let bytes = crate::console_package::build_rpm(
                 &templates,
                 &crate::console_package::RpmInputs {
@@ -519,10 +542,17 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
         write_atomic(&key_path, pem.as_bytes(), 0o644)?;
         artifacts.push(artifact("key", &key_path, pem.as_bytes()));
     }
-    for p in &planned {
+    // Each file is synced before its rename: those waits overlap (the file system commits
+    // them together), unless the build runs on one thread.
+    let at_once = if opts.jobs.get() == 1 {
+        opts.jobs
+    } else {
+        std::num::NonZeroUsize::new(planned.len()).unwrap_or(opts.jobs)
+    };
+    artifacts.extend(crate::parallel::map(at_once, &planned, |p| {
         write_atomic(&p.path, &p.bytes, p.mode)?;
-        artifacts.push(artifact(p.kind, &p.path, &p.bytes));
-    }
+        Ok::<_, BuildError>(artifact(p.kind, &p.path, &p.bytes))
+    })?);
     progress.step("agents for install scripts");
     if publishes_agents(&opts.out, &opts.version) {
         for a in &agents {
@@ -552,17 +582,21 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
     // -- Index each repository the build added to.
     let mut repositories = Vec::new();
     if let Some(signer) = &signer {
-        for (target, arch) in &rpms {
-            progress.step(&format!("{} {arch} repodata", target.dist));
+        // One repository per job; the threads left over read each one's packages.
+        let per_repo = std::num::NonZeroUsize::new(opts.jobs.get() / rpms.len().max(1))
+            .unwrap_or(std::num::NonZeroUsize::MIN);
+        repositories = crate::parallel::map(opts.jobs, &rpms, |(target, arch)| {
             let dir = repo_dir(&opts.out, &target.dist, *arch);
-            let indexed = repo::index(&dir, opts.source_date, signature_time, signer)?;
-            repositories.push(RepoReport {
+            let indexed =
+                repo::index_with_jobs(&dir, opts.source_date, signature_time, signer, per_repo)?;
+            progress.step(&format!("{} {arch} repodata", target.dist));
+            Ok::<_, BuildError>(RepoReport {
                 dist: target.dist.clone(),
                 arch: *arch,
                 path: dir,
                 indexed,
-            });
-        }
+            })
+        })?;
     }
     progress.finish();
     Ok(BuildReport {

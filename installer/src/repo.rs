@@ -4,7 +4,7 @@
 //!
 //! New metadata is written beside the old and swapped in with one atomic rename, so yum never
 //! reads a half-written repository. Packages already in the old metadata are carried over
-//! without being hashed again; new ones are read on one thread per core. The XML is written
+//! without being hashed again; new ones are read on several threads (one per core unless told). The XML is written
 //! plain and gzipped here in one pass that also measures both forms for repomd.xml.
 
 use std::collections::BTreeMap;
@@ -73,6 +73,24 @@ pub fn index(
     signature_time: u32,
     signer: &rpm::signature::pgp::Signer,
 ) -> Result<Indexed, RepoError> {
+    index_with_jobs(
+        dir,
+        source_date,
+        signature_time,
+        signer,
+        crate::parallel::default_jobs(),
+    )
+}
+
+/// [`index`] on up to `jobs` threads (reading packages, compressing the metadata files); any
+/// number gives the same bytes.
+pub fn index_with_jobs(
+    dir: &Path,
+    source_date: u32,
+    signature_time: u32,
+    signer: &rpm::signature::pgp::Signer,
+    jobs: std::num::NonZeroUsize,
+) -> Result<Indexed, RepoError> {
     let mut rpms: Vec<String> = Vec::new();
     for entry in fs::read_dir(dir).map_err(io(dir))? {
         let entry = entry.map_err(io(dir))?;
@@ -98,7 +116,7 @@ pub fn index(
         packages.push(reuse);
     }
     let hashed = to_read.len();
-    for (i, package) in read_packages(dir, &rpms, &to_read)? {
+    for (i, package) in read_packages(dir, &rpms, &to_read, jobs)? {
         packages[i] = Some(package);
     }
     let packages: Vec<Package> = packages
@@ -116,8 +134,15 @@ pub fn index(
         fs::remove_dir_all(&staging).map_err(io(&staging))?;
     }
     fs::create_dir(&staging).map_err(io(&staging))?;
-    let result = write_staged(&staging, &packages, source_date, signature_time, signer)
-        .and_then(|()| swap_in(dir, &staging));
+    let result = write_staged(
+        &staging,
+        &packages,
+        source_date,
+        signature_time,
+        signer,
+        jobs,
+    )
+    .and_then(|()| swap_in(dir, &staging));
     let _ = fs::remove_dir_all(&staging);
     result?;
     Ok(Indexed {
@@ -132,6 +157,7 @@ fn read_packages(
     dir: &Path,
     rpms: &[String],
     which: &[usize],
+    jobs: std::num::NonZeroUsize,
 ) -> Result<Vec<(usize, Package)>, RepoError> {
     let read = |i: usize| -> Result<(usize, Package), RepoError> {
         let name = &rpms[i];
@@ -147,10 +173,7 @@ fn read_packages(
         let package = Package::from_file_with_options(&path, options).map_err(meta(&path))?;
         Ok((i, package))
     };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .min(which.len().div_ceil(16))
-        .max(1);
+    let threads = jobs.get().min(which.len().div_ceil(16)).max(1);
     if threads == 1 {
         return which.iter().map(|&i| read(i)).collect();
     }
@@ -205,6 +228,7 @@ fn write_staged(
     source_date: u32,
     signature_time: u32,
     signer: &rpm::signature::pgp::Signer,
+    jobs: std::num::NonZeroUsize,
 ) -> Result<(), RepoError> {
     // The writer is given plain XML and the gzip is done here: rpmrepo_metadata would
     // decompress each file twice, a byte at a time, to fill in the open size and checksum,
@@ -230,10 +254,14 @@ fn write_staged(
     .map_err(meta(&repomd_path))?;
     let mut repomd = RepomdData::default();
     repomd.set_revision(&source_date.to_string());
-    for record in written.records() {
+    // primary, filelists and other are compressed at once, and listed in the writer's order.
+    let records = crate::parallel::map(jobs, written.records(), |record| {
         let mut record: RepomdRecord = record.clone();
         gzip_in_place(staging, &mut record)?;
         record.timestamp = i64::from(source_date);
+        Ok::<_, RepoError>(record)
+    })?;
+    for record in records {
         repomd.add_record(record);
     }
     let mut out = Vec::new();
@@ -241,7 +269,7 @@ fn write_staged(
         let mut xml = rpmrepo_metadata::utils::create_xml_writer(&mut out);
         RepomdXml::write_data(&repomd, &mut xml).map_err(meta(&repomd_path))?;
     }
-    write_synced(&repomd_path, &out)?;
+    write_file(&repomd_path, &out)?;
 
     let signature = signer
         .sign(out.as_slice(), rpm::Timestamp(signature_time))
@@ -253,7 +281,28 @@ fn write_staged(
         path: repomd_path.clone(),
         source: e,
     })?;
-    write_synced(&staging.join("repodata/repomd.xml.asc"), asc.as_bytes())
+    let asc_path = staging.join("repodata/repomd.xml.asc");
+    write_file(&asc_path, asc.as_bytes())?;
+
+    // Everything reaches the disk before the swap. The waits overlap (the file system commits
+    // them together), unless the index runs on one thread.
+    let mut files: Vec<PathBuf> = repomd
+        .records()
+        .iter()
+        .map(|r| staging.join(&r.location_href))
+        .collect();
+    files.extend([repomd_path, asc_path]);
+    let at_once = if jobs.get() == 1 {
+        jobs
+    } else {
+        std::num::NonZeroUsize::new(files.len()).unwrap_or(jobs)
+    };
+    crate::parallel::map(at_once, &files, |path| {
+        fs::File::open(path)
+            .and_then(|f| f.sync_all())
+            .map_err(io(path))
+    })?;
+    Ok(())
 }
 
 /// Writes counted bytes through to `inner` and hashes them with SHA-256.
@@ -310,11 +359,10 @@ fn gzip_in_place(staging: &Path, record: &mut RepomdRecord) -> Result<(), RepoEr
     let (encoder, open_checksum, open_size) = open.finish();
     let compressed = encoder.finish().map_err(io(&gz))?;
     let (writer, checksum, size) = compressed.finish();
-    let file = writer.into_inner().map_err(|e| RepoError::Io {
+    writer.into_inner().map_err(|e| RepoError::Io {
         path: gz.clone(),
         source: e.into_error(),
     })?;
-    file.sync_all().map_err(io(&gz))?;
     fs::remove_file(&plain).map_err(io(&plain))?;
     record.location_href = href;
     record.checksum = checksum;
@@ -339,15 +387,9 @@ pub fn armor_signature(packet: &[u8]) -> Result<String, rpm::Error> {
         .map_err(|e| rpm::Error::SignError(Box::new(e)))
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), RepoError> {
-    let file = fs::File::create(path).map_err(io(path))?;
-    let mut w = BufWriter::new(file);
-    w.write_all(bytes).map_err(io(path))?;
-    let file = w.into_inner().map_err(|e| RepoError::Io {
-        path: path.to_owned(),
-        source: e.into_error(),
-    })?;
-    file.sync_all().map_err(io(path))
+/// Writes `bytes` to `path` (synced to disk later, with the other files of the index).
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), RepoError> {
+    fs::write(path, bytes).map_err(io(path))
 }
 
 /// Puts `staging/repodata` in place of `dir/repodata` with one atomic exchange (or rename,
