@@ -51,10 +51,9 @@ rustup target list --installed | grep -qx x86_64-unknown-linux-musl \
 say "building release binaries"
 # The static agent is built as `tasknode-dist build` builds it: the agent profile (Cargo.toml).
 if [ "$AGENT_ONLY" = 1 ]; then
-  # Only the agent is measured: a debug console answers its heartbeats, which spares the
-  # console's LTO build (over 10 minutes on 2 cores).
+  # Only the static agent is measured (not the glibc reference, whose row is kept): a debug
+  # console answers its heartbeats, which spares release builds of over 10 minutes on 2 cores.
   cargo build --locked -p tasknode-console
-  cargo build --release --locked -p tasknode
 else
   cargo build --release --locked -p tasknode-console -p tasknode-bench -p tasknode -p tasknode-dist
   # The self-update benchmark moves an agent to a second real build: 0.2.0.
@@ -109,7 +108,8 @@ stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 say "agent binary size"
 for _ in $(seq "$RUNS"); do
   record agent_binary_static_musl MiB "$(python3 -c "import os; print(os.path.getsize('$AGENT') / 1048576)")"
-  record agent_binary_glibc MiB "$(python3 -c "import os; print(os.path.getsize('target/release/tasknode') / 1048576)")"
+  [ "$AGENT_ONLY" = 1 ] \
+    || record agent_binary_glibc MiB "$(python3 -c "import os; print(os.path.getsize('target/release/tasknode') / 1048576)")"
 done
 
 # ---- agent idle RSS after N heartbeats ---------------------------------------------------
@@ -170,16 +170,18 @@ new = [f"| {m} | {u} | {statistics.median(v):.3f} | {min(v):.3f} | {max(v):.3f} 
        for (m, u), v in sorted(rows.items())]
 commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-note = (f"- agent rows (`agent_*`): measured alone by `scripts/bench.sh agent` on {when}, commit {commit}, {runs} runs"
+note = (f"- agent rows (`agent_binary_static_musl`, `agent_idle_rss`): measured alone by `scripts/bench.sh agent` on {when}, commit {commit}, {runs} runs"
         f"{' in BENCH_QUICK mode' if quick == '1' else ''}, same machine, a debug console answering; 1-minute load average before each idle-memory run: {loads.strip()}")
 lines = open(out).read().split("\n")
 if "- agent size, what each setting buys" in "\n".join(lines):
     start = next(i for i, l in enumerate(lines) if l.startswith("- agent size, what each setting buys"))
     end = next((i for i in range(start + 1, len(lines)) if not lines[i].startswith("  - ")), len(lines))
     del lines[start:end]
-lines = [l for l in lines if not l.startswith(("| agent_", "- agent rows (`agent_*`)"))]
+lines = [l for l in lines if not l.startswith(tuple(f"| {m} |" for m, _ in rows) + ("- agent rows (",))]
 header = next(i for i, l in enumerate(lines) if l.startswith("| metric"))
-lines[header + 2:header + 2] = new  # agent_* sort first
+for row in new:  # in order among the rows kept
+    at = next(i for i in range(header + 2, len(lines) + 1) if i == len(lines) or not lines[i].startswith("| ") or lines[i] > row)
+    lines.insert(at, row)
 lines.insert(header - 1, note)
 size = next(i for i, l in enumerate(lines) if l.startswith("- `agent_binary_*`"))
 lines[size] = ("- `agent_binary_*`: size of the static agent as packages ship it (`cargo build --profile agent --target "
