@@ -27,8 +27,9 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 command -v cargo >/dev/null || die "cargo not found: install Rust with rustup (https://rustup.rs) and try again"
 case $profile in
-  release) build_flag=--release; bin=target/release ;;
-  debug) build_flag=; bin=target/debug ;;
+  # The static agent of a release run is built as packages ship it: the agent profile.
+  release) build_flag=--release; bin=target/release agent_profile=agent agent_dir=agent ;;
+  debug) build_flag=; bin=target/debug agent_profile=dev agent_dir=debug ;;
   *) die "TASKNODE_PROFILE must be release or debug, not '$profile'" ;;
 esac
 
@@ -49,13 +50,13 @@ fi
 say "building tasknode, tasknode-console and tasknode-dist ($profile)"
 cargo build $build_flag --locked -p tasknode -p tasknode-console -p tasknode-dist
 say "building the static agent install scripts download ($profile, x86_64-unknown-linux-musl)"
-cargo build $build_flag --locked --target x86_64-unknown-linux-musl -p tasknode
+cargo build --profile "$agent_profile" --locked --target x86_64-unknown-linux-musl -p tasknode
 
 mkdir -p "$state"
 chmod 700 "$state"
 static_agent=$state/build/tasknode
 mkdir -p "$state/build"
-cp "target/x86_64-unknown-linux-musl/${bin#target/}/tasknode" "$static_agent"
+cp "target/x86_64-unknown-linux-musl/$agent_dir/tasknode" "$static_agent"
 # Release builds are stripped already; a debug build is stripped here, as a release would be.
 command -v strip >/dev/null && strip "$static_agent"
 version=$("$static_agent" --version | awk '{print $2}')

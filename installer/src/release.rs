@@ -213,6 +213,9 @@ pub fn source_date(explicit: Option<u32>, dir: &Path) -> Result<u32, BuildError>
         .map_err(|_| BuildError::NoSourceDate)
 }
 
+/// The cargo profile of the static agent (the root Cargo.toml: release, built for size).
+const AGENT_PROFILE: &str = "agent";
+
 /// Compiles the static agent for `arch` with `version` embedded, trusting the update-manifest
 /// keys `trusted` (hex), in the workspace at `workspace`, and returns the path of the binary.
 /// The C compiler and linker of each target are set in the workspace's .cargo/config.toml.
@@ -226,7 +229,8 @@ pub fn compile_agent(
     let status = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
         .args([
             "build",
-            "--release",
+            "--profile",
+            AGENT_PROFILE,
             "--locked",
             "-p",
             "tasknode",
@@ -256,7 +260,7 @@ pub fn compile_agent(
     Ok(workspace
         .join("target")
         .join(target)
-        .join("release")
+        .join(AGENT_PROFILE)
         .join("tasknode"))
 }
 

@@ -550,18 +550,31 @@ fn refuse_root_over_others_paths(path: &Path, config: &Config) -> anyhow::Result
     Ok(())
 }
 
+/// The log filter `TASKNODE_LOG` sets, `info` without it. Targets rather than EnvFilter: the
+/// same `info` or `tasknode=debug,hyper=warn` syntax without span and field matchers, which
+/// need regex and would add half a MiB to the static agent.
+fn log_filter(value: Option<String>) -> anyhow::Result<tracing_subscriber::filter::Targets> {
+    let value = value.unwrap_or_else(|| "info".to_owned());
+    value.parse().with_context(|| {
+        format!(
+            "{} is {value:?}, not a log filter; set it like `info` or `tasknode=debug,warn`",
+            env::LOG
+        )
+    })
+}
+
 fn init_logging(log_dir: &Path) -> anyhow::Result<()> {
     use std::io::IsTerminal;
+    use tracing_subscriber::fmt;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    use tracing_subscriber::{EnvFilter, fmt};
 
+    let filter = log_filter(std::env::var(env::LOG).ok())?;
     let path = log_dir.join("agent.log");
     let file = RotatingFile::open(&path, DEFAULT_MAX_BYTES)
         .with_context(|| format!("opening {}", path.display()))?;
-    let filter = std::env::var(env::LOG).unwrap_or_else(|_| "info".to_owned());
     tracing_subscriber::registry()
-        .with(EnvFilter::new(filter))
+        .with(filter)
         .with(fmt::layer().with_ansi(false).with_writer(Mutex::new(file)))
         .with(
             fmt::layer()
@@ -685,4 +698,32 @@ async fn console_addresses(url: &str) -> anyhow::Result<Vec<std::net::IpAddr>> {
         .await
         .with_context(|| format!("resolving {host}"))?;
     Ok(addrs.map(|a| a.ip()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+    use tracing_subscriber::filter::Targets;
+
+    fn enabled(filter: &Targets, target: &str, level: Level) -> bool {
+        filter.would_enable(target, &level)
+    }
+
+    #[test]
+    fn the_log_filter_is_info_unless_tasknode_log_says_otherwise() {
+        let default = super::log_filter(None).expect("the default filter");
+        assert!(enabled(&default, "tasknode", Level::INFO));
+        assert!(!enabled(&default, "tasknode", Level::DEBUG));
+        let set = super::log_filter(Some("tasknode=debug,hyper=warn".to_owned())).expect("a list");
+        assert!(enabled(&set, "tasknode::update", Level::DEBUG));
+        assert!(!enabled(&set, "hyper::proto", Level::INFO));
+    }
+
+    #[test]
+    fn a_log_filter_it_cannot_read_is_refused_naming_tasknode_log() {
+        let err = super::log_filter(Some("tasknode=loud".to_owned())).expect_err("not a level");
+        let text = format!("{err:#}");
+        assert!(text.contains("TASKNODE_LOG is \"tasknode=loud\""), "{text}");
+        assert!(text.contains("set it like `info`"), "{text}");
+    }
 }
