@@ -124,7 +124,7 @@ pub struct BuildArgs {
     #[arg(long, value_name = "DIR")]
     pub keys: Option<PathBuf>,
     /// A static agent built with TASKNODE_VERSION=VERSION, instead of building them here
-    /// (`cargo build --release --target x86_64-unknown-linux-musl -p tasknode`, and
+    /// (`cargo build --profile agent --target x86_64-unknown-linux-musl -p tasknode`, and
     /// aarch64-unknown-linux-musl). Repeatable, one per architecture (read from the file); the
     /// release is made for the architectures given.
     #[arg(long, value_name = "FILE")]

@@ -756,7 +756,7 @@ fn read_agent(path: &Path, version: &Version) -> Result<(Arch, Vec<u8>), BuildEr
     let bytes = fs::read(path).map_err(|e| bad(format!("{e}")))?;
     let Some(arch) = Arch::of_elf(&bytes) else {
         return Err(bad(
-            "not an x86_64 or aarch64 ELF executable; build it with `cargo build --release --target x86_64-unknown-linux-musl -p tasknode` (or aarch64-unknown-linux-musl)".to_owned(),
+            "not an x86_64 or aarch64 ELF executable; build it with `cargo build --profile agent --target x86_64-unknown-linux-musl -p tasknode` (or aarch64-unknown-linux-musl)".to_owned(),
         ));
     };
     match tasknode_protocol::agent_version_in(&bytes) {
