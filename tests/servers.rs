@@ -317,10 +317,14 @@ fn a_moved_server_runs_its_new_groups_tasks_and_a_forced_removal_kills_the_runni
     );
 }
 
-/// Two consoles on one throwaway PostgreSQL: a server removed through one is answered
-/// "removed" by the other, which its agent talks to, within the liveness refresh.
-#[test]
-fn a_server_removed_through_one_console_is_refused_by_the_other() {
+/// Two consoles, a and b, on one throwaway PostgreSQL (kept alive by the first value), and
+/// server U1 of group batch enrolled through b, whose agent runs tasks and talks to b.
+fn agent_on_b_of_two_consoles() -> (
+    tasknode_tests::postgres::SharedDatabase,
+    Console,
+    Console,
+    Agent,
+) {
     let db = tasknode_tests::postgres::SharedDatabase::new();
     let mut consoles = db.consoles(
         2,
@@ -333,8 +337,17 @@ fn a_server_removed_through_one_console_is_refused_by_the_other() {
     a.cli_ok(&["server", "add", "--group", "batch", "--name", U1]);
     let mut agent = Agent::with_uuid(U1);
     agent.enroll_ok(&b.url, "ops", &password, true);
+    agent.allow_tasks();
     agent.run();
     b.wait_status(U1, "available", Duration::from_secs(20));
+    (db, a, b, agent)
+}
+
+/// Two consoles on one throwaway PostgreSQL: a server removed through one is answered
+/// "removed" by the other, which its agent talks to, within the liveness refresh.
+#[test]
+fn a_server_removed_through_one_console_is_refused_by_the_other() {
+    let (_db, a, b, mut agent) = agent_on_b_of_two_consoles();
     a.wait_status(U1, "available", Duration::from_secs(20));
 
     let out = a.cli_ok(&["server", "remove", "--name", U1]);
@@ -350,22 +363,8 @@ fn a_server_removed_through_one_console_is_refused_by_the_other() {
 
 #[test]
 fn a_server_moved_through_one_console_takes_its_new_groups_work_through_the_other() {
-    let db = tasknode_tests::postgres::SharedDatabase::new();
-    let mut consoles = db.consoles(
-        2,
-        &["--heartbeat-interval", "1s", "--persist-interval", "1s"],
-    );
-    let b = consoles.pop().unwrap();
-    let a = consoles.pop().unwrap();
-    let password = a.create_user("ops");
-    a.cli_ok(&["group", "create", "batch", "--network", "vpc"]);
+    let (_db, a, _b, _agent) = agent_on_b_of_two_consoles();
     a.cli_ok(&["group", "create", "nightly", "--network", "vpc"]);
-    a.cli_ok(&["server", "add", "--group", "batch", "--name", U1]);
-    let mut agent = Agent::with_uuid(U1);
-    agent.enroll_ok(&b.url, "ops", &password, true);
-    agent.allow_tasks();
-    agent.run();
-    b.wait_status(U1, "available", Duration::from_secs(20));
     // Its poll waits on console b for the old group's work.
     let first = a.submit_script("batch", "true\n");
     a.wait_task(first, &["succeeded"], Duration::from_secs(20));
