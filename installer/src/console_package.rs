@@ -92,35 +92,17 @@ pub fn deb_file_name(version: &Version) -> String {
 
 /// Compiles the static console in `workspace` and returns the path of the binary.
 pub fn compile(workspace: &Path) -> Result<PathBuf, BuildError> {
-    let status = Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            PACKAGE,
-            "--target",
-            RUST_TARGET,
-        ])
-        .current_dir(workspace)
-        .status()
-        .map_err(|e| BuildError::Tool {
-            what: "cargo build".to_owned(),
-            why: format!("{e}; install Rust (https://rustup.rs)"),
-        })?;
-    if !status.success() {
-        return Err(BuildError::Tool {
-            what: "cargo build of the console".to_owned(),
-            why: format!(
-                "failed ({status}); it needs `rustup target add {RUST_TARGET}` and musl-tools"
-            ),
-        });
-    }
-    Ok(workspace
-        .join("target")
-        .join(RUST_TARGET)
-        .join("release")
-        .join(PACKAGE))
+    crate::release::cargo_build(
+        workspace,
+        &crate::release::CargoBuild {
+            package: PACKAGE,
+            profile: "release",
+            target: RUST_TARGET,
+            env: &[],
+            what: "the console",
+            needs: "musl-tools",
+        },
+    )
 }
 
 /// Reads the console at `path` and checks it is an x86_64 ELF executable with no program

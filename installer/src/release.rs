@@ -226,19 +226,53 @@ pub fn compile_agent(
     arch: Arch,
 ) -> Result<PathBuf, BuildError> {
     let target = arch.rust_target();
+    let needs = match arch {
+        Arch::X86_64 => "musl-gcc (Debian: musl-tools)",
+        Arch::Aarch64 => "aarch64-linux-gnu-gcc (Debian: gcc-aarch64-linux-gnu)",
+    };
+    cargo_build(
+        workspace,
+        &CargoBuild {
+            package: "tasknode",
+            profile: AGENT_PROFILE,
+            target,
+            env: &[
+                ("TASKNODE_VERSION", version.as_str()),
+                ("TASKNODE_TRUSTED_KEYS", &trusted.join(",")),
+            ],
+            what: "the agent",
+            needs,
+        },
+    )
+}
+
+/// One static binary for `cargo_build` to make.
+pub(crate) struct CargoBuild<'a> {
+    pub(crate) package: &'a str,
+    pub(crate) profile: &'a str,
+    pub(crate) target: &'a str,
+    pub(crate) env: &'a [(&'a str, &'a str)],
+    /// What it is, for messages ("the agent").
+    pub(crate) what: &'a str,
+    /// The C toolchain the target needs, for the message when the build fails.
+    pub(crate) needs: &'a str,
+}
+
+/// Builds `b.package` for `b.target` with `b.profile` in `workspace` and returns the binary's
+/// path.
+pub(crate) fn cargo_build(workspace: &Path, b: &CargoBuild) -> Result<PathBuf, BuildError> {
     let status = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
         .args([
             "build",
             "--profile",
-            AGENT_PROFILE,
+            b.profile,
             "--locked",
             "-p",
-            "tasknode",
+            b.package,
             "--target",
-            target,
+            b.target,
         ])
-        .env("TASKNODE_VERSION", version.as_str())
-        .env("TASKNODE_TRUSTED_KEYS", trusted.join(","))
+        .envs(b.env.iter().copied())
         .current_dir(workspace)
         .status()
         .map_err(|e| BuildError::Tool {
@@ -247,21 +281,18 @@ pub fn compile_agent(
         })?;
     if !status.success() {
         return Err(BuildError::Tool {
-            what: "cargo build of the agent".to_owned(),
+            what: format!("cargo build of {}", b.what),
             why: format!(
-                "failed ({status}); it needs `rustup target add {target}` and {}",
-                match arch {
-                    Arch::X86_64 => "musl-gcc (Debian: musl-tools)",
-                    Arch::Aarch64 => "aarch64-linux-gnu-gcc (Debian: gcc-aarch64-linux-gnu)",
-                }
+                "failed ({status}); it needs `rustup target add {}` and {}",
+                b.target, b.needs
             ),
         });
     }
     Ok(workspace
         .join("target")
-        .join(target)
-        .join(AGENT_PROFILE)
-        .join("tasknode"))
+        .join(b.target)
+        .join(b.profile)
+        .join(b.package))
 }
 
 /// A file to write: its final path and bytes.
