@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use tasknode_dist::arch::Arch;
+use tasknode_render::arch::Arch;
 use tasknode_tests::releases::{EPOCH, fixture, ok};
 use tasknode_tests::{
     Agent, Console, aarch64, dist_json, hostname, install_binary, static_agent, stderr,

@@ -276,7 +276,7 @@ fn the_install_page_names_every_agent_url() {
     }
     std::fs::write(
         dist.path().join("agents/tasknode-x86_64"),
-        tasknode_dist::artifacts::stand_in_binary("0.1.0", b"x"),
+        tasknode_render::artifacts::stand_in_binary("0.1.0", b"x"),
     )
     .unwrap();
     let port = free_port();

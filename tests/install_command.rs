@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use tasknode_dist::artifacts::stand_in_binary;
+use tasknode_render::artifacts::stand_in_binary;
 use tasknode_tests::{Agent, Console, bin, hostname, stderr};
 
 fn first_build() -> Vec<u8> {

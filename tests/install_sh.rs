@@ -383,7 +383,7 @@ fn os_detection_for_every_target_family() {
     let agents = tempfile::tempdir().unwrap();
     std::fs::write(
         agents.path().join("tasknode-x86_64"),
-        tasknode_dist::artifacts::stand_in_binary("0.1.0", b"not run"),
+        tasknode_render::artifacts::stand_in_binary("0.1.0", b"not run"),
     )
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -666,9 +666,9 @@ fn the_sysv_script_starts_queries_and_stops_the_agent_in_the_sandbox() {
     let out = sb.sh("/bin/sh", "/home/admin/tasknode/bin/serverctl stop");
     assert!(out.status.success(), "{}", text(&out));
 
-    let init = tasknode_dist::render::init(
-        &tasknode_dist::Templates::embedded().unwrap(),
-        &tasknode_dist::Layout::script(),
+    let init = tasknode_render::render::init(
+        &tasknode_render::Templates::embedded().unwrap(),
+        &tasknode_render::Layout::script(),
     )
     .unwrap();
     std::fs::create_dir_all(sb.path("/etc/init.d")).unwrap();

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use tasknode_dist::{Layout, Templates, render};
+use tasknode_render::{Layout, Templates, render};
 use tasknode_tests::{Agent, Console, bin, hostname, mode_of, stderr};
 
 /// The shells the scripts must work under: bash (CentOS), dash (Debian's sh), busybox ash.
@@ -122,11 +122,11 @@ fn install_script(t: &Templates) -> String {
     for arch in ["x86_64", "aarch64"] {
         std::fs::write(
             dir.path().join(format!("tasknode-{arch}")),
-            tasknode_dist::artifacts::stand_in_binary("0.1.0", arch.as_bytes()),
+            tasknode_render::artifacts::stand_in_binary("0.1.0", arch.as_bytes()),
         )
         .unwrap();
     }
-    let artifacts = tasknode_dist::artifacts::AgentArtifacts::scan(dir.path()).unwrap();
+    let artifacts = tasknode_render::artifacts::AgentArtifacts::scan(dir.path()).unwrap();
     let inputs = render::InstallInputs {
         console_url: "http://console.example.com:8080",
         agent_urls: &[],
@@ -144,10 +144,10 @@ fn install_script_with_ca(t: &Templates) -> String {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("tasknode-x86_64"),
-        tasknode_dist::artifacts::stand_in_binary("0.1.0", b"x"),
+        tasknode_render::artifacts::stand_in_binary("0.1.0", b"x"),
     )
     .unwrap();
-    let artifacts = tasknode_dist::artifacts::AgentArtifacts::scan(dir.path()).unwrap();
+    let artifacts = tasknode_render::artifacts::AgentArtifacts::scan(dir.path()).unwrap();
     let pem = "-----BEGIN CERTIFICATE-----\nMIIBdzCCAR2gAwIBAgIU\n-----END CERTIFICATE-----\n";
     let inputs = render::InstallInputs {
         console_url: "https://console.example.com:8443",

@@ -13,7 +13,7 @@ use std::time::Duration;
 use reqwest::blocking::{Client, Response};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tasknode_dist::artifacts::stand_in_binary;
+use tasknode_render::artifacts::stand_in_binary;
 use tasknode_tests::{Agent, Console, hostname, stderr, wait_for};
 
 fn http() -> Client {

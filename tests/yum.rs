@@ -8,7 +8,7 @@
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use tasknode_dist::arch::Arch;
+use tasknode_render::arch::Arch;
 use tasknode_tests::releases::{EPOCH, agent_version_in_root, fixture, ok, rpm_path, run};
 use tasknode_tests::sandbox::{Os, Sandbox, require_root};
 use tasknode_tests::{

@@ -13,7 +13,7 @@ use std::process::Command;
 use serde::Serialize;
 
 use crate::arch::Arch;
-use crate::release::BuildError;
+use crate::error::BuildError;
 
 /// The console is packaged for x86_64 alone.
 const RUST_TARGET: &str = Arch::X86_64.rust_target();
@@ -92,9 +92,9 @@ pub fn deb_file_name(version: &Version) -> String {
 
 /// Compiles the static console in `workspace` and returns the path of the binary.
 pub fn compile(workspace: &Path) -> Result<PathBuf, BuildError> {
-    crate::release::cargo_build(
+    crate::release::inputs::cargo_build(
         workspace,
-        &crate::release::CargoBuild {
+        &crate::release::inputs::CargoBuild {
             package: PACKAGE,
             profile: "release",
             target: RUST_TARGET,

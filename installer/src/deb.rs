@@ -11,8 +11,8 @@ use std::process::Command;
 use serde::Serialize;
 
 use crate::arch::Arch;
+use crate::error::BuildError;
 use crate::layout::{AGENT_USER, Layout};
-use crate::release::BuildError;
 use crate::rpm_package::STATE_DIR;
 use crate::target::Version;
 use crate::templates::{self, Templates};

@@ -21,12 +21,12 @@ use rsa::traits::PublicKeyParts;
 
 /// The secret OpenPGP key that signs packages and repomd.xml (0600).
 pub const PACKAGE_SECRET: &str = "package-signing.secret.asc";
-/// Its public half, as yum and rpm import it.
-pub const PACKAGE_PUBLIC: &str = "RPM-GPG-KEY-tasknode";
+/// Its public half, as yum and rpm import it (the same name in the keys and release directories).
+pub use tasknode_render::published::PACKAGE_PUBLIC;
 /// The ed25519 key that signs update manifests (PKCS#8 PEM, 0600).
 pub const MANIFEST_SECRET: &str = "manifest-signing.secret.pem";
 /// Its public half (SubjectPublicKeyInfo PEM), which agents are built to trust.
-pub const MANIFEST_PUBLIC: &str = "manifest-signing.public.pem";
+pub use tasknode_render::published::MANIFEST_PUBLIC;
 /// The standby manifest key, for the next rotation (0600). Agents are built to trust it too,
 /// so releases can be signed with it once the current key is retired; keep it offline.
 pub const MANIFEST_NEXT_SECRET: &str = "manifest-signing.next.secret.pem";

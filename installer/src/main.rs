@@ -1,10 +1,14 @@
+//! The tasknode-dist binary: parses the command line ([`commands`]) and reports errors.
+
+mod commands;
+
 use std::process::ExitCode;
 
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = tasknode_dist::cli::Cli::parse();
-    match tasknode_dist::cli::run(cli) {
+    let cli = commands::Cli::parse();
+    match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tasknode_dist::arch::Arch;
+use tasknode_render::arch::Arch;
 
 use crate::which;
 

@@ -664,8 +664,8 @@ impl Drop for Agent {
 /// 20 MB), executable; an aarch64 binary with binutils for aarch64.
 pub fn install_binary(from: &Path, to: &Path) {
     let head = std::fs::read(from).unwrap();
-    let strip = match tasknode_dist::arch::Arch::of_elf(&head) {
-        Some(tasknode_dist::arch::Arch::Aarch64) => "aarch64-linux-gnu-strip",
+    let strip = match tasknode_render::arch::Arch::of_elf(&head) {
+        Some(tasknode_render::arch::Arch::Aarch64) => "aarch64-linux-gnu-strip",
         _ => "strip",
     };
     let out = Command::new(which(strip))
@@ -855,14 +855,14 @@ pub fn run_serverctl(wrapper: &Path, root: &Path, action: &str) -> Output {
 /// bin/serverctl as install.sh lays it out in `dir`, pointing at `agent` and `config`.
 pub fn serverctl_wrapper(dir: &Path, agent: &Path, config: &Path) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    let mut layout = tasknode_dist::Layout::script();
+    let mut layout = tasknode_render::Layout::script();
     layout.bin = agent.display().to_string();
     layout.config = config.display().to_string();
     let wrapper = dir.join("serverctl");
-    let templates = tasknode_dist::Templates::embedded().unwrap();
+    let templates = tasknode_render::Templates::embedded().unwrap();
     std::fs::write(
         &wrapper,
-        tasknode_dist::render::serverctl(&templates, &layout).unwrap(),
+        tasknode_render::render::serverctl(&templates, &layout).unwrap(),
     )
     .unwrap();
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();

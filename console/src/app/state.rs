@@ -27,9 +27,9 @@ pub struct AppState {
     /// scripts and commands write them all into the agent config.
     pub agent_urls: Arc<[String]>,
     /// The template environment install scripts are rendered with.
-    pub templates: Arc<tasknode_dist::Templates>,
+    pub templates: Arc<tasknode_render::Templates>,
     /// The agent binaries install scripts download (none without `--agent-dir`).
-    pub artifacts: Arc<tasknode_dist::artifacts::AgentArtifacts>,
+    pub artifacts: Arc<tasknode_render::artifacts::AgentArtifacts>,
     /// With `serve --tls`: the console's CA certificate (PEM), which install scripts and agents
     /// pin.
     pub console_ca: Option<Arc<str>>,

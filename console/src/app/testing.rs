@@ -39,7 +39,7 @@ pub(crate) fn state(c: TestConsole<'_>) -> AppState {
         credentials: Arc::new(crate::throttle::Throttle::new(2)),
         public_url: url.into(),
         agent_urls: Arc::from(vec![url.to_owned()]),
-        templates: Arc::new(tasknode_dist::Templates::embedded().expect("embedded templates")),
+        templates: Arc::new(tasknode_render::Templates::embedded().expect("embedded templates")),
         artifacts: Arc::default(),
         console_ca: None,
         dist: None,

@@ -33,7 +33,7 @@ const ROLLOUT_TICK: Duration = Duration::from_secs(1);
 pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let thresholds = thresholds(&args)?;
     let public_url = match &args.public_url {
-        Some(u) => Some(tasknode_dist::render::console_url("--public-url", u)?),
+        Some(u) => Some(tasknode_render::render::console_url("--public-url", u)?),
         None => None,
     };
     if let Some(u) = &public_url
@@ -90,15 +90,15 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
             } else {
                 "--dist (its agents/ directory)"
             };
-            let a = tasknode_dist::artifacts::AgentArtifacts::scan(dir).context(what)?;
+            let a = tasknode_render::artifacts::AgentArtifacts::scan(dir).context(what)?;
             for b in &a.binaries {
                 tracing::info!(arch = %b.arch, size = b.size, sha256 = %b.sha256, "serving agent binary");
             }
             a
         }
-        None => tasknode_dist::artifacts::AgentArtifacts::default(),
+        None => tasknode_render::artifacts::AgentArtifacts::default(),
     };
-    let templates = tasknode_dist::Templates::embedded().context("loading templates")?;
+    let templates = tasknode_render::Templates::embedded().context("loading templates")?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("--listen: cannot listen on {}", args.listen))?;
@@ -283,7 +283,7 @@ fn agent_urls(args: &ServeArgs, public_url: Option<&str>) -> anyhow::Result<Vec<
     };
     let mut urls: Vec<String> = Vec::new();
     for u in &args.agent_urls {
-        let url = tasknode_dist::render::console_url("--agent-url", u)?;
+        let url = tasknode_render::render::console_url("--agent-url", u)?;
         if !url.starts_with(&format!("{scheme}://")) {
             bail!(
                 "--agent-url {url}: agents reach this console over {scheme}:// ({}); give a {scheme}:// URL",

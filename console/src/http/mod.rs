@@ -36,7 +36,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
             .nest_service("/releases", ServeDir::new(dist.join("releases")))
             .route_service(
                 "/RPM-GPG-KEY-tasknode",
-                ServeFile::new(dist.join(tasknode_dist::keys::PACKAGE_PUBLIC)),
+                ServeFile::new(dist.join(tasknode_render::published::PACKAGE_PUBLIC)),
             )
             .route("/yum/{dist}/tasknode.repo", get(install::yum_repo));
     }

@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use tasknode_dist::artifacts::AgentBinary;
-use tasknode_dist::render::{self, InstallCredential, InstallInputs};
 use tasknode_protocol::wire::{CreateInstallCommand, InstallCommand, YumSetup};
 use tasknode_protocol::{layout, validate};
+use tasknode_render::artifacts::AgentBinary;
+use tasknode_render::render::{self, InstallCredential, InstallInputs};
 
 use super::{Caller, ServiceError};
 use crate::app::AppState;
@@ -199,7 +199,8 @@ fn refusal(state: &AppState, why: Refused, message: &str) -> Script {
         Ok(body) => body,
         Err(e) => {
             tracing::error!(error = %e, "rendering a refusal script");
-            let quoted = tasknode_dist::escape::shell(message).unwrap_or_else(|_| "''".to_owned());
+            let quoted =
+                tasknode_render::escape::shell(message).unwrap_or_else(|_| "''".to_owned());
             format!("#!/bin/sh\nprintf 'tasknode: %s\\n' {quoted} >&2\nexit 1\n")
         }
     };
@@ -349,7 +350,7 @@ pub fn agent_binary<'s>(state: &'s AppState, file: &str) -> Result<&'s AgentBina
         .artifacts
         .binaries
         .iter()
-        .find(|b| tasknode_dist::artifacts::file_name(&b.arch) == file)
+        .find(|b| tasknode_render::artifacts::file_name(&b.arch) == file)
         .ok_or_else(|| ServiceError::NotFound {
             field: None,
             message: format!("no agent binary {}", validate::show(file)),

@@ -62,7 +62,7 @@ async fn check_signature(
     let Some(release_key) = dist_key(dist).await? else {
         return Ok(());
     };
-    let key_path = dist.join(tasknode_dist::keys::MANIFEST_PUBLIC);
+    let key_path = dist.join(tasknode_render::published::MANIFEST_PUBLIC);
     manifest::verify(file, &[release_key]).map_err(|e| match e {
         ManifestError::Unsigned => bad_signature(format!(
             "the manifest is unsigned; publish the file `tasknode-dist build` (or `tasknode-dist rollback`) signed with the release key {}",
@@ -84,7 +84,7 @@ async fn check_signature(
 
 /// The manifest key of the release in `--dist`, when it has one.
 async fn dist_key(dist: &Path) -> Result<Option<VerifyingKey>, ServiceError> {
-    let path = dist.join(tasknode_dist::keys::MANIFEST_PUBLIC);
+    let path = dist.join(tasknode_render::published::MANIFEST_PUBLIC);
     let pem = match tokio::fs::read_to_string(&path).await {
         Ok(pem) => pem,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

@@ -1,0 +1,415 @@
+//! The build itself: every package of a release made in memory (at once where they are
+//! independent, see [`crate::parallel`]), checked against what was released already, then
+//! written, summed and indexed.
+
+use std::fs;
+use std::path::PathBuf;
+
+use crate::arch::Arch;
+use crate::error::BuildError;
+use crate::keys::{self, KeyError, ReleaseKeys};
+use crate::repo;
+use crate::rpm_package::{self, RpmInputs};
+use crate::target::{self, RpmTarget, TargetError, Version};
+use crate::templates::Templates;
+use tasknode_protocol::manifest::{self, Manifest};
+
+use super::inputs::{check_published_arches, check_writable, publishes_agents, read_agents};
+use super::manifest::{manifest_name, update_artifact, update_binary_name};
+use super::{BuildOptions, BuildReport, Progress, RepoReport, artifact, repo_dir};
+
+/// A file to write: its final path and bytes.
+struct Planned {
+    kind: &'static str,
+    path: PathBuf,
+    bytes: Vec<u8>,
+    mode: u32,
+}
+
+/// Builds every artifact of `opts`. Nothing is written until every input has been checked
+/// and every package built in memory.
+pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport, BuildError> {
+    // -- Check every input.
+    let rpm_dists: Vec<&str> = opts
+        .targets
+        .iter()
+        .copied()
+        .filter(|t| *t != "deb")
+        .collect();
+    let keys = match (&opts.keys, rpm_dists.is_empty()) {
+        (Some(dir), _) => Some(ReleaseKeys::load(dir)?),
+        (None, true) => None,
+        (None, false) => {
+            return Err(BuildError::NoKeys {
+                targets: rpm_dists.join(", "),
+            });
+        }
+    };
+    let agents = read_agents(&opts.agents, &opts.version)?;
+    let console = match &opts.console {
+        Some(path) => Some(crate::console_package::read(path)?),
+        None => None,
+    };
+    let docs = if rpm_dists.is_empty() && !opts.targets.contains(&"deb") {
+        crate::docs::AgentDocs::default()
+    } else {
+        // The pages describe the command line, the same on every architecture: made by the
+        // agent that runs on this host.
+        let runs_here = agents
+            .iter()
+            .find(|a| Some(a.arch) == Arch::host())
+            .unwrap_or(&agents[0]);
+        crate::docs::AgentDocs::from_agent(&runs_here.path, &runs_here.bytes, opts.source_date)?
+    };
+    let templates = match &opts.templates_dir {
+        Some(d) => Templates::with_overrides(d)?,
+        None => Templates::embedded()?,
+    };
+    let facts = target::rpm_targets()?;
+    check_writable(&opts.out)?;
+    check_published_arches(&opts.out, &agents, &opts.version)?;
+    let with_deb = opts.targets.contains(&"deb");
+    if with_deb {
+        crate::deb::check_tool()?;
+    }
+    if let Some(keys) = &keys {
+        let path = opts.out.join(keys::PACKAGE_PUBLIC);
+        if let Ok(text) = fs::read_to_string(&path) {
+            let found = keys::public_key_fingerprint(&text).unwrap_or_else(|| "unreadable".into());
+            if found != keys.package_fingerprint {
+                return Err(BuildError::OtherKey {
+                    path,
+                    found,
+                    expected: keys.package_fingerprint.clone(),
+                });
+            }
+        }
+    }
+    // Each dist's RPMs: one per architecture both the dist and this build have.
+    let mut rpms: Vec<(&RpmTarget, Arch)> = Vec::new();
+    for dist in &rpm_dists {
+        let target: &RpmTarget = facts
+            .get(*dist)
+            .ok_or_else(|| TargetError::Unknown((*dist).to_owned()))?;
+        for a in &agents {
+            if target.arches.contains(&a.arch) {
+                rpms.push((target, a.arch));
+            }
+        }
+    }
+
+    let per_arch = 1 + u64::from(with_deb);
+    let steps = 1 + agents.len() as u64 * per_arch + rpms.len() as u64 * 2;
+    progress.start(steps);
+    let version = opts.version.as_str();
+    let release_dir = opts.out.join("releases").join(version);
+    let mut planned = Vec::new();
+
+    // -- Build in memory, the independent parts at once (see crate::parallel).
+    // The tarballs (gzip at its best, slow) are made beside the RPMs.
+    let tarballs = || {
+        crate::parallel::map(opts.jobs, &agents, |a| {
+            let bytes = agent_tarball(&a.bytes, &opts.version, opts.source_date)?;
+            progress.step(&format!("{} agent tarball", a.arch));
+            Ok::<_, BuildError>(bytes)
+        })
+    };
+    let signature_time = keys
+        .as_ref()
+        .map_or(opts.source_date, |k| k.signature_time(opts.source_date));
+    let mut signer = None;
+    if let Some(keys) = &keys {
+        signer = Some(keys.package_signer().map_err(|e| {
+            BuildError::Key(KeyError::WrongKey {
+                path: opts
+                    .keys
+                    .clone()
+                    .unwrap_or_default()
+                    .join(keys::PACKAGE_SECRET),
+                why: e.to_string(),
+            })
+        })?);
+    }
+    let rpms_built = || {
+        crate::parallel::map(opts.jobs, &rpms, |(target, arch)| {
+            let Some(signer) = &signer else {
+                return Ok(None);
+            };
+            let agent = agents
+                .iter()
+                .find(|a| a.arch == *arch)
+                .map(|a| a.bytes.as_slice())
+                .unwrap_or_default();
+            let bytes = rpm_package::build(
+                &templates,
+                &RpmInputs {
+                    target,
+                    version: &opts.version,
+                    arch: arch.uname(),
+                    agent,
+                    docs: &docs,
+                    source_date: opts.source_date,
+                    signature_time,
+                },
+                signer,
+            )?;
+            progress.step(&format!("{} {arch} RPM", target.dist));
+            Ok::<_, BuildError>(Some(bytes))
+        })
+    };
+    let (tarballs, built) = crate::parallel::join(opts.jobs, tarballs, rpms_built);
+    let (tarballs, built) = (tarballs?, built?);
+    for (a, tarball) in agents.iter().zip(tarballs) {
+        planned.push(Planned {
+            kind: "tarball",
+            path: release_dir.join(format!("tasknode-{version}-{}-linux-musl.tar.gz", a.arch)),
+            bytes: tarball,
+            mode: 0o644,
+        });
+        planned.push(Planned {
+            kind: "binary",
+            path: release_dir.join(update_binary_name(a.arch)),
+            bytes: a.bytes.clone(),
+            mode: 0o755,
+        });
+    }
+    if let Some(keys) = &keys {
+        let manifest = Manifest {
+            format: manifest::FORMAT,
+            channel: opts.channel.clone(),
+            version: version.to_owned(),
+            rollback: false,
+            issued_ms: i64::from(opts.source_date) * 1000,
+            expires_ms: None,
+            artifacts: agents
+                .iter()
+                .map(|a| update_artifact(version, a.arch, &a.bytes))
+                .collect(),
+        };
+        planned.push(Planned {
+            kind: "manifest",
+            path: release_dir.join(manifest_name(&opts.channel, false)),
+            bytes: manifest
+                .sign(&keys.manifest)
+                .map_err(|e| BuildError::Manifest(e.to_string()))?
+                .into_bytes(),
+            mode: 0o644,
+        });
+    }
+
+    for ((target, arch), bytes) in rpms.iter().zip(built) {
+        let Some(bytes) = bytes else {
+            continue;
+        };
+        planned.push(Planned {
+            kind: "rpm",
+            path: repo_dir(&opts.out, &target.dist, *arch).join(rpm_package::file_name(
+                &opts.version,
+                target,
+                arch.uname(),
+            )),
+            bytes,
+            mode: 0o644,
+        });
+        // The console is packaged for x86_64 only (an RPM was built: there is a signer).
+        if let (Some(console), Some(signer)) = (
+            console
+                .as_deref()
+                .filter(|_| target.console && *arch == Arch::X86_64),
+            signer.as_ref(),
+        ) {
+            let bytes = crate::console_package::build_rpm(
+                &templates,
+                &crate::console_package::RpmInputs {
+                    target,
+                    version: &opts.version,
+                    arch: arch.uname(),
+                    console,
+                    source_date: opts.source_date,
+                    signature_time,
+                },
+                signer,
+            )?;
+            planned.push(Planned {
+                kind: "console-rpm",
+                path: repo_dir(&opts.out, &target.dist, *arch).join(
+                    crate::console_package::rpm_file_name(&opts.version, target, arch.uname()),
+                ),
+                bytes,
+                mode: 0o644,
+            });
+        }
+    }
+
+    if with_deb {
+        for a in &agents {
+            progress.step(&format!("{} deb", a.arch.deb()));
+            let bytes = crate::deb::build(
+                &templates,
+                &a.bytes,
+                a.arch,
+                &docs,
+                &opts.version,
+                opts.source_date,
+                &opts.workspace,
+            )?;
+            planned.push(Planned {
+                kind: "deb",
+                path: release_dir.join(crate::deb::file_name(&opts.version, a.arch)),
+                bytes,
+                mode: 0o644,
+            });
+        }
+        if let Some(console) = &console {
+            let bytes = crate::console_package::build_deb(
+                &templates,
+                console,
+                &opts.version,
+                opts.source_date,
+                &opts.workspace,
+            )?;
+            planned.push(Planned {
+                kind: "console-deb",
+                path: release_dir.join(crate::console_package::deb_file_name(&opts.version)),
+                bytes,
+                mode: 0o644,
+            });
+        }
+    }
+
+    // -- Refuse to change a released version, before writing anything.
+    for p in &planned {
+        if let Ok(existing) = fs::read(&p.path)
+            && existing != p.bytes
+        {
+            return Err(BuildError::Released {
+                path: p.path.clone(),
+                version: version.to_owned(),
+            });
+        }
+    }
+
+    // -- Write.
+    let mut artifacts = Vec::new();
+    if let Some(keys) = &keys {
+        let key_path = opts.out.join(keys::PACKAGE_PUBLIC);
+        super::write_file(&key_path, keys.package_public.as_bytes(), 0o644)?;
+        artifacts.push(artifact("key", &key_path, keys.package_public.as_bytes()));
+        let pem = keys.manifest_public_pem()?;
+        let key_path = opts.out.join(keys::MANIFEST_PUBLIC);
+        super::write_file(&key_path, pem.as_bytes(), 0o644)?;
+        artifacts.push(artifact("key", &key_path, pem.as_bytes()));
+    }
+    // Each file is synced before its rename: those waits overlap (the file system commits
+    // them together), unless the build runs on one thread.
+    let at_once = if opts.jobs.get() == 1 {
+        opts.jobs
+    } else {
+        std::num::NonZeroUsize::new(planned.len()).unwrap_or(opts.jobs)
+    };
+    artifacts.extend(crate::parallel::map(at_once, &planned, |p| {
+        super::write_file(&p.path, &p.bytes, p.mode)?;
+        Ok::<_, BuildError>(artifact(p.kind, &p.path, &p.bytes))
+    })?);
+    progress.step("agents for install scripts");
+    if publishes_agents(&opts.out, &opts.version) {
+        for a in &agents {
+            let path = opts
+                .out
+                .join("agents")
+                .join(crate::artifacts::file_name(a.arch.uname()));
+            super::write_file(&path, &a.bytes, 0o755)?;
+            artifacts.push(artifact("agent", &path, &a.bytes));
+        }
+    }
+
+    // SHA256SUMS of the release's own files, by their path in OUT: `sha256sum -c
+    // releases/VERSION/SHA256SUMS` in OUT checks them.
+    let sums: String = artifacts
+        .iter()
+        .filter(|a| a.kind != "key" && a.kind != "agent")
+        .map(|a| {
+            let rel = a.path.strip_prefix(&opts.out).unwrap_or(&a.path);
+            format!("{}  {}\n", a.sha256, rel.display())
+        })
+        .collect();
+    let sums_path = release_dir.join("SHA256SUMS");
+    super::write_file(&sums_path, sums.as_bytes(), 0o644)?;
+    artifacts.push(artifact("sums", &sums_path, sums.as_bytes()));
+
+    // -- Index each repository the build added to.
+    let mut repositories = Vec::new();
+    if let Some(signer) = &signer {
+        // One repository per job; the threads left over read each one's packages.
+        let per_repo = std::num::NonZeroUsize::new(opts.jobs.get() / rpms.len().max(1))
+            .unwrap_or(std::num::NonZeroUsize::MIN);
+        repositories = crate::parallel::map(opts.jobs, &rpms, |(target, arch)| {
+            let dir = repo_dir(&opts.out, &target.dist, *arch);
+            let indexed =
+                repo::index_with_jobs(&dir, opts.source_date, signature_time, signer, per_repo)?;
+            progress.step(&format!("{} {arch} repodata", target.dist));
+            Ok::<_, BuildError>(RepoReport {
+                dist: target.dist.clone(),
+                arch: *arch,
+                path: dir,
+                indexed,
+            })
+        })?;
+    }
+    progress.finish();
+    Ok(BuildReport {
+        version: version.to_owned(),
+        source_date: opts.source_date,
+        artifacts,
+        repositories,
+    })
+}
+
+/// tasknode-VERSION-x86_64-linux-musl.tar.gz: the agent under tasknode-VERSION/, with fixed
+/// owner, mode and time, gzip without a timestamp.
+fn agent_tarball(agent: &[u8], version: &Version, source_date: u32) -> Result<Vec<u8>, BuildError> {
+    let gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(Vec::new(), flate2::Compression::best());
+    let mut tar = tar::Builder::new(gz);
+    tar.mode(tar::HeaderMode::Deterministic);
+    let mut header = tar::Header::new_gnu();
+    header.set_size(agent.len() as u64);
+    header.set_mode(0o755);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(u64::from(source_date));
+    header.set_entry_type(tar::EntryType::Regular);
+    let path = format!("tasknode-{version}/tasknode");
+    let err = |e: std::io::Error| BuildError::Io {
+        path: PathBuf::from(&path),
+        source: e,
+    };
+    tar.append_data(&mut header, &path, agent).map_err(err)?;
+    let gz = tar.into_inner().map_err(err)?;
+    gz.finish().map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_tarball_depends_only_on_its_inputs() {
+        let v = Version::parse("1.2.0").unwrap();
+        let a = agent_tarball(b"binary", &v, 1_700_000_000).unwrap();
+        let b = agent_tarball(b"binary", &v, 1_700_000_000).unwrap();
+        assert_eq!(a, b);
+        let c = agent_tarball(b"binary", &v, 1_700_000_001).unwrap();
+        assert_ne!(a, c);
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(a.as_slice()));
+        let entry = archive.entries().unwrap().next().unwrap().unwrap();
+        assert_eq!(
+            entry.path().unwrap().to_str(),
+            Some("tasknode-1.2.0/tasknode")
+        );
+        assert_eq!(entry.header().mode().unwrap(), 0o755);
+        assert_eq!(entry.header().mtime().unwrap(), 1_700_000_000);
+    }
+}
