@@ -6,17 +6,17 @@
 //! templates/console/. Upgrades restart the service; erasing keeps the data and the user.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde::Serialize;
 
 use crate::arch::Arch;
+use crate::deb::{DebPackage, DebTexts, Staged};
 use crate::error::BuildError;
 
 /// The console is packaged for x86_64 alone.
 const RUST_TARGET: &str = Arch::X86_64.rust_target();
+use crate::rpm_build::{self, RpmPackage, text};
 use crate::rpm_package::RpmError;
 use crate::target::{RpmTarget, Version};
 use crate::templates::{self, Templates};
@@ -36,16 +36,6 @@ pub const STATE_DIR: &str = "/var/lib/tasknode-console";
 /// Where the .deb's rendered inputs go, relative to the workspace (console/Cargo.toml names them).
 pub const STAGING: &str = "target/tasknode-dist/console-deb";
 const SUMMARY: &str = "tasknode console: control plane of tasknode execution nodes";
-const DESCRIPTION: &str = "The tasknode console serves the HTTP API agents enroll and heartbeat
-with, the web console and the admin CLI, over an embedded SQLite store
-or a shared PostgreSQL. It runs as the system user tasknode-console
-under a sandboxed systemd unit; its flags are in
-/etc/tasknode-console/console.env.";
-const LICENSE: &str = "Apache-2.0";
-const URL: &str = "https://github.com/tasknode/tasknode";
-const PACKAGER: &str = "tasknode release <release@tasknode.invalid>";
-/// rpm 4.8 knows xz payloads; the rpm crate adds the other rpmlib() features it needs.
-const PAYLOAD_IS_XZ: (&str, &str) = ("PayloadIsXz", "5.2-1");
 
 #[derive(Serialize)]
 struct ScriptContext<'a> {
@@ -68,13 +58,6 @@ fn script_context() -> ScriptContext<'static> {
         name: PACKAGE,
         package: PACKAGE,
     }
-}
-
-#[derive(Serialize)]
-struct ChangelogContext<'a> {
-    version: &'a str,
-    packager: &'a str,
-    date: String,
 }
 
 /// NAME-VERSION-RELEASE.ARCH.rpm.
@@ -181,10 +164,6 @@ pub fn build_rpm(
     signer: &rpm::signature::pgp::Signer,
 ) -> Result<Vec<u8>, RpmError> {
     let target = inputs.target;
-    let err = |source| RpmError::Build {
-        dist: format!("{} ({PACKAGE})", target.dist),
-        source,
-    };
     let ctx = script_context();
     let pre = t.render(templates::CONSOLE_RPM_PRE, &ctx)?;
     let post = t.render(templates::CONSOLE_RPM_POST, &ctx)?;
@@ -192,83 +171,51 @@ pub fn build_rpm(
     let postun = t.render(templates::CONSOLE_RPM_POSTUN, &ctx)?;
     let unit = t.render(templates::CONSOLE_UNIT, &ctx)?;
     let env = t.render(templates::CONSOLE_ENV, &ctx)?;
-
-    let config = rpm::BuildConfig::v4()
-        .compression(rpm::CompressionWithLevel::Xz(2))
-        .source_date(inputs.source_date)
-        .reserved_space(None);
-    let mut b = rpm::PackageBuilder::new(
-        PACKAGE,
-        inputs.version.as_str(),
-        LICENSE,
-        inputs.arch,
-        SUMMARY,
-    );
-    b.using_config(config)
-        .release(target.release.clone())
-        .description(DESCRIPTION)
-        .url(URL)
-        .vendor("tasknode")
-        .packager(PACKAGER)
-        .group("System Environment/Daemons")
-        .build_host("tasknode-dist")
-        .add_changelog_entry(
-            format!("{PACKAGER} - {}-{}", inputs.version, target.release),
-            format!(
-                "- tasknode-console {} for {}",
-                inputs.version, target.description
-            ),
-            rpm::Timestamp(inputs.source_date),
-        );
-    b.with_file_contents(
-        inputs.console.to_vec(),
-        rpm::FileOptions::new(BIN).permissions(0o755),
+    let info = rpm_build::TextContext {
+        version: inputs.version.as_str(),
+        dist: &target.description,
+    };
+    let entries = vec![
+        rpm_build::file(
+            inputs.console,
+            rpm::FileOptions::new(BIN).permissions(0o755),
+        ),
+        rpm_build::file(unit, rpm::FileOptions::new(RPM_UNIT).permissions(0o644)),
+        rpm_build::dir(rpm::FileOptions::dir(CONFIG_DIR).permissions(0o755)),
+        // root's alone: it may hold the PostgreSQL password, and systemd reads it as root.
+        rpm_build::file(
+            env,
+            rpm::FileOptions::new(CONFIG)
+                .permissions(0o600)
+                .config()
+                .noreplace(),
+        ),
+        // systemd before 235 (el7's 219) knows no StateDirectory=: the package makes it.
+        rpm_build::dir(
+            rpm::FileOptions::dir(STATE_DIR)
+                .user(USER)
+                .group(USER)
+                .permissions(0o700),
+        ),
+    ];
+    rpm_build::build(
+        RpmPackage {
+            name: PACKAGE,
+            target,
+            version: inputs.version,
+            arch: inputs.arch,
+            summary: SUMMARY,
+            description: &text(t, templates::CONSOLE_RPM_DESCRIPTION, &info)?,
+            changelog: text(t, templates::CONSOLE_RPM_CHANGELOG, &info)?,
+            entries,
+            scripts: [pre, post, preun, postun],
+            service_tool: "systemd",
+            source_date: inputs.source_date,
+            signature_time: inputs.signature_time,
+            what: format!("{} ({PACKAGE})", target.dist),
+        },
+        signer,
     )
-    .map_err(err)?;
-    b.with_file_contents(
-        unit.into_bytes(),
-        rpm::FileOptions::new(RPM_UNIT).permissions(0o644),
-    )
-    .map_err(err)?;
-    b.with_dir_entry(rpm::FileOptions::dir(CONFIG_DIR).permissions(0o755))
-        .map_err(err)?;
-    // root's alone: it may hold the PostgreSQL password, and systemd reads it as root.
-    b.with_file_contents(
-        env.into_bytes(),
-        rpm::FileOptions::new(CONFIG)
-            .permissions(0o600)
-            .config()
-            .noreplace(),
-    )
-    .map_err(err)?;
-    // systemd before 235 (el7's 219) knows no StateDirectory=: the package makes it.
-    b.with_dir_entry(
-        rpm::FileOptions::dir(STATE_DIR)
-            .user(USER)
-            .group(USER)
-            .permissions(0o700),
-    )
-    .map_err(err)?;
-    b.pre_install_script(pre)
-        .post_install_script(post)
-        .pre_uninstall_script(preun)
-        .post_uninstall_script(postun);
-    b.requires(rpm::Dependency::rpmlib(PAYLOAD_IS_XZ.0, PAYLOAD_IS_XZ.1));
-    for cap in &target.requires {
-        b.requires(rpm::Dependency::any(cap.clone()));
-    }
-    b.requires(rpm::Dependency::script_pre("shadow-utils"));
-    b.requires(rpm::Dependency::script_post("systemd"));
-    b.requires(rpm::Dependency::script_preun("systemd"));
-    b.requires(rpm::Dependency::script_postun("systemd"));
-
-    let mut package = b.build().map_err(err)?;
-    package
-        .sign_with_timestamp(signer, rpm::Timestamp(inputs.signature_time))
-        .map_err(err)?;
-    let mut bytes = Vec::with_capacity(inputs.console.len() / 2);
-    package.write(&mut bytes).map_err(err)?;
-    Ok(bytes)
 }
 
 /// Builds the console .deb of `version` with cargo-deb in `workspace` and returns its bytes.
@@ -279,110 +226,46 @@ pub fn build_deb(
     source_date: u32,
     workspace: &Path,
 ) -> Result<Vec<u8>, BuildError> {
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| BuildError::Io { path, source }
-    };
     let workspace = &crate::deb::workspace_root(workspace)?;
-    // Builds share the staging directory console/Cargo.toml names: one at a time.
-    let lock_path = workspace.join("target/tasknode-dist/console-deb.lock");
-    fs::create_dir_all(workspace.join("target/tasknode-dist")).map_err(io(workspace))?;
-    let lock = fs::File::create(&lock_path).map_err(io(&lock_path))?;
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
-        BuildError::Io {
-            path: lock_path.clone(),
-            source: e.into(),
-        }
-    })?;
-    let staging = workspace.join(STAGING);
-    if staging.exists() {
-        fs::remove_dir_all(&staging).map_err(io(&staging))?;
-    }
-    let scripts = staging.join("scripts");
-    fs::create_dir_all(&scripts).map_err(io(&scripts))?;
-
     let ctx = script_context();
-    let changelog = t.render(
-        templates::CONSOLE_DEB_CHANGELOG,
-        &ChangelogContext {
-            version: version.as_str(),
-            packager: PACKAGER,
-            date: crate::deb::rfc2822(source_date),
+    let texts = crate::deb::texts(
+        t,
+        &DebTexts {
+            changelog: templates::CONSOLE_DEB_CHANGELOG,
+            postinst: templates::CONSOLE_DEB_POSTINST,
+            prerm: templates::CONSOLE_DEB_PRERM,
+            postrm: templates::CONSOLE_DEB_POSTRM,
         },
+        &ctx,
+        version,
+        source_date,
     )?;
-    let files: [(&str, String, u32); 6] = [
+    let mut files = vec![
         (SERVICE, t.render(templates::CONSOLE_UNIT, &ctx)?, 0o644),
         (
             "console.env",
             t.render(templates::CONSOLE_ENV, &ctx)?,
             0o600,
         ),
-        ("changelog", changelog, 0o644),
-        (
-            "scripts/postinst",
-            t.render(templates::CONSOLE_DEB_POSTINST, &ctx)?,
-            0o755,
-        ),
-        (
-            "scripts/prerm",
-            t.render(templates::CONSOLE_DEB_PRERM, &ctx)?,
-            0o755,
-        ),
-        (
-            "scripts/postrm",
-            t.render(templates::CONSOLE_DEB_POSTRM, &ctx)?,
-            0o755,
-        ),
     ];
-    for (name, text, mode) in &files {
-        write(&staging.join(name), text.as_bytes(), *mode)?;
-    }
-    write(&staging.join(PACKAGE), console, 0o755)?;
-
-    let out = staging.join(deb_file_name(version));
-    let status = Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
-        .args([
-            "deb",
-            "-p",
-            PACKAGE,
-            "--no-build",
-            "--no-strip",
-            "--quiet",
-            "--target",
-            RUST_TARGET,
-            "--deb-version",
-        ])
-        .arg(format!("{version}-1"))
-        .arg("--output")
-        .arg(&out)
-        .env("SOURCE_DATE_EPOCH", source_date.to_string())
-        .env("CARGO_TARGET_DIR", workspace.join("target"))
-        .current_dir(workspace)
-        .output()
-        .map_err(|e| BuildError::Tool {
-            what: "cargo deb".to_owned(),
-            why: e.to_string(),
-        })?;
-    if !status.status.success() {
-        return Err(BuildError::Tool {
-            what: format!("cargo deb -p {PACKAGE}"),
-            why: format!(
-                "failed ({}): {}",
-                status.status,
-                String::from_utf8_lossy(&status.stderr).trim()
-            ),
-        });
-    }
-    fs::read(&out).map_err(io(&out))
-}
-
-fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), BuildError> {
-    let err = |source| BuildError::Io {
-        path: PathBuf::from(path),
-        source,
-    };
-    fs::write(path, bytes).map_err(err)?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(err)
+    files.extend(texts);
+    let mut staged: Vec<Staged<'_>> = files
+        .iter()
+        .map(|(name, text, mode)| Staged::new(*name, text.as_bytes(), *mode))
+        .collect();
+    staged.push(Staged::new(PACKAGE, console, 0o755));
+    crate::deb::pack(
+        workspace,
+        &DebPackage {
+            package: PACKAGE,
+            staging: STAGING,
+            target: RUST_TARGET,
+            file_name: deb_file_name(version),
+            files: &staged,
+        },
+        version,
+        source_date,
+    )
 }
 
 #[cfg(test)]

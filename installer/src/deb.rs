@@ -4,7 +4,6 @@
 //! maintainer scripts (templates/deb/) and the Debian changelog.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -12,15 +11,14 @@ use serde::Serialize;
 
 use crate::arch::Arch;
 use crate::error::BuildError;
+use crate::fsutil;
 use crate::layout::{AGENT_USER, Layout};
 use crate::rpm_package::STATE_DIR;
-use crate::target::Version;
-use crate::templates::{self, Templates};
+use crate::target::{PACKAGER, Version};
+use crate::templates::{self, TemplateError, Templates};
 
 /// Where the rendered inputs go, relative to the workspace (agent/Cargo.toml names them).
 pub const STAGING: &str = "target/tasknode-dist/deb";
-/// Who the Maintainer field and the changelog name.
-const PACKAGER: &str = "tasknode release <release@tasknode.invalid>";
 
 #[derive(Serialize)]
 struct ScriptContext<'a> {
@@ -92,28 +90,7 @@ pub fn build(
     source_date: u32,
     workspace: &Path,
 ) -> Result<Vec<u8>, BuildError> {
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| BuildError::Io { path, source }
-    };
     let workspace = &workspace_root(workspace)?;
-    // Builds share the staging directory agent/Cargo.toml names: one at a time.
-    let lock_path = workspace.join("target/tasknode-dist/deb.lock");
-    fs::create_dir_all(workspace.join("target/tasknode-dist")).map_err(io(workspace))?;
-    let lock = fs::File::create(&lock_path).map_err(io(&lock_path))?;
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
-        BuildError::Io {
-            path: lock_path.clone(),
-            source: e.into(),
-        }
-    })?;
-    let staging = workspace.join(STAGING);
-    if staging.exists() {
-        fs::remove_dir_all(&staging).map_err(io(&staging))?;
-    }
-    let scripts = staging.join("scripts");
-    fs::create_dir_all(&scripts).map_err(io(&scripts))?;
-
     let layout = Layout::package();
     let ctx = ScriptContext {
         user: AGENT_USER,
@@ -131,60 +108,161 @@ pub fn build(
         why: e.to_string(),
     })?;
     let config = crate::rpm_package::package_config(t, &layout, crate::layout::InstallMethod::Deb)?;
+    let texts = texts(
+        t,
+        &DebTexts {
+            changelog: templates::DEB_CHANGELOG,
+            postinst: templates::DEB_POSTINST,
+            prerm: templates::DEB_PRERM,
+            postrm: templates::DEB_POSTRM,
+        },
+        &ctx,
+        version,
+        source_date,
+    )?;
+    let mut files = vec![
+        ("tasknode.service", unit, 0o644),
+        ("tasknode.conf", config, 0o600),
+    ];
+    files.extend(texts);
+    let mut staged: Vec<Staged<'_>> = files
+        .iter()
+        .map(|(name, text, mode)| Staged::new(*name, text.as_bytes(), *mode))
+        .collect();
+    staged.push(Staged::new("tasknode", agent, 0o755));
+    // The man pages and completions, at their places under docs/ (agent/Cargo.toml's assets).
+    for (path, bytes) in docs.files(tasknode_clidocs::BASH_COMPLETIONS) {
+        let at = format!("docs/{}", debian_place(&path).trim_start_matches('/'));
+        staged.push(Staged::new(at, bytes, 0o644));
+    }
+    pack(
+        workspace,
+        &DebPackage {
+            package: crate::layout::PACKAGE_NAME,
+            staging: STAGING,
+            target: arch.rust_target(),
+            file_name: file_name(version, arch),
+            files: &staged,
+        },
+        version,
+        source_date,
+    )
+}
+
+/// The templates of a .deb's own text.
+#[derive(Debug)]
+pub(crate) struct DebTexts {
+    pub(crate) changelog: &'static str,
+    pub(crate) postinst: &'static str,
+    pub(crate) prerm: &'static str,
+    pub(crate) postrm: &'static str,
+}
+
+/// Renders a .deb's Debian changelog (dated at `source_date`) and maintainer scripts (with
+/// `ctx`), each with its path under the staging directory and its mode.
+pub(crate) fn texts<C: Serialize>(
+    t: &Templates,
+    names: &DebTexts,
+    ctx: &C,
+    version: &Version,
+    source_date: u32,
+) -> Result<[(&'static str, String, u32); 4], TemplateError> {
     let changelog = t.render(
-        templates::DEB_CHANGELOG,
+        names.changelog,
         &ChangelogContext {
             version: version.as_str(),
             packager: PACKAGER,
             date: rfc2822(source_date),
         },
     )?;
-    let files: [(&str, String, u32); 6] = [
-        ("tasknode.service", unit, 0o644),
-        ("tasknode.conf", config, 0o600),
+    Ok([
         ("changelog", changelog, 0o644),
-        (
-            "scripts/postinst",
-            t.render(templates::DEB_POSTINST, &ctx)?,
-            0o755,
-        ),
-        (
-            "scripts/prerm",
-            t.render(templates::DEB_PRERM, &ctx)?,
-            0o755,
-        ),
-        (
-            "scripts/postrm",
-            t.render(templates::DEB_POSTRM, &ctx)?,
-            0o755,
-        ),
-    ];
-    for (name, text, mode) in &files {
-        write(&staging.join(name), text.as_bytes(), *mode)?;
+        ("scripts/postinst", t.render(names.postinst, ctx)?, 0o755),
+        ("scripts/prerm", t.render(names.prerm, ctx)?, 0o755),
+        ("scripts/postrm", t.render(names.postrm, ctx)?, 0o755),
+    ])
+}
+
+/// One file cargo-deb packs, staged where the package's Cargo.toml metadata names it.
+#[derive(Debug)]
+pub(crate) struct Staged<'a> {
+    /// Relative to the staging directory.
+    pub(crate) path: String,
+    pub(crate) bytes: &'a [u8],
+    pub(crate) mode: u32,
+}
+
+impl<'a> Staged<'a> {
+    pub(crate) fn new(path: impl Into<String>, bytes: &'a [u8], mode: u32) -> Staged<'a> {
+        Staged {
+            path: path.into(),
+            bytes,
+            mode,
+        }
     }
-    write(&staging.join("tasknode"), agent, 0o755)?;
-    // The man pages and completions, at their places under docs/ (agent/Cargo.toml's assets).
-    for (path, bytes) in docs.files(tasknode_clidocs::BASH_COMPLETIONS) {
-        let staged = staging
-            .join("docs")
-            .join(debian_place(&path).trim_start_matches('/'));
-        if let Some(dir) = staged.parent() {
+}
+
+/// A .deb for cargo-deb to make from `[package.metadata.deb]` of a workspace package.
+#[derive(Debug)]
+pub(crate) struct DebPackage<'a> {
+    /// The cargo package whose metadata describes the .deb.
+    pub(crate) package: &'a str,
+    /// The staging directory that metadata names, relative to the workspace.
+    pub(crate) staging: &'a str,
+    /// The Rust target of the binary (cargo-deb takes the Debian architecture from it).
+    pub(crate) target: &'a str,
+    pub(crate) file_name: String,
+    pub(crate) files: &'a [Staged<'a>],
+}
+
+/// The one packaging step of every .deb (the agent's and the console's): stages `deb.files`
+/// with their modes in a fresh staging directory (one build at a time holds it), runs
+/// cargo-deb on the package's metadata and returns the .deb's bytes.
+pub(crate) fn pack(
+    workspace: &Path,
+    deb: &DebPackage<'_>,
+    version: &Version,
+    source_date: u32,
+) -> Result<Vec<u8>, BuildError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| BuildError::Io { path, source }
+    };
+    // Builds share the staging directory the metadata names: one at a time.
+    let lock_path = workspace.join(format!("{}.lock", deb.staging));
+    if let Some(dir) = lock_path.parent() {
+        fs::create_dir_all(dir).map_err(io(dir))?;
+    }
+    let lock = fs::File::create(&lock_path).map_err(io(&lock_path))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
+        BuildError::Io {
+            path: lock_path.clone(),
+            source: e.into(),
+        }
+    })?;
+    let staging = workspace.join(deb.staging);
+    if staging.exists() {
+        fs::remove_dir_all(&staging).map_err(io(&staging))?;
+    }
+    for file in deb.files {
+        let path = staging.join(&file.path);
+        if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(io(dir))?;
         }
-        write(&staged, bytes, 0o644)?;
+        fsutil::write_staged(&path, file.bytes, file.mode).map_err(io(&path))?;
     }
 
-    let out = staging.join(file_name(version, arch));
+    let out = staging.join(&deb.file_name);
     let status = Command::new(cargo())
         .args([
             "deb",
             "-p",
-            "tasknode",
+            deb.package,
             "--no-build",
             "--no-strip",
             "--quiet",
             "--target",
-            arch.rust_target(),
+            deb.target,
             "--deb-version",
         ])
         .arg(format!("{version}-1"))
@@ -200,7 +278,7 @@ pub fn build(
         })?;
     if !status.status.success() {
         return Err(BuildError::Tool {
-            what: "cargo deb".to_owned(),
+            what: format!("cargo deb -p {}", deb.package),
             why: format!(
                 "failed ({}): {}",
                 status.status,
@@ -231,15 +309,6 @@ pub(crate) fn workspace_root(dir: &Path) -> Result<PathBuf, BuildError> {
             why: "not in the tasknode workspace (agent/Cargo.toml holds the .deb's metadata); run in the checkout or pass --workspace".to_owned(),
         }),
     }
-}
-
-fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), BuildError> {
-    let err = |source| BuildError::Io {
-        path: PathBuf::from(path),
-        source,
-    };
-    fs::write(path, bytes).map_err(err)?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(err)
 }
 
 /// `Tue, 14 Nov 2023 22:13:20 +0000`, as Debian changelogs date entries.

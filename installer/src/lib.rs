@@ -12,6 +12,7 @@ pub mod keys;
 pub mod parallel;
 pub mod release;
 pub mod repo;
+pub mod rpm_build;
 pub mod rpm_package;
 pub mod target;
 

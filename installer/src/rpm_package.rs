@@ -5,6 +5,7 @@
 use serde::Serialize;
 
 use crate::layout::{AGENT_USER, InstallMethod, Layout};
+use crate::rpm_build::{self, RpmPackage, text};
 use crate::target::{Init, RpmTarget, Version};
 use crate::templates::{self, TemplateError, Templates};
 
@@ -16,17 +17,6 @@ pub const SYSTEMD_UNIT: &str = crate::layout::PACKAGE_UNIT;
 /// The agent's working state (its home directory when %pre creates the user).
 pub const STATE_DIR: &str = crate::layout::PACKAGE_STATE_DIR;
 const SUMMARY: &str = "tasknode agent: runs scheduled data tasks for the tasknode console";
-const DESCRIPTION: &str = "The tasknode agent enrolls this server with a tasknode console,
-heartbeats, and runs the data tasks the console assigns, as the user admin.
-Enroll it with `tasknode enroll`, then start the tasknode service.";
-const LICENSE: &str = "Apache-2.0";
-const URL: &str = "https://github.com/tasknode/tasknode";
-const VENDOR: &str = "tasknode";
-/// Who the changelog and Packager tag name.
-const PACKAGER: &str = "tasknode release <release@tasknode.invalid>";
-/// The rpmlib() features the package needs beyond what the rpm crate adds
-/// (CompressedFileNames, FileDigests, PayloadFilesHavePrefix), all in rpm 4.8.
-const PAYLOAD_IS_XZ: (&str, &str) = ("PayloadIsXz", "5.2-1");
 
 #[derive(Debug, thiserror::Error)]
 pub enum RpmError {
@@ -87,11 +77,6 @@ pub fn build(
 ) -> Result<Vec<u8>, RpmError> {
     let target = inputs.target;
     let layout = Layout::package();
-    let err = |source| RpmError::Build {
-        dist: target.dist.clone(),
-        source,
-    };
-
     let ctx = ScriptletContext {
         init: target.init.name(),
         user: AGENT_USER,
@@ -108,80 +93,48 @@ pub fn build(
     let postun = t.render(templates::RPM_POSTUN, &ctx)?;
     let config = package_config(t, &layout, InstallMethod::Rpm)?;
 
-    let config_build = rpm::BuildConfig::v4()
-        // A fast preset: the payload is one compact static binary, and level 9 makes it barely
-        // smaller at many times the cost.
-        .compression(rpm::CompressionWithLevel::Xz(2))
-        .source_date(inputs.source_date)
-        // rpm 4.8 and 4.11 know no reserved-space tag, and signature headers must stay small.
-        .reserved_space(None);
-    let mut b = rpm::PackageBuilder::new(
-        PACKAGE_NAME,
-        inputs.version.as_str(),
-        LICENSE,
-        inputs.arch,
-        SUMMARY,
-    );
-    b.using_config(config_build)
-        .release(target.release.clone())
-        .description(DESCRIPTION)
-        .url(URL)
-        .vendor(VENDOR)
-        .packager(PACKAGER)
-        .group("System Environment/Daemons")
-        .build_host("tasknode-dist")
-        .add_changelog_entry(
-            format!("{PACKAGER} - {}-{}", inputs.version, target.release),
-            format!("- tasknode {} for {}", inputs.version, target.description),
-            rpm::Timestamp(inputs.source_date),
-        );
-
-    b.with_file_contents(
-        inputs.agent.to_vec(),
+    let mut entries = vec![rpm_build::file(
+        inputs.agent,
         rpm::FileOptions::new(layout.bin.clone()).permissions(0o755),
-    )
-    .map_err(err)?;
+    )];
     match target.init {
         Init::Systemd => {
             let unit = crate::render::unit(t, &layout).map_err(render_to_template)?;
-            b.with_file_contents(
-                unit.into_bytes(),
+            entries.push(rpm_build::file(
+                unit,
                 rpm::FileOptions::new(SYSTEMD_UNIT).permissions(0o644),
-            )
-            .map_err(err)?;
+            ));
         }
         Init::Sysv => {
             let init = crate::render::init(t, &layout).map_err(render_to_template)?;
-            b.with_file_contents(
-                init.into_bytes(),
+            entries.push(rpm_build::file(
+                init,
                 rpm::FileOptions::new(INIT_SCRIPT).permissions(0o755),
-            )
-            .map_err(err)?;
+            ));
         }
     }
-    b.with_dir_entry(
+    entries.push(rpm_build::dir(
         // root's, so the agent user cannot swap the config in it for a link (root enrolls and
         // rpm writes there); readable by the agent's group.
         rpm::FileOptions::dir(crate::layout::PACKAGE_CONFIG_DIR)
             .user("root")
             .group(AGENT_USER)
             .permissions(0o750),
-    )
-    .map_err(err)?;
-    b.with_file_contents(
-        config.into_bytes(),
+    ));
+    entries.push(rpm_build::file(
+        config,
         rpm::FileOptions::new(layout.config.clone())
             .user(AGENT_USER)
             .group(AGENT_USER)
             .permissions(0o600)
             .config()
             .noreplace(),
-    )
-    .map_err(err)?;
+    ));
     if !inputs.docs.is_empty() {
         for dir in crate::docs::completion_dirs(&target.bash_completions) {
-            b.with_dir_entry(rpm::FileOptions::dir(dir).permissions(0o755))
-                .map_err(err)?;
+            entries.push(rpm_build::dir(
+                rpm::FileOptions::dir(dir).permissions(0o755),
+            ));
         }
     }
     for (path, bytes) in inputs.docs.files(&target.bash_completions) {
@@ -189,43 +142,42 @@ pub fn build(
         let page = path.starts_with(tasknode_clidocs::MAN1);
         let options = rpm::FileOptions::new(path).permissions(0o644);
         let options = if page { options.doc() } else { options };
-        b.with_file_contents(bytes.to_vec(), options).map_err(err)?;
+        entries.push(rpm_build::file(bytes, options));
     }
     for dir in [layout.log_dir.as_str(), STATE_DIR] {
-        b.with_dir_entry(
+        entries.push(rpm_build::dir(
             rpm::FileOptions::dir(dir)
                 .user(AGENT_USER)
                 .group(AGENT_USER)
                 .permissions(0o750),
-        )
-        .map_err(err)?;
+        ));
     }
-
-    b.pre_install_script(pre)
-        .post_install_script(post)
-        .pre_uninstall_script(preun)
-        .post_uninstall_script(postun);
-    b.requires(rpm::Dependency::rpmlib(PAYLOAD_IS_XZ.0, PAYLOAD_IS_XZ.1));
-    for cap in &target.requires {
-        b.requires(rpm::Dependency::any(cap.clone()));
-    }
-    // What the scriptlets run, so rpm orders the base system's packages before them.
-    b.requires(rpm::Dependency::script_pre("shadow-utils"));
+    let info = rpm_build::TextContext {
+        version: inputs.version.as_str(),
+        dist: &target.description,
+    };
     let service_tool = match target.init {
         Init::Systemd => "systemd",
         Init::Sysv => "chkconfig",
     };
-    b.requires(rpm::Dependency::script_post(service_tool));
-    b.requires(rpm::Dependency::script_preun(service_tool));
-    b.requires(rpm::Dependency::script_postun(service_tool));
-
-    let mut package = b.build().map_err(err)?;
-    package
-        .sign_with_timestamp(signer, rpm::Timestamp(inputs.signature_time))
-        .map_err(err)?;
-    let mut bytes = Vec::with_capacity(inputs.agent.len() / 2);
-    package.write(&mut bytes).map_err(err)?;
-    Ok(bytes)
+    rpm_build::build(
+        RpmPackage {
+            name: PACKAGE_NAME,
+            target,
+            version: inputs.version,
+            arch: inputs.arch,
+            summary: SUMMARY,
+            description: &text(t, templates::RPM_DESCRIPTION, &info)?,
+            changelog: text(t, templates::RPM_CHANGELOG, &info)?,
+            entries,
+            scripts: [pre, post, preun, postun],
+            service_tool,
+            source_date: inputs.source_date,
+            signature_time: inputs.signature_time,
+            what: target.dist.to_string(),
+        },
+        signer,
+    )
 }
 
 fn render_to_template(e: crate::render::RenderError) -> TemplateError {

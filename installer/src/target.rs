@@ -3,16 +3,73 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::str::FromStr;
 
 use serde::Deserialize;
 
 use crate::arch::Arch;
+use crate::dist::Dist;
 
 /// rpm/targets.toml, embedded.
 const TARGETS_TOML: &str = include_str!("../../rpm/targets.toml");
 
-/// Every target `build` knows, in build order.
-pub const ALL: &[&str] = &["el6", "el7", "al7", "al8", "deb"];
+/// Who every package's changelog and Packager (RPM) or Maintainer (.deb) field names.
+pub const PACKAGER: &str = "tasknode release <release@tasknode.invalid>";
+
+/// What `build --targets` names: a dist's RPMs (and yum repositories), or the .deb.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Target {
+    Rpm(Dist),
+    Deb,
+}
+
+impl Target {
+    /// Every target `build` knows, in build order.
+    pub const ALL: [Target; 5] = [
+        Target::Rpm(Dist::El6),
+        Target::Rpm(Dist::El7),
+        Target::Rpm(Dist::Al7),
+        Target::Rpm(Dist::Al8),
+        Target::Deb,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Target::Rpm(dist) => dist.name(),
+            Target::Deb => "deb",
+        }
+    }
+
+    /// The dist, for an RPM target.
+    pub const fn dist(self) -> Option<Dist> {
+        match self {
+            Target::Rpm(dist) => Some(dist),
+            Target::Deb => None,
+        }
+    }
+
+    /// `el6, el7, al7, al8, deb`, for messages that list the choices.
+    fn names() -> String {
+        Target::ALL.map(Target::name).join(", ")
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Target {
+    type Err = TargetError;
+
+    fn from_str(s: &str) -> Result<Target, TargetError> {
+        Target::ALL
+            .into_iter()
+            .find(|t| t.name() == s)
+            .ok_or_else(|| TargetError::Unknown(s.to_owned()))
+    }
+}
 
 /// The init system a package installs its service for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -35,8 +92,9 @@ impl Init {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RpmTarget {
-    #[serde(skip)]
-    pub dist: String,
+    /// Filled in from the table's key by [`rpm_targets`].
+    #[serde(skip, default = "placeholder_dist")]
+    pub dist: Dist,
     pub description: String,
     /// The RPM release, e.g. `1.el6`.
     pub release: String,
@@ -52,12 +110,16 @@ pub struct RpmTarget {
     pub console: bool,
 }
 
-/// The RPM dists, by name.
-pub fn rpm_targets() -> Result<BTreeMap<String, RpmTarget>, TargetError> {
-    let mut targets: BTreeMap<String, RpmTarget> =
+fn placeholder_dist() -> Dist {
+    Dist::El6
+}
+
+/// The RPM dists' facts, by dist.
+pub fn rpm_targets() -> Result<BTreeMap<Dist, RpmTarget>, TargetError> {
+    let mut targets: BTreeMap<Dist, RpmTarget> =
         toml::from_str(TARGETS_TOML).map_err(|e| TargetError::Facts(e.to_string()))?;
     for (dist, t) in targets.iter_mut() {
-        t.dist.clone_from(dist);
+        t.dist = *dist;
     }
     Ok(targets)
 }
@@ -66,33 +128,33 @@ pub fn rpm_targets() -> Result<BTreeMap<String, RpmTarget>, TargetError> {
 pub enum TargetError {
     #[error("rpm/targets.toml is not valid: {0}")]
     Facts(String),
-    #[error("--targets: {0:?} is not a target; choose from {targets}", targets = ALL.join(", "))]
+    #[error("--targets: {0:?} is not a target; choose from {targets}", targets = Target::names())]
     Unknown(String),
-    #[error("--targets is empty; choose from {}, or none (the agent and its update manifest only)", ALL.join(", "))]
+    #[error(
+        "--targets is empty; choose from {}, or none (the agent and its update manifest only)",
+        Target::names()
+    )]
     Empty,
     #[error("--version: {value:?} {why}")]
     Version { value: String, why: String },
 }
 
-/// Parses `--targets el6,el7,...`: known names, each once, in the order of [`ALL`].
-pub fn parse_targets(list: &str) -> Result<Vec<&'static str>, TargetError> {
+/// Parses `--targets el6,el7,...`: known names, each once, in the order of [`Target::ALL`].
+pub fn parse_targets(list: &str) -> Result<Vec<Target>, TargetError> {
     if list.trim() == "none" {
         return Ok(Vec::new());
     }
     let mut chosen = Vec::new();
     for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let known = ALL
-            .iter()
-            .find(|t| **t == name)
-            .ok_or_else(|| TargetError::Unknown(name.to_owned()))?;
-        if !chosen.contains(known) {
-            chosen.push(*known);
+        let known: Target = name.parse()?;
+        if !chosen.contains(&known) {
+            chosen.push(known);
         }
     }
     if chosen.is_empty() {
         return Err(TargetError::Empty);
     }
-    chosen.sort_by_key(|t| ALL.iter().position(|a| a == t));
+    chosen.sort_by_key(|t| Target::ALL.iter().position(|a| a == t));
     Ok(chosen)
 }
 
@@ -164,18 +226,19 @@ mod tests {
     #[test]
     fn the_facts_name_four_dists_with_their_release_and_init() {
         let t = rpm_targets().unwrap();
-        assert_eq!(t.keys().collect::<Vec<_>>(), ["al7", "al8", "el6", "el7"]);
-        assert_eq!(t["el6"].init, Init::Sysv);
-        assert_eq!(t["el6"].release, "1.el6");
-        assert!(t["el6"].requires.iter().any(|r| r == "chkconfig"));
-        for d in ["el7", "al7", "al8"] {
-            assert_eq!(t[d].init, Init::Systemd);
-            assert_eq!(t[d].release, format!("1.{d}"));
+        assert_eq!(t.keys().copied().collect::<Vec<_>>(), Dist::ALL);
+        assert_eq!(t[&Dist::El6].init, Init::Sysv);
+        assert_eq!(t[&Dist::El6].release, "1.el6");
+        assert!(t[&Dist::El6].requires.iter().any(|r| r == "chkconfig"));
+        for d in [Dist::El7, Dist::Al7, Dist::Al8] {
+            assert_eq!(t[&d].dist, d);
+            assert_eq!(t[&d].init, Init::Systemd);
+            assert_eq!(t[&d].release, format!("1.{d}"));
         }
-        assert_eq!(t["el6"].arches, [Arch::X86_64]);
-        assert_eq!(t["al7"].arches, [Arch::X86_64]);
-        for d in ["el7", "al8"] {
-            assert_eq!(t[d].arches, [Arch::X86_64, Arch::Aarch64]);
+        assert_eq!(t[&Dist::El6].arches, [Arch::X86_64]);
+        assert_eq!(t[&Dist::Al7].arches, [Arch::X86_64]);
+        for d in [Dist::El7, Dist::Al8] {
+            assert_eq!(t[&d].arches, [Arch::X86_64, Arch::Aarch64]);
         }
     }
 
@@ -183,15 +246,18 @@ mod tests {
     fn targets_are_checked_deduplicated_and_ordered() {
         assert_eq!(
             parse_targets("deb,al8,el6,el6").unwrap(),
-            ["el6", "al8", "deb"]
+            [Target::Rpm(Dist::El6), Target::Rpm(Dist::Al8), Target::Deb]
         );
+        for t in Target::ALL {
+            assert_eq!(t.to_string().parse::<Target>().unwrap(), t);
+        }
         let e = parse_targets("el6,el9").unwrap_err().to_string();
         assert!(
             e.contains("\"el9\"") && e.contains("el6, el7, al7, al8, deb"),
             "{e}"
         );
         assert!(matches!(parse_targets(" , "), Err(TargetError::Empty)));
-        assert_eq!(parse_targets("none").unwrap(), Vec::<&str>::new());
+        assert_eq!(parse_targets("none").unwrap(), Vec::<Target>::new());
     }
 
     #[test]

@@ -5,17 +5,17 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-/// Architectures install.sh knows, as `uname -m` prints them.
-pub const ARCHES: &[&str] = &["x86_64", "aarch64"];
+use crate::arch::Arch;
 
-/// The file name of the agent binary for `arch`.
-pub fn file_name(arch: &str) -> String {
-    format!("tasknode-{arch}")
+/// The file name of the agent binary for `arch` (`tasknode-x86_64`: install.sh names it by
+/// `uname -m`).
+pub fn file_name(arch: Arch) -> String {
+    format!("tasknode-{}", arch.uname())
 }
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct AgentBinary {
-    pub arch: String,
+    pub arch: Arch,
     pub path: PathBuf,
     /// The version the binary carries (see [`tasknode_protocol::AGENT_VERSION_MARKER`]).
     pub version: String,
@@ -74,7 +74,7 @@ impl AgentArtifacts {
     /// Hashes every `tasknode-<arch>` in `dir`. A directory without any is an error.
     pub fn scan(dir: &Path) -> Result<AgentArtifacts, ArtifactError> {
         let mut binaries = Vec::new();
-        for arch in ARCHES {
+        for arch in Arch::ALL {
             let path = dir.join(file_name(arch));
             if !path.is_file() {
                 continue;
@@ -99,7 +99,7 @@ impl AgentArtifacts {
                 });
             }
             binaries.push(AgentBinary {
-                arch: (*arch).to_owned(),
+                arch,
                 version,
                 path: path.clone(),
                 size: data.len() as u64,
@@ -120,7 +120,7 @@ impl AgentArtifacts {
         self.binaries.first().map(|b| b.version.as_str())
     }
 
-    pub fn get(&self, arch: &str) -> Option<&AgentBinary> {
+    pub fn get(&self, arch: Arch) -> Option<&AgentBinary> {
         self.binaries.iter().find(|b| b.arch == arch)
     }
 }
@@ -151,11 +151,11 @@ mod tests {
         std::fs::write(dir.path().join("tasknode-mips"), b"x").unwrap();
         let a = AgentArtifacts::scan(dir.path()).unwrap();
         assert_eq!(a.binaries.len(), 1);
-        let b = a.get("x86_64").unwrap();
+        let b = a.get(Arch::X86_64).unwrap();
         assert_eq!(b.size, data.len() as u64);
         assert_eq!(b.sha256, hex::encode(Sha256::digest(&data)));
         assert_eq!(a.version(), Some("1.4.0"));
-        assert!(a.get("aarch64").is_none());
+        assert!(a.get(Arch::Aarch64).is_none());
     }
 
     #[test]

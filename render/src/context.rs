@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use crate::dist::Dist;
 use crate::layout::{InstallMethod, Layout};
 
 /// The systemd unit and the SysV init script: both start the same agent the same way, so they
@@ -84,8 +85,7 @@ impl ConfigContext {
 pub struct RepoContext {
     /// The console URL the repository is served under.
     pub base_url: String,
-    /// `el6`, `el7`, `al7` or `al8`.
-    pub dist: String,
+    pub dist: Dist,
     /// Where the host keeps the CA yum trusts for this repository (`sslcacert`); empty: the
     /// system's CAs.
     pub ca_file: String,

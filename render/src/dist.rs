@@ -46,7 +46,7 @@ impl fmt::Display for Dist {
 
 /// A name that is not a dist.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a dist; use one of el6, el7, al7, al8")]
+#[error("{0:?} is not a dist; use one of {names}", names = Dist::names())]
 pub struct UnknownDist(pub String);
 
 impl FromStr for Dist {

@@ -3,8 +3,10 @@
 
 use tasknode_protocol::validate::{self, FieldError};
 
+use crate::arch::Arch;
 use crate::artifacts::AgentArtifacts;
 use crate::context::{ConfigContext, InstallContext, RepoContext, ServiceContext};
+use crate::dist::Dist;
 use crate::layout::{InstallMethod, Layout};
 use crate::templates::{self, TemplateError, Templates};
 
@@ -15,9 +17,6 @@ pub enum RenderError {
     #[error(transparent)]
     Template(#[from] TemplateError),
 }
-
-/// The dists a .repo file can point at.
-pub const DISTS: &[&str] = &["el6", "el7", "al7", "al8"];
 
 /// A console URL as the rendered files may carry it: http(s), a host, no credentials, query or
 /// fragment, no whitespace or quotes.
@@ -200,7 +199,7 @@ pub fn agent_urls(
 }
 
 /// The URL install.sh downloads the agent for `arch` from.
-pub fn agent_url(console_url: &str, arch: &str) -> String {
+pub fn agent_url(console_url: &str, arch: Arch) -> String {
     format!(
         "{}/dist/agent/{}",
         console_url.trim_end_matches('/'),
@@ -236,12 +235,12 @@ pub fn install_sh(t: &Templates, inputs: &InstallInputs<'_>) -> Result<String, R
         }
     };
     let layout = Layout::script();
-    let download = |arch: &str| match inputs.artifacts.get(arch) {
+    let download = |arch: Arch| match inputs.artifacts.get(arch) {
         Some(b) => (agent_url(&console_url, arch), b.sha256.clone()),
         None => (String::new(), String::new()),
     };
-    let (x86_url, x86_sha) = download("x86_64");
-    let (arm_url, arm_sha) = download("aarch64");
+    let (x86_url, x86_sha) = download(Arch::X86_64);
+    let (arm_url, arm_sha) = download(Arch::Aarch64);
     let ctx = InstallContext {
         enrollment_token,
         user_name,
@@ -341,7 +340,7 @@ fn console_ca_text(console_url: &str, pem: Option<&str>) -> Result<String, Field
 pub fn repo(
     t: &Templates,
     console: &str,
-    dist: &str,
+    dist: Dist,
     ca_file: Option<&str>,
 ) -> Result<String, RenderError> {
     let base_url = console_url("--console", console)?;
@@ -356,20 +355,9 @@ pub fn repo(
         }
         Some(path) => host_path("--sslcacert", path)?,
     };
-    if !DISTS.contains(&dist) {
-        return Err(FieldError::new(
-            "--dist",
-            format!(
-                "{} is not a dist; use one of {}",
-                validate::show(dist),
-                DISTS.join(", ")
-            ),
-        )
-        .into());
-    }
     let ctx = RepoContext {
         base_url,
-        dist: dist.to_owned(),
+        dist,
         ca_file,
     };
     Ok(t.render(templates::YUM_REPO, &ctx)?)
@@ -429,28 +417,20 @@ mod tests {
     #[test]
     fn repo_points_at_the_dist_and_key() {
         let t = Templates::embedded().unwrap();
-        let text = repo(&t, "https://c.example.com", "el6", None).unwrap();
+        let text = repo(&t, "https://c.example.com", Dist::El6, None).unwrap();
         assert!(
             text.contains("baseurl=https://c.example.com/repo/el6/$basearch/\n"),
             "{text}"
         );
         assert!(text.contains("gpgcheck=1\nrepo_gpgcheck=1\n"), "{text}");
         assert!(!text.contains("sslcacert"), "{text}");
-        assert_eq!(
-            repo(&t, "https://c", "el9", None)
-                .unwrap_err()
-                .to_string()
-                .split(':')
-                .next(),
-            Some("--dist")
-        );
     }
 
     #[test]
     fn repo_of_a_console_with_its_own_ca_trusts_that_ca() {
         let t = Templates::embedded().unwrap();
         let ca = tasknode_protocol::layout::YUM_CA_FILE;
-        let text = repo(&t, "https://c.example.com", "al8", Some(ca)).unwrap();
+        let text = repo(&t, "https://c.example.com", Dist::Al8, Some(ca)).unwrap();
         assert!(
             text.ends_with(&format!("sslverify=1\nsslcacert={ca}\n")),
             "{text}"
@@ -464,7 +444,7 @@ mod tests {
         };
         // Plain HTTP has no certificate to check.
         assert_eq!(
-            field(repo(&t, "http://c.example.com", "al8", Some(ca))).as_deref(),
+            field(repo(&t, "http://c.example.com", Dist::Al8, Some(ca))).as_deref(),
             Some("--sslcacert")
         );
         for bad in [
@@ -474,7 +454,7 @@ mod tests {
             "/a\nsslverify=0",
         ] {
             assert_eq!(
-                field(repo(&t, "https://c", "al8", Some(bad))).as_deref(),
+                field(repo(&t, "https://c", Dist::Al8, Some(bad))).as_deref(),
                 Some("--sslcacert"),
                 "{bad:?}"
             );

@@ -27,11 +27,14 @@ pub const ROOT_SERVERCTL: &str = "tasknode-serverctl.sh";
 pub const AGENT_CONFIG: &str = "tasknode.conf.toml";
 /// The yum repository definition.
 pub const YUM_REPO: &str = "tasknode.repo";
-/// RPM scriptlets (rpm/scriptlets/), rendered per target.
+/// RPM scriptlets (templates/rpm/), rendered per target.
 pub const RPM_PRE: &str = "rpm-pre.sh";
 pub const RPM_POST: &str = "rpm-post.sh";
 pub const RPM_PREUN: &str = "rpm-preun.sh";
 pub const RPM_POSTUN: &str = "rpm-postun.sh";
+/// The agent RPM's description and changelog entry (templates/rpm/).
+pub const RPM_DESCRIPTION: &str = "rpm-description.txt";
+pub const RPM_CHANGELOG: &str = "rpm-changelog.txt";
 /// .deb maintainer scripts and changelog (templates/deb/).
 pub const DEB_POSTINST: &str = "deb-postinst.sh";
 pub const DEB_PRERM: &str = "deb-prerm.sh";
@@ -49,6 +52,8 @@ pub const CONSOLE_DEB_POSTINST: &str = "console/deb-postinst.sh";
 pub const CONSOLE_DEB_PRERM: &str = "console/deb-prerm.sh";
 pub const CONSOLE_DEB_POSTRM: &str = "console/deb-postrm.sh";
 pub const CONSOLE_DEB_CHANGELOG: &str = "console/deb.changelog";
+pub const CONSOLE_RPM_DESCRIPTION: &str = "console/rpm-description.txt";
+pub const CONSOLE_RPM_CHANGELOG: &str = "console/rpm-changelog.txt";
 
 /// Every template, by name, as embedded at build time.
 pub const EMBEDDED: &[(&str, &str)] = &[
@@ -68,10 +73,18 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../templates/tasknode.conf.toml"),
     ),
     (YUM_REPO, include_str!("../../templates/tasknode.repo")),
-    (RPM_PRE, include_str!("../../rpm/scriptlets/pre.sh")),
-    (RPM_POST, include_str!("../../rpm/scriptlets/post.sh")),
-    (RPM_PREUN, include_str!("../../rpm/scriptlets/preun.sh")),
-    (RPM_POSTUN, include_str!("../../rpm/scriptlets/postun.sh")),
+    (RPM_PRE, include_str!("../../templates/rpm/pre.sh")),
+    (RPM_POST, include_str!("../../templates/rpm/post.sh")),
+    (RPM_PREUN, include_str!("../../templates/rpm/preun.sh")),
+    (RPM_POSTUN, include_str!("../../templates/rpm/postun.sh")),
+    (
+        RPM_DESCRIPTION,
+        include_str!("../../templates/rpm/description.txt"),
+    ),
+    (
+        RPM_CHANGELOG,
+        include_str!("../../templates/rpm/changelog.txt"),
+    ),
     (
         DEB_POSTINST,
         include_str!("../../templates/deb/postinst.sh"),
@@ -119,6 +132,14 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         CONSOLE_DEB_CHANGELOG,
         include_str!("../../templates/console/deb.changelog"),
     ),
+    (
+        CONSOLE_RPM_DESCRIPTION,
+        include_str!("../../templates/console/rpm-description.txt"),
+    ),
+    (
+        CONSOLE_RPM_CHANGELOG,
+        include_str!("../../templates/console/rpm-changelog.txt"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +165,8 @@ pub fn format_of(name: &str) -> Option<Format> {
         "repo" => Some(Format::Ini),
         // A Debian changelog line takes values as literal text on one line, as INI does.
         "changelog" => Some(Format::Ini),
+        // An RPM header's text (description, changelog entry): values literal, on one line.
+        "txt" => Some(Format::Ini),
         // systemd's EnvironmentFile reads values quoted as a shell would.
         "env" => Some(Format::Shell),
         _ => None,

@@ -70,8 +70,8 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let live = Arc::new(LivenessMap::load(&servers));
     live.forget_removed(&store.removed_nodes_since(None).await?);
     if let Some(dist) = &args.dist
-        && !dist.join("repo").is_dir()
-        && !dist.join("releases").is_dir()
+        && !dist.join(tasknode_render::published::REPO_DIR).is_dir()
+        && !dist.join(tasknode_render::published::RELEASES_DIR).is_dir()
     {
         // A build for no package targets (`--targets none`) has releases but no repositories.
         anyhow::bail!(
@@ -79,10 +79,11 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
             dist.display()
         );
     }
-    let agent_dir = args
-        .agent_dir
-        .clone()
-        .or_else(|| args.dist.as_ref().map(|d| d.join("agents")));
+    let agent_dir = args.agent_dir.clone().or_else(|| {
+        args.dist
+            .as_ref()
+            .map(|d| d.join(tasknode_render::published::AGENTS_DIR))
+    });
     let artifacts = match &agent_dir {
         Some(dir) => {
             let what = if args.agent_dir.is_some() {

@@ -32,8 +32,14 @@ pub fn routes(state: &AppState) -> Router<AppState> {
     if let Some(dist) = &state.dist {
         // tower-http serves files under these roots only: it refuses `..` and absolute paths.
         router = router
-            .nest_service("/repo", ServeDir::new(dist.join("repo")))
-            .nest_service("/releases", ServeDir::new(dist.join("releases")))
+            .nest_service(
+                "/repo",
+                ServeDir::new(dist.join(tasknode_render::published::REPO_DIR)),
+            )
+            .nest_service(
+                "/releases",
+                ServeDir::new(dist.join(tasknode_render::published::RELEASES_DIR)),
+            )
             .route_service(
                 "/RPM-GPG-KEY-tasknode",
                 ServeFile::new(dist.join(tasknode_render::published::PACKAGE_PUBLIC)),

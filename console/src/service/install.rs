@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tasknode_protocol::wire::{CreateInstallCommand, InstallCommand, YumSetup};
 use tasknode_protocol::{layout, validate};
 use tasknode_render::artifacts::AgentBinary;
+use tasknode_render::dist::Dist;
 use tasknode_render::render::{self, InstallCredential, InstallInputs};
 
 use super::{Caller, ServiceError};
@@ -285,15 +286,17 @@ pub async fn script(state: &AppState, token: String) -> Script {
 /// A console with its own CA names it as the repository's `sslcacert`.
 pub fn yum_repo(state: &AppState, dist: &str) -> Result<String, ServiceError> {
     let ca_file = state.console_ca.as_ref().map(|_| layout::YUM_CA_FILE);
+    let not_found = || ServiceError::NotFound {
+        field: Some("dist".to_owned()),
+        message: format!(
+            "no repository for {}; dists: {}",
+            validate::show(dist),
+            Dist::names()
+        ),
+    };
+    let dist: Dist = dist.parse().map_err(|_| not_found())?;
     render::repo(&state.templates, &state.public_url, dist, ca_file).map_err(|e| match e {
-        render::RenderError::Field(_) => ServiceError::NotFound {
-            field: Some("dist".to_owned()),
-            message: format!(
-                "no repository for {}; dists: {}",
-                validate::show(dist),
-                render::DISTS.join(", ")
-            ),
-        },
+        render::RenderError::Field(_) => not_found(),
         other => ServiceError::Internal(other.to_string()),
     })
 }
@@ -350,7 +353,7 @@ pub fn agent_binary<'s>(state: &'s AppState, file: &str) -> Result<&'s AgentBina
         .artifacts
         .binaries
         .iter()
-        .find(|b| tasknode_render::artifacts::file_name(&b.arch) == file)
+        .find(|b| tasknode_render::artifacts::file_name(b.arch) == file)
         .ok_or_else(|| ServiceError::NotFound {
             field: None,
             message: format!("no agent binary {}", validate::show(file)),

@@ -120,10 +120,10 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
     } else {
         args.agent.clone()
     };
-    let packages = targets.iter().any(|t| {
-        *t == "deb"
-            || tasknode_dist::target::rpm_targets()
-                .is_ok_and(|f| f.get(*t).is_some_and(|f| f.console))
+    let packages = targets.iter().any(|t| match t.dist() {
+        None => true,
+        Some(dist) => tasknode_dist::target::rpm_targets()
+            .is_ok_and(|f| f.get(&dist).is_some_and(|f| f.console)),
     });
     let console = match (&args.console, args.no_console || !args.agent.is_empty()) {
         (Some(path), _) => Some(path.clone()),

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use tasknode_dist::fsutil;
 use tasknode_render::Layout;
+use tasknode_render::dist::Dist;
 use tasknode_render::render;
 use tasknode_render::templates::Templates;
 
@@ -98,9 +99,9 @@ pub enum RenderCmd {
         /// Console URL serving the repository.
         #[arg(long, value_name = "URL")]
         console: String,
-        /// el6, el7, al7 or al8.
-        #[arg(long)]
-        dist: String,
+        /// The dist whose repository it names.
+        #[arg(long, value_enum)]
+        dist: Dist,
         /// The CA file on the host that yum trusts for this repository alone (`sslcacert`),
         /// for an https:// console with its own CA.
         #[arg(long, value_name = "PATH")]
@@ -141,7 +142,7 @@ pub fn run(cmd: &RenderCmd) -> anyhow::Result<()> {
             common: c,
         } => (
             c,
-            render::repo(&templates(c)?, console, dist, sslcacert.as_deref())?,
+            render::repo(&templates(c)?, console, *dist, sslcacert.as_deref())?,
             0o644,
         ),
     };

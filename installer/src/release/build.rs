@@ -6,42 +6,36 @@ use std::fs;
 use std::path::PathBuf;
 
 use crate::arch::Arch;
+use crate::dist::Dist;
 use crate::error::BuildError;
 use crate::keys::{self, KeyError, ReleaseKeys};
+use crate::published::RELEASES_DIR;
 use crate::repo;
 use crate::rpm_package::{self, RpmInputs};
-use crate::target::{self, RpmTarget, TargetError, Version};
+use crate::target::{self, RpmTarget, Target, TargetError, Version};
 use crate::templates::Templates;
 use tasknode_protocol::manifest::{self, Manifest};
 
-use super::inputs::{check_published_arches, check_writable, publishes_agents, read_agents};
+use super::inputs::{check_published_arches, check_writable, read_agents};
 use super::manifest::{manifest_name, update_artifact, update_binary_name};
-use super::{BuildOptions, BuildReport, Progress, RepoReport, artifact, repo_dir};
-
-/// A file to write: its final path and bytes.
-struct Planned {
-    kind: &'static str,
-    path: PathBuf,
-    bytes: Vec<u8>,
-    mode: u32,
-}
+use super::publish::Planned;
+use super::{ArtifactKind, BuildOptions, BuildReport, Progress, RepoReport, repo_dir};
 
 /// Builds every artifact of `opts`. Nothing is written until every input has been checked
 /// and every package built in memory.
 pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport, BuildError> {
     // -- Check every input.
-    let rpm_dists: Vec<&str> = opts
-        .targets
-        .iter()
-        .copied()
-        .filter(|t| *t != "deb")
-        .collect();
+    let rpm_dists: Vec<Dist> = opts.targets.iter().filter_map(|t| t.dist()).collect();
     let keys = match (&opts.keys, rpm_dists.is_empty()) {
         (Some(dir), _) => Some(ReleaseKeys::load(dir)?),
         (None, true) => None,
         (None, false) => {
             return Err(BuildError::NoKeys {
-                targets: rpm_dists.join(", "),
+                targets: rpm_dists
+                    .iter()
+                    .map(|d| d.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
         }
     };
@@ -50,7 +44,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
         Some(path) => Some(crate::console_package::read(path)?),
         None => None,
     };
-    let docs = if rpm_dists.is_empty() && !opts.targets.contains(&"deb") {
+    let docs = if rpm_dists.is_empty() && !opts.targets.contains(&Target::Deb) {
         crate::docs::AgentDocs::default()
     } else {
         // The pages describe the command line, the same on every architecture: made by the
@@ -68,7 +62,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
     let facts = target::rpm_targets()?;
     check_writable(&opts.out)?;
     check_published_arches(&opts.out, &agents, &opts.version)?;
-    let with_deb = opts.targets.contains(&"deb");
+    let with_deb = opts.targets.contains(&Target::Deb);
     if with_deb {
         crate::deb::check_tool()?;
     }
@@ -89,8 +83,8 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
     let mut rpms: Vec<(&RpmTarget, Arch)> = Vec::new();
     for dist in &rpm_dists {
         let target: &RpmTarget = facts
-            .get(*dist)
-            .ok_or_else(|| TargetError::Unknown((*dist).to_owned()))?;
+            .get(dist)
+            .ok_or_else(|| TargetError::Unknown(dist.to_string()))?;
         for a in &agents {
             if target.arches.contains(&a.arch) {
                 rpms.push((target, a.arch));
@@ -102,7 +96,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
     let steps = 1 + agents.len() as u64 * per_arch + rpms.len() as u64 * 2;
     progress.start(steps);
     let version = opts.version.as_str();
-    let release_dir = opts.out.join("releases").join(version);
+    let release_dir = opts.out.join(RELEASES_DIR).join(version);
     let mut planned = Vec::new();
 
     // -- Build in memory, the independent parts at once (see crate::parallel).
@@ -161,13 +155,13 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
     let (tarballs, built) = (tarballs?, built?);
     for (a, tarball) in agents.iter().zip(tarballs) {
         planned.push(Planned {
-            kind: "tarball",
+            kind: ArtifactKind::Tarball,
             path: release_dir.join(format!("tasknode-{version}-{}-linux-musl.tar.gz", a.arch)),
             bytes: tarball,
             mode: 0o644,
         });
         planned.push(Planned {
-            kind: "binary",
+            kind: ArtifactKind::Binary,
             path: release_dir.join(update_binary_name(a.arch)),
             bytes: a.bytes.clone(),
             mode: 0o755,
@@ -187,7 +181,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
                 .collect(),
         };
         planned.push(Planned {
-            kind: "manifest",
+            kind: ArtifactKind::Manifest,
             path: release_dir.join(manifest_name(&opts.channel, false)),
             bytes: manifest
                 .sign(&keys.manifest)
@@ -202,8 +196,8 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
             continue;
         };
         planned.push(Planned {
-            kind: "rpm",
-            path: repo_dir(&opts.out, &target.dist, *arch).join(rpm_package::file_name(
+            kind: ArtifactKind::Rpm,
+            path: repo_dir(&opts.out, target.dist, *arch).join(rpm_package::file_name(
                 &opts.version,
                 target,
                 arch.uname(),
@@ -231,8 +225,8 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
                 signer,
             )?;
             planned.push(Planned {
-                kind: "console-rpm",
-                path: repo_dir(&opts.out, &target.dist, *arch).join(
+                kind: ArtifactKind::ConsoleRpm,
+                path: repo_dir(&opts.out, target.dist, *arch).join(
                     crate::console_package::rpm_file_name(&opts.version, target, arch.uname()),
                 ),
                 bytes,
@@ -254,7 +248,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
                 &opts.workspace,
             )?;
             planned.push(Planned {
-                kind: "deb",
+                kind: ArtifactKind::Deb,
                 path: release_dir.join(crate::deb::file_name(&opts.version, a.arch)),
                 bytes,
                 mode: 0o644,
@@ -269,7 +263,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
                 &opts.workspace,
             )?;
             planned.push(Planned {
-                kind: "console-deb",
+                kind: ArtifactKind::ConsoleDeb,
                 path: release_dir.join(crate::console_package::deb_file_name(&opts.version)),
                 bytes,
                 mode: 0o644,
@@ -277,65 +271,14 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
         }
     }
 
-    // -- Refuse to change a released version, before writing anything.
-    for p in &planned {
-        if let Ok(existing) = fs::read(&p.path)
-            && existing != p.bytes
-        {
-            return Err(BuildError::Released {
-                path: p.path.clone(),
-                version: version.to_owned(),
-            });
-        }
-    }
-
-    // -- Write.
-    let mut artifacts = Vec::new();
-    if let Some(keys) = &keys {
-        let key_path = opts.out.join(keys::PACKAGE_PUBLIC);
-        super::write_file(&key_path, keys.package_public.as_bytes(), 0o644)?;
-        artifacts.push(artifact("key", &key_path, keys.package_public.as_bytes()));
-        let pem = keys.manifest_public_pem()?;
-        let key_path = opts.out.join(keys::MANIFEST_PUBLIC);
-        super::write_file(&key_path, pem.as_bytes(), 0o644)?;
-        artifacts.push(artifact("key", &key_path, pem.as_bytes()));
-    }
-    // Each file is synced before its rename: those waits overlap (the file system commits
-    // them together), unless the build runs on one thread.
-    let at_once = if opts.jobs.get() == 1 {
-        opts.jobs
-    } else {
-        std::num::NonZeroUsize::new(planned.len()).unwrap_or(opts.jobs)
-    };
-    artifacts.extend(crate::parallel::map(at_once, &planned, |p| {
-        super::write_file(&p.path, &p.bytes, p.mode)?;
-        Ok::<_, BuildError>(artifact(p.kind, &p.path, &p.bytes))
-    })?);
-    progress.step("agents for install scripts");
-    if publishes_agents(&opts.out, &opts.version) {
-        for a in &agents {
-            let path = opts
-                .out
-                .join("agents")
-                .join(crate::artifacts::file_name(a.arch.uname()));
-            super::write_file(&path, &a.bytes, 0o755)?;
-            artifacts.push(artifact("agent", &path, &a.bytes));
-        }
-    }
-
-    // SHA256SUMS of the release's own files, by their path in OUT: `sha256sum -c
-    // releases/VERSION/SHA256SUMS` in OUT checks them.
-    let sums: String = artifacts
-        .iter()
-        .filter(|a| a.kind != "key" && a.kind != "agent")
-        .map(|a| {
-            let rel = a.path.strip_prefix(&opts.out).unwrap_or(&a.path);
-            format!("{}  {}\n", a.sha256, rel.display())
-        })
-        .collect();
-    let sums_path = release_dir.join("SHA256SUMS");
-    super::write_file(&sums_path, sums.as_bytes(), 0o644)?;
-    artifacts.push(artifact("sums", &sums_path, sums.as_bytes()));
+    let artifacts = super::publish::publish(
+        opts,
+        &planned,
+        keys.as_ref(),
+        &agents,
+        &release_dir,
+        progress,
+    )?;
 
     // -- Index each repository the build added to.
     let mut repositories = Vec::new();
@@ -344,12 +287,12 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
         let per_repo = std::num::NonZeroUsize::new(opts.jobs.get() / rpms.len().max(1))
             .unwrap_or(std::num::NonZeroUsize::MIN);
         repositories = crate::parallel::map(opts.jobs, &rpms, |(target, arch)| {
-            let dir = repo_dir(&opts.out, &target.dist, *arch);
+            let dir = repo_dir(&opts.out, target.dist, *arch);
             let indexed =
                 repo::index_with_jobs(&dir, opts.source_date, signature_time, signer, per_repo)?;
             progress.step(&format!("{} {arch} repodata", target.dist));
             Ok::<_, BuildError>(RepoReport {
-                dist: target.dist.clone(),
+                dist: target.dist,
                 arch: *arch,
                 path: dir,
                 indexed,

@@ -10,6 +10,7 @@ use tasknode_protocol::manifest::{self, Manifest};
 use crate::arch::Arch;
 use crate::error::BuildError;
 use crate::keys::ReleaseKeys;
+use crate::published::RELEASES_DIR;
 use crate::target::Version;
 
 /// The file name of the agent binary for `arch` that self-updates download.
@@ -30,7 +31,7 @@ pub fn manifest_name(channel: &str, rollback: bool) -> String {
 pub(super) fn update_artifact(version: &str, arch: Arch, agent: &[u8]) -> manifest::Artifact {
     manifest::Artifact {
         target: arch.rust_target().to_owned(),
-        url: format!("releases/{version}/{}", update_binary_name(arch)),
+        url: format!("{RELEASES_DIR}/{version}/{}", update_binary_name(arch)),
         size: agent.len() as u64,
         sha256: hex::encode(Sha256::digest(agent)),
     }
@@ -56,7 +57,7 @@ pub fn sign_rollback(
     life_ms: i64,
 ) -> Result<RollbackReport, BuildError> {
     let keys = ReleaseKeys::load(keys_dir)?;
-    let release_dir = out.join("releases").join(version.as_str());
+    let release_dir = out.join(RELEASES_DIR).join(version.as_str());
     // Every architecture the release was built for.
     let mut artifacts = Vec::new();
     for arch in Arch::ALL {

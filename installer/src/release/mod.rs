@@ -25,12 +25,14 @@
 //! so two builds of a version are byte-identical, signatures included.
 //!
 //! The jobs, one module each: [`inputs`] reads and checks what goes in (agents, source date,
-//! the release directory) or compiles it; [`build`] makes every package in memory and writes
-//! them; [`manifest`] signs update and rollback manifests; [`report`] prints what was built.
+//! the release directory) or compiles it; [`build`] makes every package in memory; [`publish`]
+//! writes them and SHA256SUMS; [`manifest`] signs update and rollback manifests; [`report`]
+//! prints what was built.
 
 pub mod build;
 pub mod inputs;
 pub mod manifest;
+pub mod publish;
 pub mod report;
 
 use std::path::{Path, PathBuf};
@@ -38,8 +40,10 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::arch::Arch;
+use crate::dist::Dist;
+use crate::published::REPO_DIR;
 use crate::repo::Indexed;
-use crate::target::Version;
+use crate::target::{Target, Version};
 
 pub use crate::error::BuildError;
 pub use build::build;
@@ -52,7 +56,7 @@ pub use report::summary;
 pub struct BuildOptions {
     pub out: PathBuf,
     pub version: Version,
-    pub targets: Vec<&'static str>,
+    pub targets: Vec<Target>,
     pub keys: Option<PathBuf>,
     /// The static agents, one per architecture (read from each ELF header); each must carry
     /// `version`.
@@ -73,10 +77,61 @@ pub struct BuildOptions {
     pub jobs: std::num::NonZeroUsize,
 }
 
+/// What a file of a release is (the `kind` of the report and the first column of the table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ArtifactKind {
+    /// A public key: the package key, the manifest key.
+    Key,
+    /// The agent in a tarball.
+    Tarball,
+    /// The agent as self-updates fetch it.
+    Binary,
+    /// The signed update manifest.
+    Manifest,
+    Rpm,
+    ConsoleRpm,
+    Deb,
+    ConsoleDeb,
+    /// The agent as install scripts fetch it (OUT/agents/).
+    Agent,
+    /// SHA256SUMS.
+    Sums,
+}
+
+impl ArtifactKind {
+    pub const fn name(self) -> &'static str {
+        match self {
+            ArtifactKind::Key => "key",
+            ArtifactKind::Tarball => "tarball",
+            ArtifactKind::Binary => "binary",
+            ArtifactKind::Manifest => "manifest",
+            ArtifactKind::Rpm => "rpm",
+            ArtifactKind::ConsoleRpm => "console-rpm",
+            ArtifactKind::Deb => "deb",
+            ArtifactKind::ConsoleDeb => "console-deb",
+            ArtifactKind::Agent => "agent",
+            ArtifactKind::Sums => "sums",
+        }
+    }
+
+    /// Whether SHA256SUMS lists it: the release's own files, not the keys and agents at the
+    /// top of OUT that every release shares.
+    pub const fn summed(self) -> bool {
+        !matches!(self, ArtifactKind::Key | ArtifactKind::Agent)
+    }
+}
+
+impl std::fmt::Display for ArtifactKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One file the build wrote (or found identical).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Artifact {
-    pub kind: String,
+    pub kind: ArtifactKind,
     pub path: PathBuf,
     pub size: u64,
     pub sha256: String,
@@ -93,7 +148,7 @@ pub struct BuildReport {
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RepoReport {
-    pub dist: String,
+    pub dist: Dist,
     pub arch: Arch,
     pub path: PathBuf,
     #[serde(flatten)]
@@ -119,13 +174,13 @@ impl Progress for Quiet {
 }
 
 /// OUT/repo/DIST/ARCH.
-pub fn repo_dir(out: &Path, dist: &str, arch: Arch) -> PathBuf {
-    out.join("repo").join(dist).join(arch.uname())
+pub fn repo_dir(out: &Path, dist: Dist, arch: Arch) -> PathBuf {
+    out.join(REPO_DIR).join(dist.name()).join(arch.uname())
 }
 
-pub(crate) fn artifact(kind: &str, path: &Path, bytes: &[u8]) -> Artifact {
+pub(crate) fn artifact(kind: ArtifactKind, path: &Path, bytes: &[u8]) -> Artifact {
     Artifact {
-        kind: kind.to_owned(),
+        kind,
         path: path.to_owned(),
         size: bytes.len() as u64,
         sha256: hex::encode(Sha256::digest(bytes)),
@@ -138,4 +193,23 @@ pub(crate) fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Bui
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(crate::error::io(dir))?;
     crate::fsutil::write_atomic(path, bytes, mode).map_err(crate::error::io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn artifact_kinds_read_the_same_in_the_json_report_and_the_table() {
+        use ArtifactKind::*;
+        for kind in [
+            Key, Tarball, Binary, Manifest, Rpm, ConsoleRpm, Deb, ConsoleDeb, Agent, Sums,
+        ] {
+            let json = serde_json::to_value(kind).unwrap();
+            assert_eq!(json.as_str(), Some(kind.name()), "{kind:?}");
+            assert_eq!(kind.to_string(), kind.name());
+        }
+        assert!(!Key.summed() && !Agent.summed() && Rpm.summed() && Sums.summed());
+    }
 }

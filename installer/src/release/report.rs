@@ -17,7 +17,7 @@ pub fn summary(report: &BuildReport, out: &Path) -> String {
     ]];
     for a in &report.artifacts {
         rows.push([
-            a.kind.clone(),
+            a.kind.to_string(),
             human_size(a.size),
             a.sha256.get(..16).unwrap_or("").to_owned(),
             a.path
@@ -51,7 +51,7 @@ pub fn summary(report: &BuildReport, out: &Path) -> String {
     let repos: BTreeMap<(&str, Arch), &RepoReport> = report
         .repositories
         .iter()
-        .map(|r| ((r.dist.as_str(), r.arch), r))
+        .map(|r| ((r.dist.name(), r.arch), r))
         .collect();
     for ((dist, arch), r) in repos {
         text.push_str(&format!(
