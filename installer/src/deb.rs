@@ -10,7 +10,7 @@ use std::process::Command;
 use serde::Serialize;
 
 use crate::arch::Arch;
-use crate::error::BuildError;
+use crate::error::{BuildError, io};
 use crate::fsutil;
 use crate::layout::{AGENT_USER, Layout};
 use crate::rpm_package::STATE_DIR;
@@ -224,22 +224,14 @@ pub(crate) fn pack(
     version: &Version,
     source_date: u32,
 ) -> Result<Vec<u8>, BuildError> {
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| BuildError::Io { path, source }
-    };
     // Builds share the staging directory the metadata names: one at a time.
     let lock_path = workspace.join(format!("{}.lock", deb.staging));
     if let Some(dir) = lock_path.parent() {
         fs::create_dir_all(dir).map_err(io(dir))?;
     }
     let lock = fs::File::create(&lock_path).map_err(io(&lock_path))?;
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
-        BuildError::Io {
-            path: lock_path.clone(),
-            source: e.into(),
-        }
-    })?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| io(&lock_path)(e.into()))?;
     let staging = workspace.join(deb.staging);
     if staging.exists() {
         fs::remove_dir_all(&staging).map_err(io(&staging))?;

@@ -16,3 +16,43 @@ pub mod templates;
 
 pub use layout::Layout;
 pub use templates::{TemplateError, Templates};
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    /// Why this crate exists: the console links it and none of the packaging crates.
+    #[test]
+    fn the_console_links_no_packaging_crate() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let out = std::process::Command::new(cargo)
+            .args(["tree", "--offline", "-p", "tasknode-console"])
+            .args(["-e", "normal", "--prefix", "none"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "cargo tree: {stderr}");
+        let tree = String::from_utf8(out.stdout).unwrap();
+        let crates: Vec<&str> = tree
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert!(crates.contains(&"tasknode-render"), "{tree}");
+        for packaging in [
+            "tasknode-dist",
+            "rpm",
+            "rpmrepo_metadata",
+            "pgp",
+            "rsa",
+            "tar",
+            "flate2",
+            "indicatif",
+        ] {
+            assert!(
+                !crates.contains(&packaging),
+                "the console links {packaging}"
+            );
+        }
+    }
+}
