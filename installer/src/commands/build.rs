@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use tasknode_dist::target::Target;
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
@@ -120,10 +121,11 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
     } else {
         args.agent.clone()
     };
-    let packages = targets.iter().any(|t| match t.dist() {
-        None => true,
-        Some(dist) => tasknode_dist::target::rpm_targets()
-            .is_ok_and(|f| f.get(&dist).is_some_and(|f| f.console)),
+    // Console packages are made for the .deb and for the dists rpm/targets.toml marks.
+    let packages = targets.iter().any(|t| match t {
+        Target::Deb => true,
+        Target::Rpm(dist) => tasknode_dist::target::rpm_targets()
+            .is_ok_and(|f| f.get(dist).is_some_and(|f| f.console)),
     });
     let console = match (&args.console, args.no_console || !args.agent.is_empty()) {
         (Some(path), _) => Some(path.clone()),
