@@ -18,6 +18,7 @@ use crate::error::BuildError;
 const RUST_TARGET: &str = Arch::X86_64.rust_target();
 use crate::rpm_build::{self, RpmPackage, text};
 use crate::rpm_package::RpmError;
+use crate::rpm_payload::Unsealed;
 use crate::target::{RpmTarget, Version};
 use crate::templates::{self, Templates};
 
@@ -154,15 +155,11 @@ pub struct RpmInputs<'a> {
     pub arch: &'a str,
     pub console: &'a [u8],
     pub source_date: u32,
-    pub signature_time: u32,
 }
 
-/// Builds and signs the console RPM for one dist and returns its bytes.
-pub fn build_rpm(
-    t: &Templates,
-    inputs: &RpmInputs<'_>,
-    signer: &rpm::signature::pgp::Signer,
-) -> Result<Vec<u8>, RpmError> {
+/// The console RPM for one dist, to be sealed (compressed and signed) by
+/// [`crate::rpm_payload::seal_all`] with the release's other RPMs.
+pub fn unsealed_rpm(t: &Templates, inputs: &RpmInputs<'_>) -> Result<Unsealed, RpmError> {
     let target = inputs.target;
     let ctx = script_context();
     let pre = t.render(templates::CONSOLE_RPM_PRE, &ctx)?;
@@ -198,24 +195,20 @@ pub fn build_rpm(
                 .permissions(0o700),
         ),
     ];
-    rpm_build::build(
-        RpmPackage {
-            name: PACKAGE,
-            target,
-            version: inputs.version,
-            arch: inputs.arch,
-            summary: SUMMARY,
-            description: &text(t, templates::CONSOLE_RPM_DESCRIPTION, &info)?,
-            changelog: text(t, templates::CONSOLE_RPM_CHANGELOG, &info)?,
-            entries,
-            scripts: [pre, post, preun, postun],
-            service_tool: "systemd",
-            source_date: inputs.source_date,
-            signature_time: inputs.signature_time,
-            what: format!("{} ({PACKAGE})", target.dist),
-        },
-        signer,
-    )
+    rpm_build::unsealed(RpmPackage {
+        name: PACKAGE,
+        target,
+        version: inputs.version,
+        arch: inputs.arch,
+        summary: SUMMARY,
+        description: &text(t, templates::CONSOLE_RPM_DESCRIPTION, &info)?,
+        changelog: text(t, templates::CONSOLE_RPM_CHANGELOG, &info)?,
+        entries,
+        scripts: [pre, post, preun, postun],
+        service_tool: "systemd",
+        source_date: inputs.source_date,
+        what: format!("{} ({PACKAGE})", target.dist),
+    })
 }
 
 /// Builds the console .deb of `version` with cargo-deb in `workspace` and returns its bytes.

@@ -14,6 +14,7 @@ pub mod release;
 pub mod repo;
 pub mod rpm_build;
 pub mod rpm_package;
+pub mod rpm_payload;
 pub mod target;
 
 pub use tasknode_render::{

@@ -1,18 +1,17 @@
 //! The one packaging step of every RPM (the agent's and the console's): a package described as
 //! data (its header, its files and directories with their modes and owners, its scriptlets
-//! and requirements), built with the `rpm` crate as a v4 package with an xz payload and signed
-//! at the release's time. Each package module says what goes in; this says how it is made.
+//! and requirements), built with the `rpm` crate as a v4 package, left for
+//! [`crate::rpm_payload`] to compress and sign. Each package module says what goes in; this
+//! says how it is made.
 
 use crate::rpm_package::RpmError;
+use crate::rpm_payload::{PAYLOAD_IS_XZ, Unsealed};
 use crate::target::{PACKAGER, RpmTarget, Version};
 use crate::templates::{TemplateError, Templates};
 
 pub const LICENSE: &str = "Apache-2.0";
 pub const URL: &str = "https://github.com/tasknode/tasknode";
 pub const VENDOR: &str = "tasknode";
-/// The rpmlib() features the package needs beyond what the rpm crate adds
-/// (CompressedFileNames, FileDigests, PayloadFilesHavePrefix), all in rpm 4.8.
-const PAYLOAD_IS_XZ: (&str, &str) = ("PayloadIsXz", "5.2-1");
 
 /// What a package's description and changelog templates are rendered with.
 #[derive(Debug, serde::Serialize)]
@@ -69,25 +68,18 @@ pub struct RpmPackage<'a> {
     pub service_tool: &'a str,
     /// SOURCE_DATE_EPOCH: build time and file times.
     pub source_date: u32,
-    /// When the signature says it was made.
-    pub signature_time: u32,
     /// What the build error names (the dist, and the package when it is not the agent).
     pub what: String,
 }
 
-/// Builds and signs `p` and returns the package's bytes.
-pub fn build(p: RpmPackage<'_>, signer: &rpm::signature::pgp::Signer) -> Result<Vec<u8>, RpmError> {
+/// Builds `p` with its final header over an uncompressed archive, for
+/// [`crate::rpm_payload::seal_all`] to compress and sign with the release's other RPMs.
+pub fn unsealed(p: RpmPackage<'_>) -> Result<Unsealed, RpmError> {
     let err = |source| RpmError::Build {
         dist: p.what.clone(),
         source,
     };
-    let config = rpm::BuildConfig::v4()
-        // A fast preset: the payload is one compact static binary, and level 9 makes it barely
-        // smaller at many times the cost.
-        .compression(rpm::CompressionWithLevel::Xz(2))
-        .source_date(p.source_date)
-        // rpm 4.8 and 4.11 know no reserved-space tag, and signature headers must stay small.
-        .reserved_space(None);
+    let config = crate::rpm_payload::config(p.source_date);
     let mut b = rpm::PackageBuilder::new(p.name, p.version.as_str(), LICENSE, p.arch, p.summary);
     b.using_config(config)
         .release(p.target.release.clone())
@@ -102,11 +94,9 @@ pub fn build(p: RpmPackage<'_>, signer: &rpm::signature::pgp::Signer) -> Result<
             p.changelog.clone(),
             rpm::Timestamp(p.source_date),
         );
-    let mut size = 0;
     for entry in p.entries {
         match entry {
             Entry::File(bytes, options) => {
-                size += bytes.len();
                 b.with_file_contents(bytes, options).map_err(err)?;
             }
             Entry::Dir(options) => {
@@ -128,11 +118,5 @@ pub fn build(p: RpmPackage<'_>, signer: &rpm::signature::pgp::Signer) -> Result<
     b.requires(rpm::Dependency::script_preun(p.service_tool));
     b.requires(rpm::Dependency::script_postun(p.service_tool));
 
-    let mut package = b.build().map_err(err)?;
-    package
-        .sign_with_timestamp(signer, rpm::Timestamp(p.signature_time))
-        .map_err(err)?;
-    let mut bytes = Vec::with_capacity(size / 2);
-    package.write(&mut bytes).map_err(err)?;
-    Ok(bytes)
+    crate::rpm_payload::unsealed(&mut b).map_err(err)
 }

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::layout::{AGENT_USER, InstallMethod, Layout};
 use crate::rpm_build::{self, RpmPackage, text};
+use crate::rpm_payload::Unsealed;
 use crate::target::{Init, RpmTarget, Version};
 use crate::templates::{self, TemplateError, Templates};
 
@@ -28,6 +29,8 @@ pub enum RpmError {
         #[source]
         source: rpm::Error,
     },
+    #[error("compressing and signing the RPMs: {0}")]
+    Seal(#[source] rpm::Error),
 }
 
 /// What goes into one RPM.
@@ -43,8 +46,6 @@ pub struct RpmInputs<'a> {
     pub docs: &'a crate::docs::AgentDocs,
     /// SOURCE_DATE_EPOCH: build time and file times.
     pub source_date: u32,
-    /// When the signature says it was made (see [`crate::keys::ReleaseKeys::signature_time`]).
-    pub signature_time: u32,
 }
 
 #[derive(Serialize)]
@@ -69,12 +70,9 @@ pub fn file_name(version: &Version, target: &RpmTarget, arch: &str) -> String {
     )
 }
 
-/// Builds and signs one RPM and returns its bytes.
-pub fn build(
-    t: &Templates,
-    inputs: &RpmInputs<'_>,
-    signer: &rpm::signature::pgp::Signer,
-) -> Result<Vec<u8>, RpmError> {
+/// The agent RPM for one dist, to be sealed (compressed and signed) by
+/// [`crate::rpm_payload::seal_all`] with the release's other RPMs.
+pub fn unsealed(t: &Templates, inputs: &RpmInputs<'_>) -> Result<Unsealed, RpmError> {
     let target = inputs.target;
     let layout = Layout::package();
     let ctx = ScriptletContext {
@@ -160,24 +158,20 @@ pub fn build(
         Init::Systemd => "systemd",
         Init::Sysv => "chkconfig",
     };
-    rpm_build::build(
-        RpmPackage {
-            name: PACKAGE_NAME,
-            target,
-            version: inputs.version,
-            arch: inputs.arch,
-            summary: SUMMARY,
-            description: &text(t, templates::RPM_DESCRIPTION, &info)?,
-            changelog: text(t, templates::RPM_CHANGELOG, &info)?,
-            entries,
-            scripts: [pre, post, preun, postun],
-            service_tool,
-            source_date: inputs.source_date,
-            signature_time: inputs.signature_time,
-            what: target.dist.to_string(),
-        },
-        signer,
-    )
+    rpm_build::unsealed(RpmPackage {
+        name: PACKAGE_NAME,
+        target,
+        version: inputs.version,
+        arch: inputs.arch,
+        summary: SUMMARY,
+        description: &text(t, templates::RPM_DESCRIPTION, &info)?,
+        changelog: text(t, templates::RPM_CHANGELOG, &info)?,
+        entries,
+        scripts: [pre, post, preun, postun],
+        service_tool,
+        source_date: inputs.source_date,
+        what: target.dist.to_string(),
+    })
 }
 
 fn render_to_template(e: crate::render::RenderError) -> TemplateError {

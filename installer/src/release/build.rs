@@ -11,7 +11,7 @@ use crate::error::BuildError;
 use crate::keys::{self, KeyError, ReleaseKeys};
 use crate::published::RELEASES_DIR;
 use crate::repo;
-use crate::rpm_package::{self, RpmInputs};
+use crate::rpm_package::{self, RpmError, RpmInputs};
 use crate::target::{self, RpmTarget, Target, TargetError, Version};
 use crate::templates::Templates;
 use tasknode_protocol::manifest::{self, Manifest};
@@ -124,17 +124,19 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
             })
         })?);
     }
+    // Every RPM, the agent's and the console's: headers first, then each distinct payload
+    // compressed once and every package signed (see crate::rpm_payload).
     let rpms_built = || {
-        crate::parallel::map(opts.jobs, &rpms, |(target, arch)| {
-            let Some(signer) = &signer else {
-                return Ok(None);
-            };
+        let Some(signer) = &signer else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let unsealed = crate::parallel::map(opts.jobs, &rpms, |(target, arch)| {
             let agent = agents
                 .iter()
                 .find(|a| a.arch == *arch)
                 .map(|a| a.bytes.as_slice())
                 .unwrap_or_default();
-            let bytes = rpm_package::build(
+            let agent_rpm = rpm_package::unsealed(
                 &templates,
                 &RpmInputs {
                     target,
@@ -143,16 +145,46 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
                     agent,
                     docs: &docs,
                     source_date: opts.source_date,
-                    signature_time,
                 },
-                signer,
             )?;
+            // The console is packaged for x86_64 only.
+            let console_rpm = match console
+                .as_deref()
+                .filter(|_| target.console && *arch == Arch::X86_64)
+            {
+                Some(console) => Some(crate::console_package::unsealed_rpm(
+                    &templates,
+                    &crate::console_package::RpmInputs {
+                        target,
+                        version: &opts.version,
+                        arch: arch.uname(),
+                        console,
+                        source_date: opts.source_date,
+                    },
+                )?),
+                None => None,
+            };
+            Ok::<_, BuildError>((agent_rpm, console_rpm))
+        })?;
+        // One list to seal: the agent RPMs in the order of `rpms`, then the console RPMs.
+        let (mut packages, consoles): (Vec<_>, Vec<_>) = unsealed.into_iter().unzip();
+        let with_console: Vec<bool> = consoles.iter().map(Option::is_some).collect();
+        packages.extend(consoles.into_iter().flatten());
+        let sealed = crate::rpm_payload::seal_all(opts.jobs, &packages, signer, signature_time)
+            .map_err(RpmError::Seal)?;
+        let mut sealed = sealed.into_iter();
+        let agent_rpms: Vec<Vec<u8>> = sealed.by_ref().take(rpms.len()).collect();
+        let console_rpms: Vec<Option<Vec<u8>>> = with_console
+            .iter()
+            .map(|&with| if with { sealed.next() } else { None })
+            .collect();
+        for (target, arch) in &rpms {
             progress.step(&format!("{} {arch} RPM", target.dist));
-            Ok::<_, BuildError>(Some(bytes))
-        })
+        }
+        Ok::<_, BuildError>((agent_rpms, console_rpms))
     };
     let (tarballs, built) = crate::parallel::join(opts.jobs, tarballs, rpms_built);
-    let (tarballs, built) = (tarballs?, built?);
+    let (tarballs, (agent_rpms, console_rpms)) = (tarballs?, built?);
     for (a, tarball) in agents.iter().zip(tarballs) {
         planned.push(Planned {
             kind: ArtifactKind::Tarball,
@@ -191,10 +223,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
         });
     }
 
-    for ((target, arch), bytes) in rpms.iter().zip(built) {
-        let Some(bytes) = bytes else {
-            continue;
-        };
+    for (((target, arch), bytes), console_rpm) in rpms.iter().zip(agent_rpms).zip(console_rpms) {
         planned.push(Planned {
             kind: ArtifactKind::Rpm,
             path: repo_dir(&opts.out, target.dist, *arch).join(rpm_package::file_name(
@@ -205,34 +234,17 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
             bytes,
             mode: 0o644,
         });
-        // The console is packaged for x86_64 only (an RPM was built: there is a signer).
-        if let (Some(console), Some(signer)) = (
-            console
-                .as_deref()
-                .filter(|_| target.console && *arch == Arch::X86_64),
-            signer.as_ref(),
-        ) {
-            let bytes = crate::console_package::build_rpm(
-                &templates,
-                &crate::console_package::RpmInputs {
-                    target,
-                    version: &opts.version,
-                    arch: arch.uname(),
-                    console,
-                    source_date: opts.source_date,
-                    signature_time,
-                },
-                signer,
-            )?;
-            planned.push(Planned {
-                kind: ArtifactKind::ConsoleRpm,
-                path: repo_dir(&opts.out, target.dist, *arch).join(
-                    crate::console_package::rpm_file_name(&opts.version, target, arch.uname()),
-                ),
-                bytes,
-                mode: 0o644,
-            });
-        }
+        let Some(bytes) = console_rpm else {
+            continue;
+        };
+        planned.push(Planned {
+            kind: ArtifactKind::ConsoleRpm,
+            path: repo_dir(&opts.out, target.dist, *arch).join(
+                crate::console_package::rpm_file_name(&opts.version, target, arch.uname()),
+            ),
+            bytes,
+            mode: 0o644,
+        });
     }
 
     if with_deb {
