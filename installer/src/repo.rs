@@ -9,13 +9,14 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use rpm::signature::Signing;
 use rpmrepo_metadata::{
-    Checksum, ChecksumType, CompressionType, Package, PackageFileOptions, PackageOptions,
-    RepomdData, RepomdRecord, RepomdXml, RepositoryOptions, RepositoryReader, RepositoryWriter,
+    Checksum, ChecksumType, FilelistsXml, MetadataError, OtherXml, Package, PackageFileOptions,
+    PackageOptions, PackageSource, PrimaryXml, RepomdData, RepomdRecord, RepomdXml,
+    RepositoryReader,
 };
 use sha2::{Digest, Sha256};
 
@@ -105,11 +106,14 @@ pub fn index_with_jobs(
     let mut packages: Vec<Option<Package>> = Vec::with_capacity(rpms.len());
     let mut to_read = Vec::new();
     for name in &rpms {
-        let path = dir.join(name);
-        let size = fs::metadata(&path).map_err(io(&path))?.len();
-        let reuse = known
-            .remove(name)
-            .filter(|p| p.size_package() == size && p.location_href() == name);
+        let reuse = match known.remove(name) {
+            Some(p) => {
+                let path = dir.join(name);
+                let size = fs::metadata(&path).map_err(io(&path))?.len();
+                Some(p).filter(|p| p.size_package() == size && p.location_href() == name)
+            }
+            None => None,
+        };
         if reuse.is_none() {
             to_read.push(packages.len());
         }
@@ -151,6 +155,9 @@ pub fn index_with_jobs(
     })
 }
 
+/// Packages up to this size are read into memory whole to be indexed.
+const READ_WHOLE_MAX: u64 = 64 << 20;
+
 /// Reads and hashes the packages `rpms[i]` for each `i` in `which`, on as many threads as there
 /// are cores; returns them with their indices, in no particular order.
 fn read_packages(
@@ -162,16 +169,38 @@ fn read_packages(
     let read = |i: usize| -> Result<(usize, Package), RepoError> {
         let name = &rpms[i];
         let path = dir.join(name);
-        let options = PackageFileOptions {
-            package_options: PackageOptions {
-                checksum_type: ChecksumType::Sha256,
-                ..Default::default()
-            },
-            location_href: Some(name.clone()),
-            location_base: None,
+        let package_options = PackageOptions {
+            checksum_type: ChecksumType::Sha256,
+            ..Default::default()
         };
-        let package = Package::from_file_with_options(&path, options).map_err(meta(&path))?;
-        Ok((i, package))
+        // A package of ordinary size is read once, then hashed and parsed in memory; a large
+        // one is streamed (read twice, never held whole).
+        let mut file = fs::File::open(&path).map_err(io(&path))?;
+        let size = file.metadata().map_err(io(&path))?.len();
+        let package = if size <= READ_WHOLE_MAX {
+            let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+            // Through `take`: File's own read_to_end would stat and seek again for its size.
+            (&mut file)
+                .take(size.saturating_add(1))
+                .read_to_end(&mut bytes)
+                .map_err(io(&path))?;
+            let source = PackageSource {
+                checksum: None,
+                size_package: None,
+                time_file: 0,
+                location_href: name.clone(),
+                location_base: None,
+            };
+            Package::from_buffer(&bytes, source, package_options)
+        } else {
+            let options = PackageFileOptions {
+                package_options,
+                location_href: Some(name.clone()),
+                location_base: None,
+            };
+            Package::from_file_with_options(&path, options)
+        };
+        Ok((i, package.map_err(meta(&path))?))
     };
     let threads = jobs.get().min(which.len().div_ceil(16)).max(1);
     if threads == 1 {
@@ -230,37 +259,21 @@ fn write_staged(
     signer: &rpm::signature::pgp::Signer,
     jobs: std::num::NonZeroUsize,
 ) -> Result<(), RepoError> {
-    // The writer is given plain XML and the gzip is done here: rpmrepo_metadata would
-    // decompress each file twice, a byte at a time, to fill in the open size and checksum,
-    // which is most of the time an index takes. Here both come from the one pass that
-    // compresses.
-    let options = RepositoryOptions::default()
-        .compression_type(CompressionType::None)
-        .checksum_type(ChecksumType::Sha256);
-    let mut writer = RepositoryWriter::new_with_options(staging, packages.len(), options)
-        .map_err(meta(staging))?;
+    // Each of primary, filelists and other is written as XML straight into its gzip stream,
+    // the three at once; the stream measures and hashes both forms for repomd.xml as it goes.
+    // (rpmrepo_metadata's own repository writer writes them one after another, then reads each
+    // back twice, a byte at a time, for the open size and checksum.)
+    let repodata = staging.join("repodata");
+    fs::create_dir(&repodata).map_err(io(&repodata))?;
     for p in packages {
-        writer.add_package(p).map_err(meta(staging))?;
+        p.validate_xml_fields().map_err(meta(staging))?;
     }
-    writer.finish().map_err(meta(staging))?;
-
-    // The writer records each file's mtime and the wall clock as the revision; replace both
-    // with the source date so that the same packages give the same repomd.xml.
-    let repomd_path = staging.join("repodata/repomd.xml");
-    let file = fs::File::open(&repomd_path).map_err(io(&repomd_path))?;
-    let written = RepomdXml::read_data(rpmrepo_metadata::utils::create_xml_reader(BufReader::new(
-        file,
-    )))
-    .map_err(meta(&repomd_path))?;
+    let records = crate::parallel::map(jobs, &Metadata::ALL, |kind| {
+        write_gzipped(staging, *kind, packages, source_date)
+    })?;
+    let repomd_path = repodata.join("repomd.xml");
     let mut repomd = RepomdData::default();
     repomd.set_revision(&source_date.to_string());
-    // primary, filelists and other are compressed at once, and listed in the writer's order.
-    let records = crate::parallel::map(jobs, written.records(), |record| {
-        let mut record: RepomdRecord = record.clone();
-        gzip_in_place(staging, &mut record)?;
-        record.timestamp = i64::from(source_date);
-        Ok::<_, RepoError>(record)
-    })?;
     for record in records {
         repomd.add_record(record);
     }
@@ -284,24 +297,6 @@ fn write_staged(
     let asc_path = staging.join("repodata/repomd.xml.asc");
     write_file(&asc_path, asc.as_bytes())?;
 
-    // Everything reaches the disk before the swap. The waits overlap (the file system commits
-    // them together), unless the index runs on one thread.
-    let mut files: Vec<PathBuf> = repomd
-        .records()
-        .iter()
-        .map(|r| staging.join(&r.location_href))
-        .collect();
-    files.extend([repomd_path, asc_path]);
-    let at_once = if jobs.get() == 1 {
-        jobs
-    } else {
-        std::num::NonZeroUsize::new(files.len()).unwrap_or(jobs)
-    };
-    crate::parallel::map(at_once, &files, |path| {
-        fs::File::open(path)
-            .and_then(|f| f.sync_all())
-            .map_err(io(path))
-    })?;
     Ok(())
 }
 
@@ -340,36 +335,95 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
-/// Replaces the plain XML file of `record` with `NAME.xml.gz` (best compression, no name or
-/// time in the gzip header) and records the checksums and sizes of both, as yum wants them.
-fn gzip_in_place(staging: &Path, record: &mut RepomdRecord) -> Result<(), RepoError> {
-    let plain = staging.join(&record.location_href);
-    let mut href = record.location_href.clone().into_os_string();
-    href.push(".gz");
-    let href = PathBuf::from(href);
+/// Passes writes on but not flushes: the XML writer flushes when it finishes, which would end a
+/// gzip block early (an empty one, 6 bytes); the encoder's `finish` writes everything.
+struct Unflushed<W>(W);
+
+impl<W: Write> Write for Unflushed<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The three metadata files yum reads, in the order repomd.xml lists them.
+#[derive(Debug, Clone, Copy)]
+enum Metadata {
+    Primary,
+    Filelists,
+    Other,
+}
+
+impl Metadata {
+    const ALL: [Metadata; 3] = [Metadata::Primary, Metadata::Filelists, Metadata::Other];
+
+    fn name(self) -> &'static str {
+        match self {
+            Metadata::Primary => "primary",
+            Metadata::Filelists => "filelists",
+            Metadata::Other => "other",
+        }
+    }
+
+    /// Writes this file's XML for `packages` to `out`.
+    fn write<W: Write + Send>(self, out: W, packages: &[Package]) -> Result<(), MetadataError> {
+        let xml = rpmrepo_metadata::utils::create_xml_writer(out);
+        macro_rules! write_all {
+            ($writer:expr) => {{
+                let mut w = $writer;
+                w.write_header(packages.len())?;
+                for p in packages {
+                    w.write_package(p)?;
+                }
+                w.finish()
+            }};
+        }
+        match self {
+            Metadata::Primary => write_all!(PrimaryXml::new_writer(xml)),
+            Metadata::Filelists => write_all!(FilelistsXml::new_writer(xml)),
+            Metadata::Other => write_all!(OtherXml::new_writer(xml)),
+        }
+    }
+}
+
+/// Writes `repodata/NAME.xml.gz` of `kind` (best compression, no name or time in the gzip
+/// header) and returns its record, with the checksums and sizes of both forms as yum wants them.
+fn write_gzipped(
+    staging: &Path,
+    kind: Metadata,
+    packages: &[Package],
+    source_date: u32,
+) -> Result<RepomdRecord, RepoError> {
+    let href = PathBuf::from("repodata").join(format!("{}.xml.gz", kind.name()));
     let gz = staging.join(&href);
     let file = fs::File::create(&gz).map_err(io(&gz))?;
     let encoder = flate2::GzBuilder::new().mtime(0).write(
         Hashing::new(BufWriter::new(file)),
         flate2::Compression::best(),
     );
-    let mut open = Hashing::new(encoder);
-    let mut source = fs::File::open(&plain).map_err(io(&plain))?;
-    std::io::copy(&mut source, &mut open).map_err(io(&plain))?;
-    let (encoder, open_checksum, open_size) = open.finish();
+    let mut open = Hashing::new(Unflushed(encoder));
+    kind.write(&mut open, packages).map_err(meta(&gz))?;
+    let (Unflushed(encoder), open_checksum, open_size) = open.finish();
     let compressed = encoder.finish().map_err(io(&gz))?;
     let (writer, checksum, size) = compressed.finish();
-    writer.into_inner().map_err(|e| RepoError::Io {
+    let file = writer.into_inner().map_err(|e| RepoError::Io {
         path: gz.clone(),
         source: e.into_error(),
     })?;
-    fs::remove_file(&plain).map_err(io(&plain))?;
+    // On disk before the swap; the three files wait for it at once.
+    file.sync_all().map_err(io(&gz))?;
+    let mut record = RepomdRecord::default();
+    record.metadata_name = kind.name().to_owned();
     record.location_href = href;
-    record.checksum = checksum;
+    record.timestamp = i64::from(source_date);
     record.size = Some(size);
-    record.open_checksum = Some(open_checksum);
+    record.checksum = checksum;
     record.open_size = Some(open_size);
-    Ok(())
+    record.open_checksum = Some(open_checksum);
+    Ok(record)
 }
 
 /// An OpenPGP signature packet as the ASCII-armored detached signature gpg and librepo read.
@@ -387,9 +441,12 @@ pub fn armor_signature(packet: &[u8]) -> Result<String, rpm::Error> {
         .map_err(|e| rpm::Error::SignError(Box::new(e)))
 }
 
-/// Writes `bytes` to `path` (synced to disk later, with the other files of the index).
+/// Writes `bytes` to `path` and syncs it to disk.
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), RepoError> {
-    fs::write(path, bytes).map_err(io(path))
+    let mut file = fs::File::create(path).map_err(io(path))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(io(path))
 }
 
 /// Puts `staging/repodata` in place of `dir/repodata` with one atomic exchange (or rename,
