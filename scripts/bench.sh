@@ -9,7 +9,9 @@
 # (scripts/bench-signin.sh) and updates only its rows; `scripts/bench.sh ha` runs only the
 # fleet-scale benchmarks, SQLite beside two consoles on PostgreSQL (scripts/bench-ha.sh:
 # 100,000 agents heartbeating, 10,000 tasks to 5,000 servers, failover), and updates only theirs;
-# `scripts/bench.sh agent` runs only the agent's size and idle memory and updates only `agent_*`.
+# `scripts/bench.sh agent` runs only the agent's size and idle memory and updates only `agent_*`;
+# `scripts/bench.sh packaging` runs only release packaging beside rpmbuild and createrepo_c
+# (scripts/bench-packaging.sh) and updates only its rows.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -18,6 +20,9 @@ if [ "${1:-}" = signin ]; then
 fi
 if [ "${1:-}" = ha ]; then
   exec scripts/bench-ha.sh --write
+fi
+if [ "${1:-}" = packaging ]; then
+  exec scripts/bench-packaging.sh --write
 fi
 AGENT_ONLY=0
 [ "${1:-}" = agent ] && AGENT_ONLY=1
@@ -364,94 +369,7 @@ PY
 done
 
 # ---- packaging -------------------------------------------------------------------------------
-# seconds since $1 (a `date +%s.%N`)
-since() { python3 -c "import time; print(time.time() - $1)"; }
-say "release packaging: tasknode-dist beside rpmbuild + rpmsign + createrepo_c ($RUNS runs)"
-"$DIST" keygen --out "$WORK/keys" >/dev/null
-version=$("$AGENT" --version | awk '{print $2}')
-export GNUPGHOME=$WORK/gnupg
-mkdir -m 700 "$GNUPGHOME"
-gpg --batch -q --import "$WORK/keys/package-signing.secret.asc"
-keyid=$(gpg --batch --with-colons --list-secret-keys | awk -F: '/^sec/ {print $5; exit}')
-# The same package by rpmbuild: the same files, xz level 2, SHA-256 file digests, signed.
-render() { "$DIST" render "$@" --layout package; }
-mkdir -p "$WORK/spec"
-render unit >"$WORK/spec/tasknode.service"
-render config --console http://x --install-method rpm >"$WORK/spec/tasknode.conf"
-cat >"$WORK/spec/tasknode.spec" <<SPEC
-Name: tasknode
-Version: $version
-Release: 1%{?dist}
-Summary: tasknode agent
-License: Apache-2.0
-%description
-tasknode agent
-%install
-install -D -m 0755 $AGENT %{buildroot}/usr/bin/tasknode
-install -D -m 0644 $WORK/spec/tasknode.service %{buildroot}/usr/lib/systemd/system/tasknode.service
-install -D -m 0600 $WORK/spec/tasknode.conf %{buildroot}/etc/tasknode/tasknode.conf
-%files
-/usr/bin/tasknode
-/usr/lib/systemd/system/tasknode.service
-%config(noreplace) %attr(0600,root,root) /etc/tasknode/tasknode.conf
-SPEC
-for run in $(seq "$RUNS"); do
-  rm -rf "$WORK/dist"
-  start=$(date +%s.%N)
-  "$DIST" build --out "$WORK/dist" --version "$version" --keys "$WORK/keys" --agent "$AGENT" \
-    --targets el6,el7,al7,al8 --source-date-epoch 1700000000 >/dev/null
-  ours=$(since "$start")
-  record dist_build_4_dists_s s "$ours"
-  rm -rf "$WORK/rpmbuild"
-  start=$(date +%s.%N)
-  for d in el6 el7 al7 al8; do
-    rpmbuild -bb --quiet --define "_topdir $WORK/rpmbuild" --define "dist .$d" \
-      --define '_binary_payload w2.xzdio' --define '_binary_filedigest_algorithm 8' \
-      --define '__strip /bin/true' --define 'debug_package %{nil}' "$WORK/spec/tasknode.spec"
-    rpm=$WORK/rpmbuild/RPMS/x86_64/tasknode-$version-1.$d.x86_64.rpm
-    rpmsign --addsign --define "_gpg_name $keyid" --define "__gpg $(command -v gpg)" "$rpm" >/dev/null
-    mkdir -p "$WORK/rpmbuild/repo/$d"
-    mv "$rpm" "$WORK/rpmbuild/repo/$d/"
-    createrepo_c --quiet --no-database --general-compress-type=gz "$WORK/rpmbuild/repo/$d"
-    gpg --batch --yes -q --detach-sign --armor "$WORK/rpmbuild/repo/$d/repodata/repomd.xml"
-  done
-  theirs=$(since "$start")
-  record rpmbuild_createrepo_4_dists_s s "$theirs"
-  record dist_build_over_rpmbuild_createrepo ratio "$(python3 -c "print($ours / $theirs)")"
-done
-
-say "repodata for 1000 RPMs: tasknode-dist index beside createrepo_c ($RUNS runs)"
-n=1000
-[ "$QUICK" = 1 ] && n=200
-{
-  printf 'Name: many\nVersion: 1\nRelease: 1\nSummary: many\nLicense: MIT\nBuildArch: noarch\n'
-  printf '%%description\nmany\n%%files\n'
-  for i in $(seq "$n"); do
-    printf '%%package -n pkg%s\nSummary: pkg%s\n%%description -n pkg%s\npkg%s\n' "$i" "$i" "$i" "$i"
-    printf '%%files -n pkg%s\n/usr/share/many/pkg%s\n' "$i" "$i"
-  done
-  printf '%%install\nmkdir -p %%{buildroot}/usr/share/many\n'
-  printf 'for i in $(seq %s); do echo $i >%%{buildroot}/usr/share/many/pkg$i; done\n' "$n"
-} >"$WORK/many.spec"
-rpmbuild -bb --quiet --define "_topdir $WORK/many" "$WORK/many.spec"
-repo=$WORK/many/RPMS/noarch
-for run in $(seq "$RUNS"); do
-  rm -rf "$repo/repodata"
-  start=$(date +%s.%N)
-  "$DIST" index --repo "$repo" --keys "$WORK/keys" --source-date-epoch 1700000000 >/dev/null
-  ours=$(since "$start")
-  record "index_${n}_rpms_tasknode_dist_s" s "$ours"
-  start=$(date +%s.%N)
-  "$DIST" index --repo "$repo" --keys "$WORK/keys" --source-date-epoch 1700000000 >/dev/null
-  record "reindex_${n}_rpms_tasknode_dist_s" s "$(since "$start")"
-  rm -rf "$repo/repodata"
-  start=$(date +%s.%N)
-  createrepo_c --quiet --no-database --general-compress-type=gz "$repo"
-  theirs=$(since "$start")
-  record "index_${n}_rpms_createrepo_c_s" s "$theirs"
-  record "index_${n}_rpms_ours_over_createrepo_c" ratio "$(python3 -c "print($ours / $theirs)")"
-done
-unset GNUPGHOME
+BENCH_RUNS=$RUNS BENCH_QUICK=$QUICK scripts/bench-packaging.sh --records >>"$RESULTS"
 
 # ---- the report ----------------------------------------------------------------------------
 # ---- self-update ---------------------------------------------------------------------------
