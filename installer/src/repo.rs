@@ -4,8 +4,9 @@
 //!
 //! New metadata is written beside the old and swapped in with one atomic rename, so yum never
 //! reads a half-written repository. Packages already in the old metadata are carried over
-//! without being hashed again; new ones are read on several threads (one per core unless told). The XML is written
-//! plain and gzipped here in one pass that also measures both forms for repomd.xml.
+//! without being hashed again; new ones are read once each, on several threads (one per core
+//! unless told). primary, filelists and other are each written as XML straight into their gzip
+//! stream, the three at once, which measures and hashes both forms for repomd.xml as it goes.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -271,32 +272,56 @@ fn write_staged(
     let records = crate::parallel::map(jobs, &Metadata::ALL, |kind| {
         write_gzipped(staging, *kind, packages, source_date)
     })?;
+    let gzipped: Vec<PathBuf> = records
+        .iter()
+        .map(|r| staging.join(&r.location_href))
+        .collect();
     let repomd_path = repodata.join("repomd.xml");
+    let asc_path = repodata.join("repomd.xml.asc");
     let mut repomd = RepomdData::default();
     repomd.set_revision(&source_date.to_string());
     for record in records {
         repomd.add_record(record);
     }
-    let mut out = Vec::new();
-    {
-        let mut xml = rpmrepo_metadata::utils::create_xml_writer(&mut out);
-        RepomdXml::write_data(&repomd, &mut xml).map_err(meta(&repomd_path))?;
-    }
-    write_file(&repomd_path, &out)?;
-
-    let signature = signer
-        .sign(out.as_slice(), rpm::Timestamp(signature_time))
-        .map_err(|source| RepoError::Sign {
+    let sign = || {
+        let mut out = Vec::new();
+        {
+            let mut xml = rpmrepo_metadata::utils::create_xml_writer(&mut out);
+            RepomdXml::write_data(&repomd, &mut xml).map_err(meta(&repomd_path))?;
+        }
+        let signature = signer
+            .sign(out.as_slice(), rpm::Timestamp(signature_time))
+            .map_err(|source| RepoError::Sign {
+                path: repomd_path.clone(),
+                source,
+            })?;
+        let asc = armor_signature(&signature).map_err(|e| RepoError::Sign {
             path: repomd_path.clone(),
-            source,
+            source: e,
         })?;
-    let asc = armor_signature(&signature).map_err(|e| RepoError::Sign {
-        path: repomd_path.clone(),
-        source: e,
-    })?;
-    let asc_path = staging.join("repodata/repomd.xml.asc");
-    write_file(&asc_path, asc.as_bytes())?;
+        fs::write(&repomd_path, &out).map_err(io(&repomd_path))?;
+        fs::write(&asc_path, asc.as_bytes()).map_err(io(&asc_path))
+    };
+    // Everything reaches the disk before the swap. The gzip files' waits overlap the signing,
+    // and then each other's (the file system commits them together), unless on one thread.
+    let (synced, signed) = crate::parallel::join(jobs, || sync_all(&gzipped, jobs), sign);
+    synced?;
+    signed?;
+    sync_all(&[repomd_path, asc_path], jobs)
+}
 
+/// fsyncs every file of `files`, at once unless `jobs` is one.
+fn sync_all(files: &[PathBuf], jobs: std::num::NonZeroUsize) -> Result<(), RepoError> {
+    let at_once = if jobs.get() == 1 {
+        jobs
+    } else {
+        std::num::NonZeroUsize::new(files.len()).unwrap_or(jobs)
+    };
+    crate::parallel::map(at_once, files, |path| {
+        fs::File::open(path)
+            .and_then(|f| f.sync_all())
+            .map_err(io(path))
+    })?;
     Ok(())
 }
 
@@ -405,16 +430,20 @@ fn write_gzipped(
         flate2::Compression::best(),
     );
     let mut open = Hashing::new(Unflushed(encoder));
-    kind.write(&mut open, packages).map_err(meta(&gz))?;
-    let (Unflushed(encoder), open_checksum, open_size) = open.finish();
-    let compressed = encoder.finish().map_err(io(&gz))?;
-    let (writer, checksum, size) = compressed.finish();
-    let file = writer.into_inner().map_err(|e| RepoError::Io {
+    // The XML comes in pieces of a few bytes: hash and compress it in large ones.
+    let mut xml = BufWriter::with_capacity(1 << 16, &mut open);
+    kind.write(&mut xml, packages).map_err(meta(&gz))?;
+    xml.into_inner().map_err(|e| RepoError::Io {
         path: gz.clone(),
         source: e.into_error(),
     })?;
-    // On disk before the swap; the three files wait for it at once.
-    file.sync_all().map_err(io(&gz))?;
+    let (Unflushed(encoder), open_checksum, open_size) = open.finish();
+    let compressed = encoder.finish().map_err(io(&gz))?;
+    let (writer, checksum, size) = compressed.finish();
+    writer.into_inner().map_err(|e| RepoError::Io {
+        path: gz.clone(),
+        source: e.into_error(),
+    })?;
     let mut record = RepomdRecord::default();
     record.metadata_name = kind.name().to_owned();
     record.location_href = href;
@@ -439,14 +468,6 @@ pub fn armor_signature(packet: &[u8]) -> Result<String, rpm::Error> {
     DetachedSignature::new(parsed)
         .to_armored_string(ArmorOptions::default())
         .map_err(|e| rpm::Error::SignError(Box::new(e)))
-}
-
-/// Writes `bytes` to `path` and syncs it to disk.
-fn write_file(path: &Path, bytes: &[u8]) -> Result<(), RepoError> {
-    let mut file = fs::File::create(path).map_err(io(path))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(io(path))
 }
 
 /// Puts `staging/repodata` in place of `dir/repodata` with one atomic exchange (or rename,
