@@ -87,6 +87,8 @@ trap cleanup EXIT
 RESULTS=$WORK/results.jsonl
 : >"$RESULTS"
 record() { printf '{"metric":"%s","unit":"%s","value":%s}\n' "$1" "$2" "$3" >>"$RESULTS"; }
+# seconds since $1 (a `date +%s.%N`)
+since() { python3 -c "import time; print(time.time() - $1)"; }
 
 mkdir -p "$WORK/agents"
 cp "$AGENT" "$WORK/agents/tasknode-x86_64"
