@@ -10,6 +10,8 @@ use std::path::Path;
 /// Writes `bytes` to `path` with `mode`: into a temporary file beside it (created with `mode`,
 /// so a private file is never readable by others), synced, renamed over `path`, and the
 /// directory synced so the rename survives a crash. On error the temporary file is removed.
+/// The temporary file is always a new one: whatever is in its place (a leftover of a crash, or
+/// a link planted by someone who can write the directory) is removed, never written through.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let dir = path
         .parent()
@@ -27,10 +29,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
         std::process::id()
     ));
     let result = (|| {
+        match fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         let mut f = fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(mode)
             .open(&tmp)?;
         // The umask may have taken bits away (an executable, a public file): give them back.
@@ -69,6 +74,22 @@ mod tests {
         assert_eq!(mode, 0o755);
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[test]
+    fn a_link_planted_at_the_temporary_name_is_replaced_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        let path = dir.path().join("out.txt");
+        let tmp = dir
+            .path()
+            .join(format!(".out.txt.tmp-{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        write_atomic(&path, b"new", 0o644).unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        assert!(fs::symlink_metadata(&tmp).is_err(), "the temporary is gone");
     }
 
     #[test]
