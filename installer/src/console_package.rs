@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::arch::Arch;
 use crate::deb::{DebPackage, DebTexts, Staged};
 use crate::error::BuildError;
+use tasknode_render::arch::Arch;
 
 /// The console is packaged for x86_64 alone.
 const RUST_TARGET: &str = Arch::X86_64.rust_target();
@@ -20,7 +20,7 @@ use crate::rpm_build::{self, RpmPackage, text};
 use crate::rpm_package::RpmError;
 use crate::rpm_payload::Unsealed;
 use crate::target::{RpmTarget, Version};
-use crate::templates::{self, Templates};
+use tasknode_render::templates::{self, Templates};
 
 pub const PACKAGE: &str = "tasknode-console";
 /// The system user the service runs as; it owns [`STATE_DIR`].

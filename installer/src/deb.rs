@@ -9,13 +9,13 @@ use std::process::Command;
 
 use serde::Serialize;
 
-use crate::arch::Arch;
 use crate::error::{BuildError, io};
 use crate::fsutil;
-use crate::layout::{AGENT_USER, Layout};
 use crate::rpm_package::STATE_DIR;
 use crate::target::{PACKAGER, Version};
-use crate::templates::{self, TemplateError, Templates};
+use tasknode_render::arch::Arch;
+use tasknode_render::layout::{AGENT_USER, Layout};
+use tasknode_render::templates::{self, TemplateError, Templates};
 
 /// Where the rendered inputs go, relative to the workspace (agent/Cargo.toml names them).
 pub const STAGING: &str = "target/tasknode-dist/deb";
@@ -98,16 +98,20 @@ pub fn build(
         state_dir: STATE_DIR,
         log_dir: &layout.log_dir,
         config: &layout.config,
-        config_dir: crate::layout::PACKAGE_CONFIG_DIR,
-        service: &format!("{}.service", crate::layout::SERVICE),
-        name: crate::layout::SERVICE,
-        package: crate::layout::PACKAGE_NAME,
+        config_dir: tasknode_render::layout::PACKAGE_CONFIG_DIR,
+        service: &format!("{}.service", tasknode_render::layout::SERVICE),
+        name: tasknode_render::layout::SERVICE,
+        package: tasknode_render::layout::PACKAGE_NAME,
     };
-    let unit = crate::render::unit(t, &layout).map_err(|e| BuildError::Tool {
+    let unit = tasknode_render::render::unit(t, &layout).map_err(|e| BuildError::Tool {
         what: "rendering the systemd unit".to_owned(),
         why: e.to_string(),
     })?;
-    let config = crate::rpm_package::package_config(t, &layout, crate::layout::InstallMethod::Deb)?;
+    let config = crate::rpm_package::package_config(
+        t,
+        &layout,
+        tasknode_render::layout::InstallMethod::Deb,
+    )?;
     let texts = texts(
         t,
         &DebTexts {
@@ -138,7 +142,7 @@ pub fn build(
     pack(
         workspace,
         &DebPackage {
-            package: crate::layout::PACKAGE_NAME,
+            package: tasknode_render::layout::PACKAGE_NAME,
             staging: STAGING,
             target: arch.rust_target(),
             file_name: file_name(version, arch),
@@ -362,7 +366,7 @@ mod tests {
             places[..3],
             [
                 layout.bin,
-                crate::layout::DEB_UNIT.to_owned(),
+                tasknode_render::layout::DEB_UNIT.to_owned(),
                 layout.config
             ]
         );

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use tasknode_clidocs::{MAN1, Shell};
 
-use crate::layout::PACKAGE_NAME;
+use tasknode_render::layout::PACKAGE_NAME;
 
 #[derive(Debug, thiserror::Error)]
 #[error(

@@ -3,12 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::arch::Arch;
 pub use crate::docs::DocsError;
 pub use crate::keys::KeyError;
 pub use crate::repo::RepoError;
 pub use crate::rpm_package::RpmError;
 pub use crate::target::TargetError;
+use tasknode_render::arch::Arch;
 pub use tasknode_render::render::RenderError;
 pub use tasknode_render::templates::TemplateError;
 

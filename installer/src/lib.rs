@@ -1,7 +1,6 @@
 //! tasknode-dist: makes releases (keys, the static agent, signed RPMs and repodata, the .debs,
 //! signed update manifests, the console's packages). What it renders (install.sh, units,
-//! scriptlets) comes from tasknode-render, re-exported here under the same module names so the
-//! packaging code reads `crate::templates`, `crate::arch`, ... as one crate.
+//! scriptlets) comes from tasknode-render.
 
 pub mod console_package;
 pub mod deb;
@@ -16,8 +15,3 @@ pub mod rpm_build;
 pub mod rpm_package;
 pub mod rpm_payload;
 pub mod target;
-
-pub use tasknode_render::{
-    Layout, TemplateError, Templates, arch, artifacts, context, dist, escape, layout, published,
-    render, templates,
-};

@@ -7,7 +7,7 @@
 use crate::rpm_package::RpmError;
 use crate::rpm_payload::{PAYLOAD_IS_XZ, Unsealed};
 use crate::target::{PACKAGER, RpmTarget, Version};
-use crate::templates::{TemplateError, Templates};
+use tasknode_render::templates::{TemplateError, Templates};
 
 pub const LICENSE: &str = "Apache-2.0";
 pub const URL: &str = "https://github.com/tasknode/tasknode";

@@ -4,19 +4,19 @@
 
 use serde::Serialize;
 
-use crate::layout::{AGENT_USER, InstallMethod, Layout};
 use crate::rpm_build::{self, RpmPackage, text};
 use crate::rpm_payload::Unsealed;
 use crate::target::{Init, RpmTarget, Version};
-use crate::templates::{self, TemplateError, Templates};
+use tasknode_render::layout::{AGENT_USER, InstallMethod, Layout};
+use tasknode_render::templates::{self, TemplateError, Templates};
 
 pub const PACKAGE_NAME: &str = "tasknode";
 /// Where the SysV script goes on el6.
-pub const INIT_SCRIPT: &str = crate::layout::PACKAGE_INIT;
+pub const INIT_SCRIPT: &str = tasknode_render::layout::PACKAGE_INIT;
 /// Where the systemd unit goes.
-pub const SYSTEMD_UNIT: &str = crate::layout::PACKAGE_UNIT;
+pub const SYSTEMD_UNIT: &str = tasknode_render::layout::PACKAGE_UNIT;
 /// The agent's working state (its home directory when %pre creates the user).
-pub const STATE_DIR: &str = crate::layout::PACKAGE_STATE_DIR;
+pub const STATE_DIR: &str = tasknode_render::layout::PACKAGE_STATE_DIR;
 const SUMMARY: &str = "tasknode agent: runs scheduled data tasks for the tasknode console";
 
 #[derive(Debug, thiserror::Error)]
@@ -81,8 +81,8 @@ pub fn unsealed(t: &Templates, inputs: &RpmInputs<'_>) -> Result<Unsealed, RpmEr
         gecos: "tasknode agent",
         state_dir: STATE_DIR,
         config: &layout.config,
-        service: &format!("{}.service", crate::layout::SERVICE),
-        name: crate::layout::SERVICE,
+        service: &format!("{}.service", tasknode_render::layout::SERVICE),
+        name: tasknode_render::layout::SERVICE,
         init_script: INIT_SCRIPT,
     };
     let pre = t.render(templates::RPM_PRE, &ctx)?;
@@ -97,14 +97,14 @@ pub fn unsealed(t: &Templates, inputs: &RpmInputs<'_>) -> Result<Unsealed, RpmEr
     )];
     match target.init {
         Init::Systemd => {
-            let unit = crate::render::unit(t, &layout).map_err(render_to_template)?;
+            let unit = tasknode_render::render::unit(t, &layout).map_err(render_to_template)?;
             entries.push(rpm_build::file(
                 unit,
                 rpm::FileOptions::new(SYSTEMD_UNIT).permissions(0o644),
             ));
         }
         Init::Sysv => {
-            let init = crate::render::init(t, &layout).map_err(render_to_template)?;
+            let init = tasknode_render::render::init(t, &layout).map_err(render_to_template)?;
             entries.push(rpm_build::file(
                 init,
                 rpm::FileOptions::new(INIT_SCRIPT).permissions(0o755),
@@ -114,7 +114,7 @@ pub fn unsealed(t: &Templates, inputs: &RpmInputs<'_>) -> Result<Unsealed, RpmEr
     entries.push(rpm_build::dir(
         // root's, so the agent user cannot swap the config in it for a link (root enrolls and
         // rpm writes there); readable by the agent's group.
-        rpm::FileOptions::dir(crate::layout::PACKAGE_CONFIG_DIR)
+        rpm::FileOptions::dir(tasknode_render::layout::PACKAGE_CONFIG_DIR)
             .user("root")
             .group(AGENT_USER)
             .permissions(0o750),
@@ -174,10 +174,10 @@ pub fn unsealed(t: &Templates, inputs: &RpmInputs<'_>) -> Result<Unsealed, RpmEr
     })
 }
 
-fn render_to_template(e: crate::render::RenderError) -> TemplateError {
+fn render_to_template(e: tasknode_render::render::RenderError) -> TemplateError {
     match e {
-        crate::render::RenderError::Template(t) => t,
-        crate::render::RenderError::Field(f) => TemplateError::Render {
+        tasknode_render::render::RenderError::Template(t) => t,
+        tasknode_render::render::RenderError::Field(f) => TemplateError::Render {
             name: "package layout".to_owned(),
             detail: f.to_string(),
         },
@@ -192,6 +192,6 @@ pub(crate) fn package_config(
     layout: &Layout,
     install_method: InstallMethod,
 ) -> Result<String, TemplateError> {
-    let ctx = crate::context::ConfigContext::new(String::new(), install_method, layout);
+    let ctx = tasknode_render::context::ConfigContext::new(String::new(), install_method, layout);
     t.render(templates::AGENT_CONFIG, &ctx)
 }

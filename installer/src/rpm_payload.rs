@@ -36,8 +36,8 @@ pub fn config(source_date: u32) -> rpm::BuildConfig {
         .reserved_space(None)
 }
 
-/// Builds `builder` (configured with [`config`], requiring [`PAYLOAD_IS_XZ`]) into a package that only lacks its payload's
-/// compression and its signature.
+/// Builds `builder` (configured with [`config`], requiring [`PAYLOAD_IS_XZ`]) into a package
+/// that only lacks its payload's compression and its signature.
 pub fn unsealed(builder: &mut rpm::PackageBuilder) -> Result<Unsealed, rpm::Error> {
     let package = builder.build()?;
     let header = &package.metadata.header;
@@ -142,23 +142,20 @@ pub fn seal_all(
     signer: &rpm::signature::pgp::Signer,
     signature_time: u32,
 ) -> Result<Vec<Vec<u8>>, rpm::Error> {
-    let mut distinct: BTreeMap<&str, &[u8]> = BTreeMap::new();
+    // Each package's archive, by its place among the distinct ones.
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut archives: Vec<&[u8]> = Vec::new();
+    let mut which = Vec::with_capacity(packages.len());
     for p in packages {
-        distinct.entry(p.archive_digest()).or_insert(p.archive());
+        let i = *seen.entry(p.archive_digest()).or_insert_with(|| {
+            archives.push(p.archive());
+            archives.len() - 1
+        });
+        which.push((p, i));
     }
-    let distinct: Vec<(&str, &[u8])> = distinct.into_iter().collect();
-    let compressed = crate::parallel::map(jobs, &distinct, |(_, archive)| compress(archive))?;
-    let payloads: BTreeMap<String, Vec<u8>> = distinct
-        .iter()
-        .map(|(digest, _)| (*digest).to_owned())
-        .zip(compressed)
-        .collect();
-    crate::parallel::map(jobs, packages, |p| {
-        let xz = payloads
-            .get(p.archive_digest())
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        p.seal(xz, signer, signature_time)
+    let compressed = crate::parallel::map(jobs, &archives, |archive| compress(archive))?;
+    crate::parallel::map(jobs, &which, |(p, i)| {
+        p.seal(&compressed[*i], signer, signature_time)
     })
 }
 

@@ -7,8 +7,8 @@ use std::str::FromStr;
 
 use serde::Deserialize;
 
-use crate::arch::Arch;
-use crate::dist::Dist;
+use tasknode_render::arch::Arch;
+use tasknode_render::dist::Dist;
 
 /// rpm/targets.toml, embedded.
 const TARGETS_TOML: &str = include_str!("../../rpm/targets.toml");

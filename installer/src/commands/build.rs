@@ -104,7 +104,7 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
             trusted.splice(0..0, keys);
         }
         let mut built = Vec::new();
-        for arch in tasknode_dist::arch::Arch::ALL {
+        for arch in tasknode_render::arch::Arch::ALL {
             eprintln!(
                 "building the static agent {version} ({}), trusting {} update key(s)",
                 arch.rust_target(),
@@ -132,7 +132,7 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
         (None, false) if packages => {
             eprintln!(
                 "building the static console ({})",
-                tasknode_dist::arch::Arch::X86_64.rust_target()
+                tasknode_render::arch::Arch::X86_64.rust_target()
             );
             Some(tasknode_dist::console_package::compile(&args.workspace)?)
         }

@@ -5,16 +5,16 @@
 use std::fs;
 use std::path::PathBuf;
 
-use crate::arch::Arch;
-use crate::dist::Dist;
 use crate::error::BuildError;
 use crate::keys::{self, KeyError, ReleaseKeys};
-use crate::published::RELEASES_DIR;
 use crate::repo;
 use crate::rpm_package::{self, RpmError, RpmInputs};
 use crate::target::{self, RpmTarget, Target, TargetError, Version};
-use crate::templates::Templates;
 use tasknode_protocol::manifest::{self, Manifest};
+use tasknode_render::arch::Arch;
+use tasknode_render::dist::Dist;
+use tasknode_render::published::RELEASES_DIR;
+use tasknode_render::templates::Templates;
 
 use super::inputs::{check_published_arches, check_writable, read_agents};
 use super::manifest::{manifest_name, update_artifact, update_binary_name};

@@ -5,10 +5,10 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::arch::Arch;
 use crate::error::BuildError;
-use crate::published::AGENTS_DIR;
 use crate::target::Version;
+use tasknode_render::arch::Arch;
+use tasknode_render::published::AGENTS_DIR;
 
 /// The source date: `explicit`, else SOURCE_DATE_EPOCH, else the commit time of HEAD in `dir`.
 pub fn source_date(explicit: Option<u32>, dir: &Path) -> Result<u32, BuildError> {
@@ -199,7 +199,9 @@ pub(super) fn check_writable(out: &Path) -> Result<(), BuildError> {
 /// Whether `version` goes to OUT/agents/ for install scripts: unless a newer version is there.
 pub(super) fn publishes_agents(out: &Path, version: &Version) -> bool {
     !Arch::ALL.into_iter().any(|arch| {
-        let path = out.join(AGENTS_DIR).join(crate::artifacts::file_name(arch));
+        let path = out
+            .join(AGENTS_DIR)
+            .join(tasknode_render::artifacts::file_name(arch));
         fs::read(&path).ok().is_some_and(|existing| {
             tasknode_protocol::agent_version_in(&existing)
                 .and_then(|v| Version::parse(v).ok())
@@ -222,7 +224,9 @@ pub(super) fn check_published_arches(
         if agents.iter().any(|a| a.arch == arch) {
             continue;
         }
-        let path = out.join(AGENTS_DIR).join(crate::artifacts::file_name(arch));
+        let path = out
+            .join(AGENTS_DIR)
+            .join(tasknode_render::artifacts::file_name(arch));
         let Ok(existing) = fs::read(&path) else {
             continue;
         };

@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use tasknode_protocol::manifest::{self, Manifest};
 
-use crate::arch::Arch;
 use crate::error::BuildError;
 use crate::keys::ReleaseKeys;
-use crate::published::RELEASES_DIR;
 use crate::target::Version;
+use tasknode_render::arch::Arch;
+use tasknode_render::published::RELEASES_DIR;
 
 /// The file name of the agent binary for `arch` that self-updates download.
 pub fn update_binary_name(arch: Arch) -> String {

@@ -39,11 +39,11 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::arch::Arch;
-use crate::dist::Dist;
-use crate::published::REPO_DIR;
 use crate::repo::Indexed;
 use crate::target::{Target, Version};
+use tasknode_render::arch::Arch;
+use tasknode_render::dist::Dist;
+use tasknode_render::published::REPO_DIR;
 
 pub use crate::error::BuildError;
 pub use build::build;

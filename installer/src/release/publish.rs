@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::BuildError;
 use crate::keys::{self, ReleaseKeys};
-use crate::published::AGENTS_DIR;
+use tasknode_render::published::AGENTS_DIR;
 
 use super::inputs::{ReleaseAgent, publishes_agents};
 use super::{Artifact, ArtifactKind, BuildOptions, Progress, artifact};
@@ -75,7 +75,7 @@ pub(super) fn publish(
             let path = opts
                 .out
                 .join(AGENTS_DIR)
-                .join(crate::artifacts::file_name(a.arch));
+                .join(tasknode_render::artifacts::file_name(a.arch));
             super::write_file(&path, &a.bytes, 0o755)?;
             artifacts.push(artifact(ArtifactKind::Agent, &path, &a.bytes));
         }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::arch::Arch;
+use tasknode_render::arch::Arch;
 
 use super::{BuildReport, RepoReport};
 
