@@ -147,23 +147,15 @@ fi
 
 say "writing the packaging rows of $OUT"
 python3 - "$RESULTS" "$OUT" "$RUNS" "$QUICK" "$(tr '\n' ' ' <"$WORK/load")" <<'PY'
-import datetime, json, statistics, subprocess, sys
+import sys
+sys.dont_write_bytecode = True  # no __pycache__ in the checkout
+sys.path.insert(0, "scripts")
+import benchrows
 results, out, runs, quick, loads = sys.argv[1:6]
-rows = {}
-for line in open(results):
-    r = json.loads(line)
-    rows.setdefault((r["metric"], r["unit"]), []).append(float(r["value"]))
-targets = {"dist_build_over_rpmbuild_createrepo": ("<= 0.5", lambda v: v <= 0.5),
-           "index_1000_rpms_ours_over_createrepo_c": ("<= 0.5", lambda v: v <= 0.5)}
-def target(m, v):
-    if m not in targets:
-        return ""
-    text, ok = targets[m]
-    return f"{text}: {'met' if ok(v) else 'MISSED'}"
-new = [f"| {m} | {u} | {statistics.median(v):.3f} | {min(v):.3f} | {max(v):.3f} | {target(m, statistics.median(v))} |"
-       for (m, u), v in sorted(rows.items())]
-commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+rows = benchrows.read(results)
+new = benchrows.table(rows, {"dist_build_over_rpmbuild_createrepo": ("<= 0.5", lambda v: v <= 0.5),
+                             "index_1000_rpms_ours_over_createrepo_c": ("<= 0.5", lambda v: v <= 0.5)})
+commit, when = benchrows.stamp()
 before, after = (loads.split() + ["?", "?"])[:2]
 note = (f"- packaging rows (`dist_build_*`, `rpmbuild_createrepo_*`, `*index_*_rpms_*`): measured alone by `scripts/bench.sh packaging` on {when}, "
         f"commit {commit}, {runs} runs{' in BENCH_QUICK mode' if quick == '1' else ''}, same machine; 1-minute load average {before} before "
@@ -171,14 +163,8 @@ note = (f"- packaging rows (`dist_build_*`, `rpmbuild_createrepo_*`, `*index_*_r
         f"timed by `$EPOCHREALTIME` read right before and after it (until 2026-12-06 the timer also counted a python start-up, about 0.09 s, "
         f"on both sides, which pulled the index ratio towards 1). `tasknode-dist index` signs repomd.xml with RSA-4096 and fsyncs what it "
         f"writes, and createrepo_c does neither: the signature alone is about a quarter of the index's CPU time (perf, 1,000 RPMs)")
-lines = open(out).read().split("\n")
-ours = ("| dist_build_", "| rpmbuild_createrepo_", "| index_", "| reindex_", "- packaging rows (")
-lines = [l for l in lines if not l.startswith(ours)]
-header = next(i for i, l in enumerate(lines) if l.startswith("| metric"))
-for row in new:  # in order among the rows kept
-    at = next(i for i in range(header + 2, len(lines) + 1) if i == len(lines) or not lines[i].startswith("| ") or lines[i] > row)
-    lines.insert(at, row)
-lines.insert(header - 1, note)
+ours = ["| dist_build_", "| rpmbuild_createrepo_", "| index_", "| reindex_", "- packaging rows ("]
+lines = benchrows.merge(open(out).read().split("\n"), new, note, ours)
 open(out, "w").write("\n".join(lines))
 PY
 say "done: $OUT"

@@ -161,22 +161,15 @@ NOTES
 if [ "$AGENT_ONLY" = 1 ]; then
   say "writing the agent rows of $OUT"
   python3 - "$RESULTS" "$OUT" "$RUNS" "$QUICK" "$(tr '\n' ' ' <"$WORK/rss-load")" "$AGENT_NOTES" <<'PY'
-import datetime, json, statistics, subprocess, sys
+import sys
+sys.dont_write_bytecode = True  # no __pycache__ in the checkout
+sys.path.insert(0, "scripts")
+import benchrows
 results, out, runs, quick, loads, notes = sys.argv[1:7]
-rows = {}
-for line in open(results):
-    r = json.loads(line)
-    rows.setdefault((r["metric"], r["unit"]), []).append(float(r["value"]))
-targets = {"agent_binary_static_musl": ("<= 5 MiB", lambda v: v <= 5), "agent_idle_rss": ("<= 4 MiB", lambda v: v <= 4)}
-def target(m, v):
-    if m not in targets:
-        return ""
-    text, ok = targets[m]
-    return f"{text}: {'met' if ok(v) else 'MISSED'}"
-new = [f"| {m} | {u} | {statistics.median(v):.3f} | {min(v):.3f} | {max(v):.3f} | {target(m, statistics.median(v))} |"
-       for (m, u), v in sorted(rows.items())]
-commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+rows = benchrows.read(results)
+new = benchrows.table(rows, {"agent_binary_static_musl": ("<= 5 MiB", lambda v: v <= 5),
+                             "agent_idle_rss": ("<= 4 MiB", lambda v: v <= 4)})
+commit, when = benchrows.stamp()
 note = (f"- agent rows (`agent_binary_static_musl`, `agent_idle_rss`): measured alone by `scripts/bench.sh agent` on {when}, commit {commit}, {runs} runs"
         f"{' in BENCH_QUICK mode' if quick == '1' else ''}, same machine, a debug console answering; 1-minute load average before each idle-memory run: {loads.strip()}")
 lines = open(out).read().split("\n")
@@ -184,12 +177,7 @@ if "- agent size, what each setting buys" in "\n".join(lines):
     start = next(i for i, l in enumerate(lines) if l.startswith("- agent size, what each setting buys"))
     end = next((i for i in range(start + 1, len(lines)) if not lines[i].startswith("  - ")), len(lines))
     del lines[start:end]
-lines = [l for l in lines if not l.startswith(tuple(f"| {m} |" for m, _ in rows) + ("- agent rows (",))]
-header = next(i for i, l in enumerate(lines) if l.startswith("| metric"))
-for row in new:  # in order among the rows kept
-    at = next(i for i in range(header + 2, len(lines) + 1) if i == len(lines) or not lines[i].startswith("| ") or lines[i] > row)
-    lines.insert(at, row)
-lines.insert(header - 1, note)
+lines = benchrows.merge(lines, new, note, [f"| {m} |" for m, _ in rows] + ["- agent rows ("])
 size = next(i for i, l in enumerate(lines) if l.startswith("- `agent_binary_*`"))
 lines[size] = ("- `agent_binary_*`: size of the static agent as packages ship it (`cargo build --profile agent --target "
                "x86_64-unknown-linux-musl`: static, stripped, fat LTO, optimised for size) and, for reference, the glibc build (`--release`).")
