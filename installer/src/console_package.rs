@@ -62,10 +62,11 @@ fn script_context() -> ScriptContext<'static> {
 }
 
 /// NAME-VERSION-RELEASE.ARCH.rpm.
-pub fn rpm_file_name(version: &Version, target: &RpmTarget, arch: &str) -> String {
+pub fn rpm_file_name(version: &Version, target: &RpmTarget, arch: Arch) -> String {
     format!(
         "{PACKAGE}-{version}-{release}.{arch}.rpm",
-        release = target.release
+        release = target.release,
+        arch = arch.uname()
     )
 }
 
@@ -152,7 +153,7 @@ fn static_x86_64(elf: &[u8]) -> Result<(), &'static str> {
 pub struct RpmInputs<'a> {
     pub target: &'a RpmTarget,
     pub version: &'a Version,
-    pub arch: &'a str,
+    pub arch: Arch,
     pub console: &'a [u8],
     pub source_date: u32,
 }

@@ -7,6 +7,7 @@
 use crate::rpm_package::RpmError;
 use crate::rpm_payload::{PAYLOAD_IS_XZ, Unsealed};
 use crate::target::{PACKAGER, RpmTarget, Version};
+use tasknode_render::arch::Arch;
 use tasknode_render::templates::{TemplateError, Templates};
 
 pub const LICENSE: &str = "Apache-2.0";
@@ -54,8 +55,8 @@ pub struct RpmPackage<'a> {
     pub name: &'a str,
     pub target: &'a RpmTarget,
     pub version: &'a Version,
-    /// RPM architecture, e.g. x86_64.
-    pub arch: &'a str,
+    /// The architecture (its RPM name is its `uname -m`).
+    pub arch: Arch,
     pub summary: &'a str,
     pub description: &'a str,
     /// The changelog entry's text (its name and time are the packager's and the release's).
@@ -80,7 +81,13 @@ pub fn unsealed(p: RpmPackage<'_>) -> Result<Unsealed, RpmError> {
         source,
     };
     let config = crate::rpm_payload::config(p.source_date);
-    let mut b = rpm::PackageBuilder::new(p.name, p.version.as_str(), LICENSE, p.arch, p.summary);
+    let mut b = rpm::PackageBuilder::new(
+        p.name,
+        p.version.as_str(),
+        LICENSE,
+        p.arch.uname(),
+        p.summary,
+    );
     b.using_config(config)
         .release(p.target.release.clone())
         .description(p.description)

@@ -7,6 +7,7 @@ use serde::Serialize;
 use crate::rpm_build::{self, RpmPackage, text};
 use crate::rpm_payload::Unsealed;
 use crate::target::{Init, RpmTarget, Version};
+use tasknode_render::arch::Arch;
 use tasknode_render::layout::{AGENT_USER, InstallMethod, Layout};
 use tasknode_render::templates::{self, TemplateError, Templates};
 
@@ -38,8 +39,7 @@ pub enum RpmError {
 pub struct RpmInputs<'a> {
     pub target: &'a RpmTarget,
     pub version: &'a Version,
-    /// RPM architecture, e.g. x86_64.
-    pub arch: &'a str,
+    pub arch: Arch,
     /// The static agent binary.
     pub agent: &'a [u8],
     /// Its man pages and completions.
@@ -63,10 +63,11 @@ struct ScriptletContext<'a> {
 }
 
 /// The file name yum and rpm expect: NAME-VERSION-RELEASE.ARCH.rpm.
-pub fn file_name(version: &Version, target: &RpmTarget, arch: &str) -> String {
+pub fn file_name(version: &Version, target: &RpmTarget, arch: Arch) -> String {
     format!(
         "{PACKAGE_NAME}-{version}-{release}.{arch}.rpm",
-        release = target.release
+        release = target.release,
+        arch = arch.uname()
     )
 }
 

@@ -141,7 +141,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
                 &RpmInputs {
                     target,
                     version: &opts.version,
-                    arch: arch.uname(),
+                    arch: *arch,
                     agent,
                     docs: &docs,
                     source_date: opts.source_date,
@@ -157,7 +157,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
                     &crate::console_package::RpmInputs {
                         target,
                         version: &opts.version,
-                        arch: arch.uname(),
+                        arch: *arch,
                         console,
                         source_date: opts.source_date,
                     },
@@ -229,7 +229,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
             path: repo_dir(&opts.out, target.dist, *arch).join(rpm_package::file_name(
                 &opts.version,
                 target,
-                arch.uname(),
+                *arch,
             )),
             bytes,
             mode: 0o644,
@@ -240,7 +240,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
         planned.push(Planned {
             kind: ArtifactKind::ConsoleRpm,
             path: repo_dir(&opts.out, target.dist, *arch).join(
-                crate::console_package::rpm_file_name(&opts.version, target, arch.uname()),
+                crate::console_package::rpm_file_name(&opts.version, target, *arch),
             ),
             bytes,
             mode: 0o644,
