@@ -8,6 +8,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use tasknode_dist::fsutil;
 use tasknode_render::Layout;
 use tasknode_render::dist::Dist;
+use tasknode_render::layout::InstallMethod;
 use tasknode_render::render;
 use tasknode_render::templates::Templates;
 
@@ -90,7 +91,7 @@ pub enum RenderCmd {
         console: String,
         /// script, rpm, deb or manual.
         #[arg(long, default_value = "script")]
-        install_method: String,
+        install_method: InstallMethod,
         #[command(flatten)]
         common: Common,
     },
@@ -132,7 +133,7 @@ pub fn run(cmd: &RenderCmd) -> anyhow::Result<()> {
             common: c,
         } => (
             c,
-            render::config(&templates(c)?, &layout(c), console, install_method)?,
+            render::config(&templates(c)?, &layout(c), console, *install_method)?,
             0o600,
         ),
         RenderCmd::Repo {
