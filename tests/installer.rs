@@ -114,6 +114,20 @@ fn hostile_console_urls_are_refused_at_render_time() {
         assert!(!out_file.exists(), "a refused render wrote a file");
     }
     assert!(!canary.exists());
+    // An install method the agent does not know: refused, naming the flag and the choices.
+    let out = Command::new(bin("tasknode-dist"))
+        .args(["render", "config", "--console", "http://x"])
+        .args(["--install-method", "curl|sh", "--out"])
+        .arg(&out_file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("--install-method") && err.contains("script, rpm, deb, manual"),
+        "{err}"
+    );
+    assert!(!out_file.exists(), "a refused render wrote a file");
 }
 
 /// install.sh as the console renders it, for a token and both architectures.
