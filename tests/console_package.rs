@@ -14,7 +14,7 @@ use serde_json::Value;
 use tasknode_tests::container::{Container, Init};
 use tasknode_tests::releases::{EPOCH, fixture, ok, run};
 use tasknode_tests::sandbox::require_root;
-use tasknode_tests::{dist_json, free_port, stderr, which};
+use tasknode_tests::{dist_json, fixture_dir, free_port, stderr, which};
 
 /// The highest `systemd-analyze security` exposure the unit may have (systemd 252, Debian 12).
 /// docs/architecture.md and README.md give the same number.
@@ -41,7 +41,7 @@ fn static_console() -> PathBuf {
 /// Two releases (the fixture's two versions) of el7, al8 and deb, with console packages, in
 /// one directory; built once.
 struct Release {
-    dir: tempfile::TempDir,
+    dir: PathBuf,
     v1: String,
     v2: String,
 }
@@ -50,9 +50,9 @@ fn release() -> &'static Release {
     static R: OnceLock<Release> = OnceLock::new();
     R.get_or_init(|| {
         let f = fixture();
-        let dir = tempfile::tempdir().unwrap();
+        let dir = fixture_dir("release");
         // Stripped, as a release build is.
-        let console = dir.path().join("tasknode-console");
+        let console = dir.join("tasknode-console");
         let st = Command::new("strip")
             .arg("-o")
             .arg(&console)
@@ -60,7 +60,7 @@ fn release() -> &'static Release {
             .status()
             .unwrap();
         assert!(st.success());
-        let out = dir.path().join("out");
+        let out = dir.join("out");
         for (version, agent) in [&f.v1, &f.v2] {
             let report = dist_json(&[
                 "build",
@@ -102,7 +102,7 @@ fn release() -> &'static Release {
 
 impl Release {
     fn out(&self) -> PathBuf {
-        self.dir.path().join("out")
+        self.dir.join("out")
     }
 
     fn rpm(&self, dist: &str, version: &str) -> PathBuf {
@@ -219,19 +219,19 @@ fn console_packages_verify_lint_clean_and_hold_a_sandboxed_service() {
         "--agent",
         f.v1.1.to_str().unwrap(),
         "--console",
-        r.dir.path().join("tasknode-console").to_str().unwrap(),
+        r.dir.join("tasknode-console").to_str().unwrap(),
         "--source-date-epoch",
         EPOCH,
     ]);
     assert!(again.status.success(), "{}", stderr(&again));
     // A console that is not static is refused, naming the flag and the fix, before anything
     // is written.
-    let dynamic = r.dir.path().join("dynamic");
+    let dynamic = r.dir.join("dynamic");
     std::fs::copy("/bin/true", &dynamic).unwrap();
     let refused = tasknode_tests::releases::dist(&[
         "build",
         "--out",
-        r.dir.path().join("refused").to_str().unwrap(),
+        r.dir.join("refused").to_str().unwrap(),
         "--version",
         &r.v1,
         "--targets",
@@ -251,7 +251,7 @@ fn console_packages_verify_lint_clean_and_hold_a_sandboxed_service() {
             && said.contains("--target x86_64-unknown-linux-musl"),
         "{said}"
     );
-    assert!(!r.dir.path().join("refused").join("releases").exists());
+    assert!(!r.dir.join("refused").join("releases").exists());
 }
 
 #[test]

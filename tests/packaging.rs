@@ -4,14 +4,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
 use serde_json::Value;
 use tasknode_tests::releases::{EPOCH, agent_version_in_root, dist, fixture, ok, rpm_path, run};
 use tasknode_tests::sandbox::{Os, Sandbox, require_root};
-use tasknode_tests::{Console, build_release_at, dist_json, stderr, which};
+use tasknode_tests::{Console, build_release_at, dist_json, fixture_dir, stderr, which};
 
 const DISTS: [&str; 4] = ["el6", "el7", "al7", "al8"];
 /// The rpmlib() features rpm 4.8 (CentOS 6) provides; a package may need no other.
@@ -34,21 +34,14 @@ const RPM_48_RPMLIB: &[&str] = &[
 
 /// A release of the first version for every dist, built once.
 fn release() -> &'static Path {
-    static R: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static R: OnceLock<PathBuf> = OnceLock::new();
     R.get_or_init(|| {
         let f = fixture();
-        let dir = tempfile::tempdir().unwrap();
-        build_release_at(
-            dir.path(),
-            &f.keys,
-            &f.v1.0,
-            &f.v1.1,
-            "el6,el7,al7,al8",
-            EPOCH,
-        );
+        let dir = fixture_dir("release");
+        build_release_at(&dir, &f.keys, &f.v1.0, &f.v1.1, "el6,el7,al7,al8", EPOCH);
         dir
     })
-    .path()
+    .as_path()
 }
 
 /// An rpm database holding only the release's public key.

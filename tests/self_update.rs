@@ -22,7 +22,6 @@ const TARGET: &str = "x86_64-unknown-linux-musl";
 /// Release keys (two sets: the trusted one and another) and a release directory with 0.1.0
 /// and 0.2.0 built in it, made once for every test here.
 struct Releases {
-    _dir: tempfile::TempDir,
     keys: PathBuf,
     key_hex: String,
     other_keys: PathBuf,
@@ -32,8 +31,8 @@ struct Releases {
 fn releases() -> &'static Releases {
     static R: OnceLock<Releases> = OnceLock::new();
     R.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let p = |s: &str| dir.path().join(s);
+        let dir = tasknode_tests::fixture_dir("releases");
+        let p = |s: &str| dir.join(s);
         let generated = dist_json(&["keygen", "--out", p("keys").to_str().unwrap()]);
         // A standby key, which agents built from these keys trust as well, for a rotation.
         let next = generated["next_manifest_public_key"].as_str().unwrap();
@@ -53,7 +52,6 @@ fn releases() -> &'static Releases {
                 .to_owned(),
             other_keys: p("other-keys"),
             dist: p("dist"),
-            _dir: dir,
         }
     })
 }

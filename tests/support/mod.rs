@@ -728,6 +728,35 @@ pub fn build_release_at(
 }
 
 /// A loopback port free at the time of the call, where nothing listens once it returns.
+/// The directory of a fixture the tests of one binary share, built once and kept in a static:
+/// target/<profile>/fixtures/<test binary>-<name>, made afresh when the fixture is built. A
+/// static is never dropped, so a `TempDir` in one would leave a directory in /tmp after every
+/// run; this leaves one copy, which the next run replaces.
+pub fn fixture_dir(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/<profile>/deps/<test>-<hash>: the name without the hash, so a rebuilt binary
+    // replaces its last run's copy too.
+    let stem = exe
+        .file_stem()
+        .map_or_else(|| "tests".to_owned(), |s| s.to_string_lossy().into_owned());
+    let binary = stem
+        .rsplit_once('-')
+        .map_or(stem.as_str(), |(name, _)| name);
+    let profile = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary is in target/<profile>/deps");
+    let dir = profile.join("fixtures").join(format!("{binary}-{name}"));
+    match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            panic!("removing the last run's {}: {e}", dir.display())
+        }
+        _ => {}
+    }
+    std::fs::create_dir_all(&dir).expect("creating the fixture directory");
+    dir
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

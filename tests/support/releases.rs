@@ -13,7 +13,6 @@ pub const EPOCH: &str = "1700000000";
 
 /// Release keys and two agent versions, made once per test binary.
 pub struct Fixture {
-    _dir: tempfile::TempDir,
     pub keys: PathBuf,
     pub other_keys: PathBuf,
     /// (version, stripped static agent carrying it)
@@ -24,17 +23,17 @@ pub struct Fixture {
 pub fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let keys = dir.path().join("keys");
+        let dir = crate::fixture_dir("releases");
+        let keys = dir.join("keys");
         let out = dist(&["keygen", "--out", keys.to_str().unwrap(), "--json"]);
         assert!(out.status.success(), "keygen: {}", stderr(&out));
-        let other_keys = dir.path().join("other-keys");
+        let other_keys = dir.join("other-keys");
         let out = dist(&["keygen", "--out", other_keys.to_str().unwrap()]);
         assert!(out.status.success(), "keygen: {}", stderr(&out));
 
         // The real static agent, stripped as a release build is, and a copy that reports the
         // next patch version (its version marker rewritten in place: same length).
-        let v1_path = dir.path().join("agent-v1");
+        let v1_path = dir.join("agent-v1");
         std::fs::copy(static_agent(), &v1_path).unwrap();
         let st = Command::new("strip").arg(&v1_path).status().unwrap();
         assert!(st.success());
@@ -59,7 +58,7 @@ pub fn fixture() -> &'static Fixture {
         let mut patched = bytes.clone();
         let start = at + tasknode_protocol::AGENT_VERSION_MARKER.len();
         patched[start..start + v2.len()].copy_from_slice(v2.as_bytes());
-        let v2_path = dir.path().join("agent-v2");
+        let v2_path = dir.join("agent-v2");
         std::fs::write(&v2_path, &patched).unwrap();
         assert_eq!(
             tasknode_protocol::agent_version_in(&patched),
@@ -70,7 +69,6 @@ pub fn fixture() -> &'static Fixture {
             other_keys,
             v1: (v1, v1_path),
             v2: (v2, v2_path),
-            _dir: dir,
         }
     })
 }
