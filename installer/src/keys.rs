@@ -19,6 +19,8 @@ use pgp::crypto::public_key::PublicKeyAlgorithm;
 use pgp::types::{KeyDetails, PublicParams};
 use rsa::traits::PublicKeyParts;
 
+use crate::signer::PackageSigner;
+
 /// The secret OpenPGP key that signs packages and repomd.xml (0600).
 pub const PACKAGE_SECRET: &str = "package-signing.secret.asc";
 /// Its public half, as yum and rpm import it (the same name in the keys and release directories).
@@ -214,8 +216,8 @@ pub fn standby_key_hex(dir: &Path) -> Result<Option<String>, KeyError> {
 
 /// The keys a build signs with, loaded and checked.
 pub struct ReleaseKeys {
-    /// The armored secret OpenPGP key, as the rpm crate's signer reads it.
-    package_secret: String,
+    /// The signer of RPM headers and repomd.xml, made from the secret OpenPGP key.
+    package_signer: PackageSigner,
     /// The armored public key, published as RPM-GPG-KEY-tasknode.
     pub package_public: String,
     pub package_fingerprint: String,
@@ -249,6 +251,7 @@ impl ReleaseKeys {
             ))
         })?;
         check_package_key(&secret).map_err(wrong)?;
+        let package_signer = PackageSigner::new(&secret).map_err(|e| wrong(e.to_string()))?;
         let public = SignedPublicKey::from(secret.clone());
         let package_public = public
             .to_armored_string(ArmorOptions::default())
@@ -264,7 +267,7 @@ impl ReleaseKeys {
                 why: format!("not an ed25519 private key in PKCS#8 PEM ({e})"),
             })?;
         Ok(ReleaseKeys {
-            package_secret,
+            package_signer,
             package_public,
             package_fingerprint,
             package_created,
@@ -300,8 +303,8 @@ impl ReleaseKeys {
     }
 
     /// The signer for RPM headers and repomd.xml.
-    pub fn package_signer(&self) -> Result<rpm::signature::pgp::Signer, rpm::Error> {
-        rpm::signature::pgp::Signer::from_asc(&self.package_secret)
+    pub fn package_signer(&self) -> &PackageSigner {
+        &self.package_signer
     }
 }
 

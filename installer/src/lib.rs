@@ -14,4 +14,5 @@ pub mod repo;
 pub mod rpm_build;
 pub mod rpm_package;
 pub mod rpm_payload;
+pub mod signer;
 pub mod target;

@@ -73,7 +73,7 @@ pub fn index(
     dir: &Path,
     source_date: u32,
     signature_time: u32,
-    signer: &rpm::signature::pgp::Signer,
+    signer: &crate::signer::PackageSigner,
 ) -> Result<Indexed, RepoError> {
     index_with_jobs(
         dir,
@@ -90,7 +90,7 @@ pub fn index_with_jobs(
     dir: &Path,
     source_date: u32,
     signature_time: u32,
-    signer: &rpm::signature::pgp::Signer,
+    signer: &crate::signer::PackageSigner,
     jobs: std::num::NonZeroUsize,
 ) -> Result<Indexed, RepoError> {
     let mut rpms: Vec<String> = Vec::new();
@@ -257,7 +257,7 @@ fn write_staged(
     packages: &[Package],
     source_date: u32,
     signature_time: u32,
-    signer: &rpm::signature::pgp::Signer,
+    signer: &crate::signer::PackageSigner,
     jobs: std::num::NonZeroUsize,
 ) -> Result<(), RepoError> {
     // Each of primary, filelists and other is written as XML straight into its gzip stream,

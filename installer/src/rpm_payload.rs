@@ -77,7 +77,7 @@ impl Unsealed {
     pub fn seal(
         &self,
         xz: &[u8],
-        signer: &rpm::signature::pgp::Signer,
+        signer: &crate::signer::PackageSigner,
         signature_time: u32,
     ) -> Result<Vec<u8>, rpm::Error> {
         let metadata = &self.package.metadata;
@@ -139,7 +139,7 @@ pub fn compress(archive: &[u8]) -> Result<Vec<u8>, rpm::Error> {
 pub fn seal_all(
     jobs: NonZeroUsize,
     packages: &[Unsealed],
-    signer: &rpm::signature::pgp::Signer,
+    signer: &crate::signer::PackageSigner,
     signature_time: u32,
 ) -> Result<Vec<Vec<u8>>, rpm::Error> {
     // Each package's archive, by its place among the distinct ones.
@@ -183,23 +183,25 @@ mod tests {
         b
     }
 
-    fn signer() -> (tempfile::TempDir, rpm::signature::pgp::Signer) {
+    fn keys() -> (tempfile::TempDir, crate::keys::ReleaseKeys) {
         let dir = tempfile::tempdir().expect("tempdir");
         crate::keys::generate(dir.path(), "demo <demo@example.invalid>").expect("keygen");
         let keys = crate::keys::ReleaseKeys::load(dir.path()).expect("keys");
-        let signer = keys.package_signer().expect("signer");
-        (dir, signer)
+        (dir, keys)
     }
 
     #[test]
     fn packages_sharing_an_archive_share_one_payload_and_each_verifies() {
-        let (_keys, signer) = signer();
+        let (_dir, keys) = keys();
+        let signer = keys.package_signer();
+        let verifier =
+            rpm::signature::pgp::Verifier::from_asc(&keys.package_public).expect("public key");
         let unsealed: Vec<Unsealed> = ["1.el7", "1.al8", "2.el7"]
             .iter()
             .map(|r| unsealed(&mut builder(r, rpm::CompressionWithLevel::None)).expect("build"))
             .collect();
         assert_eq!(unsealed[0].archive_digest(), unsealed[1].archive_digest());
-        let sealed = seal_all(NonZeroUsize::MIN, &unsealed, &signer, 1_700_000_000).expect("seal");
+        let sealed = seal_all(NonZeroUsize::MIN, &unsealed, signer, 1_700_000_000).expect("seal");
         assert_eq!(sealed.len(), 3);
         let parsed: Vec<rpm::Package> = sealed
             .iter()
@@ -213,6 +215,8 @@ mod tests {
                 rpm::CompressionType::Xz
             );
             assert_eq!(p.signatures().expect("signatures").len(), 1);
+            p.verify_signature(&verifier)
+                .expect("signed by the package key");
         }
         assert_eq!(parsed[0].payload, parsed[1].payload);
         let mut archive = Vec::new();
@@ -226,10 +230,11 @@ mod tests {
 
     #[test]
     fn the_header_is_the_one_the_rpm_crate_makes_for_xz_but_for_the_payload_digest() {
-        let (_keys, signer) = signer();
+        let (_dir, keys) = keys();
+        let signer = keys.package_signer();
         let ours = unsealed(&mut builder("1.el7", rpm::CompressionWithLevel::None)).expect("build");
         let xz = compress(ours.archive()).expect("xz");
-        let ours = rpm::Package::parse(&mut ours.seal(&xz, &signer, 0).expect("seal").as_slice())
+        let ours = rpm::Package::parse(&mut ours.seal(&xz, signer, 0).expect("seal").as_slice())
             .expect("parse");
         let crate_built = builder("1.el7", rpm::CompressionWithLevel::Xz(XZ_LEVEL))
             .build()

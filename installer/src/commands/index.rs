@@ -2,7 +2,6 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use clap::Args;
 
 #[derive(Debug, Args)]
@@ -32,14 +31,11 @@ pub fn run(args: &IndexArgs) -> anyhow::Result<()> {
     }
     let keys = tasknode_dist::keys::ReleaseKeys::load(&args.keys)?;
     let source_date = tasknode_dist::release::source_date(args.source_date_epoch, Path::new("."))?;
-    let signer = keys
-        .package_signer()
-        .context("--keys: loading the package key")?;
     let indexed = tasknode_dist::repo::index_with_jobs(
         &args.repo,
         source_date,
         keys.signature_time(source_date),
-        &signer,
+        keys.package_signer(),
         args.jobs
             .unwrap_or_else(tasknode_dist::parallel::default_jobs),
     )?;

@@ -6,7 +6,7 @@ use std::fs;
 use std::path::PathBuf;
 
 use crate::error::BuildError;
-use crate::keys::{self, KeyError, ReleaseKeys};
+use crate::keys::{self, ReleaseKeys};
 use crate::repo;
 use crate::rpm_package::{self, RpmError, RpmInputs};
 use crate::target::{self, RpmTarget, Target, TargetError, Version};
@@ -111,23 +111,11 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
     let signature_time = keys
         .as_ref()
         .map_or(opts.source_date, |k| k.signature_time(opts.source_date));
-    let mut signer = None;
-    if let Some(keys) = &keys {
-        signer = Some(keys.package_signer().map_err(|e| {
-            BuildError::Key(KeyError::WrongKey {
-                path: opts
-                    .keys
-                    .clone()
-                    .unwrap_or_default()
-                    .join(keys::PACKAGE_SECRET),
-                why: e.to_string(),
-            })
-        })?);
-    }
+    let signer = keys.as_ref().map(ReleaseKeys::package_signer);
     // Every RPM, the agent's and the console's: headers first, then each distinct payload
     // compressed once and every package signed (see crate::rpm_payload).
     let rpms_built = || {
-        let Some(signer) = &signer else {
+        let Some(signer) = signer else {
             return Ok((Vec::new(), Vec::new()));
         };
         let unsealed = crate::parallel::map(opts.jobs, &rpms, |(target, arch)| {
@@ -294,7 +282,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
 
     // -- Index each repository the build added to.
     let mut repositories = Vec::new();
-    if let Some(signer) = &signer {
+    if let Some(signer) = signer {
         // One repository per job; the threads left over read each one's packages.
         let per_repo = std::num::NonZeroUsize::new(opts.jobs.get() / rpms.len().max(1))
             .unwrap_or(std::num::NonZeroUsize::MIN);
