@@ -123,6 +123,16 @@ pub struct InstallContext {
     /// Why the console refused the link this script was asked for; the script then only
     /// uninstalls. Empty for a working link.
     pub refused: String,
+    /// Where the script puts the agent and what it writes there: the same in every install.sh.
+    #[serde(flatten)]
+    pub layout: InstallLayoutContext,
+}
+
+/// install.sh's layout half: the files it installs and where they go. The same for every
+/// script the console hands out, a refused link's included (its `--uninstall` removes what a
+/// working one installed), so it is built in one place for both.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstallLayoutContext {
     /// Where the agent's files go (the script layout).
     pub bin: String,
     pub config: String,

@@ -5,7 +5,9 @@ use tasknode_protocol::validate::{self, FieldError};
 
 use crate::arch::Arch;
 use crate::artifacts::AgentArtifacts;
-use crate::context::{ConfigContext, InstallContext, RepoContext, ServiceContext};
+use crate::context::{
+    ConfigContext, InstallContext, InstallLayoutContext, RepoContext, ServiceContext,
+};
 use crate::dist::Dist;
 use crate::layout::{InstallMethod, Layout};
 use crate::templates::{self, TemplateError, Templates};
@@ -231,7 +233,6 @@ pub fn install_sh(t: &Templates, inputs: &InstallInputs<'_>) -> Result<String, R
             (String::new(), user_name.clone(), password.clone())
         }
     };
-    let layout = Layout::script();
     let download = |arch: Arch| match inputs.artifacts.get(arch) {
         Some(b) => (agent_url(&console_url, arch), b.sha256.clone()),
         None => (String::new(), String::new()),
@@ -250,23 +251,10 @@ pub fn install_sh(t: &Templates, inputs: &InstallInputs<'_>) -> Result<String, R
         agent_x86_64_sha256: x86_sha,
         agent_aarch64_url: arm_url,
         agent_aarch64_sha256: arm_sha,
-        unit_file: unit(t, &layout)?,
-        init_script: init(t, &layout)?,
-        serverctl_script: serverctl(t, &layout)?,
-        root_serverctl_script: root_serverctl(t, &layout)?,
-        root_serverctl: crate::layout::ROOT_SERVERCTL.to_owned(),
-        agent_user: crate::layout::AGENT_USER.to_owned(),
-        unit_path: crate::layout::SCRIPT_UNIT.to_owned(),
-        init_path: layout.init_script.clone(),
-        install_state_dir: crate::layout::INSTALL_STATE_DIR.to_owned(),
-        bin: layout.bin,
-        config: layout.config,
-        log_dir: layout.log_dir,
-        work_dir: layout.work_dir,
-        pid_file: layout.pid_file,
         console_urls,
         console_url,
         refused: String::new(),
+        layout: install_layout(t)?,
     };
     Ok(t.render(templates::INSTALL_SH, &ctx)?)
 }
@@ -282,7 +270,6 @@ pub fn refused_install_sh(
 ) -> Result<String, RenderError> {
     let console_url = self::console_url("--console", console_url)?;
     let console_ca = console_ca_text(&console_url, console_ca)?;
-    let layout = Layout::script();
     let ctx = InstallContext {
         enrollment_token: String::new(),
         user_name: String::new(),
@@ -295,6 +282,23 @@ pub fn refused_install_sh(
         agent_x86_64_sha256: String::new(),
         agent_aarch64_url: String::new(),
         agent_aarch64_sha256: String::new(),
+        console_urls: console_url.clone(),
+        console_url,
+        refused: if reason.is_empty() {
+            "the console refused this install link".to_owned()
+        } else {
+            reason.to_owned()
+        },
+        layout: install_layout(t)?,
+    };
+    Ok(t.render(templates::INSTALL_SH, &ctx)?)
+}
+
+/// install.sh's layout half, the same in a working script and a refused link's: the script
+/// layout, and the unit, init script and serverctl rendered for it.
+fn install_layout(t: &Templates) -> Result<InstallLayoutContext, RenderError> {
+    let layout = Layout::script();
+    Ok(InstallLayoutContext {
         unit_file: unit(t, &layout)?,
         init_script: init(t, &layout)?,
         serverctl_script: serverctl(t, &layout)?,
@@ -309,15 +313,7 @@ pub fn refused_install_sh(
         log_dir: layout.log_dir,
         work_dir: layout.work_dir,
         pid_file: layout.pid_file,
-        console_urls: console_url.clone(),
-        console_url,
-        refused: if reason.is_empty() {
-            "the console refused this install link".to_owned()
-        } else {
-            reason.to_owned()
-        },
-    };
-    Ok(t.render(templates::INSTALL_SH, &ctx)?)
+    })
 }
 
 /// The CA text a script carries: checked PEM over HTTPS, empty without a CA.
