@@ -458,6 +458,125 @@ mod tests {
         }
     }
 
+    /// The variables of install.sh's header block, in order, each with its value as the script
+    /// writes it (single-quoted runs and `\'`).
+    fn header_vars(script: &str) -> Vec<(String, String)> {
+        let start = script.find("\n{\n").unwrap() + 3;
+        let mut rest = &script[start..];
+        let mut vars = Vec::new();
+        while !rest.starts_with("}\n") {
+            let (name, after) = rest.split_once('=').unwrap();
+            let mut end = 0;
+            let bytes = after.as_bytes();
+            while bytes[end] != b'\n' {
+                end += match bytes[end] {
+                    b'\'' => after[end + 1..].find('\'').unwrap() + 2,
+                    b'\\' => 2,
+                    other => panic!("{name}: unquoted {:?}", other as char),
+                };
+            }
+            vars.push((name.to_owned(), after[..end].to_owned()));
+            rest = &after[end + 1..];
+        }
+        vars
+    }
+
+    /// A refused link's script still uninstalls, so it must know every path, unit and file a
+    /// working script installs. Only what belongs to one link may differ; a variable this list
+    /// does not name is layout and must be the same in both.
+    #[test]
+    fn a_refused_script_has_the_layout_of_a_working_one() {
+        const PER_LINK: &[&str] = &[
+            "CONSOLE_URL",
+            "CONSOLE_URLS",
+            "CONSOLE_CA",
+            "ENROLLMENT_TOKEN",
+            "USER_NAME",
+            "PASSWORD",
+            "ENABLE_UUID",
+            "GROUP",
+            "AGENT_VERSION",
+            "AGENT_X86_64_URL",
+            "AGENT_X86_64_SHA256",
+            "AGENT_AARCH64_URL",
+            "AGENT_AARCH64_SHA256",
+            "REFUSED",
+        ];
+        let t = Templates::embedded().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        for arch in [Arch::X86_64, Arch::Aarch64] {
+            std::fs::write(
+                dir.path().join(crate::artifacts::file_name(arch)),
+                crate::artifacts::stand_in_binary(
+                    "0.1.0",
+                    crate::artifacts::file_name(arch).as_bytes(),
+                ),
+            )
+            .unwrap();
+        }
+        let artifacts = AgentArtifacts::scan(dir.path()).unwrap();
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIBdzCCAR2gAwIBAgIU\n-----END CERTIFICATE-----\n";
+        let working = install_sh(
+            &t,
+            &InstallInputs {
+                console_url: "https://console.example.com:8443",
+                agent_urls: &[],
+                console_ca: Some(pem),
+                credential: InstallCredential::Token(format!("tn_{}", "a".repeat(43))),
+                group: "etl",
+                enable_uuid: true,
+                artifacts: &artifacts,
+            },
+        )
+        .unwrap();
+        let refused = refused_install_sh(
+            &t,
+            "https://console.example.com:8443",
+            Some(pem),
+            "this link was used",
+        )
+        .unwrap();
+        let (working, refused) = (header_vars(&working), header_vars(&refused));
+        let names = |vars: &[(String, String)]| -> Vec<String> {
+            vars.iter().map(|(n, _)| n.clone()).collect()
+        };
+        assert_eq!(names(&working), names(&refused));
+        for (name, value) in &working {
+            if PER_LINK.contains(&name.as_str()) {
+                continue;
+            }
+            assert!(value.len() > 2, "{name} is empty: {value}");
+            let other = &refused.iter().find(|(n, _)| n == name).unwrap().1;
+            assert_eq!(value, other, "{name} differs in the refused script");
+        }
+        let layout: Vec<&str> = working
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .filter(|n| !PER_LINK.contains(n))
+            .collect();
+        for name in [
+            "BIN",
+            "CONF",
+            "PIDFILE",
+            "UNIT_FILE",
+            "INIT_SCRIPT",
+            "SERVERCTL_SCRIPT",
+            "ROOT_SERVERCTL",
+            "UNIT_PATH",
+            "INIT_PATH",
+            "STATE_DIR",
+        ] {
+            assert!(layout.contains(&name), "{name} not in {layout:?}");
+        }
+        // The block was read value by value: the per-link ones differ where they must.
+        let value = |vars: &[(String, String)], name: &str| {
+            vars.iter().find(|(n, _)| n == name).unwrap().1.clone()
+        };
+        assert_eq!(value(&working, "GROUP"), "'etl'");
+        assert_eq!(value(&refused, "GROUP"), "''");
+        assert_eq!(value(&refused, "REFUSED"), "'this link was used'");
+    }
+
     #[test]
     fn unit_quotes_paths_for_systemd() {
         let t = Templates::embedded().unwrap();
