@@ -135,27 +135,31 @@ pub fn compress(archive: &[u8]) -> Result<Vec<u8>, rpm::Error> {
 }
 
 /// Seals every package, compressing each distinct archive once, on up to `jobs` threads; the
-/// bytes come back in the order of `packages`.
+/// bytes come back in the order of `packages`. `sealed` hears each package's place in
+/// `packages` as soon as that package is done.
 pub fn seal_all(
     jobs: NonZeroUsize,
     packages: &[Unsealed],
     signer: &crate::signer::PackageSigner,
     signature_time: u32,
+    sealed: &(dyn Fn(usize) + Sync),
 ) -> Result<Vec<Vec<u8>>, rpm::Error> {
     // Each package's archive, by its place among the distinct ones.
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     let mut archives: Vec<&[u8]> = Vec::new();
     let mut which = Vec::with_capacity(packages.len());
-    for p in packages {
+    for (place, p) in packages.iter().enumerate() {
         let i = *seen.entry(p.archive_digest()).or_insert_with(|| {
             archives.push(p.archive());
             archives.len() - 1
         });
-        which.push((p, i));
+        which.push((place, p, i));
     }
     let compressed = crate::parallel::map(jobs, &archives, |archive| compress(archive))?;
-    crate::parallel::map(jobs, &which, |(p, i)| {
-        p.seal(&compressed[*i], signer, signature_time)
+    crate::parallel::map(jobs, &which, |(place, p, i)| {
+        let bytes = p.seal(&compressed[*i], signer, signature_time)?;
+        sealed(*place);
+        Ok(bytes)
     })
 }
 
@@ -201,7 +205,12 @@ mod tests {
             .map(|r| unsealed(&mut builder(r, rpm::CompressionWithLevel::None)).expect("build"))
             .collect();
         assert_eq!(unsealed[0].archive_digest(), unsealed[1].archive_digest());
-        let sealed = seal_all(NonZeroUsize::MIN, &unsealed, signer, 1_700_000_000).expect("seal");
+        let heard = std::sync::Mutex::new(Vec::new());
+        let sealed = seal_all(NonZeroUsize::MIN, &unsealed, signer, 1_700_000_000, &|i| {
+            heard.lock().expect("lock").push(i)
+        })
+        .expect("seal");
+        assert_eq!(heard.into_inner().expect("lock"), [0, 1, 2]);
         assert_eq!(sealed.len(), 3);
         let parsed: Vec<rpm::Package> = sealed
             .iter()

@@ -158,17 +158,21 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
         let (mut packages, consoles): (Vec<_>, Vec<_>) = unsealed.into_iter().unzip();
         let with_console: Vec<bool> = consoles.iter().map(Option::is_some).collect();
         packages.extend(consoles.into_iter().flatten());
-        let sealed = crate::rpm_payload::seal_all(opts.jobs, &packages, signer, signature_time)
-            .map_err(RpmError::Seal)?;
+        // A step for each agent RPM, as it is signed.
+        let step = |i: usize| {
+            if let Some((target, arch)) = rpms.get(i) {
+                progress.step(&format!("{} {arch} RPM", target.dist));
+            }
+        };
+        let sealed =
+            crate::rpm_payload::seal_all(opts.jobs, &packages, signer, signature_time, &step)
+                .map_err(RpmError::Seal)?;
         let mut sealed = sealed.into_iter();
         let agent_rpms: Vec<Vec<u8>> = sealed.by_ref().take(rpms.len()).collect();
         let console_rpms: Vec<Option<Vec<u8>>> = with_console
             .iter()
             .map(|&with| if with { sealed.next() } else { None })
             .collect();
-        for (target, arch) in &rpms {
-            progress.step(&format!("{} {arch} RPM", target.dist));
-        }
         Ok::<_, BuildError>((agent_rpms, console_rpms))
     };
     let (tarballs, built) = crate::parallel::join(opts.jobs, tarballs, rpms_built);
