@@ -414,8 +414,8 @@ impl Metadata {
     }
 }
 
-/// Writes `repodata/NAME.xml.gz` of `kind` (best compression, no name or time in the gzip
-/// header) and returns its record, with the checksums and sizes of both forms as yum wants them.
+/// Writes `repodata/NAME.xml.gz` of `kind` (zlib's default level 6, the one createrepo_c uses;
+/// no name or time in the gzip header) and returns its record, with the checksums and sizes of both forms as yum wants them.
 fn write_gzipped(
     staging: &Path,
     kind: Metadata,
@@ -427,7 +427,7 @@ fn write_gzipped(
     let file = fs::File::create(&gz).map_err(io(&gz))?;
     let encoder = flate2::GzBuilder::new().mtime(0).write(
         Hashing::new(BufWriter::new(file)),
-        flate2::Compression::best(),
+        flate2::Compression::default(),
     );
     let mut open = Hashing::new(Unflushed(encoder));
     // The XML comes in pieces of a few bytes: hash and compress it in large ones.

@@ -9,8 +9,8 @@
 //!
 //! ring signs a message, not a digest, so the message is what OpenPGP hashes (RFC 4880
 //! §5.2.4): the signed data, then the hashed part of the signature packet as `pgp` writes it,
-//! then the trailer. Each signature is verified by `pgp` before it is handed out, so a packet
-//! that disagreed with its own hashed part could never leave this module.
+//! then the trailer. ring checks each signature against the public key before it returns it
+//! (no faulty CRT result leaves it); the unit tests check the packets against `pgp`'s verifier.
 
 use std::io::Read;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -50,7 +50,6 @@ pub enum SignerError {
 /// creation time, the issuer's fingerprint and key ID, and the key's first user ID.
 pub struct PackageSigner {
     key: ring::rsa::KeyPair,
-    public: pgp::packet::PublicKey,
     fingerprint: Fingerprint,
     key_id: KeyId,
     user_id: Option<Vec<u8>>,
@@ -93,7 +92,6 @@ impl PackageSigner {
             ring::rsa::KeyPair::from_der(der.as_bytes()).map_err(|e| inconsistent(&e))?;
         Ok(PackageSigner {
             key: ring_key,
-            public: primary.public_key().clone(),
             fingerprint: primary.fingerprint(),
             key_id: primary.legacy_key_id(),
             user_id: key.details.users.first().map(|u| u.id.id().to_vec()),
@@ -146,8 +144,6 @@ impl PackageSigner {
             [digest[0], digest[1]],
             SignatureBytes::Mpis(vec![Mpi::from_slice(&rsa)]),
         )?;
-        signature.verify(&self.public, data)?;
-
         let mut packet = Vec::with_capacity(1024);
         signature.to_writer_with_header(&mut packet)?;
         Ok(packet)
