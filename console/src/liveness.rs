@@ -43,9 +43,6 @@ struct Node {
     secret: SecretDigest,
     live: Liveness,
     dirty: bool,
-    /// Where its log service listens (classic servers): the address its heartbeats come from
-    /// and the port they name. Held in memory only; the next heartbeat after a restart sets it.
-    log_addr: Option<std::net::SocketAddr>,
 }
 
 /// The nodes by node id, and which node each server has: a server has at most one node, the one
@@ -148,7 +145,6 @@ impl LivenessMap {
                         secret,
                         live: s.liveness.clone(),
                         dirty: false,
-                        log_addr: None,
                     },
                 );
             }
@@ -202,7 +198,6 @@ impl LivenessMap {
                     secret,
                     live: rec.liveness,
                     dirty: false,
-                    log_addr: None,
                 },
             );
             changed += 1;
@@ -308,7 +303,6 @@ impl LivenessMap {
                 secret,
                 live,
                 dirty: false,
-                log_addr: None,
             },
         );
         true
@@ -339,7 +333,7 @@ impl LivenessMap {
 
     /// Where a node's log service is, as its last heartbeat said.
     pub fn log_addr(&self, node_id: &str) -> Option<std::net::SocketAddr> {
-        self.lock().get(node_id).and_then(|n| n.log_addr)
+        self.lock().get(node_id).and_then(|n| n.live.log_addr)
     }
 
     /// Records a heartbeat that came from `peer`. Returns false for an unknown node.
@@ -354,7 +348,7 @@ impl LivenessMap {
         let Some(n) = nodes.get_mut(node_id) else {
             return false;
         };
-        n.log_addr = hb.log_port.map(|p| std::net::SocketAddr::new(peer, p));
+        n.live.log_addr = hb.log_port.map(|p| std::net::SocketAddr::new(peer, p));
         n.live.last_heartbeat_ms = Some(now_ms);
         if n.live.agent_version.as_deref() != Some(hb.agent_version.as_str()) {
             n.live.agent_version = Some(hb.agent_version.clone());
@@ -519,6 +513,30 @@ mod tests {
         assert!(map.heartbeat("a", &hb(None), peer, 2));
         assert_eq!(map.log_addr("a"), None);
         assert_eq!(map.log_addr("nope"), None);
+    }
+
+    #[test]
+    fn a_console_the_heartbeats_do_not_reach_learns_the_log_service_from_the_store() {
+        // Console A takes the heartbeats and writes them; console B merges what A wrote.
+        let a = LivenessMap::default();
+        a.enroll(1, 1, "a", auth::digest("secret-a"), Liveness::default());
+        let with_port = HeartbeatRequest {
+            log_port: Some(8000),
+            ..hb(None)
+        };
+        assert!(a.heartbeat("a", &with_port, "10.0.0.7".parse().unwrap(), 5));
+        let written = a.take_dirty();
+        assert_eq!(
+            written[0].liveness.log_addr,
+            Some("10.0.0.7:8000".parse().unwrap())
+        );
+        let b = LivenessMap::default();
+        b.enroll(1, 1, "a", auth::digest("secret-a"), Liveness::default());
+        assert_eq!(b.log_addr("a"), None);
+        let mut rec = record(1, "a", 1, Some(5));
+        rec.liveness = written[0].liveness.clone();
+        assert_eq!(b.merge(vec![rec]), 1);
+        assert_eq!(b.log_addr("a"), Some("10.0.0.7:8000".parse().unwrap()));
     }
 
     #[test]

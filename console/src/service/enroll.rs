@@ -149,6 +149,7 @@ pub async fn enroll(
         clock_offset_ms: None,
         running_tasks: 0,
         stopped: None,
+        log_addr: None,
         ..server
             .enrollment
             .as_ref()

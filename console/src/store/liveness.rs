@@ -13,6 +13,11 @@ pub struct Liveness {
     pub clock_offset_ms: Option<i64>,
     pub running_tasks: u32,
     pub stopped: Option<Stop>,
+    /// Where its log service listens (classic servers): the address its last heartbeat came
+    /// from and the port it named. Kept by the PostgreSQL store only, so that every console
+    /// reads a classic server's task logs, not just the one its heartbeats reach; a SQLite
+    /// console has it from the next heartbeat after a restart.
+    pub log_addr: Option<std::net::SocketAddr>,
 }
 
 /// A clean agent shutdown.

@@ -66,7 +66,11 @@ pub const NOT_MOVED: &[&str] = &["schema_version", "leases"];
 
 /// Columns only the PostgreSQL schema has: bookkeeping of the consoles sharing it, which a
 /// migrated row takes from the column's default.
-pub const POSTGRES_ONLY: &[(&str, &str)] = &[("servers", "live_xid"), ("servers", "live_writer")];
+pub const POSTGRES_ONLY: &[(&str, &str)] = &[
+    ("servers", "live_xid"),
+    ("servers", "live_writer"),
+    ("servers", "log_addr"),
+];
 
 /// Rows a progress report is given after, at most.
 const PROGRESS_EVERY: u64 = 5_000;

@@ -11,14 +11,14 @@ use async_trait::async_trait;
 
 use tokio_postgres::Row;
 
-use super::{Cached, PostgresStore, col, db, to_u32};
+use super::{Cached, PostgresStore, col, db, parse_log_addr, to_u32};
 use crate::store::{
     ChangeCursor, Liveness, LivenessStore, LivenessUpdate, NodeChanges, NodeRecord, Stop,
     StoreError,
 };
 
 const NODE_COLUMNS: &str = "id, node_id, secret_sha256, enroll_generation, agent_version,
-     last_heartbeat_ms, clock_offset_ms, running_tasks, stopped_ms, stop_reason FROM servers";
+     last_heartbeat_ms, clock_offset_ms, running_tasks, stopped_ms, stop_reason, log_addr FROM servers";
 
 fn node_from_row(r: &Row) -> Result<NodeRecord, StoreError> {
     let stopped = match col::<Option<i64>>(r, 8)? {
@@ -39,6 +39,7 @@ fn node_from_row(r: &Row) -> Result<NodeRecord, StoreError> {
             clock_offset_ms: col(r, 6)?,
             running_tasks: to_u32(col(r, 7)?),
             stopped,
+            log_addr: parse_log_addr(col(r, 10)?),
         },
     })
 }
@@ -69,15 +70,20 @@ impl LivenessStore for PostgresStore {
             .iter()
             .map(|u| u.liveness.stopped.as_ref().map(|s| s.reason.as_str()))
             .collect();
+        let log_addr: Vec<Option<String>> = batch
+            .iter()
+            .map(|u| u.liveness.log_addr.map(|a| a.to_string()))
+            .collect();
         let c = self.client().await?;
         c.exec(
             "UPDATE servers s SET agent_version = u.version, last_heartbeat_ms = u.heartbeat,
                     clock_offset_ms = u.clock_offset, running_tasks = u.running,
-                    stopped_ms = u.stopped, stop_reason = u.reason,
+                    stopped_ms = u.stopped, stop_reason = u.reason, log_addr = u.log_addr,
                     live_xid = txid_current(), live_writer = $8
              FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[],
-                         $6::bigint[], $7::text[])
-                  AS u(node_id, version, heartbeat, clock_offset, running, stopped, reason)
+                         $6::bigint[], $7::text[], $9::text[])
+                  AS u(node_id, version, heartbeat, clock_offset, running, stopped, reason,
+                       log_addr)
              WHERE s.node_id = u.node_id
                AND coalesce(s.last_heartbeat_ms, 0) <= coalesce(u.heartbeat, 0)",
             &[
@@ -89,6 +95,7 @@ impl LivenessStore for PostgresStore {
                 &stopped,
                 &reason,
                 &self.writer(),
+                &log_addr,
             ],
         )
         .await

@@ -45,6 +45,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("migrations/0005_liveness_writer.sql")),
     (6, include_str!("migrations/0006_server_removal.sql")),
     (7, include_str!("migrations/0007_audit_log.sql")),
+    (8, include_str!("migrations/0008_log_addr.sql")),
 ];
 
 /// The advisory lock migrations run under ("tasknode" in ASCII).
@@ -385,8 +386,14 @@ fn parse_network(s: &str) -> NetworkType {
 const SERVER_COLUMNS: &str = "s.id, s.name, g.name, p.name, g.network, s.max_concurrency, s.created_ms,
      s.node_id, s.secret_sha256, s.enrolled_ms, s.cpu_cores, s.memory_bytes,
      s.agent_version, s.last_heartbeat_ms, s.clock_offset_ms, s.running_tasks, s.stopped_ms, s.stop_reason, g.id,
-     s.draining_ms
+     s.draining_ms, s.log_addr
      FROM servers s JOIN resource_groups g ON g.id = s.group_id JOIN projects p ON p.id = g.project_id";
+
+/// A log service address as the `log_addr` column keeps it; anything else is no address (the
+/// next heartbeat writes it again).
+fn parse_log_addr(text: Option<String>) -> Option<std::net::SocketAddr> {
+    text.and_then(|t| t.parse().ok())
+}
 
 fn server_from_row(r: &Row) -> Result<Server, StoreError> {
     let network: String = col(r, 4)?;
@@ -424,6 +431,7 @@ fn server_from_row(r: &Row) -> Result<Server, StoreError> {
             clock_offset_ms: col(r, 14)?,
             running_tasks: to_u32(col(r, 15)?),
             stopped,
+            log_addr: parse_log_addr(col(r, 20)?),
         },
         draining_ms: col(r, 19)?,
     })

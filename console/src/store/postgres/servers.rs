@@ -152,7 +152,7 @@ impl ServerStore for PostgresStore {
                 "UPDATE servers SET node_id = $2, secret_sha256 = $3, enrolled_ms = $4, hostname = $5,
                         cpu_cores = $6, memory_bytes = $7, os = $8, arch = $9, kernel = $10,
                         agent_version = $11, clock_offset_ms = NULL, running_tasks = 0,
-                        stopped_ms = NULL, stop_reason = NULL,
+                        stopped_ms = NULL, stop_reason = NULL, log_addr = NULL,
                         enroll_generation = enroll_generation + 1,
                         live_xid = txid_current(), live_writer = NULL
                  WHERE id = $1

@@ -481,3 +481,40 @@ async fn a_console_loads_only_what_others_wrote_since_its_last_load() {
         beats(&enrolled)
     );
 }
+
+#[tokio::test]
+async fn a_classic_servers_log_address_reaches_every_console_until_it_enrolls_again() {
+    let h = Postgres::new();
+    let (a, b) = (h.connect().await.unwrap(), h.connect().await.unwrap());
+    a.create_group("default", "etl", NetworkType::Classic, 1)
+        .await
+        .unwrap();
+    let s = a.add_server("default", "etl", "x", None, 1).await.unwrap();
+    a.enroll(s.id, &enrollment("node-x"), &facts(), None)
+        .await
+        .unwrap();
+    let at: std::net::SocketAddr = "192.0.2.7:8000".parse().unwrap();
+    let mut update = beat("node-x", 1_000);
+    update.liveness.log_addr = Some(at);
+    a.record_liveness(vec![update]).await.unwrap();
+
+    // The other console finds it by node, by change and in the server list.
+    let rec = b.node_record("node-x").await.unwrap().unwrap();
+    assert_eq!(rec.liveness.log_addr, Some(at));
+    let changed = b.nodes_changed(None).await.unwrap();
+    let rec = changed
+        .nodes
+        .iter()
+        .find(|n| n.node_id == "node-x")
+        .unwrap();
+    assert_eq!(rec.liveness.log_addr, Some(at));
+    let listed = b.list_servers(&ServerFilter::default()).await.unwrap();
+    assert_eq!(listed[0].liveness.log_addr, Some(at));
+
+    // A new agent on the server has not said where its log service is.
+    a.enroll(s.id, &enrollment("node-x2"), &facts(), None)
+        .await
+        .unwrap();
+    let rec = b.node_record("node-x2").await.unwrap().unwrap();
+    assert_eq!(rec.liveness.log_addr, None);
+}

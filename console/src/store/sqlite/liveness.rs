@@ -32,6 +32,8 @@ fn node_from_row(r: &Row<'_>) -> rusqlite::Result<NodeRecord> {
             clock_offset_ms: r.get(6)?,
             running_tasks: r.get(7)?,
             stopped,
+            // One console: the address lives in its memory only.
+            log_addr: None,
         },
     })
 }

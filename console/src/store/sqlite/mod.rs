@@ -258,6 +258,7 @@ fn server_from_row(r: &Row<'_>) -> rusqlite::Result<Server> {
             clock_offset_ms: r.get(14)?,
             running_tasks: r.get(15)?,
             stopped,
+            log_addr: None,
         },
         draining_ms: r.get(19)?,
     })

@@ -17,6 +17,7 @@ fn beat(node: &str, at_ms: i64, version: &str) -> LivenessUpdate {
             clock_offset_ms: Some(3),
             running_tasks: 2,
             stopped: None,
+            log_addr: None,
         },
     }
 }

@@ -48,6 +48,7 @@ pub(super) async fn state_survives_reopening_and_migrations_run_once(h: &dyn Har
                         at_ms: 10,
                         reason: "SIGTERM".into(),
                     }),
+                    log_addr: None,
                 },
             }])
             .await
