@@ -1,6 +1,6 @@
-//! The web console without a browser: signing in over plain HTTP (the sign-in page's CSRF
-//! cookie and token included) from a chosen loopback address, and reading pages as the
-//! signed-in user, for tests that check what the console tells whom.
+//! The web console without a browser: signing in over plain HTTP, or HTTPS trusting one CA
+//! (the sign-in page's CSRF cookie and token included) from a chosen loopback address, and
+//! reading pages as the signed-in user, for tests that check what the console tells whom.
 
 use std::net::IpAddr;
 
@@ -30,6 +30,21 @@ impl WebClient {
             http: Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .local_address(local)
+                .timeout(std::time::Duration::from_secs(60))
+                .build()
+                .unwrap(),
+            base: base.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    /// A client of the console at `base` (https://) trusting only the CA certificate `ca_pem`.
+    pub fn with_root(base: &str, local: IpAddr, ca_pem: &[u8]) -> WebClient {
+        WebClient {
+            http: Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .local_address(local)
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(reqwest::Certificate::from_pem(ca_pem).unwrap())
                 .timeout(std::time::Duration::from_secs(60))
                 .build()
                 .unwrap(),
