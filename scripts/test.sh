@@ -22,7 +22,7 @@ for pair in shellcheck:shellcheck dash:dash busybox:busybox-static systemd-analy
   rpm:rpm rpmbuild:rpm rpmlint:rpmlint dnf:dnf createrepo_c:createrepo-c gpg:gnupg \
   lintian:lintian dpkg-deb:dpkg chromium:chromium chromedriver:chromium-driver \
   systemd-nspawn:systemd-container debootstrap:debootstrap nsenter:util-linux \
-  bash:bash zsh:zsh fish:fish man:man-db script:bsdutils \
+  bash:bash zsh:zsh fish:fish man:man-db script:bsdutils ss:iproute2 \
   aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu aarch64-linux-gnu-strip:binutils-aarch64-linux-gnu \
   qemu-aarch64-static:qemu-user-static; do
   command -v "${pair%%:*}" >/dev/null || need+=("${pair##*:}")
@@ -44,8 +44,9 @@ if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || ! id -u postgre
   compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null \
     || die "postgresql is installed but /usr/lib/postgresql/*/bin/initdb is not there"
 fi
-# tests/load_balancer.rs puts Debian's HAProxy (/usr/sbin/haproxy, off a user's PATH) in front of
-# the consoles, with docs/haproxy.cfg. Without it that test fails: it never skips.
+# tests/load_balancer.rs and tests/load_balancer_tls.rs put Debian's HAProxy (/usr/sbin/haproxy,
+# off a user's PATH) in front of the consoles, with docs/haproxy.cfg and docs/haproxy-tls.cfg.
+# Without it those tests fail: they never skip.
 if [ ! -x /usr/sbin/haproxy ]; then
   say "installing haproxy (the load-balancer test runs the documented config)"
   command -v apt-get >/dev/null || die "HAProxy is missing and there is no apt-get to install it"
