@@ -360,6 +360,12 @@ pub struct ServeArgs {
     /// server's log service go by. Anyone else's X-Forwarded-For is ignored. Repeatable.
     #[arg(long = "trusted-proxy", value_name = "IP")]
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Connections from the --trusted-proxy addresses begin with a PROXY protocol header (v1
+    /// or v2: HAProxy's `send-proxy-v2` in TCP mode, as in front of --tls consoles passing TLS
+    /// through), and the client address is the one it names. Such a connection without a
+    /// header is closed; anyone else's connections carry none.
+    #[arg(long, requires = "trusted_proxies")]
+    pub proxy_protocol: bool,
     /// Directory of agent binaries to serve to install scripts (tasknode-x86_64,
     /// tasknode-aarch64). Without it the console hands out no install commands.
     /// [default: DIST/agents with --dist]

@@ -15,6 +15,7 @@ pub mod keys;
 pub mod lease;
 pub mod liveness;
 pub mod metrics;
+pub mod proxy_protocol;
 pub mod removed;
 pub mod rollout;
 pub mod server;

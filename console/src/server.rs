@@ -4,7 +4,8 @@
 //!
 //! - at most [`Limits::max_connections`] at once; past that, new connections wait in the
 //!   kernel's listen queue, unread, until one closes;
-//! - a TLS handshake must finish within [`Limits::handshake`];
+//! - a TLS handshake must finish within [`Limits::handshake`], and so must a trusted
+//!   balancer's PROXY protocol header before it ([`crate::proxy_protocol`]);
 //! - a request head must arrive whole within [`Limits::head`] of the connection opening, or of
 //!   its first byte on a kept-alive connection;
 //! - a kept-alive connection may sit idle between requests for [`Limits::idle`] (longer than
@@ -18,7 +19,7 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
@@ -69,11 +70,13 @@ impl Default for Limits {
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Serves `router` on `listener` (over TLS with `tls`) until `stopping` resolves, then lets
-/// open requests finish for up to 10 s.
+/// open requests finish for up to 10 s. A connection from one of `proxies` begins with a
+/// PROXY protocol header, whose client address the router is given as the connection's.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     tls: Option<Arc<rustls::ServerConfig>>,
+    proxies: Arc<[IpAddr]>,
     limits: Limits,
     stopping: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -81,7 +84,7 @@ pub async fn serve(
     let permits = Arc::new(Semaphore::new(max));
     let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut make = router.into_make_service_with_connect_info::<SocketAddr>();
+    let make = router.into_make_service_with_connect_info::<SocketAddr>();
     tokio::pin!(stopping);
     loop {
         // A permit first: at the cap, nothing more is accepted (nor read) until one closes.
@@ -89,7 +92,7 @@ pub async fn serve(
             p = Arc::clone(&permits).acquire_owned() => p?,
             () = &mut stopping => break,
         };
-        let (tcp, peer) = tokio::select! {
+        let (mut tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -101,22 +104,44 @@ pub async fn serve(
             },
             () = &mut stopping => break,
         };
-        let service = match make.call(peer).await {
-            Ok(s) => s,
-            Err(never) => match never {},
-        };
         let tls = tls.clone();
         let stop = stop_rx.clone();
+        let mut make = make.clone();
+        let from_proxy = proxies
+            .iter()
+            .any(|p| p.to_canonical() == peer.ip().to_canonical());
         tokio::spawn(async move {
             let _permit = permit;
             let _ = tcp.set_nodelay(true);
+            let client = if from_proxy {
+                let header = crate::proxy_protocol::read_client(&mut tcp, peer);
+                match tokio::time::timeout(limits.handshake, header).await {
+                    Ok(Ok(client)) => client,
+                    Ok(Err(e)) => {
+                        tracing::warn!(%peer, error = %e, "closing a connection from a trusted proxy");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "PROXY protocol header timed out");
+                        return;
+                    }
+                }
+            } else {
+                peer
+            };
+            let service = match make.call(client).await {
+                Ok(s) => s,
+                Err(never) => match never {},
+            };
             match tls {
                 None => serve_connection(tcp, service, limits, stop).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(limits.handshake, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => serve_connection(stream, service, limits, stop).await,
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        Ok(Err(e)) => {
+                            tracing::debug!(%client, error = %e, "TLS handshake failed");
+                        }
+                        Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
                     }
                 }
             }

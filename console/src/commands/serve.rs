@@ -253,9 +253,21 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         body: args.body_timeout,
         ..crate::server::Limits::default()
     };
-    let served = crate::server::serve(listener, router, tls.map(|t| t.server), limits, stopping)
-        .await
-        .context("serving HTTP");
+    let proxies: Arc<[std::net::IpAddr]> = if args.proxy_protocol {
+        Arc::from(args.trusted_proxies.clone())
+    } else {
+        Arc::from(Vec::new())
+    };
+    let served = crate::server::serve(
+        listener,
+        router,
+        tls.map(|t| t.server),
+        proxies,
+        limits,
+        stopping,
+    )
+    .await
+    .context("serving HTTP");
     flusher.abort();
     sweeper.abort();
     rollout_ticker.abort();
