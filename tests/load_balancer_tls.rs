@@ -7,8 +7,10 @@
 //! balancer without ever being shown `stopped`, run a task each submitted after the kill
 //! (the classic one's log read back from its own log service), and still verify the
 //! certificate the surviving console serves. An agent given another CA, or none, is refused
-//! through the balancer and says why. The consoles see the balancer's address as the client's
-//! (TCP mode carries no `X-Forwarded-For`), which the test checks.
+//! through the balancer and says why. The balancer connects from an address of its own and
+//! names each client in a PROXY protocol header (`--proxy-protocol`), so the consoles see a
+//! client's own address, which the classic server's log service and the password throttle go
+//! by; a connection from the balancer's address without that header is refused.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,6 +30,8 @@ use tasknode_tests::{Agent, Console, bin, free_port, hostname, stderr, wait_for}
 const VPC: &str = "4c4c4544-0000-4000-8000-00000000d101";
 /// A VPC server whose agent is given another CA after enrolling.
 const SWAPPED: &str = "4c4c4544-0000-4000-8000-00000000d102";
+/// The address the balancer connects to the consoles from, as a host of its own would.
+const BALANCER: &str = "127.0.0.3";
 
 /// The admin's view through the balancer: the CLI (`TASKNODE_CONSOLE` the balancer, a data
 /// directory holding only the admin token and the CA) and the API over HTTPS trusting only the
@@ -181,6 +185,9 @@ fn agents_verify_the_consoles_ca_through_the_balancer_and_survive_a_console_kill
         "--tls",
         "--public-url",
         &lb_url,
+        "--trusted-proxy",
+        BALANCER,
+        "--proxy-protocol",
         "--heartbeat-interval",
         "1s",
         "--persist-interval",
@@ -200,7 +207,11 @@ fn agents_verify_the_consoles_ca_through_the_balancer_and_survive_a_console_kill
     let ca_arg = ca.to_str().unwrap();
 
     let ports: Vec<u16> = consoles.iter().map(|c| c.port).collect();
-    let lb = LoadBalancer::start_with(&Mode::TlsPassthrough { ca: &ca }, lb_port, &ports);
+    let mode = Mode::TlsPassthrough {
+        ca: &ca,
+        from: BALANCER.parse().unwrap(),
+    };
+    let lb = LoadBalancer::start_with(&mode, lb_port, &ports);
     assert_eq!(lb.url, lb_url);
     let op = Operator::new(&lb, &consoles[0], &ca);
 
@@ -262,8 +273,10 @@ fn agents_verify_the_consoles_ca_through_the_balancer_and_survive_a_console_kill
             .contains("vpc before")
     );
 
-    // What the consoles see as the client: the balancer passes bytes, not HTTP, so a wrong
-    // password from 127.0.0.2 is logged as from the balancer's address (127.0.0.1 here).
+    // What the consoles see as the client: the balancer passes bytes, not HTTP, and names the
+    // client in its PROXY protocol header, so a wrong password from 127.0.0.2 is logged as from
+    // there, not from the balancer. (The classic server's task log above was read from its
+    // log service at its own address, 127.0.0.1, not at the balancer's.)
     let wrong = WebClient::with_root(&lb.url, "127.0.0.2".parse().unwrap(), ca_pem.as_bytes())
         .sign_in_attempt("ops", "not the password")
         .unwrap();
@@ -279,7 +292,35 @@ fn agents_verify_the_consoles_ca_through_the_balancer_and_survive_a_console_kill
         })
         .collect();
     assert_eq!(refusals.len(), 1, "{refusals:#?}");
-    assert!(refusals[0].contains("peer=127.0.0.1"), "{refusals:#?}");
+    assert!(refusals[0].contains("peer=127.0.0.2"), "{refusals:#?}");
+    // The balancer's address without the header, straight to a console: refused, so no one
+    // who reaches the consoles from there can name an address of their choosing without it.
+    let direct = reqwest::blocking::Client::builder()
+        .local_address(BALANCER.parse::<std::net::IpAddr>().unwrap())
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let refused = direct.get(format!("{}/healthz", consoles[0].url)).send();
+    assert!(refused.is_err(), "{refused:?}");
+    wait_for(
+        Duration::from_secs(10),
+        "the console to log the connection without a header",
+        || {
+            consoles[0]
+                .log_text()
+                .contains("does not begin with a PROXY protocol header")
+                .then_some(())
+        },
+    );
+    // Anyone else reaches a console directly with no header, as before.
+    let res = op
+        .http
+        .get(format!("{}/healthz", consoles[0].url))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 200);
 
     // Kill the console holding most of the balancer's connections (the agents' long polls and
     // heartbeats), with SIGKILL.

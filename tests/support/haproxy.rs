@@ -1,10 +1,12 @@
 //! A real load balancer for the tests: Debian's HAProxy, run in the foreground with one of the
 //! recommended configs as the README gives them (docs/haproxy.cfg for consoles serving HTTP,
 //! docs/haproxy-tls.cfg passing TLS through to consoles serving `--tls`), in front of consoles
-//! on loopback. Only the addresses change (the bind line, one server line per console), the CA
-//! file the TLS health checks verify against, and the log goes to a file; every other line is
-//! the documented one, so the tests prove that config.
+//! on loopback. Only the addresses change (the bind line, one server line per console, in TLS
+//! mode with the address the balancer connects from), the CA file the TLS health checks verify
+//! against, and the log goes to a file; every other line is the documented one, so the tests
+//! prove that config.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -17,8 +19,10 @@ pub enum Mode<'a> {
     /// docs/haproxy.cfg: HTTP, `X-Forwarded-For` added.
     Http,
     /// docs/haproxy-tls.cfg: TCP, the consoles' TLS passed through; the health checks verify
-    /// the consoles' certificates against `ca`.
-    TlsPassthrough { ca: &'a Path },
+    /// the consoles' certificates against `ca`. The balancer connects to the consoles from
+    /// loopback address `from`, as a balancer on a host of its own, so that what the consoles
+    /// see as the client (the PROXY protocol header) and the balancer's address differ.
+    TlsPassthrough { ca: &'a Path, from: IpAddr },
 }
 
 impl Mode<'_> {
@@ -65,8 +69,12 @@ pub fn config_for(mode: &Mode, port: u16, consoles: &[u16]) -> String {
             }
             Some("server") => {
                 if !servers_written {
+                    let source = match mode {
+                        Mode::Http => String::new(),
+                        Mode::TlsPassthrough { from, .. } => format!(" source {from}"),
+                    };
                     for (i, p) in consoles.iter().enumerate() {
-                        out.push_str(&format!("    server console-{i} 127.0.0.1:{p}\n"));
+                        out.push_str(&format!("    server console-{i} 127.0.0.1:{p}{source}\n"));
                     }
                     servers_written = true;
                 }
@@ -76,7 +84,7 @@ pub fn config_for(mode: &Mode, port: u16, consoles: &[u16]) -> String {
                     out.push_str(line);
                     out.push('\n');
                 }
-                Mode::TlsPassthrough { ca } => {
+                Mode::TlsPassthrough { ca, .. } => {
                     let (before, after) = line
                         .split_once("ca-file ")
                         .expect("the TLS config's default-server names a ca-file");
@@ -141,7 +149,7 @@ impl LoadBalancer {
             port,
         };
         let mut client = reqwest::blocking::Client::builder().tls_built_in_root_certs(false);
-        if let Mode::TlsPassthrough { ca } = mode {
+        if let Mode::TlsPassthrough { ca, .. } = mode {
             let pem = std::fs::read(ca).unwrap();
             client = client.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
         }
