@@ -3,7 +3,9 @@
 //! everything going through the balancer: agents, install commands, the CLI, a browser's
 //! session. With tasks running, queued and being submitted, a rollout in its batches, an
 //! install under way and a user signed in, the console holding the engine lease is killed with
-//! SIGKILL. Then: every task ran exactly once and ended, no server was ever stopped, the
+//! SIGKILL. Then: every task ran exactly once and ended, every submit was answered with the
+//! task it made (`task submit` sends one whose answer the kill cut off again, under its
+//! idempotency key, and gets the task it made if it was committed), no server was ever stopped, the
 //! rollout finished on another console, the session still works on every console left, and
 //! the install completed with its server available. Through the balancer the consoles see a
 //! client's own address (`--trusted-proxy`, `X-Forwarded-For`). Needs root (the install's
@@ -17,7 +19,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tasknode_tests::haproxy::LoadBalancer;
 use tasknode_tests::postgres::SharedDatabase;
 use tasknode_tests::sandbox::{Os, Sandbox, require_root};
@@ -100,20 +102,28 @@ impl Operator {
         res.json().map_err(|e| format!("not JSON: {e}"))
     }
 
-    /// Submits `script` to group `work`: the task's id, or why the submit failed.
-    fn submit(&self, script: &str) -> Result<i64, String> {
-        let res = self
-            .http
-            .post(format!("{}/api/v1/tasks", self.lb))
-            .bearer_auth(&self.token)
-            .json(&json!({"project": "default", "group": "work", "script": script}))
-            .send()
-            .map_err(|e| format!("no answer: {e} ({:?})", std::error::Error::source(&e)))?;
-        let status = res.status().as_u16();
-        if status != 201 {
-            return Err(format!("HTTP {status}: {}", res.text().unwrap_or_default()));
+    /// Submits `script` to group `work` with `task submit --idempotency-key TOKEN`, which sends
+    /// it again (same key) while no console answers: the task's id, or why the submit failed,
+    /// and whether the command had to send it again.
+    fn submit(&self, token: &str, script: &str) -> (Result<i64, String>, bool) {
+        let file = self.data.join(format!("submit-{token}.sh"));
+        std::fs::write(&file, script).unwrap();
+        let out = Command::new(bin("tasknode-console"))
+            .args(["task", "submit", "--group", "work", "--json", "--script"])
+            .arg(&file)
+            .args(["--idempotency-key", token])
+            .env("TASKNODE_DATA", &self.data)
+            .env("TASKNODE_CONSOLE", &self.lb)
+            .env_remove("TASKNODE_TOKEN_FILE")
+            .output()
+            .unwrap();
+        let said = stderr(&out);
+        let again = said.contains("sending the submit again");
+        if !out.status.success() {
+            return (Err(format!("{}: {said}", out.status)), again);
         }
-        Ok(res.json::<Value>().unwrap()["id"].as_i64().unwrap())
+        let view: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (Ok(view["id"].as_i64().unwrap()), again)
     }
 
     fn tasks(&self) -> Vec<Value> {
@@ -355,6 +365,8 @@ fn a_console_killed_behind_the_load_balancer_loses_nothing() {
     let markers = markers_dir.path().join("ran");
 
     let stop_submitting = AtomicBool::new(false);
+    // Submits the CLI had to send again because no console answered.
+    let sent_again = std::sync::Mutex::new(Vec::<String>::new());
     let stop_watching = AtomicBool::new(false);
     let killed_at: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     let (installed, submits, seen, watch_errors, killed, admitted_at_kill) =
@@ -423,7 +435,7 @@ fn a_console_killed_behind_the_load_balancer_loses_nothing() {
             let queued: Submits = (0..QUEUED)
                 .map(|i| {
                     let token = format!("q{i}");
-                    let r = op.submit(&recording(&markers, &token));
+                    let (r, _) = op.submit(&token, &recording(&markers, &token));
                     assert!(r.is_ok(), "{r:?}");
                     (token, r, Instant::now())
                 })
@@ -435,7 +447,10 @@ fn a_console_killed_behind_the_load_balancer_loses_nothing() {
                 while !stop_submitting.load(Ordering::SeqCst) {
                     let token = format!("s{n}");
                     n += 1;
-                    let r = op.submit(&recording(&markers, &token));
+                    let (r, again) = op.submit(&token, &recording(&markers, &token));
+                    if again {
+                        sent_again.lock().unwrap().push(token.clone());
+                    }
                     out.push((token, r, Instant::now()));
                     std::thread::sleep(Duration::from_millis(100));
                 }
@@ -518,8 +533,7 @@ fn a_console_killed_behind_the_load_balancer_loses_nothing() {
         "{lb_log}"
     );
 
-    // Tasks: every task in the group ran exactly once and succeeded; every submit answered
-    // 201 is one of them, with its own token.
+    // Tasks: every task in the group ran exactly once and succeeded.
     let tasks = op.tasks();
     let ran = marks(&markers);
     let mut runs_of: BTreeMap<i64, Vec<String>> = BTreeMap::new();
@@ -543,8 +557,9 @@ fn a_console_killed_behind_the_load_balancer_loses_nothing() {
         task_ids,
         "runs of tasks that are not in the group"
     );
+    // Every submit was answered, the one cut off by the kill too (the CLI sent it again under
+    // its key), and each made exactly one task: the one it answered.
     let mut failed = Vec::new();
-    let mut created_anyway = 0;
     for (token, answer, at) in &submits {
         let runs: Vec<i64> = ran
             .iter()
@@ -553,27 +568,21 @@ fn a_console_killed_behind_the_load_balancer_loses_nothing() {
             .collect();
         match answer {
             Ok(id) => assert_eq!(runs, vec![*id], "submit {token} answered task {id}"),
-            Err(e) => {
-                assert!(runs.len() <= 1, "failed submit {token} ran as {runs:?}");
-                created_anyway += runs.len();
-                failed.push(format!(
-                    "{token} at kill{:+.1}s: {e}",
-                    signed(*at, killed_at)
-                ));
-            }
+            Err(e) => failed.push(format!(
+                "{token} at kill{:+.1}s: {e}",
+                signed(*at, killed_at)
+            )),
         }
     }
-    let answered = submits.iter().filter(|s| s.1.is_ok()).count();
-    assert_eq!(tasks.len(), answered + created_anyway);
+    let sent_again = sent_again.into_inner().unwrap();
     eprintln!(
-        "{} tasks ({} queued at once, {} submitted one by one across the kill); {} submits failed, {created_anyway} of them created a task anyway: {failed:#?}",
+        "{} tasks ({} queued at once, {} submitted one by one across the kill); sent again by the CLI: {sent_again:?}",
         tasks.len(),
         QUEUED,
         submits.len() - QUEUED,
-        failed.len()
     );
-    // One submit at a time: only the one in flight when the console died may fail.
-    assert!(failed.len() <= 1, "{failed:#?}\nhaproxy:\n{lb_log}");
+    assert!(failed.is_empty(), "{failed:#?}\nhaproxy:\n{lb_log}");
+    assert_eq!(tasks.len(), submits.len());
 
     // No server was ever stopped, nor taken for one that never heartbeated; reads through the
     // balancer never failed (a GET cut off by the kill is sent to another console).

@@ -207,6 +207,13 @@ pub enum TaskCmd {
         timeout: Option<Duration>,
         #[arg(long, default_value = "default")]
         project: String,
+        /// Names this submit within the group: submitting again with the same key (a
+        /// scheduler's retry of one run, say) answers the task the first submit made instead of
+        /// queuing another. 1 to 128 of A-Z a-z 0-9 . _ : -. When the console does not answer,
+        /// the command itself sends the submit again, with this key, for about 10 s.
+        /// [default: a random key of this command's own]
+        #[arg(long, value_name = "KEY")]
+        idempotency_key: Option<String>,
         #[command(flatten)]
         out: Output,
     },

@@ -103,6 +103,30 @@ pub struct SubmitTask {
     /// Killed (the whole process tree) after this long; 1 hour by default, at most 7 days.
     #[serde(default)]
     pub timeout_secs: Option<u64>,
+    /// Names this submit, so that it can be sent again when its answer was lost (a console
+    /// died, a connection dropped): a submit with a key already used in the group answers the
+    /// task the first one made (200, not 201) and makes no second one. The same key with
+    /// another script or timeout is refused. See [`validate_idempotency_key`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// The longest idempotency key.
+pub const MAX_IDEMPOTENCY_KEY: usize = 128;
+
+/// An idempotency key is 1 to [`MAX_IDEMPOTENCY_KEY`] characters of `A-Z a-z 0-9 . _ : -`
+/// (a UUID fits, and so do most schedulers' run ids).
+pub fn validate_idempotency_key(field: &str, key: &str) -> Result<(), FieldError> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-');
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY || !key.chars().all(allowed) {
+        return Err(FieldError::new(
+            field,
+            format!(
+                "must be 1 to {MAX_IDEMPOTENCY_KEY} characters of A-Z a-z 0-9 . _ : - (a UUID will do)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 impl Validate for SubmitTask {
@@ -132,13 +156,18 @@ impl Validate for SubmitTask {
                 "contains a NUL byte; a shell script cannot",
             ));
         }
-        match self.timeout_secs {
-            Some(t) if t == 0 || t > MAX_TIMEOUT_SECS => Err(FieldError::new(
+        if let Some(t) = self.timeout_secs
+            && (t == 0 || t > MAX_TIMEOUT_SECS)
+        {
+            return Err(FieldError::new(
                 "timeout_secs",
                 format!("must be between 1 and {MAX_TIMEOUT_SECS} seconds (7 days), got {t}"),
-            )),
-            _ => Ok(()),
+            ));
         }
+        if let Some(key) = &self.idempotency_key {
+            validate_idempotency_key("idempotency_key", key)?;
+        }
+        Ok(())
     }
 }
 
@@ -408,6 +437,7 @@ mod tests {
             group: "g".into(),
             script: script.into(),
             timeout_secs,
+            idempotency_key: None,
         }
     }
 
@@ -424,6 +454,22 @@ mod tests {
         for t in [0, MAX_TIMEOUT_SECS + 1] {
             let e = submit("true", Some(t)).validate().unwrap_err();
             assert_eq!(e.field, "timeout_secs");
+        }
+        let keyed = |key: &str| SubmitTask {
+            idempotency_key: Some(key.into()),
+            ..submit("true", None)
+        };
+        for good in [
+            "0b7c3e4a-6a0e-4d7e-9a55-3f0d7c1e2b9a",
+            "airflow:dag.run_1",
+            "k",
+        ] {
+            keyed(good).validate().unwrap();
+        }
+        let long = "k".repeat(MAX_IDEMPOTENCY_KEY + 1);
+        for bad in ["", "a b", "a/b", "ключ", "k\n", &long] {
+            let e = keyed(bad).validate().unwrap_err();
+            assert_eq!(e.field, "idempotency_key", "{bad:?}");
         }
     }
 

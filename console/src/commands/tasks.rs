@@ -6,12 +6,49 @@ use std::time::Duration;
 use anyhow::Context;
 use tasknode_protocol::tasks::{
     MAX_SCRIPT_BYTES, MAX_TIMEOUT_SECS, SubmitTask, TaskState, TaskView, log_headers,
+    validate_idempotency_key,
 };
 use tasknode_protocol::validate;
 
 use super::{print_json, print_table};
 use crate::cli::{Global, TaskCmd};
-use crate::client::AdminClient;
+use crate::client::{AdminClient, ClientError};
+
+/// How long `task submit` waits before each time it sends a submit again, when the console
+/// did not answer: about 10 s in all, time for a load balancer to find a console gone.
+const SUBMIT_RETRY_WAITS: [Duration; 5] = [
+    Duration::from_millis(250),
+    Duration::from_millis(750),
+    Duration::from_secs(1),
+    Duration::from_secs(3),
+    Duration::from_secs(5),
+];
+
+/// Sends `req` (which carries an idempotency key) until a console answers it: a submit whose
+/// answer was lost, committed or not, is sent again under the same key, so it makes one task.
+async fn submit(client: &AdminClient, req: &SubmitTask) -> Result<TaskView, ClientError> {
+    let mut waits = SUBMIT_RETRY_WAITS.iter();
+    loop {
+        let err = match client.post("/api/v1/tasks", req).await {
+            Ok(t) => return Ok(t),
+            Err(e) => e,
+        };
+        let unanswered = match &err {
+            ClientError::Unreachable { .. } => true,
+            ClientError::BadAnswer { status, .. } => matches!(status, 502..=504),
+            _ => false,
+        };
+        match waits.next() {
+            Some(wait) if unanswered => {
+                eprintln!(
+                    "{err}\nsending the submit again in {wait:?}, under the same idempotency key"
+                );
+                tokio::time::sleep(*wait).await;
+            }
+            _ => return Err(err),
+        }
+    }
+}
 
 pub async fn run(global: &Global, cmd: TaskCmd) -> anyhow::Result<()> {
     match cmd {
@@ -20,6 +57,7 @@ pub async fn run(global: &Global, cmd: TaskCmd) -> anyhow::Result<()> {
             script,
             timeout,
             project,
+            idempotency_key,
             out,
         } => {
             validate::name("--group", &group)?;
@@ -28,19 +66,21 @@ pub async fn run(global: &Global, cmd: TaskCmd) -> anyhow::Result<()> {
             if timeout_secs.is_some_and(|t| t > MAX_TIMEOUT_SECS) {
                 anyhow::bail!("--timeout: a task may run for at most 7 days (168h)");
             }
+            if let Some(key) = &idempotency_key {
+                validate_idempotency_key("--idempotency-key", key)?;
+            }
             let text = read_script(&script)?;
             let client = AdminClient::resolve(global)?;
-            let t: TaskView = client
-                .post(
-                    "/api/v1/tasks",
-                    &SubmitTask {
-                        project,
-                        group,
-                        script: text,
-                        timeout_secs,
-                    },
-                )
-                .await?;
+            let req = SubmitTask {
+                project,
+                group,
+                script: text,
+                timeout_secs,
+                idempotency_key: Some(
+                    idempotency_key.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                ),
+            };
+            let t = submit(&client, &req).await?;
             if out.json {
                 return print_json(&t);
             }

@@ -30,8 +30,13 @@ pub async fn submit(
     State(state): State<AppState>,
     StrictJson(req): StrictJson<SubmitTask>,
 ) -> Result<(StatusCode, Json<TaskView>), ApiError> {
-    let view = service::tasks::submit(&state, Caller::Admin, req).await?;
-    Ok((StatusCode::CREATED, Json(view)))
+    let (view, created) = service::tasks::submit(&state, Caller::Admin, req).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(view)))
 }
 
 /// Query parameters of `GET /tasks`.

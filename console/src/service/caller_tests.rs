@@ -62,6 +62,7 @@ fn submit(project: &str) -> SubmitTask {
         group: "etl".into(),
         script: "true".into(),
         timeout_secs: None,
+        idempotency_key: None,
     }
 }
 
@@ -156,10 +157,10 @@ async fn a_user_reaches_only_their_own_project() {
     assert!(state.store.list_tasks(&all).await.unwrap().is_empty());
 
     // Another project's task reads exactly like one that does not exist, and stays queued.
-    let theirs = super::tasks::submit(&state, Caller::Admin, submit("other"))
+    let (theirs, _) = super::tasks::submit(&state, Caller::Admin, submit("other"))
         .await
         .unwrap();
-    let own = super::tasks::submit(&state, USER, submit("default"))
+    let (own, _) = super::tasks::submit(&state, USER, submit("default"))
         .await
         .unwrap();
     let missing =

@@ -9,12 +9,13 @@ use crate::clock::{human_duration, rfc3339};
 use crate::store::{StoreError, Task, TaskFilter};
 
 /// Queues a task (`req` already validated); the store wakes a poll of its group (on any
-/// console) that can take it.
+/// console) that can take it. With an idempotency key already used in the group, the task
+/// that key made instead, and false: nothing new is queued or audited.
 pub async fn submit(
     state: &AppState,
     caller: Caller<'_>,
     req: SubmitTask,
-) -> Result<TaskView, ServiceError> {
+) -> Result<(TaskView, bool), ServiceError> {
     caller.check_project(&req.project)?;
     let timeout = req.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS);
     // Checks the group exists (NotFound names it) and that something could ever run the task:
@@ -34,17 +35,24 @@ pub async fn submit(
         });
     }
     let began = std::time::Instant::now();
-    let t = state
+    let submitted = state
         .store
-        .submit_task(
+        .submit_task_once(
             &req.project,
             &req.group,
             &req.script,
             timeout,
+            req.idempotency_key.as_deref(),
             state.clock.now_ms(),
         )
         .await?;
     state.metrics.store_call("submit", began.elapsed());
+    let t = submitted.task;
+    if !submitted.created {
+        tracing::info!(task = t.id, group = %t.group, project = %t.project, "task submitted again: its idempotency key names it");
+        let held = state.store.log_sizes(&[t.id]).await?;
+        return Ok((render(&t, held.get(&t.id).copied().unwrap_or(0)), false));
+    }
     tracing::info!(task = t.id, group = %t.group, project = %t.project, "task submitted");
     super::audit::record(
         state,
@@ -54,7 +62,7 @@ pub async fn submit(
         Some(&t.project),
     )
     .await;
-    Ok(render(&t, 0))
+    Ok((render(&t, 0), true))
 }
 
 /// The tasks `filter` selects, newest first; a user's are those of their project only.

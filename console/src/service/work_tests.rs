@@ -92,6 +92,7 @@ async fn submit(state: &AppState) {
         group: "etl".into(),
         script: "true".into(),
         timeout_secs: None,
+        idempotency_key: None,
     };
     super::tasks::submit(state, Caller::Admin, req)
         .await

@@ -44,7 +44,9 @@ pub use servers::{
     ServerStore, SpendToken,
 };
 pub use sqlite::SqliteStore;
-pub use tasks::{Assigned, Fenced, Reconciled, Task, TaskCount, TaskFilter, TaskStore};
+pub use tasks::{
+    Assigned, Fenced, Reconciled, Submitted, Task, TaskCount, TaskFilter, TaskStore, key_reused,
+};
 pub use wakes::{Origin, Wake, WakeFeed, WakeStore};
 
 /// A driver's error, kept as the source of a [`StoreError`] without its type reaching callers.

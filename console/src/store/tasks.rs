@@ -59,6 +59,16 @@ pub struct Reconciled {
     pub lost: Vec<i64>,
 }
 
+/// The answer when `key` already names task `id`, submitted with another script or timeout.
+pub fn key_reused(key: &str, id: i64) -> StoreError {
+    StoreError::Conflict {
+        field: "idempotency_key",
+        message: format!(
+            "{key:?} already names task {id} of this group, submitted with another script or timeout; a new task needs a new key"
+        ),
+    }
+}
+
 /// What [`TaskStore::assign`] handed a server.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Assigned {
@@ -78,6 +88,14 @@ pub enum Fenced {
     Refused(String),
 }
 
+/// What a submit made, or found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Submitted {
+    pub task: Task,
+    /// False when an earlier submit with the same idempotency key made `task`.
+    pub created: bool,
+}
+
 #[async_trait]
 pub trait TaskStore: Send + Sync {
     /// Queues a task for a group.
@@ -88,7 +106,25 @@ pub trait TaskStore: Send + Sync {
         script: &str,
         timeout_secs: u64,
         now_ms: i64,
-    ) -> Result<Task, StoreError>;
+    ) -> Result<Task, StoreError> {
+        let submitted = self
+            .submit_task_once(project, group, script, timeout_secs, None, now_ms)
+            .await?;
+        Ok(submitted.task)
+    }
+    /// Queues a task for a group, unless `key` is given and a task of the group already
+    /// carries it: then that task, not created, when it was submitted with the same script and
+    /// timeout, and a `Conflict` on `idempotency_key` when not. Two submits with one key make
+    /// one task, also when they race on two consoles.
+    async fn submit_task_once(
+        &self,
+        project: &str,
+        group: &str,
+        script: &str,
+        timeout_secs: u64,
+        key: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Submitted, StoreError>;
     async fn task(&self, id: i64) -> Result<Option<Task>, StoreError>;
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError>;
     /// Cancels a queued task at once; asks the agent of an assigned or running one to kill it.

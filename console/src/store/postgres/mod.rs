@@ -46,6 +46,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("migrations/0006_server_removal.sql")),
     (7, include_str!("migrations/0007_audit_log.sql")),
     (8, include_str!("migrations/0008_log_addr.sql")),
+    (9, include_str!("migrations/0009_task_idempotency.sql")),
 ];
 
 /// The advisory lock migrations run under ("tasknode" in ASCII).

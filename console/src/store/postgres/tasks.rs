@@ -14,7 +14,8 @@ use super::{Cached, PostgresStore, col, db, group_of, look, to_i64};
 use crate::store::tasks::{LeaseRow, fence, finished};
 use crate::store::wakes::requeued;
 use crate::store::{
-    Assigned, Fenced, Reconciled, StoreError, Task, TaskCount, TaskFilter, TaskStore, Wake,
+    Assigned, Fenced, Reconciled, StoreError, Submitted, Task, TaskCount, TaskFilter, TaskStore,
+    Wake, key_reused,
 };
 
 pub(super) const ACTIVE: &str = "('assigned', 'running')";
@@ -94,59 +95,83 @@ fn ids(rows: &[Row]) -> Result<Vec<i64>, StoreError> {
 
 #[async_trait]
 impl TaskStore for PostgresStore {
-    async fn submit_task(
+    async fn submit_task_once(
         &self,
         project: &str,
         group: &str,
         script: &str,
         timeout_secs: u64,
+        key: Option<&str>,
         now_ms: i64,
-    ) -> Result<Task, StoreError> {
+    ) -> Result<Submitted, StoreError> {
         let op = "submitting a task";
-        let mut c = self.client().await?;
-        // The usual case in one statement, the task read back as `task` reads it (the names
-        // matched are the ones given); a missing project or group is told apart below.
-        let row = c
-            .q_opt(
-                "WITH g AS (
-                     SELECT g.id FROM resource_groups g JOIN projects p ON p.id = g.project_id
-                     WHERE p.name = $1 AND g.name = $2)
-                 INSERT INTO tasks (group_id, script, timeout_secs, state, submitted_ms)
-                 SELECT g.id, $3, $4, 'queued', $5 FROM g
-                 RETURNING id, $1::text, $2::text, state, reason, server_name, timeout_secs,
-                           submitted_ms, assigned_ms, started_ms, finished_ms, exit_code, signal,
-                           log_bytes, lease, cancel_requested, group_id",
-                &[&project, &group, &script, &to_i64(timeout_secs), &now_ms],
-            )
-            .await
-            .map_err(db(op))?;
-        if let Some(row) = row {
-            let t = task_from_row(&row)?;
-            self.woke(&[Wake::Work {
-                group: col(&row, 16)?,
-                tasks: 1,
-            }]);
-            return Ok(t);
+        let timeout = to_i64(timeout_secs);
+        let c = self.client().await?;
+        // Twice at most: a group made, or a keyed task removed, between the statements below
+        // sends the submit round again.
+        for _ in 0..2 {
+            // The usual case in one statement, the task read back as `task` reads it (the
+            // names matched are the ones given). No row: the project or group is missing, or
+            // the key names a task already (the insert waited for the submit that made it).
+            let row = c
+                .q_opt(
+                    "WITH g AS (
+                         SELECT g.id FROM resource_groups g
+                         JOIN projects p ON p.id = g.project_id
+                         WHERE p.name = $1 AND g.name = $2)
+                     INSERT INTO tasks (group_id, script, timeout_secs, state, submitted_ms,
+                                        idempotency_key)
+                     SELECT g.id, $3, $4, 'queued', $5, $6 FROM g
+                     ON CONFLICT (group_id, idempotency_key) WHERE idempotency_key IS NOT NULL
+                     DO NOTHING
+                     RETURNING id, $1::text, $2::text, state, reason, server_name, timeout_secs,
+                               submitted_ms, assigned_ms, started_ms, finished_ms, exit_code,
+                               signal, log_bytes, lease, cancel_requested, group_id",
+                    &[&project, &group, &script, &timeout, &now_ms, &key],
+                )
+                .await
+                .map_err(db(op))?;
+            if let Some(row) = row {
+                let t = task_from_row(&row)?;
+                self.woke(&[Wake::Work {
+                    group: col(&row, 16)?,
+                    tasks: 1,
+                }]);
+                return Ok(Submitted {
+                    task: t,
+                    created: true,
+                });
+            }
+            let (gid, _) = group_of(&c, project, group).await?;
+            let Some(key) = key else { continue };
+            let Some(row) = c
+                .q_opt(
+                    "SELECT id, script, timeout_secs FROM tasks
+                     WHERE group_id = $1 AND idempotency_key = $2",
+                    &[&gid, &key],
+                )
+                .await
+                .map_err(db(op))?
+            else {
+                continue;
+            };
+            let id: i64 = col(&row, 0)?;
+            let (earlier_script, earlier_timeout): (String, i64) = (col(&row, 1)?, col(&row, 2)?);
+            if earlier_script != script || earlier_timeout != timeout {
+                return Err(key_reused(key, id));
+            }
+            let t = task(&c, id).await?.ok_or_else(|| not_found(id))?;
+            return Ok(Submitted {
+                task: t,
+                created: false,
+            });
         }
-        let tx = c.transaction().await.map_err(db(op))?;
-        let (gid, _) = group_of(&tx, project, group).await?;
-        let row = tx
-            .q_one(
-                "INSERT INTO tasks (group_id, script, timeout_secs, state, submitted_ms)
-                 VALUES ($1, $2, $3, 'queued', $4) RETURNING id",
-                &[&gid, &script, &to_i64(timeout_secs), &now_ms],
-            )
-            .await
-            .map_err(db(op))?;
-        let id: i64 = col(&row, 0)?;
-        let t = task(&tx, id).await?.ok_or_else(|| not_found(id))?;
-        let wakes = [Wake::Work {
-            group: gid,
-            tasks: 1,
-        }];
-        tx.commit().await.map_err(db(op))?;
-        self.woke(&wakes);
-        Ok(t)
+        Err(StoreError::Conflict {
+            field: "group",
+            message: format!(
+                "group {group} changed twice while this task was being submitted; submit it again"
+            ),
+        })
     }
 
     async fn task(&self, id: i64) -> Result<Option<Task>, StoreError> {

@@ -27,6 +27,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("migrations/0008_leases.sql")),
     (9, include_str!("migrations/0009_server_removal.sql")),
     (10, include_str!("migrations/0010_audit_log.sql")),
+    (11, include_str!("migrations/0011_task_idempotency.sql")),
 ];
 
 mod access;

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 use tasknode_protocol::tasks::{FinishTask, HeldTask, TaskAssignment, TaskState};
 
 use async_trait::async_trait;
@@ -13,7 +13,8 @@ use super::{SqliteStore, group_of, sql};
 use crate::store::tasks::{LeaseRow, fence, finished};
 use crate::store::wakes::requeued;
 use crate::store::{
-    Assigned, Fenced, Reconciled, StoreError, Task, TaskCount, TaskFilter, TaskStore, Wake,
+    Assigned, Fenced, Reconciled, StoreError, Submitted, Task, TaskCount, TaskFilter, TaskStore,
+    Wake, key_reused,
 };
 
 const ACTIVE: &str = "('assigned', 'running')";
@@ -75,31 +76,60 @@ fn not_found(id: i64) -> StoreError {
     }
 }
 
+/// A submit, as [`TaskStore::submit_task_once`] says; also the task's group.
 fn submit(
     conn: &mut Connection,
     project: &str,
     group: &str,
     script: &str,
     timeout_secs: u64,
+    key: Option<&str>,
     now_ms: i64,
-) -> Result<(Task, i64), StoreError> {
-    let tx = conn.transaction().map_err(sql("submitting a task"))?;
+) -> Result<(Submitted, i64), StoreError> {
+    let op = "submitting a task";
+    let timeout = i64::try_from(timeout_secs).unwrap_or(i64::MAX);
+    // Immediate: the key's check and the insert hold the write lock together, also against
+    // another process on the same file.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sql(op))?;
     let (gid, _) = group_of(&tx, project, group)?;
+    if let Some(key) = key {
+        let earlier: Option<(i64, String, i64)> = tx
+            .query_row(
+                "SELECT id, script, timeout_secs FROM tasks
+                 WHERE group_id = ?1 AND idempotency_key = ?2",
+                params![gid, key],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(sql(op))?;
+        if let Some((id, earlier_script, earlier_timeout)) = earlier {
+            if earlier_script != script || earlier_timeout != timeout {
+                return Err(key_reused(key, id));
+            }
+            let t = task(&tx, id)?.ok_or_else(|| not_found(id))?;
+            let found = Submitted {
+                task: t,
+                created: false,
+            };
+            return Ok((found, gid));
+        }
+    }
     tx.execute(
-        "INSERT INTO tasks (group_id, script, timeout_secs, state, submitted_ms)
-         VALUES (?1, ?2, ?3, 'queued', ?4)",
-        params![
-            gid,
-            script,
-            i64::try_from(timeout_secs).unwrap_or(i64::MAX),
-            now_ms
-        ],
+        "INSERT INTO tasks (group_id, script, timeout_secs, state, submitted_ms, idempotency_key)
+         VALUES (?1, ?2, ?3, 'queued', ?4, ?5)",
+        params![gid, script, timeout, now_ms, key],
     )
-    .map_err(sql("submitting a task"))?;
+    .map_err(sql(op))?;
     let id = tx.last_insert_rowid();
     let t = task(&tx, id)?.ok_or_else(|| not_found(id))?;
-    tx.commit().map_err(sql("submitting a task"))?;
-    Ok((t, gid))
+    tx.commit().map_err(sql(op))?;
+    let made = Submitted {
+        task: t,
+        created: true,
+    };
+    Ok((made, gid))
 }
 
 fn list(conn: &Connection, f: &TaskFilter) -> Result<Vec<Task>, StoreError> {
@@ -493,20 +523,34 @@ fn abandon(
 
 #[async_trait]
 impl TaskStore for SqliteStore {
-    async fn submit_task(
+    async fn submit_task_once(
         &self,
         project: &str,
         group: &str,
         script: &str,
         timeout_secs: u64,
+        key: Option<&str>,
         now_ms: i64,
-    ) -> Result<Task, StoreError> {
+    ) -> Result<Submitted, StoreError> {
         let (project, group, script) = (project.to_owned(), group.to_owned(), script.to_owned());
-        let (t, group) = self
-            .call(move |conn| submit(conn, &project, &group, &script, timeout_secs, now_ms))
+        let key = key.map(str::to_owned);
+        let (submitted, group) = self
+            .call(move |conn| {
+                submit(
+                    conn,
+                    &project,
+                    &group,
+                    &script,
+                    timeout_secs,
+                    key.as_deref(),
+                    now_ms,
+                )
+            })
             .await?;
-        self.wakes.send(Wake::Work { group, tasks: 1 });
-        Ok(t)
+        if submitted.created {
+            self.wakes.send(Wake::Work { group, tasks: 1 });
+        }
+        Ok(submitted)
     }
 
     async fn task(&self, id: i64) -> Result<Option<Task>, StoreError> {

@@ -167,6 +167,7 @@ suite!(
     tasks::assignment_stops_at_max_concurrency_and_a_lost_task_is_not_run_again,
     tasks::a_look_squares_what_the_agent_holds_then_fills_its_free_slots,
     tasks::tasks_are_counted_per_group_and_state,
+    tasks::a_key_makes_one_task_however_often_and_wherever_it_is_submitted,
     releases::a_published_version_never_changes_but_may_gain_a_rollback,
     releases::setting_a_rollout_again_starts_it_over,
     releases::only_the_latest_update_report_is_kept,

@@ -248,3 +248,88 @@ pub(super) async fn tasks_are_counted_per_group_and_state(h: &dyn Harness) {
         ]
     );
 }
+
+pub(super) async fn a_key_makes_one_task_however_often_and_wherever_it_is_submitted(
+    h: &dyn Harness,
+) {
+    let (first, _, _) = store(h).await;
+    first
+        .create_group("default", "other", NetworkType::Classic, 1)
+        .await
+        .unwrap();
+    // Two consoles on one database, sixteen submits of one key at once.
+    let a: std::sync::Arc<dyn Store> = std::sync::Arc::from(first);
+    let b: std::sync::Arc<dyn Store> = std::sync::Arc::from(h.open().await);
+    let mut racers = tokio::task::JoinSet::new();
+    for i in 0..16 {
+        let store = std::sync::Arc::clone(if i % 2 == 0 { &a } else { &b });
+        racers.spawn(async move {
+            store
+                .submit_task_once("default", "etl", "echo once", 60, Some("run-1"), i)
+                .await
+        });
+    }
+    let answers: Vec<Submitted> = racers
+        .join_all()
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(answers.iter().filter(|s| s.created).count(), 1);
+    let id = answers[0].task.id;
+    assert!(answers.iter().all(|s| s.task.id == id), "{answers:?}");
+    assert_eq!(h.rows("tasks").await, 1);
+
+    // Sent again later, after the task moved on: the same task as it is now, nothing new.
+    let server = a
+        .add_server("default", "etl", "db-3", Some(3), 1)
+        .await
+        .unwrap();
+    let _ = a.assign(server.id, 4, 30).await.unwrap();
+    let again = b
+        .submit_task_once("default", "etl", "echo once", 60, Some("run-1"), 40)
+        .await
+        .unwrap();
+    assert!(!again.created);
+    assert_eq!((again.task.id, again.task.state), (id, TaskState::Assigned));
+    assert_eq!(h.rows("tasks").await, 1);
+
+    // The key with another script or timeout is refused, naming the field and the task.
+    for (script, timeout) in [("echo twice", 60), ("echo once", 61)] {
+        let refused = a
+            .submit_task_once("default", "etl", script, timeout, Some("run-1"), 50)
+            .await
+            .unwrap_err();
+        match refused {
+            StoreError::Conflict { field, message } => {
+                assert_eq!(field, "idempotency_key");
+                assert!(message.contains(&format!("task {id}")), "{message}");
+            }
+            e => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(h.rows("tasks").await, 1);
+
+    // A key names a submit within its group; without a key every submit is a task.
+    let elsewhere = a
+        .submit_task_once("default", "other", "echo once", 60, Some("run-1"), 60)
+        .await
+        .unwrap();
+    assert!(elsewhere.created && elsewhere.task.id != id);
+    for _ in 0..2 {
+        assert!(
+            b.submit_task_once("default", "etl", "echo once", 60, None, 70)
+                .await
+                .unwrap()
+                .created
+        );
+    }
+    assert_eq!(h.rows("tasks").await, 4);
+    // A missing group is told as such, key or not.
+    assert!(matches!(
+        a.submit_task_once("default", "nope", "true", 60, Some("run-1"), 80)
+            .await
+            .unwrap_err(),
+        StoreError::NotFound { .. }
+    ));
+}

@@ -113,13 +113,14 @@ pub async fn submit_task(
             group,
             script,
             timeout_secs,
+            idempotency_key: None,
         };
         if let Err(e) = req.validate() {
             errors.field(e);
         }
         if errors.is_empty() {
             match service::tasks::submit(&state, viewer.caller(), req).await {
-                Ok(t) => return Ok(see_other(&format!("/ui/tasks/{}", t.id))),
+                Ok((t, _)) => return Ok(see_other(&format!("/ui/tasks/{}", t.id))),
                 Err(e) => errors.refused(e, &["group", "script"]),
             }
         }
