@@ -7,12 +7,14 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 
 use serde_json::{Value, json};
-use tasknode_tests::{Console, bin, stderr};
+use tasknode_tests::{Console, admin_cli, stderr};
 
 const UUID: &str = "4c4c4544-0042-3510-8051-b4c04f33a001";
 
@@ -22,6 +24,14 @@ fn console() -> Console {
     console.cli_ok(&["group", "create", "etl", "--network", "vpc"]);
     console.cli_ok(&["server", "add", "--group", "etl", "--name", UUID]);
     console
+}
+
+/// `task submit --group etl --script SCRIPT --json [--idempotency-key KEY]` at `url`.
+fn submit(url: &str, console: &Console, script: &Path, key: Option<&str>) -> Output {
+    let mut args = vec!["task", "submit", "--group", "etl", "--json", "--script"];
+    args.push(script.to_str().unwrap());
+    args.extend(key.iter().flat_map(|k| ["--idempotency-key", k]));
+    admin_cli(url, &console.data(), &args)
 }
 
 fn tasks(console: &Console) -> Vec<Value> {
@@ -82,14 +92,7 @@ fn a_submit_whose_answer_was_lost_is_sent_again_and_makes_one_task() {
     std::fs::write(&script, "echo once\n").unwrap();
 
     // No --idempotency-key: the command makes one of its own and keeps it for its retries.
-    let out = std::process::Command::new(bin("tasknode-console"))
-        .args(["task", "submit", "--group", "etl", "--json", "--script"])
-        .arg(&script)
-        .env("TASKNODE_DATA", console.data())
-        .env("TASKNODE_CONSOLE", &relay.url)
-        .env_remove("TASKNODE_TOKEN_FILE")
-        .output()
-        .unwrap();
+    let out = submit(&relay.url, &console, &script, None);
     let said = stderr(&out);
     assert!(out.status.success(), "{said}");
     assert!(
@@ -131,19 +134,9 @@ fn a_key_answers_the_task_it_made_and_refuses_another_script() {
     // The CLI with the same key: the same task.
     let script = console.dir.path().join("true.sh");
     std::fs::write(&script, "true").unwrap();
-    let script = script.to_str().unwrap();
-    let cli: Value = serde_json::from_str(&console.cli_ok(&[
-        "task",
-        "submit",
-        "--group",
-        "etl",
-        "--script",
-        script,
-        "--idempotency-key",
-        "run-7",
-        "--json",
-    ]))
-    .unwrap();
+    let out = submit(&console.url, &console, &script, Some("run-7"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(cli["id"], first["id"]);
     assert_eq!(tasks(&console).len(), 1);
 
@@ -161,16 +154,7 @@ fn a_key_answers_the_task_it_made_and_refuses_another_script() {
     }
     let other = console.dir.path().join("false.sh");
     std::fs::write(&other, "false").unwrap();
-    let out = console.cli(&[
-        "task",
-        "submit",
-        "--group",
-        "etl",
-        "--script",
-        other.to_str().unwrap(),
-        "--idempotency-key",
-        "run-7",
-    ]);
+    let out = submit(&console.url, &console, &other, Some("run-7"));
     assert!(!out.status.success());
     assert!(stderr(&out).contains("idempotency_key"), "{}", stderr(&out));
 
@@ -181,16 +165,7 @@ fn a_key_answers_the_task_it_made_and_refuses_another_script() {
         );
         assert_eq!(status, 400, "{bad:?}: {refused:#}");
         assert_eq!(refused["error"]["field"], "idempotency_key");
-        let out = console.cli(&[
-            "task",
-            "submit",
-            "--group",
-            "etl",
-            "--script",
-            script,
-            "--idempotency-key",
-            bad,
-        ]);
+        let out = submit(&console.url, &console, &script, Some(bad));
         assert!(!out.status.success());
         assert!(
             stderr(&out).contains("--idempotency-key"),

@@ -15,7 +15,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -25,8 +24,8 @@ use tasknode_tests::postgres::SharedDatabase;
 use tasknode_tests::sandbox::{Os, Sandbox, require_root};
 use tasknode_tests::web::WebClient;
 use tasknode_tests::{
-    Agent, Console, agent_dir, bin, build_release, dist_json, free_port, install_binary,
-    static_agent, stderr, update_agent, wait_for,
+    Agent, Console, SHARED_LIVENESS, admin_cli, admin_cli_ok, agent_dir, build_release, dist_json,
+    free_port, install_binary, static_agent, stderr, update_agent, wait_for,
 };
 
 /// Servers that run tasks (VPC, three tasks at a time each).
@@ -71,20 +70,7 @@ impl Operator {
     }
 
     fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new(bin("tasknode-console"))
-            .args(args)
-            .env("TASKNODE_DATA", &self.data)
-            .env("TASKNODE_CONSOLE", &self.lb)
-            .env_remove("TASKNODE_TOKEN_FILE")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "tasknode-console {args:?} through the balancer failed ({}): {}",
-            out.status,
-            stderr(&out)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        admin_cli_ok(&self.lb, &self.data, args)
     }
 
     /// `GET /api/v1{path}`, or why it failed (no answer, or a status other than 200).
@@ -108,15 +94,13 @@ impl Operator {
     fn submit(&self, token: &str, script: &str) -> (Result<i64, String>, bool) {
         let file = self.data.join(format!("submit-{token}.sh"));
         std::fs::write(&file, script).unwrap();
-        let out = Command::new(bin("tasknode-console"))
-            .args(["task", "submit", "--group", "work", "--json", "--script"])
-            .arg(&file)
-            .args(["--idempotency-key", token])
-            .env("TASKNODE_DATA", &self.data)
-            .env("TASKNODE_CONSOLE", &self.lb)
-            .env_remove("TASKNODE_TOKEN_FILE")
-            .output()
-            .unwrap();
+        let args = ["task", "submit", "--group", "work", "--json", "--script"];
+        let file = file.to_str().unwrap();
+        let out = admin_cli(
+            &self.lb,
+            &self.data,
+            &[&args[..], &[file, "--idempotency-key", token]].concat(),
+        );
         let said = stderr(&out);
         let again = said.contains("sending the submit again");
         if !out.status.success() {
@@ -257,15 +241,8 @@ fn a_console_killed_behind_the_load_balancer_loses_nothing() {
         agents_dir.path().to_str().unwrap(),
         "--dist",
         dist.to_str().unwrap(),
-        "--heartbeat-interval",
-        "1s",
-        "--persist-interval",
-        "1s",
-        "--degraded-after",
-        "6s",
-        "--stopped-after",
-        "20s",
     ];
+    let args = [&args[..], &SHARED_LIVENESS].concat();
     let mut consoles = db.consoles(3, &args);
     let ports: Vec<u16> = consoles.iter().map(|c| c.port).collect();
     let lb = LoadBalancer::start(lb_port, &ports);

@@ -24,7 +24,10 @@ use serde_json::Value;
 use tasknode_tests::haproxy::{LoadBalancer, Mode};
 use tasknode_tests::postgres::SharedDatabase;
 use tasknode_tests::web::WebClient;
-use tasknode_tests::{Agent, Console, bin, free_port, hostname, stderr, wait_for};
+use tasknode_tests::{
+    Agent, Console, SHARED_LIVENESS, admin_cli_ok, bin, free_port, hostname, stderr, submit_script,
+    wait_for,
+};
 
 /// The VPC server.
 const VPC: &str = "4c4c4544-0000-4000-8000-00000000d101";
@@ -66,20 +69,7 @@ impl Operator {
     }
 
     fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new(bin("tasknode-console"))
-            .args(args)
-            .env("TASKNODE_DATA", self.data.path())
-            .env("TASKNODE_CONSOLE", &self.lb)
-            .env_remove("TASKNODE_TOKEN_FILE")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "tasknode-console {args:?} through the balancer failed ({}): {}",
-            out.status,
-            stderr(&out)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        admin_cli_ok(&self.lb, self.data.path(), args)
     }
 
     /// Every server's status, as `GET /api/v1/servers` through the balancer shows them.
@@ -109,19 +99,7 @@ impl Operator {
 
     /// Submits `script` to `group` and waits until it succeeded; returns its log.
     fn run_task(&self, group: &str, script: &str) -> String {
-        let file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(file.path(), script).unwrap();
-        let submitted: Value = serde_json::from_str(&self.cli(&[
-            "task",
-            "submit",
-            "--group",
-            group,
-            "--script",
-            file.path().to_str().unwrap(),
-            "--json",
-        ]))
-        .unwrap();
-        let id = submitted["id"].as_i64().unwrap().to_string();
+        let id = submit_script(&self.lb, self.data.path(), group, script).to_string();
         let task = wait_for(
             Duration::from_secs(60),
             &format!("task {id} in {group} to end"),
@@ -188,15 +166,8 @@ fn agents_verify_the_consoles_ca_through_the_balancer_and_survive_a_console_kill
         "--trusted-proxy",
         BALANCER,
         "--proxy-protocol",
-        "--heartbeat-interval",
-        "1s",
-        "--persist-interval",
-        "1s",
-        "--degraded-after",
-        "6s",
-        "--stopped-after",
-        "20s",
     ];
+    let args = [&args[..], &SHARED_LIVENESS].concat();
     let mut consoles = db.consoles(2, &args);
     // One CA for the database: both consoles wrote the same certificate, which the operator
     // copies where the balancer's checks and the agents read it.

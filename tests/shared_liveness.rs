@@ -10,23 +10,13 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tasknode_tests::postgres::SharedDatabase;
 use tasknode_tests::{
-    Agent, Console, build_release, dist_json, hostname, install_binary, static_agent, update_agent,
-    wait_for,
+    Agent, Console, SHARED_LIVENESS, build_release, dist_json, hostname, install_binary,
+    static_agent, update_agent, wait_for,
 };
 
 /// Two consoles on `db`, heartbeats a second apart, flushed every second, with `extra` flags.
 fn two_consoles(db: &SharedDatabase, extra: &[&str]) -> (Console, Console) {
-    let args = [
-        "--heartbeat-interval",
-        "1s",
-        "--persist-interval",
-        "1s",
-        "--degraded-after",
-        "6s",
-        "--stopped-after",
-        "20s",
-    ];
-    let args: Vec<&str> = args.iter().chain(extra).copied().collect();
+    let args: Vec<&str> = SHARED_LIVENESS.iter().chain(extra).copied().collect();
     let mut consoles = db.consoles(2, &args);
     let b = consoles.pop().unwrap();
     (consoles.pop().unwrap(), b)

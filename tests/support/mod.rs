@@ -105,6 +105,65 @@ pub struct Console {
     log: PathBuf,
 }
 
+/// Serve flags of consoles sharing a database in the tests: heartbeats a second apart, flushed
+/// every second, degraded after 6 s and stopped after 20 s without one.
+pub const SHARED_LIVENESS: [&str; 8] = [
+    "--heartbeat-interval",
+    "1s",
+    "--persist-interval",
+    "1s",
+    "--degraded-after",
+    "6s",
+    "--stopped-after",
+    "20s",
+];
+
+/// Runs an admin command of `tasknode-console` against the console (or balancer) at `url`,
+/// with the admin token of the data directory `data`.
+pub fn admin_cli(url: &str, data: &Path, args: &[&str]) -> Output {
+    Command::new(bin("tasknode-console"))
+        .args(args)
+        .env("TASKNODE_DATA", data)
+        .env("TASKNODE_CONSOLE", url)
+        .env_remove("TASKNODE_TOKEN_FILE")
+        .output()
+        .unwrap()
+}
+
+/// [`admin_cli`] that must succeed; returns its standard output.
+pub fn admin_cli_ok(url: &str, data: &Path, args: &[&str]) -> String {
+    let out = admin_cli(url, data, args);
+    assert!(
+        out.status.success(),
+        "tasknode-console {args:?} at {url} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Submits `script` to `group` with `task submit` at `url` (through a file, as an operator
+/// would); returns the task's id.
+pub fn submit_script(url: &str, data: &Path, group: &str, script: &str) -> i64 {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), script).unwrap();
+    let out = admin_cli_ok(
+        url,
+        data,
+        &[
+            "task",
+            "submit",
+            "--group",
+            group,
+            "--script",
+            file.path().to_str().unwrap(),
+            "--json",
+        ],
+    );
+    let submitted: Value = serde_json::from_str(&out).unwrap();
+    submitted["id"].as_i64().unwrap()
+}
+
 impl Console {
     /// Starts a console on a free loopback port with `extra` serve flags.
     pub fn start(extra: &[&str]) -> Console {
@@ -229,25 +288,12 @@ impl Console {
 
     /// Runs an admin command against this console.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(bin("tasknode-console"))
-            .args(args)
-            .env("TASKNODE_DATA", self.data())
-            .env("TASKNODE_CONSOLE", &self.url)
-            .env_remove("TASKNODE_TOKEN_FILE")
-            .output()
-            .unwrap()
+        admin_cli(&self.url, &self.data(), args)
     }
 
     /// Runs an admin command that must succeed; returns its standard output.
     pub fn cli_ok(&self, args: &[&str]) -> String {
-        let out = self.cli(args);
-        assert!(
-            out.status.success(),
-            "tasknode-console {args:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        admin_cli_ok(&self.url, &self.data(), args)
     }
 
     /// Creates a user and returns its password.
@@ -336,19 +382,7 @@ impl Console {
     /// Submits `script` to `group` with `task submit` (through a file, as an operator would);
     /// returns the task's id.
     pub fn submit_script(&self, group: &str, script: &str) -> i64 {
-        let file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(file.path(), script).unwrap();
-        let out = self.cli_ok(&[
-            "task",
-            "submit",
-            "--group",
-            group,
-            "--script",
-            file.path().to_str().unwrap(),
-            "--json",
-        ]);
-        let submitted: Value = serde_json::from_str(&out).unwrap();
-        submitted["id"].as_i64().unwrap()
+        submit_script(&self.url, &self.data(), group, script)
     }
 
     /// The console's CA certificate, when it serves with `--tls`.
