@@ -126,6 +126,12 @@ pub struct MigrateArgs {
     /// comes from the environment variable TASKNODE_DATABASE_PASSWORD.
     #[arg(long, value_name = "FILE")]
     pub database_password_file: Option<PathBuf>,
+    /// With TLS to the database (the URL's sslmode=require or prefer): the CA certificates
+    /// (PEM) that may sign the database server's certificate, instead of the system's roots.
+    /// The certificate is always verified and must name the URL's host (sslmode=require here
+    /// is libpq's verify-full).
+    #[arg(long, value_name = "FILE")]
+    pub database_ca: Option<PathBuf>,
     #[command(flatten)]
     pub out: Output,
 }
@@ -336,6 +342,12 @@ pub struct ServeArgs {
     /// server asks for one, comes from the environment variable TASKNODE_DATABASE_PASSWORD.
     #[arg(long, value_name = "FILE", requires = "database")]
     pub database_password_file: Option<PathBuf>,
+    /// With TLS to the database (the URL's sslmode=require or prefer): the CA certificates
+    /// (PEM) that may sign the database server's certificate, instead of the system's roots.
+    /// The certificate is always verified and must name the URL's host (sslmode=require here
+    /// is libpq's verify-full).
+    #[arg(long, value_name = "FILE", requires = "database")]
+    pub database_ca: Option<PathBuf>,
     /// How often agents are asked to heartbeat.
     #[arg(long, default_value = "10s", value_parser = duration, value_name = "DURATION")]
     pub heartbeat_interval: Duration,

@@ -2,7 +2,8 @@
 //! a PostgreSQL that several consoles share. A password never comes on the command line (the
 //! process list and shell history show it): a URL with one is refused, and the password comes
 //! from a file only its owner can read (`--database-password-file`) or from the environment
-//! (TASKNODE_DATABASE_PASSWORD).
+//! (TASKNODE_DATABASE_PASSWORD). With TLS (the URL's `sslmode`), the server's certificate is
+//! verified against the system's roots, or the CA file given with `--database-ca`.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -13,27 +14,42 @@ use anyhow::{Context, bail};
 
 use crate::cli::ServeArgs;
 use crate::env;
-use crate::store::{PostgresStore, SqliteStore, Store, redact_url};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+use crate::store::{PostgresStore, Roots, SqliteStore, Store, redact_url};
 
 pub async fn open(args: &ServeArgs, data: &Path) -> anyhow::Result<Arc<dyn Store>> {
     let Some(url) = &args.database else {
         return Ok(Arc::new(SqliteStore::open(&data.join("tasknode.db"))?));
     };
-    let store = connect("--database", url, args.database_password_file.as_deref()).await?;
-    tracing::info!(database = %url, "using PostgreSQL");
+    let store = connect(
+        "--database",
+        url,
+        args.database_password_file.as_deref(),
+        args.database_ca.as_deref(),
+    )
+    .await?;
+    tracing::info!(database = %redact_url(url), "using PostgreSQL");
     Ok(Arc::new(store))
 }
 
 /// Connects to the PostgreSQL database at `url`, given with the flag `flag`, with the password
-/// from `password_file` or the environment, and brings its schema up to date.
+/// from `password_file` or the environment, over TLS as the URL's `sslmode` asks (verified
+/// against the CA file `ca`, else the system's roots), and brings its schema up to date.
 pub async fn connect(
     flag: &str,
     url: &str,
     password_file: Option<&Path>,
+    ca: Option<&Path>,
 ) -> anyhow::Result<PostgresStore> {
     check_url(flag, url)?;
+    let roots = match ca {
+        Some(file) => Roots::Ca(read_ca(file)?),
+        None => Roots::System,
+    };
     let password = password(password_file)?;
-    PostgresStore::connect(url, password.as_deref())
+    PostgresStore::connect(url, password.as_deref(), roots)
         .await
         .with_context(|| flag.to_owned())
 }
@@ -49,9 +65,16 @@ fn check_url(flag: &str, url: &str) -> anyhow::Result<()> {
         };
         bail!("{flag} {shown}: give a postgres://USER@HOST:PORT/DATABASE URL{sqlite}");
     }
-    let config: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e| anyhow::anyhow!("{flag} {shown}: {e}"))?;
+    let config: tokio_postgres::Config = url.parse().map_err(|e| {
+        let hint = if url.contains("sslmode=verify-") {
+            "; use sslmode=require, which here verifies the certificate and the host name as libpq's verify-full does (the CA comes from --database-ca FILE or the system's roots)"
+        } else if url.contains("sslrootcert=") {
+            "; give the CA with --database-ca FILE instead"
+        } else {
+            ""
+        };
+        anyhow::anyhow!("{flag} {shown}: {e}{hint}")
+    })?;
     if config.get_password().is_some() {
         bail!(
             "{flag} {shown}: the URL carries a password, which the process list and shell history would show; \
@@ -61,6 +84,22 @@ fn check_url(flag: &str, url: &str) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The CA certificates of `--database-ca FILE` (PEM): at least one, and nothing else in it.
+fn read_ca(file: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let what = || format!("--database-ca {}", file.display());
+    let pem = fs::read(file).with_context(what)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("{}: not a PEM certificate file: {e}", what()))?;
+    if certs.is_empty() {
+        bail!(
+            "{}: no certificate in it; give the PEM file of the CA that signed the database server's certificate (-----BEGIN CERTIFICATE-----)",
+            what()
+        );
+    }
+    Ok(certs)
 }
 
 /// The password from `file` (its first line), else from the environment, else none.

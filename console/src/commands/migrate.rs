@@ -29,8 +29,13 @@ pub async fn run(global: &Global, args: MigrateArgs) -> anyhow::Result<()> {
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let _lock = super::serve::lock_data_dir(&data)
         .context("migrate moves a stopped console's state: stop the console first")?;
-    let target =
-        super::database::connect("--to", &args.to, args.database_password_file.as_deref()).await?;
+    let target = super::database::connect(
+        "--to",
+        &args.to,
+        args.database_password_file.as_deref(),
+        args.database_ca.as_deref(),
+    )
+    .await?;
     let shown = crate::store::redact_url(&args.to);
     eprintln!(
         "migrate: copying {} into {shown} in one transaction",

@@ -32,7 +32,7 @@ pub use liveness::{
     ChangeCursor, Liveness, LivenessStore, LivenessUpdate, NodeChanges, NodeRecord, Stop,
 };
 pub use logs::{Appended, LogLimits, TaskLogStore};
-pub use postgres::{PostgresStore, redact as redact_url};
+pub use postgres::{PostgresStore, Roots, redact as redact_url};
 pub use projects::{DeletedGroup, Group, Login, Project, ProjectStore, User};
 pub use releases::{Advance, NewRelease, Published, Release, ReleaseStore, Rollout, UpdateRecord};
 pub use secrets::{

@@ -5,16 +5,16 @@
 //! is migrated by version (table `schema_version`) under an advisory lock, so consoles starting
 //! together migrate once. Wake-ups travel between consoles with LISTEN/NOTIFY (`wakes.rs`).
 //! This file holds the pool and the migrations; each domain's queries are
-//! in the file of its name. Connections are not encrypted yet (`NoTls`): the database must be
-//! on a trusted network. Durability is the server's: a commit returns when its
+//! in the file of its name; every connection is made in `connect.rs`, with TLS as the URL's
+//! `sslmode` asks. Durability is the server's: a commit returns when its
 //! `synchronous_commit` says the change is durable.
 
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Object, Pool};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, ToSql};
-use tokio_postgres::{GenericClient, NoTls, Row};
+use tokio_postgres::{GenericClient, Row};
 
 use super::wakes::WakeHub;
 use super::{
@@ -24,6 +24,7 @@ use tasknode_protocol::NetworkType;
 
 mod access;
 mod audit;
+mod connect;
 mod leases;
 mod liveness;
 mod logs;
@@ -35,6 +36,9 @@ mod secrets;
 mod servers;
 mod tasks;
 pub(crate) mod wakes;
+
+use connect::Connector;
+pub use connect::Roots;
 
 /// Schema migrations, applied in order; a migration's number is the schema version it makes.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -58,7 +62,7 @@ const POOL_SIZE: usize = 16;
 pub struct PostgresStore {
     pool: Pool,
     /// Where the listening connection connects (as the pool does, outside it).
-    config: tokio_postgres::Config,
+    connector: Connector,
     /// This console among those on the database, so it skips its own notifications.
     instance: u64,
     wakes: WakeHub,
@@ -83,7 +87,7 @@ impl WakeStore for PostgresStore {
                 Ok(rt) => {
                     let (tx, out) = tokio::sync::mpsc::unbounded_channel();
                     let listener = rt.spawn(wakes::listen(
-                        self.config.clone(),
+                        self.connector.clone(),
                         self.instance,
                         self.wakes.clone(),
                     ));
@@ -190,8 +194,13 @@ fn to_u32(n: i64) -> u32 {
 
 impl PostgresStore {
     /// Connects to the database at `url` (which must not carry a password: give it in
-    /// `password`) and brings its schema up to date.
-    pub async fn connect(url: &str, password: Option<&str>) -> Result<PostgresStore, StoreError> {
+    /// `password`), with TLS as its `sslmode` asks, verified against `roots`, and brings its
+    /// schema up to date.
+    pub async fn connect(
+        url: &str,
+        password: Option<&str>,
+        roots: Roots,
+    ) -> Result<PostgresStore, StoreError> {
         let shown = redact(url);
         let open_err = |source: DriverErrorKind| StoreError::Open {
             database: shown.clone(),
@@ -211,29 +220,22 @@ impl PostgresStore {
         config
             .application_name("tasknode-console")
             .connect_timeout(Duration::from_secs(10));
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(Duration::from_secs(30)))
-            .create_timeout(Some(Duration::from_secs(10)))
-            .build()
+        let connector = Connector::new(url, config, roots)
+            .map_err(|m| open_err(DriverErrorKind::Message(m)))?;
+        let pool = connector
+            .pool(POOL_SIZE, Duration::from_secs(10))
             .map_err(|e| open_err(DriverErrorKind::Message(e.to_string())))?;
-        let mut client = pool
-            .get()
-            .await
-            .map_err(|e| open_err(DriverErrorKind::Message(e.to_string())))?;
+        let mut client = pool.get().await.map_err(|e| {
+            open_err(DriverErrorKind::Message(match &e {
+                deadpool_postgres::PoolError::Backend(pg) => connector.explain(pg),
+                _ => e.to_string(),
+            }))
+        })?;
         migrate(&mut client, &shown).await?;
         drop(client);
         Ok(PostgresStore {
             pool,
-            config,
+            connector,
             instance: rand::random(),
             wakes: WakeHub::default(),
             wake_tasks: std::sync::Mutex::new(None),
@@ -261,20 +263,35 @@ impl PostgresStore {
     }
 }
 
-/// `url` with any password in it replaced by `***`, for messages.
+/// `url` with any password in it (before the host, or a `password=` option) replaced by
+/// `***`, for messages.
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return "the database connection string".to_owned();
     };
     let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
+    let authority = match authority.rsplit_once('@') {
         Some((userinfo, host)) if userinfo.contains(':') => {
             let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{host}{tail}")
+            format!("{user}:***@{host}")
         }
-        _ => url.to_owned(),
-    }
+        _ => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let options: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => kv.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", options.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
 }
 
 /// What can go wrong opening the database, boxed into [`StoreError::Open`].

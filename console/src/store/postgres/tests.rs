@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tasknode_pgtest::Cluster;
 use tasknode_protocol::NetworkType;
 
-use super::{PostgresStore, redact};
+use super::{PostgresStore, Roots, redact};
 use crate::store::suite::Postgres;
 use crate::store::suite::servers::{enrollment, facts};
 use crate::store::*;
@@ -55,7 +55,7 @@ async fn a_password_goes_beside_the_url_never_in_it_or_in_a_message() {
         &format!("postgres:{}@", Cluster::shared().password()),
         1,
     );
-    let err = PostgresStore::connect(&with_password, None)
+    let err = PostgresStore::connect(&with_password, None, Roots::System)
         .await
         .err()
         .unwrap();
@@ -63,9 +63,13 @@ async fn a_password_goes_beside_the_url_never_in_it_or_in_a_message() {
     assert!(text.contains("carries a password"), "{text}");
     assert!(!text.contains(Cluster::shared().password()), "{text}");
     // Without the password, the server refuses (it asks for SCRAM over TCP).
-    assert!(PostgresStore::connect(&h.db.url, None).await.is_err());
     assert!(
-        PostgresStore::connect(&h.db.url, Some("wrong"))
+        PostgresStore::connect(&h.db.url, None, Roots::System)
+            .await
+            .is_err()
+    );
+    assert!(
+        PostgresStore::connect(&h.db.url, Some("wrong"), Roots::System)
             .await
             .is_err()
     );

@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 
 use deadpool_postgres::Pool;
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
+
+use super::Connector;
 
 use super::Cached;
 use crate::store::Wake;
@@ -110,13 +112,12 @@ pub(super) async fn pass_on(pool: Pool, instance: u64, mut rx: mpsc::UnboundedRe
 
 /// Listens for the other consoles' wake-ups until the task is aborted, reconnecting with
 /// backoff; each time it is listening again, every local poll is woken once.
-pub(super) async fn listen(mut config: tokio_postgres::Config, instance: u64, hub: WakeHub) {
-    config.application_name(LISTENER_NAME);
+pub(super) async fn listen(connector: Connector, instance: u64, hub: WakeHub) {
     let mut retry = FIRST_RETRY;
     let mut failures = 0u32;
     loop {
         let mut listening = false;
-        let ended = listen_once(&config, instance, &hub, &mut listening).await;
+        let ended = listen_once(&connector, instance, &hub, &mut listening).await;
         if listening {
             retry = FIRST_RETRY;
             failures = 0;
@@ -132,14 +133,14 @@ pub(super) async fn listen(mut config: tokio_postgres::Config, instance: u64, hu
 
 /// One connection's life: connects, listens, delivers; returns why it ended.
 async fn listen_once(
-    config: &tokio_postgres::Config,
+    connector: &Connector,
     instance: u64,
     hub: &WakeHub,
     listening: &mut bool,
 ) -> String {
-    let (client, mut conn) = match config.connect(NoTls).await {
+    let (client, mut conn) = match connector.connect(LISTENER_NAME).await {
         Ok(c) => c,
-        Err(e) => return format!("connecting: {e}"),
+        Err(e) => return format!("connecting: {}", connector.explain(&e)),
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
     // The connection is driven here; notifications go to `rx`, and its end closes `rx`.

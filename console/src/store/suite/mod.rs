@@ -92,7 +92,12 @@ impl Postgres {
     }
 
     pub(crate) async fn connect(&self) -> Result<PostgresStore, super::StoreError> {
-        PostgresStore::connect(&self.db.url, Some(Cluster::shared().password())).await
+        PostgresStore::connect(
+            &self.db.url,
+            Some(Cluster::shared().password()),
+            super::Roots::System,
+        )
+        .await
     }
 
     pub(crate) fn psql(&self, sql: &str) -> String {
