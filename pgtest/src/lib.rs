@@ -13,6 +13,9 @@
 //! database in it for each test. The superuser signs in over TCP with a password (SCRAM), as a
 //! console configured with `--database-password-file` does; over the socket it is trusted.
 //! A missing PostgreSQL is an error that says how to install it: never a silent skip.
+//!
+//! [`Cluster::start_tls`] starts one with `ssl = on` and the certificate it is given, whose
+//! pg_hba.conf lets TCP connections in only over TLS (`hostssl`), as an operator's would.
 
 use std::fs;
 use std::io::Write;
@@ -38,6 +41,13 @@ pub struct Cluster {
     waiter: Option<JoinHandle<()>>,
 }
 
+/// The certificate (chain) and key, PEM, of a cluster that speaks TLS.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
 /// A database made for one test.
 #[derive(Debug, Clone)]
 pub struct Database {
@@ -58,6 +68,16 @@ impl Cluster {
 
     /// Starts a new cluster.
     pub fn start() -> Result<Cluster, String> {
+        Cluster::start_with(None)
+    }
+
+    /// Starts a new cluster with `ssl = on` and `tls`'s certificate, taking TCP connections
+    /// over TLS alone (pg_hba.conf has `hostssl` lines only; the socket stays trusted).
+    pub fn start_tls(tls: &ServerTls) -> Result<Cluster, String> {
+        Cluster::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<&ServerTls>) -> Result<Cluster, String> {
         let bin = bin_dir()?;
         let as_root = rustix::process::geteuid().is_root();
         if as_root && !user_exists(SUPERUSER) {
@@ -86,6 +106,17 @@ impl Cluster {
             .mode(0o700)
             .create(dir.join("sock"))
             .map_err(|e| format!("creating the socket directory: {e}"))?;
+        if let Some(tls) = tls {
+            for (name, pem) in [("server.crt", &tls.cert_pem), ("server.key", &tls.key_pem)] {
+                fs::OpenOptions::new()
+                    .create_new(true)
+                    .write(true)
+                    .mode(0o600)
+                    .open(dir.join(name))
+                    .and_then(|mut f| f.write_all(pem.as_bytes()))
+                    .map_err(|e| format!("writing {name}: {e}"))?;
+            }
+        }
         let mut cluster = Cluster {
             dir,
             bin,
@@ -110,6 +141,16 @@ impl Cluster {
             .arg("--no-sync")
             .arg(format!("--pwfile={}", pwfile.display())))?;
         let _ = fs::remove_file(&pwfile);
+        if tls.is_some() {
+            // Rewritten in place: the file stays the cluster owner's.
+            fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\n\
+                 hostssl all all 127.0.0.1/32 scram-sha-256\n\
+                 hostssl all all ::1/128 scram-sha-256\n",
+            )
+            .map_err(|e| format!("writing pg_hba.conf: {e}"))?;
+        }
         cluster.port = free_port()?;
         let log = fs::File::create(cluster.dir.join("postgres.log"))
             .map_err(|e| format!("creating the server log: {e}"))?;
@@ -124,7 +165,22 @@ impl Cluster {
             .args(["-c", "listen_addresses=127.0.0.1"])
             // A test cluster needs no durability, and the store tests open many pools.
             .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
-            .args(["-c", "full_page_writes=off", "-c", "max_connections=400"])
+            .args(["-c", "full_page_writes=off", "-c", "max_connections=400"]);
+        if tls.is_some() {
+            server
+                .args(["-c", "ssl=on"])
+                .arg("-c")
+                .arg(format!(
+                    "ssl_cert_file={}",
+                    cluster.dir.join("server.crt").display()
+                ))
+                .arg("-c")
+                .arg(format!(
+                    "ssl_key_file={}",
+                    cluster.dir.join("server.key").display()
+                ));
+        }
+        server
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log);

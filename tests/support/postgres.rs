@@ -1,11 +1,14 @@
 //! A fresh database of the tests' throwaway PostgreSQL cluster (`tasknode-pgtest`) for
 //! consoles to share: the `serve` flags that reach it (the password in a 0600 file, never on
-//! the command line), and consoles started on it that share one admin token.
+//! the command line), and consoles started on it that share one admin token. [`TlsCluster`]
+//! is a cluster of its own that takes TCP connections over TLS alone, with a certificate for
+//! `localhost` and 127.0.0.1 from a test CA.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use tasknode_pgtest::{Cluster, Database};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+use tasknode_pgtest::{Cluster, Database, ServerTls};
 
 use crate::Console;
 
@@ -90,4 +93,76 @@ pub fn share_admin_token(from: &Console, to: &Console) {
     let token = to.data().join("admin.token");
     std::fs::copy(from.data().join("admin.token"), &token).unwrap();
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// A cluster with `ssl = on` and `hostssl` lines only, its certificate (for `localhost` and
+/// 127.0.0.1) signed by a test CA; `ca` holds that CA's certificate, `other_ca` one of a CA
+/// that signed nothing the cluster serves.
+pub struct TlsCluster {
+    pub cluster: Cluster,
+    pub ca: PathBuf,
+    pub other_ca: PathBuf,
+    password_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsCluster {
+    pub fn start() -> TlsCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, ca_key) = test_ca("tasknode test database CA");
+        let (other, _) = test_ca("tasknode test other CA");
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "tasknode test database");
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        let cluster = Cluster::start_tls(&ServerTls {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca.pem()).unwrap();
+        let other_ca = dir.path().join("other-ca.pem");
+        std::fs::write(&other_ca, other.pem()).unwrap();
+        let password_file = cluster
+            .password_file(dir.path())
+            .unwrap_or_else(|e| panic!("{e}"));
+        TlsCluster {
+            cluster,
+            ca: ca_file,
+            other_ca,
+            password_file,
+            _dir: dir,
+        }
+    }
+
+    /// A fresh database, and its URL with `localhost` as the host and `query` (such as
+    /// `?sslmode=require`) after it.
+    pub fn database(&self, query: &str) -> (Database, String) {
+        let db = self.cluster.database();
+        let url = format!(
+            "postgres://postgres@localhost:{}/{}{query}",
+            self.cluster.port(),
+            db.name
+        );
+        (db, url)
+    }
+
+    /// The file holding the superuser's password (0600).
+    pub fn password_file(&self) -> &str {
+        self.password_file.to_str().unwrap()
+    }
+}
+
+fn test_ca(name: &str) -> (rcgen::Certificate, KeyPair) {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    (cert, key)
 }
