@@ -245,7 +245,9 @@ fn a_bad_database_ca_names_the_flag_and_the_file() {
 #[test]
 fn migrate_moves_a_sqlite_console_over_tls() {
     let tls = tls_cluster();
-    let (db, url) = tls.database("?sslmode=require");
+    // channel_binding=require: the password exchange (SCRAM-SHA-256-PLUS) is bound to this
+    // TLS connection, so a server relaying it elsewhere could not use it.
+    let (db, url) = tls.database("?sslmode=require&channel_binding=require");
     let mut console = Console::start(&[]);
     console.cli_ok(&["group", "create", "moved", "--network", "classic"]);
     console.stop();
