@@ -3,7 +3,7 @@
 //! --database-ca CA` serves, and both its pooled and its listening connections are TLS (the
 //! server's `pg_stat_ssl` says so); `migrate --to` moves a SQLite console's state over TLS.
 //! Refused, each with the reason and what to pass, and no password in any message: the
-//! system's roots (the test CA is not among them), another CA, a name the certificate does
+//! system's roots (the test CA is not among them, also with `sslmode=prefer`), another CA, a name the certificate does
 //! not carry, a URL without TLS (the server refuses it), `sslmode=require` against a server
 //! without TLS, and a `--database-ca` that is missing, holds no certificate, or comes
 //! without `sslmode`.
@@ -127,6 +127,15 @@ fn a_certificate_that_does_not_verify_is_refused_naming_the_host_and_what_to_pas
         "{err}"
     );
     assert!(err.contains("--database-ca FILE"), "{err}");
+
+    // prefer goes without TLS only when the server offers none: a certificate that does not
+    // verify is refused all the same, never taken unverified.
+    let (_, prefer) = tls.database("?sslmode=prefer");
+    let err = serve_refused(&["--database", &prefer, "--database-password-file", pw]);
+    assert!(
+        err.contains("not signed by a CA in the system's roots"),
+        "{err}"
+    );
 
     // Another CA.
     let other = tls.other_ca.to_str().unwrap();
