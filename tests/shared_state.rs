@@ -246,11 +246,12 @@ fn make_it_an_older_consoles(data: &Path) -> Vec<u8> {
     )
     .unwrap();
     // Schema 6: without what migrations 7 (sessions, secrets), 8 (leases), 9 (server
-    // removal) and 10 (the audit log) added.
+    // removal), 10 (the audit log) and 11 (submits' idempotency keys) added.
     conn.execute_batch(
         "DROP TABLE console_secrets; DROP TABLE web_sessions; DROP TABLE leases;
          DROP TABLE removed_nodes; ALTER TABLE servers DROP COLUMN draining_ms;
          ALTER TABLE tasks DROP COLUMN server_name; DROP TABLE audit_log;
+         DROP INDEX tasks_idempotency_key; ALTER TABLE tasks DROP COLUMN idempotency_key;
          PRAGMA user_version = 6;",
     )
     .unwrap();
