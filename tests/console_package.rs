@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tasknode_tests::container::{Container, Init};
-use tasknode_tests::releases::{EPOCH, fixture, ok, run};
+use tasknode_tests::releases::{EPOCH, fixture, lintian, ok, run};
 use tasknode_tests::sandbox::require_root;
 use tasknode_tests::{dist_json, fixture_dir, free_port, stderr, which};
 
@@ -185,7 +185,7 @@ fn console_packages_verify_lint_clean_and_hold_a_sandboxed_service() {
     assert!(!r.out().join("repo/el6").exists());
 
     let deb = r.deb(&r.v1);
-    let lint = run(Command::new(which("lintian")).arg(&deb));
+    let lint = lintian(&deb);
     let lint_text = format!("{}{}", String::from_utf8_lossy(&lint.stdout), stderr(&lint));
     assert!(
         lint.status.success() && !lint_text.lines().any(|l| l.starts_with("E:")),

@@ -9,7 +9,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use serde_json::Value;
-use tasknode_tests::releases::{EPOCH, agent_version_in_root, dist, fixture, ok, rpm_path, run};
+use tasknode_tests::releases::{
+    EPOCH, agent_version_in_root, dist, fixture, lintian, ok, rpm_path, run,
+};
 use tasknode_tests::sandbox::{Os, Sandbox, require_root};
 use tasknode_tests::{Console, build_release_at, dist_json, fixture_dir, stderr, which};
 
@@ -661,7 +663,7 @@ fn the_deb_lints_clean_and_dpkg_installs_and_purges_it() {
         "{report}"
     );
 
-    let lint = run(Command::new(which("lintian")).arg(&deb));
+    let lint = lintian(&deb);
     let lint_text = format!("{}{}", String::from_utf8_lossy(&lint.stdout), stderr(&lint));
     assert!(lint.status.success(), "lintian: {lint_text}");
     assert!(

@@ -92,6 +92,15 @@ pub fn run(cmd: &mut Command) -> Output {
     cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
 }
 
+/// lintian on `deb`, with its scratch files in a directory of its own that goes with it
+/// (lintian leaves a cache file in TMPDIR on every run).
+pub fn lintian(deb: &Path) -> Output {
+    let scratch = tempfile::tempdir().unwrap();
+    run(Command::new(crate::which("lintian"))
+        .arg(deb)
+        .env("TMPDIR", scratch.path()))
+}
+
 pub fn ok(cmd: &mut Command) -> String {
     let out = run(cmd);
     assert!(
