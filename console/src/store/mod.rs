@@ -45,7 +45,7 @@ pub use servers::{
 };
 pub use sqlite::SqliteStore;
 pub use tasks::{
-    Assigned, Fenced, Reconciled, Submitted, Task, TaskCount, TaskFilter, TaskStore, key_reused,
+    Assigned, Fenced, Reconciled, Submitted, Task, TaskCount, TaskFilter, TaskStore, same_submit,
 };
 pub use wakes::{Origin, Wake, WakeFeed, WakeStore};
 

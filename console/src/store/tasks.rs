@@ -59,14 +59,23 @@ pub struct Reconciled {
     pub lost: Vec<i64>,
 }
 
-/// The answer when `key` already names task `id`, submitted with another script or timeout.
-pub fn key_reused(key: &str, id: i64) -> StoreError {
-    StoreError::Conflict {
+/// Whether a submit under `key` repeats the one that made task `id` (`earlier`: its script and
+/// timeout in seconds) and so may be answered with that task; if not, the refusal.
+pub fn same_submit(
+    key: &str,
+    id: i64,
+    earlier: (&str, i64),
+    now: (&str, i64),
+) -> Result<(), StoreError> {
+    if earlier == now {
+        return Ok(());
+    }
+    Err(StoreError::Conflict {
         field: "idempotency_key",
         message: format!(
             "{key:?} already names task {id} of this group, submitted with another script or timeout; a new task needs a new key"
         ),
-    }
+    })
 }
 
 /// What [`TaskStore::assign`] handed a server.

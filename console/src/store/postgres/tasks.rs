@@ -15,7 +15,7 @@ use crate::store::tasks::{LeaseRow, fence, finished};
 use crate::store::wakes::requeued;
 use crate::store::{
     Assigned, Fenced, Reconciled, StoreError, Submitted, Task, TaskCount, TaskFilter, TaskStore,
-    Wake, key_reused,
+    Wake, same_submit,
 };
 
 pub(super) const ACTIVE: &str = "('assigned', 'running')";
@@ -157,9 +157,12 @@ impl TaskStore for PostgresStore {
             };
             let id: i64 = col(&row, 0)?;
             let (earlier_script, earlier_timeout): (String, i64) = (col(&row, 1)?, col(&row, 2)?);
-            if earlier_script != script || earlier_timeout != timeout {
-                return Err(key_reused(key, id));
-            }
+            same_submit(
+                key,
+                id,
+                (&earlier_script, earlier_timeout),
+                (script, timeout),
+            )?;
             let t = task(&c, id).await?.ok_or_else(|| not_found(id))?;
             return Ok(Submitted {
                 task: t,

@@ -14,7 +14,7 @@ use crate::store::tasks::{LeaseRow, fence, finished};
 use crate::store::wakes::requeued;
 use crate::store::{
     Assigned, Fenced, Reconciled, StoreError, Submitted, Task, TaskCount, TaskFilter, TaskStore,
-    Wake, key_reused,
+    Wake, same_submit,
 };
 
 const ACTIVE: &str = "('assigned', 'running')";
@@ -105,9 +105,12 @@ fn submit(
             .optional()
             .map_err(sql(op))?;
         if let Some((id, earlier_script, earlier_timeout)) = earlier {
-            if earlier_script != script || earlier_timeout != timeout {
-                return Err(key_reused(key, id));
-            }
+            same_submit(
+                key,
+                id,
+                (&earlier_script, earlier_timeout),
+                (script, timeout),
+            )?;
             let t = task(&tx, id)?.ok_or_else(|| not_found(id))?;
             let found = Submitted {
                 task: t,
