@@ -50,8 +50,7 @@ pub async fn submit(
     let t = submitted.task;
     if !submitted.created {
         tracing::info!(task = t.id, group = %t.group, project = %t.project, "task submitted again: its idempotency key names it");
-        let held = state.store.log_sizes(&[t.id]).await?;
-        return Ok((render(&t, held.get(&t.id).copied().unwrap_or(0)), false));
+        return Ok((view(state, &t).await?, false));
     }
     tracing::info!(task = t.id, group = %t.group, project = %t.project, "task submitted");
     super::audit::record(
