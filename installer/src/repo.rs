@@ -415,7 +415,8 @@ impl Metadata {
 }
 
 /// Writes `repodata/NAME.xml.gz` of `kind` (zlib's default level 6, the one createrepo_c uses;
-/// no name or time in the gzip header) and returns its record, with the checksums and sizes of both forms as yum wants them.
+/// no name or time in the gzip header) and returns its record, with the checksums and sizes of
+/// both forms as yum wants them.
 fn write_gzipped(
     staging: &Path,
     kind: Metadata,
