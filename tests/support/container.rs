@@ -6,7 +6,7 @@
 //! installs both) and Debian's archive (TASKNODE_DEBIAN_MIRROR, else deb.debian.org).
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -56,6 +56,7 @@ fn image(init: Init) -> PathBuf {
             .join("containers")
             .join(format!("bookworm-{}-{}", init.name(), &packages[..12]));
     if image.join("etc/os-release").exists() {
+        unmount_under(&image);
         return image;
     }
     let mirror = std::env::var("TASKNODE_DEBIAN_MIRROR")
@@ -79,12 +80,46 @@ fn image(init: Init) -> PathBuf {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    unmount_under(&building);
     // Another test binary may have finished the same image first; either copy will do.
     if std::fs::rename(&building, &image).is_err() {
         let _ = std::fs::remove_dir_all(&building);
     }
     assert!(image.join("etc/os-release").exists());
     image
+}
+
+/// Unmounts whatever is mounted at or under `dir`, deepest first, and checks nothing is left.
+/// debootstrap mounts /proc and /sys in the root it builds and has been seen to leave /proc
+/// mounted there; a copy of that root would then read the host's /proc, whose kcore alone
+/// fills any disk.
+fn unmount_under(dir: &Path) {
+    let mounted = || -> Vec<PathBuf> {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let mut points: Vec<PathBuf> = info
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .map(PathBuf::from)
+            .filter(|p| p.starts_with(dir))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        points
+    };
+    for point in mounted() {
+        let out = Command::new("umount")
+            .arg("-l")
+            .arg(&point)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "umount {}: {}",
+            point.display(),
+            crate::stderr(&out)
+        );
+    }
+    let left = mounted();
+    assert!(left.is_empty(), "still mounted in the image: {left:?}");
 }
 
 /// A booted container. Dropping it powers it off.
@@ -108,7 +143,8 @@ impl Container {
             .unwrap();
         let root = dir.path().join("root");
         let out = Command::new("cp")
-            .args(["-a", "--reflink=auto"])
+            // Never into a file system mounted in the image (see `unmount_under`).
+            .args(["-a", "--reflink=auto", "--one-file-system"])
             .arg(&image)
             .arg(&root)
             .output()
