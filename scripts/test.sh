@@ -88,6 +88,16 @@ if ! cargo deb --version >/dev/null 2>&1; then
   cargo install --locked cargo-deb --version 3.8.0 || die "could not install cargo-deb"
 fi
 
+# A build from scratch takes about 5 GB (target/), and the tests a few more for container
+# roots and scratch files: stop now rather than half-way with "No space left on device".
+free_kb=$(df -Pk . | awk 'NR == 2 { print $4 }')
+need_gb=8
+[ -d target/debug ] && need_gb=3
+[ "$free_kb" -ge $((need_gb * 1024 * 1024)) ] \
+  || die "only $((free_kb / 1024)) MB free on $(df -P . | awk 'NR == 2 { print $6 }'): the build and tests need about $need_gb GB (free some, or cargo clean)"
+# A fresh checkout builds once: incremental caches would only take disk.
+if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
+
 say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy"
