@@ -3,7 +3,8 @@
 //! under the server's row lock (`FOR NO KEY UPDATE`: rows that only refer to the server stay
 //! free to write), and reconcile and assign alone reuse the same steps. A look is most of what
 //! dispatch costs the database, so each step is one statement in the usual case: the server
-//! lock, its active tasks, the held tasks' rows, and the claim.
+//! lock, its active tasks, the held tasks' rows, and the claim. A look from a poll runs all of
+//! them in the database, in one round trip (`in_one`, the function of migration 0010).
 
 use std::collections::HashMap;
 
@@ -97,13 +98,16 @@ pub(super) async fn let_go(
     Ok(())
 }
 
+/// Why an assigned task the agent does not hold is queued again, and a running one lost.
+const REQUEUE_REASON: &str = "its server never received the assignment; queued again";
+const LOST_REASON: &str =
+    "its agent no longer runs it (the agent restarted while it ran); it is not run again";
+
 /// What reconciling changed, for the caller's transaction to finish.
 pub(super) struct Squared {
     pub(super) out: Reconciled,
     /// The groups of the tasks queued again (their wake-ups go with the commit).
     pub(super) groups: Vec<i64>,
-    /// The server's tasks still assigned or running afterwards.
-    pub(super) still_active: u32,
 }
 
 /// Squares the server's active tasks with what its agent holds (see `TaskStore::reconcile`).
@@ -117,16 +121,13 @@ pub(super) async fn reconcile(
     let mut groups = Vec::new();
     let held_lease: HashMap<i64, i64> = held.iter().map(|h| (h.id, h.lease)).collect();
     let active = active_of(c, server_id).await?;
-    let mut still_active = 0u32;
     for a in &active {
-        if held_lease.get(&a.id) == Some(&a.lease) {
-            still_active += 1;
-        } else {
+        if held_lease.get(&a.id) != Some(&a.lease) {
             let_go(
                 c,
                 a,
-                "its server never received the assignment; queued again",
-                "its agent no longer runs it (the agent restarted while it ran); it is not run again",
+                REQUEUE_REASON,
+                LOST_REASON,
                 now_ms,
                 &mut out,
                 &mut groups,
@@ -165,11 +166,7 @@ pub(super) async fn reconcile(
             }
         }
     }
-    Ok(Squared {
-        out,
-        groups,
-        still_active,
-    })
+    Ok(Squared { out, groups })
 }
 
 /// The server a look assigns to, under its lock.
@@ -254,4 +251,70 @@ pub(super) async fn assign(
         tasks,
         submitted_ms,
     })
+}
+
+/// A whole look in one round trip: `tasknode_look` (migration 0010) takes the same locks and
+/// runs the same steps as `lock_server`, `reconcile` and `assign` in one transaction. Also
+/// returns the groups of the tasks queued again (their wake-ups go out after it commits).
+pub(super) async fn in_one(
+    c: &impl GenericClient,
+    server_id: i64,
+    held: &[HeldTask],
+    take: Option<u32>,
+    now_ms: i64,
+) -> Result<(Reconciled, Assigned, Vec<i64>), StoreError> {
+    let op = "looking for work";
+    let ids: Vec<i64> = held.iter().map(|h| h.id).collect();
+    let leases: Vec<i64> = held.iter().map(|h| h.lease).collect();
+    let rows = c
+        .q(
+            "SELECT r_kind, r_id, r_group, r_lease, r_script, r_timeout, r_submitted
+             FROM tasknode_look($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &server_id,
+                &ids,
+                &leases,
+                &take.map(i64::from),
+                &now_ms,
+                &REQUEUE_REASON,
+                &LOST_REASON,
+            ],
+        )
+        .await
+        .map_err(db(op))?;
+    let mut out = Reconciled::default();
+    let mut assigned = Assigned::default();
+    let mut groups = Vec::new();
+    let mut picked = Vec::new();
+    for r in &rows {
+        let kind: &str = col(r, 0)?;
+        match kind {
+            "requeued" => {
+                out.requeued.push(col(r, 1)?);
+                groups.push(col(r, 2)?);
+            }
+            "lost" => out.lost.push(col(r, 1)?),
+            "cancel" => out.cancel.push(col(r, 1)?),
+            "full" => assigned.full = true,
+            "assigned" => picked.push((
+                TaskAssignment {
+                    id: col(r, 1)?,
+                    lease: col(r, 3)?,
+                    script: col(r, 4)?,
+                    timeout_secs: col::<i64>(r, 5)?.max(1) as u64,
+                },
+                col::<i64>(r, 6)?,
+            )),
+            other => {
+                return Err(StoreError::Database {
+                    op,
+                    source: format!("tasknode_look returned a row of unknown kind {other:?}")
+                        .into(),
+                });
+            }
+        }
+    }
+    picked.sort_by_key(|(a, _)| a.id);
+    (assigned.tasks, assigned.submitted_ms) = picked.into_iter().unzip();
+    Ok((out, assigned, groups))
 }

@@ -51,6 +51,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("migrations/0007_audit_log.sql")),
     (8, include_str!("migrations/0008_log_addr.sql")),
     (9, include_str!("migrations/0009_task_idempotency.sql")),
+    (10, include_str!("migrations/0010_look_function.sql")),
 ];
 
 /// The advisory lock migrations run under ("tasknode" in ASCII).

@@ -293,22 +293,10 @@ impl TaskStore for PostgresStore {
         take: Option<u32>,
         now_ms: i64,
     ) -> Result<(Reconciled, Assigned), StoreError> {
-        let op = "looking for work";
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(db(op))?;
-        // The server's lock first, as an assign alone takes it, then its tasks'.
-        let server = look::lock_server(&tx, server_id).await?;
-        let squared = look::reconcile(&tx, server_id, &held, now_ms).await?;
-        let assigned = match (take, &server) {
-            (Some(max), Some(server)) => {
-                look::assign(&tx, server, max, squared.still_active, now_ms).await?
-            }
-            _ => Assigned::default(),
-        };
-        let wakes = requeued(&squared.groups);
-        tx.commit().await.map_err(db(op))?;
-        self.woke(&wakes);
-        Ok((squared.out, assigned))
+        let c = self.client().await?;
+        let (out, assigned, groups) = look::in_one(&c, server_id, &held, take, now_ms).await?;
+        self.woke(&requeued(&groups));
+        Ok((out, assigned))
     }
 
     async fn start_task(

@@ -3,7 +3,7 @@
 
 use crate::store::*;
 use tasknode_protocol::NetworkType;
-use tasknode_protocol::tasks::{FinishTask, Outcome, TaskState};
+use tasknode_protocol::tasks::{FinishTask, HeldTask, Outcome, TaskState};
 
 use super::Harness;
 use super::servers::{enrollment, facts};
@@ -84,6 +84,22 @@ pub(super) async fn a_busy_server_is_removed_only_by_drain_or_force(h: &dyn Harn
         .await
         .unwrap();
     assert!(store.assign(a.id, 2, 8).await.unwrap().tasks.is_empty());
+    // A look of the draining server squares what it holds and takes nothing either.
+    let held = vec![
+        HeldTask {
+            id: t1.id,
+            lease: 1,
+        },
+        HeldTask {
+            id: t2.id,
+            lease: 1,
+        },
+    ];
+    let (r, got) = store.look(a.id, held, Some(4), 8).await.unwrap();
+    assert_eq!(
+        (r, got.tasks.len(), got.full),
+        (Reconciled::default(), 0, false)
+    );
     assert_eq!(store.assign(b.id, 2, 8).await.unwrap().tasks[0].id, t3.id);
     let msg = conflict(
         store

@@ -212,8 +212,27 @@ pub(super) async fn a_look_squares_what_the_agent_holds_then_fills_its_free_slot
     assert!(got.tasks.is_empty() && !got.full);
     // Another server's look takes what is queued, the third task among it.
     let (_, got) = store.look(b, vec![], Some(2), 6).await.unwrap();
-    let theirs: Vec<i64> = got.tasks.iter().map(|t| t.id).collect();
-    assert_eq!(theirs, [ids[1], ids[2]]);
+    let theirs: Vec<(i64, i64)> = got.tasks.iter().map(|t| (t.id, t.lease)).collect();
+    assert_eq!(theirs, [(ids[1], 3), (ids[2], 1)]);
+    // A running task its agent no longer holds is lost, not run again; the slot it frees
+    // finds the queue empty.
+    assert_eq!(
+        store.start_task(b, ids[2], 1, 7, 7).await.unwrap(),
+        Fenced::Accepted
+    );
+    let held = vec![HeldTask {
+        id: ids[1],
+        lease: 3,
+    }];
+    let (r, got) = store.look(b, held, Some(2), 8).await.unwrap();
+    assert_eq!(
+        (r.requeued, r.lost, r.cancel),
+        (vec![], vec![ids[2]], vec![])
+    );
+    assert!(got.tasks.is_empty() && !got.full);
+    let lost = store.task(ids[2]).await.unwrap().unwrap();
+    assert_eq!((lost.state, lost.finished_ms), (TaskState::Lost, Some(8)));
+    assert!(lost.reason.unwrap().contains("no longer runs it"));
 }
 
 pub(super) async fn tasks_are_counted_per_group_and_state(h: &dyn Harness) {
