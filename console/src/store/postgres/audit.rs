@@ -2,14 +2,14 @@
 
 use async_trait::async_trait;
 
-use super::{PostgresStore, col, db};
+use super::{Cached, PostgresStore, col, db};
 use crate::store::{AuditEntry, AuditStore, NewAuditEntry, StoreError};
 
 #[async_trait]
 impl AuditStore for PostgresStore {
     async fn record_audit(&self, e: &NewAuditEntry, now_ms: i64) -> Result<(), StoreError> {
         let c = self.client().await?;
-        c.execute(
+        c.exec(
             "INSERT INTO audit_log (at_ms, actor, action, object, project)
              VALUES ($1, $2, $3, $4, $5)",
             &[&now_ms, &e.actor, &e.action, &e.object, &e.project],

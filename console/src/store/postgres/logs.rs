@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio_postgres::IsolationLevel;
 
-use super::{PostgresStore, col, db, to_i64};
+use super::{Cached, PostgresStore, col, db, to_i64};
 use crate::store::StoreError;
 use crate::store::logs::{Appended, LogLimits, Plan, TaskLogStore, plan};
 
@@ -48,14 +48,14 @@ impl TaskLogStore for PostgresStore {
         const OP: &str = "keeping a pushed task log";
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(db(OP))?;
-        tx.execute(
+        tx.exec(
             "INSERT INTO task_logs (task_id, size) VALUES ($1, 0) ON CONFLICT (task_id) DO NOTHING",
             &[&task],
         )
         .await
         .map_err(db(OP))?;
         let size = tx
-            .query_one(
+            .q_one(
                 "SELECT size FROM task_logs WHERE task_id = $1 FOR UPDATE",
                 &[&task],
             )
@@ -63,7 +63,7 @@ impl TaskLogStore for PostgresStore {
             .map_err(db(OP))?;
         let size = to_u64(col(&size, 0)?);
         let total = tx
-            .query_one(
+            .q_one(
                 "SELECT COALESCE(sum(l.size), 0)::BIGINT
                  FROM task_logs l JOIN tasks t ON t.id = l.task_id
                  WHERE t.server_id = $1",
@@ -79,13 +79,13 @@ impl TaskLogStore for PostgresStore {
         };
         let new = &bytes[skip..skip + take];
         let end = size + take as u64;
-        tx.execute(
+        tx.exec(
             "INSERT INTO task_log_chunks (task_id, start, data) VALUES ($1, $2, $3)",
             &[&task, &to_i64(size), &new],
         )
         .await
         .map_err(db(OP))?;
-        tx.execute(
+        tx.exec(
             "UPDATE task_logs SET size = $2 WHERE task_id = $1",
             &[&task, &to_i64(end)],
         )
