@@ -6,7 +6,7 @@ use tasknode_protocol::tasks::{DEFAULT_TIMEOUT_SECS, SubmitTask, TaskState, Task
 use super::{Caller, ServiceError};
 use crate::app::AppState;
 use crate::clock::{human_duration, rfc3339};
-use crate::store::{StoreError, Task, TaskFilter};
+use crate::store::{NewTask, StoreError, Task, TaskFilter};
 
 /// Queues a task (`req` already validated); the store wakes a poll of its group (on any
 /// console) that can take it. With an idempotency key already used in the group, the task
@@ -18,31 +18,19 @@ pub async fn submit(
 ) -> Result<(TaskView, bool), ServiceError> {
     caller.check_project(&req.project)?;
     let timeout = req.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS);
-    // Checks the group exists (NotFound names it) and that something could ever run the task:
-    // whether it has a server, not how many (a group may have thousands, and a count of them
-    // at every submit was most of a submit's cost on PostgreSQL).
-    if !state
-        .store
-        .group_has_servers(&req.project, &req.group)
-        .await?
-    {
-        return Err(ServiceError::Conflict {
-            field: Some("group".to_owned()),
-            message: format!(
-                "group {} has no servers, so nothing would run this task; add one first: tasknode-console server add --project {} --group {} --name HOSTNAME_OR_UUID",
-                req.group, req.project, req.group
-            ),
-        });
-    }
+    // The store refuses a group that is missing (NotFound names it) or has no servers.
     let began = std::time::Instant::now();
     let submitted = state
         .store
         .submit_task_once(
-            &req.project,
-            &req.group,
-            &req.script,
-            timeout,
-            req.idempotency_key.as_deref(),
+            &NewTask {
+                project: &req.project,
+                group: &req.group,
+                script: &req.script,
+                timeout_secs: timeout,
+                key: req.idempotency_key.as_deref(),
+                actor: &super::audit::actor(caller),
+            },
             state.clock.now_ms(),
         )
         .await?;
@@ -52,15 +40,8 @@ pub async fn submit(
         tracing::info!(task = t.id, group = %t.group, project = %t.project, "task submitted again: its idempotency key names it");
         return Ok((view(state, &t).await?, false));
     }
+    // The store wrote its audit entry with it.
     tracing::info!(task = t.id, group = %t.group, project = %t.project, "task submitted");
-    super::audit::record(
-        state,
-        caller,
-        "task.submit",
-        format!("task {} in group {}", t.id, t.group),
-        Some(&t.project),
-    )
-    .await;
     Ok((render(&t, 0), true))
 }
 

@@ -72,9 +72,6 @@ pub trait ProjectStore: Send + Sync {
     /// A group, with how many servers it has (a count: a submit's check, not every
     /// enrollment's), or `NotFound`.
     async fn group(&self, project: &str, group: &str) -> Result<Group, StoreError>;
-    /// Whether a group has a server (any, enrolled or not), or `NotFound`: a submit's check,
-    /// which stops at the first server instead of counting them all.
-    async fn group_has_servers(&self, project: &str, group: &str) -> Result<bool, StoreError>;
     /// Renames a group (`Exists` when the project has a group of that name already).
     async fn rename_group(
         &self,

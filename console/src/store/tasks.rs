@@ -59,6 +59,24 @@ pub struct Reconciled {
     pub lost: Vec<i64>,
 }
 
+/// The audit action of a submit, and its object: what the audit log says of task `id` of
+/// `group`. PostgreSQL writes the same text in SQL (`format('task %s in group %s', …)`); the
+/// store suite holds both to it.
+pub const SUBMIT_AUDIT_ACTION: &str = "task.submit";
+pub fn submit_audit_object(id: i64, group: &str) -> String {
+    format!("task {id} in group {group}")
+}
+
+/// The refusal of a new task for a group without servers.
+pub fn no_servers(project: &str, group: &str) -> StoreError {
+    StoreError::Conflict {
+        field: "group",
+        message: format!(
+            "group {group} has no servers, so nothing would run this task; add one first: tasknode-console server add --project {project} --group {group} --name HOSTNAME_OR_UUID"
+        ),
+    }
+}
+
 /// Whether a submit under `key` repeats the one that made task `id` (`earlier`: its script and
 /// timeout in seconds) and so may be answered with that task; if not, the refusal.
 pub fn same_submit(
@@ -97,6 +115,19 @@ pub enum Fenced {
     Refused(String),
 }
 
+/// A task to submit: its group, what it runs, and who submits it.
+#[derive(Debug, Clone, Copy)]
+pub struct NewTask<'a> {
+    pub project: &'a str,
+    pub group: &'a str,
+    pub script: &'a str,
+    pub timeout_secs: u64,
+    /// The idempotency key (see [`TaskStore::submit_task_once`]).
+    pub key: Option<&'a str>,
+    /// Who submits it, as the audit log names them (`admin`, `user:NAME`).
+    pub actor: &'a str,
+}
+
 /// What a submit made, or found.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Submitted {
@@ -107,7 +138,7 @@ pub struct Submitted {
 
 #[async_trait]
 pub trait TaskStore: Send + Sync {
-    /// Queues a task for a group.
+    /// Queues a task for a group, as the admin (see `submit_task_once`).
     async fn submit_task(
         &self,
         project: &str,
@@ -117,21 +148,30 @@ pub trait TaskStore: Send + Sync {
         now_ms: i64,
     ) -> Result<Task, StoreError> {
         let submitted = self
-            .submit_task_once(project, group, script, timeout_secs, None, now_ms)
+            .submit_task_once(
+                &NewTask {
+                    project,
+                    group,
+                    script,
+                    timeout_secs,
+                    key: None,
+                    actor: "admin",
+                },
+                now_ms,
+            )
             .await?;
         Ok(submitted.task)
     }
     /// Queues a task for a group, unless `key` is given and a task of the group already
     /// carries it: then that task, not created, when it was submitted with the same script and
     /// timeout, and a `Conflict` on `idempotency_key` when not. Two submits with one key make
-    /// one task, also when they race on two consoles.
+    /// one task, also when they race on two consoles. A group without servers takes no new
+    /// task ([`no_servers`]): nothing would ever run it. A task made is audited as submitted
+    /// by its actor ([`submit_audit_object`]) in the same transaction, so no task goes
+    /// unrecorded; a task found under its key is not audited again.
     async fn submit_task_once(
         &self,
-        project: &str,
-        group: &str,
-        script: &str,
-        timeout_secs: u64,
-        key: Option<&str>,
+        task: &NewTask<'_>,
         now_ms: i64,
     ) -> Result<Submitted, StoreError>;
     async fn task(&self, id: i64) -> Result<Option<Task>, StoreError>;

@@ -5,8 +5,7 @@ use async_trait::async_trait;
 use tasknode_protocol::NetworkType;
 
 use super::{
-    Cached, PostgresStore, col, db, group_of, is_unique_violation, parse_network, project_id,
-    to_u32,
+    PostgresStore, col, db, group_of, is_unique_violation, parse_network, project_id, to_u32,
 };
 use crate::store::{DeletedGroup, Group, Login, Project, ProjectStore, StoreError, User};
 
@@ -177,27 +176,6 @@ impl ProjectStore for PostgresStore {
         let c = self.client().await?;
         let (_, network) = group_of(&c, project, group).await?;
         Ok(parse_network(&network))
-    }
-
-    async fn group_has_servers(&self, project: &str, group: &str) -> Result<bool, StoreError> {
-        let c = self.client().await?;
-        let row = c
-            .q_opt(
-                // Not EXISTS: its plan (a scan that stops at the first match) walked most of
-                // the servers table when the group's rows were not near its start.
-                "SELECT (SELECT s.id FROM servers s WHERE s.group_id = g.id ORDER BY s.id LIMIT 1)
-                        IS NOT NULL
-                 FROM resource_groups g JOIN projects p ON p.id = g.project_id
-                 WHERE p.name = $1 AND g.name = $2",
-                &[&project, &group],
-            )
-            .await
-            .map_err(db("looking up a resource group"))?;
-        match row {
-            Some(r) => col(&r, 0),
-            // Which is missing, named as every other lookup names it.
-            None => group_of(&c, project, group).await.map(|_| false),
-        }
     }
 
     async fn group(&self, project: &str, group: &str) -> Result<Group, StoreError> {

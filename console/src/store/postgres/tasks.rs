@@ -14,8 +14,8 @@ use super::{Cached, PostgresStore, col, db, group_of, look, to_i64};
 use crate::store::tasks::{LeaseRow, fence, finished};
 use crate::store::wakes::requeued;
 use crate::store::{
-    Assigned, Fenced, Reconciled, StoreError, Submitted, Task, TaskCount, TaskFilter, TaskStore,
-    Wake, same_submit,
+    Assigned, Fenced, NewTask, Reconciled, SUBMIT_AUDIT_ACTION, StoreError, Submitted, Task,
+    TaskCount, TaskFilter, TaskStore, Wake, no_servers, same_submit,
 };
 
 pub(super) const ACTIVE: &str = "('assigned', 'running')";
@@ -97,37 +97,63 @@ fn ids(rows: &[Row]) -> Result<Vec<i64>, StoreError> {
 impl TaskStore for PostgresStore {
     async fn submit_task_once(
         &self,
-        project: &str,
-        group: &str,
-        script: &str,
-        timeout_secs: u64,
-        key: Option<&str>,
+        new: &NewTask<'_>,
         now_ms: i64,
     ) -> Result<Submitted, StoreError> {
         let op = "submitting a task";
-        let timeout = to_i64(timeout_secs);
+        let NewTask {
+            project,
+            group,
+            script,
+            key,
+            actor,
+            ..
+        } = *new;
+        let timeout = to_i64(new.timeout_secs);
         let c = self.client().await?;
         // Twice at most: a group made, or a keyed task removed, between the statements below
         // sends the submit round again.
         for _ in 0..2 {
-            // The usual case in one statement, the task read back as `task` reads it (the
-            // names matched are the ones given). No row: the project or group is missing, or
-            // the key names a task already (the insert waited for the submit that made it).
+            // The usual case in one statement, with its audit entry (the object as
+            // `submit_audit_object` writes it), the task read back as `task` reads it (the
+            // names matched are the ones given). No row: the project or group is missing, it
+            // has no servers, or the key names a task already (the insert waited for the
+            // submit that made it). Its first server by id, not EXISTS: that plan (a scan
+            // stopping at the first match) walked most of the servers table when the group's
+            // rows were not near its start.
             let row = c
                 .q_opt(
                     "WITH g AS (
                          SELECT g.id FROM resource_groups g
                          JOIN projects p ON p.id = g.project_id
-                         WHERE p.name = $1 AND g.name = $2)
-                     INSERT INTO tasks (group_id, script, timeout_secs, state, submitted_ms,
-                                        idempotency_key)
-                     SELECT g.id, $3, $4, 'queued', $5, $6 FROM g
-                     ON CONFLICT (group_id, idempotency_key) WHERE idempotency_key IS NOT NULL
-                     DO NOTHING
-                     RETURNING id, $1::text, $2::text, state, reason, server_name, timeout_secs,
-                               submitted_ms, assigned_ms, started_ms, finished_ms, exit_code,
-                               signal, log_bytes, lease, cancel_requested, group_id",
-                    &[&project, &group, &script, &timeout, &now_ms, &key],
+                         WHERE p.name = $1 AND g.name = $2
+                           AND (SELECT s.id FROM servers s WHERE s.group_id = g.id
+                                ORDER BY s.id LIMIT 1) IS NOT NULL)
+                     , t AS (
+                         INSERT INTO tasks (group_id, script, timeout_secs, state, submitted_ms,
+                                            idempotency_key)
+                         SELECT g.id, $3, $4, 'queued', $5, $6 FROM g
+                         ON CONFLICT (group_id, idempotency_key)
+                             WHERE idempotency_key IS NOT NULL DO NOTHING
+                         RETURNING *)
+                     , a AS (
+                         INSERT INTO audit_log (at_ms, actor, action, object, project)
+                         SELECT $5, $7, $8, format('task %s in group %s', t.id, $2::text), $1
+                         FROM t)
+                     SELECT id, $1::text, $2::text, state, reason, server_name, timeout_secs,
+                            submitted_ms, assigned_ms, started_ms, finished_ms, exit_code,
+                            signal, log_bytes, lease, cancel_requested, group_id
+                     FROM t",
+                    &[
+                        &project,
+                        &group,
+                        &script,
+                        &timeout,
+                        &now_ms,
+                        &key,
+                        &actor,
+                        &SUBMIT_AUDIT_ACTION,
+                    ],
                 )
                 .await
                 .map_err(db(op))?;
@@ -143,16 +169,29 @@ impl TaskStore for PostgresStore {
                 });
             }
             let (gid, _) = group_of(&c, project, group).await?;
-            let Some(key) = key else { continue };
-            let Some(row) = c
-                .q_opt(
-                    "SELECT id, script, timeout_secs FROM tasks
-                     WHERE group_id = $1 AND idempotency_key = $2",
-                    &[&gid, &key],
-                )
-                .await
-                .map_err(db(op))?
-            else {
+            let earlier = match key {
+                Some(key) => c
+                    .q_opt(
+                        "SELECT id, script, timeout_secs FROM tasks
+                         WHERE group_id = $1 AND idempotency_key = $2",
+                        &[&gid, &key],
+                    )
+                    .await
+                    .map_err(db(op))?,
+                None => None,
+            };
+            let (Some(key), Some(row)) = (key, earlier) else {
+                let has_servers = c
+                    .q_opt(
+                        "SELECT 1 FROM servers WHERE group_id = $1 ORDER BY id LIMIT 1",
+                        &[&gid],
+                    )
+                    .await
+                    .map_err(db(op))?
+                    .is_some();
+                if !has_servers {
+                    return Err(no_servers(project, group));
+                }
                 continue;
             };
             let id: i64 = col(&row, 0)?;

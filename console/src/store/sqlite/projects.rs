@@ -203,26 +203,6 @@ impl ProjectStore for SqliteStore {
         .await
     }
 
-    async fn group_has_servers(&self, project: &str, group: &str) -> Result<bool, StoreError> {
-        let (project, group) = (project.to_owned(), group.to_owned());
-        self.call(move |conn| {
-            let pid = project_id(conn, &project)?;
-            conn.query_row(
-                "SELECT EXISTS (SELECT 1 FROM servers s WHERE s.group_id = g.id)
-                 FROM resource_groups g WHERE g.project_id = ?1 AND g.name = ?2",
-                params![pid, group],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(sql("looking up a resource group"))?
-            .ok_or(StoreError::NotFound {
-                kind: "resource group",
-                name: group,
-            })
-        })
-        .await
-    }
-
     async fn group(&self, project: &str, group: &str) -> Result<Group, StoreError> {
         let (project, group) = (project.to_owned(), group.to_owned());
         self.call(move |conn| {

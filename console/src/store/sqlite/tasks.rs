@@ -13,8 +13,8 @@ use super::{SqliteStore, group_of, sql};
 use crate::store::tasks::{LeaseRow, fence, finished};
 use crate::store::wakes::requeued;
 use crate::store::{
-    Assigned, Fenced, Reconciled, StoreError, Submitted, Task, TaskCount, TaskFilter, TaskStore,
-    Wake, same_submit,
+    Assigned, Fenced, NewTask, Reconciled, SUBMIT_AUDIT_ACTION, StoreError, Submitted, Task,
+    TaskCount, TaskFilter, TaskStore, Wake, no_servers, same_submit, submit_audit_object,
 };
 
 const ACTIVE: &str = "('assigned', 'running')";
@@ -79,15 +79,18 @@ fn not_found(id: i64) -> StoreError {
 /// A submit, as [`TaskStore::submit_task_once`] says; also the task's group.
 fn submit(
     conn: &mut Connection,
-    project: &str,
-    group: &str,
-    script: &str,
-    timeout_secs: u64,
-    key: Option<&str>,
+    new: &NewTask<'_>,
     now_ms: i64,
 ) -> Result<(Submitted, i64), StoreError> {
     let op = "submitting a task";
-    let timeout = i64::try_from(timeout_secs).unwrap_or(i64::MAX);
+    let NewTask {
+        project,
+        group,
+        script,
+        key,
+        ..
+    } = *new;
+    let timeout = i64::try_from(new.timeout_secs).unwrap_or(i64::MAX);
     // Immediate: the key's check and the insert hold the write lock together, also against
     // another process on the same file.
     let tx = conn
@@ -119,6 +122,16 @@ fn submit(
             return Ok((found, gid));
         }
     }
+    let has_servers: bool = tx
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM servers WHERE group_id = ?1)",
+            params![gid],
+            |r| r.get(0),
+        )
+        .map_err(sql(op))?;
+    if !has_servers {
+        return Err(no_servers(project, group));
+    }
     tx.execute(
         "INSERT INTO tasks (group_id, script, timeout_secs, state, submitted_ms, idempotency_key)
          VALUES (?1, ?2, ?3, 'queued', ?4, ?5)",
@@ -126,6 +139,18 @@ fn submit(
     )
     .map_err(sql(op))?;
     let id = tx.last_insert_rowid();
+    tx.execute(
+        "INSERT INTO audit_log (at_ms, actor, action, object, project)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            now_ms,
+            new.actor,
+            SUBMIT_AUDIT_ACTION,
+            submit_audit_object(id, group),
+            project
+        ],
+    )
+    .map_err(sql(op))?;
     let t = task(&tx, id)?.ok_or_else(|| not_found(id))?;
     tx.commit().map_err(sql(op))?;
     let made = Submitted {
@@ -528,26 +553,27 @@ fn abandon(
 impl TaskStore for SqliteStore {
     async fn submit_task_once(
         &self,
-        project: &str,
-        group: &str,
-        script: &str,
-        timeout_secs: u64,
-        key: Option<&str>,
+        t: &NewTask<'_>,
         now_ms: i64,
     ) -> Result<Submitted, StoreError> {
-        let (project, group, script) = (project.to_owned(), group.to_owned(), script.to_owned());
-        let key = key.map(str::to_owned);
+        let (project, group, script) = (
+            t.project.to_owned(),
+            t.group.to_owned(),
+            t.script.to_owned(),
+        );
+        let (key, actor) = (t.key.map(str::to_owned), t.actor.to_owned());
+        let timeout_secs = t.timeout_secs;
         let (submitted, group) = self
             .call(move |conn| {
-                submit(
-                    conn,
-                    &project,
-                    &group,
-                    &script,
+                let t = NewTask {
+                    project: &project,
+                    group: &group,
+                    script: &script,
                     timeout_secs,
-                    key.as_deref(),
-                    now_ms,
-                )
+                    key: key.as_deref(),
+                    actor: &actor,
+                };
+                submit(conn, &t, now_ms)
             })
             .await?;
         if submitted.created {

@@ -6,6 +6,7 @@ use tasknode_protocol::NetworkType;
 use super::Harness;
 use super::releases::{manifest, signed};
 use super::servers::facts;
+use super::tasks::keyed;
 
 pub(super) async fn state_survives_reopening_and_migrations_run_once(h: &dyn Harness) {
     {
@@ -195,22 +196,6 @@ pub(super) async fn a_group_with_servers_or_unfinished_tasks_is_not_deleted(h: &
         store.group("nope", "etl").await,
         Err(StoreError::NotFound { .. })
     ));
-    // Whether it has a server (a submit's check) answers alike.
-    assert!(store.group_has_servers("default", "etl").await.unwrap());
-    assert!(matches!(
-        store.group_has_servers("default", "nope").await,
-        Err(StoreError::NotFound {
-            kind: "resource group",
-            ..
-        })
-    ));
-    assert!(matches!(
-        store.group_has_servers("nope", "etl").await,
-        Err(StoreError::NotFound {
-            kind: "project",
-            ..
-        })
-    ));
     let err = store.delete_group("default", "etl").await.unwrap_err();
     assert!(
         matches!(&err, StoreError::Conflict { field: "group", .. }),
@@ -221,16 +206,42 @@ pub(super) async fn a_group_with_servers_or_unfinished_tasks_is_not_deleted(h: &
         "group etl still has 2 servers; a group is deleted only when it is empty"
     );
 
-    // The store takes a task for a group without servers (the API refuses one).
+    // A group without servers takes no task, with or without a key: nothing would run it.
     store
         .create_group("default", "idle", NetworkType::Classic, 1)
         .await
         .unwrap();
-    assert!(!store.group_has_servers("default", "idle").await.unwrap());
-    let t = store
-        .submit_task("default", "idle", "true", 60, 2)
+    for key in [None, Some("k-1")] {
+        let err = store
+            .submit_task_once(&keyed("idle", "true", 60, key), 2)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Conflict { field: "group", .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("has no servers"), "{err}");
+    }
+    // A task it took while it had a server stays after the server is gone; a submit sent
+    // again under the task's key is still answered with it.
+    store
+        .add_server("default", "idle", "idle-1", None, 2)
         .await
         .unwrap();
+    let t = store
+        .submit_task_once(&keyed("idle", "true", 60, Some("k-1")), 2)
+        .await
+        .unwrap()
+        .task;
+    store
+        .remove_server("default", "idle-1", RemoveMode::Force, 2)
+        .await
+        .unwrap();
+    let again = store
+        .submit_task_once(&keyed("idle", "true", 60, Some("k-1")), 2)
+        .await
+        .unwrap();
+    assert_eq!((again.task.id, again.created), (t.id, false));
     let err = store.delete_group("default", "idle").await.unwrap_err();
     assert!(
         matches!(&err, StoreError::Conflict { field: "group", .. }),
@@ -272,6 +283,10 @@ pub(super) async fn a_group_with_servers_or_unfinished_tasks_is_not_deleted(h: &
         .create_group("default", "idle", NetworkType::Classic, 4)
         .await
         .unwrap();
+    store
+        .add_server("default", "idle", "idle-2", None, 4)
+        .await
+        .unwrap();
     let next = store
         .submit_task("default", "idle", "true", 60, 5)
         .await
@@ -300,6 +315,11 @@ pub(super) async fn deleting_a_group_takes_its_tokens_finished_tasks_and_rollout
             .create_enrollment_token("default", group, "etl", token, 1, 100)
             .await
             .unwrap();
+        let server = format!("{group}-1");
+        store
+            .add_server("default", group, &server, None, 2)
+            .await
+            .unwrap();
         let mut ids = Vec::new();
         for _ in 0..2 {
             let t = store
@@ -318,6 +338,11 @@ pub(super) async fn deleting_a_group_takes_its_tokens_finished_tasks_and_rollout
             max_failures: 0,
         };
         store.set_rollout(&rollout, "set", 4).await.unwrap();
+        // A group is deleted only when it has no servers.
+        store
+            .remove_server("default", &server, RemoveMode::Refuse, 4)
+            .await
+            .unwrap();
     }
     let old = group_id(&*store, "old").await;
 

@@ -7,6 +7,23 @@ use super::Harness;
 
 use tasknode_protocol::tasks::{FinishTask, HeldTask, Outcome, TaskState};
 
+/// A submit of `script` to `group` of the default project by the admin, under `key`.
+pub(super) fn keyed<'a>(
+    group: &'a str,
+    script: &'a str,
+    timeout_secs: u64,
+    key: Option<&'a str>,
+) -> NewTask<'a> {
+    NewTask {
+        project: "default",
+        group,
+        script,
+        timeout_secs,
+        key,
+        actor: "admin",
+    }
+}
+
 fn done(lease: i64, code: i32) -> FinishTask {
     FinishTask {
         lease,
@@ -241,6 +258,10 @@ pub(super) async fn tasks_are_counted_per_group_and_state(h: &dyn Harness) {
         .create_group("default", "web", NetworkType::Classic, 1)
         .await
         .unwrap();
+    store
+        .add_server("default", "web", "web-1", None, 1)
+        .await
+        .unwrap();
     assert_eq!(store.task_counts().await.unwrap(), []);
     for group in ["etl", "etl", "etl", "web"] {
         store
@@ -276,6 +297,10 @@ pub(super) async fn a_key_makes_one_task_however_often_and_wherever_it_is_submit
         .create_group("default", "other", NetworkType::Classic, 1)
         .await
         .unwrap();
+    first
+        .add_server("default", "other", "other-1", None, 1)
+        .await
+        .unwrap();
     // Two consoles on one database, sixteen submits of one key at once.
     let a: std::sync::Arc<dyn Store> = std::sync::Arc::from(first);
     let b: std::sync::Arc<dyn Store> = std::sync::Arc::from(h.open().await);
@@ -284,7 +309,7 @@ pub(super) async fn a_key_makes_one_task_however_often_and_wherever_it_is_submit
         let store = std::sync::Arc::clone(if i % 2 == 0 { &a } else { &b });
         racers.spawn(async move {
             store
-                .submit_task_once("default", "etl", "echo once", 60, Some("run-1"), i)
+                .submit_task_once(&keyed("etl", "echo once", 60, Some("run-1")), i)
                 .await
         });
     }
@@ -298,6 +323,23 @@ pub(super) async fn a_key_makes_one_task_however_often_and_wherever_it_is_submit
     let id = answers[0].task.id;
     assert!(answers.iter().all(|s| s.task.id == id), "{answers:?}");
     assert_eq!(h.rows("tasks").await, 1);
+    // One audit entry, written with the task; the fifteen answered with it wrote none.
+    let audited: Vec<_> = a
+        .audit_log(None, None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.actor, e.action, e.object, e.project))
+        .collect();
+    assert_eq!(
+        audited,
+        [(
+            "admin".to_owned(),
+            "task.submit".to_owned(),
+            format!("task {id} in group etl"),
+            Some("default".to_owned())
+        )]
+    );
 
     // Sent again later, after the task moved on: the same task as it is now, nothing new.
     let server = a
@@ -306,7 +348,7 @@ pub(super) async fn a_key_makes_one_task_however_often_and_wherever_it_is_submit
         .unwrap();
     let _ = a.assign(server.id, 4, 30).await.unwrap();
     let again = b
-        .submit_task_once("default", "etl", "echo once", 60, Some("run-1"), 40)
+        .submit_task_once(&keyed("etl", "echo once", 60, Some("run-1")), 40)
         .await
         .unwrap();
     assert!(!again.created);
@@ -316,7 +358,7 @@ pub(super) async fn a_key_makes_one_task_however_often_and_wherever_it_is_submit
     // The key with another script or timeout is refused, naming the field and the task.
     for (script, timeout) in [("echo twice", 60), ("echo once", 61)] {
         let refused = a
-            .submit_task_once("default", "etl", script, timeout, Some("run-1"), 50)
+            .submit_task_once(&keyed("etl", script, timeout, Some("run-1")), 50)
             .await
             .unwrap_err();
         match refused {
@@ -331,13 +373,13 @@ pub(super) async fn a_key_makes_one_task_however_often_and_wherever_it_is_submit
 
     // A key names a submit within its group; without a key every submit is a task.
     let elsewhere = a
-        .submit_task_once("default", "other", "echo once", 60, Some("run-1"), 60)
+        .submit_task_once(&keyed("other", "echo once", 60, Some("run-1")), 60)
         .await
         .unwrap();
     assert!(elsewhere.created && elsewhere.task.id != id);
     for _ in 0..2 {
         assert!(
-            b.submit_task_once("default", "etl", "echo once", 60, None, 70)
+            b.submit_task_once(&keyed("etl", "echo once", 60, None), 70)
                 .await
                 .unwrap()
                 .created
@@ -346,9 +388,11 @@ pub(super) async fn a_key_makes_one_task_however_often_and_wherever_it_is_submit
     assert_eq!(h.rows("tasks").await, 4);
     // A missing group is told as such, key or not.
     assert!(matches!(
-        a.submit_task_once("default", "nope", "true", 60, Some("run-1"), 80)
+        a.submit_task_once(&keyed("nope", "true", 60, Some("run-1")), 80)
             .await
             .unwrap_err(),
         StoreError::NotFound { .. }
     ));
+    // An entry for each task made, none for a repeat or a refusal.
+    assert_eq!(a.audit_log(None, None, 100).await.unwrap().len(), 4);
 }
