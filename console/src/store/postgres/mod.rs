@@ -52,6 +52,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("migrations/0008_log_addr.sql")),
     (9, include_str!("migrations/0009_task_idempotency.sql")),
     (10, include_str!("migrations/0010_look_function.sql")),
+    (11, include_str!("migrations/0011_servers_fillfactor.sql")),
 ];
 
 /// The advisory lock migrations run under ("tasknode" in ASCII).
