@@ -359,7 +359,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "10m", value_parser = duration, value_name = "DURATION")]
     pub stopped_after: Duration,
     /// How often heartbeat data held in memory is written to the database.
-    #[arg(long, default_value = "5s", value_parser = duration, value_name = "DURATION")]
+    #[arg(long, default_value = "1s", value_parser = duration, value_name = "DURATION")]
     pub persist_interval: Duration,
     /// The URL servers reach this console at, carried by install commands and scripts.
     /// [default: the URL it listens on]
