@@ -118,17 +118,20 @@ impl TaskStore for PostgresStore {
             // `submit_audit_object` writes it), the task read back as `task` reads it (the
             // names matched are the ones given). No row: the project or group is missing, it
             // has no servers, or the key names a task already (the insert waited for the
-            // submit that made it). Its first server by id, not EXISTS: that plan (a scan
-            // stopping at the first match) walked most of the servers table when the group's
-            // rows were not near its start.
+            // submit that made it). The group's first server is looked for by a range of the
+            // `(group_id, id)` index that only that index can answer in order: given
+            // `group_id = g.id ORDER BY id` (or EXISTS), the planner may expect a match near the
+            // start of the table and walk it by id instead, which took 0.6 to 0.8 s a submit at
+            // 100,000 servers when the group's were the newest.
             let row = c
                 .q_opt(
                     "WITH g AS (
                          SELECT g.id FROM resource_groups g
                          JOIN projects p ON p.id = g.project_id
                          WHERE p.name = $1 AND g.name = $2
-                           AND (SELECT s.id FROM servers s WHERE s.group_id = g.id
-                                ORDER BY s.id LIMIT 1) IS NOT NULL)
+                           AND (SELECT s.id FROM servers s
+                                WHERE (s.group_id, s.id) > (g.id, 0) AND s.group_id <= g.id
+                                ORDER BY s.group_id, s.id LIMIT 1) IS NOT NULL)
                      , t AS (
                          INSERT INTO tasks (group_id, script, timeout_secs, state, submitted_ms,
                                             idempotency_key)
@@ -183,7 +186,9 @@ impl TaskStore for PostgresStore {
             let (Some(key), Some(row)) = (key, earlier) else {
                 let has_servers = c
                     .q_opt(
-                        "SELECT 1 FROM servers WHERE group_id = $1 ORDER BY id LIMIT 1",
+                        // The same range as the submit's (see there).
+                        "SELECT 1 FROM servers s WHERE (s.group_id, s.id) > ($1, 0)
+                           AND s.group_id <= $1 ORDER BY s.group_id, s.id LIMIT 1",
                         &[&gid],
                     )
                     .await
