@@ -199,7 +199,9 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     ));
     // With PostgreSQL, other consoles write liveness too: load what they wrote since the last
     // load (docs/architecture.md, "Liveness across consoles").
-    let refresh = liveness::REFRESH.min(args.persist_interval);
+    // Not tied to --persist-interval: each load reads the whole servers table, a cost that
+    // grows with the fleet, not with how often agents call.
+    let refresh = liveness::REFRESH;
     if args.database.is_some()
         && thresholds.degraded_after <= thresholds.interval + args.persist_interval + refresh
     {
