@@ -172,11 +172,24 @@ impl Sandbox {
         run_ok(Command::new("chmod").arg("1777").arg(r.join("tmp")));
         let busybox = crate::which("busybox");
         std::fs::copy(&busybox, r.join("bin/busybox")).unwrap();
-        run_ok(
-            Command::new("chroot")
+        // A test thread forking while the copy was open for writing leaves the child holding
+        // it until it execs: running the copy meanwhile fails with ETXTBSY. Runs again then.
+        for attempt in 1.. {
+            let out = Command::new("chroot")
                 .arg(&r)
-                .args(["/bin/busybox", "--install", "-s", "/bin"]),
-        );
+                .args(["/bin/busybox", "--install", "-s", "/bin"])
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                attempt < 20 && stderr.contains("Text file busy"),
+                "busybox --install in the sandbox: {stderr}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         // The shells install.sh must work under, and shadow's user tools, which every target
         // has (Debian's busybox has no adduser).
         for program in ["dash", "bash", "useradd", "userdel"] {
