@@ -1,6 +1,7 @@
 //! The audit log: every change an operator makes through the API, the CLI or the web console
-//! is recorded after it commits, with who made it. A user reads the entries of their own
-//! project only; the admin reads all.
+//! is recorded after it commits, with who made it (a submit's entry the store writes with the
+//! task: see `TaskStore::submit_task_once`). A user reads the entries of their own project
+//! only; the admin reads all.
 
 use tasknode_protocol::access::{AUDIT_PAGE, AUDIT_PAGE_MAX, AuditEntryView, AuditPage};
 
