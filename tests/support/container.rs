@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::cgroup::OwnCgroup;
 use crate::{Console, wait_for};
 
 /// Which init the container boots.
@@ -128,6 +129,8 @@ pub struct Container {
     init: Init,
     hostname: String,
     nspawn: Option<Child>,
+    /// The cgroups the container runs in, its own (see the cgroup module).
+    cgroup: Option<OwnCgroup>,
     /// The container's PID 1, as the host numbers it.
     leader: i32,
 }
@@ -161,6 +164,7 @@ impl Container {
             init,
             hostname: hostname.to_owned(),
             nspawn: None,
+            cgroup: None,
             leader: 0,
         };
         container.start();
@@ -172,10 +176,17 @@ impl Container {
         // nspawn keeps its mount propagation directory under /run/systemd/nspawn and will only
         // remove it from a tmpfs. This host's /run may be on disk, so the container gets a
         // tmpfs there in a mount namespace of its own; the host's mounts are not touched.
-        let script = "mkdir -p /run/systemd/nspawn \
+        // It also moves into cgroups of its own before nspawn starts (see the cgroup module).
+        let script = "root=$1 machine=$2 && shift 2 \
+            && for procs; do echo $$ > \"$procs\" || exit; done \
+            && mkdir -p /run/systemd/nspawn \
             && mount -t tmpfs tmpfs /run/systemd/nspawn \
             && exec systemd-nspawn --quiet --register=no --keep-unit --boot \
-               --console=read-only --directory=\"$1\" --machine=\"$2\"";
+               --console=read-only --directory=\"$root\" --machine=\"$machine\"";
+        // A reboot's old cgroups go before the new ones take their name.
+        self.cgroup = None;
+        let dir_name = self.dir.path().file_name().unwrap().to_string_lossy();
+        let cgroup = OwnCgroup::create(&dir_name);
         let log = std::fs::File::create(self.dir.path().join("console.log")).unwrap();
         let child = Command::new("unshare")
             .args([
@@ -189,6 +200,7 @@ impl Container {
             ])
             .arg(self.root())
             .arg(&self.hostname)
+            .args(cgroup.procs_files())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -196,6 +208,7 @@ impl Container {
             .unwrap();
         let nspawn = child.id() as i32;
         self.nspawn = Some(child);
+        self.cgroup = Some(cgroup);
         // nspawn forks a helper before the init, so wait for the child that is the init.
         let init = match self.init {
             Init::Systemd => "systemd",

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 pub mod aarch64;
 pub mod browser;
+pub mod cgroup;
 pub mod container;
 pub mod haproxy;
 pub mod old_kernel;
