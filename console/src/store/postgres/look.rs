@@ -1,12 +1,9 @@
 //! A long poll's look on PostgreSQL: square what the agent holds with the tasks table, then
-//! hand the server queued tasks of its group. `TaskStore::look` runs both in one transaction
-//! under the server's row lock (`FOR NO KEY UPDATE`: rows that only refer to the server stay
-//! free to write), and reconcile and assign alone reuse the same steps. A look is most of what
-//! dispatch costs the database, so each step is one statement in the usual case: the server
-//! lock, its active tasks, the held tasks' rows, and the claim. A look from a poll runs all of
-//! them in the database, in one round trip (`in_one`, the function of migration 0010).
-
-use std::collections::HashMap;
+//! hand the server queued tasks of its group, in one transaction under the server's row lock
+//! (`FOR NO KEY UPDATE`: rows that only refer to the server stay free to write). A look is
+//! most of what dispatch costs the database, so it runs in the database, in one round trip
+//! (`in_one`, the function of migration 0010); `TaskStore::reconcile` is a look that takes
+//! nothing. `assign` alone (the store suite's) and a server's abandon reuse the steps below.
 
 use deadpool_postgres::GenericClient;
 use tasknode_protocol::tasks::{HeldTask, TaskAssignment, TaskState};
@@ -18,7 +15,6 @@ use crate::store::{Assigned, Reconciled, StoreError};
 pub(super) struct Active {
     id: i64,
     state: TaskState,
-    lease: i64,
     group: i64,
 }
 
@@ -31,7 +27,7 @@ pub(super) async fn active_of(
     let rows = c
         .q(
             &format!(
-                "SELECT id, state, lease, group_id FROM tasks WHERE server_id = $1 AND state IN {ACTIVE}
+                "SELECT id, state, group_id FROM tasks WHERE server_id = $1 AND state IN {ACTIVE}
                  ORDER BY id FOR UPDATE"
             ),
             &[&server_id],
@@ -44,8 +40,7 @@ pub(super) async fn active_of(
             Ok(Active {
                 id: col(r, 0)?,
                 state: state_of(&state)?,
-                lease: col(r, 2)?,
-                group: col(r, 3)?,
+                group: col(r, 2)?,
             })
         })
         .collect()
@@ -102,72 +97,6 @@ pub(super) async fn let_go(
 const REQUEUE_REASON: &str = "its server never received the assignment; queued again";
 const LOST_REASON: &str =
     "its agent no longer runs it (the agent restarted while it ran); it is not run again";
-
-/// What reconciling changed, for the caller's transaction to finish.
-pub(super) struct Squared {
-    pub(super) out: Reconciled,
-    /// The groups of the tasks queued again (their wake-ups go with the commit).
-    pub(super) groups: Vec<i64>,
-}
-
-/// Squares the server's active tasks with what its agent holds (see `TaskStore::reconcile`).
-pub(super) async fn reconcile(
-    c: &impl GenericClient,
-    server_id: i64,
-    held: &[HeldTask],
-    now_ms: i64,
-) -> Result<Squared, StoreError> {
-    let mut out = Reconciled::default();
-    let mut groups = Vec::new();
-    let held_lease: HashMap<i64, i64> = held.iter().map(|h| (h.id, h.lease)).collect();
-    let active = active_of(c, server_id).await?;
-    for a in &active {
-        if held_lease.get(&a.id) != Some(&a.lease) {
-            let_go(
-                c,
-                a,
-                REQUEUE_REASON,
-                LOST_REASON,
-                now_ms,
-                &mut out,
-                &mut groups,
-            )
-            .await?;
-        }
-    }
-    if !held.is_empty() {
-        let ids: Vec<i64> = held.iter().map(|h| h.id).collect();
-        let rows = c
-            .q(
-                "SELECT id, server_id, lease, state, cancel_requested FROM tasks WHERE id = ANY($1)",
-                &[&ids],
-            )
-            .await
-            .map_err(db("reading the tasks an agent holds"))?;
-        let mut known = HashMap::with_capacity(rows.len());
-        for r in &rows {
-            let sid: Option<i64> = col(r, 1)?;
-            let lease: i64 = col(r, 2)?;
-            let state = state_of(&col::<String>(r, 3)?)?;
-            let cancel: bool = col(r, 4)?;
-            known.insert(col::<i64>(r, 0)?, (sid, lease, state, cancel));
-        }
-        for h in held {
-            // A lost task's result may still come; a cancelled one must die.
-            let keep = known
-                .get(&h.id)
-                .is_some_and(|&(sid, lease, state, cancel)| {
-                    sid == Some(server_id)
-                        && lease == h.lease
-                        && !(cancel || state == TaskState::Cancelled)
-                });
-            if !keep {
-                out.cancel.push(h.id);
-            }
-        }
-    }
-    Ok(Squared { out, groups })
-}
 
 /// The server a look assigns to, under its lock.
 pub(super) struct Locked {
@@ -253,9 +182,10 @@ pub(super) async fn assign(
     })
 }
 
-/// A whole look in one round trip: `tasknode_look` (migration 0010) takes the same locks and
-/// runs the same steps as `lock_server`, `reconcile` and `assign` in one transaction. Also
-/// returns the groups of the tasks queued again (their wake-ups go out after it commits).
+/// A whole look in one round trip: `tasknode_look` (migration 0010) locks the server, then
+/// its active tasks, squares them with `held`, and (with `take`) runs the claim of `assign`,
+/// in one transaction. Also returns the groups of the tasks queued again (their wake-ups go
+/// out after it commits).
 pub(super) async fn in_one(
     c: &impl GenericClient,
     server_id: i64,
