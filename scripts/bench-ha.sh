@@ -215,9 +215,9 @@ fi
 
 say "writing the ha rows of $OUT"
 python3 - "$RECORDS" "$OUT" "$RUNS" "$QUICK" "$LOAD" "$HB_AGENTS" "$FLEET_TASKS" "$FLEET_SERVERS" "$FO_AGENTS" \
-  "$FO_INTERVAL" "$FLEET_RUNS" <<'PY'
+  "$FO_INTERVAL" "$FLEET_RUNS" "$FLEET_TIMEOUT" <<'PY'
 import datetime, json, statistics, subprocess, sys
-records, out, runs, quick, load, hb, tasks, servers, fo, fo_interval, fleet_runs = sys.argv[1:12]
+records, out, runs, quick, load, hb, tasks, servers, fo, fo_interval, fleet_runs, fleet_timeout = sys.argv[1:13]
 rows = {}
 for line in open(records):
     r = json.loads(line)
@@ -261,7 +261,7 @@ bullet = (f"- `ha_*`: the control plane at fleet scale, release consoles and the
           f"finished at once, while T tasks (`true`) are submitted to their group 32 at a time: `started_per_s` is T over the time from "
           f"the first submit to the last accepted start, `finished_per_s` to the last accepted finish, `dispatch_*_ms` from a task's "
           f"submit to its start; `lost` (not succeeded in the console's list afterwards) and `twice` (started twice) must be 0 in every "
-          f"run (the column shows the worst run); `unfinished`: tasks not done when the run gave up (after 180 s). `ha_failover_N_agents_pg2_*`: {fo} simulated agents (`tasknode-loadgen failover`) "
+          f"run (the column shows the worst run); `unfinished`: tasks not done when the run gave up (after {fleet_timeout}). `ha_failover_N_agents_pg2_*`: {fo} simulated agents (`tasknode-loadgen failover`) "
           f"heartbeating every {fo_interval}, half to each console, moving on as the agent does (no answer or 5xx: the next console, at once); "
           f"after 8 s one console is killed with SIGKILL. `all_back_s`: from the kill until every agent has had a heartbeat answered "
           f"again (its floor is the {fo_interval} interval: an agent notices at its next heartbeat); `worst_delay_ms`: the most the move delayed "
