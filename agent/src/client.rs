@@ -344,6 +344,34 @@ impl ConsoleClient {
         self.post("/api/v1/enroll", None, req).await
     }
 
+    /// [`ConsoleClient::enroll`], asked again while every console fails (no answer, or a 5xx
+    /// such as a balancer's 502 for a console that died mid-request), for up to `patience`:
+    /// an install run across a console's kill or restart completes. A refusal is final at
+    /// once. `waiting` hears of each failure and the delay before the next try.
+    pub async fn enroll_patiently(
+        &self,
+        req: &EnrollRequest,
+        patience: Duration,
+        mut waiting: impl FnMut(&ClientError, Duration),
+    ) -> Result<Answer<EnrollResponse>, ClientError> {
+        let deadline = Instant::now() + patience;
+        let mut backoff =
+            crate::backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
+        loop {
+            match self.enroll(req).await {
+                Err(e) if e.fails_over() => {
+                    let delay = backoff.next_delay();
+                    if Instant::now() + delay > deadline {
+                        return Err(e);
+                    }
+                    waiting(&e, delay);
+                    tokio::time::sleep(delay).await;
+                }
+                answer => return answer,
+            }
+        }
+    }
+
     pub async fn heartbeat(
         &self,
         node_id: &str,

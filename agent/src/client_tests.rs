@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::post;
 use tasknode_protocol::tasks::FinishTask;
 
@@ -158,4 +159,93 @@ async fn a_removed_answer_stays_with_its_console_and_tells_the_agent_once() {
         .await
         .unwrap();
     assert!(said.contains("HTTP 410"), "{said}");
+}
+
+/// A console whose enroll answers `failures` times with a balancer's 502, then with
+/// `then`: an enrollment (200) or a refusal. Counts the requests it gets.
+async fn flaky_enroll(failures: u32, then: StatusCode, hits: Arc<AtomicU32>) -> String {
+    let app = axum::Router::new().route(
+        "/api/v1/enroll",
+        post(move || {
+            let hits = Arc::clone(&hits);
+            async move {
+                if hits.fetch_add(1, Ordering::SeqCst) < failures {
+                    return (StatusCode::BAD_GATEWAY, "<html>502 Bad Gateway</html>").into_response();
+                }
+                if then != StatusCode::OK {
+                    let body = serde_json::json!({"error": {"code": "forbidden", "message": "wrong token"}});
+                    return (then, axum::Json(body)).into_response();
+                }
+                axum::Json(serde_json::json!({
+                    "node_id": "n1", "node_secret": "s", "server_name": "h", "group": "g",
+                    "project": "p", "network": "classic", "heartbeat_interval_secs": 10,
+                    "console_time_ms": 1
+                }))
+                .into_response()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+fn enroll_request() -> EnrollRequest {
+    EnrollRequest {
+        user_name: None,
+        password: None,
+        enrollment_token: Some("t".into()),
+        identity: tasknode_protocol::Identity::Hostname("h".into()),
+        facts: tasknode_protocol::wire::HostFacts {
+            hostname: "h".into(),
+            cpu_cores: 2.0,
+            memory_bytes: 1 << 30,
+            os: "x".into(),
+            arch: "x86_64".into(),
+            kernel: "k".into(),
+            agent_version: "0.1.0".into(),
+        },
+    }
+}
+
+#[tokio::test]
+async fn an_enrollment_is_asked_again_while_the_console_fails_and_never_after_a_refusal() {
+    // Two 502s (a console behind the balancer dying mid-request), then the enrollment.
+    let hits = Arc::new(AtomicU32::new(0));
+    let url = flaky_enroll(2, StatusCode::OK, Arc::clone(&hits)).await;
+    let client = ConsoleClient::new(&[url], None).unwrap();
+    let mut told = Vec::new();
+    let answer = client
+        .enroll_patiently(&enroll_request(), Duration::from_secs(30), |e, _| {
+            told.push(e.to_string())
+        })
+        .await
+        .unwrap();
+    assert_eq!(answer.body.node_id, "n1");
+    assert_eq!(hits.load(Ordering::SeqCst), 3);
+    assert_eq!(told.len(), 2);
+    assert!(told[0].contains("502"), "{told:?}");
+
+    // A refusal after a 502 is final at once.
+    let hits = Arc::new(AtomicU32::new(0));
+    let url = flaky_enroll(1, StatusCode::FORBIDDEN, Arc::clone(&hits)).await;
+    let client = ConsoleClient::new(&[url], None).unwrap();
+    let err = client
+        .enroll_patiently(&enroll_request(), Duration::from_secs(30), |_, _| {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(403), "{err}");
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+
+    // Out of patience: the last failure is the answer.
+    let hits = Arc::new(AtomicU32::new(0));
+    let url = flaky_enroll(u32::MAX, StatusCode::OK, Arc::clone(&hits)).await;
+    let client = ConsoleClient::new(&[url], None).unwrap();
+    let err = client
+        .enroll_patiently(&enroll_request(), Duration::from_secs(2), |_, _| {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(502), "{err}");
+    assert!(hits.load(Ordering::SeqCst) >= 2);
 }

@@ -17,6 +17,9 @@ use crate::client::ConsoleClient;
 use crate::config::{self, Config, ConfigError, Node};
 use crate::{Exit, env, facts, identity};
 
+/// How long an enrollment is asked again while the consoles fail (no answer, or a 5xx).
+const ENROLL_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub async fn run(args: EnrollArgs) -> anyhow::Result<Exit> {
     if args.password.is_some() {
         bail!(
@@ -60,7 +63,14 @@ pub async fn run(args: EnrollArgs) -> anyhow::Result<Exit> {
         identity: identity.clone(),
         facts,
     };
-    let answer = client.enroll(&request).await?;
+    let answer = client
+        .enroll_patiently(&request, ENROLL_PATIENCE, |e, delay| {
+            eprintln!(
+                "tasknode: the console failed ({e}); asking again in {:.1} s",
+                delay.as_secs_f64()
+            );
+        })
+        .await?;
     drop(request);
     let enrolled = answer.body;
 
