@@ -60,16 +60,14 @@ struct Nodes {
     dirty: Vec<String>,
 }
 
-impl Nodes {
-    /// Marks node `node_id` dirty, if the map holds it.
-    fn mark_dirty(&mut self, node_id: &str) {
-        if let Some(n) = self.by_id.get_mut(node_id)
-            && !std::mem::replace(&mut n.dirty, true)
-        {
-            self.dirty.push(node_id.to_owned());
-        }
+/// Marks node `n` (its id `node_id`) dirty, listing it in `dirty` unless it already was.
+fn mark_dirty(n: &mut Node, node_id: &str, dirty: &mut Vec<String>) {
+    if !std::mem::replace(&mut n.dirty, true) {
+        dirty.push(node_id.to_owned());
     }
+}
 
+impl Nodes {
     /// Whether server `server_id` has a node of enrollment `generation` or a later one.
     fn has_generation(&self, server_id: i64, generation: u64) -> bool {
         self.by_server
@@ -358,8 +356,10 @@ impl LivenessMap {
         peer: std::net::IpAddr,
         now_ms: i64,
     ) -> bool {
-        let mut nodes = self.lock();
-        let Some(n) = nodes.get_mut(node_id) else {
+        let mut guard = self.lock();
+        // One lookup on this hot path: the node and the dirty list are borrowed apart.
+        let nodes = &mut *guard;
+        let Some(n) = nodes.by_id.get_mut(node_id) else {
             return false;
         };
         n.live.log_addr = hb.log_port.map(|p| std::net::SocketAddr::new(peer, p));
@@ -371,7 +371,7 @@ impl LivenessMap {
             n.live.clock_offset_ms = hb.clock_offset_ms;
         }
         n.live.running_tasks = hb.running_tasks;
-        nodes.mark_dirty(node_id);
+        mark_dirty(n, node_id, &mut nodes.dirty);
         true
     }
 
@@ -430,9 +430,12 @@ impl LivenessMap {
 
     /// Marks entries dirty again after a failed write, unless newer data replaced them.
     fn restore_dirty(&self, batch: &[LivenessUpdate]) {
-        let mut nodes = self.lock();
+        let mut guard = self.lock();
+        let nodes = &mut *guard;
         for u in batch {
-            nodes.mark_dirty(&u.node_id);
+            if let Some(n) = nodes.by_id.get_mut(&u.node_id) {
+                mark_dirty(n, &u.node_id, &mut nodes.dirty);
+            }
         }
     }
 
