@@ -303,9 +303,7 @@ impl TaskStore for PostgresStore {
         now_ms: i64,
     ) -> Result<Reconciled, StoreError> {
         // A look that takes nothing: the same steps as a poll's, in one place.
-        let c = self.client().await?;
-        let (out, _, groups) = look::in_one(&c, server_id, &held, None, now_ms).await?;
-        self.woke(&requeued(&groups));
+        let (out, _) = self.look(server_id, held, None, now_ms).await?;
         Ok(out)
     }
 
