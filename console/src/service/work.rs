@@ -121,6 +121,15 @@ pub async fn start(
 ) -> Result<(), ServiceError> {
     let now = state.clock.now_ms();
     req.check_times(now)?;
+    if let Some(by) = state
+        .store
+        .start_as_node(node_id, id, req.lease, req.at_ms, now)
+        .await?
+    {
+        tracing::info!(task = id, server = %by.server, "task started");
+        return Ok(());
+    }
+    // Anything but the usual start: the node's server (or why it has none), and why not.
     let server = node_server(state, node_id).await?;
     let answer = state
         .store
@@ -145,17 +154,32 @@ pub async fn finish(
 ) -> Result<(), ServiceError> {
     let now = state.clock.now_ms();
     req.check_times(now)?;
+    if let Some(by) = state.store.finish_as_node(node_id, id, &req, now).await? {
+        tracing::info!(task = id, server = %by.server, outcome = ?req.outcome, "task finished");
+        // The server is looked up only to complete its drain: the result is in either way.
+        if by.draining
+            && let Ok(server) = node_server(state, node_id).await
+        {
+            drain_after_finish(state, &server).await;
+        }
+        return Ok(());
+    }
+    // Anything but the usual finish: the node's server (or why it has none), and why not.
     let server = node_server(state, node_id).await?;
     let outcome = req.outcome.clone();
     let answer = state.store.finish_task(server.id, id, req, now).await?;
     if answer == Fenced::Accepted {
         tracing::info!(task = id, server = %server.name, ?outcome, "task finished");
-        // The result is kept either way; a draining server's last one removes it.
-        if let Err(e) = super::removal::finish_drain(state, &server).await {
-            tracing::warn!(server = %server.name, error = %e, "completing a drain failed; the next poll tries again");
-        }
+        drain_after_finish(state, &server).await;
     }
     fenced(answer)
+}
+
+/// A draining server's last result removes it. The result is kept either way.
+async fn drain_after_finish(state: &AppState, server: &Server) {
+    if let Err(e) = super::removal::finish_drain(state, server).await {
+        tracing::warn!(server = %server.name, error = %e, "completing a drain failed; the next poll tries again");
+    }
 }
 
 /// Appends `body` at `offset` to the console's copy of task `id`'s log, pushed by the server

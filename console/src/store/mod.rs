@@ -45,8 +45,8 @@ pub use servers::{
 };
 pub use sqlite::SqliteStore;
 pub use tasks::{
-    Assigned, Fenced, NewTask, Reconciled, SUBMIT_AUDIT_ACTION, Submitted, Task, TaskCount,
-    TaskFilter, TaskStore, no_servers, same_submit, submit_audit_object,
+    Assigned, Fenced, NewTask, Reconciled, ReportedBy, SUBMIT_AUDIT_ACTION, Submitted, Task,
+    TaskCount, TaskFilter, TaskStore, no_servers, same_submit, submit_audit_object,
 };
 pub use wakes::{Origin, Wake, WakeFeed, WakeStore};
 

@@ -107,6 +107,16 @@ pub struct Assigned {
     pub full: bool,
 }
 
+/// The server an agent's start or finish was accepted for, as the store found it by the
+/// agent's node id (see [`TaskStore::start_as_node`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportedBy {
+    pub server_id: i64,
+    pub server: String,
+    /// The server is draining: the caller completes its removal once it holds nothing.
+    pub draining: bool,
+}
+
 /// The answer to an agent's start or finish.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fenced {
@@ -225,6 +235,31 @@ pub trait TaskStore: Send + Sync {
         report: FinishTask,
         now_ms: i64,
     ) -> Result<Fenced, StoreError>;
+    /// The usual start, fenced by the node itself: task `id` is assigned, under `lease`, to
+    /// the server node `node_id` is enrolled as now. It starts, in one step without a lookup
+    /// of the server first. `None` when this step does not take it (another node, a
+    /// re-enrolled or removed server, a stale lease, a task not assigned): nothing changed,
+    /// and the caller looks the node's server up and asks [`TaskStore::start_task`], which
+    /// answers it and tells why. A repeat may get either answer; it changes nothing.
+    async fn start_as_node(
+        &self,
+        node_id: &str,
+        id: i64,
+        lease: i64,
+        at_ms: i64,
+        now_ms: i64,
+    ) -> Result<Option<ReportedBy>, StoreError>;
+    /// The usual finish, fenced as [`TaskStore::start_as_node`] is: the task, assigned or
+    /// running, takes its result and its server's poll is woken (a slot is free). `None` when
+    /// this step does not take it, with nothing changed: the caller asks
+    /// [`TaskStore::finish_task`].
+    async fn finish_as_node(
+        &self,
+        node_id: &str,
+        id: i64,
+        report: &FinishTask,
+        now_ms: i64,
+    ) -> Result<Option<ReportedBy>, StoreError>;
     /// Whether `id` is assigned to `server_id` under `lease` (its log may be pushed).
     async fn holds_lease(&self, server_id: i64, id: i64, lease: i64) -> Result<bool, StoreError>;
     /// Ids of the tasks assigned to a server (whose logs it pushed, on a VPC).

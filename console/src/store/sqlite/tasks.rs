@@ -9,12 +9,13 @@ use tasknode_protocol::tasks::{FinishTask, HeldTask, TaskAssignment, TaskState};
 
 use async_trait::async_trait;
 
-use super::{SqliteStore, group_of, sql};
+use super::{SqliteStore, group_of, server_by_node, sql};
 use crate::store::tasks::{LeaseRow, fence, finished};
 use crate::store::wakes::requeued;
 use crate::store::{
-    Assigned, Fenced, NewTask, Reconciled, SUBMIT_AUDIT_ACTION, StoreError, Submitted, Task,
-    TaskCount, TaskFilter, TaskStore, Wake, no_servers, same_submit, submit_audit_object,
+    Assigned, Fenced, NewTask, Reconciled, ReportedBy, SUBMIT_AUDIT_ACTION, Server, StoreError,
+    Submitted, Task, TaskCount, TaskFilter, TaskStore, Wake, no_servers, same_submit,
+    submit_audit_object,
 };
 
 const ACTIVE: &str = "('assigned', 'running')";
@@ -471,6 +472,32 @@ fn finish(
     Ok(Fenced::Accepted)
 }
 
+/// A start or finish by node `node_id`, fenced by `step` under the node's server: the server
+/// when it was accepted. One console, one connection: the lookup costs no round trip.
+fn as_node(
+    conn: &mut Connection,
+    node_id: &str,
+    step: impl FnOnce(&mut Connection, i64) -> Result<Fenced, StoreError>,
+) -> Result<Option<ReportedBy>, StoreError> {
+    let Some(Server {
+        id,
+        name,
+        draining_ms,
+        ..
+    }) = server_by_node(conn, node_id)?
+    else {
+        return Ok(None);
+    };
+    Ok(match step(conn, id)? {
+        Fenced::Accepted => Some(ReportedBy {
+            server_id: id,
+            server: name,
+            draining: draining_ms.is_some(),
+        }),
+        Fenced::Refused(_) => None,
+    })
+}
+
 fn holds_lease(conn: &Connection, server_id: i64, id: i64, lease: i64) -> Result<bool, StoreError> {
     conn.query_row(
         "SELECT COUNT(*) FROM tasks WHERE id = ?1 AND server_id = ?2 AND lease = ?3",
@@ -674,6 +701,46 @@ impl TaskStore for SqliteStore {
             self.wakes.send(Wake::Slot { server: server_id });
         }
         Ok(answer)
+    }
+
+    async fn start_as_node(
+        &self,
+        node_id: &str,
+        id: i64,
+        lease: i64,
+        at_ms: i64,
+        _now_ms: i64,
+    ) -> Result<Option<ReportedBy>, StoreError> {
+        let node_id = node_id.to_owned();
+        self.call(move |conn| {
+            as_node(conn, &node_id, |conn, server| {
+                start(conn, server, id, lease, at_ms)
+            })
+        })
+        .await
+    }
+
+    async fn finish_as_node(
+        &self,
+        node_id: &str,
+        id: i64,
+        report: &FinishTask,
+        _now_ms: i64,
+    ) -> Result<Option<ReportedBy>, StoreError> {
+        let (node_id, report) = (node_id.to_owned(), report.clone());
+        let by = self
+            .call(move |conn| {
+                as_node(conn, &node_id, |conn, server| {
+                    finish(conn, server, id, &report)
+                })
+            })
+            .await?;
+        if let Some(by) = &by {
+            self.wakes.send(Wake::Slot {
+                server: by.server_id,
+            });
+        }
+        Ok(by)
     }
 
     async fn holds_lease(&self, server_id: i64, id: i64, lease: i64) -> Result<bool, StoreError> {

@@ -169,6 +169,7 @@ suite!(
     removal::an_idle_last_server_is_refused_while_its_group_has_queued_tasks,
     removal::a_moved_server_keeps_its_identity_within_its_project_and_network,
     tasks::a_stale_lease_can_neither_start_nor_finish_a_task,
+    tasks::a_start_or_finish_by_node_takes_only_its_servers_current_task,
     tasks::assignment_stops_at_max_concurrency_and_a_lost_task_is_not_run_again,
     tasks::a_look_squares_what_the_agent_holds_then_fills_its_free_slots,
     tasks::tasks_are_counted_per_group_and_state,

@@ -4,6 +4,7 @@ use crate::store::*;
 use tasknode_protocol::NetworkType;
 
 use super::Harness;
+use super::servers::{enrollment, facts};
 
 use tasknode_protocol::tasks::{FinishTask, HeldTask, Outcome, TaskState};
 
@@ -113,6 +114,90 @@ pub(super) async fn a_stale_lease_can_neither_start_nor_finish_a_task(h: &dyn Ha
         ),
         "{err}"
     );
+}
+
+pub(super) async fn a_start_or_finish_by_node_takes_only_its_servers_current_task(h: &dyn Harness) {
+    let (store, a, b) = store(h).await;
+    for (server, node) in [(a, "node-a"), (b, "node-b")] {
+        store
+            .enroll(server, &enrollment(node), &facts(), None)
+            .await
+            .unwrap();
+    }
+    let mut wakes = store.wakes().rx;
+    let t = store
+        .submit_task("default", "etl", "true", 60, 1)
+        .await
+        .unwrap();
+    let lease = store.assign(a, 2, 2).await.unwrap().tasks[0].lease;
+    let state = |id| {
+        let store = &store;
+        async move { store.task(id).await.unwrap().unwrap().state }
+    };
+
+    // Another server's node, a stale lease, a node never enrolled: none starts it.
+    for (node, l) in [("node-b", lease), ("node-a", lease + 1), ("nope", lease)] {
+        assert_eq!(
+            store.start_as_node(node, t.id, l, 3, 3).await.unwrap(),
+            None
+        );
+    }
+    assert_eq!(state(t.id).await, TaskState::Assigned);
+    let by = store
+        .start_as_node("node-a", t.id, lease, 3, 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        by,
+        Some(ReportedBy {
+            server_id: a,
+            server: "db-1".into(),
+            draining: false
+        })
+    );
+    assert_eq!(state(t.id).await, TaskState::Running);
+
+    // Enrolled again: the old node's result is not taken, the new node's is, and the server's
+    // poll is woken.
+    store
+        .enroll(a, &enrollment("node-a2"), &facts(), None)
+        .await
+        .unwrap();
+    while wakes.try_recv().is_ok() {}
+    let report = done(lease, 0);
+    assert_eq!(
+        store
+            .finish_as_node("node-a", t.id, &report, 4)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(state(t.id).await, TaskState::Running);
+    assert!(wakes.try_recv().is_err());
+    let by = store
+        .finish_as_node("node-a2", t.id, &report, 4)
+        .await
+        .unwrap();
+    assert_eq!(by.map(|b| b.server_id), Some(a));
+    assert_eq!(state(t.id).await, TaskState::Succeeded);
+    assert_eq!(wakes.try_recv().unwrap().0, Wake::Slot { server: a });
+
+    // A draining server's finish says so: the caller completes the removal.
+    let t = store
+        .submit_task("default", "etl", "true", 60, 5)
+        .await
+        .unwrap();
+    let lease = store.assign(b, 2, 5).await.unwrap().tasks[0].lease;
+    store
+        .remove_server("default", "db-2", RemoveMode::Drain, 6)
+        .await
+        .unwrap();
+    let by = store
+        .finish_as_node("node-b", t.id, &done(lease, 1), 7)
+        .await
+        .unwrap();
+    assert_eq!(by.map(|b| (b.server_id, b.draining)), Some((b, true)));
+    assert_eq!(state(t.id).await, TaskState::Failed);
 }
 
 pub(super) async fn assignment_stops_at_max_concurrency_and_a_lost_task_is_not_run_again(
