@@ -14,7 +14,8 @@ use anyhow::{Context, bail};
 use rand::Rng;
 use serde_json::json;
 
-use crate::{heartbeat_request, load_nodes, raise_open_files};
+use crate::heartbeat::heartbeat_request;
+use crate::{load_nodes, raise_open_files};
 
 #[derive(Debug, clap::Args)]
 pub struct FailoverArgs {

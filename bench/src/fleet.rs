@@ -1,6 +1,6 @@
 //! `tasknode-loadgen fleet`: dispatch at scale. N simulated VPC servers (enrolled by `enroll`)
-//! each hold a long poll, as the agent does, and report every task they are given as started
-//! and finished at once; meanwhile a submitter queues T tasks to their group as fast as the
+//! each hold a long poll and heartbeat every 10 s, as the agent does, and report every task they
+//! are given as started and finished at once; meanwhile a submitter queues T tasks to their group as fast as the
 //! console takes them. Measures tasks per second from the first submit to the last start (and
 //! the last finish), and checks that every task ran exactly once: none lost, none started twice.
 //! With several consoles the servers and the submits are spread over them round-robin.
@@ -15,6 +15,9 @@ use anyhow::{Context, bail};
 use serde_json::json;
 use tokio::sync::Mutex;
 
+use rand::Rng;
+
+use crate::heartbeat::heartbeat_request;
 use crate::{Node, histogram, load_nodes, post, raise_open_files};
 
 #[derive(Debug, clap::Args)]
@@ -56,6 +59,7 @@ struct Seen {
     refused: AtomicU64,
     poll_errors: AtomicU64,
     report_errors: AtomicU64,
+    heartbeat_errors: AtomicU64,
 }
 
 fn now_ms() -> i64 {
@@ -115,7 +119,35 @@ async fn run_task(
 }
 
 /// One simulated server: long polls, runs what it is given, polls again.
+/// How often a simulated server heartbeats, as an agent does by default.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
+
+/// One simulated server: its polls, and beside them its heartbeats (without them, a run that
+/// starts 10 minutes after the enrollment would find its servers shown stopped, and their
+/// tasks taken back).
 async fn server(http: reqwest::Client, base: String, node: Node, seen: Arc<Seen>) {
+    tokio::join!(
+        polls(&http, &base, &node, &seen),
+        heartbeats(&http, &base, &node, &seen)
+    );
+}
+
+async fn heartbeats(http: &reqwest::Client, base: &str, node: &Node, seen: &Seen) {
+    let phase = rand::thread_rng().gen_range(Duration::ZERO..HEARTBEAT_EVERY);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + phase, HEARTBEAT_EVERY);
+    loop {
+        ticker.tick().await;
+        let answered = match heartbeat_request(http, base, node).send().await {
+            Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+            _ => false,
+        };
+        if !answered {
+            seen.heartbeat_errors.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+async fn polls(http: &reqwest::Client, base: &str, node: &Node, seen: &Seen) {
     let url = format!("{base}/api/v1/nodes/{}/tasks/poll", node.id);
     loop {
         let res = http
@@ -139,7 +171,7 @@ async fn server(http: reqwest::Client, base: String, node: Node, seen: Arc<Seen>
             let (Some(id), Some(lease)) = (a["id"].as_i64(), a["lease"].as_i64()) else {
                 continue;
             };
-            if let Err(e) = run_task(&http, &base, &node, id, lease, &seen).await {
+            if let Err(e) = run_task(http, base, node, id, lease, seen).await {
                 seen.report_errors.fetch_add(1, Ordering::SeqCst);
                 eprintln!("{e:#}");
             }
@@ -280,6 +312,7 @@ pub async fn run(args: FleetArgs) -> anyhow::Result<()> {
             "refused_starts": seen.refused.load(Ordering::SeqCst),
             "poll_errors": seen.poll_errors.load(Ordering::SeqCst),
             "report_errors": seen.report_errors.load(Ordering::SeqCst),
+            "heartbeat_errors": seen.heartbeat_errors.load(Ordering::SeqCst),
         })
     );
     if finished < args.tasks {
