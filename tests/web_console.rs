@@ -191,6 +191,46 @@ fn an_operator_adds_a_server_and_runs_a_task_in_the_browser() {
     b.wait_text("#exit-code", "0", TIMEOUT);
     b.screenshot("task-log");
 
+    // The form carries a key of its own. Sent twice (a double click, a browser sending it again
+    // after a lost answer), it makes one task; sent again edited (a page the browser kept), a
+    // new one.
+    b.goto(&format!("{}/ui/tasks?group=default/etl-vpc", console.url));
+    b.fill("#script", "echo sent-twice");
+    let post = "const f = document.querySelector('#submit-task'); \
+        const x = new XMLHttpRequest(); x.open('POST', f.action, false); \
+        x.setRequestHeader('Content-Type', 'application/x-www-form-urlencoded'); \
+        x.send(new URLSearchParams(new FormData(f)).toString()); return x.responseURL;";
+    let first = b.eval(post);
+    assert!(
+        first.as_str().is_some_and(|u| u.contains("/ui/tasks/")),
+        "the submit did not lead to its task: {first}"
+    );
+    assert_eq!(
+        b.eval(post),
+        first,
+        "the same form sent twice made two tasks"
+    );
+    b.fill("#script", "echo edited");
+    let edited = b.eval(post);
+    assert!(
+        edited.as_str().is_some_and(|u| u.contains("/ui/tasks/")) && edited != first,
+        "an edited form sent again was not a new task: {edited} after {first}"
+    );
+    // A key the form did not make is refused, and the form comes back with a good one.
+    b.eval(
+        "document.querySelector('#submit-task input[name=key]').value = 'not a key!'; return null",
+    );
+    b.click("#submit-task button[type=submit]");
+    b.wait_text(
+        "#form-error",
+        "hidden key must be 1 to 128 characters",
+        TIMEOUT,
+    );
+    let key = b
+        .attr("#submit-task input[name=key]", "value")
+        .unwrap_or_default();
+    assert!(key.starts_with("web-") && key.len() == 36, "{key}");
+
     // A long task, cancelled from its page while its log streams.
     b.goto(&format!("{}/ui/tasks?group=default/etl-vpc", console.url));
     b.fill(

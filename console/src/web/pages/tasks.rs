@@ -32,7 +32,17 @@ pub async fn tasks(
         values.insert("group".to_owned(), g);
     }
     values.insert("timeout".to_owned(), "1h".to_owned());
+    values.insert("key".to_owned(), new_key());
     tasks_page(&state, &viewer, &FormErrors::default(), values).await
+}
+
+/// The idempotency key of one rendering of the submit form: a double click, or a browser
+/// sending the form again after a lost answer, makes one task.
+fn new_key() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    format!("web-{}", hex::encode(bytes))
 }
 
 async fn tasks_page(
@@ -107,25 +117,53 @@ pub async fn submit_task(
     };
     // Browsers send a textarea's line ends as CRLF; a shell script needs LF.
     let script = form.get("script").replace("\r\n", "\n");
+    let mut fresh_key = false;
+    // A page from before the form had a key sends none.
+    let key = Some(form.get("key").trim())
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned);
     if !errors.fields.contains_key("group") {
-        let req = SubmitTask {
+        let mut req = SubmitTask {
             project,
             group,
             script,
             timeout_secs,
-            idempotency_key: None,
+            idempotency_key: key,
         };
-        if let Err(e) = req.validate() {
-            errors.field(e);
+        match req.validate() {
+            // The key is the form's own, hidden: a bad one was not typed by the user.
+            Err(e) if e.field == "idempotency_key" => {
+                errors.form = Some(format!(
+                    "this form's hidden key {}; the form below has a new one: submit it again",
+                    e.message
+                ));
+                fresh_key = true;
+            }
+            Err(e) => errors.field(e),
+            Ok(()) => {}
         }
         if errors.is_empty() {
-            match service::tasks::submit(&state, viewer.caller(), req).await {
+            let mut submitted = service::tasks::submit(&state, viewer.caller(), req.clone()).await;
+            // The key names a task with another script or timeout: the form was edited and
+            // sent again from a page the browser kept. That is a new task, under a new key.
+            if let Err(e) = &submitted
+                && e.field().as_deref() == Some("idempotency_key")
+            {
+                req.idempotency_key = Some(new_key());
+                submitted = service::tasks::submit(&state, viewer.caller(), req).await;
+            }
+            match submitted {
                 Ok((t, _)) => return Ok(see_other(&format!("/ui/tasks/{}", t.id))),
                 Err(e) => errors.refused(e, &["group", "script"]),
             }
         }
     }
-    tasks_page(&state, &viewer, &errors, form.values()).await
+    // Shown again with its errors, the form keeps its key: nothing was made with it.
+    let mut values = form.values();
+    if fresh_key {
+        values.insert("key".to_owned(), new_key());
+    }
+    tasks_page(&state, &viewer, &errors, values).await
 }
 
 async fn visible_task(
