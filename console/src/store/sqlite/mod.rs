@@ -35,6 +35,7 @@ mod audit;
 mod leases;
 mod liveness;
 mod logs;
+mod look;
 mod projects;
 mod releases;
 mod removal;
