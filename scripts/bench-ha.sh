@@ -141,10 +141,9 @@ enroll_all() {
 }
 
 # settle: waits until the 1-minute load average is under 1, at most SETTLE_MAX (300 s; none in
-# BENCH_QUICK mode). A bulk
-# enrollment leaves work behind it (on PostgreSQL: autovacuum of 115,000 new rows in three
-# tables, the checkpoint of their writes) that runs for minutes on the same 2 cores; measured
-# right after it, heartbeats wait for the cores (docs/benchmarks.md, the fifth round).
+# BENCH_QUICK mode). A bulk enrollment leaves work behind it (on PostgreSQL: autovacuum of
+# 115,000 new rows in three tables, the checkpoint of their writes) that runs for minutes on the
+# same 2 cores (docs/benchmarks.md, the fifth round).
 settle() {
   local waited=0
   while awk '{exit !($1 >= 1.0)}' /proc/loadavg && [ "$waited" -lt "${SETTLE_MAX:-300}" ]; do

@@ -1,7 +1,7 @@
 //! `tasknode-loadgen fleet`: dispatch at scale. N simulated VPC servers (enrolled by `enroll`)
-//! each hold a long poll and heartbeat every 10 s, as the agent does, and report every task they
-//! are given as started and finished at once; meanwhile a submitter queues T tasks to their group as fast as the
-//! console takes them. Measures tasks per second from the first submit to the last start (and
+//! each hold a long poll and heartbeat every 10 s, as the agent does, and report every task
+//! they are given as started and finished at once; meanwhile a submitter queues T tasks to their
+//! group as fast as the console takes them. Measures tasks per second from the first submit to the last start (and
 //! the last finish), and checks that every task ran exactly once: none lost, none started twice.
 //! With several consoles the servers and the submits are spread over them round-robin.
 
@@ -118,7 +118,6 @@ async fn run_task(
     Ok(())
 }
 
-/// One simulated server: long polls, runs what it is given, polls again.
 /// How often a simulated server heartbeats, as an agent does by default.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
 
@@ -147,6 +146,7 @@ async fn heartbeats(http: &reqwest::Client, base: &str, node: &Node, seen: &Seen
     }
 }
 
+/// Long polls, runs what it is given, polls again.
 async fn polls(http: &reqwest::Client, base: &str, node: &Node, seen: &Seen) {
     let url = format!("{base}/api/v1/nodes/{}/tasks/poll", node.id);
     loop {
