@@ -419,19 +419,7 @@ impl TaskStore for PostgresStore {
     ) -> Result<Fenced, StoreError> {
         let op = "starting a task";
         let mut c = self.client().await?;
-        // The usual case in one statement, its fence in its WHERE: the task is this server's,
-        // under this lease, and assigned. Anything else is answered under the row lock below.
-        let started = c
-            .exec(
-                "UPDATE tasks SET state = 'running', started_ms = $2
-                 WHERE id = $1 AND server_id = $3 AND lease = $4 AND state = 'assigned'",
-                &[&id, &at_ms, &server_id, &lease],
-            )
-            .await
-            .map_err(db(op))?;
-        if started == 1 {
-            return Ok(Fenced::Accepted);
-        }
+        // The usual start came by start_as_node; this one is answered under the row lock.
         let tx = c.transaction().await.map_err(db(op))?;
         let row = lease_of(&tx, id).await?;
         if let Some(why) = fence(id, row.as_ref(), server_id, lease) {
@@ -467,37 +455,7 @@ impl TaskStore for PostgresStore {
         let mut c = self.client().await?;
         // A slot of the server is free.
         let wakes = [Wake::Slot { server: server_id }];
-        // The usual case (the task is this server's under this lease, and assigned or
-        // running: both finish alike) in one statement; anything else is answered under the
-        // row lock below.
-        if let Some(f) = finished(TaskState::Running, &report) {
-            let done = c
-                .exec(
-                    "UPDATE tasks SET state = $2, reason = $3,
-                            started_ms = COALESCE($4, started_ms), finished_ms = $5,
-                            exit_code = $6, signal = $7, log_bytes = $8
-                     WHERE id = $1 AND server_id = $9 AND lease = $10
-                       AND state IN ('assigned', 'running')",
-                    &[
-                        &id,
-                        &f.state.as_str(),
-                        &f.reason,
-                        &report.started_ms,
-                        &report.finished_ms,
-                        &f.exit_code,
-                        &f.signal,
-                        &f.log_bytes,
-                        &server_id,
-                        &report.lease,
-                    ],
-                )
-                .await
-                .map_err(db(op))?;
-            if done == 1 {
-                self.woke(&wakes);
-                return Ok(Fenced::Accepted);
-            }
-        }
+        // The usual finish came by finish_as_node; this one is answered under the row lock.
         let tx = c.transaction().await.map_err(db(op))?;
         let row = lease_of(&tx, id).await?;
         if let Some(why) = fence(id, row.as_ref(), server_id, report.lease) {
