@@ -66,9 +66,9 @@ pub trait LivenessStore: Send + Sync {
     async fn node_record(&self, node_id: &str) -> Result<Option<NodeRecord>, StoreError>;
     /// The enrolled nodes whose liveness or enrollment may have changed since `after` was
     /// returned (every node without it), and where the next load starts. What this store
-    /// itself wrote last is left out where the backend can tell: on PostgreSQL a row carries
-    /// the transaction and the console that last wrote it, and a load returns only the rows
-    /// other consoles wrote (or enrollments, which any console wrote) in transactions its
+    /// itself wrote is left out where the backend can tell: on PostgreSQL each write records
+    /// the servers it changed with its transaction and console, and a load returns only the
+    /// servers other consoles wrote (or enrolled, through any console) in transactions its
     /// previous load could not see. SQLite, which one console uses, returns every node.
     async fn nodes_changed(&self, after: Option<ChangeCursor>) -> Result<NodeChanges, StoreError>;
 }

@@ -62,15 +62,16 @@ const fn table(name: &'static str, key: &'static [&'static str]) -> Table {
 /// Tables of the schemas that are not state: the store's own bookkeeping, and the leases of
 /// the console's singletons (held by the running consoles; a stopped console holds none that
 /// matters, and the consoles on PostgreSQL take them afresh).
-pub const NOT_MOVED: &[&str] = &["schema_version", "leases"];
+pub const NOT_MOVED: &[&str] = &[
+    "schema_version",
+    "leases",
+    "node_changes",
+    "node_changes_pruned",
+];
 
 /// Columns only the PostgreSQL schema has: bookkeeping of the consoles sharing it, which a
 /// migrated row takes from the column's default.
-pub const POSTGRES_ONLY: &[(&str, &str)] = &[
-    ("servers", "live_xid"),
-    ("servers", "live_writer"),
-    ("servers", "log_addr"),
-];
+pub const POSTGRES_ONLY: &[(&str, &str)] = &[("servers", "log_addr")];
 
 /// Rows a progress report is given after, at most.
 const PROGRESS_EVERY: u64 = 5_000;

@@ -53,6 +53,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("migrations/0009_task_idempotency.sql")),
     (10, include_str!("migrations/0010_look_function.sql")),
     (11, include_str!("migrations/0011_servers_fillfactor.sql")),
+    (12, include_str!("migrations/0012_node_changes.sql")),
 ];
 
 /// The advisory lock migrations run under ("tasknode" in ASCII).
@@ -244,7 +245,7 @@ impl PostgresStore {
         })
     }
 
-    /// This console as the rows it writes name it (`servers.live_writer`).
+    /// This console as the changes it writes name it (`node_changes.writer`).
     fn writer(&self) -> i64 {
         i64::from_ne_bytes(self.instance.to_ne_bytes())
     }

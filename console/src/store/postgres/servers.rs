@@ -153,8 +153,7 @@ impl ServerStore for PostgresStore {
                         cpu_cores = $6, memory_bytes = $7, os = $8, arch = $9, kernel = $10,
                         agent_version = $11, clock_offset_ms = NULL, running_tasks = 0,
                         stopped_ms = NULL, stop_reason = NULL, log_addr = NULL,
-                        enroll_generation = enroll_generation + 1,
-                        live_xid = txid_current(), live_writer = NULL
+                        enroll_generation = enroll_generation + 1
                  WHERE id = $1
                  RETURNING enroll_generation",
                 &[
@@ -184,6 +183,13 @@ impl ServerStore for PostgresStore {
                 name: server_id.to_string(),
             })?;
         let generation: i64 = col(&row, 0)?;
+        // News to every console, this one too (liveness.rs).
+        tx.execute(
+            "INSERT INTO node_changes (server_ids) VALUES (ARRAY[$1::bigint])",
+            &[&server_id],
+        )
+        .await
+        .map_err(db(op))?;
         tx.commit().await.map_err(db(op))?;
         Ok(u64::try_from(generation).unwrap_or(0))
     }

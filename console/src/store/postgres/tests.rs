@@ -435,8 +435,9 @@ async fn a_console_loads_only_what_others_wrote_since_its_last_load() {
     let mut c = b.client().await.unwrap();
     let tx = c.transaction().await.unwrap();
     tx.execute(
-        "UPDATE servers SET last_heartbeat_ms = 3000, live_xid = txid_current(), live_writer = $1
-         WHERE node_id = 'node-y'",
+        "WITH w AS (UPDATE servers SET last_heartbeat_ms = 3000 WHERE node_id = 'node-y'
+                    RETURNING id)
+         INSERT INTO node_changes (writer, server_ids) SELECT $1, array_agg(id) FROM w",
         &[&b.writer()],
     )
     .await
@@ -484,6 +485,54 @@ async fn a_console_loads_only_what_others_wrote_since_its_last_load() {
         "{:?}",
         beats(&enrolled)
     );
+}
+
+#[tokio::test]
+async fn a_load_reaching_back_before_the_pruned_changes_reads_every_server() {
+    let h = Postgres::new();
+    let (a, b) = (h.connect().await.unwrap(), h.connect().await.unwrap());
+    a.create_group("default", "etl", NetworkType::Classic, 1)
+        .await
+        .unwrap();
+    for (name, node) in [("x", "node-x"), ("y", "node-y")] {
+        let s = a.add_server("default", "etl", name, None, 1).await.unwrap();
+        a.enroll(s.id, &enrollment(node), &facts(), None)
+            .await
+            .unwrap();
+    }
+    let at_a = settled(&a, a.nodes_changed(None).await.unwrap().next).await;
+    b.record_liveness(vec![beat("node-x", 1_000)])
+        .await
+        .unwrap();
+    // A load finds what b wrote, and its changes alone.
+    let seen = a.nodes_changed(Some(at_a)).await.unwrap();
+    assert_eq!(beats(&seen), [("node-x".into(), Some(1_000))]);
+
+    // b's change ages past what is kept; b's next load prunes it.
+    let c = b.client().await.unwrap();
+    c.execute(
+        "UPDATE node_changes SET at = now() - interval '1 hour'",
+        &[],
+    )
+    .await
+    .unwrap();
+    b.nodes_changed(None).await.unwrap();
+    let left: i64 = c
+        .query_one("SELECT COUNT(*) FROM node_changes", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "aged changes were kept");
+
+    // A load from before the pruned change cannot tell what it lost: it reads every server.
+    let again = a.nodes_changed(Some(at_a)).await.unwrap();
+    assert_eq!(
+        beats(&again),
+        [("node-x".into(), Some(1_000)), ("node-y".into(), None)]
+    );
+    // A load from after it reads changes again, and finds none.
+    let after = settled(&a, again.next).await;
+    assert!(a.nodes_changed(Some(after)).await.unwrap().nodes.is_empty());
 }
 
 #[tokio::test]
