@@ -165,7 +165,11 @@ impl Cluster {
             .args(["-c", "listen_addresses=127.0.0.1"])
             // A test cluster needs no durability, and the store tests open many pools.
             .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
-            .args(["-c", "full_page_writes=off", "-c", "max_connections=400"]);
+            .args(["-c", "full_page_writes=off", "-c", "max_connections=400"])
+            // Dynamic shared memory as files in the data directory, which goes with the
+            // cluster: a server killed by the parent-death signal cleans nothing up, and the
+            // default left a segment of 1 to 2 MB in /dev/shm (memory) for each cluster.
+            .args(["-c", "dynamic_shared_memory_type=mmap"]);
         if tls.is_some() {
             server
                 .args(["-c", "ssl=on"])
@@ -435,5 +439,23 @@ mod tests {
             !Path::new("/proc").join(pid.to_string()).exists(),
             "postgres {pid} still runs"
         );
+    }
+
+    #[test]
+    fn a_killed_cluster_leaves_its_shared_memory_in_its_directory() {
+        let cluster = Cluster::start().unwrap_or_else(|e| panic!("{e}"));
+        let segments = cluster.dir.join("data/pg_dynshmem");
+        let held = fs::read_dir(&segments)
+            .unwrap_or_else(|e| panic!("{}: {e}", segments.display()))
+            .count();
+        assert!(held > 0, "no segment in {}", segments.display());
+        // As the parent-death signal does: no shutdown, nothing cleaned up by the server.
+        Command::new("kill")
+            .args(["-KILL", &cluster.pid.to_string()])
+            .status()
+            .unwrap();
+        let dir = cluster.dir.clone();
+        drop(cluster);
+        assert!(!dir.exists(), "{} is left", dir.display());
     }
 }
