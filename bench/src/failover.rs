@@ -65,6 +65,7 @@ pub async fn run(args: FailoverArgs) -> anyhow::Result<()> {
     let count = nodes.len();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.connections)
+        .pool_idle_timeout(crate::POOL_IDLE)
         .timeout(Duration::from_secs(5))
         .build()?;
     let consoles = Arc::new(args.console.clone());

@@ -189,6 +189,7 @@ pub async fn run(args: FleetArgs) -> anyhow::Result<()> {
     let servers = nodes.len();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(servers + args.submitters)
+        .pool_idle_timeout(crate::POOL_IDLE)
         .timeout(Duration::from_secs(60))
         .build()?;
     let seen = Arc::new(Seen::default());

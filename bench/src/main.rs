@@ -21,6 +21,13 @@ use serde_json::json;
 
 mod failover;
 mod fleet;
+
+/// How long a pooled connection may sit unused before the client drops it: under the 10 s the
+/// console gives a new connection to send its first request head. The pool opens a connection
+/// for a request that then goes out on one freed meanwhile, and keeps the new one unused; the
+/// console closes it at 10 s, and a request sent on it just then failed ("connection reset by
+/// peer"). An agent sends each request as soon as its connection opens.
+const POOL_IDLE: Duration = Duration::from_secs(5);
 mod heartbeat;
 mod signin;
 
@@ -220,6 +227,7 @@ fn main() -> anyhow::Result<()> {
 fn client(connections: usize) -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
         .pool_max_idle_per_host(connections)
+        .pool_idle_timeout(POOL_IDLE)
         .timeout(Duration::from_secs(10))
         .build()?)
 }
