@@ -24,6 +24,8 @@ use tasknode_protocol::wire::{
 
 /// By default a request gives up after 10 s.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection left unused this long is closed by the agent, before the console does.
+const POOL_IDLE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -231,6 +233,11 @@ impl ConsoleClient {
         let http = builder
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(Duration::from_secs(5))
+            // Under the console's 60 s for an idle kept-alive connection: a request sent on
+            // one the console is closing fails. (Not under its 10 s for a new connection's
+            // first request: the heartbeat's connection, idle 10 s between heartbeats, would
+            // then be opened again for each.)
+            .pool_idle_timeout(POOL_IDLE)
             .user_agent(concat!("tasknode/", env!("TASKNODE_AGENT_VERSION")))
             .build()
             .map_err(|e| ClientError::Unreachable {
