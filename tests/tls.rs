@@ -61,14 +61,22 @@ fn agents_trust_the_pinned_console_ca_and_nothing_else() {
     let ca = console.ca();
     let ca = ca.to_str().unwrap();
 
-    // The system's CAs do not vouch for it: unreachable, saying why, nothing written.
+    // The system's CAs do not vouch for it: unreachable, saying why, at once (a handshake
+    // that failed is not asked again), nothing written.
     let agent = Agent::new();
+    let started = std::time::Instant::now();
     let out = agent.enroll(&console.url, "etl", &password, false);
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert!(
         stderr(&out).to_lowercase().contains("certificate"),
         "{}",
         stderr(&out)
+    );
+    assert!(!stderr(&out).contains("asking again"), "{}", stderr(&out));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
     );
     assert!(!agent.config().exists());
 
@@ -112,6 +120,58 @@ fn agents_trust_the_pinned_console_ca_and_nothing_else() {
     let (status, healthy) = agent.status();
     assert!(healthy, "{status:#}");
     assert!(agent.stop());
+}
+
+#[test]
+fn a_certificate_the_admin_cli_does_not_trust_is_named_at_once_and_not_asked_again() {
+    let console = Console::start(&["--tls"]);
+    console.cli_ok(&["group", "create", "etl", "--network", "classic"]);
+    console.cli_ok(&["server", "add", "--group", "etl", "--name", "db1"]);
+    let script = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(script.path(), "true\n").unwrap();
+    // A data directory without the console's CA: the system's CAs do not vouch for it.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let token = console.data().join("admin.token");
+    let started = std::time::Instant::now();
+    let out = tasknode_tests::admin_cli(
+        &console.url,
+        elsewhere.path(),
+        &[
+            "--token-file",
+            token.to_str().unwrap(),
+            "task",
+            "submit",
+            "--group",
+            "etl",
+            "--script",
+            script.path().to_str().unwrap(),
+        ],
+    );
+    let took = started.elapsed();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    let ca = elsewhere.path().join("tls/ca.pem");
+    assert!(
+        err.contains("TLS handshake")
+            && err.to_lowercase().contains("certificate")
+            && err.contains(&format!("{} (not found)", ca.display()))
+            && err.contains("--data"),
+        "{err}"
+    );
+    // Sent once: a submit is sent again only when no console answered.
+    assert!(!err.contains("sending the submit again"), "{err}");
+    assert!(took < Duration::from_secs(5), "took {took:?}: {err}");
+    // Nothing was submitted; with the console's data directory the same command works.
+    let listed: Value = serde_json::from_str(&console.cli_ok(&["task", "list", "--json"])).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(0), "{listed}");
+    console.cli_ok(&[
+        "task",
+        "submit",
+        "--group",
+        "etl",
+        "--script",
+        script.path().to_str().unwrap(),
+    ]);
 }
 
 #[test]

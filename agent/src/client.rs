@@ -38,6 +38,8 @@ pub enum ClientError {
         url: String,
         detail: String,
         latency: Duration,
+        /// The TLS handshake failed: a certificate not trusted, or a handshake refused.
+        tls: bool,
     },
     #[error("console refused (HTTP {status}{}): {message}", field.as_ref().map(|f| format!(", field {f}")).unwrap_or_default())]
     Refused {
@@ -95,6 +97,12 @@ impl ClientError {
         }
     }
 
+    /// A TLS handshake that failed (a certificate not trusted): asking the same consoles again
+    /// will not change it.
+    pub fn is_tls_failure(&self) -> bool {
+        matches!(self, ClientError::Unreachable { tls: true, .. })
+    }
+
     /// This failure of the console in use, saying that the `others` failed the request too.
     fn others_failed_too(self, others: usize) -> ClientError {
         let also = if others == 1 {
@@ -107,10 +115,12 @@ impl ClientError {
                 url,
                 detail,
                 latency,
+                tls,
             } => ClientError::Unreachable {
                 url,
                 detail: detail + &also,
                 latency,
+                tls,
             },
             ClientError::BadAnswer {
                 status,
@@ -178,6 +188,25 @@ pub fn parse_console_url(value: &str) -> Result<Url, ClientError> {
     if ok { Ok(url) } else { Err(bad()) }
 }
 
+/// Whether `e` failed in the TLS handshake. An io::Error's source() skips the error it wraps
+/// (here an io::Error wrapping rustls's), so the walk steps into it instead.
+fn tls_failure(e: &reqwest::Error) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(cause) = next {
+        if cause.is::<rustls::Error>() {
+            return true;
+        }
+        next = match cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(wrapped) => Some(wrapped),
+            None => cause.source(),
+        };
+    }
+    false
+}
+
 /// A reqwest error and its causes on one line, without the URL (the caller names it once):
 /// reqwest's own message alone rarely says "connection refused".
 fn describe(e: reqwest::Error) -> String {
@@ -242,6 +271,7 @@ impl ConsoleClient {
             .build()
             .map_err(|e| ClientError::Unreachable {
                 url: consoles.current_url(),
+                tls: tls_failure(&e),
                 detail: describe(e),
                 latency: Duration::ZERO,
             })?;
@@ -366,7 +396,7 @@ impl ConsoleClient {
             crate::backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
         loop {
             match self.enroll(req).await {
-                Err(e) if e.fails_over() => {
+                Err(e) if e.fails_over() && !e.is_tls_failure() => {
                     let delay = backoff.next_delay();
                     if Instant::now() + delay > deadline {
                         return Err(e);
@@ -509,6 +539,7 @@ impl ConsoleClient {
                         .map(|b| b.to_vec())
                         .map_err(|e| ClientError::Unreachable {
                             url: url.to_string(),
+                            tls: tls_failure(&e),
                             detail: describe(e),
                             latency: started.elapsed(),
                         })
@@ -552,6 +583,7 @@ impl ConsoleClient {
         let started = Instant::now();
         let res = req.send().await.map_err(|e| ClientError::Unreachable {
             url: url.to_string(),
+            tls: tls_failure(&e),
             detail: describe(e),
             latency: started.elapsed(),
         })?;
@@ -605,6 +637,7 @@ impl ConsoleClient {
         let started = Instant::now();
         let res = req.send().await.map_err(|e| ClientError::Unreachable {
             url: url.to_string(),
+            tls: tls_failure(&e),
             detail: describe(e),
             latency: started.elapsed(),
         })?;
@@ -621,6 +654,7 @@ impl ConsoleClient {
         let status = res.status().as_u16();
         let bytes = res.bytes().await.map_err(|e| ClientError::Unreachable {
             url: url.to_string(),
+            tls: tls_failure(&e),
             detail: describe(e),
             latency: started.elapsed(),
         })?;

@@ -207,6 +207,7 @@ mod tests {
             url: url.to_owned(),
             detail: "connection refused".to_owned(),
             latency: Duration::ZERO,
+            tls: false,
         }
     }
 

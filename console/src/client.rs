@@ -22,6 +22,16 @@ pub enum ClientError {
         #[source]
         source: reqwest::Error,
     },
+    #[error(
+        "the TLS handshake with the console at {url} failed: {detail}; this command trusts the system's CAs and the console CA in {}{}: pass --data with the console's data directory, or --console with a name its certificate holds",
+        .ca.display(),
+        missing(.ca)
+    )]
+    Tls {
+        url: String,
+        detail: String,
+        ca: PathBuf,
+    },
     #[error("console refused the request (HTTP {status}){}: {message}", field.as_ref().map(|f| format!(", field {f}")).unwrap_or_default())]
     Refused {
         status: u16,
@@ -46,10 +56,17 @@ pub enum ClientError {
     },
 }
 
+/// " (not found)" when `path` does not exist, for an error that names it.
+fn missing(path: &Path) -> &'static str {
+    if path.exists() { "" } else { " (not found)" }
+}
+
 pub struct AdminClient {
     http: reqwest::Client,
     base: Url,
     token: String,
+    /// The console CA this client trusts when the file exists (DATA/tls/ca.pem).
+    ca: PathBuf,
 }
 
 /// Parses a console URL, accepting only http and https with a host.
@@ -103,7 +120,12 @@ impl AdminClient {
             url: base.clone(),
             source,
         })?;
-        Ok(AdminClient { http, base, token })
+        Ok(AdminClient {
+            http,
+            base,
+            token,
+            ca: ca_path,
+        })
     }
 
     fn url(&self, path: &str) -> Url {
@@ -201,12 +223,40 @@ impl AdminClient {
             url: url.clone(),
             source,
         };
-        let res = req.send().await.map_err(unreachable)?;
+        let res = req.send().await.map_err(|e| match tls_failure(&e) {
+            Some(detail) => ClientError::Tls {
+                url: url.to_string(),
+                detail,
+                ca: self.ca.clone(),
+            },
+            None => unreachable(e),
+        })?;
         let status = res.status();
         let headers = res.headers().clone();
         let bytes = res.bytes().await.map_err(unreachable)?;
         Ok((status, headers, bytes))
     }
+}
+
+/// What TLS said, when a request failed in its handshake: a certificate this client does not
+/// trust, or a handshake the console refused. Asking again changes neither.
+fn tls_failure(e: &reqwest::Error) -> Option<String> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(cause) = next {
+        if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
+            return Some(tls.to_string());
+        }
+        // An io::Error's source() skips the error it wraps (here an io::Error wrapping
+        // rustls's), so the walk steps into it instead.
+        next = match cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(wrapped) => Some(wrapped),
+            None => cause.source(),
+        };
+    }
+    None
 }
 
 /// The error for a non-success answer: the console's own words where it gave them.

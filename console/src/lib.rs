@@ -85,7 +85,9 @@ pub fn init_tracing() {
 pub fn report(err: &anyhow::Error) -> ExitCode {
     let code = match err.downcast_ref::<client::ClientError>() {
         Some(client::ClientError::Refused { .. }) => Exit::Refused,
-        Some(client::ClientError::Unreachable { .. }) => Exit::Unreachable,
+        Some(client::ClientError::Unreachable { .. } | client::ClientError::Tls { .. }) => {
+            Exit::Unreachable
+        }
         _ => Exit::Failure,
     };
     eprintln!("error: {err}");
