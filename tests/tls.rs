@@ -132,20 +132,20 @@ fn a_certificate_the_admin_cli_does_not_trust_is_named_at_once_and_not_asked_aga
     // A data directory without the console's CA: the system's CAs do not vouch for it.
     let elsewhere = tempfile::tempdir().unwrap();
     let token = console.data().join("admin.token");
+    let submit = [
+        "task",
+        "submit",
+        "--group",
+        "etl",
+        "--script",
+        script.path().to_str().unwrap(),
+    ];
+    let token_flag = ["--token-file", token.to_str().unwrap()];
     let started = std::time::Instant::now();
     let out = tasknode_tests::admin_cli(
         &console.url,
         elsewhere.path(),
-        &[
-            "--token-file",
-            token.to_str().unwrap(),
-            "task",
-            "submit",
-            "--group",
-            "etl",
-            "--script",
-            script.path().to_str().unwrap(),
-        ],
+        &[&token_flag[..], &submit[..]].concat(),
     );
     let took = started.elapsed();
     let err = stderr(&out);
@@ -164,14 +164,7 @@ fn a_certificate_the_admin_cli_does_not_trust_is_named_at_once_and_not_asked_aga
     // Nothing was submitted; with the console's data directory the same command works.
     let listed: Value = serde_json::from_str(&console.cli_ok(&["task", "list", "--json"])).unwrap();
     assert_eq!(listed.as_array().map(Vec::len), Some(0), "{listed}");
-    console.cli_ok(&[
-        "task",
-        "submit",
-        "--group",
-        "etl",
-        "--script",
-        script.path().to_str().unwrap(),
-    ]);
+    console.cli_ok(&submit);
 }
 
 #[test]

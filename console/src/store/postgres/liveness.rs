@@ -12,9 +12,9 @@
 
 use async_trait::async_trait;
 
-use tokio_postgres::{IsolationLevel, Row, Transaction};
+use tokio_postgres::{Row, Transaction};
 
-use super::{Cached, PostgresStore, col, db, parse_log_addr, to_u32};
+use super::{Cached, PostgresStore, col, db, parse_log_addr, snapshot, to_u32};
 use crate::store::{
     ChangeCursor, Liveness, LivenessStore, LivenessUpdate, NodeChanges, NodeRecord, Stop,
     StoreError,
@@ -141,13 +141,7 @@ impl LivenessStore for PostgresStore {
         let op = "loading liveness";
         let mut c = self.client().await?;
         // The cursor, the pruning mark and the rows from one snapshot.
-        let tx = c
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(db(op))?;
+        let tx = snapshot(&mut c, op).await?;
         plan_for_memory(&tx).await.map_err(db(op))?;
         // Every transaction this load does not see has an id at or above the oldest one its
         // snapshot found running.

@@ -9,9 +9,8 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio_postgres::IsolationLevel;
 
-use super::{Cached, PostgresStore, col, db, to_i64};
+use super::{Cached, PostgresStore, col, db, snapshot, to_i64};
 use crate::store::StoreError;
 use crate::store::logs::{Appended, LogLimits, Plan, TaskLogStore, plan};
 
@@ -104,13 +103,7 @@ impl TaskLogStore for PostgresStore {
         const OP: &str = "reading a task log";
         let mut c = self.client().await?;
         // The size and the chunks from one snapshot.
-        let tx = c
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(db(OP))?;
+        let tx = snapshot(&mut c, OP).await?;
         let Some(row) = tx
             .query_opt("SELECT size FROM task_logs WHERE task_id = $1", &[&task])
             .await

@@ -171,6 +171,19 @@ trait Cached: deadpool_postgres::GenericClient {
 
 impl<C: deadpool_postgres::GenericClient + ?Sized> Cached for C {}
 
+/// A read-only transaction whose statements all read one snapshot.
+async fn snapshot<'a>(
+    c: &'a mut Object,
+    op: &'static str,
+) -> Result<deadpool_postgres::Transaction<'a>, StoreError> {
+    c.build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(db(op))
+}
+
 fn db(op: &'static str) -> impl FnOnce(PgError) -> StoreError {
     move |source| StoreError::Database {
         op,

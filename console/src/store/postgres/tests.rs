@@ -386,19 +386,29 @@ async fn settled(store: &PostgresStore, mut at: ChangeCursor) -> ChangeCursor {
     panic!("every load found the same nodes again");
 }
 
+/// Servers x and y in group etl, enrolled as node-x and node-y.
+async fn enroll_x_and_y(store: &PostgresStore) {
+    store
+        .create_group("default", "etl", NetworkType::Classic, 1)
+        .await
+        .unwrap();
+    for (name, node) in [("x", "node-x"), ("y", "node-y")] {
+        let s = store
+            .add_server("default", "etl", name, None, 1)
+            .await
+            .unwrap();
+        store
+            .enroll(s.id, &enrollment(node), &facts(), None)
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test]
 async fn a_console_loads_only_what_others_wrote_since_its_last_load() {
     let h = Postgres::new();
     let (a, b) = (h.connect().await.unwrap(), h.connect().await.unwrap());
-    a.create_group("default", "etl", NetworkType::Classic, 1)
-        .await
-        .unwrap();
-    for (name, node) in [("x", "node-x"), ("y", "node-y")] {
-        let s = a.add_server("default", "etl", name, None, 1).await.unwrap();
-        a.enroll(s.id, &enrollment(node), &facts(), None)
-            .await
-            .unwrap();
-    }
+    enroll_x_and_y(&a).await;
     // The first load takes every node; then loads settle to nothing.
     let first = a.nodes_changed(None).await.unwrap();
     assert_eq!(
@@ -491,15 +501,7 @@ async fn a_console_loads_only_what_others_wrote_since_its_last_load() {
 async fn a_load_reaching_back_before_the_pruned_changes_reads_every_server() {
     let h = Postgres::new();
     let (a, b) = (h.connect().await.unwrap(), h.connect().await.unwrap());
-    a.create_group("default", "etl", NetworkType::Classic, 1)
-        .await
-        .unwrap();
-    for (name, node) in [("x", "node-x"), ("y", "node-y")] {
-        let s = a.add_server("default", "etl", name, None, 1).await.unwrap();
-        a.enroll(s.id, &enrollment(node), &facts(), None)
-            .await
-            .unwrap();
-    }
+    enroll_x_and_y(&a).await;
     let at_a = settled(&a, a.nodes_changed(None).await.unwrap().next).await;
     b.record_liveness(vec![beat("node-x", 1_000)])
         .await
